@@ -1,0 +1,3 @@
+from optbench.cli.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""The command-line interface: a thin typer shell, one module per command."""

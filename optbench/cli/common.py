@@ -1,0 +1,82 @@
+"""What every command shares: the error boundary, consoles, and small formatters."""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def errors_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Map optbench's exceptions to one clear message and an exit code (2: usage, 1: internal)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from optbench.errors import OptbenchError, UsageError, UserCodeError
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except UserCodeError as exc:
+            err_console.print(f"[bold red]Error in your code:[/] {exc}", markup=True)
+            if exc.user_traceback:
+                err_console.print(exc.user_traceback, markup=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        except UsageError as exc:
+            err_console.print(f"[bold red]Error:[/] {exc}", markup=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        except OptbenchError as exc:
+            err_console.print(f"[bold red]Failed:[/] {exc}", markup=True)
+            raise typer.Exit(EXIT_FAILURE) from None
+        except KeyboardInterrupt:
+            err_console.print("Interrupted: finished runs are saved; run the same command again to resume.")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # an optbench bug: say so, with what is needed to report it
+            from optbench import __version__
+
+            err_console.print(
+                f"[bold red]Internal error[/] (optbench {__version__}, Python {sys.version.split()[0]}): "
+                f"{type(exc).__name__}: {exc}\nPlease report this with the traceback below.", markup=True)
+            err_console.print(traceback.format_exc(), markup=False)
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper
+
+
+def fmt_float(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(v):
+        return "—"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e5 or abs(v) < 1e-3:
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}g}"
+
+
+def fmt_int(value: Any) -> str:
+    try:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "—"
+        return str(int(value))
+    except (TypeError, ValueError):
+        return "—"

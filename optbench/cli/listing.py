@@ -1,0 +1,65 @@
+"""``optbench list problems|optimizers``: names, sources, defaults and docs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from optbench.cli.common import console, errors_handled
+from optbench.spec import format_value
+
+WHAT = ("problems", "optimizers")
+
+
+def _params_text(params) -> str:
+    return ", ".join(f"{k}={format_value(p.default)}" for k, p in params.items())
+
+
+@errors_handled
+def list_command(
+    what: Annotated[str, typer.Argument(help="problems or optimizers")],
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List registered problems or optimizers with their parameters and defaults."""
+    from optbench.errors import UsageError, suggest
+
+    if what not in WHAT:
+        raise UsageError(f"Cannot list {what!r}.{suggest(what, WHAT)} Valid: {', '.join(WHAT)}.")
+    if what == "problems":
+        from optbench.problems import list_problems
+
+        entries = list_problems()
+        rows = [{"name": e.name, "kind": e.kind, "batch_size": e.has_batch_size, "doc": e.doc,
+                 "params": {k: {"default": p.default, "doc": p.doc, "valid": p.valid} for k, p in e.params.items()}}
+                for e in entries]
+    else:
+        from optbench.optimizers import list_optimizers
+
+        entries = list_optimizers()
+        rows = [{"name": e.name, "source": e.source, "class": e.target, "batched": e.batched is not None,
+                 "needs_closure": e.needs_closure, "needs_hessian": e.needs_hessian, "doc": e.doc,
+                 "reference": e.reference,
+                 "params": {k: {"default": p.default, "doc": p.doc, "valid": p.valid} for k, p in e.params.items()}}
+                for e in entries]
+    if json_out:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=f"optbench {what}", show_lines=True)
+    table.add_column("name", style="bold")
+    if what == "problems":
+        table.add_column("kind")
+    else:
+        table.add_column("source")
+        table.add_column("batched")
+    table.add_column("parameters (defaults)")
+    table.add_column("description")
+    for e in entries:
+        if what == "problems":
+            table.add_row(e.name, e.kind, _params_text(e.params), e.doc)
+        else:
+            table.add_row(e.name, f"{e.source}\n{e.target.split(':')[-1]}", "yes" if e.batched else "no",
+                          _params_text(e.params), e.doc + (f"\n[dim]{e.reference}[/]" if e.reference else ""))
+    console.print(table)

@@ -1,0 +1,132 @@
+"""``optbench run``: cross problems with optimizers, run the sweep, print the comparison."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from optbench.cli.common import console, err_console, errors_handled
+
+
+class _Progress:
+    """A rich progress bar over optimizer steps, shown only for work longer than about a second."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet, self.done = total, quiet, 0
+        self.start = time.perf_counter()
+        self.bar = None
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.quiet:
+            return
+        if self.bar is None and time.perf_counter() - self.start > 0.8 and self.done < self.total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("steps"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=err_console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("run", total=self.total)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def default_out_dir() -> Path:
+    return Path("results") / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+@errors_handled
+def run(
+    problem: Annotated[str, typer.Option("--problem", "-p", help="Problem specs, comma-separated: "
+                                         "'saddle,valley(kappa=100)'. See 'optbench list problems'.")],
+    opt: Annotated[str, typer.Option("--opt", "-o", help="Optimizer specs, comma-separated: "
+                                     "'adam(lr=3e-3),sgd-momentum'; user classes as 'pkg.mod:Class' or "
+                                     "'file.py:Class'. See 'optbench list optimizers'.")],
+    lr: Annotated[str | None, typer.Option(help="Learning rates: '1e-3,1e-2' or a log grid 'LOW:HIGH:N'. "
+                                           "Default: each optimizer's own.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0..N-1) per configuration.")] = 1,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per run.")] = 1000,
+    batch_size: Annotated[str | None, typer.Option("--batch-size", help="Batch sizes, comma-separated, "
+                                                   "for problems that have one (noisy-quadratic).")] = None,
+    engine: Annotated[str, typer.Option(help="auto (batched where supported), loop or batched.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
+    record_every: Annotated[int | None, typer.Option(min=1, help="Record every N steps "
+                                                     "(default: about 1000 rows per run).")] = None,
+    target: Annotated[float | None, typer.Option(help="Override the problems' targets for 'steps to "
+                                                 "target' (loss − f* ≤ TARGET).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Results directory (default: results/run-DATE-TIME). "
+                                             "Re-running into the same directory skips finished runs.")] = None,
+    force: Annotated[bool, typer.Option(help="Re-run runs already complete in --out.")] = False,
+    all_lrs: Annotated[bool, typer.Option("--all-lrs", help="Show every learning rate, not only the "
+                                          "best per optimizer.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Run optimizers on problems and print a comparison; results go to a directory others can read."""
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.runner import Sweep, resolve_device, run_sweep
+    from optbench.spec import parse_float_list, parse_spec_list
+
+    problems = [get_problem(s) for s in parse_spec_list(problem)]
+    optimizers = [get_optimizer(s) for s in parse_spec_list(opt)]
+    lrs = parse_float_list(lr, "--lr") if lr else None
+    if lrs and any(v <= 0 for v in lrs):
+        from optbench.errors import UsageError
+
+        raise UsageError(f"--lr {lr!r}: learning rates must be > 0.")
+    batch_sizes = None
+    if batch_size:
+        from optbench.errors import UsageError
+
+        try:
+            batch_sizes = [int(b) for b in batch_size.split(",")]
+        except ValueError:
+            raise UsageError(f"--batch-size {batch_size!r}: expected integers like '32,128'.") from None
+        if any(b < 1 for b in batch_sizes):
+            raise UsageError(f"--batch-size {batch_size!r}: batch sizes must be >= 1.")
+    sweep = Sweep(problems, optimizers, lrs=lrs, seeds=list(range(seeds)), steps=steps, batch_sizes=batch_sizes,
+                  record_every=record_every, engine=engine, device=resolve_device(device), dtype=dtype)
+    out_dir = out or default_out_dir()
+    command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    outcome = run_sweep(sweep, out_dir, force=force, command=command,
+                        progress_factory=lambda total: _Progress(total, quiet or json_out))
+    print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
+
+
+def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
+    from optbench.results import load_results, load_summary
+    from optbench.summary import aggregate, recompute_target
+
+    if quiet and not json_out:
+        return
+    summary = load_summary(outcome.out_dir)
+    if target is not None:
+        summary = recompute_target(load_results(outcome.out_dir, columns=["run_id", "step", "loss"]), summary,
+                                   target)
+    table = aggregate(summary, best_lr_only=not all_lrs)
+    if json_out:
+        from optbench.cli.tables import summary_records
+
+        print(json.dumps({"out_dir": str(outcome.out_dir), "runs": outcome.runs_total,
+                          "skipped": outcome.runs_skipped, "wall_time_s": round(outcome.wall_time_s, 4),
+                          "engines": outcome.engines, "summary": summary_records(table)}, indent=2))
+        return
+    from optbench.cli.tables import render_summary
+
+    render_summary(table, console)
+    skipped = f", {outcome.runs_skipped} already complete" if outcome.runs_skipped else ""
+    engines = ", ".join(f"{n} {e}" for e, n in outcome.engines.items())
+    console.print(f"{outcome.runs_total} runs{skipped} ({engines or 'nothing to run'}) in "
+                  f"{outcome.wall_time_s:.2f} s → {outcome.out_dir}")

@@ -1,0 +1,286 @@
+"""Update rules written once over a leading configuration axis.
+
+Each rule reproduces one optimizer class's update for K configurations at once: ``x`` and ``g`` are
+``[K, d]``, float hyperparameters are ``[K, 1]`` tensors (so each configuration has its own learning
+rate, betas, …) and boolean or string hyperparameters are shared by the group. The formulas follow the
+single-tensor code paths of torch.optim (and of pytorch_optimizer for Lion) operation for operation;
+tests check every rule against the class it mirrors to 1e-8 relative in float64.
+
+A rule is ``init(x, hp) -> state`` and ``step(x, g, state, hp, t) -> None`` (updates ``x`` in place;
+``t`` counts from 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+State = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    init: Callable[[torch.Tensor, dict[str, Any]], State]
+    step: Callable[[torch.Tensor, torch.Tensor, State, dict[str, Any], int], None]
+    needs_hessian: bool = False
+
+
+RULES: dict[str, Rule] = {}
+
+
+def _rule(name: str, needs_hessian: bool = False):
+    def wrap(cls):
+        RULES[name] = Rule(cls.init, cls.step, needs_hessian)
+        return cls
+
+    return wrap
+
+
+def _zeros(x):
+    return torch.zeros_like(x)
+
+
+@_rule("sgd")
+class _SGD:
+    """SGD with momentum μ, dampening τ, Nesterov, L2 weight decay λ (torch.optim.SGD):
+    d = g + λx; b = d (first step) else μb + (1 − τ)d; d = d + μb if Nesterov else b; x ← x − η d."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"buf": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        d = g + hp["weight_decay"] * x
+        momentum = hp["momentum"]
+        if bool((momentum != 0).any()):
+            if state["buf"] is None:
+                buf = d.clone()
+            else:
+                buf = state["buf"] * momentum + (1 - hp["dampening"]) * d
+            state["buf"] = buf
+            # configurations with μ = 0 keep plain SGD, as torch.optim does
+            with_momentum = d + momentum * buf if hp["nesterov"] else buf
+            d = torch.where(momentum != 0, with_momentum, d)
+        x.sub_(hp["lr"] * d)
+
+
+@_rule("adagrad")
+class _Adagrad:
+    """AdaGrad (torch.optim.Adagrad): d = g + λx; s ← s + d²; x ← x − η/(1 + (t−1)·decay) · d/(√s + ε)."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"sum": torch.zeros_like(x) + hp["initial_accumulator_value"]}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        d = g + hp["weight_decay"] * x
+        clr = hp["lr"] / (1 + (t - 1) * hp["lr_decay"])
+        state["sum"].addcmul_(d, d)
+        x.sub_(clr * d / (state["sum"].sqrt() + hp["eps"]))
+
+
+@_rule("rmsprop")
+class _RMSprop:
+    """RMSprop (torch.optim.RMSprop): v ← αv + (1 − α)d²; a = √(v − m²) (centred) or √v; a += ε;
+    with momentum μ: b ← μb + d/a, x ← x − ηb; else x ← x − η d/a."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"sq": _zeros(x), "avg": _zeros(x), "buf": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        d = g + hp["weight_decay"] * x
+        alpha = hp["alpha"]
+        state["sq"].mul_(alpha).add_((1 - alpha) * d * d)
+        if hp["centered"]:
+            state["avg"].add_((1 - alpha) * (d - state["avg"]))
+            avg = (state["sq"] - state["avg"] * state["avg"]).sqrt()
+        else:
+            avg = state["sq"].sqrt()
+        avg = avg + hp["eps"]
+        momentum = hp["momentum"]
+        buf = state["buf"].mul_(momentum).add_(d / avg)
+        x.sub_(torch.where(momentum > 0, hp["lr"] * buf, hp["lr"] * d / avg))
+
+
+@_rule("adadelta")
+class _Adadelta:
+    """AdaDelta (torch.optim.Adadelta): v ← ρv + (1−ρ)d²; Δ = √(u + ε)/√(v + ε) · d;
+    u ← ρu + (1−ρ)Δ²; x ← x − ηΔ."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"sq": _zeros(x), "acc": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        d = g + hp["weight_decay"] * x
+        rho, eps = hp["rho"], hp["eps"]
+        state["sq"].mul_(rho).add_((1 - rho) * d * d)
+        delta = (state["acc"] + eps).sqrt() / (state["sq"] + eps).sqrt() * d
+        state["acc"].mul_(rho).add_((1 - rho) * delta * delta)
+        x.sub_(hp["lr"] * delta)
+
+
+def _adam_moments(d, state, hp):
+    beta1, beta2 = hp["beta1"], hp["beta2"]
+    state["m"].add_((1 - beta1) * (d - state["m"]))  # m.lerp_(d, 1 − β₁)
+    state["v"].mul_(beta2).add_((1 - beta2) * d * d)
+
+
+@_rule("adam")
+class _Adam:
+    """Adam (torch.optim.Adam): d = g + λx; m ← β₁m + (1−β₁)d; v ← β₂v + (1−β₂)d²;
+    x ← x − η/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε); AMSGrad uses the running maximum of v."""
+
+    decoupled = False
+
+    @classmethod
+    def init(cls, x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "vmax": _zeros(x)}
+
+    @classmethod
+    def step(cls, x, g, state, hp, t):
+        if cls.decoupled:
+            x.mul_(1 - hp["lr"] * hp["weight_decay"])
+            d = g
+        else:
+            d = g + hp["weight_decay"] * x
+        _adam_moments(d, state, hp)
+        bc1 = 1 - hp["beta1"] ** t
+        bc2_sqrt = (1 - hp["beta2"] ** t).sqrt()
+        v = state["v"]
+        if hp["amsgrad"]:
+            torch.maximum(state["vmax"], v, out=state["vmax"])
+            v = state["vmax"]
+        denom = v.sqrt() / bc2_sqrt + hp["eps"]
+        x.sub_(hp["lr"] / bc1 * state["m"] / denom)
+
+
+@_rule("adamw")
+class _AdamW(_Adam):
+    """AdamW (torch.optim.AdamW): x ← x(1 − ηλ), then the Adam step without L2 in the gradient."""
+
+    decoupled = True
+
+
+@_rule("adamax")
+class _Adamax:
+    """Adamax (torch.optim.Adamax): m ← β₁m + (1−β₁)d; u ← max(β₂u, |d| + ε); x ← x − η/(1−β₁ᵗ) · m/u."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "u": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        d = g + hp["weight_decay"] * x
+        state["m"].add_((1 - hp["beta1"]) * (d - state["m"]))
+        state["u"] = torch.maximum(state["u"] * hp["beta2"], d.abs() + hp["eps"])
+        x.sub_(hp["lr"] / (1 - hp["beta1"] ** t) * state["m"] / state["u"])
+
+
+@_rule("nadam")
+class _NAdam:
+    """NAdam (torch.optim.NAdam): μ_t = β₁(1 − ½·0.96^(tψ)), Π_t = Π μ_i; with Adam's m, v and
+    denom = √(v/(1−β₂ᵗ)) + ε: x ← x − η(1−μ_t)/(1−Π_t) · d/denom − η μ_{t+1}/(1−Π_t μ_{t+1}) · m/denom."""
+
+    @staticmethod
+    def init(x, hp):
+        # torch keeps Π_t in its scalar dtype: float32 unless the default dtype is float64
+        scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        return {"m": _zeros(x), "v": _zeros(x), "mu_product": torch.ones_like(hp["lr"], dtype=scalar)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        beta1, psi, lr = hp["beta1"], hp["momentum_decay"], hp["lr"]
+        bc2 = 1 - hp["beta2"] ** t
+        if hp["decoupled_weight_decay"]:
+            x.mul_(1 - lr * hp["weight_decay"])
+            d = g
+        else:
+            d = g + hp["weight_decay"] * x
+        mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
+        mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
+        state["mu_product"] = state["mu_product"] * mu.to(state["mu_product"].dtype)
+        _adam_moments(d, state, hp)
+        denom = (state["v"] / bc2).sqrt() + hp["eps"]
+        mu_product = state["mu_product"].to(x.dtype)
+        x.add_((-lr * (1.0 - mu) / (1.0 - mu_product)) * d / denom)
+        x.add_((-lr * mu_next) / (1.0 - mu_product * mu_next) * state["m"] / denom)
+
+
+@_rule("radam")
+class _RAdam:
+    """RAdam (torch.optim.RAdam): ρ∞ = 2/(1−β₂) − 1, ρ_t = ρ∞ − 2tβ₂ᵗ/(1−β₂ᵗ); when ρ_t > 5,
+    x ← x − η m̂ r_t √(1−β₂ᵗ)/(√v + ε) with r_t = √((ρ_t−4)(ρ_t−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρ_t)); else x ← x − η m̂."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        if hp["decoupled_weight_decay"]:
+            x.mul_(1 - lr * hp["weight_decay"])
+            d = g
+        else:
+            d = g + hp["weight_decay"] * x
+        _adam_moments(d, state, hp)
+        bc1, bc2 = 1 - beta1**t, 1 - beta2**t
+        m_hat = state["m"] / bc1
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * t * beta2**t / bc2
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)).clamp_min(0).sqrt()
+        adaptive = bc2.sqrt() / (state["v"].sqrt() + hp["eps"])
+        x.sub_(torch.where(rho_t > 5.0, m_hat * lr * adaptive * rect, m_hat * lr))
+
+
+@_rule("lion")
+class _Lion:
+    """Lion (pytorch_optimizer.Lion): decoupled decay x ← x(1 − ηλ); u = sign(β₁m + (1−β₁)g);
+    x ← x − ηu; m ← β₂m + (1−β₂)g."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr = hp["lr"]
+        if hp["weight_decouple"]:
+            x.mul_(1 - hp["weight_decay"] * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = g + hp["weight_decay"] * x
+        m = state["m"]
+        update = (hp["beta1"] * m + (1 - hp["beta1"]) * g).sign()
+        x.sub_(lr * update)
+        m.mul_(hp["beta2"]).add_((1 - hp["beta2"]) * g)
+
+
+@_rule("newton", needs_hessian=True)
+class _Newton:
+    """Newton (optbench.optimizers.handwritten.Newton): x ← x − η (H + λI)⁻¹ g, H per configuration."""
+
+    @staticmethod
+    def init(x, hp):
+        return {}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        hessian = state["hessian"]  # [K, d, d], provided by the engine
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+        matrix = hessian + hp["damping"][..., None] * eye
+        solution, info = torch.linalg.solve_ex(matrix, g)
+        bad = (info != 0) | ~torch.isfinite(solution).all(dim=-1)
+        if bool(bad.any()):
+            lstsq = torch.linalg.lstsq(matrix, g.unsqueeze(-1)).solution.squeeze(-1)
+            solution = torch.where(bad[:, None], lstsq, solution)
+        x.sub_(hp["lr"] * solution)

@@ -1,0 +1,81 @@
+"""The loop engine: one real optimizer object per run. It runs every optimizer, user classes included,
+and is the reference the batched engine is tested against."""
+
+from __future__ import annotations
+
+import torch
+
+from optbench.engines.recorder import GroupTrace, Recorder
+
+PROGRESS_EVERY = 50  # steps between progress callbacks
+
+
+class AnalyticClosure:
+    """The closure handed to ``optimizer.step``: zero grads, loss at the parameter, backward, then add
+    the run's gradient noise to ``.grad``. ``loss_at(tensors)`` evaluates the exact loss at other values,
+    functionally (for Newton's Hessian, SPSA and forward gradients)."""
+
+    def __init__(self, problem, param: torch.Tensor, noise_std, noise_stream):
+        self.problem, self.param = problem, param
+        self.noise_std, self.noise_stream = noise_std, noise_stream
+        self.calls = 0
+
+    def __call__(self) -> torch.Tensor:
+        self.calls += 1
+        self.param.grad = None
+        with torch.enable_grad():
+            loss = self.problem.loss(self.param)
+            loss.backward()
+        if self.noise_std is not None:
+            self.param.grad.add_(self.noise_std * self.noise_stream.next()[0])
+        return loss.detach()
+
+    def loss_at(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return self.problem.loss(tensors[0])
+
+
+def _exact(problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        loss = problem.loss(xg)
+        (grad,) = torch.autograd.grad(loss, xg)
+    return loss.detach(), grad
+
+
+def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu",
+             dtype=torch.float64, progress=None) -> GroupTrace:
+    """Run one analytic run with a real optimizer object; returns its trace (K = 1)."""
+    x0 = problem.start_points([seed], dtype=dtype, device=device)[0]
+    param = torch.nn.Parameter(x0.clone())
+    opt = optimizer.entry.build([param], optimizer.hyperparams, dtype=dtype, seed=seed)
+    noise_std = problem.noise_std(dtype=dtype, device=device)
+    closure = AnalyticClosure(problem, param, noise_std, problem.noise_stream([seed], dtype=dtype, device=device))
+    rec = Recorder(problem, 1, steps, record_every, device, dtype)
+    needs_closure = optimizer.entry.needs_closure
+    reported = 0
+    for t in range(steps + 1):
+        if needs_closure or t == steps:
+            loss, grad = _exact(problem, param)
+        else:
+            # one evaluation serves both the record (exact values) and the update (noisy gradient)
+            param.grad = None
+            with torch.enable_grad():
+                loss = problem.loss(param)
+                loss.backward()
+            grad = param.grad.detach().clone()
+            loss = loss.detach()
+            if noise_std is not None:
+                param.grad.add_(noise_std * closure.noise_stream.next()[0])
+        rec.observe(t, param.detach()[None], loss[None], grad[None])
+        if t == steps or not bool(rec.active[0]):
+            break
+        if needs_closure:
+            opt.step(closure)
+        else:
+            opt.step()
+        if progress is not None and (t + 1) % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+            reported += PROGRESS_EVERY
+    if progress is not None:
+        progress(steps - reported)  # a run that ended early counts as complete
+    return rec.finish()

@@ -1,0 +1,140 @@
+"""What both engines record per step, and how a run ends (diverged, escaped, done).
+
+A recorder holds K runs that advance together (K = 1 in the loop engine). Step 0 is the start; step t
+is after t updates. Rows are kept at steps 0, e, 2e, … (e = ``record_every``) and at the final step of
+every run, so a run that diverges between two recorded steps still shows where it ended. All checks are
+tensor operations on the run's device: no host synchronisation per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+DONE, DIVERGED, ESCAPED = "done", "diverged", "escaped"
+STATUSES = (DONE, DIVERGED, ESCAPED)
+_CODES = {0: DONE, 1: DIVERGED, 2: ESCAPED}
+MAX_COORDS = 3  # coordinates are recorded for problems of dimension <= 3
+
+
+@dataclass
+class GroupTrace:
+    """The recorded history of K runs. Arrays are numpy, rows are recorded steps."""
+
+    steps: np.ndarray  # [R] recorded step numbers
+    loss: np.ndarray  # [R, K]
+    grad_norm: np.ndarray  # [R, K]
+    coords: np.ndarray | None  # [R, K, d] for d <= 3, else None
+    wall_time_s: np.ndarray  # [R, K] seconds since the run started
+    status: list[str]  # [K]
+    end_step: np.ndarray  # [K] last step of each run
+    end_loss: np.ndarray  # [K] values at the end step (for runs that end between recorded steps)
+    end_grad_norm: np.ndarray
+    end_x: np.ndarray  # [K, d] the point where each run ended
+    end_wall_time_s: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # more per-row columns, [R, K]
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.status)
+
+
+def record_steps(steps: int, record_every: int) -> list[int]:
+    grid = list(range(0, steps + 1, record_every))
+    if grid[-1] != steps:
+        grid.append(steps)
+    return grid
+
+
+class Recorder:
+    """Records K runs on one device and decides when each ends."""
+
+    def __init__(self, problem, num_runs: int, steps: int, record_every: int, device, dtype):
+        self.problem, self.K, self.steps = problem, num_runs, steps
+        self.grid = record_steps(steps, record_every)
+        self.row_of = {s: i for i, s in enumerate(self.grid)}
+        R, K = len(self.grid), num_runs
+        self.ncoords = problem.dim if problem.dim <= MAX_COORDS else 0
+        opts = dict(dtype=dtype, device=device)
+        self.loss = torch.full((R, K), math.nan, **opts)
+        self.grad_norm = torch.full((R, K), math.nan, **opts)
+        self.coords = torch.full((R, K, self.ncoords), math.nan, **opts)
+        self.wall = np.zeros(R)
+        self.active = torch.ones(K, dtype=torch.bool, device=device)
+        self.code = torch.zeros(K, dtype=torch.int8, device=device)
+        self.end_step = torch.full((K,), steps, dtype=torch.int64, device=device)
+        self.end_loss = torch.full((K,), math.nan, **opts)
+        self.end_grad_norm = torch.full((K,), math.nan, **opts)
+        self.end_x = torch.full((K, problem.dim), math.nan, **opts)
+        self.end_wall = torch.zeros(K, dtype=torch.float64, device=device)
+        self.blowup = None
+        self.escape_lo = self.escape_hi = None
+        if problem.unbounded:
+            lo, hi = problem.escape_box()
+            self.escape_lo, self.escape_hi = lo.to(**opts), hi.to(**opts)
+        self.device = device
+        self.t0 = time.perf_counter()
+
+    def observe(self, t: int, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
+        """Record step ``t`` for points ``x`` [K, d] with exact ``loss`` [K] and ``grad`` [K, d]."""
+        loss = loss.detach()
+        gnorm = torch.linalg.vector_norm(grad.detach(), dim=-1)
+        if t == 0:
+            start = loss.detach().double()
+            self.blowup = torch.tensor([self.problem.blowup_level(v) for v in start.tolist()],
+                                       dtype=loss.dtype, device=loss.device)
+        bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | (loss > self.blowup)
+        ended = self.active & bad
+        code = torch.where(ended, 1, self.code)
+        if self.escape_lo is not None:
+            out = ((x < self.escape_lo) | (x > self.escape_hi)).any(dim=-1)
+            escaped = self.active & ~bad & out
+            code = torch.where(escaped, 2, code)
+            ended = ended | escaped
+        if t == self.steps:
+            ending = self.active
+        else:
+            ending = ended
+        row = self.row_of.get(t)
+        elapsed = time.perf_counter() - self.t0
+        if row is not None:
+            self.loss[row] = loss
+            self.grad_norm[row] = gnorm
+            if self.ncoords:
+                self.coords[row] = x.detach()
+            self.wall[row] = elapsed
+        self.end_step = torch.where(ending, t, self.end_step)
+        self.end_loss = torch.where(ending, loss, self.end_loss)
+        self.end_grad_norm = torch.where(ending, gnorm, self.end_grad_norm)
+        self.end_x = torch.where(ending[:, None], x.detach(), self.end_x)
+        self.end_wall = torch.where(ending, elapsed, self.end_wall)
+        self.code = code
+        self.active = self.active & ~ended
+
+    def any_active(self) -> bool:
+        """Host-synchronising check, meant for every few hundred steps."""
+        return bool(self.active.any())
+
+    def finish(self) -> GroupTrace:
+        def np_(t):
+            return t.detach().cpu().numpy()
+
+        codes = np_(self.code).tolist()
+        wall = np.repeat(self.wall[:, None], self.K, axis=1)
+        return GroupTrace(
+            steps=np.asarray(self.grid, dtype=np.int64),
+            loss=np_(self.loss).astype(np.float64),
+            grad_norm=np_(self.grad_norm).astype(np.float64),
+            coords=np_(self.coords).astype(np.float64) if self.ncoords else None,
+            wall_time_s=wall,
+            status=[_CODES[c] for c in codes],
+            end_step=np_(self.end_step),
+            end_loss=np_(self.end_loss).astype(np.float64),
+            end_grad_norm=np_(self.end_grad_norm).astype(np.float64),
+            end_x=np_(self.end_x).astype(np.float64),
+            end_wall_time_s=np_(self.end_wall),
+        )

@@ -1,0 +1,17 @@
+"""Problems: analytic landscapes and small networks, in one registry looked up by spec."""
+
+from optbench.problems.base import (
+    PROBLEMS,
+    NoiseStream,
+    ProblemEntry,
+    derive_seed,
+    get_problem,
+    get_problem_entry,
+    list_problems,
+    register_problem,
+)
+
+__all__ = [
+    "PROBLEMS", "NoiseStream", "ProblemEntry", "derive_seed", "get_problem", "get_problem_entry",
+    "list_problems", "register_problem",
+]

@@ -1,0 +1,375 @@
+"""Analytic landscapes: closed-form losses on R^d, batched over leading dimensions.
+
+Every function maps a tensor of points ``[..., d]`` to losses ``[...]`` and computes in the points'
+dtype (float64 by default). Each problem knows its dimension, default start, plot bounds, global
+minima and the target used for "steps to target" (first step with ``loss - f* <= target``; for the
+saddles, which have no minimum, the first step with ``loss <= target``).
+
+Options shared by every analytic problem:
+
+- ``start``: a tuple of ``dim`` numbers, or ``'random'`` (uniform in the plot bounds, from the run seed).
+- ``noise``: standard deviation σ of Gaussian noise added to every gradient coordinate, seeded per run.
+  The recorded loss is always the exact loss; noise only perturbs what the optimizer sees.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from optbench.errors import SpecError
+from optbench.params import Param, nonnegative, positive
+from optbench.problems.base import NoiseStream, ProblemEntry, derive_seed, register_problem
+from optbench.spec import Spec
+
+ESCAPE_MARGIN = 0.5  # a run of an unbounded problem "escapes" beyond bounds widened by this share of their width
+BLOWUP_FACTOR = 1e6  # a run diverges when loss - f* exceeds this multiple of max(1, f(start) - f*)
+
+
+@dataclass(eq=False)
+class AnalyticProblem:
+    """A closed-form problem. ``loss`` takes ``[..., d]`` points and returns ``[...]`` losses."""
+
+    name: str
+    spec: Spec
+    config: dict[str, Any]
+    dim: int
+    fn: Callable[[Any], Any]
+    bounds: tuple[tuple[float, float], ...]
+    minima_points: tuple[tuple[float, ...], ...]
+    f_min: float | None
+    target: float
+    default_start: tuple[float, ...]
+    noise_variance: Callable[[int], Any] | None = None  # batch_size -> per-coordinate variance [d]
+    formula: str = ""
+    kind: str = "analytic"
+
+    # ---- identity -------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return str(self.spec)
+
+    @property
+    def unbounded(self) -> bool:
+        return self.f_min is None
+
+    @property
+    def has_batch_size(self) -> bool:
+        return self.noise_variance is not None
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.config.get("batch_size") if self.has_batch_size else None
+
+    @property
+    def noise(self) -> float:
+        return float(self.config.get("noise", 0.0))
+
+    @property
+    def is_noisy(self) -> bool:
+        return self.noise > 0 or self.has_batch_size
+
+    # ---- math -----------------------------------------------------------------------------
+    def loss(self, x):
+        """Loss at points ``x`` of shape ``[..., d]``."""
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"{self.name} expects points of dimension {self.dim}, got shape {tuple(x.shape)}")
+        return self.fn(x)
+
+    def grad(self, x):
+        """Exact gradient at ``x`` (``[..., d]``) by autograd."""
+        import torch
+
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.fn(x).sum(), x)
+        return g
+
+    @property
+    def minima(self):
+        """Global minima as a ``[M, d]`` float64 tensor (M = 0 for problems unbounded below)."""
+        import torch
+
+        return torch.tensor(self.minima_points, dtype=torch.float64).reshape(-1, self.dim)
+
+    @property
+    def start(self):
+        """The configured start as a ``[d]`` tensor, or the string ``'random'``."""
+        import torch
+
+        start = self.config.get("start")
+        if start == "random":
+            return "random"
+        return torch.tensor(start if start is not None else self.default_start, dtype=torch.float64)
+
+    def start_points(self, seeds: Sequence[int], dtype=None, device=None):
+        """Start points ``[K, d]`` for runs with these seeds (random starts drawn from each seed)."""
+        import torch
+
+        dtype = dtype or torch.float64
+        start = self.start
+        if isinstance(start, str):
+            lo = torch.tensor([b[0] for b in self.bounds], dtype=torch.float64)
+            hi = torch.tensor([b[1] for b in self.bounds], dtype=torch.float64)
+            rows = []
+            for seed in seeds:
+                g = torch.Generator().manual_seed(derive_seed(seed, "start"))
+                rows.append(lo + torch.rand(self.dim, generator=g, dtype=torch.float64) * (hi - lo))
+            points = torch.stack(rows)
+        else:
+            points = start.expand(len(seeds), self.dim).clone()
+        return points.to(dtype=dtype, device=device)
+
+    def noise_std(self, dtype=None, device=None):
+        """Per-coordinate standard deviation ``[d]`` of the gradient noise, or None when exact."""
+        import torch
+
+        var = torch.zeros(self.dim, dtype=torch.float64)
+        if self.noise_variance is not None:
+            var = var + self.noise_variance(self.batch_size)
+        var = var + self.noise**2
+        if not bool((var > 0).any()):
+            return None
+        return var.sqrt().to(dtype=dtype or torch.float64, device=device)
+
+    def noise_stream(self, seeds: Sequence[int], dtype=None, device=None) -> NoiseStream | None:
+        return None if self.noise_std() is None else NoiseStream(
+            list(seeds), self.dim, dtype=dtype, device=device)
+
+    def escape_box(self):
+        """``(lo, hi)`` tensors beyond which a run of an unbounded problem counts as escaped."""
+        import torch
+
+        lo = torch.tensor([b[0] for b in self.bounds], dtype=torch.float64)
+        hi = torch.tensor([b[1] for b in self.bounds], dtype=torch.float64)
+        width = hi - lo
+        return lo - ESCAPE_MARGIN * width, hi + ESCAPE_MARGIN * width
+
+    def blowup_level(self, start_loss: float) -> float:
+        if self.f_min is None:
+            return math.inf
+        return self.f_min + BLOWUP_FACTOR * max(1.0, start_loss - self.f_min)
+
+    def distance_to_minimum(self, x):
+        """Euclidean distance from points ``[..., d]`` to the nearest global minimum (NaN when none)."""
+        import torch
+
+        m = self.minima.to(dtype=x.dtype, device=x.device)
+        if m.numel() == 0:
+            return torch.full(x.shape[:-1], float("nan"), dtype=x.dtype, device=x.device)
+        return torch.cdist(x.reshape(-1, self.dim), m).min(dim=-1).values.reshape(x.shape[:-1])
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "spec": self.label, "kind": self.kind, "dim": self.dim,
+            "bounds": self.bounds, "minima": self.minima_points, "f_min": self.f_min, "target": self.target,
+            "start": self.config.get("start") or self.default_start, "noise": self.noise,
+            "batch_size": self.batch_size, "formula": self.formula,
+        }
+
+
+# ---- registration helpers -------------------------------------------------------------------
+
+def _start_check(value: Any) -> bool:
+    return value == "random" or (isinstance(value, tuple) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def _common_params() -> dict[str, Param]:
+    return {
+        "start": Param(None, "start point: a tuple of dim numbers, or 'random' (uniform in the bounds)",
+                       _start_check, "a tuple of numbers or 'random'", types=(tuple, list, str)),
+        "noise": nonnegative("σ of Gaussian noise added to each gradient coordinate, seeded per run", 0.0),
+    }
+
+
+def _dim_param(default: int = 2) -> Param:
+    return Param(default, "dimension", lambda v: isinstance(v, int) and 1 <= v <= 100_000,
+                 "an integer in [1, 100000]", types=(int,))
+
+
+def _analytic(name: str, doc: str, params: dict[str, Param] | None = None, has_batch_size: bool = False,
+              tags: tuple[str, ...] = ()):
+    """Decorator: register ``make(config) -> dict of AnalyticProblem fields`` as problem ``name``."""
+
+    def wrap(make: Callable[[dict[str, Any]], dict[str, Any]]):
+        def build(spec: Spec, config: dict[str, Any]) -> AnalyticProblem:
+            fields = make(config)
+            problem = AnalyticProblem(name=name, spec=spec, config=config, formula=doc, **fields)
+            start = config.get("start")
+            if isinstance(start, tuple) and len(start) != problem.dim:
+                raise SpecError(
+                    f"problem {name!r}: start={start!r} has {len(start)} coordinates; "
+                    f"this problem has dimension {problem.dim}."
+                )
+            return problem
+
+        register_problem(ProblemEntry(name, build, {**_common_params(), **(params or {})},
+                                      doc, "analytic", has_batch_size, tags))
+        return make
+
+    return wrap
+
+
+def _square(lo: float, hi: float, dim: int) -> tuple[tuple[float, float], ...]:
+    return tuple((lo, hi) for _ in range(dim))
+
+
+# ---- the problems ---------------------------------------------------------------------------
+
+@_analytic("rosenbrock", "Rosenbrock: Σ b(x[i+1] − x[i]²)² + (1 − x[i])²; minimum 0 at (1, …, 1).",
+           {"dim": Param(2, "dimension (>= 2)", lambda v: isinstance(v, int) and 2 <= v <= 100_000,
+                         "an integer in [2, 100000]", types=(int,)),
+            "b": positive("curvature of the valley", 100.0)}, tags=("valley", "classic"))
+def _rosenbrock(c):
+    d, b = c["dim"], c["b"]
+
+    def fn(x):
+        return (b * (x[..., 1:] - x[..., :-1] ** 2) ** 2 + (1 - x[..., :-1]) ** 2).sum(-1)
+
+    start = tuple(-1.2 if i % 2 == 0 else 1.0 for i in range(d))
+    bounds = ((-2.0, 2.0), (-1.0, 3.0)) + _square(-2.0, 2.0, d - 2)
+    return dict(dim=d, fn=fn, bounds=bounds, minima_points=((1.0,) * d,), f_min=0.0, target=1e-4,
+                default_start=start)
+
+
+@_analytic("saddle", "Saddle: x² − y²; a saddle point at the origin, unbounded below along y.",
+           tags=("saddle",))
+def _saddle(c):
+    return dict(dim=2, fn=lambda x: x[..., 0] ** 2 - x[..., 1] ** 2, bounds=_square(-2.0, 2.0, 2),
+                minima_points=(), f_min=None, target=-1.0, default_start=(1.5, 1e-3))
+
+
+@_analytic("monkey-saddle", "Monkey saddle: x³ − 3xy²; a degenerate saddle at the origin, unbounded below.",
+           tags=("saddle",))
+def _monkey(c):
+    return dict(dim=2, fn=lambda x: x[..., 0] ** 3 - 3 * x[..., 0] * x[..., 1] ** 2,
+                bounds=_square(-1.5, 1.5, 2), minima_points=(), f_min=None, target=-1.0,
+                default_start=(0.5, 0.05))
+
+
+@_analytic("valley", "Ill-conditioned quadratic ½(u² + κ v²), (u, v) = (x, y) rotated by `angle` degrees; "
+           "minimum 0 at the origin.",
+           {"kappa": Param(100.0, "condition number κ", lambda v: v >= 1, ">= 1"),
+            "angle": Param(0.0, "rotation of the valley in degrees", lambda v: -360 <= v <= 360,
+                           "in [-360, 360]")}, tags=("valley", "quadratic"))
+def _valley(c):
+    kappa, theta = c["kappa"], math.radians(c["angle"])
+    cos, sin = math.cos(theta), math.sin(theta)
+
+    def fn(x):
+        u = cos * x[..., 0] + sin * x[..., 1]
+        v = -sin * x[..., 0] + cos * x[..., 1]
+        return 0.5 * (u**2 + kappa * v**2)
+
+    s0 = (-2.0, 0.5)
+    start = (cos * s0[0] - sin * s0[1], sin * s0[0] + cos * s0[1])
+    return dict(dim=2, fn=fn, bounds=_square(-2.5, 2.5, 2), minima_points=((0.0, 0.0),), f_min=0.0,
+                target=1e-6, default_start=start)
+
+
+@_analytic("beale", "Beale: (1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²; minimum 0 at (3, 0.5).",
+           tags=("classic",))
+def _beale(c):
+    def fn(x):
+        a, b = x[..., 0], x[..., 1]
+        return (1.5 - a + a * b) ** 2 + (2.25 - a + a * b**2) ** 2 + (2.625 - a + a * b**3) ** 2
+
+    return dict(dim=2, fn=fn, bounds=_square(-4.5, 4.5, 2), minima_points=((3.0, 0.5),), f_min=0.0,
+                target=1e-6, default_start=(1.0, 1.5))
+
+
+HIMMELBLAU_MINIMA = (
+    (3.0, 2.0),
+    (-2.805118086952745, 3.131312518250573),
+    (-3.779310253377747, -3.283185991286170),
+    (3.584428340330492, -1.848126526964404),
+)
+
+
+@_analytic("himmelblau", "Himmelblau: (x² + y − 11)² + (x + y² − 7)²; four global minima with value 0.",
+           tags=("multimodal",))
+def _himmelblau(c):
+    def fn(x):
+        a, b = x[..., 0], x[..., 1]
+        return (a**2 + b - 11) ** 2 + (a + b**2 - 7) ** 2
+
+    return dict(dim=2, fn=fn, bounds=_square(-5.0, 5.0, 2), minima_points=HIMMELBLAU_MINIMA, f_min=0.0,
+                target=1e-6, default_start=(0.0, 0.0))
+
+
+@_analytic("rastrigin", "Rastrigin: A·d + Σ (x² − A cos 2πx); minimum 0 at the origin, many local minima.",
+           {"dim": _dim_param(), "A": positive("amplitude of the cosine term", 10.0)}, tags=("multimodal",))
+def _rastrigin(c):
+    d, A = c["dim"], c["A"]
+
+    def fn(x):
+        return A * d + (x**2 - A * (2 * math.pi * x).cos()).sum(-1)
+
+    start = tuple(2.2 if i % 2 == 0 else -2.8 for i in range(d))
+    return dict(dim=d, fn=fn, bounds=_square(-5.12, 5.12, d), minima_points=((0.0,) * d,), f_min=0.0,
+                target=1e-6, default_start=start)
+
+
+@_analytic("ackley", "Ackley: −20 exp(−0.2 √(mean x²)) − exp(mean cos 2πx) + 20 + e; minimum 0 at the origin.",
+           {"dim": _dim_param()}, tags=("multimodal",))
+def _ackley(c):
+    d = c["dim"]
+
+    def fn(x):
+        import torch
+
+        # clamp keeps the gradient finite (zero) at the cone tip, where √ has no derivative
+        r = (x**2).mean(-1).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
+        return -20 * torch.exp(-0.2 * r) - torch.exp((2 * math.pi * x).cos().mean(-1)) + 20 + math.e
+
+    start = tuple(2.5 if i % 2 == 0 else -3.5 for i in range(d))
+    return dict(dim=d, fn=fn, bounds=_square(-5.0, 5.0, d), minima_points=((0.0,) * d,), f_min=0.0,
+                target=1e-4, default_start=start)
+
+
+STYBLINSKI_TANG_ARGMIN = -2.903534027771178  # root of 4x³ − 32x + 5 = 0 (global)
+
+
+@_analytic("styblinski-tang", "Styblinski–Tang: ½ Σ (x⁴ − 16x² + 5x); minimum −39.16616570377142·d at "
+           "x = −2.903534027771178 in every coordinate.", {"dim": _dim_param()}, tags=("multimodal",))
+def _styblinski_tang(c):
+    d = c["dim"]
+    a = STYBLINSKI_TANG_ARGMIN
+    f_min = d * 0.5 * (a**4 - 16 * a**2 + 5 * a)
+
+    def fn(x):
+        return 0.5 * (x**4 - 16 * x**2 + 5 * x).sum(-1)
+
+    start = tuple(0.5 if i % 2 == 0 else 4.0 for i in range(d))
+    return dict(dim=d, fn=fn, bounds=_square(-5.0, 5.0, d), minima_points=((a,) * d,), f_min=f_min,
+                target=1e-4, default_start=start)
+
+
+@_analytic(
+    "noisy-quadratic",
+    "Noisy quadratic model (Zhang et al. 2019, 'Which Algorithmic Choices Matter at Which Batch Sizes?'): "
+    "loss ½ Σ h_i x_i² with h_i = i^(−p); the gradient seen by the optimizer is H x + ε, ε ~ N(0, H / B) for "
+    "batch size B, so gradient noise variance scales as 1/B. Minimum 0 at the origin.",
+    {"dim": _dim_param(100),
+     "power": Param(1.0, "curvature spectrum h_i = i^(-power)", lambda v: 0 <= v <= 4, "in [0, 4]"),
+     "batch_size": Param(1, "batch size B (noise variance h_i / B); a sweep axis via --batch-size",
+                         lambda v: isinstance(v, int) and v >= 1, "an integer >= 1", types=(int,))},
+    has_batch_size=True, tags=("quadratic", "noisy"),
+)
+def _noisy_quadratic(c):
+    import torch
+
+    d, p = c["dim"], c["power"]
+    h = torch.arange(1, d + 1, dtype=torch.float64) ** (-p)
+    h_list = h.tolist()
+
+    def fn(x):
+        return 0.5 * (h.to(dtype=x.dtype, device=x.device) * x**2).sum(-1)
+
+    bounds = tuple((-1.5, 1.5) for _ in range(d))
+    return dict(dim=d, fn=fn, bounds=bounds, minima_points=((0.0,) * d,), f_min=0.0,
+                target=1e-3 * 0.5 * sum(h_list), default_start=(1.0,) * d,
+                noise_variance=lambda batch_size: h / batch_size)

@@ -1,0 +1,386 @@
+"""Expand a sweep into runs, skip the complete ones, pick an engine, and stream finished runs to disk.
+
+A run is (problem, optimizer with hyperparameters, seed, steps, record interval, dtype, device type); its
+``run_id`` hashes all of that with the optbench version. Runs that one batched rule can advance together
+(same problem, same rule, same non-float settings) form a group; ``engine='auto'`` runs such groups on
+the batched engine and everything else on the loop engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optbench import __version__
+from optbench.errors import SpecError, UsageError
+from optbench.spec import format_spec
+
+ENGINES = ("auto", "loop", "batched")
+DTYPES = ("float64", "float32")
+MAX_RECORDED_ROWS = 1000  # default record interval keeps about this many rows per run
+MAX_GROUP = 4096  # configurations per batched group (bounded memory per group)
+
+
+@dataclass(frozen=True)
+class Run:
+    problem: Any  # a problem object (optbench.problems)
+    optimizer: Any  # an OptimizerConfig with its learning rate applied
+    seed: int
+    steps: int
+    record_every: int
+    dtype: str = "float64"
+    device: str = "cpu"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "problem": self.problem.name,
+            "problem_config": self.problem.config,
+            "optimizer": self.optimizer.name,
+            "hyperparams": self.optimizer.hyperparams,
+            "seed": self.seed,
+            "steps": self.steps,
+            "record_every": self.record_every,
+            "dtype": self.dtype,
+            "device_type": self.device.split(":")[0],
+            "optbench": __version__,
+        }
+
+    @property
+    def run_id(self) -> str:
+        text = json.dumps(self.identity, sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def optimizer_label(self) -> str:
+        return format_spec(self.optimizer.name, {k: v for k, v in self.optimizer.given.items() if k != "lr"})
+
+
+@dataclass
+class Sweep:
+    """Everything a sweep varies. ``lrs=None`` keeps each optimizer's own learning rate."""
+
+    problems: Sequence[Any]
+    optimizers: Sequence[Any]
+    lrs: Sequence[float] | None = None
+    seeds: Sequence[int] = (0,)
+    steps: int = 1000
+    batch_sizes: Sequence[int] | None = None
+    record_every: int | None = None
+    engine: str = "auto"
+    device: str = "cpu"
+    dtype: str = "float64"
+
+    def expand(self) -> list[Run]:
+        from optbench.optimizers.registry import check_lr_override
+        from optbench.problems import get_problem
+
+        if self.steps < 1:
+            raise UsageError(f"--steps {self.steps} must be at least 1.")
+        if self.engine not in ENGINES:
+            raise UsageError(f"Unknown engine {self.engine!r}; valid engines: {', '.join(ENGINES)}.")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"Unknown dtype {self.dtype!r}; valid dtypes: {', '.join(DTYPES)}.")
+        record_every = self.record_every or max(1, -(-self.steps // MAX_RECORDED_ROWS))
+        if record_every < 1:
+            raise UsageError(f"--record-every {record_every} must be at least 1.")
+        problems = list(self.problems)
+        if self.batch_sizes:
+            without = [p.name for p in problems if not p.has_batch_size]
+            if without:
+                raise UsageError(f"--batch-size does not apply to {', '.join(sorted(set(without)))}: "
+                                 "only problems with a batch size take it (e.g. noisy-quadratic).")
+            problems = [get_problem(p.spec, batch_size=b) for p in problems for b in self.batch_sizes]
+        for opt in self.optimizers:
+            check_lr_override(opt, list(self.lrs) if self.lrs else None)
+            for p in problems:
+                if opt.entry.max_dim is not None and p.dim > opt.entry.max_dim:
+                    raise SpecError(f"Optimizer {opt.name!r} handles problems up to dimension "
+                                    f"{opt.entry.max_dim}; {p.label} has {p.dim}.")
+        runs = []
+        for problem in problems:
+            for opt in self.optimizers:
+                configs = [opt.with_hyperparams(lr=lr) for lr in self.lrs] if self.lrs else [opt]
+                for config in configs:
+                    for seed in self.seeds:
+                        runs.append(Run(problem, config, int(seed), self.steps, record_every, self.dtype,
+                                        self.device))
+        return runs
+
+
+@dataclass
+class SweepOutcome:
+    out_dir: Path
+    runs_total: int
+    runs_skipped: int
+    runs_done: int
+    wall_time_s: float
+    engines: dict[str, int] = field(default_factory=dict)
+
+
+def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]:
+    """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else."""
+    from optbench.engines.batched import group_key, supports_batched
+
+    groups: dict[tuple, list[Run]] = {}
+    items: list[tuple[str, list[Run]]] = []
+    for run in runs:
+        batched = engine == "batched" or (engine == "auto" and supports_batched(run.optimizer))
+        if batched and not supports_batched(run.optimizer):
+            raise UsageError(f"The batched engine does not support {run.optimizer.name!r}; "
+                             "use --engine loop or auto.")
+        if batched and run.problem.kind == "analytic":
+            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, group_key(run.optimizer))
+            groups.setdefault(key, []).append(run)
+        else:
+            items.append(("loop", [run]))
+    for group in groups.values():
+        for i in range(0, len(group), MAX_GROUP):
+            items.append(("batched", group[i: i + MAX_GROUP]))
+    return items
+
+
+def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None = None):
+    """Run one work item; returns its GroupTrace."""
+    import torch
+
+    dtype = getattr(torch, runs[0].dtype)
+    device = torch.device(runs[0].device)
+    first = runs[0]
+    if first.problem.kind != "analytic":
+        from optbench.engines.network import run_network  # the network track
+
+        return run_network(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
+                           device=device, dtype=dtype, progress=progress)
+    if engine == "batched":
+        from optbench.engines.batched import run_batched
+
+        return run_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs], first.steps,
+                           first.record_every, device=device, dtype=dtype, progress=progress)
+    from optbench.engines.loop import run_loop
+
+    return run_loop(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
+                    device=device, dtype=dtype, progress=progress)
+
+
+def trace_tables(runs: list[Run], trace, engine: str):
+    """Turn a GroupTrace of these runs into (steps table, summary table) as pyarrow tables."""
+    import numpy as np
+    import pyarrow as pa
+
+    K = len(runs)
+    steps = trace.steps
+    end = trace.end_step
+    keep = steps[None, :] < end[:, None]  # [K, R]: grid rows strictly before each run's end
+    run_a, row_a = np.nonzero(keep)
+    run_idx = np.concatenate([run_a, np.arange(K)])
+    order = np.argsort(run_idx, kind="stable")
+    run_idx = run_idx[order]
+
+    def col(grid_values, end_values):
+        return np.concatenate([grid_values.T[run_a, row_a], end_values])[order]
+
+    loss = col(trace.loss, trace.end_loss)
+    step = col(np.repeat(steps[None, :], K, 0).T, end)
+    problem = runs[0].problem
+
+    def dict_col(values: list[str]):
+        uniq = list(dict.fromkeys(values))
+        pos = {v: i for i, v in enumerate(uniq)}
+        indices = np.array([pos[v] for v in values], dtype=np.int32)[run_idx]
+        return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(uniq, pa.string()))
+
+    run_ids = [r.run_id for r in runs]
+    lrs = np.array([r.optimizer.lr if r.optimizer.lr is not None else np.nan for r in runs])
+    bs = [problem.batch_size for _ in runs]
+    seeds = np.array([r.seed for r in runs], dtype=np.int64)
+    columns = {
+        "run_id": dict_col(run_ids),
+        "problem": dict_col([r.problem.label for r in runs]),
+        "problem_name": dict_col([r.problem.name for r in runs]),
+        "optimizer": dict_col([r.optimizer.name for r in runs]),
+        "optimizer_label": dict_col([r.optimizer_label for r in runs]),
+        "lr": pa.array(lrs[run_idx]),
+        "batch_size": pa.array([bs[i] for i in run_idx], pa.int64()),
+        "seed": pa.array(seeds[run_idx]),
+        "step": pa.array(step.astype(np.int64)),
+        "loss": pa.array(loss),
+        "grad_norm": pa.array(col(trace.grad_norm, trace.end_grad_norm)),
+        "wall_time_s": pa.array(col(trace.wall_time_s, trace.end_wall_time_s)),
+        "status": dict_col(trace.status),
+    }
+    if trace.coords is not None:
+        for i in range(trace.coords.shape[-1]):
+            columns[f"x{i}"] = pa.array(col(trace.coords[..., i], trace.end_x[:, i]))
+    for name, values in trace.extra.items():
+        columns[name] = pa.array(col(values, values[-1]))  # extra metrics: the last row for end rows
+    steps_table = pa.table(columns)
+    summary = summarize_trace(runs, trace, run_idx, step, loss, engine)
+    return steps_table, summary
+
+
+def summarize_trace(runs, trace, run_idx, step, loss, engine):
+    import numpy as np
+    import pyarrow as pa
+    import torch
+
+    problem = runs[0].problem
+    K = len(runs)
+    f_min = problem.f_min if problem.f_min is not None else np.nan
+    gap = loss - (0.0 if problem.f_min is None else problem.f_min)
+    hit = gap <= problem.target
+    best_loss, best_step, to_target = np.full(K, np.nan), np.zeros(K, np.int64), [None] * K
+    bounds = np.searchsorted(run_idx, np.arange(K + 1))
+    for k in range(K):
+        a, b = bounds[k], bounds[k + 1]
+        seg = loss[a:b]
+        if np.isfinite(seg).any():
+            i = int(np.nanargmin(np.where(np.isfinite(seg), seg, np.nan)))
+            best_loss[k], best_step[k] = seg[i], step[a + i]
+        hits = np.nonzero(hit[a:b])[0]
+        if hits.size:
+            to_target[k] = int(step[a + hits[0]])
+    dist = problem.distance_to_minimum(torch.from_numpy(trace.end_x)).numpy()
+    return pa.table({
+        "run_id": [r.run_id for r in runs],
+        "problem": [r.problem.label for r in runs],
+        "problem_name": [r.problem.name for r in runs],
+        "optimizer": [r.optimizer.name for r in runs],
+        "optimizer_label": [r.optimizer_label for r in runs],
+        "lr": pa.array([r.optimizer.lr if r.optimizer.lr is not None else np.nan for r in runs], pa.float64()),
+        "batch_size": pa.array([problem.batch_size for _ in runs], pa.int64()),
+        "seed": pa.array([r.seed for r in runs], pa.int64()),
+        "steps": pa.array([r.steps for r in runs], pa.int64()),
+        "final_step": pa.array(trace.end_step.astype(np.int64)),
+        "final_loss": pa.array(trace.end_loss),
+        "best_loss": pa.array(best_loss),
+        "best_step": pa.array(best_step),
+        "dist_to_min": pa.array(dist.astype(np.float64)),
+        "steps_to_target": pa.array(to_target, pa.int64()),
+        "f_min": pa.array([f_min] * K, pa.float64()),
+        "target": pa.array([problem.target] * K, pa.float64()),
+        "status": trace.status,
+        "engine": [engine] * K,
+        "wall_time_s": pa.array(trace.end_wall_time_s.astype(np.float64)),
+        "hparams": [json.dumps(r.optimizer.hyperparams, sort_keys=True, default=repr) for r in runs],
+        "dim": pa.array([problem.dim] * K, pa.int64()),
+    })
+
+
+def environment(device: str) -> dict[str, Any]:
+    import platform
+    import subprocess
+    import sys
+
+    import torch
+
+    env = {"optbench": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+           "platform": platform.platform(), "machine": platform.machine(), "device": device,
+           "threads": torch.get_num_threads()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path.cwd())
+        if rev.returncode == 0:
+            env["git_revision"] = rev.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return env
+
+
+def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command: str = "",
+              progress_factory: Callable[[int], Any] | None = None) -> SweepOutcome:
+    """Run every missing run of ``sweep`` into ``out_dir`` and return counts and timings.
+
+    ``progress_factory(total_steps)`` may return an object with ``advance(n)`` and ``close()``.
+    """
+    from optbench.results import complete_run_ids, read_manifest, write_chunk, write_manifest
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    runs = sweep.expand()
+    done = set() if force else complete_run_ids(out)
+    todo = [r for r in runs if r.run_id not in done]
+    items = plan_groups(todo, sweep.engine)
+    manifest = read_manifest(out)
+    manifest.setdefault("sweeps", [])
+    manifest.update({
+        "optbench_version": __version__,
+        "environment": environment(sweep.device),
+        "schema": {"steps": "one row per (run, recorded step)", "summary": "one row per run"},
+    })
+    sweep_record = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "problems": [p.label for p in sweep.problems],
+        "optimizers": [o.label for o in sweep.optimizers],
+        "lrs": list(sweep.lrs) if sweep.lrs else None,
+        "seeds": list(sweep.seeds),
+        "steps": sweep.steps,
+        "budget": {"kind": "steps", "value": sweep.steps},
+        "batch_sizes": list(sweep.batch_sizes) if sweep.batch_sizes else None,
+        "record_every": runs[0].record_every if runs else None,
+        "engine": sweep.engine, "device": sweep.device, "dtype": sweep.dtype,
+        "runs": len(runs), "skipped": len(runs) - len(todo),
+    }
+    manifest["sweeps"].append(sweep_record)
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, manifest)
+    progress = progress_factory(sum(r.steps for r in todo)) if progress_factory and todo else None
+    engines: dict[str, int] = {}
+    completed = 0
+    try:
+        for engine, group in items:
+            trace = execute(engine, group, progress.advance if progress else None)
+            steps_table, summary_table = trace_tables(group, trace, engine)
+            chunk_id = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:16]
+            write_chunk(out, chunk_id, steps_table, summary_table)
+            engines[engine] = engines.get(engine, 0) + len(group)
+            completed += len(group)
+    finally:
+        if progress:
+            progress.close()
+        sweep_record.update({"completed": completed, "engines": engines,
+                             "wall_time_s": round(time.perf_counter() - t0, 4),
+                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "interrupted": completed < len(todo)})
+        write_manifest(out, manifest)
+    return SweepOutcome(out, len(runs), len(runs) - len(todo), completed, time.perf_counter() - t0, engines)
+
+
+def resolve_device(name: str) -> str:
+    """'auto' → cuda if available, else mps, else cpu; validates explicit choices."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu or auto.")
+        if ":" in name:
+            try:
+                index = int(name.split(":", 1)[1])
+            except ValueError:
+                raise UsageError(f"--device {name!r}: expected cuda:N with N a device index.") from None
+            if not 0 <= index < torch.cuda.device_count():
+                raise UsageError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices "
+                                 f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+        return name
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UsageError("--device mps: no Apple MPS device is available here; use --device cpu or auto.")
+        return "mps"
+    raise UsageError(f"Unknown device {name!r}; valid: auto, cpu, cuda, cuda:N, mps.")

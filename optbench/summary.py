@@ -1,0 +1,75 @@
+"""The comparison table: per (problem, optimizer configuration, learning rate, batch size), aggregated
+over seeds. ``optbench run``, ``optbench show`` and the reporter print the same rows.
+
+Columns: problem, optimizer_label, lr, batch_size, seeds, final_loss (median over seeds), best_loss
+(median), dist_to_min (median), steps_to_target (median over seeds that reached it), reached (how many
+seeds reached the target), status (counts), and rank within the problem (best first: runs that finished
+before those that diverged, then by final loss).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+GROUP = ["problem", "optimizer_label", "lr", "batch_size"]
+
+
+def recompute_target(steps, summary, target: float):
+    """Steps to target under another target: first recorded step with loss − f* ≤ target."""
+    import pandas as pd
+
+    f_min = summary.set_index("run_id")["f_min"].fillna(0.0)
+    df = steps[["run_id", "step", "loss"]].copy()
+    df["run_id"] = df["run_id"].astype(str)
+    df["gap"] = df["loss"] - df["run_id"].map(f_min)
+    hit = df[df["gap"] <= target].groupby("run_id")["step"].min()
+    out = summary.copy()
+    out["steps_to_target"] = out["run_id"].map(hit).astype("Int64")
+    out["target"] = target
+    return out if isinstance(out, pd.DataFrame) else out
+
+
+def aggregate(summary, best_lr_only: bool = False):
+    """Aggregate the per-run summary over seeds; optionally keep the best learning rate per optimizer."""
+    import numpy as np
+    import pandas as pd
+
+    df = summary.copy()
+    for c in ("problem", "optimizer_label", "status"):
+        df[c] = df[c].astype(str)
+    df["batch_size"] = df["batch_size"].astype("Int64")
+    df["_ok"] = df["status"] != "diverged"
+    rows: list[dict[str, Any]] = []
+    for key, g in df.groupby(GROUP, dropna=False, sort=False):
+        reached = g["steps_to_target"].dropna()
+        counts = g["status"].value_counts()
+        status = ", ".join(f"{s} {n}" for s, n in counts.items()) if len(counts) > 1 else f"{counts.index[0]}"
+        if len(g) > 1 and len(counts) == 1:
+            status = f"{counts.index[0]} ×{len(g)}"
+        rows.append({
+            "problem": key[0], "optimizer_label": key[1], "lr": key[2], "batch_size": key[3],
+            "seeds": len(g),
+            "final_loss": float(np.median(g["final_loss"])),
+            "best_loss": float(np.median(g["best_loss"])),
+            "dist_to_min": float(np.median(g["dist_to_min"])),
+            "steps_to_target": float(np.median(reached)) if len(reached) else np.nan,
+            "reached": int(len(reached)),
+            "diverged": int((~g["_ok"]).sum()),
+            "status": status,
+            "target": float(g["target"].iloc[0]),
+            "f_min": float(g["f_min"].iloc[0]),
+            "wall_time_s": float(g["wall_time_s"].max()),
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    # best first: fewer diverged seeds, then lower median final loss (NaN last), then fewer steps to target
+    table["_loss_key"] = table["final_loss"].where(np.isfinite(table["final_loss"]), np.inf)
+    table["_steps_key"] = table["steps_to_target"].fillna(np.inf)
+    table = table.sort_values(["problem", "diverged", "_loss_key", "_steps_key"], kind="stable")
+    if best_lr_only:
+        table["lrs_tried"] = table.groupby(["problem", "optimizer_label", "batch_size"], dropna=False)[
+            "lr"].transform("count")
+        table = table.drop_duplicates(["problem", "optimizer_label", "batch_size"], keep="first")
+    table["rank"] = table.groupby("problem").cumcount() + 1
+    return table.drop(columns=["_loss_key", "_steps_key"]).reset_index(drop=True)
