@@ -73,13 +73,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_table(path: Path, table) -> None:
     """Write a pyarrow table as Parquet atomically."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        # dictionary-encode only the string columns: floats would waste time on a failed dictionary
+        strings = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
+        pq.write_table(table, tmp, compression="lz4", use_dictionary=strings)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -8,6 +8,7 @@ the batched engine and everything else on the loop engine.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -38,7 +39,9 @@ class Run:
 
     @property
     def identity(self) -> dict[str, Any]:
+        source = getattr(self.optimizer.entry, "source_sha", "")  # a user file's code: edits re-run
         return {
+            **({"optimizer_source": source} if source else {}),
             "problem": self.problem.name,
             "problem_config": self.problem.config,
             "optimizer": self.optimizer.name,
@@ -51,7 +54,7 @@ class Run:
             "optbench": __version__,
         }
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
         text = json.dumps(self.identity, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -169,45 +172,51 @@ def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None
 
 
 def trace_tables(runs: list[Run], trace, engine: str):
-    """Turn a GroupTrace of these runs into (steps table, summary table) as pyarrow tables."""
+    """Turn a GroupTrace of these runs into (steps table, summary table) as pyarrow tables.
+
+    Each run keeps its recorded rows strictly before its end step, then one row at its end step; rows
+    are ordered by run, then step. Per-run strings are dictionary-encoded.
+    """
     import numpy as np
     import pyarrow as pa
 
     K = len(runs)
-    steps = trace.steps
     end = trace.end_step
-    keep = steps[None, :] < end[:, None]  # [K, R]: grid rows strictly before each run's end
-    run_a, row_a = np.nonzero(keep)
-    run_idx = np.concatenate([run_a, np.arange(K)])
-    order = np.argsort(run_idx, kind="stable")
-    run_idx = run_idx[order]
+    # [K, R + 1]: the grid rows before each run's end, then the end row
+    keep = np.concatenate([trace.steps[None, :] < end[:, None], np.ones((K, 1), bool)], axis=1)
+    counts = keep.sum(axis=1)
+    run_idx = np.repeat(np.arange(K, dtype=np.int32), counts)
 
     def col(grid_values, end_values):
-        return np.concatenate([grid_values.T[run_a, row_a], end_values])[order]
+        return np.concatenate([grid_values.T, end_values[:, None]], axis=1)[keep]
 
     loss = col(trace.loss, trace.end_loss)
-    step = col(np.repeat(steps[None, :], K, 0).T, end)
+    step = col(np.broadcast_to(trace.steps[:, None], (len(trace.steps), K)), end)
     problem = runs[0].problem
 
     def dict_col(values: list[str]):
         uniq = list(dict.fromkeys(values))
-        pos = {v: i for i, v in enumerate(uniq)}
-        indices = np.array([pos[v] for v in values], dtype=np.int32)[run_idx]
+        if len(uniq) == 1:
+            indices = np.zeros(len(run_idx), np.int32)
+        else:
+            pos = {v: i for i, v in enumerate(uniq)}
+            indices = np.array([pos[v] for v in values], dtype=np.int32)[run_idx]
         return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(uniq, pa.string()))
 
-    run_ids = [r.run_id for r in runs]
-    lrs = np.array([r.optimizer.lr if r.optimizer.lr is not None else np.nan for r in runs])
-    bs = [problem.batch_size for _ in runs]
-    seeds = np.array([r.seed for r in runs], dtype=np.int64)
+    def per_run(values, dtype):
+        values = np.asarray(values, dtype=dtype)
+        return pa.array(np.repeat(values, counts))
+
     columns = {
-        "run_id": dict_col(run_ids),
+        "run_id": pa.DictionaryArray.from_arrays(pa.array(run_idx), pa.array([r.run_id for r in runs])),
         "problem": dict_col([r.problem.label for r in runs]),
         "problem_name": dict_col([r.problem.name for r in runs]),
         "optimizer": dict_col([r.optimizer.name for r in runs]),
         "optimizer_label": dict_col([r.optimizer_label for r in runs]),
-        "lr": pa.array(lrs[run_idx]),
-        "batch_size": pa.array([bs[i] for i in run_idx], pa.int64()),
-        "seed": pa.array(seeds[run_idx]),
+        "lr": per_run([r.optimizer.lr if r.optimizer.lr is not None else np.nan for r in runs], np.float64),
+        "batch_size": pa.nulls(len(run_idx), pa.int64()) if problem.batch_size is None
+        else per_run([problem.batch_size] * K, np.int64),
+        "seed": per_run([r.seed for r in runs], np.int64),
         "step": pa.array(step.astype(np.int64)),
         "loss": pa.array(loss),
         "grad_norm": pa.array(col(trace.grad_norm, trace.end_grad_norm)),
@@ -218,7 +227,10 @@ def trace_tables(runs: list[Run], trace, engine: str):
         for i in range(trace.coords.shape[-1]):
             columns[f"x{i}"] = pa.array(col(trace.coords[..., i], trace.end_x[:, i]))
     for name, values in trace.extra.items():
-        columns[name] = pa.array(col(values, values[-1]))  # extra metrics: the last row for end rows
+        # extra metrics (e.g. test accuracy) at the end row: the last recorded value of that run
+        last = np.array([values[min(np.searchsorted(trace.steps, e, side="right") - 1, len(values) - 1), k]
+                         for k, e in enumerate(end)])
+        columns[name] = pa.array(col(values, last))
     steps_table = pa.table(columns)
     summary = summarize_trace(runs, trace, run_idx, step, loss, engine)
     return steps_table, summary

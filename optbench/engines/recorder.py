@@ -17,7 +17,6 @@ import torch
 
 DONE, DIVERGED, ESCAPED = "done", "diverged", "escaped"
 STATUSES = (DONE, DIVERGED, ESCAPED)
-_CODES = {0: DONE, 1: DIVERGED, 2: ESCAPED}
 MAX_COORDS = 3  # coordinates are recorded for problems of dimension <= 3
 
 
@@ -37,6 +36,7 @@ class GroupTrace:
     end_x: np.ndarray  # [K, d] the point where each run ended
     end_wall_time_s: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # more per-row columns, [R, K]
+    cost: dict[str, np.ndarray] = field(default_factory=dict)  # per-run cost metrics, [K] (optbench.cost)
 
     @property
     def num_runs(self) -> int:
@@ -51,7 +51,12 @@ def record_steps(steps: int, record_every: int) -> list[int]:
 
 
 class Recorder:
-    """Records K runs on one device and decides when each ends."""
+    """Records K runs on one device and decides when each ends.
+
+    Per step this costs about a dozen small tensor operations and no host synchronisation. Values at a
+    run's end step are read back from the recorded rows when the end step is on the record grid, and
+    kept separately (a few ``torch.where``) only on the steps between recorded ones.
+    """
 
     def __init__(self, problem, num_runs: int, steps: int, record_every: int, device, dtype):
         self.problem, self.K, self.steps = problem, num_runs, steps
@@ -65,55 +70,57 @@ class Recorder:
         self.coords = torch.full((R, K, self.ncoords), math.nan, **opts)
         self.wall = np.zeros(R)
         self.active = torch.ones(K, dtype=torch.bool, device=device)
-        self.code = torch.zeros(K, dtype=torch.int8, device=device)
+        self.diverged = torch.zeros(K, dtype=torch.bool, device=device)
+        self.escaped = torch.zeros(K, dtype=torch.bool, device=device)
         self.end_step = torch.full((K,), steps, dtype=torch.int64, device=device)
-        self.end_loss = torch.full((K,), math.nan, **opts)
-        self.end_grad_norm = torch.full((K,), math.nan, **opts)
+        # values at end steps that fall between recorded rows
+        self.off_loss = torch.full((K,), math.nan, **opts)
+        self.off_grad_norm = torch.full((K,), math.nan, **opts)
+        self.off_wall = torch.zeros(K, dtype=torch.float64, device=device)
         self.end_x = torch.full((K, problem.dim), math.nan, **opts)
-        self.end_wall = torch.zeros(K, dtype=torch.float64, device=device)
         self.blowup = None
         self.escape_lo = self.escape_hi = None
         if problem.unbounded:
             lo, hi = problem.escape_box()
             self.escape_lo, self.escape_hi = lo.to(**opts), hi.to(**opts)
+        self.largest = torch.finfo(dtype).max
         self.device = device
         self.t0 = time.perf_counter()
 
     def observe(self, t: int, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
         """Record step ``t`` for points ``x`` [K, d] with exact ``loss`` [K] and ``grad`` [K, d]."""
-        loss = loss.detach()
+        x, loss = x.detach(), loss.detach()
         gnorm = torch.linalg.vector_norm(grad.detach(), dim=-1)
         if t == 0:
-            start = loss.detach().double()
-            self.blowup = torch.tensor([self.problem.blowup_level(v) for v in start.tolist()],
+            self.blowup = torch.tensor([self.problem.blowup_level(v) for v in loss.double().tolist()],
                                        dtype=loss.dtype, device=loss.device)
-        bad = ~torch.isfinite(loss) | ~torch.isfinite(gnorm) | (loss > self.blowup)
-        ended = self.active & bad
-        code = torch.where(ended, 1, self.code)
+        # NaN fails every comparison, so this also catches NaN losses and gradients
+        ok = (loss <= self.blowup) & (gnorm <= self.largest)
+        if self.escape_lo is not None:
+            ok = ok & torch.isfinite(loss)
+        bad = self.active & ~ok
+        self.diverged |= bad
         if self.escape_lo is not None:
             out = ((x < self.escape_lo) | (x > self.escape_hi)).any(dim=-1)
-            escaped = self.active & ~bad & out
-            code = torch.where(escaped, 2, code)
-            ended = ended | escaped
-        if t == self.steps:
-            ending = self.active
-        else:
-            ending = ended
-        row = self.row_of.get(t)
+            escaped = self.active & ok & out
+            self.escaped |= escaped
+            bad = bad | escaped
+        ending = self.active if t == self.steps else bad
         elapsed = time.perf_counter() - self.t0
+        row = self.row_of.get(t)
         if row is not None:
             self.loss[row] = loss
             self.grad_norm[row] = gnorm
             if self.ncoords:
-                self.coords[row] = x.detach()
+                self.coords[row] = x
             self.wall[row] = elapsed
+        else:
+            self.off_loss = torch.where(ending, loss, self.off_loss)
+            self.off_grad_norm = torch.where(ending, gnorm, self.off_grad_norm)
+            self.off_wall = torch.where(ending, elapsed, self.off_wall)
         self.end_step = torch.where(ending, t, self.end_step)
-        self.end_loss = torch.where(ending, loss, self.end_loss)
-        self.end_grad_norm = torch.where(ending, gnorm, self.end_grad_norm)
-        self.end_x = torch.where(ending[:, None], x.detach(), self.end_x)
-        self.end_wall = torch.where(ending, elapsed, self.end_wall)
-        self.code = code
-        self.active = self.active & ~ended
+        self.end_x = torch.where(ending[:, None], x, self.end_x)
+        self.active = self.active & ~bad
 
     def any_active(self) -> bool:
         """Host-synchronising check, meant for every few hundred steps."""
@@ -123,18 +130,31 @@ class Recorder:
         def np_(t):
             return t.detach().cpu().numpy()
 
-        codes = np_(self.code).tolist()
+        end_step = np_(self.end_step)
+        grid = np.asarray(self.grid, dtype=np.int64)
+        loss = np_(self.loss).astype(np.float64)
+        grad_norm = np_(self.grad_norm).astype(np.float64)
         wall = np.repeat(self.wall[:, None], self.K, axis=1)
+        # end values: from the recorded row when the end step is on the grid, else from the off-grid copy
+        row = np.searchsorted(grid, end_step)
+        on_grid = (row < len(grid)) & (grid[np.minimum(row, len(grid) - 1)] == end_step)
+        runs = np.arange(self.K)
+        safe_row = np.minimum(row, len(grid) - 1)
+        end_loss = np.where(on_grid, loss[safe_row, runs], np_(self.off_loss))
+        end_grad_norm = np.where(on_grid, grad_norm[safe_row, runs], np_(self.off_grad_norm))
+        end_wall = np.where(on_grid, wall[safe_row, runs], np_(self.off_wall))
+        diverged, escaped = np_(self.diverged), np_(self.escaped)
+        status = [DIVERGED if d else ESCAPED if e else DONE for d, e in zip(diverged, escaped)]
         return GroupTrace(
-            steps=np.asarray(self.grid, dtype=np.int64),
-            loss=np_(self.loss).astype(np.float64),
-            grad_norm=np_(self.grad_norm).astype(np.float64),
+            steps=grid,
+            loss=loss,
+            grad_norm=grad_norm,
             coords=np_(self.coords).astype(np.float64) if self.ncoords else None,
             wall_time_s=wall,
-            status=[_CODES[c] for c in codes],
-            end_step=np_(self.end_step),
-            end_loss=np_(self.end_loss).astype(np.float64),
-            end_grad_norm=np_(self.end_grad_norm).astype(np.float64),
+            status=status,
+            end_step=end_step,
+            end_loss=end_loss,
+            end_grad_norm=end_grad_norm,
             end_x=np_(self.end_x).astype(np.float64),
-            end_wall_time_s=np_(self.end_wall),
+            end_wall_time_s=end_wall,
         )
