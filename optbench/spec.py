@@ -18,7 +18,7 @@ from typing import Any
 
 from optbench.errors import SpecError
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/\\~]*(:[A-Za-z_][A-Za-z0-9_]*)?$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_./~\\][A-Za-z0-9_.\-/\\~]*(:[A-Za-z_][A-Za-z0-9_]*)?$")
 _OPEN, _CLOSE = "([{", ")]}"
 
 
@@ -63,10 +63,15 @@ def format_spec(name: str, kwargs: dict[str, Any]) -> str:
 
 def split_top_level(text: str) -> list[str]:
     """Split on commas that are outside brackets and quotes."""
-    parts, depth, quote, start = [], 0, "", 0
+    parts, depth, quote, start, escaped = [], 0, "", 0, False
     for i, ch in enumerate(text):
         if quote:
-            if ch == quote and text[i - 1] != "\\":
+            # a backslash escapes the next character only (so '\\' ends with a real closing quote)
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
                 quote = ""
         elif ch in "'\"":
             quote = ch
@@ -118,7 +123,9 @@ def _parse_kwargs(args: str, text: str) -> dict[str, Any]:
             f"Cannot parse the arguments of {text!r}: write them as key=value with Python literals, "
             "e.g. adam(lr=3e-3, betas=(0.9, 0.99))."
         ) from None
-    assert isinstance(call, ast.Call)
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
+        # e.g. "adam(lr=1)(x=2)" or "adam(lr=1) + g(x=2)": balanced, but not one argument list
+        raise SpecError(f"Cannot parse the arguments of {text!r}: expected one (key=value, ...) list.")
     if call.args:
         raise SpecError(f"Arguments in {text!r} must be named (key=value); got a positional value.")
     kwargs: dict[str, Any] = {}
@@ -163,7 +170,8 @@ def parse_float_list(text: str, what: str) -> list[float]:
             import math
 
             a, b = math.log10(lo), math.log10(hi)
-            return [10 ** (a + (b - a) * i / (n - 1)) for i in range(n)]
+            inner = [10 ** (a + (b - a) * i / (n - 1)) for i in range(1, n - 1)]
+            return [lo, *inner, hi]  # the endpoints exactly as typed: they end up in labels
         return [float(v) for v in text.split(",")]
     except ValueError:
         raise SpecError(

@@ -284,3 +284,53 @@ class _Newton:
             lstsq = torch.linalg.lstsq(matrix, g.unsqueeze(-1)).solution.squeeze(-1)
             solution = torch.where(bad[:, None], lstsq, solution)
         x.sub_(hp["lr"] * solution)
+
+
+@_rule("lars")
+class _LARS:
+    """LARS (pytorch_optimizer.LARS) on a 1-D parameter, which is what an analytic problem's ``[d]`` vector is:
+    the library applies the trust ratio and weight decay only to parameters with ``ndim > 1``, so here it is
+    momentum SGD with a zero-initialised buffer: b ← μb + (1 − τ)g; d = g + μb (Nesterov) or b; x ← x − ηd
+    (μ = 0: x ← x − ηg)."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"buf": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        momentum = hp["momentum"]
+        buf = state["buf"].mul_(momentum).add_((1 - hp["dampening"]) * g)
+        with_momentum = g + momentum * buf if hp["nesterov"] else buf
+        x.sub_(hp["lr"] * torch.where(momentum > 0, with_momentum, g))
+
+
+LAMB_WEIGHT_NORM_CLAMP = 10.0  # pytorch_optimizer.Lamb.clamp
+
+
+@_rule("lamb")
+class _LAMB:
+    """LAMB (pytorch_optimizer.Lamb, no rectify, no pre-norm), the whole ``[d]`` vector as one layer, so the
+    norms are per row: m ← β₁m + β₃g (β₃ = 1 − β₁ with grad averaging, else 1); v ← β₂v + (1 − β₂)g²;
+    decoupled decay x ← x(1 − λη) (λ unscaled by η when fixed_decay); u = m/(√v + ε) (+ λx when coupled);
+    r = min(‖x‖, 10)/(‖u‖ + ε) (1 when either norm is 0); x ← x − η/(1 − β₁ᵗ) · r · u."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2, wd, eps = hp["lr"], hp["beta1"], hp["beta2"], hp["weight_decay"], hp["eps"]
+        beta3 = 1 - beta1 if hp["grad_averaging"] else torch.ones_like(beta1)
+        state["m"].mul_(beta1).add_(beta3 * g)
+        state["v"].mul_(beta2).add_((1 - beta2) * g * g)
+        if hp["weight_decouple"]:
+            x.mul_(1 - wd * (1.0 if hp["fixed_decay"] else lr))
+        update = state["m"] / (state["v"].sqrt() + eps)
+        if not hp["weight_decouple"]:
+            update = update + wd * x
+        weight_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(max=LAMB_WEIGHT_NORM_CLAMP)
+        update_norm = torch.linalg.vector_norm(update, dim=-1, keepdim=True)
+        trust = torch.where((weight_norm == 0) | (update_norm == 0), 1.0, weight_norm / (update_norm + eps))
+        x.sub_(lr / (1 - beta1**t) * trust * update)

@@ -232,23 +232,33 @@ _po("lars", "LARS",
      "dampening": unit_interval("dampening of the momentum", 0.0),
      "trust_coefficient": positive("trust coefficient η_LARS", 1e-3),
      "nesterov": _bool(False, "use Nesterov momentum")},
-    "LARS: momentum SGD with a layer-wise step scaled by the trust ratio ‖x‖ / ‖g‖.", "You et al. 2017")
+    "LARS: momentum SGD with a layer-wise step scaled by the trust ratio ‖x‖ / ‖g‖. pytorch_optimizer applies "
+    "the trust ratio and weight decay only to parameters with ndim > 1, so on an analytic problem (one 1-D "
+    "vector) it is momentum SGD.", "You et al. 2017", batched="lars")
 _po("lamb", "Lamb",
     {**_adam_params(), "eps": _eps(1e-6), **_decouple,
-     "max_grad_norm": nonnegative("global gradient-norm clip applied inside LAMB (0: off)", 1.0),
+     "max_grad_norm": nonnegative("global gradient-norm clip; pytorch_optimizer applies it only with "
+                                     "pre_norm=True, which optbench leaves off, so it has no effect", 1.0),
      "grad_averaging": _bool(True, "scale the gradient by (1 − β₁) in the first moment")},
-    "LAMB: Adam's step rescaled per layer by the trust ratio ‖x‖ / ‖update‖.", "You et al. 2020")
+    "LAMB: Adam's step rescaled per layer by the trust ratio ‖x‖ / ‖update‖.", "You et al. 2020", batched="lamb")
 _po("novograd", "NovoGrad",
     {"lr": _lr(1e-3), "betas": beta_pair("coefficients of the moments", (0.95, 0.98)), "eps": _eps(1e-8),
      "weight_decay": _wd(), "grad_averaging": _bool(False, "scale the gradient by (1 − β₁)"), **{
          "weight_decouple": _bool(False, "decoupled weight decay")}},
     "NovoGrad: layer-wise second moment of the gradient norm, Adam-like first moment.",
     "Ginsburg et al. 2019")
+def _adafactor_betas_check(v: Any) -> bool:
+    def unit(b: Any) -> bool:
+        return isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+
+    return len(v) == 2 and (v[0] is None or unit(v[0])) and unit(v[1])
+
+
 _po("adafactor", "AdaFactor",
     {"lr": Param(1e-3, "learning rate (ignored while relative_step is True)", lambda v: v > 0, "> 0",
                  (int, float)),
      "betas": Param((0.9, 0.999), "(β₁, unused): β₁ enables first-moment momentum; None disables it",
-                    types=(tuple, list)),
+                    _adafactor_betas_check, "a pair (beta1 or None, beta2) with each in [0, 1)", (tuple, list)),
      "decay_rate": Param(-0.8, "exponent of the second-moment decay 1 − t^decay_rate", lambda v: v < 0, "< 0"),
      "weight_decay": _wd(), "clip_threshold": positive("update clipping threshold d", 1.0),
      "scale_parameter": _bool(True, "scale the step by the parameter RMS"),
