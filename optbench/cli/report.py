@@ -1,0 +1,44 @@
+"""``optbench report DIR [DIR ...]``: figures, tables, index.html and report.md from saved results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from optbench.cli.common import console, errors_handled
+
+
+def _split(text: str) -> list[str]:
+    return [t for t in (s.strip() for s in text.split(",")) if t]
+
+
+@errors_handled
+def report(
+    results: Annotated[list[Path], typer.Argument(help="One or more results directories (merged).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Report directory: figures/, tables/, "
+                                             "index.html, report.md (default: FIRST_RESULTS_DIR/report).")]
+    = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="Comma-separated: png, svg, pdf (static "
+                                        "figures), gif, mp4 (animations; mp4 needs ffmpeg).")] = "png,gif",
+    figures: Annotated[str, typer.Option(help="Comma-separated figures: race, trajectories, curves, "
+                                         "sensitivity, grids, profiles (default: all that apply).")]
+    = "race,trajectories,curves,sensitivity,grids,profiles",
+    frames: Annotated[int, typer.Option(help="Frame budget of each animation; longer runs are subsampled.")] = 200,
+    fps: Annotated[int, typer.Option(help="Animation frames per second.")] = 20,
+    dpi: Annotated[int, typer.Option(help="Resolution of figures and animations (100: a 600×600 px race).")]
+    = 100,
+    title: Annotated[str | None, typer.Option(help="Report title (also on every figure).")] = None,
+    all_lrs: Annotated[bool, typer.Option("--all-lrs", help="Show every learning rate in the summary and "
+                                          "the loss curves, not only the best per optimizer.")] = False,
+    metric: Annotated[str, typer.Option(help="Cell value of the batch size × lr tables: final_loss, "
+                                        "best_loss, steps_to_target or test_acc.")] = "final_loss",
+) -> None:
+    """Draw figures and write a report (HTML and Markdown) of saved results; opens from disk, no server."""
+    from optbench.report import build_report
+
+    index = build_report(results, out or Path(results[0]) / "report", formats=_split(format),
+                         figures=_split(figures), frames=frames, fps=fps, dpi=dpi, title=title, all_lrs=all_lrs,
+                         metric=metric)
+    console.print(f"report → {index} (and {index.parent / 'report.md'})")

@@ -1,0 +1,74 @@
+"""Figures and reports drawn from results files alone (matplotlib lives here only, on the Agg backend).
+
+``build_report(dirs, out_dir)`` writes into ``out_dir``: ``figures/`` (race animations, trajectories, loss
+curves, learning-rate sensitivity, batch size × lr heatmaps, performance profile, ECDF), ``tables/``
+(bs × lr grids as CSV and Markdown), ``index.html`` (opens from disk) and ``report.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+FIGURES = ("race", "trajectories", "curves", "sensitivity", "grids", "profiles")
+STATIC_FORMATS = ("png", "svg", "pdf")
+ANIMATION_FORMATS = ("gif", "mp4")
+FORMATS = STATIC_FORMATS + ANIMATION_FORMATS
+DEFAULT_FORMATS = ("png", "gif")
+METRICS = ("final_loss", "best_loss", "steps_to_target", "test_acc")
+
+
+def _choose(kind: str, values: Iterable[str], valid: Sequence[str]) -> list[str]:
+    from optbench.errors import UsageError, suggest
+
+    chosen = []
+    for v in values:
+        v = v.strip().lower()
+        if v not in valid:
+            raise UsageError(f"Unknown {kind} {v!r}.{suggest(v, valid)} Valid {kind}s: {', '.join(valid)}.")
+        if v not in chosen:
+            chosen.append(v)
+    if not chosen:
+        raise UsageError(f"No {kind} given; valid {kind}s: {', '.join(valid)}.")
+    return chosen
+
+
+def validate(formats, figures, metric: str, frames: int, fps: int, dpi: int) -> tuple[list[str], list[str]]:
+    """Check the options before any work; returns (formats, figures) normalised."""
+    from optbench.errors import UsageError
+
+    formats = _choose("format", formats, FORMATS)
+    figures = _choose("figure", figures, FIGURES)
+    if metric not in METRICS:
+        raise UsageError(f"Unknown metric {metric!r}. Valid metrics: {', '.join(METRICS)}.")
+    if frames < 2:
+        raise UsageError(f"frames={frames}: an animation needs at least 2 frames.")
+    if not 1 <= fps <= 100:
+        raise UsageError(f"fps={fps}: choose between 1 and 100 frames per second.")
+    if not 30 <= dpi <= 600:
+        raise UsageError(f"dpi={dpi}: choose between 30 and 600.")
+    if "mp4" in formats:
+        from optbench.report.animate import require_ffmpeg
+
+        require_ffmpeg()
+    return formats, figures
+
+
+def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
+                 figures: Sequence[str] = FIGURES, frames: int = 200, fps: int = 20, dpi: int = 100,
+                 title: str | None = None, all_lrs: bool = False, metric: str = "final_loss") -> Path:
+    """Write the report of one or more results directories (merged) into ``out_dir``; returns index.html.
+
+    formats: static figures in png/svg/pdf, animations in gif/mp4 (mp4 needs ffmpeg). figures: any of
+    ``FIGURES``; each is drawn where the results allow it (races for 2-D problems, grids for sweeps over
+    batch size and lr, profiles across several problems or seeds). metric: the bs × lr tables' cell value.
+    """
+    from optbench.errors import UsageError
+    from optbench.report.build import Builder
+
+    formats, figures = validate(formats, figures, metric, frames, fps, dpi)
+    dirs = [Path(d) for d in results_dirs]
+    if not dirs:
+        raise UsageError("No results directory given; pass one or more directories written by 'optbench run'.")
+    return Builder(dirs, Path(out_dir), formats=formats, figures=figures, frames=frames, fps=fps, dpi=dpi,
+                   title=title, all_lrs=all_lrs, metric=metric).build()

@@ -1,0 +1,171 @@
+"""Builder: load results once, draw each requested figure where it applies, write the pages."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from optbench.report import ANIMATION_FORMATS, STATIC_FORMATS
+from optbench.report.page import Section, summary_rows, write_html, write_markdown
+from optbench.report.style import safe_name
+
+
+class Builder:
+    def __init__(self, dirs: list[Path], out: Path, *, formats, figures, frames, fps, dpi, title, all_lrs,
+                 metric):
+        self.dirs, self.out = dirs, out
+        self.static = [f for f in formats if f in STATIC_FORMATS]
+        self.animated = [f for f in formats if f in ANIMATION_FORMATS]
+        self.figures, self.frames, self.fps, self.dpi = figures, frames, fps, dpi
+        self.title, self.all_lrs, self.metric = title, all_lrs, metric
+
+    def build(self) -> Path:
+        from optbench.errors import UsageError
+        from optbench.report.data import load
+
+        started = time.perf_counter()
+        data = load(self.dirs, all_lrs=self.all_lrs)
+        if data.summary.empty:
+            raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
+        self.data = data
+        self.fig_dir, self.table_dir = self.out / "figures", self.out / "tables"
+        self.fig_dir.mkdir(parents=True, exist_ok=True)
+        self.table_dir.mkdir(parents=True, exist_ok=True)
+        sections: list[Section] = []
+        for name in self.figures:
+            sections += getattr(self, f"_{name}")()
+        title = self.title or "optbench report"
+        meta = self._meta(started)
+        summary = summary_rows(data.table)
+        index = self.out / "index.html"
+        write_html(index, title, meta, summary, sections)
+        write_markdown(self.out / "report.md", title, meta, summary, sections)
+        return index
+
+    def _meta(self, started: float) -> list[str]:
+        from optbench.results import read_manifest
+
+        s = self.data.summary
+        meta = [f"{len(s)} runs: {s['problem'].nunique()} problems × {s['optimizer_label'].nunique()} optimizers, "
+                f"{s['lr'].nunique()} learning rates, {s['seed'].nunique()} seeds; from "
+                + ", ".join(str(d) for d in self.dirs)]
+        for d in self.dirs:
+            command = read_manifest(d).get("command")
+            if command:
+                meta.append(f"{d}: {command}")
+        return meta
+
+    def _two_d(self) -> list[str]:
+        s = self.data.summary
+        return [p for p in self.data.families if int(s.loc[s["family"] == p, "dim"].iloc[0]) == 2
+                and {"x0", "x1"} <= set(self.data.steps.columns)]
+
+    def _tracks(self, family: str):
+        from optbench.report.animate import Track
+        from optbench.report.curves import config_label
+        from optbench.report.data import best_configs, runs_of
+
+        steps, tracks = self.data.steps, []
+        for _, c in best_configs(self.data.table_all, family).iterrows():
+            runs = runs_of(self.data.summary, c["problem"], c["optimizer_label"], c["lr"], c["batch_size"])
+            run = runs.sort_values("seed").iloc[0]
+            d = steps[steps["run_id"] == run["run_id"]].sort_values("step")
+            xy = d[["x0", "x1"]].to_numpy(dtype=float)
+            keep = np.isfinite(xy).all(axis=1)
+            diverged = run["status"] == "diverged"
+            label = config_label(c["optimizer_label"], c["lr"], c["batch_size"])
+            if diverged:
+                label += f" — diverged at step {int(run['final_step'])}"
+            tracks.append(Track(label, d["step"].to_numpy()[keep], xy[keep], self.data.styles[c["optimizer_label"]],
+                                diverged))
+        return [t for t in tracks if len(t.steps)]
+
+    def _race(self) -> list[Section]:
+        from optbench.report.animate import race
+
+        if not self.animated:
+            return []
+        files = []
+        for problem in self._two_d():
+            tracks = self._tracks(problem)
+            for fmt in self.animated:
+                files.append(race(self._problem(problem), tracks, self.fig_dir / f"race_{safe_name(problem)}",
+                                  fmt=fmt, frames=self.frames, fps=self.fps, dpi=self.dpi,
+                                  title=self._title(problem)))
+        note = "Each optimizer at its best learning rate, first seed; trail: the last steps, fading."
+        return [Section("Race on the landscape", files, note=note)] if files else []
+
+    def _trajectories(self) -> list[Section]:
+        from optbench.report.animate import trajectories
+
+        if not self.static:
+            return []
+        files = []
+        for problem in self._two_d():
+            files += trajectories(self._problem(problem), self._tracks(problem),
+                                  self.fig_dir / f"trajectories_{safe_name(problem)}", formats=self.static,
+                                  dpi=self.dpi, title=self._title(problem))
+        return [Section("Trajectories", files)] if files else []
+
+    def _curves(self) -> list[Section]:
+        from optbench.report.curves import loss_curves
+
+        if not self.static:
+            return []
+        files = []
+        for problem in self.data.families:
+            files += loss_curves(self.data, problem, self.fig_dir, formats=self.static, dpi=self.dpi,
+                                 all_lrs=self.all_lrs, title=self._title(problem))
+        return [Section("Loss curves", files)]
+
+    def _sensitivity(self) -> list[Section]:
+        from optbench.report.sensitivity import sensitivity
+
+        if not self.static:
+            return []
+        files = []
+        for problem in self.data.families:
+            files += sensitivity(self.data, problem, self.fig_dir, formats=self.static, dpi=self.dpi,
+                                 metric=self.metric, title=self._title(problem))
+        return [Section("Learning-rate sensitivity", files)]
+
+    def _grids(self) -> list[Section]:
+        from optbench.report import grids as g
+
+        summary = g.with_test_acc(self.data.summary, self.data.steps)
+        found = g.grids(summary, self.metric)
+        if not found:
+            return []
+        section = Section(f"Batch size × learning rate: {g.METRICS[self.metric][0]}",
+                          note="Median over seeds; red frame / bold: best cell; hatched / 'diverged': most seeds "
+                               "diverged; red line: best lr per batch size, against the linear and square-root "
+                               "scaling rules.")
+        for grid in found:
+            csv, _md_path, md = g.write_tables(grid, self.table_dir)
+            if self.static:
+                section.figures += g.heatmap(grid, self.fig_dir, formats=self.static, dpi=self.dpi)
+            section.tables.append((f"{grid.problem}, {grid.optimizer}", csv, md))
+        return [section]
+
+    def _profiles(self) -> list[Section]:
+        from optbench.report import profiles
+
+        if not self.static or not profiles.applies(self.data):
+            return []
+        files = profiles.performance_profile(self.data, self.fig_dir, formats=self.static, dpi=self.dpi,
+                                             title=self.title)
+        if self.data.summary["f_min"].notna().any():
+            files += profiles.ecdf(self.data, self.fig_dir, formats=self.static, dpi=self.dpi, title=self.title)
+        return [Section("Across problems", files,
+                        note="Each optimizer at its best configuration per problem; instances: problem × seed.")]
+
+    def _problem(self, family: str):
+        from optbench.problems import get_problem
+
+        s = self.data.summary
+        return get_problem(s.loc[s["family"] == family, "problem"].iloc[0])
+
+    def _title(self, problem: str) -> str:
+        return f"{self.title} — {problem}" if self.title else problem

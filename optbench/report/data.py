@@ -1,0 +1,86 @@
+"""What the figures read: the results of one or more directories, and the configurations each shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from optbench.report.style import OptStyle, palette
+
+
+@dataclass
+class ReportData:
+    steps: object  # load_results: one row per (run, recorded step)
+    summary: object  # load_summary: one row per run
+    table: object  # aggregate(summary, best_lr_only=not all_lrs): the table 'optbench run' printed
+    table_all: object  # aggregate(summary): every (problem, optimizer, lr, batch size)
+    styles: dict[str, OptStyle]
+
+    @property
+    def families(self) -> list[str]:
+        """Problems up to batch size (each batch size is its own problem in the results), in results order."""
+        return list(dict.fromkeys(self.summary["family"]))
+
+
+def load(dirs: list[Path], *, all_lrs: bool = False) -> ReportData:
+    from optbench.results import load_results, load_summary
+    from optbench.summary import aggregate
+
+    summary = load_summary(*dirs)
+    steps = load_results(*dirs)
+    for df in (summary, steps):
+        for c in ("problem", "optimizer_label", "status", "run_id"):
+            df[c] = df[c].astype(str)
+        df["batch_size"] = df["batch_size"].astype("Int64")
+    families = {p: family(p) for p in summary["problem"].unique()}
+    table, table_all = aggregate(summary, best_lr_only=not all_lrs), aggregate(summary)
+    for df in (summary, steps, table, table_all):
+        df["family"] = df["problem"].map(families)
+    return ReportData(steps, summary, table, table_all, palette(summary["optimizer_label"]))
+
+
+def family(problem: str) -> str:
+    """The problem's spec label without its batch size: 'noisy-quadratic(batch_size=4, dim=10)' → ..."""
+    from optbench.spec import format_spec, parse_spec
+
+    spec = parse_spec(problem)
+    if "batch_size" not in spec.kwargs:
+        return problem
+    return format_spec(spec.name, {k: v for k, v in spec.kwargs.items() if k != "batch_size"})
+
+
+def best_configs(table_all, family: str | None = None):
+    """The best (lr, batch size) of each optimizer on each problem family, ranked as the comparison table
+    ranks: fewer diverged seeds, then lower median final loss, then fewer steps to target."""
+    t = table_all if family is None else table_all[table_all["family"] == family]
+    t = t.assign(_loss=t["final_loss"].where(np.isfinite(t["final_loss"]), np.inf),
+                 _steps=t["steps_to_target"].fillna(np.inf))
+    t = t.sort_values(["diverged", "_loss", "_steps"], kind="stable")
+    t = t.sort_values("family", kind="stable", key=lambda s: s.map({f: i for i, f in enumerate(s.unique())}))
+    return t.drop_duplicates(["family", "optimizer_label"], keep="first").drop(columns=["_loss", "_steps"]) \
+        .reset_index(drop=True)
+
+
+def runs_of(summary, problem: str, label: str, lr: float, batch_size):
+    """Summary rows of one configuration (every seed)."""
+    import pandas as pd
+
+    m = (summary["problem"] == problem) & (summary["optimizer_label"] == label)
+    lrs = summary["lr"].astype(float)
+    m &= lrs.isna() if pd.isna(lr) else np.isclose(lrs, float(lr), rtol=1e-9, atol=0)
+    bs = summary["batch_size"]
+    m &= bs.isna() if pd.isna(batch_size) else (bs == int(batch_size)).fillna(False)
+    return summary[m.astype(bool)]
+
+
+def has_bs(value) -> bool:
+    import pandas as pd
+
+    return value is not None and not pd.isna(value)
+
+
+def gap(loss, f_min):
+    """loss − f* where f* is known, else the loss itself."""
+    return loss - f_min if f_min == f_min else loss

@@ -1,0 +1,117 @@
+"""Across problems: Dolan–Moré performance profiles (as AlgoPerf scores) and COCO-style ECDFs.
+
+Each optimizer is taken at its best configuration (lr, batch size) on each problem; an instance is a
+(problem, seed) pair, so random starts and noise count as instances.
+
+- Performance profile (Dolan & Moré 2002, "Benchmarking optimization software with performance profiles"):
+  with t(p, s) the steps optimizer s needs to reach problem p's target (∞ when never), the ratio
+  r(p, s) = t(p, s) / min_s t(p, s) and ρ_s(τ) = share of instances with r(p, s) ≤ τ.
+- ECDF (Hansen et al. 2021, COCO): for 51 targets f* + 10^k, k = 2 … −8, the share of (run, target) pairs
+  reached by each step count. Problems without a known minimum are left out of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from optbench.report.data import ReportData, best_configs, runs_of
+from optbench.report.style import FIG_SIZE, pyplot, save
+
+ECDF_TARGETS = 10.0 ** np.linspace(2, -8, 51)
+
+
+def applies(data: ReportData) -> bool:
+    s = data.summary
+    return s["family"].nunique() > 1 or s["seed"].nunique() > 1
+
+
+def best_runs(data: ReportData) -> pd.DataFrame:
+    """Summary rows of each (problem, optimizer)'s best configuration, every seed."""
+    parts = [runs_of(data.summary, c["problem"], c["optimizer_label"], c["lr"], c["batch_size"])
+             for _, c in best_configs(data.table_all).iterrows()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def performance_ratios(runs: pd.DataFrame) -> pd.DataFrame:
+    """Instances × optimizers of r(p, s); instances no optimizer solved are dropped."""
+    t = runs.pivot_table(index=["family", "seed"], columns="optimizer_label", values="steps_to_target",
+                         aggfunc="first", dropna=False).astype(float)
+    t = t.reindex(columns=sorted(runs["optimizer_label"].unique()))
+    t = t.fillna(np.inf).clip(lower=1)  # reached at step 0 counts as 1 step
+    best = t.min(axis=1)
+    solved = np.isfinite(best)
+    return t[solved].div(best[solved], axis=0)
+
+
+def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = None) -> list[Path]:
+    plt = pyplot()
+    runs = best_runs(data)
+    ratios = performance_ratios(runs)
+    n_all = runs.groupby(["family", "seed"]).ngroups
+    fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=dpi)
+    finite = ratios.to_numpy()[np.isfinite(ratios.to_numpy())]
+    tau_max = max(2.0, float(finite.max()) * 1.5) if len(finite) else 2.0
+    taus = np.concatenate([[1.0], np.sort(np.unique(finite)), [tau_max]])
+    for label in ratios.columns:
+        st = data.styles[label]
+        r = ratios[label].to_numpy()
+        rho = [(r <= tau).mean() if len(r) else 0.0 for tau in taus]
+        ax.step(taus, rho, where="post", color=st.color, linewidth=1.8, label=label, marker=st.marker,
+                markevery=max(1, len(taus) // 8), markersize=5, markeredgecolor="black", markeredgewidth=0.5)
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(1, tau_max)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("τ: steps to target relative to the best optimizer")
+    ax.set_ylabel("share of instances within τ of the best")
+    left = n_all - len(ratios)
+    note = f"; {left} of {n_all} instances solved by none left out" if left else ""
+    ax.set_title(f"{title + ': ' if title else ''}performance profile over {len(ratios)} instances "
+                 f"(problem × seed){note}", fontsize=10)
+    fig.legend(loc="outside lower center", ncol=min(5, len(ratios.columns)))
+    return save(fig, out / "profile", formats, dpi)
+
+
+def first_hits(steps: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per run and ECDF target: first recorded step with loss − f* ≤ target (NaN when never)."""
+    f_min = runs.set_index("run_id")["f_min"]
+    d = steps[steps["run_id"].isin(runs["run_id"])][["run_id", "step", "loss"]].sort_values(["run_id", "step"])
+    d = d.assign(gap=(d["loss"] - d["run_id"].map(f_min)).where(lambda s: np.isfinite(s), np.inf))
+    d["gap"] = d.groupby("run_id")["gap"].cummin()
+    rows = {}
+    for run_id, g in d.groupby("run_id", sort=False):
+        gaps, st = g["gap"].to_numpy(), g["step"].to_numpy()
+        # gaps are non-increasing: the first index at or below each target
+        idx = np.searchsorted(-gaps, -ECDF_TARGETS, side="left")
+        rows[run_id] = np.where(idx < len(st), st[np.minimum(idx, len(st) - 1)], np.nan)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=ECDF_TARGETS)
+
+
+def ecdf(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = None) -> list[Path]:
+    plt = pyplot()
+    runs = best_runs(data)
+    runs = runs[runs["f_min"].notna()]
+    fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=dpi)
+    hits = first_hits(data.steps, runs)
+    budget = int(runs["steps"].max()) if len(runs) else 1
+    grid = np.unique(np.round(np.logspace(0, np.log10(max(budget, 2)), 200)))
+    for label in sorted(runs["optimizer_label"].unique()):
+        st = data.styles[label]
+        h = hits.loc[runs.loc[runs["optimizer_label"] == label, "run_id"]].to_numpy().ravel()
+        h = np.where(h == 0, 1, h)  # already below a target at the start: counts at step 1
+        share = [(h <= x).sum() / len(h) for x in grid]
+        ax.step(grid, share, where="post", color=st.color, linewidth=1.8, label=label, marker=st.marker,
+                markevery=25, markersize=5, markeredgecolor="black", markeredgewidth=0.5)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("steps")
+    ax.set_ylabel("share of (run, target) pairs reached")
+    dropped = sorted(set(data.summary.loc[data.summary["f_min"].isna(), "family"]))
+    n_problems = runs["family"].nunique()
+    note = f"; without known f*, left out: {', '.join(dropped)}" if dropped else ""
+    ax.set_title(f"{title + ': ' if title else ''}ECDF of steps to 51 targets f* + 10^[2…−8] "
+                 f"({n_problems} problems, {runs['seed'].nunique()} seeds{note})", fontsize=9.5, wrap=True)
+    fig.legend(loc="outside lower center", ncol=min(5, runs["optimizer_label"].nunique()))
+    return save(fig, out / "ecdf", formats, dpi)
