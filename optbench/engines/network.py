@@ -1,0 +1,351 @@
+"""Training engines for the network track.
+
+``run_network`` (the reference) trains one run with a real optimizer object; ``run_network_batched`` trains K
+configurations (learning rates × seeds × other float hyperparameters) of one architecture at once with
+torch.func: the K parameter vectors are one ``[K, P]`` tensor, forward and backward are ``vmap``-ed over it,
+and the update is the batched rule of :mod:`optbench.engines.batched_rules` applied to the flattened
+parameters (exact for the elementwise optimizers it serves). Each configuration reproduces its loop run.
+
+The hot loop stays on the device: the dataset lives there as uint8 tensors, each epoch's order is one
+permutation per run (drawn on the CPU from the run seed, so every device sees the same batches; one host→
+device copy per epoch), and bytes become standardised inputs per batch on the device. The host waits
+only at recorded rows, evaluations and every ``SYNC_EVERY`` steps. Evaluation (test loss and accuracy over
+the whole test set, mean train loss since the previous evaluation) is kept out of ``wall_time_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, record_steps
+from optbench.problems.base import derive_seed
+
+SYNC_EVERY = 50  # steps between host checks for "every run has ended" and progress updates
+EVAL_BATCH = 1000  # test examples per evaluation forward pass
+MAX_NET_GROUP = 32  # configurations per batched network group (memory: K copies of weights and activations)
+
+
+def train_dtype(problem) -> torch.dtype:
+    """Networks train in float32 (bf16 autocast keeps float32 weights) unless the spec says float64."""
+    return torch.float64 if problem.precision == "float64" else torch.float32
+
+
+def _autocast(problem, device: torch.device):
+    if problem.precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def uses_channels_last(problem, device: torch.device) -> bool:
+    return device.type == "cuda" and problem.input_shape[0] > 1 and problem.architecture.startswith("3c3d")
+
+
+class BatchOrder:
+    """Mini-batch indices ``[K, b]`` for K runs: a fresh permutation of the training set per epoch and run,
+    from the run seed. The last batch of an epoch is smaller when ``batch_size`` does not divide ``n``."""
+
+    def __init__(self, seeds: Sequence[int], n: int, batch_size: int, device):
+        self.generators = [torch.Generator().manual_seed(derive_seed(s, "batches")) for s in seeds]
+        self.n, self.batch_size, self.device = n, batch_size, device
+        self.per_epoch = -(-n // batch_size)
+        self.i, self.perm = self.per_epoch, None
+
+    def next(self) -> torch.Tensor:
+        if self.i == self.per_epoch:
+            perms = [torch.randperm(self.n, generator=g) for g in self.generators]
+            self.perm = torch.stack(perms).to(self.device, non_blocking=True)
+            self.i = 0
+        idx = self.perm[:, self.i * self.batch_size: (self.i + 1) * self.batch_size]
+        self.i += 1
+        return idx
+
+
+class NetRecorder:
+    """What both network engines record for K runs: rows at the record grid plus every evaluation step,
+    run ends (divergence: NaN/inf loss or loss above the problem's blow-up level), evaluation columns."""
+
+    def __init__(self, problem, num_runs: int, steps: int, record_every: int, device):
+        self.problem, self.K, self.steps, self.device = problem, num_runs, steps, device
+        every = problem.eval_every
+        self.eval_steps = set(range(0, steps + 1, every)) | {steps}
+        self.grid = sorted(set(record_steps(steps, record_every)) | self.eval_steps)
+        self.row_of = {s: i for i, s in enumerate(self.grid)}
+        R, K = len(self.grid), num_runs
+        opts = dict(dtype=torch.float64, device=device)
+        self.loss = torch.full((R, K), math.nan, **opts)
+        self.grad_norm = torch.full((R, K), math.nan, **opts)
+        self.extra = {k: np.full((R, K), math.nan) for k in ("test_loss", "test_acc", "train_loss_avg")}
+        self.wall = np.zeros(R)
+        self.active = torch.ones(K, dtype=torch.bool, device=device)
+        self.diverged = torch.zeros(K, dtype=torch.bool, device=device)
+        self.end_step = torch.full((K,), steps, dtype=torch.int64, device=device)
+        self.end_loss = torch.full((K,), math.nan, **opts)
+        self.end_grad_norm = torch.full((K,), math.nan, **opts)
+        self.end_wall = torch.zeros(K, **opts)
+        self.window_sum = torch.zeros(K, **opts)  # train losses since the previous evaluation
+        self.window_count = 0
+        self.blowup: torch.Tensor | None = None
+        self.eval_s = 0.0
+        self.t0 = time.perf_counter()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def observe(self, t: int, loss: torch.Tensor, grad_norm: Callable[[], torch.Tensor],
+                evaluate: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Step ``t``: mini-batch ``loss`` [K]; ``grad_norm()`` and ``evaluate()`` are called only when
+        this step is recorded / evaluated."""
+        loss = loss.detach().to(torch.float64)
+        if t == 0:
+            self.blowup = torch.tensor([self.problem.blowup_level(v) for v in loss.tolist()], dtype=torch.float64,
+                                       device=self.device)
+        bad = ~torch.isfinite(loss) | (loss > self.blowup)
+        ended = self.active & bad
+        ending = self.active if t == self.steps else ended
+        row = self.row_of.get(t)
+        gn = None
+        if row is not None:
+            self._sync()
+            gn = grad_norm().detach().to(torch.float64)
+            self.loss[row], self.grad_norm[row] = loss, gn
+            self.wall[row] = time.perf_counter() - self.t0 - self.eval_s
+        elapsed = time.perf_counter() - self.t0 - self.eval_s
+        self.end_step = torch.where(ending, t, self.end_step)
+        self.end_loss = torch.where(ending, loss, self.end_loss)
+        if gn is not None:
+            self.end_grad_norm = torch.where(ending, gn, self.end_grad_norm)
+        self.end_wall = torch.where(ending, elapsed, self.end_wall)
+        self.active = self.active & ~ended
+        self.diverged = self.diverged | ended
+        if t in self.eval_steps:
+            start = time.perf_counter()
+            alive = self.active.cpu().numpy()
+            test_loss, test_acc = evaluate()
+            mean = (self.window_sum / self.window_count).cpu().numpy() if self.window_count else math.nan
+            for name, values in (("test_loss", test_loss), ("test_acc", test_acc), ("train_loss_avg", mean)):
+                self.extra[name][row] = np.where(alive, values, math.nan)
+            self.window_sum.zero_()
+            self.window_count = 0
+            self._sync()
+            self.eval_s += time.perf_counter() - start
+        self.window_sum += loss
+        self.window_count += 1
+
+    def any_active(self) -> bool:
+        """Host-synchronising check, meant for every few dozen steps."""
+        return bool(self.active.any())
+
+    def finish(self) -> GroupTrace:
+        def np_(t):
+            return t.detach().cpu().numpy()
+
+        K = self.K
+        status = [DIVERGED if d else DONE for d in np_(self.diverged).tolist()]
+        return GroupTrace(
+            steps=np.asarray(self.grid, dtype=np.int64),
+            loss=np_(self.loss),
+            grad_norm=np_(self.grad_norm),
+            coords=None,
+            wall_time_s=np.repeat(self.wall[:, None], K, axis=1),
+            status=status,
+            end_step=np_(self.end_step),
+            end_loss=np_(self.end_loss),
+            end_grad_norm=np_(self.end_grad_norm),
+            end_x=np.zeros((K, 0)),
+            end_wall_time_s=np_(self.end_wall),
+            extra=self.extra,
+        )
+
+
+def _evaluate(logits_fn: Callable[[torch.Tensor], torch.Tensor], data, dtype, K: int, channels_last: bool):
+    """Test loss and accuracy [K] over the whole test set; ``logits_fn(x)`` returns ``[K, b, classes]``."""
+    n = len(data.test_y)
+    total = torch.zeros(K, dtype=torch.float64, device=data.test_y.device)
+    correct = torch.zeros(K, dtype=torch.float64, device=data.test_y.device)
+    with torch.no_grad():
+        for i in range(0, n, EVAL_BATCH):
+            x = data.inputs(data.test_x[i: i + EVAL_BATCH], dtype)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = data.test_y[i: i + EVAL_BATCH]
+            logits = logits_fn(x).to(dtype)
+            losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(K), reduction="none").view(K, -1)
+            total += losses.sum(1).double()
+            correct += (logits.argmax(-1) == y).sum(1).double()
+    return (total / n).cpu().numpy(), (correct / n).cpu().numpy()
+
+
+class NetClosure:
+    """The closure for optimizers that re-evaluate the loss (L-BFGS, SPSA, forward gradients): the loss on
+    the current mini-batch, with backward; ``loss_at(values)`` evaluates it at other parameter values."""
+
+    def __init__(self, model, forward, names, loss_fn):
+        self.model, self.forward, self.names, self.loss_fn = model, forward, names, loss_fn
+        self.x = self.y = None
+
+    def __call__(self) -> torch.Tensor:
+        for p in self.model.parameters():
+            p.grad = None
+        with torch.enable_grad():
+            loss = self.loss_fn(self.forward(self.x), self.y)
+            loss.backward()
+        return loss.detach()
+
+    def loss_at(self, values: list[torch.Tensor]) -> torch.Tensor:
+        params = dict(zip(self.names, values))
+        return self.loss_fn(torch.func.functional_call(self.model, params, (self.x,)), self.y)
+
+
+def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
+    if not norms:
+        return torch.tensor(math.nan, dtype=torch.float64, device=params[0].device)
+    return torch.linalg.vector_norm(torch.stack(norms).double())
+
+
+def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu", dtype=None,
+                progress=None, schedule: str | None = None, clip_norm: float | None = None,
+                clip_value: float | None = None, label_smoothing: float = 0.0) -> GroupTrace:
+    """Train one run with a real optimizer object (K = 1). ``dtype`` (the sweep's, meant for analytic problems)
+    is ignored: networks train in the problem's ``precision``."""
+    device = torch.device(device)
+    dtype = train_dtype(problem)
+    data = problem.device_data(device)
+    model = problem.make_model(seed, device, dtype)
+    channels_last = uses_channels_last(problem, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    names = [n for n, _ in model.named_parameters()]
+    params = list(model.parameters())
+    opt = optimizer.entry.build(params, optimizer.hyperparams, dtype=dtype, seed=seed)
+    forward = torch.compile(model) if problem.config["compile"] and device.type == "cuda" else model
+    amp = _autocast(problem, device)
+
+    def loss_fn(logits, y):
+        return F.cross_entropy(logits.to(dtype), y, label_smoothing=label_smoothing)
+
+    closure = NetClosure(model, forward, names, loss_fn)
+    lrs = None
+    if schedule is not None:
+        from optbench.schedules import lr_sequence
+
+        lrs = lr_sequence(schedule, steps, optimizer.lr)
+    order = BatchOrder([seed], data.n_train, problem.batch_size, device)
+    rec = NetRecorder(problem, 1, steps, record_every, device)
+    evaluate = lambda: _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)  # noqa: E731
+    needs_closure = optimizer.entry.needs_closure
+    reported = 0
+    for t in range(steps + 1):
+        idx = order.next()[0]
+        x, y = data.inputs(data.train_x[idx], dtype), data.train_y[idx]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for p in params:
+            p.grad = None
+        with amp:
+            logits = forward(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        rec.observe(t, loss.detach()[None], lambda: _grad_norm(params)[None], evaluate)
+        if t == steps:
+            break
+        if (t + 1) % SYNC_EVERY == 0:
+            if progress is not None:
+                progress(SYNC_EVERY)
+                reported += SYNC_EVERY
+            if not rec.any_active():
+                break
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip_norm)
+        if clip_value is not None:
+            torch.nn.utils.clip_grad_value_(params, clip_value)
+        if lrs is not None:
+            for group in opt.param_groups:
+                group["lr"] = lrs[t]
+        if needs_closure:
+            closure.x, closure.y = x, y
+            opt.step(closure)
+        else:
+            opt.step()
+    if progress is not None:
+        progress(steps - reported)
+    return rec.finish()
+
+
+def supports_batched_network(optimizer) -> bool:
+    """The batched rules serve networks when they are elementwise (all but Newton's Hessian rule)."""
+    from optbench.engines.batched import supports_batched
+    from optbench.engines.batched_rules import RULES
+
+    return supports_batched(optimizer) and not RULES[optimizer.entry.batched].needs_hessian
+
+
+def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps: int,
+                        record_every: int = 1, *, device="cpu", dtype=None, progress=None) -> GroupTrace:
+    """Train K = len(seeds) configurations (``optimizers[k]`` with ``seeds[k]``) of one batched rule at once."""
+    from torch.func import functional_call, grad_and_value, vmap
+
+    from optbench.engines.batched import stack_hyperparams
+    from optbench.engines.batched_rules import RULES
+
+    if len(optimizers) != len(seeds):
+        raise ValueError("one optimizer config per seed")
+    device = torch.device(device)
+    dtype = train_dtype(problem)
+    K = len(seeds)
+    data = problem.device_data(device)
+    model = problem.build_model().to(device=device, dtype=dtype)  # the architecture; its own weights unused
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    inits = [problem.init_params(s) for s in seeds]
+    flat = torch.stack([torch.cat([init[n].reshape(-1) for n in shapes]) for init in inits]).to(device, dtype)
+    views, offset = {}, 0
+    for n, shape in shapes.items():
+        size = math.prod(shape)
+        views[n] = flat[:, offset: offset + size].view(K, *shape)
+        offset += size
+    hp = stack_hyperparams(optimizers, dtype, device)
+    rule = RULES[optimizers[0].entry.batched]
+    state = rule.init(flat, hp)
+    amp = _autocast(problem, device)
+
+    def loss_fn(params, x, y):
+        with amp:
+            logits = functional_call(model, params, (x,))
+        return F.cross_entropy(logits.to(dtype), y)
+
+    grad_and_loss = vmap(grad_and_value(loss_fn))
+    batched_logits = vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(0, None))
+    order = BatchOrder(seeds, data.n_train, problem.batch_size, device)
+    rec = NetRecorder(problem, K, steps, record_every, device)
+    evaluate = lambda: _evaluate(lambda x: batched_logits(views, x), data, dtype, K, False)  # noqa: E731
+    shape = problem.input_shape
+    reported = 0
+    for t in range(steps + 1):
+        idx = order.next()
+        b = idx.shape[1]
+        x = data.inputs(data.train_x[idx.reshape(-1)], dtype).view(K, b, *shape)
+        y = data.train_y[idx]
+        grads, loss = grad_and_loss(views, x, y)
+        g = torch.cat([grads[n].reshape(K, -1) for n in shapes], dim=1)
+        rec.observe(t, loss, lambda: torch.linalg.vector_norm(g, dim=1), evaluate)  # noqa: B023
+        if t == steps:
+            break
+        rule.step(flat, g, state, hp, t + 1)
+        if (t + 1) % SYNC_EVERY == 0:
+            if progress is not None:
+                progress(SYNC_EVERY * K)
+                reported += SYNC_EVERY * K
+            if not rec.any_active():
+                break
+    if progress is not None:
+        progress(steps * K - reported)
+    return rec.finish()

@@ -1,0 +1,188 @@
+"""The network track: problem contract, on-device training, evaluation columns, batched == loop, CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from optbench.data import store
+from optbench.data.synthetic import write_dataset
+from optbench.engines.network import run_network, run_network_batched
+from optbench.errors import SpecError, UsageError
+from optbench.optimizers import get_optimizer
+from optbench.problems import get_problem
+
+OPTBENCH = str(Path(sys.executable).with_name("optbench"))
+SMALL = "mnist-mlp(width=16, depth=2, batch_size=50, train_size=400, test_size=100)"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread avoids OpenMP spin-waits that make them 10× slower on a busy 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    write_dataset("mnist", root / "mnist", n_train=1000, n_test=200)
+    monkeypatch.setenv(store.DATA_ENV, str(root))
+    return root
+
+
+def test_problem_contract(data_dir):
+    p = get_problem("mnist-mlp")
+    assert p.kind == "network" and p.name == "mnist-mlp" and p.label == "mnist-mlp"
+    assert p.dim == 784 * 1000 + 1000 + 1000 * 500 + 500 + 500 * 100 + 100 + 100 * 10 + 10  # DeepOBS mnist_mlp
+    assert p.has_batch_size and p.batch_size == 128 and p.f_min == 0.0 and p.target == 0.1 and not p.unbounded
+    json.dumps(p.config)
+    assert p.config["widths"] == (1000, 500, 100) and p.config["data"].startswith("unofficial:")
+    assert torch.isnan(p.distance_to_minimum(torch.zeros(3, 0))).all()
+    q = get_problem("mnist-mlp(width=512, depth=3)", batch_size=32)
+    assert q.config["widths"] == (512, 512, 512) and q.batch_size == 32 and q.label != p.label
+    assert p.steps_per_epoch() == math.ceil(1000 / 128)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("mnist-mlp(widths=(8,), width=4)", "either widths"),
+    ("mnist-mlp(bogus=1)", "Unknown key 'bogus'"),
+    ("mnist-mlp(batch_size=0)", "batch_size=0"),
+    ("mnist-mlp(precision='float16')", "precision"),
+    ("cifar10-cnn(channels=(4, 4))", "channels"),
+])
+def test_bad_specs_are_rejected(data_dir, spec, message):
+    with pytest.raises(SpecError, match=message):
+        get_problem(spec)
+
+
+def test_inputs_are_standardised_on_the_device(data_dir):
+    data = get_problem(SMALL.replace("train_size=400", "train_size=1000")).device_data("cpu")
+    x = data.inputs(data.train_x, torch.float64)
+    assert x.shape == (1000, 1, 28, 28) and data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
+    assert abs(float(x.mean())) < 1e-9 and abs(float(x.std(unbiased=False)) - 1) < 1e-9
+
+
+def test_same_seed_same_numbers(data_dir):
+    p, opt = get_problem(SMALL), get_optimizer("sgd-momentum(lr=0.05)")
+    a, b, c = (run_network(p, opt, s, 20, 2) for s in (0, 0, 1))
+    for key in ("loss", "grad_norm"):
+        assert np.array_equal(getattr(a, key), getattr(b, key))
+    assert np.array_equal(a.extra["test_loss"], b.extra["test_loss"], equal_nan=True)
+    assert not np.allclose(a.loss, c.loss)
+
+
+def test_learns_a_tiny_dataset_to_high_accuracy(data_dir):
+    p = get_problem("mnist-mlp(width=64, depth=1, batch_size=50)")
+    trace = run_network(p, get_optimizer("adam(lr=1e-3)"), 0, 3 * p.steps_per_epoch(), 10)
+    assert trace.status == ["done"]
+    evaluated = ~np.isnan(trace.extra["test_acc"][:, 0])
+    assert list(trace.steps[evaluated]) == [0, 20, 40, 60]  # step 0, each epoch, the end
+    assert trace.extra["test_acc"][0, 0] < 0.5 and trace.extra["test_acc"][-1, 0] >= 0.95
+    epoch_loss = trace.extra["train_loss_avg"][evaluated, 0]
+    assert np.isnan(epoch_loss[0]) and epoch_loss[3] < epoch_loss[1] and trace.end_loss[0] < 0.3
+
+
+def test_divergence_is_detected(data_dir):
+    trace = run_network(get_problem(SMALL), get_optimizer("sgd(lr=1e6)"), 0, 200, 10)
+    assert trace.status == ["diverged"] and trace.end_step[0] < 200
+
+
+@pytest.mark.parametrize("spec", ["sgd-momentum", "adam", "rmsprop"])
+def test_batched_reproduces_loop_in_float64(data_dir, spec):
+    p = get_problem(SMALL.replace(")", ", precision='float64', eval_every=5)"))
+    lrs, seeds = [1e-3, 1e-2], [0, 1]
+    configs = [(get_optimizer(spec).with_hyperparams(lr=lr), s) for lr in lrs for s in seeds]
+    batched = run_network_batched(p, [c for c, _ in configs], [s for _, s in configs], 10, 3)
+    assert batched.loss.shape == (len(batched.steps), 4)
+    for k, (opt, seed) in enumerate(configs):
+        loop = run_network(p, opt, seed, 10, 3)
+        assert np.array_equal(loop.steps, batched.steps)
+        np.testing.assert_allclose(batched.loss[:, k], loop.loss[:, 0], rtol=1e-10)
+        np.testing.assert_allclose(batched.grad_norm[:, k], loop.grad_norm[:, 0], rtol=1e-10)
+        np.testing.assert_allclose(batched.extra["test_acc"][:, k], loop.extra["test_acc"][:, 0], rtol=0)
+        np.testing.assert_allclose(batched.extra["test_loss"][:, k], loop.extra["test_loss"][:, 0], rtol=1e-10)
+
+
+def test_batched_cnn_matches_loop_and_float32_is_close(tmp_path, monkeypatch):
+    write_dataset("cifar10", tmp_path / "d" / "cifar10", n_train=60, n_test=20)
+    monkeypatch.setenv(store.DATA_ENV, str(tmp_path / "d"))
+    spec = "cifar10-cnn(channels=(4, 4, 8), hidden=(16,), batch_size=16, eval_every=4{})"
+    opt = get_optimizer("adam(lr=1e-3)")
+    for precision, rtol in ((", precision='float64'", 1e-10), ("", 1e-4)):
+        p = get_problem(spec.format(precision))
+        assert p.dim == (3 * 25 * 4 + 4) + (4 * 9 * 4 + 4) + (4 * 9 * 8 + 8) + (72 * 16 + 16) + (16 * 10 + 10)
+        batched = run_network_batched(p, [opt, opt], [0, 1], 8, 2)
+        loop = run_network(p, opt, 1, 8, 2)
+        np.testing.assert_allclose(batched.loss[:, 1], loop.loss[:, 0], rtol=rtol)
+
+
+def test_sweep_with_epochs_and_results_columns(data_dir, tmp_path):
+    from optbench.optimizers import get_optimizer as opt
+    from optbench.results import load_results, load_summary
+    from optbench.runner import Sweep, run_sweep
+
+    p = get_problem(SMALL)
+    sweep = Sweep([p], [opt("sgd"), opt("adam")], lrs=[1e-3, 1e-2], seeds=[0, 1], epochs=2, batch_sizes=[50, 100],
+                  device="cpu", engine="batched")
+    runs = sweep.expand()
+    assert {(r.problem.batch_size, r.steps) for r in runs} == {(50, 16), (100, 8)}
+    outcome = run_sweep(sweep, tmp_path / "out")
+    assert outcome.engines == {"batched": 16}
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["sweeps"][-1]["budget"] == {"kind": "epochs", "value": 2}
+    steps = load_results(tmp_path / "out")
+    assert {"test_loss", "test_acc", "train_loss_avg"} <= set(steps.columns)
+    final = steps[steps.step == steps.groupby("run_id").step.transform("max")]
+    assert len(final) == 16 and final.test_acc.notna().all()
+    summary = load_summary(tmp_path / "out")
+    assert (summary.status == "done").all() and summary.dist_to_min.isna().all()
+    loop = run_sweep(Sweep([p], [opt("adam")], lrs=[1e-2], seeds=[1], epochs=2, batch_sizes=[50], engine="loop",
+                           device="cpu"), tmp_path / "loop")
+    assert loop.engines == {"loop": 1}
+    auto = run_sweep(Sweep([p], [opt("adam")], seeds=[0, 1], steps=2, device="cpu"), tmp_path / "auto")
+    assert auto.engines == {"loop": 2}  # on a CPU, auto trains networks with the loop engine
+    a = load_results(tmp_path / "loop")
+    b = steps[(steps.optimizer == "adam") & (steps.lr == 1e-2) & (steps.seed == 1) & (steps.batch_size == 50)]
+    np.testing.assert_allclose(a.loss.to_numpy(), b.loss.to_numpy(), rtol=1e-4)
+
+
+def test_epochs_are_a_usage_error_for_analytic_problems():
+    from optbench.runner import Sweep
+
+    with pytest.raises(UsageError, match="--epochs applies to network problems"):
+        Sweep([get_problem("rosenbrock")], [get_optimizer("sgd")], epochs=2).expand()
+
+
+def test_unofficial_data_warns_once(tmp_path, monkeypatch, caplog):
+    write_dataset("mnist", tmp_path / "w" / "mnist", n_train=20, n_test=5)
+    monkeypatch.setenv(store.DATA_ENV, str(tmp_path / "w"))
+    with caplog.at_level(logging.WARNING, logger="optbench.data"):
+        get_problem("mnist-mlp")
+        get_problem("mnist-mlp(width=8)")
+    warnings = [r for r in caplog.records if "not comparable" in r.getMessage()]
+    assert len(warnings) == 1 and "'mnist'" in warnings[0].getMessage()
+
+
+def test_cli_run_on_a_network(data_dir, tmp_path):
+    out = tmp_path / "r"
+    r = subprocess.run([OPTBENCH, "run", "-p", SMALL, "-o", "adam", "--epochs", "1", "--out", str(out), "--json"],
+                       capture_output=True, text=True, timeout=180,
+                       env={**os.environ, store.DATA_ENV: str(data_dir), "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "not comparable" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(r.stdout)["runs"] == 1
+    r = subprocess.run([OPTBENCH, "run", "-p", "rosenbrock", "-o", "adam", "--epochs", "1", "--out", str(out)],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 2 and "network problems" in r.stderr
