@@ -1,0 +1,330 @@
+"""Suite files: a whole benchmark in one TOML file → :class:`optbench.runner.Sweep` objects.
+
+Format (documented in docs/suites.md)::
+
+    name = "ci"
+    description = "fast regression set"
+
+    [[sweep]]                          # one or more; keys mirror `optbench run`
+    problems = ["rosenbrock", "valley(kappa=100)"]
+    optimizers = ["adam", "sgd-momentum(momentum=0.8)"]
+    lr = [1e-3, 1e-2]                  # or "1e-4:1:10" (log grid); absent: each optimizer's own
+    seeds = 3                          # int → 0..N-1, or a list of ints
+    steps = 500
+    batch_size = [1, 8]                # problems with a batch size only
+    engine = "auto"; device = "cpu"; dtype = "float64"; record_every = 10
+
+    [tune]                             # optional, for `optbench tune --suite`
+    trials = 50; protocol = "tpe"; space = "lr=1e-5:10:log"; seeds = 5; steps = 200
+
+    [check]                            # optional, passed through untouched to `optbench check`
+
+Every problem of a sweep, every optimizer and every value is validated when the file is loaded; a bad
+key or value is reported as ``FILE:LINE: key: message`` before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from optbench.errors import OptbenchError, UsageError, suggest
+
+TOP_KEYS = ("name", "description", "sweep", "tune", "check")
+SWEEP_KEYS = ("name", "description", "problems", "optimizers", "lr", "seeds", "steps", "epochs", "batch_size",
+              "engine", "device", "dtype", "record_every", "schedule")
+TUNE_KEYS = ("problems", "optimizers", "trials", "protocol", "space", "seeds", "steps", "batch", "storage")
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    sweeps: list[Any]  # list[optbench.runner.Sweep]
+    tune: dict[str, Any] = field(default_factory=dict)
+    check: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+class _Locator:
+    """Finds the line of a key inside the n-th ``[table]`` / ``[[array]]`` of a TOML text (1-based)."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+
+    def header(self, table: str | None, index: int = 0) -> int:
+        if table is None:
+            return 1
+        pattern = re.compile(r"^\s*\[\[?\s*" + re.escape(table) + r"\s*\]\]?\s*(#.*)?$")
+        seen = -1
+        for i, line in enumerate(self.lines):
+            if pattern.match(line):
+                seen += 1
+                if seen == index:
+                    return i + 1
+        return 1
+
+    def key(self, table: str | None, index: int, key: str) -> int:
+        begin = self.header(table, index) if table else 0  # first line after the header (0-based)
+        key_re = re.compile(r"^\s*(?:\"" + re.escape(key) + r"\"|" + re.escape(key) + r")\s*=")
+        for i in range(begin, len(self.lines)):
+            if re.match(r"^\s*\[", self.lines[i]):
+                break  # the next table starts: the key is not written in this one
+            if key_re.match(self.lines[i]):
+                return i + 1
+        return begin if table else 1
+
+
+class _Reporter:
+    def __init__(self, path: Path, text: str):
+        self.path, self.loc = path, _Locator(text)
+
+    def error(self, table: str | None, index: int, key: str | None, message: str) -> UsageError:
+        line = self.loc.key(table, index, key) if key else self.loc.header(table, index)
+        where = f"[[{table}]] #{index + 1}" if table == "sweep" else (f"[{table}]" if table else "top level")
+        what = f"{key}: " if key else ""
+        return UsageError(f"{self.path}:{line}: {where}: {what}{message}")
+
+
+def _unknown(rep: _Reporter, table: str | None, index: int, data: dict, allowed: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise rep.error(table, index, key, f"unknown key.{suggest(key, allowed)} Valid keys: "
+                            f"{', '.join(allowed)}.")
+
+
+def _str_list(rep, table, index, key, value) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise rep.error(table, index, key, f"expected a non-empty list of spec strings, got {value!r}.")
+    return value
+
+
+def _int(rep, table, index, key, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise rep.error(table, index, key, f"expected an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+def _seeds(rep, table, index, value) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return list(range(_int(rep, table, index, "seeds", value)))
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                 for v in value):
+        if len(set(value)) != len(value):
+            raise rep.error(table, index, "seeds", f"seeds are listed twice in {value!r}.")
+        return list(value)
+    raise rep.error(table, index, "seeds", f"expected a count N (seeds 0..N-1) or a list of seeds >= 0, "
+                    f"got {value!r}.")
+
+
+def _lrs(rep, table, index, value) -> list[float]:
+    from optbench.spec import parse_float_list
+
+    if isinstance(value, str):
+        try:
+            lrs = parse_float_list(value, "lr")
+        except OptbenchError as exc:
+            raise rep.error(table, index, "lr", str(exc)) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        lrs = [float(value)]
+    elif isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in value):
+        lrs = [float(v) for v in value]
+    else:
+        raise rep.error(table, index, "lr", f"expected a list of numbers or a log grid 'LOW:HIGH:N', got {value!r}.")
+    if any(v <= 0 for v in lrs):
+        raise rep.error(table, index, "lr", f"learning rates must be > 0, got {value!r}.")
+    return lrs
+
+
+def _choice(rep, table, index, key, value, choices) -> str:
+    if value not in choices:
+        raise rep.error(table, index, key, f"{value!r} is not one of {', '.join(choices)}.")
+    return value
+
+
+def _device(rep, table, index, value) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise rep.error(table, index, "device", f"{value!r}: expected auto, cpu, cuda, cuda:N or mps.")
+    return value
+
+
+def _sweep(rep: _Reporter, index: int, data: Any):
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.runner import DTYPES, ENGINES, Sweep
+
+    t = "sweep"
+    if not isinstance(data, dict):
+        raise rep.error(t, index, None, "each [[sweep]] must be a table.")
+    _unknown(rep, t, index, data, SWEEP_KEYS)
+    for key in ("problems", "optimizers"):
+        if key not in data:
+            raise rep.error(t, index, None, f"missing required key {key!r}.")
+    problems, optimizers = [], []
+    for key, getter, out in (("problems", get_problem, problems), ("optimizers", get_optimizer, optimizers)):
+        specs = _str_list(rep, t, index, key, data[key])
+        if len(set(specs)) != len(specs):
+            raise rep.error(t, index, key, f"a spec is listed twice in {specs!r}.")
+        for spec in specs:
+            try:
+                out.append(getter(spec))
+            except OptbenchError as exc:
+                raise rep.error(t, index, key, str(exc)) from None
+    batch_sizes = None
+    if "batch_size" in data:
+        value = data["batch_size"]
+        value = value if isinstance(value, list) else [value]
+        batch_sizes = [_int(rep, t, index, "batch_size", v) for v in value]
+    sweep = Sweep(
+        problems, optimizers,
+        lrs=_lrs(rep, t, index, data["lr"]) if "lr" in data else None,
+        seeds=_seeds(rep, t, index, data.get("seeds", 1)),
+        steps=_int(rep, t, index, "steps", data.get("steps", 1000)),
+        batch_sizes=batch_sizes,
+        record_every=_int(rep, t, index, "record_every", data["record_every"]) if "record_every" in data else None,
+        engine=_choice(rep, t, index, "engine", data.get("engine", "auto"), ENGINES),
+        device=_device(rep, t, index, data.get("device", "cpu")),
+        dtype=_choice(rep, t, index, "dtype", data.get("dtype", "float64"), DTYPES),
+    )
+    if "epochs" in data:
+        sweep.epochs = _int(rep, t, index, "epochs", data["epochs"])
+    if "schedule" in data:
+        sweep.schedules = _str_list(rep, t, index, "schedule", data["schedule"])
+    try:
+        sweep.expand()  # cross-checks (lr given twice, batch size on problems without one, max dimension)
+    except OptbenchError as exc:
+        raise rep.error(t, index, None, str(exc)) from None
+    return sweep
+
+
+def _tune(rep: _Reporter, data: Any) -> dict[str, Any]:
+    t = "tune"
+    if not isinstance(data, dict):
+        raise rep.error(None, 0, "tune", "expected a table [tune].")
+    _unknown(rep, t, 0, data, TUNE_KEYS)
+    out = dict(data)
+    for key in ("trials", "steps", "batch"):
+        if key in data:
+            out[key] = _int(rep, t, 0, key, data[key])
+    if "seeds" in data:
+        out["seeds"] = _seeds(rep, t, 0, data["seeds"])
+    for key in ("problems", "optimizers"):
+        if key in data:
+            out[key] = _str_list(rep, t, 0, key, data[key])
+    if "protocol" in data:
+        from optbench.tuning.protocols import PROTOCOLS
+
+        _choice(rep, t, 0, "protocol", data["protocol"], tuple(PROTOCOLS))
+    for key in ("space", "storage"):
+        if key in data and not isinstance(data[key], str):
+            raise rep.error(t, 0, key, f"expected a string, got {data[key]!r}.")
+    if "space" in data:
+        from optbench.tuning.spaces import parse_space
+
+        try:
+            parse_space(data["space"])
+        except OptbenchError as exc:
+            raise rep.error(t, 0, "space", str(exc)) from None
+    return out
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; raises UsageError naming file, line and key on any mistake."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"Suite file {str(path)!r} does not exist.")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    rep = _Reporter(path, text)
+    _unknown(rep, None, 0, data, TOP_KEYS)
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            raise rep.error(None, 0, key, f"expected a string, got {data[key]!r}.")
+    sweeps_data = data.get("sweep", [])
+    if not isinstance(sweeps_data, list):
+        raise rep.error(None, 0, "sweep", "write sweeps as [[sweep]] tables.")
+    if not sweeps_data and "tune" not in data:
+        raise UsageError(f"{path}: no [[sweep]] table and no [tune] table: nothing to run.")
+    sweeps = [_sweep(rep, i, s) for i, s in enumerate(sweeps_data)]
+    tune = _tune(rep, data["tune"]) if "tune" in data else {}
+    check = data.get("check", {})
+    if not isinstance(check, dict):
+        raise rep.error(None, 0, "check", "expected a table [check].")
+    return Suite(data.get("name", path.stem), data.get("description", ""), sweeps, tune, check, path)
+
+
+# `optbench run` options that override every sweep of a suite when given on the command line
+_OVERRIDES = {"seeds": "seeds", "steps": "steps", "engine": "engine", "device": "device", "dtype": "dtype",
+              "record_every": "record_every", "lr": "lrs", "batch_size": "batch_sizes", "epochs": "epochs"}
+
+
+def run_suite(path: str | Path, ctx, out_dir: str | Path, *, force: bool = False, workers: int = 1,
+              progress_factory=None):
+    """Run every sweep of a suite into one results directory; ``ctx`` (the command's typer context)
+    supplies the options given on the command line, which win over the file. Returns a SweepOutcome
+    totalled over the sweeps."""
+    import dataclasses
+    import shlex
+    import sys
+    import time
+
+    from optbench.runner import SweepOutcome, run_sweep
+
+    t0 = time.perf_counter()
+    suite = load_suite(path)
+    params = dict(ctx.params) if ctx is not None else {}
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name) if ctx is not None else None
+        return source is not None and source.name == "COMMANDLINE"
+
+    for name in ("problem", "opt"):
+        if given(name):
+            raise UsageError(f"--{name} cannot be combined with --suite: the suite lists the "
+                             f"{'problems' if name == 'problem' else 'optimizers'}.")
+    if not suite.sweeps:
+        raise UsageError(f"{suite.path}: no [[sweep]] table; use 'optbench tune --suite' for a [tune] table.")
+    updates = {}
+    for option, attr in _OVERRIDES.items():
+        if option in params and given(option):
+            value = params[option]
+            if option == "seeds":
+                value = list(range(value))
+            elif option == "lr":
+                from optbench.spec import parse_float_list
+
+                value = parse_float_list(value, "--lr")
+            elif option == "batch_size":
+                value = [int(b) for b in value.split(",")]
+            updates[attr] = value
+    sweeps = [dataclasses.replace(s, **updates) for s in suite.sweeps]
+    for sweep in sweeps:
+        sweep.expand()  # every override is validated before the first run starts
+    command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    total = SweepOutcome(Path(out_dir), 0, 0, 0, 0.0, {})
+    for sweep in sweeps:
+        outcome = run_sweep(sweep, out_dir, force=force, command=command, progress_factory=progress_factory,
+                            workers=workers)
+        total.runs_total += outcome.runs_total
+        total.runs_skipped += outcome.runs_skipped
+        total.runs_done += outcome.runs_done
+        for engine, n in outcome.engines.items():
+            total.engines[engine] = total.engines.get(engine, 0) + n
+    from optbench.results import read_manifest, write_manifest
+
+    manifest = read_manifest(out_dir)
+    manifest.setdefault("suites", []).append({"name": suite.name, "path": str(suite.path),
+                                              "description": suite.description})
+    write_manifest(Path(out_dir), manifest)
+    total.wall_time_s = time.perf_counter() - t0
+    return total

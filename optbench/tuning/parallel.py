@@ -1,0 +1,130 @@
+"""Independent studies in parallel processes (``optbench tune --workers N``).
+
+Each study (problem × optimizer) is tuned whole by one worker process, in an in-memory Optuna study; the
+parent process is the only writer of the study of record: it hands each worker the study's existing trials
+and appends every round the worker reports to the journal (one write per round), so a kill loses at most
+the rounds in flight, as with one process. With a shared ``--storage`` the workers ask and tell in it
+directly. Workers take studies from a common queue, so a 1200-trial study does not hold up the others.
+Problems and optimizers travel as spec strings (their entries hold lambdas, which do not pickle).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue as queue_module
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from optbench.errors import OptbenchError
+from optbench.tuning.spaces import space_for
+from optbench.tuning.study import TuneResult, open_storage, study_name, summarize, tune_one
+
+
+def _worker(tasks, reports, options: dict[str, Any]) -> None:
+    import torch
+
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+
+    torch.set_num_threads(1)  # one core per worker: the batched engine's tensors are small
+    while (task := tasks.get()) is not None:
+        index, problem_spec, optimizer_spec, existing = task
+        try:
+            problem, optimizer = get_problem(problem_spec), get_optimizer(optimizer_spec)
+            if "storage" in options:  # a shared storage: ask and tell there, report counts only
+                tune_one(problem, optimizer, progress=lambda n, failed, i=index: reports.put(("count", i, (n, failed))),
+                         **options)
+            else:
+                tune_one(problem, optimizer, persist=lambda finished, i=index: reports.put(("round", i, finished)),
+                         existing=existing, **options)
+            reports.put(("done", index, None))
+        except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+            reports.put(("error", index, traceback.format_exc()))
+
+
+def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trials: int | None, dims,
+                  steps: int, storage: str | None, out_dir: str | Path, progress=None,
+                  **options: Any) -> list[TuneResult]:
+    """Tune every (problem, optimizer) pair with ``workers`` processes; results in the order of ``pairs``.
+
+    ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, clip_norm).
+    ``progress(n_trials, n_failed)`` is called in this process after every round of any study.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    budget = protocol.budget(trials)
+    common = dict(protocol=protocol, trials=budget, dims=dims, steps=steps, out_dir=str(out_dir), **options)
+    t0 = time.perf_counter()
+    records: dict[int, Any] = {}
+    if storage is None:
+        store, write_round = open_storage(None, out_dir)
+    else:
+        common["storage"] = storage
+    ctx = multiprocessing.get_context("spawn")
+    tasks, reports = ctx.Queue(), ctx.Queue()
+    for index, (problem, optimizer) in enumerate(pairs):
+        existing = None
+        if storage is None:
+            space = space_for(optimizer, dims)
+            name = study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
+                              options.get("clip_norm"))
+            records[index] = optuna.create_study(study_name=name, storage=store, direction="minimize",
+                                                 load_if_exists=True)
+            existing = records[index].get_trials(deepcopy=False)
+            write_round()
+        tasks.put((index, problem.label, optimizer.label, existing))
+    n_procs = max(1, min(workers, len(pairs)))
+    for _ in range(n_procs):
+        tasks.put(None)
+    procs = [ctx.Process(target=_worker, args=(tasks, reports, common), daemon=True) for _ in range(n_procs)]
+    for p in procs:
+        p.start()
+    evaluated = dict.fromkeys(range(len(pairs)), 0)
+    pending = set(range(len(pairs)))
+    try:
+        while pending:
+            try:
+                kind, index, payload = reports.get(timeout=1.0)
+            except queue_module.Empty:
+                if not any(p.is_alive() for p in procs):
+                    raise OptbenchError("tuning workers exited without finishing their studies") from None
+                continue
+            if kind == "round":
+                if storage is None:
+                    records[index].add_trials(payload)
+                    write_round()
+                evaluated[index] += len(payload)
+                if progress is not None:
+                    progress(len(payload), sum(t.state.name == "FAIL" for t in payload))
+            elif kind == "count":
+                evaluated[index] += payload[0]
+                if progress is not None:
+                    progress(*payload)
+            elif kind == "done":
+                pending.discard(index)
+            else:
+                problem, optimizer = pairs[index]
+                raise OptbenchError(f"tuning {optimizer.label} on {problem.label} failed in a worker:\n{payload}")
+    finally:
+        for p in procs:
+            if p.is_alive() and pending:
+                p.terminate()
+            p.join(timeout=5)
+    results = []
+    wall = time.perf_counter() - t0
+    for index, (problem, optimizer) in enumerate(pairs):
+        space = space_for(optimizer, dims)
+        name = study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
+                          options.get("clip_norm"))
+        study = records.get(index) or optuna.load_study(study_name=name, storage=_url(storage))
+        results.append(summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budget, space,
+                                 name, evaluated[index], wall))
+    return results
+
+
+def _url(storage: str):
+    store, _ = open_storage(storage, ".")
+    return store

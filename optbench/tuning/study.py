@@ -1,0 +1,275 @@
+"""The ask/tell loop of one tuning study (one problem × one optimizer config).
+
+Each round asks Optuna for up to ``batch`` trials (``study.ask()`` repeatedly; TPE's constant liar keeps
+them apart), evaluates them together — one :func:`optbench.engines.batched.run_batched` call when the
+optimizer has a batched rule and the problem is analytic, else one loop-engine run per trial — and tells
+the results. Every trial runs from the same start with the tuning seed ``TUNE_SEED`` (the re-run that
+produces the verdict uses fresh seeds 0..N-1). The objective is the final loss; the losses at about
+``REPORTS`` recorded steps are reported as intermediate values when a pruner is chosen (``--pruner
+median``), which marks trials whose curve falls behind the median as pruned. The decision is taken after
+the trial's run (a batch advances as one computation, so stopping one member saves nothing): pruning
+here filters the record, it does not save compute. Runs that diverge (or escape an unbounded problem) are told as
+failed, with their status in the trial's user attributes: they are part of the budget, not crashes.
+
+Budget across processes: before each round the study's trials are counted (every state, every process)
+and only the remainder is asked for. Two processes can still ask at the same moment; a trial whose
+number is past the budget is closed at once as failed with the user attribute ``over_budget`` and never
+evaluated, so the trials evaluated over all processes number exactly the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optbench.errors import UsageError
+from optbench.tuning.protocols import Protocol
+from optbench.tuning.spaces import Dim, apply, space_for
+
+TUNE_SEED = 10_000  # start point / noise stream of every tuning trial; verdict re-runs use seeds 0..N-1
+REPORTS = 10  # intermediate values reported per trial
+DEFAULT_BATCH = 64  # trials asked for and evaluated together
+
+
+@dataclass
+class TuneResult:
+    problem: str
+    optimizer: str  # label of the optimizer config that was tuned
+    study_name: str
+    protocol: str
+    budget: int
+    dims: list[str]
+    best_params: dict[str, float] | None
+    best_value: float | None
+    best_config: Any  # OptimizerConfig with the best values applied (None if every trial failed)
+    states: dict[str, int] = field(default_factory=dict)  # trials per state over the whole study
+    evaluated_here: int = 0  # trials this process evaluated
+    wall_time_s: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        """What the results manifest keeps about this study."""
+        return {"problem": self.problem, "optimizer": self.optimizer, "study": self.study_name,
+                "protocol": self.protocol, "budget": self.budget, "space": self.dims,
+                "best_params": self.best_params, "best_value": self.best_value, "trials": self.states,
+                "best_label": self.best_config.label if self.best_config is not None else None}
+
+
+def open_storage(storage: str | None, out_dir: str | Path):
+    """Returns ``(storage, flush)``. A ``--storage`` URL (postgresql://, mysql://, sqlite:///) or journal
+    file path is shared safely by any number of processes; by default the storage is a journal file
+    ``tuning.journal`` in the results directory, written once per round by this process alone (see
+    :func:`round_journal`). ``flush()`` writes what the round produced."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if storage and "://" in storage:
+        if storage.startswith("postgresql://"):
+            import importlib.util
+
+            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+                storage = "postgresql+psycopg2://" + storage[len("postgresql://"):]  # newer SQLAlchemy: psycopg 3
+        return storage, lambda: None
+    if storage:
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(storage))), lambda: None
+    path = Path(out_dir) / "tuning.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backend = round_journal(JournalFileBackend(str(path)))
+    return JournalStorage(backend), backend.flush
+
+
+def round_journal(inner):
+    """A journal backend that keeps this process's log entries in memory and appends them to ``inner``
+    in one write (one fsync) per round instead of one per storage operation: a 600-trial study goes from
+    thousands of fsyncs to ten. Only for a journal no other process writes meanwhile (the default file
+    in a results directory); a kill -9 loses at most the round in flight."""
+    from optuna.storages.journal import BaseJournalBackend
+
+    class RoundJournal(BaseJournalBackend):
+        def __init__(self):
+            self.buffer: list = []
+            self.inner_count = sum(1 for _ in inner.read_logs(0))
+
+        def read_logs(self, log_number_from: int):
+            if log_number_from < self.inner_count:
+                return [*inner.read_logs(log_number_from), *self.buffer]
+            return self.buffer[log_number_from - self.inner_count:]
+
+        def append_logs(self, logs) -> None:
+            self.buffer.extend(logs)
+
+        def flush(self) -> None:
+            if self.buffer:
+                inner.append_logs(self.buffer)
+                self.inner_count += len(self.buffer)
+                self.buffer = []
+
+    return RoundJournal()
+
+
+def study_name(problem, optimizer, protocol: Protocol, steps: int, dims: list[Dim], dtype: str,
+               clip_norm: float | None = None) -> str:
+    """Everything that defines the search except its budget (a larger --trials continues the study)."""
+    space = ",".join(str(d) for d in dims)
+    clip = f"|clip_norm={clip_norm:g}" if clip_norm else ""
+    return f"optbench|{problem.label}|{optimizer.label}|{protocol.name}|steps={steps}|{space}|{dtype}{clip}"
+
+
+def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, device: str,
+              clip_norm: float | None = None):
+    """Run the configs; returns (recorded steps [R], losses [R, K], final losses [K], statuses [K])."""
+    import numpy as np
+    import torch
+
+    record_every = max(1, steps // REPORTS)
+    if batched:
+        from optbench.engines.batched import run_batched
+
+        # cost probes off: tuning compares losses, and the probe builds a torch optimizer per round
+        trace = run_batched(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
+                            device=torch.device(device), dtype=getattr(torch, dtype), clip_norm=clip_norm,
+                            measure_cost=False)
+        return trace.steps, trace.loss, trace.end_loss, trace.status
+    from optbench.runner import Run, execute
+
+    traces = [execute("loop", [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, clip_norm=clip_norm)])
+              for c in configs]
+    return (traces[0].steps, np.concatenate([t.loss for t in traces], axis=1),
+            np.concatenate([t.end_loss for t in traces]), [t.status[0] for t in traces])
+
+
+def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = None, dims: dict[str, Dim],
+             steps: int = 200, storage=None, out_dir: str | Path = ".", batch: int = DEFAULT_BATCH,
+             seed: int = 0, engine: str = "auto", dtype: str = "float64", device: str = "cpu",
+             pruner: str = "none", clip_norm: float | None = None, progress=None, persist=None,
+             existing=None) -> TuneResult:
+    """Tune ``optimizer`` on ``problem`` until the study holds ``budget`` evaluated trials.
+
+    Where the trials live:
+
+    - ``storage`` given (a shared URL or journal path): the study is asked and told in that storage,
+      so any number of processes can work on it (see the module docstring for the budget race).
+    - else, by default: the live study is an Optuna ``InMemoryStorage`` copy of the study of record
+      (``OUT/tuning.journal``); each round's finished trials are appended to the journal in one write.
+      A process killed mid-round loses that round only, and a re-run resumes from the journal.
+    - ``persist`` given (a callable taking a round's finished ``FrozenTrial`` s): as by default, but the
+      live study starts from ``existing`` trials and each round goes to ``persist`` instead of a file
+      (``optbench.tuning.parallel`` uses this: worker processes tune, the parent writes the journal).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from optbench.engines.batched import supports_batched
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.perf_counter()
+    space = space_for(optimizer, dims)
+    if not space:
+        raise UsageError(f"Nothing to tune for {optimizer.label!r}: its spec fixes every searched "
+                         "hyperparameter; drop lr= from the spec or add keys with --space.")
+    budget = protocol.budget(trials)
+    batched = (engine != "loop" and batch > 1 and problem.kind == "analytic" and supports_batched(optimizer))
+    if engine == "batched" and not supports_batched(optimizer):
+        raise UsageError(f"The batched engine does not support {optimizer.label!r}; use --engine loop or auto.")
+    if pruner not in ("none", "median"):
+        raise UsageError(f"Unknown pruner {pruner!r}; valid: none, median.")
+    name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm)
+    sampler = protocol.sampler(seed, space)
+
+    def new_study(store):
+        return optuna.create_study(
+            study_name=name, storage=store, sampler=sampler, direction="minimize", load_if_exists=True,
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if pruner == "median"
+            else optuna.pruners.NopPruner())
+
+    shared = storage is not None and persist is None
+    if shared:
+        store, flush = open_storage(storage, out_dir)
+        study = new_study(store)
+    else:
+        if persist is None:
+            store, write_round = open_storage(None, out_dir)
+            record = new_study(store)
+            existing = record.get_trials(deepcopy=False)
+
+            def persist(finished):
+                record.add_trials(finished)
+                write_round()
+        study = new_study(optuna.storages.InMemoryStorage())
+        study.add_trials(existing or [])
+        flush = lambda: None  # noqa: E731
+    if protocol.lr_grid is not None and not study.get_trials(deepcopy=False):
+        for lr in protocol.lr_grid:
+            study.enqueue_trial({"lr": lr})
+    evaluated = 0
+    while True:
+        remaining = budget - len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
+        if remaining <= 0:
+            break
+        k = min(batch if batched else 1, remaining)
+        if hasattr(sampler, "start_round"):
+            sampler.start_round(k)
+        asked = [study.ask() for _ in range(k)]
+        live = []
+        for trial in asked:
+            if shared and trial.number >= budget:  # another process took the last places first
+                trial.set_user_attr("over_budget", True)
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                live.append(trial)
+        if not live:
+            flush()
+            break
+        configs = [apply(optimizer, {d.name: t.suggest_float(d.name, d.low, d.high, log=d.log) for d in space})
+                   for t in live]
+        steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
+                                                       device=device, clip_norm=clip_norm)
+        failed = 0
+        for k, trial in enumerate(live):
+            if statuses[k] != "done" or not math.isfinite(float(finals[k])):
+                trial.set_user_attr("status", statuses[k])
+                study.tell(trial, state=TrialState.FAIL)
+                failed += 1
+                continue
+            pruned = False
+            for r, step in enumerate(steps_rec[:-1] if pruner != "none" else ()):
+                value = float(losses[r, k])
+                if math.isfinite(value):
+                    trial.report(value, int(step))
+                    if trial.should_prune():
+                        pruned = True
+                        break
+            if pruned:
+                study.tell(trial, state=TrialState.PRUNED)
+            else:
+                study.tell(trial, float(finals[k]))
+        evaluated += len(live)
+        if shared:
+            flush()
+        else:
+            numbers = {t.number for t in live}
+            persist([t for t in study.get_trials(deepcopy=False) if t.number in numbers])
+        if progress is not None:
+            progress(len(live), failed)
+    return summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budget, space, name,
+                     evaluated, time.perf_counter() - t0)
+
+
+def summarize(all_trials, problem, optimizer, protocol: Protocol, budget: int, space: list[Dim], name: str,
+              evaluated: int, wall_time_s: float) -> TuneResult:
+    """The :class:`TuneResult` of a study's trials."""
+    from optuna.trial import TrialState
+
+    states: dict[str, int] = {}
+    for t in all_trials:
+        key = "over_budget" if t.user_attrs.get("over_budget") else t.state.name.lower()
+        states[key] = states.get(key, 0) + 1
+    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+    best = min(complete, key=lambda t: t.value) if complete else None
+    best_params = dict(best.params) if best else None
+    return TuneResult(problem.label, optimizer.label, name, protocol.name, budget, [str(d) for d in space],
+                      best_params, best.value if best else None,
+                      apply(optimizer, best_params) if best else None, states, evaluated, wall_time_s)

@@ -1,0 +1,213 @@
+"""optbench tune: equal budgets, batched ask/tell, resumable studies, shared PostgreSQL studies."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from optbench.errors import SpecError
+from optbench.optimizers import get_optimizer
+from optbench.problems import get_problem
+from optbench.tuning import get_protocol, parse_space, tune_one
+from optbench.tuning.protocols import DEEPOBS_GRID
+
+
+def _optbench(*args, env=None):
+    return subprocess.run([shutil.which("optbench"), *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_space_parsing_and_errors():
+    dims = parse_space("momentum=0.5:0.99,lr=1e-4:1:log")
+    assert dims["momentum"].low == 0.5 and not dims["momentum"].log and dims["lr"].log
+    for bad in ("momentum=0.9", "lr=0:1:log", "x=2:1", "m=a:b"):
+        with pytest.raises(SpecError):
+            parse_space(bad)
+
+
+def test_batched_tuning_budget_and_failures(tmp_path):
+    res = tune_one(get_problem("rosenbrock"), get_optimizer("sgd"), protocol=get_protocol("tpe"), trials=40,
+                   dims=parse_space(""), steps=100, out_dir=tmp_path, batch=16)
+    assert sum(res.states.values()) == 40 and res.states.get("fail", 0) > 0  # large lrs diverge: failed trials
+    assert 1e-5 <= res.best_params["lr"] <= 10 and res.best_value < 10
+    again = tune_one(get_problem("rosenbrock"), get_optimizer("sgd"), protocol=get_protocol("tpe"), trials=40,
+                     dims=parse_space(""), steps=100, out_dir=tmp_path, batch=16)
+    assert again.evaluated_here == 0 and again.best_value == res.best_value  # resumed from the journal
+
+
+def test_grid_protocol_is_deepobs_grid(tmp_path):
+    res = tune_one(get_problem("valley"), get_optimizer("adam"), protocol=get_protocol("grid"), dims={},
+                   steps=50, out_dir=tmp_path)
+    assert res.budget == 36 and len(DEEPOBS_GRID) == 36
+    assert min(DEEPOBS_GRID) == pytest.approx(1e-5) and max(DEEPOBS_GRID) == pytest.approx(1e2)
+    with pytest.raises(SpecError):
+        get_protocol("grid").budget(10)
+
+
+def test_tune_cli_writes_normal_results(tmp_path):
+    out = tmp_path / "t"
+    r = _optbench("tune", "-p", "rosenbrock", "-o", "adam,sgd-momentum", "--trials", "24", "--seeds", "2",
+                  "--steps", "100", "--protocol", "random", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    (record,) = manifest["tuning"]
+    assert record["protocol"] == "random" and record["budget"] == 24 and len(record["studies"]) == 2
+    show = _optbench("show", str(out))
+    assert show.returncode == 0 and "adam" in show.stdout
+    from optbench.results import load_summary
+
+    assert len(load_summary(out)) == 4  # 2 optimizers × 2 fresh seeds
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+_pg_bin = PG_BIN if (PG_BIN / "initdb").exists() else (Path(shutil.which("initdb")).parent if shutil.which("initdb")
+                                                         else None)
+
+
+@pytest.fixture
+def postgres():
+    pytest.importorskip("psycopg2")
+    if _pg_bin is None:
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed")
+    as_user: list[str] = []
+    root = tempfile.mkdtemp(prefix="optbench-pg-")
+    if os.geteuid() == 0:  # postgres refuses to run as root: run it as the postgres user
+        if not shutil.which("runuser") or subprocess.run(["id", "postgres"], capture_output=True).returncode:
+            pytest.skip("running as root without a 'postgres' user or runuser")
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    data, port = os.path.join(root, "data"), _free_port()
+    r = subprocess.run([*as_user, str(_pg_bin / "initdb"), "-D", data, "-A", "trust", "-U", "optbench"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"initdb failed: {r.stderr[-300:]}")
+    r = subprocess.run([*as_user, str(_pg_bin / "pg_ctl"), "-D", data, "-w", "-l", os.path.join(root, "log"),
+                        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"pg_ctl start failed: {r.stderr[-300:]}")
+    try:
+        yield f"postgresql://optbench@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(_pg_bin / "pg_ctl"), "-D", data, "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_processes_share_one_postgres_study(tmp_path, postgres):
+    budget = 60
+    args = ["tune", "-p", "rosenbrock", "-o", "adam", "--trials", str(budget), "--batch", "8", "--steps", "100",
+            "--seeds", "1", "--storage", postgres, "-q"]
+    procs = [subprocess.Popen([shutil.which("optbench"), *args, "--out", str(tmp_path / f"p{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    t0 = time.time()
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    import optuna
+
+    (summary,) = optuna.study.get_all_study_summaries(storage=postgres.replace("postgresql://", "postgresql+psycopg2://"))
+    trials = optuna.load_study(study_name=summary.study_name, storage=postgres.replace("postgresql://", "postgresql+psycopg2://")).get_trials(deepcopy=False)
+    evaluated = [t for t in trials if not t.user_attrs.get("over_budget")]
+    assert len(evaluated) == budget, (len(trials), time.time() - t0)
+    assert sorted(t.number for t in evaluated) == list(range(budget))
+
+
+def test_batch_tpe_fits_once_per_round_and_draws_distinct_trials(tmp_path, monkeypatch):
+    from optbench.tuning.protocols import _batch_tpe_class
+
+    fits = []
+    cls = _batch_tpe_class()
+    original = cls._sample_round
+    monkeypatch.setattr(cls, "_sample_round", lambda self, *a: fits.append(a[-1]) or original(self, *a))
+    res = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=get_protocol("tpe"), trials=80,
+                   dims=parse_space(""), steps=50, out_dir=tmp_path, batch=20)
+    assert fits == [20, 20, 20]  # round 1 is random (startup), then one fit per round of 20
+    assert sum(res.states.values()) == 80 and res.evaluated_here == 80
+
+
+def test_batch_tpe_beats_random_search_at_equal_budget(tmp_path):
+    """Adaptive rounds must search better than random search with the same trials (rosenbrock, 4 seeds)."""
+    wins = 0
+    for seed in range(4):
+        best = {}
+        for name in ("tpe", "random"):
+            best[name] = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=get_protocol(name),
+                                  trials=150, dims=parse_space(""), steps=100, out_dir=tmp_path / f"{name}{seed}",
+                                  batch=30, seed=seed).best_value
+        wins += best["tpe"] <= best["random"]
+    assert wins >= 3
+
+
+def test_kill_mid_study_loses_only_the_round_in_flight(tmp_path):
+    """The journal gets each finished round in one write; a crash in round 3 leaves rounds 1-2, and a
+    re-run evaluates exactly the rest of the budget."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    import optbench.tuning.study as study_mod
+
+    calls = []
+    real = study_mod._evaluate
+
+    def crash_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    kwargs = dict(protocol=get_protocol("random"), trials=50, dims=parse_space(""), steps=30, out_dir=tmp_path,
+                  batch=10)
+    study_mod._evaluate = crash_third
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune_one(get_problem("rosenbrock"), get_optimizer("adam"), **kwargs)
+    finally:
+        study_mod._evaluate = real
+    import optuna
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "tuning.journal")))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.n_trials == 20  # two whole rounds, nothing of the third, no RUNNING leftovers
+    res = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), **kwargs)
+    assert res.evaluated_here == 30 and sum(res.states.values()) == 50
+
+
+def test_parallel_workers_match_budget_and_resume(tmp_path):
+    from optbench.tuning.parallel import tune_parallel
+
+    pairs = [(get_problem("rosenbrock"), get_optimizer(o)) for o in ("adam", "sgd", "lion")]
+    kwargs = dict(workers=2, protocol=get_protocol("tpe"), trials=40, dims=parse_space(""), steps=50,
+                  storage=None, out_dir=tmp_path, batch=20)
+    seen = []
+    results = tune_parallel(pairs, progress=lambda n, failed: seen.append(n), **kwargs)
+    assert [r.optimizer for r in results] == ["adam", "sgd", "lion"] and sum(seen) == 120
+    assert all(sum(r.states.values()) == 40 and r.best_value is not None for r in results)
+    again = tune_parallel(pairs, **kwargs)  # resumed from the one journal the parent wrote
+    assert [r.evaluated_here for r in again] == [0, 0, 0]
+    assert [r.best_value for r in again] == [r.best_value for r in results]
+
+
+def test_tune_cli_workers_clip_norm_and_quiet_progress(tmp_path):
+    out = tmp_path / "w"
+    r = _optbench("tune", "-p", "rosenbrock(start=(-2.0, 2.0))", "-o", "adam,sgd", "--trials", "30", "--steps", "50",
+                  "--seeds", "1", "--batch", "10", "--workers", "2", "--clip-norm", "1", "--out", str(out),
+                  env={**os.environ, "CI": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "trials" not in r.stderr.replace("30 trials", "")  # no progress bar in CI / without a terminal
+    (record,) = json.loads((out / "manifest.json").read_text())["tuning"]
+    assert record["clip_norm"] == 1.0 and record["workers"] == 2
+    assert all("clip_norm=1" in s["study"] and sum(s["trials"].values()) == 30 for s in record["studies"])
+    bad = _optbench("tune", "-p", "rosenbrock", "-o", "adam", "--clip-norm", "-1", "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "clip-norm" in bad.stderr
