@@ -2,17 +2,23 @@
 
 Only the module the user names is imported. Its hyperparameters are read from the class's constructor
 signature (keyword arguments with defaults), so specs like ``my_opt.py:MyAdam(lr=1e-3)`` are validated
-like registry entries. Failures inside the user's code are reported as the user's error, with their
-traceback.
+like registry entries. Failures inside the user's code (importing it, constructing the optimizer, or a
+``step``) are reported as the user's error, with their traceback trimmed to their own frames.
+
+A class whose ``step(closure)`` requires the closure (like ``torch.optim.LBFGS``) is called with one;
+otherwise the engine sets ``.grad`` and calls ``step()``, as a training loop would. A file's run identity
+includes a hash of its source, so editing the file and re-running into the same directory re-runs it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,43 @@ from optbench.optimizers.registry import OptimizerEntry
 from optbench.params import Param, positive
 
 _CACHE: dict[str, OptimizerEntry] = {}
+_OURS = (str(Path(__file__).resolve().parents[1]), str(Path(importlib.__file__).resolve().parent), "<frozen ")
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` from the first frame outside optbench, torch and importlib: the user's."""
+    import torch
+
+    ours = (*_OURS, str(Path(torch.__file__).resolve().parent))
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
+
+
+@dataclass(frozen=True)
+class UserOptimizerEntry(OptimizerEntry):
+    """A user class: errors raised by its constructor or ``step`` become :class:`UserCodeError`."""
+
+    source_sha: str = ""  # sha256 of the user's file ("" for installed modules); part of the run identity
+
+    def build(self, params: Any, hyperparams: dict[str, Any], dtype: Any = None, seed: int | None = None):
+        try:
+            opt = super().build(params, hyperparams, dtype=dtype, seed=seed)
+        except Exception as exc:
+            raise UserCodeError(f"Constructing your optimizer {self.name!r} failed: {exc!r}",
+                                user_traceback(exc)) from None
+        step = opt.step
+
+        def checked_step(*args: Any, **kwargs: Any):
+            try:
+                return step(*args, **kwargs)
+            except Exception as exc:
+                raise UserCodeError(f"Your optimizer {self.name!r} failed in step(): {exc!r}",
+                                    user_traceback(exc)) from None
+
+        opt.step = checked_step
+        return opt
 
 
 def _import_user_module(ref: str):
@@ -41,16 +84,26 @@ def _import_user_module(ref: str):
         except Exception as exc:
             del sys.modules[module_name]
             raise UserCodeError(f"Importing your optimizer file {ref!r} failed: {exc!r}",
-                                traceback.format_exc()) from None
+                                user_traceback(exc)) from None
         return module
     try:
         return importlib.import_module(ref)
     except ModuleNotFoundError as exc:
-        if exc.name and ref.startswith(exc.name):
+        if exc.name and (ref == exc.name or ref.startswith(exc.name + ".")):
             raise SpecError(f"Cannot import module {ref!r}: it is not installed or not on PYTHONPATH.") from None
-        raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", traceback.format_exc()) from None
+        raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", user_traceback(exc)) from None
     except Exception as exc:
-        raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", traceback.format_exc()) from None
+        raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", user_traceback(exc)) from None
+
+
+def _needs_closure(cls: type) -> bool:
+    """True when ``step`` takes a closure without a default (it must re-evaluate the loss itself)."""
+    try:
+        params = list(inspect.signature(cls.step).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0].default is inspect.Parameter.empty and params[0].kind in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _param_from_default(name: str, default: Any) -> Param:
@@ -84,7 +137,10 @@ def user_optimizer_entry(ref: str) -> OptimizerEntry:
             params[name] = Param(None, "(required by the class)")
         else:
             params[name] = _param_from_default(name, p.default)
-    entry = OptimizerEntry(ref, f"{module.__name__}:{class_name}", "user", params,
-                           (inspect.getdoc(cls) or "").split("\n")[0], needs_closure=True)
+    source = getattr(module, "__file__", None)
+    sha = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16] if source and module_ref.endswith(".py") else ""
+    entry = UserOptimizerEntry(ref, f"{module.__name__}:{class_name}", "user", params,
+                               (inspect.getdoc(cls) or "").split("\n")[0], needs_closure=_needs_closure(cls),
+                               source_sha=sha)
     _CACHE[ref] = entry
     return entry
