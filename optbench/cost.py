@@ -1,0 +1,189 @@
+"""Cost metrics of a run: optimizer state memory, step time, peak device memory.
+
+- ``state_bytes_per_param``: bytes of optimizer state per parameter element, measured from the tensors
+  in ``optimizer.state`` (nested dicts, lists and tuples are walked). Tensors with at least one dimension
+  count; 0-d tensors (step counters, scalar running products) are per-tensor bookkeeping and do not.
+  SGD: 0; momentum: 1× the parameter's element size; Adam: 2×; Adafactor without β₁ on an n×m matrix:
+  (n + m)/(n·m)×. The batched engine measures the real optimizer class once on a probe parameter of the
+  problem's dimension (its rules keep state in their own layout).
+- ``step_time_s``: median seconds of ``optimizer.step`` (batched: one group step divided by K).
+  ``train_step_time_s``: median seconds of a whole iteration: loss, backward, noise, clipping, recording and
+  the step. The first ``WARMUP_STEPS`` iterations are left out. On CUDA the clock is read after
+  ``torch.cuda.synchronize`` on every ``CUDA_TIME_EVERY``-th step only, so timing does not serialise the run.
+- ``peak_memory_bytes``: ``torch.cuda.max_memory_allocated`` over the work item (a batched group shares
+  one); NaN where the device does not report it (CPU, MPS).
+- ``overhead_vs_sgd`` (summary time, :func:`overhead_vs_sgd`): train step time over the median train step
+  time of plain ``sgd`` runs on the same problem, batch size and engine (DeepOBS's runtime estimate);
+  NaN when the results hold no such run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+WARMUP_STEPS = 5  # iterations left out of the medians (first-call allocations, lazy state init)
+CUDA_TIME_EVERY = 16  # on CUDA, synchronise and time one iteration in this many
+COST_COLUMNS = ("state_bytes_per_param", "step_time_s", "train_step_time_s", "peak_memory_bytes")
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of every tensor with at least one dimension in a (nested) optimizer state."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return state.nbytes if state.dim() > 0 else 0
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
+def state_bytes_per_param(optimizer) -> float:
+    """Optimizer state bytes per parameter element of a built ``torch.optim.Optimizer``."""
+    numel = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
+    return state_bytes(dict(optimizer.state)) / numel if numel else math.nan
+
+
+_PROBES: dict[tuple, float] = {}
+
+
+def probe_state_bytes_per_param(optimizer_config, dim: int, dtype, device="cpu", steps: int = 2) -> float:
+    """Build the real optimizer on a ``[dim]`` probe parameter, take ``steps`` steps on the gradient of
+    ½‖x‖², and measure its state. Memoized per (optimizer, hyperparameters, dim, dtype, device type)."""
+    import torch
+
+    key = (optimizer_config.name, repr(sorted(optimizer_config.hyperparams.items())), dim, str(dtype),
+           torch.device(device).type)
+    if key not in _PROBES:
+        param = torch.nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
+        opt = optimizer_config.entry.build([param], optimizer_config.hyperparams, dtype=dtype, seed=0)
+
+        def closure():
+            param.grad = None
+            with torch.enable_grad():
+                loss = 0.5 * (param * param).sum()
+                loss.backward()
+            return loss.detach()
+
+        for _ in range(steps):
+            if optimizer_config.entry.needs_closure:
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        _PROBES[key] = state_bytes_per_param(opt)
+    return _PROBES[key]
+
+
+class StepTimer:
+    """Per-iteration clock readings into preallocated arrays; medians at the end.
+
+    Use: ``start = timer.clock(t)`` at the top of iteration ``t``, ``mid = timer.clock(t)`` right before
+    the optimizer step, ``timer.record(t, start, mid, timer.clock(t))`` after it. ``clock`` synchronises
+    on CUDA for the sampled iterations only; elsewhere it is ``time.perf_counter()``.
+    """
+
+    def __init__(self, steps: int, device="cpu", per_run: int = 1):
+        import torch
+
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.every = CUDA_TIME_EVERY if self.cuda else 1
+        self.per_run = per_run  # the batched engine divides group times by K
+        self.step = np.full(max(steps, 1), np.nan)
+        self.full = np.full(max(steps, 1), np.nan)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def clock(self, t: int) -> float:
+        if self.cuda and t % self.every == 0:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def record(self, t: int, start: float, mid: float, end: float) -> None:
+        if t % self.every == 0:
+            self.step[t] = end - mid
+            self.full[t] = end - start
+
+    def _median(self, values: np.ndarray) -> float:
+        kept = values[WARMUP_STEPS:] if np.isfinite(values[WARMUP_STEPS:]).any() else values
+        kept = kept[np.isfinite(kept)]
+        return float(np.median(kept)) / self.per_run if kept.size else math.nan
+
+    def peak_memory_bytes(self) -> float:
+        if self.cuda:
+            import torch
+
+            return float(torch.cuda.max_memory_allocated(self.device))
+        return math.nan
+
+    def results(self, K: int, state_per_param: float) -> dict[str, np.ndarray]:
+        """The GroupTrace ``cost`` dict: one value per run, ``[K]`` arrays."""
+        values = {"state_bytes_per_param": state_per_param, "step_time_s": self._median(self.step),
+                  "train_step_time_s": self._median(self.full), "peak_memory_bytes": self.peak_memory_bytes()}
+        return {k: np.full(K, v, dtype=np.float64) for k, v in values.items()}
+
+
+def overhead_vs_sgd(summary):
+    """Per-run ``train_step_time_s`` over the median of plain-SGD runs on the same problem, batch size and
+    engine (a pandas Series aligned with ``summary``; NaN where there is no SGD run or no timing)."""
+    import pandas as pd
+
+    if "train_step_time_s" not in summary:
+        return pd.Series(np.nan, index=summary.index)
+    keys = [c for c in ("problem", "batch_size", "engine") if c in summary]
+    df = summary[keys].astype(object).astype(str).fillna("")  # missing batch sizes must still match
+    df["time"] = summary["train_step_time_s"].astype(float)
+    sgd = summary["optimizer"].astype(str) == "sgd"
+    if "schedule" in summary:
+        sgd &= summary["schedule"].fillna("constant").astype(str) == "constant"
+    base = df[sgd].groupby(keys)["time"].median().rename("base")
+    joined = df.join(base, on=keys)
+    return joined["time"] / joined["base"]
+
+
+def state_memory_regressions(baseline, current, rel_tol: float = 0.0) -> list[str]:
+    """CI helper: configurations whose ``state_bytes_per_param`` grew beyond ``(1 + rel_tol)`` × baseline.
+    Both arguments are per-run summaries (``load_summary``); runs are matched on (problem, optimizer_label)."""
+    keys = ["problem", "optimizer_label"]
+    if "state_bytes_per_param" not in baseline or "state_bytes_per_param" not in current:
+        return []
+    b = baseline.astype({k: str for k in keys}).groupby(keys)["state_bytes_per_param"].max()
+    c = current.astype({k: str for k in keys}).groupby(keys)["state_bytes_per_param"].max()
+    out = []
+    for key, now in c.items():
+        before = b.get(key)
+        if before is not None and np.isfinite(before) and np.isfinite(now) and now > before * (1 + rel_tol):
+            out.append(f"{key[0]} / {key[1]}: optimizer state {now:g} B/param, was {before:g}")
+    return out
+
+
+AGGREGATE_COLUMNS = COST_COLUMNS + ("overhead_vs_sgd",)
+
+
+def add_cost_columns(summary):
+    """The per-run summary with every cost column (NaN for results written before they existed) and
+    ``overhead_vs_sgd``."""
+    df = summary.copy()
+    for c in COST_COLUMNS:
+        if c not in df:
+            df[c] = np.nan
+    df["overhead_vs_sgd"] = overhead_vs_sgd(df)
+    return df
+
+
+def aggregate_cost(runs) -> dict[str, float]:
+    """Cost columns of one comparison-table row: medians over seeds (peak memory: the maximum)."""
+    out = {}
+    for c in AGGREGATE_COLUMNS:
+        values = runs[c].astype(float) if c in runs else np.array([np.nan])
+        values = values[np.isfinite(values)]
+        out[c] = float(values.max() if c == "peak_memory_bytes" else np.median(values)) if len(values) else math.nan
+    return out

@@ -1,0 +1,113 @@
+"""Cost metrics: state bytes per parameter equal the known values, both engines fill them in, and the
+summary table carries step times and the overhead relative to SGD."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from optbench.cost import (
+    COST_COLUMNS,
+    StepTimer,
+    overhead_vs_sgd,
+    probe_state_bytes_per_param,
+    state_bytes_per_param,
+    state_memory_regressions,
+)
+from optbench.engines.batched import run_batched
+from optbench.engines.loop import run_loop
+from optbench.optimizers import get_optimizer
+from optbench.problems import get_problem
+from optbench.results import load_summary
+from optbench.runner import Sweep, run_sweep
+from optbench.summary import aggregate
+
+
+def stepped(spec: str, shape, steps: int = 2, dtype=torch.float64):
+    config = get_optimizer(spec)
+    param = torch.nn.Parameter(torch.randn(*shape, dtype=dtype))
+    opt = config.entry.build([param], config.hyperparams, dtype=dtype)
+    for _ in range(steps):
+        param.grad = torch.randn_like(param)
+        opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("spec, multiple", [
+    ("sgd", 0), ("sgd-momentum", 1), ("nag", 1), ("adam", 2), ("adamw", 2), ("adam(amsgrad=True)", 3),
+    ("adagrad", 1), ("rmsprop", 1), ("lion", 1), ("adamax", 2),
+])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_state_bytes_known_multiples(spec, multiple, dtype):
+    opt = stepped(spec, (7, 3), dtype=dtype)
+    assert state_bytes_per_param(opt) == multiple * dtype.itemsize
+
+
+def test_adafactor_is_sublinear_on_a_matrix():
+    n, m = 64, 32
+    factored = stepped("adafactor(betas=(None, 0.999))", (n, m))
+    assert state_bytes_per_param(factored) == pytest.approx((n + m) / (n * m) * 8)
+    assert state_bytes_per_param(factored) < 0.1 * 8
+    with_momentum = stepped("adafactor", (n, m))  # β₁ keeps a full first moment
+    assert state_bytes_per_param(with_momentum) == pytest.approx(8 + (n + m) / (n * m) * 8)
+
+
+@pytest.mark.parametrize("spec", ["sgd", "sgd-momentum", "adam(amsgrad=True)", "nadam", "adagrad"])
+def test_engines_report_the_same_state_bytes(spec):
+    problem = get_problem("noisy-quadratic(dim=6)")
+    config = get_optimizer(spec)
+    loop = run_loop(problem, config, 0, 20, 5)
+    group = run_batched(problem, [config, config], [0, 1], 20, 5)
+    assert set(loop.cost) == set(COST_COLUMNS) == set(group.cost)
+    assert loop.cost["state_bytes_per_param"][0] == group.cost["state_bytes_per_param"][1]
+    assert group.cost["state_bytes_per_param"][0] == probe_state_bytes_per_param(config, 6, torch.float64)
+    for trace in (loop, group):
+        assert trace.cost["step_time_s"][0] > 0
+        assert trace.cost["train_step_time_s"][0] >= trace.cost["step_time_s"][0]
+        assert math.isnan(trace.cost["peak_memory_bytes"][0])  # CPU does not report it
+
+
+def test_measure_cost_off_and_timer_medians():
+    problem = get_problem("valley")
+    assert run_loop(problem, get_optimizer("sgd"), 0, 10, 1, measure_cost=False).cost == {}
+    timer = StepTimer(20, "cpu", per_run=4)
+    for t in range(20):
+        timer.record(t, 0.0, 1.0, 1.0 + (100.0 if t < 5 else 2.0))  # warm-up iterations are left out
+    out = timer.results(4, 8.0)
+    assert out["step_time_s"].tolist() == [0.5] * 4 and out["train_step_time_s"][0] == 0.75
+
+
+def test_overhead_vs_sgd():
+    summary = pd.DataFrame({
+        "problem": ["p", "p", "p", "q"], "batch_size": [np.nan] * 4, "engine": ["loop"] * 4,
+        "optimizer": ["sgd", "sgd", "adam", "adam"], "schedule": ["constant"] * 4,
+        "train_step_time_s": [1.0, 3.0, 4.0, 1.0]})
+    np.testing.assert_allclose(overhead_vs_sgd(summary), [0.5, 1.5, 2.0, np.nan])
+
+
+def test_state_memory_regressions():
+    base = pd.DataFrame({"problem": ["p", "p"], "optimizer_label": ["adam", "sgd"],
+                         "state_bytes_per_param": [16.0, 0.0]})
+    now = base.assign(state_bytes_per_param=[24.0, 0.0])
+    assert state_memory_regressions(base, base) == []
+    assert state_memory_regressions(base, now) == ["p / adam: optimizer state 24 B/param, was 16"]
+    assert state_memory_regressions(base, now, rel_tol=0.6) == []
+
+
+def test_cost_columns_in_results_and_table(tmp_path):
+    sweep = Sweep([get_problem("valley")], [get_optimizer("sgd"), get_optimizer("adam")], seeds=[0, 1], steps=30,
+                  schedules=["constant", "cosine"])
+    run_sweep(sweep, tmp_path)
+    summary = load_summary(tmp_path)
+    for c in COST_COLUMNS:
+        assert c in summary
+    assert sorted(summary["state_bytes_per_param"].unique()) == [0.0, 16.0]
+    assert set(summary["schedule"]) == {"constant", "cosine"}
+    table = aggregate(summary).set_index("optimizer_label")
+    assert table.loc["sgd", "overhead_vs_sgd"] == 1.0
+    assert table.loc["adam+cosine", "overhead_vs_sgd"] > 0
+    assert table.loc["adam", "state_bytes_per_param"] == 16.0
