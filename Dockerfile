@@ -13,7 +13,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     MPLBACKEND=Agg
 
-# ffmpeg for MP4 animations (GIFs need only Pillow)
+# ffmpeg for MP4 animations (GIFs need only Pillow); the distribution's current build is fine
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg \
     && rm -rf /var/lib/apt/lists/*

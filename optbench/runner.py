@@ -36,6 +36,22 @@ class Run:
     record_every: int
     dtype: str = "float64"
     device: str = "cpu"
+    schedule: str = "constant"  # a schedule spec label (optbench.schedules)
+    clip_norm: float | None = None  # clip the gradient the optimizer sees to this norm (per run)
+    clip_value: float | None = None  # clip each gradient coordinate to [-v, v]
+    label_smoothing: float = 0.0  # network problems only
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The non-default training-recipe settings; empty for the defaults, so run ids stay as before."""
+        from optbench.schedules import get_schedule
+
+        schedule = get_schedule(self.schedule)
+        recipe: dict[str, Any] = {} if schedule.is_constant else {"schedule": schedule.resolved}
+        for key in ("clip_norm", "clip_value", "label_smoothing"):
+            if getattr(self, key):
+                recipe[key] = getattr(self, key)
+        return recipe
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -52,6 +68,7 @@ class Run:
             "dtype": self.dtype,
             "device_type": self.device.split(":")[0],
             "optbench": __version__,
+            **({"recipe": self.recipe} if self.recipe else {}),
         }
 
     @functools.cached_property
@@ -61,7 +78,10 @@ class Run:
 
     @property
     def optimizer_label(self) -> str:
-        return format_spec(self.optimizer.name, {k: v for k, v in self.optimizer.given.items() if k != "lr"})
+        from optbench.schedules import recipe_label
+
+        label = format_spec(self.optimizer.name, {k: v for k, v in self.optimizer.given.items() if k != "lr"})
+        return label + recipe_label(self.schedule, self.clip_norm, self.clip_value, self.label_smoothing)
 
 
 @dataclass
@@ -76,8 +96,13 @@ class Sweep:
     batch_sizes: Sequence[int] | None = None
     record_every: int | None = None
     engine: str = "auto"
-    device: str = "cpu"
+    device: str = "auto"  # "auto": CPU for analytic problems, the accelerator (if any) for networks
     dtype: str = "float64"
+    schedules: Sequence[str] = ("constant",)  # schedule specs, a sweep axis (optbench.schedules)
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    label_smoothing: float = 0.0
+    epochs: int | None = None  # network problems: a budget of epochs, steps = epochs × ceil(n_train / batch)
 
     def expand(self) -> list[Run]:
         from optbench.optimizers.registry import check_lr_override
@@ -105,15 +130,57 @@ class Sweep:
                 if opt.entry.max_dim is not None and p.dim > opt.entry.max_dim:
                     raise SpecError(f"Optimizer {opt.name!r} handles problems up to dimension "
                                     f"{opt.entry.max_dim}; {p.label} has {p.dim}.")
+        schedules = self._check_recipe(problems)
         runs = []
         for problem in problems:
+            device = problem_device(self.device, problem)
             for opt in self.optimizers:
                 configs = [opt.with_hyperparams(lr=lr) for lr in self.lrs] if self.lrs else [opt]
                 for config in configs:
-                    for seed in self.seeds:
-                        runs.append(Run(problem, config, int(seed), self.steps, record_every, self.dtype,
-                                        self.device))
+                    for schedule in schedules:
+                        for seed in self.seeds:
+                            runs.append(Run(problem, config, int(seed), *self._budget(problem, record_every),
+                                            self.dtype,
+                                            device, schedule, self.clip_norm, self.clip_value,
+                                            self.label_smoothing))
         return runs
+
+    def _budget(self, problem, record_every: int) -> tuple[int, int]:
+        """(steps, record interval) of a problem's runs: ``steps``, or ``epochs`` of a network problem."""
+        if self.epochs is None:
+            return self.steps, record_every
+        if self.epochs < 1:
+            raise UsageError(f"--epochs {self.epochs} must be at least 1.")
+        if problem.kind != "network":
+            raise UsageError(f"--epochs applies to network problems; {problem.label} is {problem.kind}: "
+                             "use --steps.")
+        steps = self.epochs * problem.steps_per_epoch()
+        return steps, self.record_every or max(1, -(-steps // MAX_RECORDED_ROWS))
+
+    def _check_recipe(self, problems) -> list[str]:
+        """Validate schedules, clipping and label smoothing; returns canonical schedule labels."""
+        from optbench.schedules import get_schedule
+
+        schedules = [get_schedule(s) for s in (self.schedules or ("constant",))]
+        labels = list(dict.fromkeys(s.label for s in schedules))
+        for name, value in (("--clip-norm", self.clip_norm), ("--clip-value", self.clip_value)):
+            if value is not None and not value > 0:
+                raise UsageError(f"{name} {value!r} must be > 0.")
+        if not 0 <= self.label_smoothing < 1:
+            raise UsageError(f"--label-smoothing {self.label_smoothing!r} must be in [0, 1).")
+        if self.label_smoothing and any(p.kind == "analytic" for p in problems):
+            raise UsageError("--label-smoothing applies to network (classification) problems only.")
+        if any(not s.is_constant for s in schedules):
+            without = [o.name for o in self.optimizers if "lr" not in o.entry.params]
+            if without:
+                raise UsageError(f"--schedule needs a learning rate; {', '.join(without)} has none.")
+            for s in schedules:  # fail before any work: bad warm-up lengths, min_lr above the lr
+                for lr in (self.lrs or [o.lr for o in self.optimizers]):
+                    if lr is not None:
+                        from optbench.schedules import lr_sequence
+
+                        lr_sequence(s, self.steps, lr)
+        return labels
 
 
 @dataclass
@@ -129,6 +196,7 @@ class SweepOutcome:
 def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]:
     """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else."""
     from optbench.engines.batched import group_key, supports_batched
+    from optbench.engines.network import MAX_NET_GROUP, supports_batched_network
 
     groups: dict[tuple, list[Run]] = {}
     items: list[tuple[str, list[Run]]] = []
@@ -138,13 +206,19 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
             raise UsageError(f"The batched engine does not support {run.optimizer.name!r}; "
                              "use --engine loop or auto.")
         if batched and run.problem.kind == "analytic":
-            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, group_key(run.optimizer))
+            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, group_key(run.optimizer),
+                   run.schedule, run.clip_norm, run.clip_value)
+            groups.setdefault(key, []).append(run)
+        elif (batched and run.problem.kind == "network" and not run.recipe and supports_batched_network(run.optimizer)
+              and (engine == "batched" or run.device.startswith("cuda"))):  # on a CPU, vmap is slower than loops
+            key = ("network", run.problem.label, run.steps, run.record_every, run.device, group_key(run.optimizer))
             groups.setdefault(key, []).append(run)
         else:
             items.append(("loop", [run]))
     for group in groups.values():
-        for i in range(0, len(group), MAX_GROUP):
-            items.append(("batched", group[i: i + MAX_GROUP]))
+        size = MAX_GROUP if group[0].problem.kind == "analytic" else MAX_NET_GROUP
+        for i in range(0, len(group), size):
+            items.append(("batched", group[i: i + size]))
     return items
 
 
@@ -156,19 +230,24 @@ def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None
     device = torch.device(runs[0].device)
     first = runs[0]
     if first.problem.kind != "analytic":
-        from optbench.engines.network import run_network  # the network track
+        from optbench.engines.network import run_network, run_network_batched  # the network track
 
+        if engine == "batched":
+            return run_network_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs],
+                                       first.steps, first.record_every, device=device, progress=progress)
         return run_network(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
-                           device=device, dtype=dtype, progress=progress)
+                           device=device, dtype=dtype, progress=progress, **first.recipe)
     if engine == "batched":
         from optbench.engines.batched import run_batched
 
         return run_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs], first.steps,
-                           first.record_every, device=device, dtype=dtype, progress=progress)
+                           first.record_every, device=device, dtype=dtype, progress=progress,
+                           schedule=first.schedule, clip_norm=first.clip_norm, clip_value=first.clip_value)
     from optbench.engines.loop import run_loop
 
     return run_loop(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
-                    device=device, dtype=dtype, progress=progress)
+                    device=device, dtype=dtype, progress=progress, schedule=first.schedule,
+                    clip_norm=first.clip_norm, clip_value=first.clip_value)
 
 
 def trace_tables(runs: list[Run], trace, engine: str):
@@ -241,6 +320,8 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
     import pyarrow as pa
     import torch
 
+    from optbench.cost import COST_COLUMNS
+
     problem = runs[0].problem
     K = len(runs)
     f_min = problem.f_min if problem.f_min is not None else np.nan
@@ -281,6 +362,10 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
         "wall_time_s": pa.array(trace.end_wall_time_s.astype(np.float64)),
         "hparams": [json.dumps(r.optimizer.hyperparams, sort_keys=True, default=repr) for r in runs],
         "dim": pa.array([problem.dim] * K, pa.int64()),
+        "schedule": [r.schedule for r in runs],
+        "recipe": [json.dumps(r.recipe, sort_keys=True) for r in runs],
+        **{c: pa.array(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64))
+           for c in COST_COLUMNS},
     })
 
 
@@ -293,9 +378,10 @@ def environment(device: str) -> dict[str, Any]:
 
     env = {"optbench": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
            "platform": platform.platform(), "machine": platform.machine(), "device": device,
-           "threads": torch.get_num_threads()}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+           "threads": torch.get_num_threads(),
+           "deterministic": torch.are_deterministic_algorithms_enabled()}  # optbench.determinism
+    if "cuda" in device and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -308,10 +394,11 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command: str = "",
-              progress_factory: Callable[[int], Any] | None = None) -> SweepOutcome:
+              progress_factory: Callable[[int], Any] | None = None, workers: int = 1) -> SweepOutcome:
     """Run every missing run of ``sweep`` into ``out_dir`` and return counts and timings.
 
     ``progress_factory(total_steps)`` may return an object with ``advance(n)`` and ``close()``.
+    ``workers > 1`` runs work items in that many processes (see :func:`run_items_parallel`).
     """
     from optbench.results import complete_run_ids, read_manifest, write_chunk, write_manifest
 
@@ -325,7 +412,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     manifest.setdefault("sweeps", [])
     manifest.update({
         "optbench_version": __version__,
-        "environment": environment(sweep.device),
+        "environment": environment(",".join(sorted({r.device for r in runs})) or sweep.device),
         "schema": {"steps": "one row per (run, recorded step)", "summary": "one row per run"},
     })
     sweep_record = {
@@ -336,10 +423,13 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
         "lrs": list(sweep.lrs) if sweep.lrs else None,
         "seeds": list(sweep.seeds),
         "steps": sweep.steps,
-        "budget": {"kind": "steps", "value": sweep.steps},
+        "budget": ({"kind": "epochs", "value": sweep.epochs} if sweep.epochs
+                   else {"kind": "steps", "value": sweep.steps}),
         "batch_sizes": list(sweep.batch_sizes) if sweep.batch_sizes else None,
         "record_every": runs[0].record_every if runs else None,
         "engine": sweep.engine, "device": sweep.device, "dtype": sweep.dtype,
+        "schedules": list(dict.fromkeys(r.schedule for r in runs)) or list(sweep.schedules),
+        "clip_norm": sweep.clip_norm, "clip_value": sweep.clip_value, "label_smoothing": sweep.label_smoothing,
         "runs": len(runs), "skipped": len(runs) - len(todo),
     }
     manifest["sweeps"].append(sweep_record)
@@ -349,6 +439,11 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     engines: dict[str, int] = {}
     completed = 0
     try:
+        if workers > 1 and len(items) > 1:
+            for engine, n in run_items_parallel(items, out, workers, progress):
+                engines[engine] = engines.get(engine, 0) + n
+                completed += n
+            items = []
         for engine, group in items:
             trace = execute(engine, group, progress.advance if progress else None)
             steps_table, summary_table = trace_tables(group, trace, engine)
@@ -365,6 +460,79 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
                              "interrupted": completed < len(todo)})
         write_manifest(out, manifest)
     return SweepOutcome(out, len(runs), len(runs) - len(todo), completed, time.perf_counter() - t0, engines)
+
+
+def _portable(run: Run) -> tuple:
+    """A run as picklable values (problems and optimizer entries hold closures): specs and fields."""
+    import dataclasses
+
+    fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run) if f.name not in ("problem", "optimizer")}
+    batch = run.problem.batch_size if run.problem.has_batch_size else None
+    return str(run.problem.spec), batch, str(run.optimizer.spec), fields, run.run_id
+
+
+def _rebuild(portable: tuple, device: str | None) -> Run:
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+
+    problem_spec, batch, optimizer_spec, fields, run_id = portable
+    problem = get_problem(problem_spec, **({"batch_size": batch} if batch is not None else {}))
+    run = Run(problem, get_optimizer(optimizer_spec), **fields)
+    if run.run_id != run_id:
+        raise RuntimeError(f"internal: run {run_id} rebuilt in a worker as {run.run_id}")
+    if device is not None:  # a device index only: run ids hash the device type, so they are unchanged
+        run = Run(problem, run.optimizer, **{**fields, "device": device})
+    return run
+
+
+def _run_item(engine: str, portables: list[tuple], out: Path, device: str | None) -> tuple[str, int]:
+    """One work item in a worker process: run it and write its chunk (atomic, like the serial path)."""
+    import torch
+
+    from optbench.results import write_chunk
+
+    torch.set_num_threads(1)  # one core per worker; N workers share the machine
+    group = [_rebuild(p, device) for p in portables]
+    trace = execute(engine, group)
+    steps_table, summary_table = trace_tables(group, trace, engine)
+    chunk_id = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:16]
+    write_chunk(out, chunk_id, steps_table, summary_table)
+    return engine, len(group)
+
+
+def run_items_parallel(items, out: Path, workers: int, progress=None):
+    """Run work items in ``workers`` processes (spawned: safe with torch's thread pools); yields
+    (engine, runs) as items finish. Each worker writes its own chunks; the caller writes the manifest.
+    On CUDA with several devices, item i goes to device i mod (number of devices). Ctrl-C cancels the
+    items not started; finished chunks are already on disk."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    import torch
+
+    ndev = torch.cuda.device_count() if items and items[0][1][0].device.startswith("cuda") else 0
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pending = {pool.submit(_run_item, engine, [_portable(r) for r in group], out,
+                               f"cuda:{i % ndev}" if ndev > 1 else None):
+                   sum(r.steps for r in group) for i, (engine, group) in enumerate(items)}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                steps = pending.pop(future)
+                if progress is not None:
+                    progress.advance(steps)
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def problem_device(name: str, problem) -> str:
+    """The device a problem's runs use: ``auto`` keeps analytic problems on the CPU (their tensors are
+    tiny, so kernel launches would dominate on an accelerator) and sends networks to CUDA/MPS if present."""
+    if name == "auto" and problem.kind == "analytic":
+        return "cpu"
+    return resolve_device(name)
 
 
 def resolve_device(name: str) -> str:

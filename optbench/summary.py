@@ -4,7 +4,9 @@ over seeds. ``optbench run``, ``optbench show`` and the reporter print the same 
 Columns: problem, optimizer_label, lr, batch_size, seeds, final_loss (median over seeds), best_loss
 (median), dist_to_min (median), steps_to_target (median over seeds that reached it), reached (how many
 seeds reached the target), status (counts), and rank within the problem (best first: runs that finished
-before those that diverged, then by final loss).
+before those that diverged, then by final loss). Cost columns (optbench.cost): state_bytes_per_param,
+step_time_s, train_step_time_s (medians), peak_memory_bytes (max) and overhead_vs_sgd (median of each
+run's train step time over plain SGD's on the same problem, batch size and engine; NaN without SGD runs).
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ GROUP = ["problem", "optimizer_label", "lr", "batch_size"]
 
 def recompute_target(steps, summary, target: float):
     """Steps to target under another target: first recorded step with loss − f* ≤ target."""
-    import pandas as pd
-
     f_min = summary.set_index("run_id")["f_min"].fillna(0.0)
     df = steps[["run_id", "step", "loss"]].copy()
     df["run_id"] = df["run_id"].astype(str)
@@ -26,7 +26,7 @@ def recompute_target(steps, summary, target: float):
     out = summary.copy()
     out["steps_to_target"] = out["run_id"].map(hit).astype("Int64")
     out["target"] = target
-    return out if isinstance(out, pd.DataFrame) else out
+    return out
 
 
 def aggregate(summary, best_lr_only: bool = False):
@@ -39,6 +39,9 @@ def aggregate(summary, best_lr_only: bool = False):
         df[c] = df[c].astype(str)
     df["batch_size"] = df["batch_size"].astype("Int64")
     df["_ok"] = df["status"] != "diverged"
+    from optbench.cost import add_cost_columns, aggregate_cost
+
+    df = add_cost_columns(df)  # state_bytes_per_param, step times, peak memory, overhead_vs_sgd
     rows: list[dict[str, Any]] = []
     for key, g in df.groupby(GROUP, dropna=False, sort=False):
         reached = g["steps_to_target"].dropna()
@@ -59,6 +62,7 @@ def aggregate(summary, best_lr_only: bool = False):
             "target": float(g["target"].iloc[0]),
             "f_min": float(g["f_min"].iloc[0]),
             "wall_time_s": float(g["wall_time_s"].max()),
+            **aggregate_cost(g),
         })
     table = pd.DataFrame(rows)
     if table.empty:

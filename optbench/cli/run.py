@@ -47,19 +47,33 @@ def default_out_dir() -> Path:
 
 @errors_handled
 def run(
-    problem: Annotated[str, typer.Option("--problem", "-p", help="Problem specs, comma-separated: "
-                                         "'saddle,valley(kappa=100)'. See 'optbench list problems'.")],
-    opt: Annotated[str, typer.Option("--opt", "-o", help="Optimizer specs, comma-separated: "
-                                     "'adam(lr=3e-3),sgd-momentum'; user classes as 'pkg.mod:Class' or "
-                                     "'file.py:Class'. See 'optbench list optimizers'.")],
+    ctx: typer.Context,
+    problem: Annotated[str | None, typer.Option("--problem", "-p", help="Problem specs, comma-separated: "
+                                                "'saddle,valley(kappa=100)'. See 'optbench list problems'.")] = None,
+    opt: Annotated[str | None, typer.Option("--opt", "-o", help="Optimizer specs, comma-separated: "
+                                            "'adam(lr=3e-3),sgd-momentum'; user classes as 'pkg.mod:Class' or "
+                                            "'file.py:Class'. See 'optbench list optimizers'.")] = None,
     lr: Annotated[str | None, typer.Option(help="Learning rates: '1e-3,1e-2' or a log grid 'LOW:HIGH:N'. "
                                            "Default: each optimizer's own.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Number of seeds (0..N-1) per configuration.")] = 1,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per run.")] = 1000,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Network problems: epochs per run, replacing --steps "
+                                               "(steps = epochs × ceil(n_train / batch size)).")] = None,
     batch_size: Annotated[str | None, typer.Option("--batch-size", help="Batch sizes, comma-separated, "
                                                    "for problems that have one (noisy-quadratic).")] = None,
+    schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate schedules, comma-separated (a "
+                                          "sweep axis): constant, cosine, linear, step, warmup-cosine, "
+                                          "warmup-linear, one-cycle, e.g. 'warmup-cosine(warmup=0.05, "
+                                          "min_lr=1e-5)'. See docs/recipes.md.")] = "constant",
+    clip_norm: Annotated[float | None, typer.Option("--clip-norm", help="Clip the gradient the optimizer "
+                                                    "sees to this L2 norm (off by default).")] = None,
+    clip_value: Annotated[float | None, typer.Option("--clip-value", help="Clip each gradient coordinate "
+                                                     "to [-V, V] (off by default).")] = None,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Label smoothing of the "
+                                                   "cross-entropy, network problems only (default 0).")] = 0.0,
     engine: Annotated[str, typer.Option(help="auto (batched where supported), loop or batched.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps. auto: the CPU for analytic "
+                                        "problems (tiny tensors), CUDA or MPS for networks when present.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
     record_every: Annotated[int | None, typer.Option(min=1, help="Record every N steps "
                                                      "(default: about 1000 rows per run).")] = None,
@@ -72,13 +86,34 @@ def run(
                                           "best per optimizer.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Write a report (figures, tables, index.html, "
+                                         "report.md) into OUT/report after the run; see 'optbench report'.")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Bitwise-reproducible runs for CI: "
+                                                "CPU, float64, torch deterministic algorithms, one "
+                                                "thread (see docs/ci.md).")] = False,
+    suite: Annotated[Path | None, typer.Option(help="Run every sweep of a suite file (problems/NAME.toml, "
+                                               "see docs/suites.md); options given here override it.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes running independent runs (CPU); one per "
+                                         "GPU with --device cuda.")] = 1,
 ) -> None:
     """Run optimizers on problems and print a comparison; results go to a directory others can read."""
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.runner import Sweep, resolve_device, run_sweep
+    from optbench.runner import Sweep, run_sweep
     from optbench.spec import parse_float_list, parse_spec_list
 
+    if suite is not None:
+        from optbench.suite import run_suite
+
+        outcome = run_suite(suite, ctx, out or default_out_dir(), force=force, workers=workers,
+                            progress_factory=lambda total: _Progress(total, quiet or json_out))
+        print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
+        _maybe_report(outcome, report, quiet or json_out)
+        return
+    if not problem or not opt:
+        from optbench.errors import UsageError
+
+        raise UsageError("Give --problem and --opt, or --suite FILE.")
     problems = [get_problem(s) for s in parse_spec_list(problem)]
     optimizers = [get_optimizer(s) for s in parse_spec_list(opt)]
     lrs = parse_float_list(lr, "--lr") if lr else None
@@ -96,13 +131,39 @@ def run(
             raise UsageError(f"--batch-size {batch_size!r}: expected integers like '32,128'.") from None
         if any(b < 1 for b in batch_sizes):
             raise UsageError(f"--batch-size {batch_size!r}: batch sizes must be >= 1.")
+    if deterministic:
+        from optbench.determinism import deterministic_settings, enable_determinism
+
+        device, dtype = deterministic_settings(problems, device, dtype)
+        enable_determinism()
     sweep = Sweep(problems, optimizers, lrs=lrs, seeds=list(range(seeds)), steps=steps, batch_sizes=batch_sizes,
-                  record_every=record_every, engine=engine, device=resolve_device(device), dtype=dtype)
+                  epochs=epochs, record_every=record_every, engine=engine, device=device, dtype=dtype,
+                  schedules=_schedules(schedule), clip_norm=clip_norm, clip_value=clip_value,
+                  label_smoothing=label_smoothing)
     out_dir = out or default_out_dir()
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     outcome = run_sweep(sweep, out_dir, force=force, command=command,
-                        progress_factory=lambda total: _Progress(total, quiet or json_out))
+                        progress_factory=lambda total: _Progress(total, quiet or json_out), workers=workers)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
+    _maybe_report(outcome, report, quiet or json_out)
+
+
+def _schedules(text: str) -> list[str]:
+    """``--schedule`` text → canonical schedule labels (validated; duplicates rejected)."""
+    from optbench.schedules import get_schedule
+    from optbench.spec import parse_spec_list
+
+    return [get_schedule(s).label for s in parse_spec_list(text)]
+
+
+def _maybe_report(outcome, report: bool, quiet: bool) -> None:
+    if not report:
+        return
+    from optbench.report import build_report
+
+    index = build_report([outcome.out_dir], outcome.out_dir / "report")
+    if not quiet:
+        err_console.print(f"report → {index}")
 
 
 def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:

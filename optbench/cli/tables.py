@@ -36,8 +36,8 @@ def render_summary(table, console, title_extra: str = "") -> None:
         has_bs = g["batch_size"].notna().any()
         show_lrs = "lrs_tried" in g and (g["lrs_tried"] > 1).any()
         t.add_column("#", justify="right")
-        t.add_column("optimizer")
-        t.add_column("lr" + (" (best)" if show_lrs else ""), justify="right")
+        t.add_column("optimizer", no_wrap=True)
+        t.add_column("lr", justify="right", no_wrap=True)
         if has_bs:
             t.add_column("batch", justify="right")
         t.add_column("final loss", justify="right")
@@ -45,11 +45,12 @@ def render_summary(table, console, title_extra: str = "") -> None:
         t.add_column("dist to min", justify="right")
         t.add_column("steps to target", justify="right")
         t.add_column("status")
+        cost = _cost_columns(g)
+        for _, header in cost:
+            t.add_column(header, justify="right")
         seeds = int(g["seeds"].max())
         for _, r in g.iterrows():
             lr = fmt_float(r["lr"], 3)
-            if show_lrs:
-                lr += f" of {int(r['lrs_tried'])}"
             steps = fmt_int(r["steps_to_target"])
             if seeds > 1 and r["reached"] and r["reached"] < r["seeds"]:
                 steps += f" ({int(r['reached'])}/{int(r['seeds'])})"
@@ -58,10 +59,33 @@ def render_summary(table, console, title_extra: str = "") -> None:
                 cells.append(fmt_int(r["batch_size"]))
             cells += [fmt_float(r["final_loss"]), fmt_float(r["best_loss"]), fmt_float(r["dist_to_min"]),
                       steps, _style_status(str(r["status"]))]
+            cells += [fmt(r[c]) for (c, fmt), _ in cost]
             t.add_row(*cells)
+        notes = []
+        if show_lrs:
+            notes.append(f"best of {int(g['lrs_tried'].max())} learning rates per optimizer (--all-lrs: all)")
         if seeds > 1:
-            t.caption = f"medians over {seeds} seeds"
+            notes.append(f"medians over {seeds} seeds")
+        if notes:
+            t.caption = "; ".join(notes)
+            t.caption_justify = "left"
         console.print(t)
+
+
+def _cost_columns(g) -> list[tuple[tuple[str, Any], str]]:
+    """The cost columns (optbench.cost) with values in this table: ((column, formatter), header)."""
+    def micro(v):
+        return fmt_float(v * 1e6, 3) if v == v else "—"
+
+    def ratio(v):
+        return f"{v:.2f}×" if v == v else "—"
+
+    def plain(v):
+        return fmt_float(v, 3) if v == v else "—"
+
+    wanted = [(("state_bytes_per_param", plain), "state B/param"), (("train_step_time_s", micro), "step µs"),
+              (("overhead_vs_sgd", ratio), "vs sgd")]
+    return [w for w in wanted if w[0][0] in g and g[w[0][0]].notna().any()]
 
 
 def summary_records(table) -> list[dict[str, Any]]:

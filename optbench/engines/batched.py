@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from optbench.cost import StepTimer, probe_state_bytes_per_param
 from optbench.engines.batched_rules import RULES
 from optbench.engines.recorder import GroupTrace, Recorder
 from optbench.errors import OptbenchError
@@ -68,9 +69,37 @@ def _batched_hessian(problem, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, dim=1)
 
 
+def clip_rows(grad: torch.Tensor, clip_norm: float | None, clip_value: float | None) -> torch.Tensor:
+    """Per-configuration clipping of a ``[K, d]`` gradient, operation for operation as
+    ``torch.nn.utils.clip_grad_norm_`` (g · min(1, c/(‖g‖ + 1e-6))) then ``clip_grad_value_``."""
+    if clip_norm is not None:
+        norm = torch.linalg.vector_norm(grad, dim=-1, keepdim=True)
+        grad = grad * (clip_norm / (norm + 1e-6)).clamp(max=1.0)
+    if clip_value is not None:
+        grad = grad.clamp(-clip_value, clip_value)
+    return grad
+
+
+def _lr_schedule(optimizers, schedule, steps: int, dtype, device):
+    """``(table [steps, U], index [K])``: the schedule's lr per step for each distinct base lr."""
+    from optbench.schedules import lr_sequence
+
+    base = [o.lr for o in optimizers]
+    uniq = list(dict.fromkeys(base))
+    table = torch.tensor([lr_sequence(schedule, steps, b) for b in uniq], dtype=dtype, device=device).T
+    index = torch.tensor([uniq.index(b) for b in base], dtype=torch.int64, device=device)
+    return table.contiguous(), index
+
+
 def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps: int, record_every: int = 1,
-                *, device="cpu", dtype=torch.float64, progress=None) -> GroupTrace:
-    """Run K = len(seeds) configurations (``optimizers[k]`` with ``seeds[k]``) of one batched rule."""
+                *, device="cpu", dtype=torch.float64, progress=None, schedule: str | None = None,
+                clip_norm: float | None = None, clip_value: float | None = None,
+                measure_cost: bool = True) -> GroupTrace:
+    """Run K = len(seeds) configurations (``optimizers[k]`` with ``seeds[k]``) of one batched rule.
+
+    ``schedule``, ``clip_norm`` and ``clip_value`` are shared by the group (as in ``run_loop``); each
+    configuration's lr follows the schedule from its own base lr.
+    """
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
     rule = RULES[optimizers[0].entry.batched]
@@ -81,8 +110,16 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     noise = problem.noise_stream(seeds, dtype=dtype, device=device)
     state = rule.init(x, hp)
     rec = Recorder(problem, K, steps, record_every, device, dtype)
+    lr_table = lr_index = None
+    if schedule is not None and schedule != "constant":
+        lr_table, lr_index = _lr_schedule(optimizers, schedule, steps, dtype, device)
+    clip = clip_norm is not None or clip_value is not None
+    timer = StepTimer(steps, device, per_run=K) if measure_cost else None
+    start = mid = 0.0
     reported = 0
     for t in range(steps + 1):
+        if timer is not None:
+            start = timer.clock(t)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             loss = problem.loss(xg)
@@ -93,9 +130,17 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
             break
         if noise_std is not None:
             grad = grad + noise_std * noise.next()
+        if clip:
+            grad = clip_rows(grad, clip_norm, clip_value)
+        if lr_table is not None:
+            hp["lr"] = lr_table[t].index_select(0, lr_index)[:, None]
         if rule.needs_hessian:
             state["hessian"] = _batched_hessian(problem, x)
+        if timer is not None:
+            mid = timer.clock(t)
         rule.step(x, grad, state, hp, t + 1)
+        if timer is not None:
+            timer.record(t, start, mid, timer.clock(t))
         if (t + 1) % SYNC_EVERY == 0:
             if progress is not None:
                 progress(SYNC_EVERY * K)
@@ -104,4 +149,8 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
                 break
     if progress is not None:
         progress(steps * K - reported)
-    return rec.finish()
+    trace = rec.finish()
+    if timer is not None:
+        state_per_param = probe_state_bytes_per_param(optimizers[0], problem.dim, dtype, device)
+        trace.cost = timer.results(K, state_per_param)
+    return trace

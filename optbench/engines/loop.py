@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from optbench.cost import StepTimer, state_bytes_per_param
 from optbench.engines.recorder import GroupTrace, Recorder
 
 PROGRESS_EVERY = 50  # steps between progress callbacks
@@ -19,6 +20,7 @@ class AnalyticClosure:
         self.problem, self.param = problem, param
         self.noise_std, self.noise_stream = noise_std, noise_stream
         self.calls = 0
+        self.clip = None  # clip_gradient_ with the run's settings, applied to the noisy gradient
 
     def __call__(self) -> torch.Tensor:
         self.calls += 1
@@ -28,6 +30,8 @@ class AnalyticClosure:
             loss.backward()
         if self.noise_std is not None:
             self.param.grad.add_(self.noise_std * self.noise_stream.next()[0])
+        if self.clip is not None:
+            self.clip([self.param])
         return loss.detach()
 
     def loss_at(self, tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -42,9 +46,23 @@ def _exact(problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loss.detach(), grad
 
 
+def clip_gradient_(params, clip_norm: float | None = None, clip_value: float | None = None) -> None:
+    """Clip the ``.grad`` of ``params`` in place with torch's utilities: by total norm, then by value."""
+    if clip_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    if clip_value is not None:
+        torch.nn.utils.clip_grad_value_(params, clip_value)
+
+
 def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu",
-             dtype=torch.float64, progress=None) -> GroupTrace:
-    """Run one analytic run with a real optimizer object; returns its trace (K = 1)."""
+             dtype=torch.float64, progress=None, schedule: str | None = None, clip_norm: float | None = None,
+             clip_value: float | None = None, measure_cost: bool = True) -> GroupTrace:
+    """Run one analytic run with a real optimizer object; returns its trace (K = 1).
+
+    ``schedule`` (a spec, optbench.schedules) sets every param group's lr before each update;
+    ``clip_norm`` / ``clip_value`` clip the gradient the optimizer sees (after the noise);
+    ``measure_cost`` fills ``trace.cost`` (optbench.cost).
+    """
     x0 = problem.start_points([seed], dtype=dtype, device=device)[0]
     param = torch.nn.Parameter(x0.clone())
     opt = optimizer.entry.build([param], optimizer.hyperparams, dtype=dtype, seed=seed)
@@ -52,8 +70,23 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
     closure = AnalyticClosure(problem, param, noise_std, problem.noise_stream([seed], dtype=dtype, device=device))
     rec = Recorder(problem, 1, steps, record_every, device, dtype)
     needs_closure = optimizer.entry.needs_closure
+    lrs = None
+    if schedule is not None and schedule != "constant":
+        from optbench.schedules import lr_sequence
+
+        lrs = lr_sequence(schedule, steps, optimizer.lr)
+    clip = None
+    if clip_norm is not None or clip_value is not None:
+        def clip(params):
+            clip_gradient_(params, clip_norm, clip_value)
+
+        closure.clip = clip
+    timer = StepTimer(steps, device) if measure_cost else None
+    start = mid = 0.0
     reported = 0
     for t in range(steps + 1):
+        if timer is not None:
+            start = timer.clock(t)
         if needs_closure or t == steps:
             loss, grad = _exact(problem, param)
         else:
@@ -69,13 +102,25 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
         rec.observe(t, param.detach()[None], loss[None], grad[None])
         if t == steps or not bool(rec.active[0]):
             break
+        if lrs is not None:
+            for group in opt.param_groups:
+                group["lr"] = lrs[t]
+        if clip is not None and not needs_closure:
+            clip([param])
+        if timer is not None:
+            mid = timer.clock(t)
         if needs_closure:
             opt.step(closure)
         else:
             opt.step()
+        if timer is not None:
+            timer.record(t, start, mid, timer.clock(t))
         if progress is not None and (t + 1) % PROGRESS_EVERY == 0:
             progress(PROGRESS_EVERY)
             reported += PROGRESS_EVERY
     if progress is not None:
         progress(steps - reported)  # a run that ended early counts as complete
-    return rec.finish()
+    trace = rec.finish()
+    if timer is not None:
+        trace.cost = timer.results(1, state_bytes_per_param(opt))
+    return trace

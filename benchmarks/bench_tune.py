@@ -1,0 +1,268 @@
+"""Sweep and tuning throughput, side by side with a plain Optuna loop (one benchmark run, three tables).
+
+1. Overhead of the sweep machinery per run on top of the engine: ``run_sweep`` (planning, run ids,
+   results files, manifest) against the bare engine call on the same 1000-step analytic runs.
+2. Tuning throughput on Rosenbrock: trials per second of ``tune_one`` with the batched engine (batch 100)
+   against one trial at a time (``--batch 1``: loop engine, one ask/tell per trial).
+3. The peer job: the visualization example of pytorch_optimizer tunes each optimizer's lr with 600 TPE
+   trials of 200 steps (1200 for SGD) on Rosenbrock from (-2, 2) and Rastrigin from (-2, 3.5), each trial a
+   fresh torch optimizer on a 2-D point with gradients clipped to norm 1, objective the final loss, then
+   draws each best trajectory. Reproduced here with a plain loop (``peer_study``, written for this
+   benchmark), against ``optbench tune`` (installed script, start-up included, ``--clip-norm 1 --dtype
+   float32`` so both sides optimise the same objective) + ``optbench report`` (trajectories, png).
+
+The peer side takes ~700 s in full; ``--peer-full`` runs all of it, the default runs ``adam`` on both
+functions fully and times the first 100 trials of every other study, extrapolating linearly to its budget
+(TPE's cost per ask grows with the trials, so the extrapolation underestimates the peer).
+
+    python benchmarks/bench_tune.py [--peer-full] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+OPTIMIZERS = ["adam", "sgd", "adamw", "rmsprop", "lion"]
+FUNCTIONS = {"rosenbrock": ((-2.0, 2.0), "rosenbrock(start=(-2.0, 2.0))"),
+             "rastrigin": ((-2.0, 3.5), "rastrigin(start=(-2.0, 3.5))")}
+STEPS, TRIALS, SGD_TRIALS = 200, 600, 1200
+LR_LOW, LR_HIGH = 1e-5, 10.0  # optbench's default space, used on both sides
+
+
+def budget(opt: str) -> int:
+    return SGD_TRIALS if opt == "sgd" else TRIALS
+
+
+# ---------------------------------------------------------------- the peer job, as a plain loop
+
+def rosenbrock(p):
+    x, y = p[0], p[1]
+    return (1 - x) ** 2 + 100 * (y - x**2) ** 2
+
+
+def rastrigin(p):
+    return 20 + (p**2 - 10 * (2 * math.pi * p).cos()).sum()
+
+
+def torch_optimizer(name: str, params, lr: float):
+    import torch
+
+    if name == "lion":
+        from pytorch_optimizer import Lion
+
+        return Lion(params, lr=lr)
+    return {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW,
+            "rmsprop": torch.optim.RMSprop}[name](params, lr=lr)
+
+
+def trajectory(fn, start, opt: str, lr: float, steps: int = STEPS):
+    """One trial: a fresh optimizer on a 2-D point, ``steps`` steps with the gradient clipped to norm 1."""
+    import torch
+
+    x = torch.tensor(start, requires_grad=True)  # float32, as in the peer
+    optimizer = torch_optimizer(opt, [x], lr)
+    path = [x.detach().clone()]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        fn(x).backward()
+        torch.nn.utils.clip_grad_norm_(x, 1.0)
+        optimizer.step()
+        path.append(x.detach().clone())
+    return torch.stack(path), float(fn(x.detach()))
+
+
+def peer_study(fn_name: str, opt: str, n_trials: int, seed: int = 0):
+    """A plain ``study.optimize`` with Optuna's default TPE; returns (best loss, best lr, seconds)."""
+    import optuna
+
+    fn, (start, _) = {"rosenbrock": rosenbrock, "rastrigin": rastrigin}[fn_name], FUNCTIONS[fn_name]
+
+    def objective(trial):
+        loss = trajectory(fn, start, opt, trial.suggest_float("lr", LR_LOW, LR_HIGH, log=True))[1]
+        return loss if math.isfinite(loss) else float("inf")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.perf_counter()
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    return study.best_value, study.best_params["lr"], time.perf_counter() - t0
+
+
+def peer_plot(best: dict, out: Path) -> float:
+    """Draw each best trajectory on the function's contour, one png per (function, optimizer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    for (fn_name, opt), lr in best.items():
+        fn, (start, _) = {"rosenbrock": rosenbrock, "rastrigin": rastrigin}[fn_name], FUNCTIONS[fn_name]
+        path = trajectory(fn, start, opt, lr)[0].numpy()
+        xs, ys = np.meshgrid(np.linspace(-4.5, 4.5, 250), np.linspace(-4.5, 4.5, 250))
+        z = _grid(fn_name, xs, ys)
+        fig, ax = plt.subplots(figsize=(8, 8))
+        ax.contour(xs, ys, z, 90, cmap="jet")
+        ax.plot(path[:, 0], path[:, 1], color="r", marker="x")
+        ax.set_title(f"{fn_name} func: {opt} with {len(path) - 1} iterations, lr={lr:.6f}")
+        fig.savefig(out / f"{fn_name}_{opt}.png")
+        plt.close(fig)
+    return time.perf_counter() - t0
+
+
+def _grid(fn_name: str, xs, ys):
+    import numpy as np
+
+    if fn_name == "rosenbrock":
+        return (1 - xs) ** 2 + 100 * (ys - xs**2) ** 2
+    return 20 + xs**2 - 10 * np.cos(2 * np.pi * xs) + ys**2 - 10 * np.cos(2 * np.pi * ys)
+
+
+# ---------------------------------------------------------------- optbench
+
+def sweep_overhead(repeats: int = 3) -> list[dict]:
+    """Wall time of run_sweep vs the bare engine on the same runs (1000 steps, record every 10)."""
+    import torch
+
+    from optbench.engines.batched import run_batched
+    from optbench.engines.loop import run_loop
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.runner import Sweep, run_sweep
+
+    rows = []
+    problem, opt = get_problem("rosenbrock"), get_optimizer("adam")
+    for engine, seeds in (("batched", list(range(64))), ("loop", [0])):
+        configs = [opt] * len(seeds)
+        sweep_s, engine_s = [], []
+        for r in range(repeats + 1):  # the first pair is a warm-up
+            with tempfile.TemporaryDirectory() as d:
+                t0 = time.perf_counter()
+                run_sweep(Sweep([problem], [opt], seeds=seeds, steps=1000, record_every=10, engine=engine), d)
+                ts = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            if engine == "batched":
+                run_batched(problem, configs, seeds, 1000, 10, dtype=torch.float64)
+            else:
+                run_loop(problem, opt, seeds[0], 1000, 10)
+            te = time.perf_counter() - t0
+            if r:
+                sweep_s.append(ts)
+                engine_s.append(te)
+        s, e = sorted(sweep_s)[len(sweep_s) // 2], sorted(engine_s)[len(engine_s) // 2]
+        rows.append({"engine": engine, "runs": len(seeds), "sweep_s": s, "engine_s": e, "overhead": s / e - 1})
+    return rows
+
+
+def tuning_throughput() -> list[dict]:
+    """Trials per second on Rosenbrock (200 steps), batched rounds of 100 vs one trial at a time."""
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.tuning import get_protocol, parse_space, tune_one
+
+    rows = []
+    for label, batch, trials in (("batched engine, rounds of 100", 100, 600), ("one trial at a time", 1, 100)):
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            res = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=get_protocol("tpe"),
+                           trials=trials, dims=parse_space(""), steps=STEPS, out_dir=d, batch=batch)
+            wall = time.perf_counter() - t0
+        rows.append({"mode": label, "trials": trials, "wall_s": wall, "trials_per_s": trials / wall,
+                     "best": res.best_value})
+    return rows
+
+
+def optbench_job(out: Path) -> dict:
+    """The peer's job with the installed CLI: two `optbench tune` commands (600 and 1200 trials) + report."""
+    exe = shutil.which("optbench")
+    problems = ",".join(spec for _, spec in FUNCTIONS.values())
+    common = ["-p", problems, "--steps", str(STEPS), "--clip-norm", "1", "--dtype", "float32", "--batch", "100",
+              "--workers", "2", "--seeds", "1", "--out", str(out), "-q"]
+    others = ",".join(o for o in OPTIMIZERS if o != "sgd")
+    timings = {}
+    t0 = time.perf_counter()
+    for opts, n in ((others, TRIALS), ("sgd", SGD_TRIALS)):
+        t = time.perf_counter()
+        subprocess.run([exe, "tune", "-o", opts, "--trials", str(n), *common], check=True)
+        timings[f"tune {opts} ({n} trials)"] = time.perf_counter() - t
+    report = subprocess.run([exe, "report", "--help"], capture_output=True)
+    if report.returncode == 0:
+        t = time.perf_counter()
+        subprocess.run([exe, "report", str(out), "--figures", "trajectories", "--format", "png"], check=True,
+                       capture_output=True)
+        timings["report (trajectories, png)"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    best = {}
+    for entry in json.loads((out / "manifest.json").read_text())["tuning"]:
+        for study in entry["studies"]:
+            fn = study["problem"].split("(")[0]
+            best[(fn, study["optimizer"].split("(")[0])] = study["best_value"]
+    return {"timings": timings, "best": best}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--peer-full", action="store_true", help="run the whole peer job (~700 s)")
+    ap.add_argument("--out", type=Path, default=None, help="keep the optbench results here")
+    args = ap.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    print("\n## 1. sweep machinery overhead (rosenbrock, adam, 1000 steps, record every 10; median of 3)")
+    print("| engine | runs | run_sweep (s) | engine alone (s) | overhead |\n|---|---:|---:|---:|---:|")
+    for r in sweep_overhead():
+        print(f"| {r['engine']} | {r['runs']} | {r['sweep_s']:.3f} | {r['engine_s']:.3f} | {r['overhead']:+.1%} |")
+
+    print("\n## 2. tuning throughput (rosenbrock, adam, TPE, 200 steps per trial)")
+    print("| mode | trials | wall (s) | trials/s | best loss |\n|---|---:|---:|---:|---:|")
+    for r in tuning_throughput():
+        print(f"| {r['mode']} | {r['trials']} | {r['wall_s']:.2f} | {r['trials_per_s']:.0f} | {r['best']:.3g} |")
+
+    print("\n## 3. the peer job: 5 optimizers × 2 functions, 600 TPE trials × 200 steps (1200 for sgd)")
+    out = args.out or Path(tempfile.mkdtemp(prefix="bench-tune-"))
+    if out.exists():
+        shutil.rmtree(out)
+    ours = optbench_job(out)
+    for what, s in ours["timings"].items():
+        print(f"optbench {what}: {s:.2f} s")
+    peer, peer_s, measured = {}, 0.0, []
+    for fn_name in FUNCTIONS:
+        for opt in OPTIMIZERS:
+            full = args.peer_full or opt == "adam"
+            n = budget(opt) if full else 100
+            value, lr, seconds = peer_study(fn_name, opt, n)
+            scale = budget(opt) / n
+            peer[(fn_name, opt)] = (value if full else None, lr, seconds * scale, full)
+            peer_s += seconds * scale
+            measured.append(seconds)
+    best_lrs = {k: v[1] for k, v in peer.items()}
+    with tempfile.TemporaryDirectory() as d:
+        plot_s = peer_plot(best_lrs, Path(d))
+    peer_s += plot_s
+    print(f"peer: {sum(measured):.1f} s measured, {peer_s:.1f} s for the whole job "
+          f"({'all measured' if args.peer_full else 'adam full, others extrapolated from 100 trials'}; "
+          f"plots {plot_s:.1f} s)")
+    print("\n| function | optimizer | trials | peer best loss | optbench best loss | no worse | peer time (s) |")
+    print("|---|---|---:|---:|---:|---|---:|")
+    for (fn_name, opt), (value, _, seconds, full) in peer.items():
+        mine = ours["best"].get((fn_name, opt))
+        verdict = "—" if value is None else ("yes" if mine is not None and mine <= value else "NO")
+        peer_text = f"{value:.4g}" if value is not None else "(not run in full)"
+        print(f"| {fn_name} | {opt} | {budget(opt)} | {peer_text} | {mine:.4g} | {verdict} | "
+              f"{seconds:.1f}{'' if full else ' (extrap.)'} |")
+    total = ours["timings"]["total"]
+    print(f"\nend to end: optbench {total:.1f} s, peer {peer_s:.1f} s → {peer_s / total:.0f}× faster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""End-to-end tests of the CLI through a real subprocess of the installed ``optbench`` script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+OPTBENCH = shutil.which("optbench") or str(Path(sys.executable).parent / "optbench")
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "160"}
+    return subprocess.run([OPTBENCH, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def test_main_job_prints_comparison_and_writes_results(tmp_path):
+    out = tmp_path / "res"
+    r = cli("run", "--problem", "saddle", "--opt", "adam,sgd-momentum", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "saddle" in r.stdout and "adam" in r.stdout and "sgd-momentum" in r.stdout
+    assert "escaped" in r.stdout  # momentum leaves the saddle within the default budget
+    assert (out / "manifest.json").exists()
+    import optbench
+
+    df = optbench.load_results(out)
+    assert {"run_id", "problem", "optimizer", "lr", "seed", "step", "loss", "status", "x0", "x1"} <= set(df.columns)
+    assert df["step"].min() == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["environment"]["torch"]
+    assert manifest["sweeps"][0]["command"].startswith("optbench run")
+
+
+def test_json_summary_and_resume(tmp_path):
+    out = tmp_path / "res"
+    args = ["run", "-p", "rosenbrock", "-o", "adam,nag", "--lr", "1e-3,1e-2", "--seeds", "2", "--steps", "50",
+            "--out", str(out), "--json"]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert data["runs"] == 8 and data["skipped"] == 0
+    labels = {row["optimizer_label"] for row in data["summary"]}
+    assert labels == {"adam", "nag"}
+    again = json.loads(cli(*args).stdout)
+    assert again["skipped"] == 8
+    assert again["summary"] == data["summary"]
+
+
+def test_quiet_prints_nothing(tmp_path):
+    r = cli("run", "-p", "valley", "-o", "sgd", "--steps", "10", "-q", "--out", str(tmp_path / "r"))
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+
+
+def test_show_and_csv_export(tmp_path):
+    out = tmp_path / "res"
+    assert cli("run", "-p", "beale", "-o", "adam", "--steps", "20", "-q", "--out", str(out)).returncode == 0
+    csv = tmp_path / "steps.csv"
+    r = cli("show", str(out), "--csv", str(csv))
+    assert r.returncode == 0, r.stderr
+    assert "beale" in r.stdout
+    assert csv.read_text().splitlines()[0].startswith("run_id,")
+    assert len(csv.read_text().splitlines()) == 22  # header + steps 0..20
+
+
+def test_list_json():
+    r = cli("list", "optimizers", "--json")
+    assert r.returncode == 0
+    names = {e["name"] for e in json.loads(r.stdout)}
+    assert {"sgd", "sgd-momentum", "nag", "adam", "lbfgs", "lion", "newton", "spsa", "forward-grad"} <= names
+    r = cli("list", "problems", "--json")
+    names = {e["name"] for e in json.loads(r.stdout)}
+    assert {"rosenbrock", "saddle", "monkey-saddle", "valley", "noisy-quadratic"} <= names
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["run", "-p", "saddle", "-o", "adamm"], "Did you mean 'adam'"),
+        (["run", "-p", "sadle", "-o", "adam"], "Did you mean 'saddle'"),
+        (["run", "-p", "saddle", "-o", "adam(lr=-1)"], "lr=-1"),
+        (["run", "-p", "saddle", "-o", "sgd-momentum(momentum=1.5)"], "momentum=1.5"),
+        (["run", "-p", "saddle", "-o", "adam(betaz=(0.9, 0.99))"], "Did you mean 'betas'"),
+        (["run", "-p", "saddle", "-o", "adam(lr='fast')"], "wrong type"),
+        (["run", "-p", "rosenbrock(start=(1, 2, 3))", "-o", "adam"], "dimension 2"),
+        (["run", "-p", "rosenbrock", "-o", "adam", "--batch-size", "32"], "--batch-size"),
+        (["run", "-p", "saddle", "-o", "adam", "--engine", "fast"], "valid engines"),
+        (["run", "-p", "saddle", "-o", "adam", "--lr", "abc"], "--lr"),
+        (["run", "-p", "saddle", "-o", "adam(lr=1e-3)", "--lr", "1e-2"], "given twice"),
+        (["run", "-p", "saddle", "-o", "lbfgs", "--engine", "batched"], "batched engine does not support"),
+        (["run", "-p", "saddle", "-o", "adam(lr=__import__('os'))"], "not a literal"),
+        (["run", "-p", "saddle", "-o", "missing_file.py:Opt"], "does not exist"),
+        (["show", "/nonexistent/results"], "does not exist"),
+        (["list", "optimisers"], "Did you mean 'optimizers'"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_clear_message(args, needle, tmp_path):
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cuda_request_without_cuda_is_a_usage_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    r = cli("run", "-p", "saddle", "-o", "adam", "--device", "cuda", cwd=tmp_path)
+    assert r.returncode == 2 and "no CUDA device" in r.stderr
+
+
+def test_user_optimizer_error_shows_user_traceback(tmp_path):
+    bad = tmp_path / "bad_opt.py"
+    bad.write_text("import torch\nraise RuntimeError('boom in user code')\n")
+    r = cli("run", "-p", "saddle", "-o", f"{bad}:Opt", "--steps", "5", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "boom in user code" in r.stderr and "bad_opt.py" in r.stderr
+
+
+def test_every_command_has_help():
+    r = cli("--help")
+    assert r.returncode == 0
+    for command in ("run", "list", "show"):
+        h = cli(command, "--help")
+        assert h.returncode == 0 and "Usage" in h.stdout

@@ -1,0 +1,86 @@
+"""The results store: schema, atomic chunks, resume, merging several directories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import optbench
+from optbench.errors import UsageError
+from optbench.results import STEP_COLUMNS, SUMMARY_COLUMNS
+from optbench.runner import Sweep, run_sweep
+
+
+def _sweep(**kw):
+    base = dict(problems=[optbench.get_problem("rosenbrock")],
+                optimizers=[optbench.get_optimizer("adam"), optbench.get_optimizer("lbfgs")],
+                lrs=[1e-3, 1e-2], seeds=[0, 1], steps=30)
+    base.update(kw)
+    return Sweep(**base)
+
+
+def test_schema_and_one_row_per_recorded_step(tmp_path):
+    outcome = run_sweep(_sweep(), tmp_path)
+    assert outcome.runs_total == 8 and outcome.engines == {"batched": 4, "loop": 4}
+    df = optbench.load_results(tmp_path)
+    assert set(STEP_COLUMNS) <= set(df.columns) and {"x0", "x1"} <= set(df.columns)
+    assert not df.duplicated(["run_id", "step"]).any()
+    per_run = df.groupby("run_id", observed=True)["step"].agg(["min", "max", "count"])
+    assert (per_run["min"] == 0).all() and (per_run["max"] == 30).all() and (per_run["count"] == 31).all()
+    summary = optbench.load_summary(tmp_path)
+    assert list(summary.columns)[: len(SUMMARY_COLUMNS)] == list(SUMMARY_COLUMNS)
+    assert len(summary) == 8
+    # the summary agrees with the step table
+    last = df.sort_values("step").groupby("run_id", observed=True)["loss"].last()
+    merged = summary.set_index("run_id")["final_loss"]
+    np.testing.assert_allclose(merged.loc[last.index.astype(str)].to_numpy(), last.to_numpy())
+
+
+def test_no_temporary_files_left_and_resume_skips(tmp_path):
+    run_sweep(_sweep(), tmp_path)
+    assert not list(tmp_path.rglob("*.tmp"))
+    before = optbench.load_results(tmp_path)
+    outcome = run_sweep(_sweep(), tmp_path)
+    assert outcome.runs_skipped == 8 and outcome.runs_done == 0
+    pd.testing.assert_frame_equal(optbench.load_results(tmp_path), before)
+
+
+def test_reproducible_numbers(tmp_path):
+    run_sweep(_sweep(problems=[optbench.get_problem("rosenbrock(noise=0.3)")]), tmp_path / "a")
+    run_sweep(_sweep(problems=[optbench.get_problem("rosenbrock(noise=0.3)")]), tmp_path / "b")
+    a, b = optbench.load_results(tmp_path / "a"), optbench.load_results(tmp_path / "b")
+    np.testing.assert_array_equal(a["loss"].to_numpy(), b["loss"].to_numpy())
+
+
+def test_divergence_ends_the_run_not_the_sweep(tmp_path):
+    run_sweep(_sweep(optimizers=[optbench.get_optimizer("sgd")], lrs=[1e-3, 1.0]), tmp_path)
+    summary = optbench.load_summary(tmp_path)
+    assert set(summary["status"]) == {"done", "diverged"}
+    diverged = summary[summary["status"] == "diverged"]
+    assert (diverged["final_step"] < 30).all()
+    df = optbench.load_results(tmp_path)
+    for run_id, final_step in zip(diverged["run_id"], diverged["final_step"]):
+        assert df[df["run_id"] == run_id]["step"].max() == final_step
+
+
+def test_record_every_keeps_the_end_step(tmp_path):
+    run_sweep(_sweep(optimizers=[optbench.get_optimizer("sgd")], lrs=[1e-3, 1.0], record_every=7), tmp_path)
+    df = optbench.load_results(tmp_path)
+    summary = optbench.load_summary(tmp_path).set_index("run_id")
+    for run_id, g in df.groupby("run_id", observed=True):
+        steps = g["step"].tolist()
+        assert steps[-1] == summary.loc[run_id, "final_step"]
+        assert all(s % 7 == 0 for s in steps[:-1])
+
+
+def test_merge_directories_and_bad_directory(tmp_path):
+    run_sweep(_sweep(lrs=[1e-3]), tmp_path / "a")
+    run_sweep(_sweep(lrs=[1e-2]), tmp_path / "b")
+    both = optbench.load_summary(tmp_path / "a", tmp_path / "b")
+    assert sorted(both["lr"].unique()) == [1e-3, 1e-2]
+    with pytest.raises(UsageError):
+        optbench.load_results(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="not an optbench results directory"):
+        optbench.load_results(tmp_path / "empty")
