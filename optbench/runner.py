@@ -394,10 +394,11 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command: str = "",
-              progress_factory: Callable[[int], Any] | None = None, workers: int = 1) -> SweepOutcome:
+              progress_factory: Callable[[int, int], Any] | None = None, workers: int = 1) -> SweepOutcome:
     """Run every missing run of ``sweep`` into ``out_dir`` and return counts and timings.
 
-    ``progress_factory(total_steps)`` may return an object with ``advance(n)`` and ``close()``.
+    ``progress_factory(total_steps, total_runs)`` may return an object with ``advance(n)`` and ``close()``, and
+    optionally ``runs_finished(statuses)``, called with the statuses of each batch of runs written.
     ``workers > 1`` runs work items in that many processes (see :func:`run_items_parallel`).
     """
     from optbench.results import complete_run_ids, read_manifest, write_chunk, write_manifest
@@ -435,7 +436,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     manifest["sweeps"].append(sweep_record)
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, manifest)
-    progress = progress_factory(sum(r.steps for r in todo)) if progress_factory and todo else None
+    progress = progress_factory(sum(r.steps for r in todo), len(todo)) if progress_factory and todo else None
     engines: dict[str, int] = {}
     completed = 0
     try:
@@ -451,6 +452,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
             write_chunk(out, chunk_id, steps_table, summary_table)
             engines[engine] = engines.get(engine, 0) + len(group)
             completed += len(group)
+            _report_runs(progress, trace.status)
     finally:
         if progress:
             progress.close()
@@ -485,7 +487,7 @@ def _rebuild(portable: tuple, device: str | None) -> Run:
     return run
 
 
-def _run_item(engine: str, portables: list[tuple], out: Path, device: str | None) -> tuple[str, int]:
+def _run_item(engine: str, portables: list[tuple], out: Path, device: str | None) -> tuple[str, list[str]]:
     """One work item in a worker process: run it and write its chunk (atomic, like the serial path)."""
     import torch
 
@@ -497,12 +499,17 @@ def _run_item(engine: str, portables: list[tuple], out: Path, device: str | None
     steps_table, summary_table = trace_tables(group, trace, engine)
     chunk_id = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:16]
     write_chunk(out, chunk_id, steps_table, summary_table)
-    return engine, len(group)
+    return engine, list(trace.status)
+
+
+def _report_runs(progress, statuses) -> None:
+    if progress is not None and hasattr(progress, "runs_finished"):
+        progress.runs_finished(list(statuses))
 
 
 def run_items_parallel(items, out: Path, workers: int, progress=None):
     """Run work items in ``workers`` processes (spawned: safe with torch's thread pools); yields
-    (engine, runs) as items finish. Each worker writes its own chunks; the caller writes the manifest.
+    (engine, statuses of its runs) as items finish. Each worker writes its own chunks; the caller writes the manifest.
     On CUDA with several devices, item i goes to device i mod (number of devices). Ctrl-C cancels the
     items not started; finished chunks are already on disk."""
     import multiprocessing
@@ -520,9 +527,11 @@ def run_items_parallel(items, out: Path, workers: int, progress=None):
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 steps = pending.pop(future)
+                engine, statuses = future.result()
                 if progress is not None:
                     progress.advance(steps)
-                yield future.result()
+                    _report_runs(progress, statuses)
+                yield engine, len(statuses)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -64,7 +64,7 @@ def _run_suite(sweeps, out_dir: Path, command: str, quiet: bool) -> set[str]:
     for sweep in sweeps:
         run_ids.update(r.run_id for r in sweep.expand())
         run_sweep(sweep, out_dir, force=True, command=command,
-                  progress_factory=lambda total: _Progress(total, quiet))
+                  progress_factory=lambda steps, runs: _Progress(steps, runs, quiet))
     return run_ids
 
 

@@ -15,26 +15,44 @@ from optbench.cli.common import console, err_console, errors_handled
 
 
 class _Progress:
-    """A rich progress bar over optimizer steps, shown only for work longer than about a second."""
+    """Live progress of a sweep: runs done / total with their outcomes, a bar over optimizer steps and the
+    time remaining. Shown only in a terminal, for work longer than about a second; silent under -q, when
+    output is not a terminal, and when the CI environment variable is set (no bar noise in CI logs)."""
 
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet, self.done = total, quiet, 0
+    def __init__(self, total_steps: int, total_runs: int, quiet: bool):
+        import os
+
+        self.total, self.total_runs, self.done = total_steps, total_runs, 0
+        self.quiet = quiet or not err_console.is_terminal or bool(os.environ.get("CI"))
+        self.outcomes: dict[str, int] = {}
         self.start = time.perf_counter()
         self.bar = None
+
+    def _runs_text(self) -> str:
+        done = sum(self.outcomes.values())
+        parts = [f"runs {done}/{self.total_runs}"]
+        parts += [f"{status} {n}" for status, n in sorted(self.outcomes.items()) if status != "done"]
+        return " · ".join(parts)
 
     def advance(self, n: int) -> None:
         self.done += n
         if self.quiet:
             return
         if self.bar is None and time.perf_counter() - self.start > 0.8 and self.done < self.total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("steps"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("steps"),
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                                 console=err_console, transient=True)
             self.bar.start()
-            self.task = self.bar.add_task("run", total=self.total)
+            self.task = self.bar.add_task(self._runs_text(), total=self.total)
         if self.bar is not None:
-            self.bar.update(self.task, completed=self.done)
+            self.bar.update(self.task, completed=self.done, description=self._runs_text())
+
+    def runs_finished(self, statuses: list[str]) -> None:
+        for status in statuses:
+            self.outcomes[status] = self.outcomes.get(status, 0) + 1
+        self.advance(0)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -106,7 +124,7 @@ def run(
         from optbench.suite import run_suite
 
         outcome = run_suite(suite, ctx, out or default_out_dir(), force=force, workers=workers,
-                            progress_factory=lambda total: _Progress(total, quiet or json_out))
+                            progress_factory=lambda steps, runs: _Progress(steps, runs, quiet or json_out))
         print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
         _maybe_report(outcome, report, quiet or json_out)
         return
@@ -143,7 +161,7 @@ def run(
     out_dir = out or default_out_dir()
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     outcome = run_sweep(sweep, out_dir, force=force, command=command,
-                        progress_factory=lambda total: _Progress(total, quiet or json_out), workers=workers)
+                        progress_factory=lambda steps, runs: _Progress(steps, runs, quiet or json_out), workers=workers)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
     _maybe_report(outcome, report, quiet or json_out)
 
