@@ -71,7 +71,7 @@ def open_storage(storage: str | None, out_dir: str | Path):
 
             if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
                 storage = "postgresql+psycopg2://" + storage[len("postgresql://"):]  # newer SQLAlchemy: psycopg 3
-        return storage, lambda: None
+        return rdb_storage(storage), lambda: None
     if storage:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(storage))), lambda: None
@@ -79,6 +79,24 @@ def open_storage(storage: str | None, out_dir: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = round_journal(JournalFileBackend(str(path)))
     return JournalStorage(backend), backend.flush
+
+
+def rdb_storage(url: str, attempts: int = 6):
+    """Optuna's RDB storage for ``url``. Processes that start together race to create Optuna's tables
+    (PostgreSQL then reports a duplicate type or key); the loser waits and opens the finished schema."""
+    import time
+
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url)
+        except (IntegrityError, ProgrammingError, OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.25 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def round_journal(inner):
@@ -170,6 +188,9 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     if not space:
         raise UsageError(f"Nothing to tune for {optimizer.label!r}: its spec fixes every searched "
                          "hyperparameter; drop lr= from the spec or add keys with --space.")
+    if protocol.lr_grid is not None:  # the grid's own range, so the stored trials fit their distribution
+        space = [Dim("lr", min(protocol.lr_grid), max(protocol.lr_grid), log=True) if d.name == "lr" else d
+                 for d in space]
     budget = protocol.budget(trials)
     batched = (engine != "loop" and batch > 1 and problem.kind == "analytic" and supports_batched(optimizer))
     if engine == "batched" and not supports_batched(optimizer):
