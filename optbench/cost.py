@@ -4,8 +4,10 @@
   in ``optimizer.state`` (nested dicts, lists and tuples are walked). Tensors with at least one dimension
   count; 0-d tensors (step counters, scalar running products) are per-tensor bookkeeping and do not.
   SGD: 0; momentum: 1× the parameter's element size; Adam: 2×; Adafactor without β₁ on an n×m matrix:
-  (n + m)/(n·m)×. The batched engine measures the real optimizer class once on a probe parameter of the
-  problem's dimension (its rules keep state in their own layout).
+  (n + m)/(n·m)×. The batched engine reports, per configuration, the state its rule declares for the
+  mirrored class (``Rule.state_slots``); tests check each declaration against the real class measured
+  with :func:`probe_state_bytes_per_param` (building a torch optimizer at run time would cost a second
+  of imports).
 - ``step_time_s``: median seconds of ``optimizer.step`` (batched: one group step divided by K).
   ``train_step_time_s``: median seconds of a whole iteration: loss, backward, noise, clipping, recording and
   the step. The first ``WARMUP_STEPS`` iterations are left out. On CUDA the clock is read after
@@ -124,7 +126,7 @@ class StepTimer:
             return float(torch.cuda.max_memory_allocated(self.device))
         return math.nan
 
-    def results(self, K: int, state_per_param: float) -> dict[str, np.ndarray]:
+    def results(self, K: int, state_per_param) -> dict[str, np.ndarray]:
         """The GroupTrace ``cost`` dict: one value per run, ``[K]`` arrays."""
         values = {"state_bytes_per_param": state_per_param, "step_time_s": self._median(self.step),
                   "train_step_time_s": self._median(self.full), "peak_memory_bytes": self.peak_memory_bytes()}

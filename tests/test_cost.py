@@ -111,3 +111,19 @@ def test_cost_columns_in_results_and_table(tmp_path):
     assert table.loc["sgd", "overhead_vs_sgd"] == 1.0
     assert table.loc["adam+cosine", "overhead_vs_sgd"] > 0
     assert table.loc["adam", "state_bytes_per_param"] == 16.0
+
+
+@pytest.mark.parametrize("spec", [
+    "sgd", "sgd(momentum=0.5)", "sgd-momentum", "nag", "rmsprop", "rmsprop(momentum=0.5)", "rmsprop(centered=True)",
+    "adam", "adam(amsgrad=True)", "adamw", "adamw(amsgrad=True)", "adagrad", "adadelta", "adamax", "nadam", "radam",
+    "lion", "lars", "lars(momentum=0.0)", "lamb", "newton",
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_rules_declare_the_state_their_class_keeps(spec, dtype):
+    """The batched engine's state bytes come from each rule's declaration; it must equal the real class."""
+    from optbench.engines.batched_rules import RULES
+    from optbench.optimizers import get_optimizer
+
+    config = get_optimizer(spec)
+    declared = RULES[config.entry.batched].state_slots(config.hyperparams) * dtype.itemsize
+    assert declared == probe_state_bytes_per_param(config, 5, dtype)

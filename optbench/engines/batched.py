@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from optbench.cost import StepTimer, probe_state_bytes_per_param
+from optbench.cost import StepTimer
 from optbench.engines.batched_rules import RULES
 from optbench.engines.recorder import GroupTrace, Recorder
 from optbench.errors import OptbenchError
@@ -151,6 +152,9 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
         progress(steps * K - reported)
     trace = rec.finish()
     if timer is not None:
-        state_per_param = probe_state_bytes_per_param(optimizers[0], problem.dim, dtype, device)
+        # per configuration, from the rule's declaration of the mirrored class's state (tests check it
+        # against the real class); building a torch.optim object here would cost a second of imports
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        state_per_param = np.array([rule.state_slots(o.hyperparams) * itemsize for o in optimizers], float)
         trace.cost = timer.results(K, state_per_param)
     return trace

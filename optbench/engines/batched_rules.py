@@ -26,6 +26,9 @@ class Rule:
     init: Callable[[torch.Tensor, dict[str, Any]], State]
     step: Callable[[torch.Tensor, torch.Tensor, State, dict[str, Any], int], None]
     needs_hessian: bool = False
+    # parameter-sized state tensors the mirrored class keeps for one configuration's hyperparameters
+    # (its memory cost; tests check it against the real class's optimizer.state)
+    state_slots: Callable[[dict[str, Any]], int] = lambda hp: 0
 
 
 RULES: dict[str, Rule] = {}
@@ -33,7 +36,7 @@ RULES: dict[str, Rule] = {}
 
 def _rule(name: str, needs_hessian: bool = False):
     def wrap(cls):
-        RULES[name] = Rule(cls.init, cls.step, needs_hessian)
+        RULES[name] = Rule(cls.init, cls.step, needs_hessian, getattr(cls, "slots", lambda hp: 0))
         return cls
 
     return wrap
@@ -47,6 +50,8 @@ def _zeros(x):
 class _SGD:
     """SGD with momentum μ, dampening τ, Nesterov, L2 weight decay λ (torch.optim.SGD):
     d = g + λx; b = d (first step) else μb + (1 − τ)d; d = d + μb if Nesterov else b; x ← x − η d."""
+
+    slots = staticmethod(lambda hp: int(hp["momentum"] != 0))  # momentum_buffer
 
     @staticmethod
     def init(x, hp):
@@ -72,6 +77,8 @@ class _SGD:
 class _Adagrad:
     """AdaGrad (torch.optim.Adagrad): d = g + λx; s ← s + d²; x ← x − η/(1 + (t−1)·decay) · d/(√s + ε)."""
 
+    slots = staticmethod(lambda hp: 1)  # sum
+
     @staticmethod
     def init(x, hp):
         return {"sum": torch.zeros_like(x) + hp["initial_accumulator_value"]}
@@ -88,6 +95,8 @@ class _Adagrad:
 class _RMSprop:
     """RMSprop (torch.optim.RMSprop): v ← αv + (1 − α)d²; a = √(v − m²) (centred) or √v; a += ε;
     with momentum μ: b ← μb + d/a, x ← x − ηb; else x ← x − η d/a."""
+
+    slots = staticmethod(lambda hp: 1 + int(hp["momentum"] > 0) + int(hp["centered"]))
 
     @staticmethod
     def init(x, hp):
@@ -114,6 +123,8 @@ class _Adadelta:
     """AdaDelta (torch.optim.Adadelta): v ← ρv + (1−ρ)d²; Δ = √(u + ε)/√(v + ε) · d;
     u ← ρu + (1−ρ)Δ²; x ← x − ηΔ."""
 
+    slots = staticmethod(lambda hp: 2)  # square_avg, acc_delta
+
     @staticmethod
     def init(x, hp):
         return {"sq": _zeros(x), "acc": _zeros(x)}
@@ -138,6 +149,8 @@ def _adam_moments(d, state, hp):
 class _Adam:
     """Adam (torch.optim.Adam): d = g + λx; m ← β₁m + (1−β₁)d; v ← β₂v + (1−β₂)d²;
     x ← x − η/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε); AMSGrad uses the running maximum of v."""
+
+    slots = staticmethod(lambda hp: 2 + int(hp["amsgrad"]))  # exp_avg, exp_avg_sq (, max)
 
     decoupled = False
 
@@ -174,6 +187,8 @@ class _AdamW(_Adam):
 class _Adamax:
     """Adamax (torch.optim.Adamax): m ← β₁m + (1−β₁)d; u ← max(β₂u, |d| + ε); x ← x − η/(1−β₁ᵗ) · m/u."""
 
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_inf
+
     @staticmethod
     def init(x, hp):
         return {"m": _zeros(x), "u": _zeros(x)}
@@ -190,6 +205,8 @@ class _Adamax:
 class _NAdam:
     """NAdam (torch.optim.NAdam): μ_t = β₁(1 − ½·0.96^(tψ)), Π_t = Π μ_i; with Adam's m, v and
     denom = √(v/(1−β₂ᵗ)) + ε: x ← x − η(1−μ_t)/(1−Π_t) · d/denom − η μ_{t+1}/(1−Π_t μ_{t+1}) · m/denom."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (mu_product is a scalar)
 
     @staticmethod
     def init(x, hp):
@@ -221,6 +238,8 @@ class _RAdam:
     """RAdam (torch.optim.RAdam): ρ∞ = 2/(1−β₂) − 1, ρ_t = ρ∞ − 2tβ₂ᵗ/(1−β₂ᵗ); when ρ_t > 5,
     x ← x − η m̂ r_t √(1−β₂ᵗ)/(√v + ε) with r_t = √((ρ_t−4)(ρ_t−2)ρ∞ / ((ρ∞−4)(ρ∞−2)ρ_t)); else x ← x − η m̂."""
 
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
     @staticmethod
     def init(x, hp):
         return {"m": _zeros(x), "v": _zeros(x)}
@@ -247,6 +266,8 @@ class _RAdam:
 class _Lion:
     """Lion (pytorch_optimizer.Lion): decoupled decay x ← x(1 − ηλ); u = sign(β₁m + (1−β₁)g);
     x ← x − ηu; m ← β₂m + (1−β₂)g."""
+
+    slots = staticmethod(lambda hp: 1)  # exp_avg
 
     @staticmethod
     def init(x, hp):
@@ -293,6 +314,8 @@ class _LARS:
     momentum SGD with a zero-initialised buffer: b ← μb + (1 − τ)g; d = g + μb (Nesterov) or b; x ← x − ηd
     (μ = 0: x ← x − ηg)."""
 
+    slots = staticmethod(lambda hp: int(hp["momentum"] > 0))  # momentum buffer
+
     @staticmethod
     def init(x, hp):
         return {"buf": _zeros(x)}
@@ -314,6 +337,8 @@ class _LAMB:
     norms are per row: m ← β₁m + β₃g (β₃ = 1 − β₁ with grad averaging, else 1); v ← β₂v + (1 − β₂)g²;
     decoupled decay x ← x(1 − λη) (λ unscaled by η when fixed_decay); u = m/(√v + ε) (+ λx when coupled);
     r = min(‖x‖, 10)/(‖u‖ + ε) (1 when either norm is 0); x ← x − η/(1 − β₁ᵗ) · r · u."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
     @staticmethod
     def init(x, hp):
