@@ -33,4 +33,4 @@ def test_readme_commands_match_packaging():
     assert "optbench run --problem saddle --opt adam,sgd-momentum" in readme
     assert 'pip install -e ".[dev]"' in readme and "pytest" in readme
     ci = (ROOT / ".ci" / "run").read_text()
-    assert 'pip install -q -e ".[dev]"' in ci and "pytest" in ci
+    assert "pip install -q -e \".[dev]\"" in ci and "python -m pytest -q\n" in ci
