@@ -1,7 +1,8 @@
 """CI regression checks: compare a new results set with a baseline, per configuration and metric.
 
 A configuration is (problem, optimizer_label, lr, batch_size, steps); its runs over seeds are compared on
-the metrics of :data:`METRICS`. Two modes:
+the metrics of :data:`METRICS` (losses, steps to target, divergence, test accuracy, and optimizer state
+bytes per parameter, which must not change at all: memory is deterministic). Two modes:
 
 ``exact`` (the default for deterministic CPU runs, which ``optbench baseline`` and ``optbench check --suite``
     make): seed by seed, ``|new − base| ≤ atol + rtol·|base|``. With ``rtol = atol = 0`` this is bitwise.
@@ -34,7 +35,9 @@ from typing import Any
 from optbench.errors import UsageError
 
 KEY = ["problem", "optimizer_label", "lr", "batch_size", "steps"]
-METRICS = ("final_loss", "best_loss", "steps_to_target", "diverged", "test_acc")
+METRICS = ("final_loss", "best_loss", "steps_to_target", "diverged", "test_acc", "state_bytes_per_param")
+# measured only by newer versions or some engines: not checked when the baseline lacks them
+OPTIONAL_METRICS = frozenset({"test_acc", "state_bytes_per_param"})
 HIGHER_IS_BETTER = frozenset({"test_acc"})
 MODES = ("exact", "statistical")
 TESTS = ("band", "rank")
@@ -43,9 +46,9 @@ DIRECTIONS = ("both", "worse")
 # Defaults per mode and metric: (rtol, atol). See the module docstring for why these values.
 DEFAULTS: dict[str, dict[str, tuple[float, float]]] = {
     "exact": {"final_loss": (1e-6, 1e-12), "best_loss": (1e-6, 1e-12), "steps_to_target": (0.0, 0.0),
-              "diverged": (0.0, 0.0), "test_acc": (1e-6, 0.0)},
+              "diverged": (0.0, 0.0), "test_acc": (1e-6, 0.0), "state_bytes_per_param": (0.0, 0.0)},
     "statistical": {"final_loss": (0.02, 1e-12), "best_loss": (0.02, 1e-12), "steps_to_target": (0.02, 0.0),
-                    "diverged": (0.0, 0.0), "test_acc": (0.01, 0.0)},
+                    "diverged": (0.0, 0.0), "test_acc": (0.01, 0.0), "state_bytes_per_param": (0.0, 0.0)},
 }
 VERDICT_COLUMNS = [
     *KEY, "metric", "seeds_baseline", "seeds_new", "baseline", "new", "low", "high", "change_rel",
@@ -197,6 +200,9 @@ def per_run_metrics(summary, test_acc=None):
     df["diverged"] = (df["status"].astype(str) == "diverged").astype(float)
     if "test_acc" not in df:
         df["test_acc"] = df["run_id"].map(test_acc).astype(float) if test_acc is not None else np.nan
+    if "state_bytes_per_param" not in df:
+        df["state_bytes_per_param"] = np.nan
+    df["state_bytes_per_param"] = df["state_bytes_per_param"].astype(float)
     if "hparams" not in df:
         df["hparams"] = ""
     return df[[*KEY, "seed", "hparams", *METRICS]].reset_index(drop=True)
@@ -262,6 +268,8 @@ def compare(new_summary, baseline_summary, tolerances: Tolerances | None = None,
             mt = tol.for_metric(metric)
             if not mt.enabled or (base[metric].isna().all() and new[metric].isna().all()):
                 continue
+            if metric in OPTIONAL_METRICS and base[metric].isna().all():
+                continue  # the baseline predates (or its engine lacks) this measurement
             if tol.mode == "exact":
                 row = _exact(base, new, metric, mt)
             elif metric == "diverged":

@@ -152,3 +152,22 @@ def test_junit_counts_and_markdown():
     assert int(root.get("failures")) == len(root.findall(".//failure")) == 4
     text = markdown_summary(table, baseline="b", new="n", tolerances=Tolerances().describe())
     assert text.startswith("## ❌") and "### Regressions" in text and "| valley / adam lr=0.01" in text
+
+
+def test_optimizer_state_memory_growth_fails_the_check(tmp_path):
+    """An optimizer that starts keeping more state (here: an extra parameter copy) fails even when its
+    losses are unchanged; a baseline without the measurement does not block the check."""
+    import optbench
+    from optbench.check import compare
+    from optbench.runner import Sweep, run_sweep
+
+    run_sweep(Sweep([optbench.get_problem("rosenbrock")], [optbench.get_optimizer("adam")], steps=20), tmp_path)
+    base = optbench.load_summary(tmp_path)
+    assert base["state_bytes_per_param"].tolist() == [16.0]  # Adam: two float64 moments
+    grown = base.assign(state_bytes_per_param=24.0)
+    verdicts = compare(grown, base)
+    row = verdicts[verdicts["metric"] == "state_bytes_per_param"].iloc[0]
+    assert not row["passed"] and row["direction"] == "worse"
+    assert verdicts[verdicts["metric"] != "state_bytes_per_param"]["passed"].all()
+    older = base.drop(columns=["state_bytes_per_param"])
+    assert compare(base, older)["passed"].all()
