@@ -25,6 +25,7 @@ ENGINES = ("auto", "loop", "batched")
 DTYPES = ("float64", "float32")
 MAX_RECORDED_ROWS = 1000  # default record interval keeps about this many rows per run
 MAX_GROUP = 4096  # configurations per batched group (bounded memory per group)
+LR_SCALINGS = {"linear": 1.0, "sqrt": 0.5}  # lr = base lr × (B / B_base)^power (Goyal et al. 2017; √ rule)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Run:
     clip_norm: float | None = None  # clip the gradient the optimizer sees to this norm (per run)
     clip_value: float | None = None  # clip each gradient coordinate to [-v, v]
     label_smoothing: float = 0.0  # network problems only
+    lr_scaling: str | None = None  # "linear" or "sqrt": the lr was scaled from base_batch_size (LR_SCALINGS)
+    base_batch_size: int | None = None
+    noise_scale_every: int = 0  # network problems: estimate the gradient noise scale every N steps (0: off)
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -48,7 +52,8 @@ class Run:
 
         schedule = get_schedule(self.schedule)
         recipe: dict[str, Any] = {} if schedule.is_constant else {"schedule": schedule.resolved}
-        for key in ("clip_norm", "clip_value", "label_smoothing"):
+        for key in ("clip_norm", "clip_value", "label_smoothing", "lr_scaling", "base_batch_size",
+                    "noise_scale_every"):
             if getattr(self, key):
                 recipe[key] = getattr(self, key)
         return recipe
@@ -81,7 +86,10 @@ class Run:
         from optbench.schedules import recipe_label
 
         label = format_spec(self.optimizer.name, {k: v for k, v in self.optimizer.given.items() if k != "lr"})
-        return label + recipe_label(self.schedule, self.clip_norm, self.clip_value, self.label_smoothing)
+        label += recipe_label(self.schedule, self.clip_norm, self.clip_value, self.label_smoothing)
+        if self.lr_scaling:
+            label += f"+{self.lr_scaling}-scaling(base_batch_size={self.base_batch_size})"
+        return label + (f"+noise-scale(every={self.noise_scale_every})" if self.noise_scale_every else "")
 
 
 @dataclass
@@ -103,6 +111,9 @@ class Sweep:
     clip_value: float | None = None
     label_smoothing: float = 0.0
     epochs: int | None = None  # network problems: a budget of epochs, steps = epochs × ceil(n_train / batch)
+    lr_scaling: str | None = None  # LR_SCALINGS: each run's lr = base lr × (B / base_batch_size)^power
+    base_batch_size: int | None = None  # default: the smallest batch size of the sweep
+    noise_scale_every: int = 0  # network problems: gradient noise scale every N steps (optbench.noise_scale)
 
     def expand(self) -> list[Run]:
         from optbench.optimizers.registry import check_lr_override
@@ -131,19 +142,46 @@ class Sweep:
                     raise SpecError(f"Optimizer {opt.name!r} handles problems up to dimension "
                                     f"{opt.entry.max_dim}; {p.label} has {p.dim}.")
         schedules = self._check_recipe(problems)
+        base_batch = self._check_lr_scaling(problems)
         runs = []
         for problem in problems:
             device = problem_device(self.device, problem)
             for opt in self.optimizers:
                 configs = [opt.with_hyperparams(lr=lr) for lr in self.lrs] if self.lrs else [opt]
+                if self.lr_scaling:
+                    factor = (problem.batch_size / base_batch) ** LR_SCALINGS[self.lr_scaling]
+                    configs = [c.with_hyperparams(lr=c.lr * factor) for c in configs]
                 for config in configs:
                     for schedule in schedules:
                         for seed in self.seeds:
                             runs.append(Run(problem, config, int(seed), *self._budget(problem, record_every),
                                             self.dtype,
                                             device, schedule, self.clip_norm, self.clip_value,
-                                            self.label_smoothing))
+                                            self.label_smoothing, self.lr_scaling,
+                                            base_batch if self.lr_scaling else None, self.noise_scale_every))
         return runs
+
+    def _check_lr_scaling(self, problems) -> int | None:
+        """Validate the lr-scaling rule and the noise-scale interval; returns the resolved base batch size."""
+        if self.noise_scale_every < 0:
+            raise UsageError(f"--noise-scale-every {self.noise_scale_every} must be >= 0 (0: off).")
+        if self.noise_scale_every and any(p.kind != "network" for p in problems):
+            raise UsageError("--noise-scale-every applies to network problems only.")
+        if self.lr_scaling is None:
+            if self.base_batch_size is not None:
+                raise UsageError("--base-batch-size needs --lr-scaling linear or sqrt.")
+            return None
+        if self.lr_scaling not in LR_SCALINGS:
+            raise UsageError(f"Unknown --lr-scaling {self.lr_scaling!r}; valid: {', '.join(LR_SCALINGS)}.")
+        without = sorted({p.name for p in problems if not p.has_batch_size})
+        if without:
+            raise UsageError(f"--lr-scaling needs problems with a batch size; {', '.join(without)} has none.")
+        no_lr = [o.name for o in self.optimizers if o.lr is None]
+        if no_lr:
+            raise UsageError(f"--lr-scaling needs a learning rate; {', '.join(no_lr)} has none.")
+        if self.base_batch_size is not None and self.base_batch_size < 1:
+            raise UsageError(f"--base-batch-size {self.base_batch_size} must be at least 1.")
+        return self.base_batch_size or min(p.batch_size for p in problems)
 
     def _budget(self, problem, record_every: int) -> tuple[int, int]:
         """(steps, record interval) of a problem's runs: ``steps``, or ``epochs`` of a network problem."""
@@ -235,8 +273,9 @@ def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None
         if engine == "batched":
             return run_network_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs],
                                        first.steps, first.record_every, device=device, progress=progress)
+        recipe = {k: v for k, v in first.recipe.items() if k not in ("lr_scaling", "base_batch_size")}
         return run_network(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
-                           device=device, dtype=dtype, progress=progress, **first.recipe)
+                           device=device, dtype=dtype, progress=progress, **recipe)
     if engine == "batched":
         from optbench.engines.batched import run_batched
 
@@ -364,9 +403,24 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
         "dim": pa.array([problem.dim] * K, pa.int64()),
         "schedule": [r.schedule for r in runs],
         "recipe": [json.dumps(r.recipe, sort_keys=True) for r in runs],
+        **({"noise_scale": pa.array(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
+           if "noise_scale" in trace.extra else {}),
         **{c: pa.array(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64))
            for c in COST_COLUMNS},
     })
+
+
+def _last_finite(values, steps, end_step):
+    """Per run k: the last finite ``values[:, k]`` at a recorded step ≤ its end step (NaN if none)."""
+    import numpy as np
+
+    out = np.full(values.shape[1], np.nan)
+    for k in range(values.shape[1]):
+        col = values[:, k][steps <= end_step[k]]
+        finite = col[np.isfinite(col)]
+        if finite.size:
+            out[k] = finite[-1]
+    return out
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -431,6 +485,9 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
         "engine": sweep.engine, "device": sweep.device, "dtype": sweep.dtype,
         "schedules": list(dict.fromkeys(r.schedule for r in runs)) or list(sweep.schedules),
         "clip_norm": sweep.clip_norm, "clip_value": sweep.clip_value, "label_smoothing": sweep.label_smoothing,
+        **({"lr_scaling": sweep.lr_scaling, "base_batch_size": runs[0].base_batch_size if runs else None}
+           if sweep.lr_scaling else {}),
+        **({"noise_scale_every": sweep.noise_scale_every} if sweep.noise_scale_every else {}),
         "runs": len(runs), "skipped": len(runs) - len(todo),
     }
     manifest["sweeps"].append(sweep_record)

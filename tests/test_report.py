@@ -199,3 +199,19 @@ def test_cli(sweeps, tmp_path):
 def test_matplotlib_only_imported_by_the_reporter():
     code = "import sys, optbench.cli.app, optbench.report; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_report_states_the_tuning_protocol_and_budget(tmp_path):
+    """A ranking without its tuning budget is meaningless: tuned results say how they were tuned."""
+    import subprocess
+
+    out = tmp_path / "tuned"
+    subprocess.run(["optbench", "tune", "-p", "rosenbrock", "-o", "adam,sgd", "--trials", "12", "--batch", "6",
+                    "--seeds", "2", "--steps", "30", "-q", "--out", str(out)], check=True, capture_output=True)
+    build_report([out], tmp_path / "report", formats=("png",), figures=("curves",))
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Tuning protocol and budget" in md
+    rows = [line for line in md.splitlines() if line.startswith("| rosenbrock |")]
+    tuning_rows = [r for r in rows if "| tpe | 12 |" in r]
+    assert {r.split("|")[2].strip() for r in tuning_rows} == {"adam", "sgd"}
+    assert (tmp_path / "report" / "tables" / "tuning.csv").exists()

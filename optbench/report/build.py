@@ -36,6 +36,7 @@ class Builder:
         sections: list[Section] = []
         for name in self.figures:
             sections += getattr(self, f"_{name}")()
+        sections += self._tuning()
         title = self.title or "optbench report"
         meta = self._meta(started)
         summary = summary_rows(data.table)
@@ -52,10 +53,53 @@ class Builder:
                 f"{s['lr'].nunique()} learning rates, {s['seed'].nunique()} seeds; from "
                 + ", ".join(str(d) for d in self.dirs)]
         for d in self.dirs:
-            command = read_manifest(d).get("command")
-            if command:
-                meta.append(f"{d}: {command}")
+            manifest = read_manifest(d)
+            for record in manifest.get("tuning", []) + manifest.get("sweeps", []):
+                line = f"{d}: {record.get('command')}"
+                if record.get("command") and line not in meta:
+                    meta.append(line)
         return meta
+
+    def _tuning(self) -> list[Section]:
+        """How tuned results were tuned: protocol, equal budget, searched space and outcome per study (a
+        ranking without its tuning budget is meaningless)."""
+        import pandas as pd
+
+        from optbench.report.page import md_table
+        from optbench.results import read_manifest
+
+        rows = []
+        for d in self.dirs:
+            for record in read_manifest(d).get("tuning", []):
+                for study in record.get("studies", []):
+                    trials = study.get("trials", {})
+                    rows.append({
+                        "problem": study.get("problem"), "optimizer": study.get("optimizer"),
+                        "protocol": study.get("protocol", record.get("protocol")),
+                        "budget": study.get("budget", record.get("budget")),
+                        "complete": trials.get("complete", 0),
+                        "failed": trials.get("fail", 0) + trials.get("pruned", 0),
+                        "space": ", ".join(study.get("space", [])),
+                        "best": ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in study.get("best_params", {}).items()),
+                        "best_tuning_loss": study.get("best_value"),
+                        "steps": record.get("steps"),
+                        "rerun_seeds": len(record.get("rerun_seeds", [])),
+                    })
+        if not rows:
+            return []
+        table = pd.DataFrame(rows)
+        csv = self.table_dir / "tuning.csv"
+        table.to_csv(csv, index=False)
+        head = list(table.columns)
+        body = [["—" if v is None or v != v else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r]
+                for r in table.itertuples(index=False, name=None)]
+        protocols = ", ".join(sorted(table["protocol"].astype(str).unique()))
+        note = (f"Every optimizer was tuned with the same protocol ({protocols}) and trial budget on each problem; "
+                "failed trials (diverged) count against the budget. The comparison at the top re-runs each best "
+                "configuration over fresh seeds.")
+        return [Section("Tuning protocol and budget", tables=[("tuning studies", csv, md_table(head, body))],
+                        note=note)]
 
     def _two_d(self) -> list[str]:
         s = self.data.summary
