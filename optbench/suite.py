@@ -39,7 +39,7 @@ from optbench.errors import OptbenchError, UsageError, suggest
 
 TOP_KEYS = ("name", "description", "sweep", "tune", "check")
 SWEEP_KEYS = ("name", "description", "problems", "optimizers", "lr", "seeds", "steps", "epochs", "batch_size",
-              "engine", "device", "dtype", "record_every", "schedule")
+              "engine", "device", "dtype", "record_every", "schedule", "lr_scaling", "base_batch_size")
 TUNE_KEYS = ("problems", "optimizers", "trials", "protocol", "space", "seeds", "steps", "batch", "storage")
 
 
@@ -200,6 +200,12 @@ def _sweep(rep: _Reporter, index: int, data: Any):
         sweep.epochs = _int(rep, t, index, "epochs", data["epochs"])
     if "schedule" in data:
         sweep.schedules = _str_list(rep, t, index, "schedule", data["schedule"])
+    if "lr_scaling" in data:
+        from optbench.runner import LR_SCALINGS
+
+        sweep.lr_scaling = _choice(rep, t, index, "lr_scaling", data["lr_scaling"], tuple(LR_SCALINGS))
+    if "base_batch_size" in data:
+        sweep.base_batch_size = _int(rep, t, index, "base_batch_size", data["base_batch_size"])
     try:
         sweep.expand()  # cross-checks (lr given twice, batch size on problems without one, max dimension)
     except OptbenchError as exc:
@@ -268,7 +274,9 @@ def load_suite(path: str | Path) -> Suite:
 
 # `optbench run` options that override every sweep of a suite when given on the command line
 _OVERRIDES = {"seeds": "seeds", "steps": "steps", "engine": "engine", "device": "device", "dtype": "dtype",
-              "record_every": "record_every", "lr": "lrs", "batch_size": "batch_sizes", "epochs": "epochs"}
+              "record_every": "record_every", "lr": "lrs", "batch_size": "batch_sizes", "epochs": "epochs",
+              "lr_scaling": "lr_scaling", "base_batch_size": "base_batch_size",
+              "noise_scale_every": "noise_scale_every"}
 
 
 def run_suite(path: str | Path, ctx, out_dir: str | Path, *, force: bool = False, workers: int = 1,

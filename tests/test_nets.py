@@ -186,3 +186,44 @@ def test_cli_run_on_a_network(data_dir, tmp_path):
     r = subprocess.run([OPTBENCH, "run", "-p", "rosenbrock", "-o", "adam", "--epochs", "1", "--out", str(out)],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 2 and "network problems" in r.stderr
+
+
+def test_noise_scale_probe_records_estimates_without_changing_the_trajectory(data_dir):
+    p = get_problem(SMALL)
+    opt = get_optimizer("adam(lr=0.01)")
+    plain = run_network(p, opt, 3, 24, 8)
+    probed = run_network(p, opt, 3, 24, 8, noise_scale_every=8)
+    assert plain.steps.tolist() == probed.steps.tolist()  # 8, 16, 24 are on the record grid already
+    for name in ("loss", "grad_norm", "end_loss", "end_grad_norm", "end_step"):
+        assert np.array_equal(getattr(plain, name), getattr(probed, name)), name  # bitwise
+    for name in ("test_loss", "test_acc", "train_loss_avg"):
+        assert np.array_equal(plain.extra[name], probed.extra[name], equal_nan=True), name
+    ns = probed.extra["noise_scale"][:, 0]
+    at = {int(s) for s in probed.steps[np.isfinite(ns)]}
+    assert at == {0, 8, 16, 24}  # single estimates are noisy (stderr alongside), so only finite
+    assert np.isfinite(probed.extra["noise_scale_stderr"][:, 0][np.isfinite(ns)]).all()
+    assert "noise_scale" not in plain.extra
+    # steps off the record grid join it (recorded rows only; the losses at common steps are the same)
+    odd = run_network(p, opt, 3, 24, 8, noise_scale_every=5)
+    assert {0, 5, 10, 15, 20} <= set(odd.steps.tolist())
+    common = np.isin(odd.steps, plain.steps)
+    assert np.array_equal(odd.loss[common], plain.loss)
+
+
+def test_noise_scale_in_results(data_dir, tmp_path):
+    from optbench.results import load_results, load_summary
+    from optbench.runner import Sweep, run_sweep
+
+    p = get_problem(SMALL)
+    sweep = Sweep([p], [get_optimizer("sgd(lr=0.1)")], steps=16, device="cpu", noise_scale_every=8)
+    run_sweep(sweep, tmp_path / "r")
+    steps, summary = load_results(tmp_path / "r"), load_summary(tmp_path / "r")
+    rows = steps.dropna(subset=["noise_scale"])
+    assert rows["step"].tolist() == [0, 8, 16] and (rows["noise_scale_stderr"] > 0).all()
+    assert summary["noise_scale"].iloc[0] == rows["noise_scale"].iloc[-1]  # the last estimate
+    assert summary["optimizer_label"].iloc[0] == "sgd+noise-scale(every=8)"
+    assert json.loads(summary["recipe"].iloc[0]) == {"noise_scale_every": 8}
+    plain = Sweep([p], [get_optimizer("sgd(lr=0.1)")], steps=16, device="cpu").expand()[0]
+    assert "recipe" not in plain.identity and plain.optimizer_label == "sgd"
+    with pytest.raises(UsageError, match="network problems only"):
+        Sweep([get_problem("noisy-quadratic")], [get_optimizer("sgd")], noise_scale_every=8).expand()

@@ -89,6 +89,16 @@ def run(
                                                      "to [-V, V] (off by default).")] = None,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Label smoothing of the "
                                                    "cross-entropy, network problems only (default 0).")] = 0.0,
+    lr_scaling: Annotated[str | None, typer.Option("--lr-scaling", help="Scale each run's learning rate with "
+                                                   "its batch size B: linear (lr × B/B_base, Goyal et al. "
+                                                   "2017; add a warmup-* --schedule) or sqrt (lr × √(B/B_base)). "
+                                                   "See docs/recipes.md.")] = None,
+    base_batch_size: Annotated[int | None, typer.Option("--base-batch-size", min=1, help="B_base of "
+                                                        "--lr-scaling: the batch size at which the lr is "
+                                                        "the given one (default: the smallest).")] = None,
+    noise_scale_every: Annotated[int, typer.Option("--noise-scale-every", min=0, help="Network problems: "
+                                                   "estimate the gradient noise scale B_simple every N steps "
+                                                   "(0: off). See docs/recipes.md.")] = 0,
     engine: Annotated[str, typer.Option(help="auto (batched where supported), loop or batched.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps. auto: the CPU for analytic "
                                         "problems (tiny tensors), CUDA or MPS for networks when present.")] = "auto",
@@ -157,7 +167,8 @@ def run(
     sweep = Sweep(problems, optimizers, lrs=lrs, seeds=list(range(seeds)), steps=steps, batch_sizes=batch_sizes,
                   epochs=epochs, record_every=record_every, engine=engine, device=device, dtype=dtype,
                   schedules=_schedules(schedule), clip_norm=clip_norm, clip_value=clip_value,
-                  label_smoothing=label_smoothing)
+                  label_smoothing=label_smoothing, lr_scaling=lr_scaling, base_batch_size=base_batch_size,
+                  noise_scale_every=noise_scale_every)
     out_dir = out or default_out_dir()
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     outcome = run_sweep(sweep, out_dir, force=force, command=command,

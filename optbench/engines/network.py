@@ -31,6 +31,8 @@ from optbench.problems.base import derive_seed
 SYNC_EVERY = 50  # steps between host checks for "every run has ended" and progress updates
 EVAL_BATCH = 1000  # test examples per evaluation forward pass
 MAX_NET_GROUP = 32  # configurations per batched network group (memory: K copies of weights and activations)
+NOISE_SCALE_BIG = 8  # the noise-scale estimate's big batch: this many times the run's batch size
+NOISE_SCALE_PAIRS = 16  # (small, big) gradient pairs per estimate: ≈ 9 × 16 training steps of compute
 
 
 def train_dtype(problem) -> torch.dtype:
@@ -72,11 +74,11 @@ class NetRecorder:
     """What both network engines record for K runs: rows at the record grid plus every evaluation step,
     run ends (divergence: NaN/inf loss or loss above the problem's blow-up level), evaluation columns."""
 
-    def __init__(self, problem, num_runs: int, steps: int, record_every: int, device):
+    def __init__(self, problem, num_runs: int, steps: int, record_every: int, device, extra_steps=()):
         self.problem, self.K, self.steps, self.device = problem, num_runs, steps, device
         every = problem.eval_every
         self.eval_steps = set(range(0, steps + 1, every)) | {steps}
-        self.grid = sorted(set(record_steps(steps, record_every)) | self.eval_steps)
+        self.grid = sorted(set(record_steps(steps, record_every)) | self.eval_steps | set(extra_steps))
         self.row_of = {s: i for i, s in enumerate(self.grid)}
         R, K = len(self.grid), num_runs
         opts = dict(dtype=torch.float64, device=device)
@@ -212,11 +214,44 @@ def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(norms).double())
 
 
+class NoiseScaleProbe:
+    """The gradient noise scale B_simple at the current parameters (:mod:`optbench.noise_scale`), from
+    ``NOISE_SCALE_PAIRS`` pairs of mini-batch gradients at B_small = the run's batch size and B_big =
+    ``NOISE_SCALE_BIG`` × B_small. Examples are drawn with replacement (i.i.d., as the estimator assumes) by
+    a generator of its own, seeded from the run seed and the step, and gradients come from
+    ``torch.autograd.grad``: the training batches, ``.grad`` and the optimizer state are untouched, so the
+    trajectory is bitwise the same as without the probe. Models without dropout or batch norm only."""
+
+    def __init__(self, model, params, loss_fn, data, dtype, amp, seed: int, batch_size: int):
+        self.model, self.params, self.loss_fn, self.data = model, params, loss_fn, data
+        self.dtype, self.amp, self.seed = dtype, amp, seed
+        self.b_small, self.b_big = batch_size, NOISE_SCALE_BIG * batch_size
+
+    def _sq_norm(self, gen: torch.Generator, b: int) -> torch.Tensor:
+        idx = torch.randint(self.data.n_train, (b,), generator=gen).to(self.data.train_y.device)
+        x, y = self.data.inputs(self.data.train_x[idx], self.dtype), self.data.train_y[idx]
+        with torch.enable_grad(), self.amp:
+            loss = self.loss_fn(self.model(x), y)
+        grads = torch.autograd.grad(loss, self.params)
+        return sum(g.double().pow(2).sum() for g in grads)
+
+    def __call__(self, t: int):
+        from optbench.noise_scale import noise_scale_from_norms
+
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, f"noise-scale-{t}"))
+        norms = torch.stack([torch.stack([self._sq_norm(gen, self.b_small), self._sq_norm(gen, self.b_big)])
+                             for _ in range(NOISE_SCALE_PAIRS)]).cpu().numpy()  # one host sync
+        return noise_scale_from_norms(norms[:, 0], norms[:, 1], self.b_small, self.b_big)
+
+
 def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu", dtype=None,
                 progress=None, schedule: str | None = None, clip_norm: float | None = None,
-                clip_value: float | None = None, label_smoothing: float = 0.0) -> GroupTrace:
+                clip_value: float | None = None, label_smoothing: float = 0.0,
+                noise_scale_every: int = 0) -> GroupTrace:
     """Train one run with a real optimizer object (K = 1). ``dtype`` (the sweep's, meant for analytic problems)
-    is ignored: networks train in the problem's ``precision``."""
+    is ignored: networks train in the problem's ``precision``. ``noise_scale_every=N`` estimates the gradient
+    noise scale at steps 0, N, 2N, … ≤ ``steps`` (:class:`NoiseScaleProbe`; extra columns ``noise_scale`` and
+    ``noise_scale_stderr``, NaN elsewhere; the time it takes is kept out of ``wall_time_s``)."""
     device = torch.device(device)
     dtype = train_dtype(problem)
     data = problem.device_data(device)
@@ -240,7 +275,13 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
 
         lrs = lr_sequence(schedule, steps, optimizer.lr)
     order = BatchOrder([seed], data.n_train, problem.batch_size, device)
-    rec = NetRecorder(problem, 1, steps, record_every, device)
+    probe_steps = range(0, steps + 1, noise_scale_every) if noise_scale_every else range(0)
+    rec = NetRecorder(problem, 1, steps, record_every, device, extra_steps=probe_steps)
+    probe = None
+    if noise_scale_every:
+        probe = NoiseScaleProbe(model, params, loss_fn, data, dtype, amp, seed, problem.batch_size)
+        for name in ("noise_scale", "noise_scale_stderr"):
+            rec.extra[name] = np.full((len(rec.grid), 1), math.nan)
     evaluate = lambda: _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)  # noqa: E731
     needs_closure = optimizer.entry.needs_closure
     reported = 0
@@ -256,6 +297,13 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
         loss = loss_fn(logits, y)
         loss.backward()
         rec.observe(t, loss.detach()[None], lambda: _grad_norm(params)[None], evaluate)
+        if probe is not None and t % noise_scale_every == 0 and bool(rec.active[0]):
+            start = time.perf_counter()
+            estimate = probe(t)
+            rec.extra["noise_scale"][rec.row_of[t], 0] = estimate.b_simple
+            rec.extra["noise_scale_stderr"][rec.row_of[t], 0] = estimate.stderr
+            rec._sync()
+            rec.eval_s += time.perf_counter() - start  # measurement, not training: out of wall_time_s
         if t == steps:
             break
         if (t + 1) % SYNC_EVERY == 0:

@@ -4,6 +4,13 @@ Each cell is the median over seeds (for steps to target: over the seeds that rea
 comparison table). The best cell is framed, cells where most seeds diverged are hatched, and the best
 learning rate of each batch size is traced next to the linear (lr ∝ B) and square-root (lr ∝ √B)
 scaling rules anchored at the smallest batch size.
+
+When the runs carry gradient-noise-scale estimates (``optbench run --noise-scale-every N``, summary column
+``noise_scale``), the predicted critical batch size, the median B_simple over the runs of the grid that did not
+diverge (McCandlish et al. 2018), is drawn on the batch-size axis next to the measured one: the smallest
+batch size whose best value over learning rates achieves 90% of the improvement from the smallest batch size
+to the best one (``CRITICAL_FRACTION``; on a log scale for losses and steps), i.e. where larger batches stop
+paying off.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ METRICS = {  # name: (column title, higher is better)
     "steps_to_target": ("steps to target", False),
     "test_acc": ("test accuracy", True),
 }
+CRITICAL_FRACTION = 0.9  # measured critical batch size: the first to achieve this fraction of the gain
 
 
 @dataclass
@@ -32,6 +40,7 @@ class Grid:
     values: pd.DataFrame  # index: batch size, columns: lr
     diverged: pd.DataFrame  # fraction of seeds that diverged, same shape
     f_min: float
+    noise_scale: float = float("nan")  # predicted critical batch size: median B_simple of the runs (or NaN)
 
     @property
     def higher_is_better(self) -> bool:
@@ -49,6 +58,22 @@ class Grid:
         v = self.values.where(self.diverged < 0.5)
         v = v[v.notna().any(axis=1)]  # batch sizes where nothing reached / everything diverged have no best
         return v.idxmax(axis=1) if self.higher_is_better else v.idxmin(axis=1)
+
+    def measured_critical_batch(self):
+        """The smallest batch size whose best value over learning rates achieves ``CRITICAL_FRACTION`` of the
+        improvement from the smallest batch size to the best one; None with fewer than two batch sizes."""
+        v = self.values.where(self.diverged < 0.5)
+        best = (v.max(axis=1) if self.higher_is_better else v.min(axis=1)).dropna()
+        if len(best) < 2:
+            return None
+        m = best.to_numpy(dtype=float)
+        if self.metric != "test_acc":
+            m = m - self.f_min if self.metric in ("final_loss", "best_loss") and self.f_min == self.f_min else m
+            m = np.log(m) if (m > 0).all() else m
+        gain = (m - m[0]) if self.higher_is_better else (m[0] - m)
+        if not gain.max() > 0:
+            return int(best.index[0])
+        return int(best.index[np.argmax(gain >= CRITICAL_FRACTION * gain.max())])
 
 
 def with_test_acc(summary, steps):
@@ -73,7 +98,11 @@ def grids(summary, metric: str) -> list[Grid]:
         cells = g.groupby(["batch_size", "lr"])
         values = cells[metric].median().unstack("lr").sort_index().sort_index(axis=1)
         diverged = cells["div"].mean().unstack("lr").reindex_like(values)
-        out.append(Grid(problem, label, metric, values, diverged, float(g["f_min"].iloc[0])))
+        noise = g.loc[g["status"] != "diverged", "noise_scale"].astype(float) if "noise_scale" in g.columns \
+            else pd.Series(dtype=float)
+        noise = noise[np.isfinite(noise)]
+        out.append(Grid(problem, label, metric, values, diverged, float(g["f_min"].iloc[0]),
+                        float(noise.median()) if len(noise) else float("nan")))
     return out
 
 
@@ -120,7 +149,8 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None) -> list[Pat
     norm = colors.LogNorm(finite.min(), finite.max()) if use_log and finite.min() < finite.max() else None
     cmap = plt.get_cmap("viridis" if grid.higher_is_better else "viridis_r").with_extremes(bad="white")
     nr, nc = v.shape
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.7 * nc + 2.6), max(3.0, 0.55 * nr + 1.9)), dpi=dpi)
+    min_width = 5.5 if grid.noise_scale != grid.noise_scale else 7.5  # room for the critical-batch legend
+    fig, ax = plt.subplots(figsize=(max(min_width, 0.7 * nc + 2.6), max(3.0, 0.55 * nr + 1.9)), dpi=dpi)
     im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto", origin="lower")
     cbar = fig.colorbar(im, ax=ax, pad=0.02)
     if norm is not None:  # 1-2-5 ticks with plain labels: readable where a range spans less than a decade
@@ -167,7 +197,10 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None) -> list[Pat
         for power, ls, name in ((1.0, "--", "linear: lr ∝ B"), (0.5, ":", "square root: lr ∝ √B")):
             ax.plot(col_of(lr0 * (bss / b0) ** power), ys, color="black", linestyle=ls, linewidth=1.3, zorder=6,
                     label=name)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8, frameon=False)
+    _critical_batch_marks(ax, grid, bss)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2 if grid.noise_scale == grid.noise_scale
+                  else 3, fontsize=8, frameon=False)
     ax.set_xlim(-0.5, nc - 0.5)
     ax.set_ylim(-0.5, nr - 0.5)
     ax.set_xticks(range(nc), [fmt_num(x, 2) for x in lrs], rotation=45, ha="right")
@@ -182,3 +215,32 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None) -> list[Pat
                  fontsize=10)
     stem = out / f"grid_{safe_name(grid.problem)}_{safe_name(grid.optimizer)}_{grid.metric}"
     return save(fig, stem, formats, dpi)
+
+
+def batch_row(bss, b: float) -> float:
+    """A batch size's position on the heatmap's row axis: log-interpolated between rows, extrapolated
+    beyond them with the mean log step."""
+    logs = np.log(np.asarray(bss, dtype=float))
+    step = np.diff(logs).mean() if len(logs) > 1 else 1.0
+    if b <= bss[0]:
+        return float((np.log(b) - logs[0]) / step)
+    if b >= bss[-1]:
+        return float(len(bss) - 1 + (np.log(b) - logs[-1]) / step)
+    return float(np.interp(np.log(b), logs, np.arange(len(bss))))
+
+
+def _critical_batch_marks(ax, grid: Grid, bss) -> None:
+    """Predicted (median B_simple) and measured critical batch sizes as horizontal lines on the batch axis;
+    a prediction beyond the grid sits on its edge, with an arrow in its label."""
+    if grid.noise_scale != grid.noise_scale:
+        return
+    nr = len(bss)
+    measured = grid.measured_critical_batch()
+    if measured is not None:
+        ax.axhline(list(bss).index(measured), color="#ff7f0e", linestyle="-.", linewidth=2.0, zorder=7,
+                   label=f"measured critical batch: {measured} ({CRITICAL_FRACTION:.0%} of gain)")
+    row = batch_row(bss, grid.noise_scale)
+    off = " (below the grid)" if row < -0.5 else " (above the grid)" if row > nr - 0.5 else ""
+    ax.axhline(min(max(row, -0.45), nr - 0.55), color="#e377c2", linestyle="-",
+               linewidth=2.4, zorder=7, label=f"predicted critical batch B_simple ≈ {fmt_num(grid.noise_scale, 3)}"
+               f"{off}")
