@@ -198,9 +198,12 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None) -> list[Pat
             ax.plot(col_of(lr0 * (bss / b0) ** power), ys, color="black", linestyle=ls, linewidth=1.3, zorder=6,
                     label=name)
     _critical_batch_marks(ax, grid, bss)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2 if grid.noise_scale == grid.noise_scale
-                  else 3, fontsize=8, frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        # below the axes, outside: constrained layout reserves the room, so the rotated lr ticks and the
+        # axis label never collide with it, whatever the number of rows
+        fig.legend(handles, labels, loc="outside lower center",
+                   ncol=2 if grid.noise_scale == grid.noise_scale else 3, fontsize=8, frameon=False)
     ax.set_xlim(-0.5, nc - 0.5)
     ax.set_ylim(-0.5, nr - 0.5)
     ax.set_xticks(range(nc), [fmt_num(x, 2) for x in lrs], rotation=45, ha="right")
