@@ -16,6 +16,7 @@ functions fully and times the first 100 trials of every other study, extrapolati
 (TPE's cost per ask grows with the trials, so the extrapolation underestimates the peer).
 
     python benchmarks/bench_tune.py [--peer-full] [--out DIR]
+    python benchmarks/bench_tune.py --quality 20   # table 4 only: search quality against sequential TPE
 """
 
 from __future__ import annotations
@@ -219,13 +220,110 @@ def optbench_job(out: Path) -> dict:
     return {"timings": timings, "best": best}
 
 
+# ---------------------------------------------------------------- search quality
+
+def _replica(fn_name: str, opt: str, lrs, steps: int = STEPS):
+    """Final losses of ``opt`` (adam or sgd, defaults) on rosenbrock/rastrigin from the registry's default
+    start, float64, no clipping: a numpy copy of the batched engine for these runs (bit-equal on smooth
+    runs; chaotic runs differ in the last digits, which moves their losses but not their statistics).
+    NaN where the engine would stop the run as diverged (loss above 1e6 × the start loss)."""
+    import numpy as np
+
+    lrs = np.asarray(lrs, dtype=float)
+    x = np.tile(np.array((-1.2, 1.0) if fn_name == "rosenbrock" else (2.2, -2.8)), (len(lrs), 1))
+    m, v = np.zeros_like(x), np.zeros_like(x)
+
+    def fg(x):
+        if fn_name == "rosenbrock":
+            a, b = x[:, 0], x[:, 1]
+            return (100 * (b - a**2) ** 2 + (1 - a) ** 2,
+                    np.stack([-400 * a * (b - a**2) - 2 * (1 - a), 200 * (b - a**2)], 1))
+        return (20 + (x**2 - 10 * np.cos(2 * math.pi * x)).sum(1), 2 * x + 20 * math.pi * np.sin(2 * math.pi * x))
+
+    f, g = fg(x)
+    blow, alive = 1e6 * max(1.0, f[0]), np.ones(len(lrs), bool)
+    with np.errstate(all="ignore"):
+        for t in range(1, steps + 1):
+            if opt == "adam":
+                m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+                x = x - (lrs / (1 - 0.9**t))[:, None] * m / (np.sqrt(v) / math.sqrt(1 - 0.999**t) + 1e-8)
+            else:
+                x = x - lrs[:, None] * g
+            f, g = fg(x)
+            alive &= (f <= blow) & np.isfinite(g).all(1)
+    return np.where(alive, f, np.nan)
+
+
+def search_quality(seeds: int, trials: int = TRIALS) -> dict:
+    """Median best loss over ``seeds`` studies of ``trials`` trials: optbench's ``tpe`` and ``random``
+    protocols (``tune_one``, rounds of 64, the engine replaced by :func:`_replica`) and sequential Optuna
+    TPE (``study.optimize``, default ``TPESampler(seed)``, diverged trials returned as inf as the peer
+    does), all on the same objective; one trial at a time through the real engine would take ~30 s per
+    study."""
+    import statistics
+
+    import numpy as np
+    import optuna
+
+    import optbench.tuning.study as study_mod
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.tuning import get_protocol, parse_space, tune_one
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    real, rows = study_mod._evaluate, {}
+
+    for fn_name in ("rosenbrock", "rastrigin"):
+        for opt in ("adam", "sgd"):
+            def replica(problem, configs, steps, **_):
+                f = _replica(fn_name, opt, [c.lr for c in configs], steps)  # noqa: B023
+                return np.array([steps]), f[None, :], f, ["done" if np.isfinite(v) else "diverged" for v in f]
+
+            methods = ("tpe", "sequential TPE", "random")
+            best, secs = {k: [] for k in methods}, {k: [] for k in methods}
+            for seed in range(seeds):
+                study_mod._evaluate = replica
+                try:
+                    for name in ("tpe", "random"):
+                        with tempfile.TemporaryDirectory() as d:
+                            t = time.perf_counter()
+                            res = tune_one(get_problem(fn_name), get_optimizer(opt), protocol=get_protocol(name),
+                                           trials=trials, dims=parse_space(""), steps=STEPS, out_dir=d, seed=seed)
+                            best[name].append(res.best_value)
+                            secs[name].append(time.perf_counter() - t)
+                finally:
+                    study_mod._evaluate = real
+                study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+                t = time.perf_counter()
+                study.optimize(lambda tr: float(np.nan_to_num(_replica(fn_name, opt, [tr.suggest_float(  # noqa: B023
+                    "lr", LR_LOW, LR_HIGH, log=True)])[0], nan=math.inf)), n_trials=trials)
+                best["sequential TPE"].append(study.best_value)
+                secs["sequential TPE"].append(time.perf_counter() - t)
+            rows[(fn_name, opt)] = {k: (statistics.median(v), statistics.median(secs[k])) for k, v in best.items()}
+            rows[(fn_name, opt)]["tpe <= sequential"] = sum(a <= b for a, b in zip(best["tpe"], best["sequential TPE"]))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--peer-full", action="store_true", help="run the whole peer job (~700 s)")
     ap.add_argument("--out", type=Path, default=None, help="keep the optbench results here")
     ap.add_argument("--only-overhead", action="store_true", help="table 1 only")
+    ap.add_argument("--quality", type=int, metavar="SEEDS", default=0,
+                    help="only table 4: search quality over SEEDS seeds (~8 s per seed)")
     args = ap.parse_args()
     import torch
+
+    if args.quality:
+        print(f"## 4. search quality: median best loss over {args.quality} seeds, {TRIALS} trials × {STEPS} steps "
+              "(lr only, default starts, float64; median seconds per study)")
+        print("| function | optimizer | optbench tpe | sequential Optuna TPE | random | tpe ≤ sequential (seeds) |")
+        print("|---|---|---:|---:|---:|---:|")
+        for (fn_name, opt), r in search_quality(args.quality).items():
+            tpe, seq, rnd = (f"{r[k][0]:.3g} ({r[k][1]:.2f} s)" for k in ("tpe", "sequential TPE", "random"))
+            print(f"| {fn_name} | {opt} | {tpe} | {seq} | {rnd} | "
+                  f"{r['tpe <= sequential']}/{args.quality} |")
+        return
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 

@@ -134,23 +134,58 @@ def test_batch_tpe_fits_once_per_round_and_draws_distinct_trials(tmp_path, monke
     monkeypatch.setattr(cls, "_sample_round", lambda self, *a: fits.append(a[-1]) or original(self, *a))
     res = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=get_protocol("tpe"), trials=80,
                    dims=parse_space(""), steps=50, out_dir=tmp_path, batch=20)
-    assert fits == [20, 20, 20]  # round 1 is random (startup), then one fit per round of 20
+    assert fits == [20, 20, 20, 10]  # 10 random startup trials in a round of their own, then one fit per round
     assert sum(res.states.values()) == 80 and res.evaluated_here == 80
 
 
-@pytest.mark.xfail(reason="not met yet: batched TPE (one fit per round) lost to random search on 2 of 4 seeds "
-                          "at 150 trials; see BENCHMARKS.md, Sweeps and tuning", strict=False)
 def test_batch_tpe_beats_random_search_at_equal_budget(tmp_path):
-    """Adaptive rounds must search better than random search with the same trials (rosenbrock, 4 seeds)."""
+    """Adaptive rounds must search better than random search with the same trials (rosenbrock, 8 seeds;
+    at 100 steps good rates are narrow needles in [0.84, 9.4], so random search wins a draw now and then)."""
     wins = 0
-    for seed in range(4):
+    for seed in range(8):
         best = {}
         for name in ("tpe", "random"):
             best[name] = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=get_protocol(name),
                                   trials=150, dims=parse_space(""), steps=100, out_dir=tmp_path / f"{name}{seed}",
                                   batch=30, seed=seed).best_value
         wins += best["tpe"] <= best["random"]
-    assert wins >= 3
+    assert wins >= 6
+
+
+def test_batch_tpe_in_rounds_of_one_is_optunas_tpe():
+    """With rounds of one trial the sampler is Optuna's TPE (same seed, same trials), diverged trials told
+    as FAIL with a status counting as infinite losses; with rounds of 8 it tells the failures to TPE too."""
+    import math
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from optbench.tuning.protocols import batch_tpe_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def f(lr):  # a 1-D stand-in for a tuning objective: diverges above lr = 1
+        return math.inf if lr > 1 else (math.log10(lr) + 2) ** 2 + 0.1 * math.sin(40 * math.log(lr))
+
+    peer = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=3))
+    peer.optimize(lambda t: f(t.suggest_float("lr", 1e-5, 10, log=True)), n_trials=40)
+    for k in (1, 8):
+        sampler = batch_tpe_sampler(3)
+        study = optuna.create_study(sampler=sampler)
+        while len(study.trials) < 40:
+            sampler.start_round(k)
+            for trial in [study.ask() for _ in range(k)]:
+                value = f(trial.suggest_float("lr", 1e-5, 10, log=True))
+                if math.isfinite(value):
+                    study.tell(trial, value)
+                else:
+                    trial.set_user_attr("status", "diverged")
+                    study.tell(trial, state=TrialState.FAIL)
+        if k == 1:
+            assert [t.params["lr"] for t in study.trials] == [t.params["lr"] for t in peer.trials]
+        else:  # failures are bad evidence: few trials are spent above lr = 1 once TPE starts
+            assert sum(t.params["lr"] > 1 for t in study.trials[10:]) <= 3
+            assert study.best_value <= sorted(t.value for t in peer.trials)[2]
 
 
 def test_kill_mid_study_loses_only_the_round_in_flight(tmp_path):

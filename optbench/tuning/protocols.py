@@ -1,8 +1,9 @@
 """Tuning protocols: how a study spends its trial budget. The protocol and the budget are recorded in
 the results manifest next to every verdict they produce.
 
-- ``tpe`` (default): Optuna's TPE in batches (:class:`BatchTPESampler`): the Parzen estimators are fitted
-  once per round and every trial of the round is drawn from that fit. Budget: ``--trials`` (default 50).
+- ``tpe`` (default): Optuna's TPE in rounds (``BatchTPESampler``): per round, half local steps around
+  the best trials and half TPE candidates from one fit (constant liar within the round); diverged trials
+  count as bad observations. Budget: ``--trials`` (default 50).
 - ``random``: uniform random search in the space (log-uniform for log dimensions), as in Crowded Valley
   (Schmidt, Schneider & Hennig 2021, "Descending through a Crowded Valley"), whose budgets are 25 trials
   ("small budget") and 50 trials ("large budget"): ``random-small`` and ``random-large`` fix those.
@@ -82,19 +83,43 @@ def batch_tpe_sampler(seed: int, n_startup_trials: int = 10):
     return _batch_tpe_class()(seed=seed, n_startup_trials=n_startup_trials)
 
 
+LOCAL_SHARE = 0.5  # share of each round (after the startup round) drawn around the best trials
+LOCAL_TOP = 3  # ... around the best this many complete trials, in turn
+LOCAL_SCALES = (1e-4, 0.05)  # ... with a step of N(0, s²) × range, s log-uniform in this interval
+LIAR_CHUNK = 4  # g(x) is refitted with the round's pending trials every this many TPE candidates
+
+
 @functools.cache
 def _batch_tpe_class():
-    import os
-
     import numpy as np
     from optuna.samplers import TPESampler
     from optuna.samplers._tpe.sampler import _split_trials, default_gamma
     from optuna.trial import FrozenTrial, TrialState
 
-    FAILBAD = os.environ.get("XB_FAILBAD", "1") == "1"
-    CHUNK = int(os.environ.get("XB_CHUNK", "4"))
-
     class BatchTPESampler(TPESampler):
+        """TPE that asks in rounds. Per round of K trials (after ``n_startup_trials`` random ones):
+
+        - half of them (:data:`LOCAL_SHARE`, rounded) are drawn around the best :data:`LOCAL_TOP` complete
+          trials, one Gaussian step each in the space's own coordinates (log for log dimensions) with
+          a scale drawn log-uniformly between 1e-4 and 5 % of the range: the zooming-in that plain
+          TPE does one trial at a time (each of its asks sees the previous result), done within a round
+          at every scale at once.
+        - the rest are TPE candidates (Bergstra et al. 2011): the Parzen estimators l(x) (good trials)
+          and g(x) (the rest) are fitted once per round, and each candidate is the best of
+          ``n_ei_candidates`` draws from l by l(x)/g(x). Constant liar: every :data:`LIAR_CHUNK`
+          candidates g is refitted with the round's candidates so far counted as bad (as Optuna's
+          ``constant_liar`` does with RUNNING trials), so the candidates spread instead of all taking
+          the same argmax.
+        - diverged or escaped trials (told FAIL, user attribute ``status``) count as bad observations
+          in g, as a trial whose value is infinite would in plain TPE; Optuna's own TPE ignores FAIL
+          trials and so keeps proposing divergent rates. Failed trials never enter l or the best
+          trials.
+
+        ``start_round(k)`` announces the size of the next round; with ``k = 1`` this is exactly
+        Optuna's TPE (same draws as ``TPESampler(seed=...)`` on the same objective, diverged trials
+        counted as infinite losses).
+        """
+
         def __init__(self, seed: int, n_startup_trials: int = 10):
             super().__init__(seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
             self.round_size = 1
@@ -103,40 +128,74 @@ def _batch_tpe_class():
         def start_round(self, k: int) -> None:
             self.round_size, self._queue = max(1, k), []
 
+        def next_round_size(self, study, k: int) -> int:
+            """The size of the next round, at most ``k``: the random startup trials make a round of their
+            own (a round of 64 would otherwise spend 54 more trials at random), then rounds of ``k``."""
+            done = sum(map(len, self._observed(study, None)))
+            return min(k, self._n_startup_trials - done) if done < self._n_startup_trials else k
+
         def sample_relative(self, study, trial, search_space):
             if not search_space:
                 return {}
-            finished = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED),
-                                         use_cache=True)
-            if len(finished) < self._n_startup_trials:
+            finished, bad = self._observed(study, search_space)
+            if len(finished) + len(bad) < self._n_startup_trials:
                 return {}
             if not self._queue:
-                self._queue = self._sample_round(study, finished, search_space, self.round_size)
+                self._queue = self._sample_round(study, finished, bad, search_space, self.round_size)
             return self._queue.pop(0)
 
-        def _sample_round(self, study, finished, search_space, k: int) -> list[dict]:
-            below, above = _split_trials(study, finished, (self._gamma or default_gamma)(len(finished)))
-            if FAILBAD:
-                failed = study._get_trials(deepcopy=False, states=(TrialState.FAIL,), use_cache=True)
-                above = above + [t for t in failed if "status" in t.user_attrs
-                                 and all(n in t.params for n in search_space)]
+        @staticmethod
+        def _observed(study, search_space):
+            """(complete and pruned trials, diverged trials): those told FAIL with a ``status`` (not the
+            ``over_budget`` ones, never evaluated) and, given ``search_space``, with all its parameters."""
+            finished = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED),
+                                         use_cache=True)
+            failed = study._get_trials(deepcopy=False, states=(TrialState.FAIL,), use_cache=True)
+            bad = [t for t in failed if "status" in t.user_attrs
+                   and (search_space is None or all(n in t.params for n in search_space))]
+            return finished, bad
+
+        def _sample_round(self, study, finished, bad, search_space, k: int) -> list[dict]:
+            # gamma counts the diverged trials, and they join g in trial order: as infinite losses would
+            n_below = (self._gamma or default_gamma)(len(finished) + len(bad))
+            below, above = _split_trials(study, finished, n_below)
+            above = sorted(above + bad, key=lambda t: t.number)
+            out = self._local(finished, search_space, round(LOCAL_SHARE * k) if k > 1 else 0)
             mpe_below = self._build_parzen_estimator(study, search_space, below, handle_below=True)
-            n = self._n_ei_candidates
-            out, pending = [], []
+            n, pending = self._n_ei_candidates, []
             while len(out) < k:
                 mpe_above = self._build_parzen_estimator(study, search_space, above + pending, handle_below=False)
-                c = min(CHUNK, k - len(out))
+                c = min(LIAR_CHUNK, k - len(out))
                 samples = mpe_below.sample(self._rng.rng, c * n)
                 acq = self._compute_acquisition_func(samples, mpe_below, mpe_above).reshape(c, n)
-                pick = np.arange(c) * n + acq.argmax(axis=1)
-                for i in pick:
+                for i in np.arange(c) * n + acq.argmax(axis=1):
                     params = {name: dist.to_external_repr(samples[name][i].item())
                               for name, dist in search_space.items()}
                     out.append(params)
-                    pending.append(FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=None,
-                                               datetime_complete=None, params=params,
-                                               distributions=dict(search_space), user_attrs={},
-                                               system_attrs={}, intermediate_values={}, trial_id=-1))
+                    pending.append(FrozenTrial(
+                        number=-1, trial_id=-1, state=TrialState.RUNNING, value=None, datetime_start=None,
+                        datetime_complete=None, params=params, distributions=dict(search_space), user_attrs={},
+                        system_attrs={}, intermediate_values={}))
+            return out
+
+        def _local(self, finished, search_space, m: int) -> list[dict]:
+            """``m`` Gaussian steps around the best complete trials, at log-uniform scales."""
+            complete = sorted((t for t in finished if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+            top = [t for t in complete[:LOCAL_TOP] if all(n in t.params for n in search_space)]
+            if not top or m <= 0:
+                return []
+            rng, (s_lo, s_hi) = self._rng.rng, LOCAL_SCALES
+            out = []
+            for j in range(m):
+                base, scale = top[j % len(top)], np.exp(rng.uniform(np.log(s_lo), np.log(s_hi)))
+                params = {}
+                for name, dist in search_space.items():
+                    lo, hi, x0 = dist.low, dist.high, base.params[name]
+                    if dist.log:
+                        lo, hi, x0 = np.log(lo), np.log(hi), np.log(x0)
+                    x = float(np.clip(x0 + rng.normal() * scale * (hi - lo), lo, hi))
+                    params[name] = float(np.clip(np.exp(x) if dist.log else x, dist.low, dist.high))
+                out.append(params)
             return out
 
     return BatchTPESampler

@@ -1,7 +1,8 @@
 """The ask/tell loop of one tuning study (one problem × one optimizer config).
 
-Each round asks Optuna for up to ``batch`` trials (``study.ask()`` repeatedly; TPE's constant liar keeps
-them apart), evaluates them together — one :func:`optbench.engines.batched.run_batched` call when the
+Each round asks Optuna for up to ``batch`` trials (``study.ask()`` repeatedly; the ``tpe`` protocol's
+sampler sets the round size, a round of its own for the random startup trials, and keeps the round's
+trials apart), evaluates them together — one :func:`optbench.engines.batched.run_batched` call when the
 optimizer has a batched rule and the problem is analytic, else one loop-engine run per trial — and tells
 the results. Every trial runs from the same start with the tuning seed ``TUNE_SEED`` (the re-run that
 produces the verdict uses fresh seeds 0..N-1). The objective is the final loss; the losses at about
@@ -232,6 +233,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
             break
         k = min(batch if batched else 1, remaining)
         if hasattr(sampler, "start_round"):
+            k = max(1, sampler.next_round_size(study, k))
             sampler.start_round(k)
         asked = [study.ask() for _ in range(k)]
         live = []
