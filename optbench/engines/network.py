@@ -208,10 +208,13 @@ class NetClosure:
 
 
 def _grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
-    norms = [torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None]
-    if not norms:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
         return torch.tensor(math.nan, dtype=torch.float64, device=params[0].device)
-    return torch.linalg.vector_norm(torch.stack(norms).double())
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: one fused (foreach) call
+    if total_norm is not None:
+        return total_norm(grads).double()
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]).double())
 
 
 class NoiseScaleProbe:
