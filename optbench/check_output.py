@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.check import KEY, config_label
+from optbench.formatting import fmt_num
 from optbench.results import atomic_write_bytes
 
 
@@ -23,19 +24,11 @@ def fmt_value(value: Any, metric: str = "", steps: Any = None) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return str(value)
-    if math.isnan(v):
-        return "—"
-    if metric == "steps_to_target" and steps is not None and v > float(steps):
+    if metric == "steps_to_target" and steps is not None and not math.isnan(v) and v > float(steps):
         return "never"
-    if metric == "diverged":
+    if metric == "diverged" and not math.isnan(v):
         return f"{v:.0%}"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "0"
-    if abs(v) >= 1e5 or abs(v) < 1e-3:
-        return f"{v:.4e}"
-    return f"{v:.6g}"
+    return fmt_num(v, 6) if 1e-3 <= abs(v) < 1e5 or not math.isfinite(v) or v == 0 else fmt_num(v, 5)
 
 
 def fmt_change(value: Any) -> str:

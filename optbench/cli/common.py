@@ -12,6 +12,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from optbench.formatting import fmt_num
+
 # Outside a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
@@ -56,22 +58,7 @@ def errors_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def fmt_float(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return "—"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "0"
-    if abs(v) >= 1e5 or abs(v) < 1e-3:
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}"
+fmt_float = fmt_num  # the terminal tables use the shared formatter
 
 
 def fmt_int(value: Any) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from optbench.formatting import fmt_num  # noqa: F401  (re-exported for the report modules)
+
 # Okabe–Ito (colour-blind safe), then tab10 extras: an optimizer keeps its entry across every figure.
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C564B",
           "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD")
@@ -56,25 +58,6 @@ def save(fig, stem, formats, dpi: int) -> list:
 
     plt.close(fig)
     return paths
-
-
-def fmt_num(value, digits: int = 4) -> str:
-    """Compact number text for tables and annotations ('—' for missing)."""
-    import math
-
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return "—"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    if v == 0:
-        return "0"
-    if abs(v) >= 1e5 or abs(v) < 1e-3:
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}g}"
 
 
 def safe_name(text: str) -> str:
