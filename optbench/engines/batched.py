@@ -16,7 +16,7 @@ import torch
 
 from optbench.cost import StepTimer
 from optbench.engines.batched_rules import RULES
-from optbench.engines.recorder import GroupTrace, Recorder
+from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
 from optbench.errors import OptbenchError
 
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
@@ -117,7 +117,7 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     clip = clip_norm is not None or clip_value is not None
     timer = StepTimer(steps, device, per_run=K) if measure_cost else None
     start = mid = 0.0
-    reported = 0
+    ticker = StepTicker(progress, K, steps, SYNC_EVERY)
     for t in range(steps + 1):
         if timer is not None:
             start = timer.clock(t)
@@ -142,14 +142,9 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
         rule.step(x, grad, state, hp, t + 1)
         if timer is not None:
             timer.record(t, start, mid, timer.clock(t))
-        if (t + 1) % SYNC_EVERY == 0:
-            if progress is not None:
-                progress(SYNC_EVERY * K)
-                reported += SYNC_EVERY * K
-            if not rec.any_active():
-                break
-    if progress is not None:
-        progress(steps * K - reported)
+        if ticker.tick(t, rec):
+            break
+    ticker.close()
     trace = rec.finish()
     if timer is not None:
         # per configuration, from the rule's declaration of the mirrored class's state (tests check it

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from optbench.cost import StepTimer, state_bytes_per_param
-from optbench.engines.recorder import GroupTrace, Recorder
+from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
 
 PROGRESS_EVERY = 50  # steps between progress callbacks
 
@@ -83,7 +83,7 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
         closure.clip = clip
     timer = StepTimer(steps, device) if measure_cost else None
     start = mid = 0.0
-    reported = 0
+    ticker = StepTicker(progress, 1, steps, PROGRESS_EVERY)  # the loop checks its one run every step itself
     for t in range(steps + 1):
         if timer is not None:
             start = timer.clock(t)
@@ -115,11 +115,8 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
             opt.step()
         if timer is not None:
             timer.record(t, start, mid, timer.clock(t))
-        if progress is not None and (t + 1) % PROGRESS_EVERY == 0:
-            progress(PROGRESS_EVERY)
-            reported += PROGRESS_EVERY
-    if progress is not None:
-        progress(steps - reported)  # a run that ended early counts as complete
+        ticker.tick(t)
+    ticker.close()
     trace = rec.finish()
     if timer is not None:
         trace.cost = timer.results(1, state_bytes_per_param(opt))

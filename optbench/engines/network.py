@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, record_steps
+from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
 from optbench.problems.base import derive_seed
 
 SYNC_EVERY = 50  # steps between host checks for "every run has ended" and progress updates
@@ -287,7 +287,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
             rec.extra[name] = np.full((len(rec.grid), 1), math.nan)
     evaluate = lambda: _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)  # noqa: E731
     needs_closure = optimizer.entry.needs_closure
-    reported = 0
+    ticker = StepTicker(progress, 1, steps, SYNC_EVERY)
     for t in range(steps + 1):
         idx = order.next()[0]
         x, y = data.inputs(data.train_x[idx], dtype), data.train_y[idx]
@@ -309,12 +309,8 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
             rec.eval_s += time.perf_counter() - start  # measurement, not training: out of wall_time_s
         if t == steps:
             break
-        if (t + 1) % SYNC_EVERY == 0:
-            if progress is not None:
-                progress(SYNC_EVERY)
-                reported += SYNC_EVERY
-            if not rec.any_active():
-                break
+        if ticker.tick(t, rec):
+            break
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, clip_norm)
         if clip_value is not None:
@@ -327,8 +323,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
             opt.step(closure)
         else:
             opt.step()
-    if progress is not None:
-        progress(steps - reported)
+    ticker.close()
     return rec.finish()
 
 
@@ -379,7 +374,7 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     rec = NetRecorder(problem, K, steps, record_every, device)
     evaluate = lambda: _evaluate(lambda x: batched_logits(views, x), data, dtype, K, False)  # noqa: E731
     shape = problem.input_shape
-    reported = 0
+    ticker = StepTicker(progress, K, steps, SYNC_EVERY)
     for t in range(steps + 1):
         idx = order.next()
         b = idx.shape[1]
@@ -391,12 +386,7 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
         if t == steps:
             break
         rule.step(flat, g, state, hp, t + 1)
-        if (t + 1) % SYNC_EVERY == 0:
-            if progress is not None:
-                progress(SYNC_EVERY * K)
-                reported += SYNC_EVERY * K
-            if not rec.any_active():
-                break
-    if progress is not None:
-        progress(steps * K - reported)
+        if ticker.tick(t, rec):
+            break
+    ticker.close()
     return rec.finish()

@@ -158,3 +158,28 @@ class Recorder:
             end_x=np_(self.end_x).astype(np.float64),
             end_wall_time_s=end_wall,
         )
+
+
+class StepTicker:
+    """Progress and early stop for K runs advancing together, without a host sync per step.
+
+    ``tick(t, recorder)`` after step ``t`` reports every ``every`` steps to ``progress`` (in run-steps) and then
+    asks the recorder, with one host synchronisation, whether any run is still active; it returns True when
+    every run has ended. ``close()`` reports the rest, so a run that ended early counts as complete.
+    """
+
+    def __init__(self, progress, runs: int, steps: int, every: int):
+        self.progress, self.runs, self.steps, self.every = progress, runs, steps, every
+        self.reported = 0
+
+    def tick(self, t: int, recorder=None) -> bool:
+        if (t + 1) % self.every:
+            return False
+        if self.progress is not None:
+            self.progress(self.every * self.runs)
+            self.reported += self.every * self.runs
+        return recorder is not None and not recorder.any_active()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress(self.steps * self.runs - self.reported)
