@@ -28,6 +28,22 @@ def test_help_imports_no_heavy_library():
     assert r.stdout.strip() == ""
 
 
+def test_quiet_run_writes_results_without_pandas_or_matplotlib(tmp_path):
+    """A sweep under -q (CI, benchmarks) pays for torch and pyarrow only: results are written from numpy
+    buffers (optbench.columns), and pandas is imported only to print or read tables."""
+    code = ("import sys; from optbench.cli.app import app; "
+            "sys.argv = ['optbench', 'run', '-p', 'rosenbrock(noise=0.1)', '-o', 'adam', '--lr', '1e-3,1e-2', "
+            f"'--seeds', '2', '--steps', '20', '-q', '--out', {str(tmp_path / 'out')!r}]; "
+            "exit_code = 0\n"
+            "try:\n    app()\nexcept SystemExit as e:\n    exit_code = e.code or 0\n"
+            "print(exit_code, ','.join(m for m in ('pandas', 'matplotlib', 'optuna') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "0", r.stdout + r.stderr
+    from optbench import load_results, load_summary
+
+    assert len(load_summary(tmp_path / "out")) == 4 and len(load_results(tmp_path / "out")) == 4 * 21
+
+
 def test_readme_commands_match_packaging():
     readme = (ROOT / "README.md").read_text()
     assert "optbench run --problem saddle --opt adam,sgd-momentum" in readme

@@ -82,24 +82,38 @@ def clip_rows(grad: torch.Tensor, clip_norm: float | None, clip_value: float | N
 
 
 def _lr_schedule(optimizers, schedule, steps: int, dtype, device):
-    """``(table [steps, U], index [K])``: the schedule's lr per step for each distinct base lr."""
-    from optbench.schedules import lr_sequence
+    """``(table [steps, U], index [K])``: the lr of every step for each distinct (schedule, base lr) pair,
+    or ``(None, None)`` when every configuration's schedule is constant.
 
-    base = [o.lr for o in optimizers]
-    uniq = list(dict.fromkeys(base))
-    table = torch.tensor([lr_sequence(schedule, steps, b) for b in uniq], dtype=dtype, device=device).T
-    index = torch.tensor([uniq.index(b) for b in base], dtype=torch.int64, device=device)
+    ``schedule`` is one spec for the whole group or a sequence of K specs, one per configuration
+    (tuning searches schedule parameters: each trial has its own warm-up length, say).
+    """
+    from optbench.schedules import Schedule, get_schedule, lr_sequence
+
+    K = len(optimizers)
+    specs = [schedule] * K if schedule is None or isinstance(schedule, (str, Schedule)) else list(schedule)
+    if len(specs) != K:
+        raise ValueError(f"{len(specs)} schedules for {K} configurations")
+    resolved = [get_schedule(s) for s in specs]
+    if all(s.is_constant for s in resolved):
+        return None, None
+    pairs = [(s.resolved, o.lr) for s, o in zip(resolved, optimizers)]
+    uniq = list(dict.fromkeys(pairs))
+    position = {pair: i for i, pair in enumerate(uniq)}
+    table = torch.tensor([lr_sequence(sched, steps, lr) for sched, lr in uniq], dtype=dtype, device=device).T
+    index = torch.tensor([position[pair] for pair in pairs], dtype=torch.int64, device=device)
     return table.contiguous(), index
 
 
 def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps: int, record_every: int = 1,
-                *, device="cpu", dtype=torch.float64, progress=None, schedule: str | None = None,
+                *, device="cpu", dtype=torch.float64, progress=None, schedule: str | Sequence[str] | None = None,
                 clip_norm: float | None = None, clip_value: float | None = None,
                 measure_cost: bool = True) -> GroupTrace:
     """Run K = len(seeds) configurations (``optimizers[k]`` with ``seeds[k]``) of one batched rule.
 
-    ``schedule``, ``clip_norm`` and ``clip_value`` are shared by the group (as in ``run_loop``); each
-    configuration's lr follows the schedule from its own base lr.
+    ``schedule`` is one spec shared by the group (as in ``run_loop``) or a sequence of K specs, one per
+    configuration; each configuration's lr follows its schedule from its own base lr. ``clip_norm`` and
+    ``clip_value`` are shared by the group.
     """
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
@@ -111,9 +125,7 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     noise = problem.noise_stream(seeds, dtype=dtype, device=device)
     state = rule.init(x, hp)
     rec = Recorder(problem, K, steps, record_every, device, dtype)
-    lr_table = lr_index = None
-    if schedule is not None and schedule != "constant":
-        lr_table, lr_index = _lr_schedule(optimizers, schedule, steps, dtype, device)
+    lr_table, lr_index = _lr_schedule(optimizers, schedule, steps, dtype, device)
     clip = clip_norm is not None or clip_value is not None
     timer = StepTimer(steps, device, per_run=K) if measure_cost else None
     start = mid = 0.0
@@ -121,11 +133,7 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     for t in range(steps + 1):
         if timer is not None:
             start = timer.clock(t)
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            loss = problem.loss(xg)
-            (grad,) = torch.autograd.grad(loss.sum(), xg)
-        loss = loss.detach()
+        loss, grad = problem.loss_and_grad(x)  # closed form where the problem has one
         rec.observe(t, x, loss, grad)
         if t == steps:
             break
