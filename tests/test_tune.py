@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from optbench.errors import SpecError
+from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.tuning import get_protocol, parse_space, tune_one
@@ -239,13 +241,51 @@ def test_parallel_workers_match_budget_and_resume(tmp_path):
 
 def test_tune_cli_workers_clip_norm_and_quiet_progress(tmp_path):
     out = tmp_path / "w"
-    r = _optbench("tune", "-p", "rosenbrock(start=(-2.0, 2.0))", "-o", "adam,sgd", "--trials", "30", "--steps", "50",
-                  "--seeds", "1", "--batch", "10", "--workers", "2", "--clip-norm", "1", "--out", str(out),
+    r = _optbench("tune", "-p", "rosenbrock(start=(-2.0, 2.0))", "-o", "adam,sgd", "--trials", "30,sgd=40",
+                  "--steps", "50", "--seeds", "1", "--batch", "10", "--workers", "2", "--clip-norm", "1",
+                  "--out", str(out), "--report", "--report-figures", "trajectories", "--report-format", "png",
                   env={**os.environ, "CI": "1"})
     assert r.returncode == 0, r.stderr
-    assert "trials" not in r.stderr.replace("30 trials", "")  # no progress bar in CI / without a terminal
+    assert "trials:" not in r.stderr and "━" not in r.stderr  # no progress bar in CI / without a terminal
     (record,) = json.loads((out / "manifest.json").read_text())["tuning"]
-    assert record["clip_norm"] == 1.0 and record["workers"] == 2
-    assert all("clip_norm=1" in s["study"] and sum(s["trials"].values()) == 30 for s in record["studies"])
+    assert record["clip_norm"] == 1.0 and record["workers"] == 2 and record["budgets"] == {"adam": 30, "sgd": 40}
+    assert all("clip_norm=1" in s["study"] for s in record["studies"])
+    assert {s["optimizer"]: sum(s["trials"].values()) for s in record["studies"]} == {"adam": 30, "sgd": 40}
+    assert {s["optimizer"]: s["budget"] for s in record["studies"]} == {"adam": 30, "sgd": 40}
+    assert "unequal budgets adam 30, sgd 40" in " ".join(r.stdout.split())
+    assert (out / "report" / "index.html").exists()  # --report: drawn in the same process
+    assert list((out / "report" / "figures").glob("trajectories*.png"))
     bad = _optbench("tune", "-p", "rosenbrock", "-o", "adam", "--clip-norm", "-1", "--out", str(tmp_path / "b"))
     assert bad.returncode == 2 and "clip-norm" in bad.stderr
+
+
+def test_trial_budgets_parsing():
+    from optbench.cli.tune import trial_budgets
+
+    opts = [get_optimizer(o) for o in ("adam", "sgd", "sgd(momentum=0.5)")]
+    tpe = get_protocol("tpe")
+    assert trial_budgets(None, opts, tpe) == [50, 50, 50]  # the protocol's default
+    assert trial_budgets("600", opts, tpe) == [600, 600, 600]
+    assert trial_budgets("600,sgd=1200", opts, tpe) == [600, 1200, 1200]  # by name: both sgd configs
+    assert trial_budgets("sgd=80", opts, tpe) == [50, 80, 80]
+    assert trial_budgets(None, opts, get_protocol("random-small")) == [25, 25, 25]  # a fixed budget
+    with pytest.raises(SpecError, match="fixed budget of 25"):
+        trial_budgets("600,sgd=1200", opts, get_protocol("random-small"))
+    for bad, words in (("x", "whole number"), ("0", "at least 1"), ("10,20", "one plain budget"),
+                       ("10,lion=5", "not one of the optimizers"), ("10,sgd=5,sgd=6", "twice"),
+                       ("10,sgd=1.5", "whole number")):
+        with pytest.raises(UsageError, match=words):
+            trial_budgets(bad, opts, tpe)
+
+
+@given(default=st.one_of(st.none(), st.integers(1, 10**6)),
+       overrides=st.dictionaries(st.sampled_from(["adam", "sgd", "lion"]), st.integers(1, 10**6)),
+       spaces=st.sampled_from(["", " "]))
+def test_trial_budgets_round_trip(default, overrides, spaces):
+    from optbench.cli.tune import trial_budgets
+
+    opts = [get_optimizer(o) for o in ("adam", "sgd", "lion")]
+    parts = ([str(default)] if default is not None else []) + [f"{k}{spaces}={spaces}{v}" for k, v in overrides.items()]
+    text = f",{spaces}".join(parts)
+    expected = [overrides.get(o.name, default if default is not None else 50) for o in opts]
+    assert trial_budgets(text or None, opts, get_protocol("tpe")) == expected

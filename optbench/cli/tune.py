@@ -20,13 +20,21 @@ def tune(
     problem: Annotated[str | None, typer.Option("--problem", "-p", help="Problem specs, comma-separated.")] = None,
     opt: Annotated[str | None, typer.Option("--opt", "-o", help="Optimizer specs, comma-separated; "
                                             "hyperparameters set in a spec are not searched.")] = None,
-    trials: Annotated[int | None, typer.Option(min=1, help="Trial budget per (problem, optimizer), the same "
-                                               "for every optimizer (default: the protocol's).")] = None,
+    trials: Annotated[str | None, typer.Option(help="Trial budget per (problem, optimizer), the same for every "
+                                               "optimizer (default: the protocol's). 'N,NAME=M' gives "
+                                               "optimizer NAME its own budget (e.g. '600,sgd=1200'); the "
+                                               "table then says the budgets differ.")] = None,
     protocol: Annotated[str, typer.Option(help="tpe, random, random-small (25), random-large (50) or grid "
                                           "(DeepOBS lr grid, 36). See docs/tuning.md.")] = "tpe",
     space: Annotated[str | None, typer.Option(help="Extra searched hyperparameters: "
                                               "'momentum=0.5:0.99,lr=1e-4:1:log'. Default: lr in "
-                                              "[1e-5, 10], log-uniform.")] = None,
+                                              "[1e-5, 10], log-uniform. With --schedule, also its "
+                                              "parameters: 'warmup=0:0.3' (fraction of the budget; "
+                                              "'warmup=0:20': steps), 'schedule.min_lr=0:1e-5'.")] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="One learning-rate schedule for every "
+                                                 "trial and the re-runs, e.g. 'warmup-cosine(warmup=0.05)' "
+                                                 "(see docs/recipes.md); part of the study. --space can "
+                                                 "search its numeric parameters.")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Fresh seeds (0..N-1) for the re-runs of the best "
                                        "configurations.")] = 5,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per trial and per re-run.")] = 200,
@@ -47,6 +55,13 @@ def tune(
                                                "suite file; command-line options win.")] = None,
     out: Annotated[Path | None, typer.Option(help="Results directory (default: results/tune-DATE-TIME).")] = None,
     force: Annotated[bool, typer.Option(help="Re-run re-runs already complete in --out.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Then write the report of --out into OUT/report "
+                                         "in the same process (as 'optbench report OUT').")] = False,
+    report_figures: Annotated[str, typer.Option("--report-figures", help="Figures of --report (as 'optbench "
+                                                "report --figures').")] = "race,trajectories,curves,sensitivity,"
+                                                                          "grids,profiles",
+    report_format: Annotated[str, typer.Option("--report-format", help="Formats of --report (as 'optbench "
+                                               "report --format').")] = "png,gif",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Tune each optimizer's hyperparameters with one Optuna study per problem, with equal budgets."""
@@ -57,7 +72,7 @@ def tune(
     from optbench.runner import DTYPES, ENGINES, Sweep, run_sweep
     from optbench.spec import parse_spec_list
     from optbench.tuning import get_protocol, parse_space, tune_one
-    from optbench.tuning.spaces import check_space
+    from optbench.tuning.spaces import check_schedule, check_space
 
     def given(name: str) -> bool:
         source = ctx.get_parameter_source(name)
@@ -70,9 +85,10 @@ def tune(
         conf = load_suite(suite).tune
         problem = problem or (",".join(conf["problems"]) if "problems" in conf else None)
         opt = opt or (",".join(conf["optimizers"]) if "optimizers" in conf else None)
-        trials = trials if given("trials") else conf.get("trials", trials)
+        trials = trials if given("trials") else (str(conf["trials"]) if "trials" in conf else trials)
         protocol = protocol if given("protocol") else conf.get("protocol", protocol)
         space = space if given("space") else conf.get("space", space)
+        schedule = schedule if given("schedule") else conf.get("schedule", schedule)
         steps = steps if given("steps") else conf.get("steps", steps)
         batch = batch if given("batch") else conf.get("batch", batch)
         workers = workers if given("workers") else conf.get("workers", workers)
@@ -88,33 +104,45 @@ def tune(
     problems = [get_problem(s) for s in parse_spec_list(problem)]
     optimizers = [get_optimizer(s) for s in parse_spec_list(opt)]
     proto = get_protocol(protocol)
-    dims = parse_space(space)
-    check_space(optimizers, dims)
-    budget = proto.budget(trials)
+    sched = _schedule(schedule)
+    dims = check_space(optimizers, parse_space(space), sched)
+    check_schedule(optimizers, sched, dims, steps, proto)
+    budgets = trial_budgets(trials, optimizers, proto)
+    if report:  # bad figure or format names fail before any work
+        from optbench.report import validate as validate_report
+
+        validate_report(_split(report_format), _split(report_figures), "final_loss", 200, 20, 100)
     out_dir = out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if clip_norm is not None and not (clip_norm > 0):
         raise UsageError(f"--clip-norm must be positive (got {clip_norm:g}).")
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
-    options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, clip_norm=clip_norm)
+    pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
+    budget = max(budgets)
+    budget_text = f"{budget} trials" if len(set(budgets)) == 1 else "budgets " + ", ".join(
+        f"{o.label} {b}" for o, b in zip(optimizers, budgets))
+    options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, clip_norm=clip_norm,
+                   schedule=sched)
     t0 = time.perf_counter()
-    progress = _RoundProgress(budget * len(pairs), quiet)
+    progress = _RoundProgress(sum(pair_budgets), quiet)
     try:
         if workers > 1 and len(pairs) > 1:
             from optbench.tuning.parallel import tune_parallel
 
             if not quiet:
                 err_console.print(f"tuning {len(pairs)} studies in {min(workers, len(pairs))} processes: "
-                                  f"{proto.name}, {budget} trials each", highlight=False)
-            results = tune_parallel(pairs, workers=workers, protocol=proto, trials=budget, dims=dims, steps=steps,
+                                  f"{proto.name}, {budget_text if len(set(budgets)) > 1 else f'{budget} trials each'}",
+                                  highlight=False)
+            results = tune_parallel(pairs, workers=workers, protocol=proto, trials=pair_budgets, dims=dims, steps=steps,
                                     storage=storage, out_dir=out_dir, progress=progress.advance, **options)
         else:
             results = []
-            for prob, optimizer in pairs:
+            for (prob, optimizer), pair_budget in zip(pairs, pair_budgets):
                 if not quiet:
-                    progress.print(f"tuning {optimizer.label} on {prob.label}: {proto.name}, {budget} trials")
-                results.append(tune_one(prob, optimizer, protocol=proto, trials=budget, dims=dims, steps=steps,
+                    progress.print(f"tuning {optimizer.label} on {prob.label}: {proto.name}, {pair_budget} trials"
+                                   + ("" if sched == "constant" else f", schedule {sched}"))
+                results.append(tune_one(prob, optimizer, protocol=proto, trials=pair_budget, dims=dims, steps=steps,
                                         storage=storage, out_dir=out_dir, progress=progress.advance, **options))
     finally:
         progress.close()
@@ -123,20 +151,83 @@ def tune(
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     outcomes = []
     for prob in problems:
-        best = [r.best_config for r in results if r.problem == prob.label and r.best_config is not None]
-        if best:
-            sweep = Sweep([prob], best, seeds=seed_list, steps=steps, engine=engine, dtype=dtype, clip_norm=clip_norm)
+        best_by_schedule: dict[str, list] = {}  # each best configuration re-runs with its own best schedule
+        for r in results:
+            if r.problem == prob.label and r.best_config is not None:
+                best_by_schedule.setdefault(r.best_schedule or "constant", []).append(r.best_config)
+        for best_schedule, best in best_by_schedule.items():
+            sweep = Sweep([prob], best, seeds=seed_list, steps=steps, engine=engine, dtype=dtype, clip_norm=clip_norm,
+                          schedules=[best_schedule])
             outcomes.append(run_sweep(sweep, out_dir, force=force, command=command))
     manifest = read_manifest(out_dir)
     manifest.setdefault("tuning", []).append({
         "command": command, "protocol": proto.name, "protocol_doc": proto.doc, "budget": budget,
-        "steps": steps, "clip_norm": clip_norm, "batch": batch, "workers": workers,
+        **({"budgets": {o.label: b for o, b in zip(optimizers, budgets)}} if len(set(budgets)) > 1 else {}),
+        "steps": steps, "clip_norm": clip_norm, "schedule": sched, "batch": batch, "workers": workers,
         "rerun_seeds": seed_list, "storage": storage or str(out_dir / "tuning.journal"),
         "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]})
     write_manifest(out_dir, manifest)
-    if quiet:
-        return
-    _print(results, out_dir, proto, budget, seed_list, tune_s, time.perf_counter() - t0)
+    if not quiet:
+        _print(results, out_dir, proto, budget_text, seed_list, tune_s, time.perf_counter() - t0,
+               rerun=bool(outcomes))
+    if report and outcomes:
+        from optbench.report import build_report
+
+        index = build_report([out_dir], out_dir / "report", formats=_split(report_format),
+                             figures=_split(report_figures))
+        if not quiet:
+            console.print(f"report → {index}")
+
+
+def _split(text: str) -> list[str]:
+    return [t for t in (s.strip() for s in text.split(",")) if t]
+
+
+def trial_budgets(text: str | None, optimizers, protocol) -> list[int]:
+    """``--trials`` → the budget of each optimizer config, in order. ``'600'`` gives all 600; ``'600,sgd=1200'``
+    gives configs named ``sgd`` 1200 and the others 600; without a plain number the others get the
+    protocol's default. Protocols with a fixed budget (random-small, grid, …) reject other budgets."""
+    from optbench.errors import UsageError
+
+    default: int | None = None
+    overrides: dict[str, int] = {}
+    for part in (p.strip() for p in (text or "").split(",")):
+        if not part:
+            continue
+        name, eq, number = (x.strip() for x in part.rpartition("=")) if "=" in part else ("", "", part)
+        try:
+            value = int(number)
+        except ValueError:
+            raise UsageError(f"--trials {text!r}: {number!r} is not a whole number; write N or N,NAME=M, "
+                             "e.g. '600,sgd=1200'.") from None
+        if value < 1:
+            raise UsageError(f"--trials {text!r}: a budget must be at least 1 trial (got {value}).")
+        if not eq:
+            if default is not None:
+                raise UsageError(f"--trials {text!r}: give one plain budget and NAME=M for the exceptions.")
+            default = value
+            continue
+        names = {o.name: o for o in optimizers}
+        if name not in names:
+            raise UsageError(f"--trials {text!r}: {name!r} is not one of the optimizers tuned here "
+                             f"({', '.join(names)}).")
+        if name in overrides:
+            raise UsageError(f"--trials {text!r}: {name!r} is given twice.")
+        overrides[name] = value
+    return [protocol.budget(overrides.get(o.name, default)) for o in optimizers]
+
+
+def _schedule(text: str | None) -> str:
+    """``--schedule`` text → the canonical label of one validated schedule (``constant`` when absent)."""
+    from optbench.errors import UsageError
+    from optbench.schedules import get_schedule
+    from optbench.spec import parse_spec_list
+
+    specs = parse_spec_list(text) if text else []
+    if len(specs) > 1:
+        raise UsageError(f"--schedule takes one schedule for tuning (got {len(specs)}); tune each schedule in "
+                         "its own command.")
+    return get_schedule(specs[0] if specs else None).label
 
 
 class _RoundProgress:
@@ -175,24 +266,46 @@ class _RoundProgress:
             self.bar.stop()
 
 
-def _print(results, out_dir: Path, proto, budget: int, seeds: list[int], tune_s: float, total_s: float) -> None:
+def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tune_s: float, total_s: float,
+           rerun: bool = True) -> None:
     from rich.table import Table
 
     from optbench.cli.tables import render_summary
     from optbench.results import load_summary
     from optbench.summary import aggregate
+    from optbench.tuning.spaces import SCHEDULE_PREFIX
 
-    table = Table(title=f"tuning: protocol {proto.name}, budget {budget} trials per optimizer", title_style="bold")
-    for col in ("problem", "optimizer", "searched", "best", "best trial loss", "trials"):
+    title = (f"tuning: protocol {proto.name}, budget {budget_text} per optimizer" if budget_text.endswith("trials")
+             else f"tuning: protocol {proto.name}, unequal {budget_text} (not an equal-budget comparison)")
+    table = Table(title=title, title_style="bold")
+    scheduled = any(r.schedule != "constant" for r in results)
+    for col in ("problem", "optimizer", "searched", "best", *(["best schedule"] if scheduled else []),
+                "best trial loss", "trials"):
         table.add_column(col)
     for r in results:
-        best = ", ".join(f"{k}={fmt_float(v)}" for k, v in (r.best_params or {}).items()) or "all trials failed"
+        # the schedule's searched values go in their own column
+        best = ", ".join(f"{k}={fmt_float(v)}" for k, v in (r.best_params or {}).items()
+                         if not k.startswith(SCHEDULE_PREFIX))
+        best = best or ("all trials failed" if r.best_params is None else "—")
         states = ", ".join(f"{k} {v}" for k, v in sorted(r.states.items()))
-        table.add_row(r.problem, r.optimizer, "; ".join(r.dims), best, fmt_float(r.best_value), states)
+        table.add_row(r.problem, r.optimizer, "; ".join(r.dims), best,
+                      *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states)
     console.print(table)
-    summary = load_summary(out_dir)
+    summary = load_summary(out_dir) if rerun else []  # nothing re-run when every trial failed
     if len(summary):
         console.print(f"Best configurations re-run over {len(seeds)} fresh seeds "
-                      f"(verdicts from protocol {proto.name}, {budget} trials each):")
+                      f"(verdicts from protocol {proto.name}, "
+                      f"{budget_text + ' each' if budget_text.endswith('trials') else budget_text}):")
         render_summary(aggregate(summary, best_lr_only=False), console)
     console.print(f"tuning {tune_s:.2f} s, total {total_s:.2f} s → {out_dir}")
+
+
+def _short_schedule(label: str | None) -> str:
+    """A schedule label with its numbers in the tables' short format: ``warmup-cosine(warmup=0.1601)``."""
+    from optbench.schedules import get_schedule
+
+    if label is None:
+        return "—"
+    sched = get_schedule(label)
+    values = ", ".join(f"{k}={v if isinstance(v, int) else fmt_float(v)}" for k, v in sorted(sched.given.items()))
+    return f"{sched.name}({values})" if values else sched.name

@@ -123,8 +123,10 @@ class Scene:
         handles = [ax.plot([], [], color=t.style.color, marker=t.style.marker, markeredgecolor="black",
                            linewidth=1.8, label=t.label)[0] for t in tracks]
         extra = [h for h in ax.get_lines() if h.get_label() in ("global minimum", "start")]
-        self.fig.legend(handles=handles + extra, loc="outside lower center", ncol=min(3, len(handles) + len(extra)),
-                        fontsize=8.5)
+        # as many columns as the longest label allows (about 84 characters of 8.5 pt text fit a 6-inch row)
+        longest = max(len(h.get_label()) for h in handles + extra)
+        ncol = max(1, min(3, len(handles) + len(extra), 84 // (longest + 6)))
+        self.fig.legend(handles=handles + extra, loc="outside lower center", ncol=ncol, fontsize=8.5)
         self.paths, self.trails, self.heads = [], [], []
         for t in tracks:
             (path,) = ax.plot([], [], color=t.style.color, linewidth=1.3, alpha=0.8, animated=True, zorder=4)

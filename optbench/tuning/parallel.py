@@ -15,11 +15,12 @@ import queue as queue_module
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from optbench.errors import OptbenchError
-from optbench.tuning.spaces import space_for
+from optbench.tuning.spaces import resolve_space, study_space
 from optbench.tuning.study import TuneResult, open_storage, study_name, summarize, tune_one
 
 
@@ -31,33 +32,39 @@ def _worker(tasks, reports, options: dict[str, Any]) -> None:
 
     torch.set_num_threads(1)  # one core per worker: the batched engine's tensors are small
     while (task := tasks.get()) is not None:
-        index, problem_spec, optimizer_spec, existing = task
+        index, problem_spec, optimizer_spec, budget, existing = task
         try:
             problem, optimizer = get_problem(problem_spec), get_optimizer(optimizer_spec)
             if "storage" in options:  # a shared storage: ask and tell there, report counts only
-                tune_one(problem, optimizer, progress=lambda n, failed, i=index: reports.put(("count", i, (n, failed))),
-                         **options)
+                tune_one(problem, optimizer, trials=budget,
+                         progress=lambda n, failed, i=index: reports.put(("count", i, (n, failed))), **options)
             else:
-                tune_one(problem, optimizer, persist=lambda finished, i=index: reports.put(("round", i, finished)),
-                         existing=existing, **options)
+                tune_one(problem, optimizer, trials=budget, existing=existing,
+                         persist=lambda finished, i=index: reports.put(("round", i, finished)), **options)
             reports.put(("done", index, None))
         except BaseException:  # noqa: BLE001 - reported to the parent, which raises
             reports.put(("error", index, traceback.format_exc()))
 
 
-def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trials: int | None, dims,
-                  steps: int, storage: str | None, out_dir: str | Path, progress=None,
+def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trials: int | None | Sequence[int | None],
+                  dims, steps: int, storage: str | None, out_dir: str | Path, progress=None,
                   **options: Any) -> list[TuneResult]:
     """Tune every (problem, optimizer) pair with ``workers`` processes; results in the order of ``pairs``.
 
-    ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, clip_norm).
+    ``trials`` is one budget for every pair or a sequence of one per pair; the largest studies are
+    queued first, so that a long study does not start last and hold up the end.
+
+    ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, clip_norm,
+    schedule).
     ``progress(n_trials, n_failed)`` is called in this process after every round of any study.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    budget = protocol.budget(trials)
-    common = dict(protocol=protocol, trials=budget, dims=dims, steps=steps, out_dir=str(out_dir), **options)
+    per_pair = list(trials) if isinstance(trials, Sequence) else [trials] * len(pairs)
+    budgets = [protocol.budget(t) for t in per_pair]
+    dims = resolve_space(dims, options.get("schedule"))  # the names tune_one computes in the workers
+    common = dict(protocol=protocol, dims=dims, steps=steps, out_dir=str(out_dir), **options)
     t0 = time.perf_counter()
     records: dict[int, Any] = {}
     if storage is None:
@@ -68,17 +75,18 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     # started torch thread pools at this point
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     tasks, reports = ctx.Queue(), ctx.Queue()
-    for index, (problem, optimizer) in enumerate(pairs):
+    for index in sorted(range(len(pairs)), key=lambda i: -budgets[i]):
+        problem, optimizer = pairs[index]
         existing = None
         if storage is None:
-            space = space_for(optimizer, dims)
+            space = study_space(optimizer, dims, protocol)
             name = study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
-                              options.get("clip_norm"))
+                              options.get("clip_norm"), options.get("schedule"))
             records[index] = optuna.create_study(study_name=name, storage=store, direction="minimize",
                                                  load_if_exists=True)
             existing = records[index].get_trials(deepcopy=False)
             write_round()
-        tasks.put((index, problem.label, optimizer.label, existing))
+        tasks.put((index, problem.label, optimizer.label, budgets[index], existing))
     n_procs = max(1, min(workers, len(pairs)))
     for _ in range(n_procs):
         tasks.put(None)
@@ -119,12 +127,12 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     results = []
     wall = time.perf_counter() - t0
     for index, (problem, optimizer) in enumerate(pairs):
-        space = space_for(optimizer, dims)
+        space = study_space(optimizer, dims, protocol)
         name = study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
-                          options.get("clip_norm"))
+                          options.get("clip_norm"), options.get("schedule"))
         study = records.get(index) or optuna.load_study(study_name=name, storage=_url(storage))
-        results.append(summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budget, space,
-                                 name, evaluated[index], wall))
+        results.append(summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budgets[index], space,
+                                 name, evaluated[index], wall, options.get("schedule")))
     return results
 
 

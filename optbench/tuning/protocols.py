@@ -92,6 +92,7 @@ LIAR_CHUNK = 4  # g(x) is refitted with the round's pending trials every this ma
 @functools.cache
 def _batch_tpe_class():
     import numpy as np
+    from optuna.distributions import IntDistribution
     from optuna.samplers import TPESampler
     from optuna.samplers._tpe.sampler import _split_trials, default_gamma
     from optuna.trial import FrozenTrial, TrialState
@@ -194,7 +195,10 @@ def _batch_tpe_class():
                     if dist.log:
                         lo, hi, x0 = np.log(lo), np.log(hi), np.log(x0)
                     x = float(np.clip(x0 + rng.normal() * scale * (hi - lo), lo, hi))
-                    params[name] = float(np.clip(np.exp(x) if dist.log else x, dist.low, dist.high))
+                    value = float(np.clip(np.exp(x) if dist.log else x, dist.low, dist.high))
+                    if isinstance(dist, IntDistribution):  # onto the grid, else Optuna re-samples it
+                        value = int(dist.low + round((value - dist.low) / dist.step) * dist.step)
+                    params[name] = value
                 out.append(params)
             return out
 

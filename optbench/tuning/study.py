@@ -4,8 +4,10 @@ Each round asks Optuna for up to ``batch`` trials (``study.ask()`` repeatedly; t
 sampler sets the round size, a round of its own for the random startup trials, and keeps the round's
 trials apart), evaluates them together — one :func:`optbench.engines.batched.run_batched` call when the
 optimizer has a batched rule and the problem is analytic, else one loop-engine run per trial — and tells
-the results. Every trial runs from the same start with the tuning seed ``TUNE_SEED`` (the re-run that
-produces the verdict uses fresh seeds 0..N-1). The objective is the final loss; the losses at about
+the results. With a schedule (``schedule=``) every trial follows it, with the trial's own values of any
+searched schedule parameters (``schedule.KEY`` dimensions, see ``spaces``): the batched engine takes one
+schedule per configuration. Every trial runs from the same start with the tuning seed ``TUNE_SEED`` (the
+re-run that produces the verdict uses fresh seeds 0..N-1). The objective is the final loss; the losses at about
 ``REPORTS`` recorded steps are reported as intermediate values when a pruner is chosen (``--pruner
 median``), which marks trials whose curve falls behind the median as pruned. The decision is taken after
 the trial's run (a batch advances as one computation, so stopping one member saves nothing): pruning
@@ -28,7 +30,16 @@ from typing import Any
 
 from optbench.errors import UsageError
 from optbench.tuning.protocols import Protocol
-from optbench.tuning.spaces import Dim, apply, space_for
+from optbench.tuning.spaces import (
+    SCHEDULE_PREFIX,
+    Dim,
+    apply,
+    check_schedule,
+    resolve_space,
+    schedule_for,
+    study_space,
+    suggest,
+)
 
 TUNE_SEED = 10_000  # start point / noise stream of every tuning trial; verdict re-runs use seeds 0..N-1
 REPORTS = 10  # intermediate values reported per trial
@@ -49,13 +60,16 @@ class TuneResult:
     states: dict[str, int] = field(default_factory=dict)  # trials per state over the whole study
     evaluated_here: int = 0  # trials this process evaluated
     wall_time_s: float = 0.0
+    schedule: str = "constant"  # label of the schedule every trial followed (before searched values)
+    best_schedule: str | None = None  # label of the best trial's schedule, searched values set
 
     def record(self) -> dict[str, Any]:
         """What the results manifest keeps about this study."""
         return {"problem": self.problem, "optimizer": self.optimizer, "study": self.study_name,
                 "protocol": self.protocol, "budget": self.budget, "space": self.dims,
                 "best_params": self.best_params, "best_value": self.best_value, "trials": self.states,
-                "best_label": self.best_config.label if self.best_config is not None else None}
+                "best_label": self.best_config.label if self.best_config is not None else None,
+                "schedule": self.schedule, "best_schedule": self.best_schedule}
 
 
 def open_storage(storage: str | None, out_dir: str | Path):
@@ -130,16 +144,27 @@ def round_journal(inner):
 
 
 def study_name(problem, optimizer, protocol: Protocol, steps: int, dims: list[Dim], dtype: str,
-               clip_norm: float | None = None) -> str:
-    """Everything that defines the search except its budget (a larger --trials continues the study)."""
+               clip_norm: float | None = None, schedule: str | None = None) -> str:
+    """Everything that defines the search except its budget (a larger --trials continues the study).
+    A schedule enters with every parameter it does not search (``cosine`` and ``cosine(min_lr=0.0)`` are
+    one study; searched ones are in the space); without one (or constant) the name is as it always was."""
+    from optbench.schedules import get_schedule
+    from optbench.spec import format_spec
+
     space = ",".join(str(d) for d in dims)
     clip = f"|clip_norm={clip_norm:g}" if clip_norm else ""
-    return f"optbench|{problem.label}|{optimizer.label}|{protocol.name}|steps={steps}|{space}|{dtype}{clip}"
+    sched = get_schedule(schedule)
+    searched = {d.name.removeprefix(SCHEDULE_PREFIX) for d in dims if d.name.startswith(SCHEDULE_PREFIX)}
+    fixed = format_spec(sched.name, {k: v for k, v in sched.params.items() if k not in searched})
+    sched_part = "" if sched.is_constant else f"|schedule={fixed}"
+    return (f"optbench|{problem.label}|{optimizer.label}|{protocol.name}|steps={steps}|{space}|{dtype}{clip}"
+            f"{sched_part}")
 
 
 def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, device: str,
-              clip_norm: float | None = None):
-    """Run the configs; returns (recorded steps [R], losses [R, K], final losses [K], statuses [K])."""
+              clip_norm: float | None = None, schedules: list[str] | None = None):
+    """Run the configs (``schedules[k]``: config k's schedule label; None: constant); returns
+    (recorded steps [R], losses [R, K], final losses [K], statuses [K])."""
     import numpy as np
     import torch
 
@@ -150,12 +175,14 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
         # cost probes off: tuning compares losses, and the probe builds a torch optimizer per round
         trace = run_batched(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
                             device=torch.device(device), dtype=getattr(torch, dtype), clip_norm=clip_norm,
-                            measure_cost=False)
+                            schedule=schedules, measure_cost=False)
         return trace.steps, trace.loss, trace.end_loss, trace.status
     from optbench.runner import Run, execute
 
-    traces = [execute("loop", [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, clip_norm=clip_norm)])
-              for c in configs]
+    schedules = schedules or ["constant"] * len(configs)
+    traces = [execute("loop", [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, schedule=s,
+                                   clip_norm=clip_norm)])
+              for c, s in zip(configs, schedules)]
     return (traces[0].steps, np.concatenate([t.loss for t in traces], axis=1),
             np.concatenate([t.end_loss for t in traces]), [t.status[0] for t in traces])
 
@@ -163,9 +190,12 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
 def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = None, dims: dict[str, Dim],
              steps: int = 200, storage=None, out_dir: str | Path = ".", batch: int = DEFAULT_BATCH,
              seed: int = 0, engine: str = "auto", dtype: str = "float64", device: str = "cpu",
-             pruner: str = "none", clip_norm: float | None = None, progress=None, persist=None,
-             existing=None) -> TuneResult:
+             pruner: str = "none", clip_norm: float | None = None, schedule: str | None = None, progress=None,
+             persist=None, existing=None) -> TuneResult:
     """Tune ``optimizer`` on ``problem`` until the study holds ``budget`` evaluated trials.
+
+    ``schedule`` (a spec) is every trial's lr schedule; ``dims`` may search its parameters
+    (``schedule.KEY``, see :mod:`optbench.tuning.spaces`), and each trial then has its own schedule.
 
     Where the trials live:
 
@@ -182,23 +212,24 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     from optuna.trial import TrialState
 
     from optbench.engines.batched import supports_batched
+    from optbench.schedules import get_schedule
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()
-    space = space_for(optimizer, dims)
+    sched = get_schedule(schedule)
+    dims = resolve_space(dims, sched)
+    space = study_space(optimizer, dims, protocol)
     if not space:
         raise UsageError(f"Nothing to tune for {optimizer.label!r}: its spec fixes every searched "
                          "hyperparameter; drop lr= from the spec or add keys with --space.")
-    if protocol.lr_grid is not None:  # the grid's own range, so the stored trials fit their distribution
-        space = [Dim("lr", min(protocol.lr_grid), max(protocol.lr_grid), log=True) if d.name == "lr" else d
-                 for d in space]
+    check_schedule([optimizer], sched, dims, steps, protocol)
     budget = protocol.budget(trials)
     batched = (engine != "loop" and batch > 1 and problem.kind == "analytic" and supports_batched(optimizer))
     if engine == "batched" and not supports_batched(optimizer):
         raise UsageError(f"The batched engine does not support {optimizer.label!r}; use --engine loop or auto.")
     if pruner not in ("none", "median"):
         raise UsageError(f"Unknown pruner {pruner!r}; valid: none, median.")
-    name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm)
+    name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm, sched.label)
     sampler = protocol.sampler(seed, space)
 
     def new_study(store):
@@ -246,10 +277,11 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
         if not live:
             flush()
             break
-        configs = [apply(optimizer, {d.name: t.suggest_float(d.name, d.low, d.high, log=d.log) for d in space})
-                   for t in live]
+        values = [{d.name: suggest(t, d) for d in space} for t in live]
+        configs = [apply(optimizer, v) for v in values]
+        schedules = None if sched.is_constant else [schedule_for(sched, v).label for v in values]
         steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
-                                                       device=device, clip_norm=clip_norm)
+                                                       device=device, clip_norm=clip_norm, schedules=schedules)
         failed = 0
         for k, trial in enumerate(live):
             if statuses[k] != "done" or not math.isfinite(float(finals[k])):
@@ -278,13 +310,15 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
         if progress is not None:
             progress(len(live), failed)
     return summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budget, space, name,
-                     evaluated, time.perf_counter() - t0)
+                     evaluated, time.perf_counter() - t0, sched)
 
 
 def summarize(all_trials, problem, optimizer, protocol: Protocol, budget: int, space: list[Dim], name: str,
-              evaluated: int, wall_time_s: float) -> TuneResult:
-    """The :class:`TuneResult` of a study's trials."""
+              evaluated: int, wall_time_s: float, schedule=None) -> TuneResult:
+    """The :class:`TuneResult` of a study's trials (``schedule``: the study's schedule spec)."""
     from optuna.trial import TrialState
+
+    from optbench.schedules import get_schedule
 
     states: dict[str, int] = {}
     for t in all_trials:
@@ -293,6 +327,8 @@ def summarize(all_trials, problem, optimizer, protocol: Protocol, budget: int, s
     complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
     best = min(complete, key=lambda t: t.value) if complete else None
     best_params = dict(best.params) if best else None
+    sched = get_schedule(schedule)
     return TuneResult(problem.label, optimizer.label, name, protocol.name, budget, [str(d) for d in space],
                       best_params, best.value if best else None,
-                      apply(optimizer, best_params) if best else None, states, evaluated, wall_time_s)
+                      apply(optimizer, best_params) if best else None, states, evaluated, wall_time_s,
+                      sched.label, schedule_for(sched, best.params).label if best else None)
