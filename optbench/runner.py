@@ -44,6 +44,8 @@ class Run:
     lr_scaling: str | None = None  # "linear" or "sqrt": the lr was scaled from base_batch_size (LR_SCALINGS)
     base_batch_size: int | None = None
     noise_scale_every: int = 0  # network problems: estimate the gradient noise scale every N steps (0: off)
+    recipe_name: str | None = None  # the named recipe (optbench.recipes) that set lr_scaling and the schedule;
+    # recorded, not part of the identity or label: the settings it expands to already are
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -114,11 +116,21 @@ class Sweep:
     lr_scaling: str | None = None  # LR_SCALINGS: each run's lr = base lr × (B / base_batch_size)^power
     base_batch_size: int | None = None  # default: the smallest batch size of the sweep
     noise_scale_every: int = 0  # network problems: gradient noise scale every N steps (optbench.noise_scale)
+    recipe: str | None = None  # a named recipe (optbench.recipes): sets lr_scaling and the schedule
 
     def expand(self) -> list[Run]:
         from optbench.optimizers.registry import check_lr_override
         from optbench.problems import get_problem
 
+        if self.recipe is not None:
+            import dataclasses
+
+            from optbench.recipes import get_recipe
+
+            recipe = get_recipe(self.recipe)
+            lr_scaling, schedules = recipe.apply(self.lr_scaling, self.schedules)
+            plain = dataclasses.replace(self, recipe=None, lr_scaling=lr_scaling, schedules=schedules)
+            return [dataclasses.replace(run, recipe_name=recipe.label) for run in plain.expand()]
         if self.steps < 1:
             raise UsageError(f"--steps {self.steps} must be at least 1.")
         if self.engine not in ENGINES:
@@ -293,23 +305,33 @@ def trace_tables(runs: list[Run], trace, engine: str):
     """Turn a GroupTrace of these runs into (steps table, summary table) as pyarrow tables.
 
     Each run keeps its recorded rows strictly before its end step, then one row at its end step; rows
-    are ordered by run, then step. Per-run strings are dictionary-encoded.
+    are ordered by run, then step. Per-run strings are dictionary-encoded. Columns are built from numpy
+    buffers (:mod:`optbench.columns`), so writing results never imports pandas.
     """
     import numpy as np
-    import pyarrow as pa
+
+    from optbench import columns as arrow
 
     K = len(runs)
     end = trace.end_step
-    # [K, R + 1]: the grid rows before each run's end, then the end row
-    keep = np.concatenate([trace.steps[None, :] < end[:, None], np.ones((K, 1), bool)], axis=1)
-    counts = keep.sum(axis=1)
+    before_end = trace.steps[None, :] < end[:, None]  # [K, R]
+    kept = before_end.sum(axis=1)
+    counts = kept + 1
+    if (kept == kept[0]).all() and before_end[:, : kept[0]].all():
+        # every run keeps the same leading grid rows (the common case: no run stopped early): slices only
+        m = int(kept[0])
+
+        def col(grid_values, end_values):
+            return np.concatenate([grid_values[:m].T, end_values[:, None]], axis=1).reshape(-1)
+    else:
+        keep = np.concatenate([before_end, np.ones((K, 1), bool)], axis=1)  # [K, R + 1]
+
+        def col(grid_values, end_values):
+            return np.concatenate([grid_values.T, end_values[:, None]], axis=1)[keep]
+
     run_idx = np.repeat(np.arange(K, dtype=np.int32), counts)
-
-    def col(grid_values, end_values):
-        return np.concatenate([grid_values.T, end_values[:, None]], axis=1)[keep]
-
     loss = col(trace.loss, trace.end_loss)
-    step = col(np.broadcast_to(trace.steps[:, None], (len(trace.steps), K)), end)
+    step = col(np.broadcast_to(trace.steps[:, None], (len(trace.steps), K)), end).astype(np.int64)
     problem = runs[0].problem
 
     def dict_col(values: list[str]):
@@ -319,14 +341,15 @@ def trace_tables(runs: list[Run], trace, engine: str):
         else:
             pos = {v: i for i, v in enumerate(uniq)}
             indices = np.array([pos[v] for v in values], dtype=np.int32)[run_idx]
-        return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(uniq, pa.string()))
+        return arrow.dictionary(indices, uniq)
 
     def per_run(values, dtype):
-        values = np.asarray(values, dtype=dtype)
-        return pa.array(np.repeat(values, counts))
+        return arrow.numeric(np.repeat(np.asarray(values, dtype=dtype), counts))
+
+    import pyarrow as pa
 
     columns = {
-        "run_id": pa.DictionaryArray.from_arrays(pa.array(run_idx), pa.array([r.run_id for r in runs])),
+        "run_id": arrow.dictionary(run_idx, [r.run_id for r in runs]),
         "problem": dict_col([r.problem.label for r in runs]),
         "problem_name": dict_col([r.problem.name for r in runs]),
         "optimizer": dict_col([r.optimizer.name for r in runs]),
@@ -335,30 +358,30 @@ def trace_tables(runs: list[Run], trace, engine: str):
         "batch_size": pa.nulls(len(run_idx), pa.int64()) if problem.batch_size is None
         else per_run([problem.batch_size] * K, np.int64),
         "seed": per_run([r.seed for r in runs], np.int64),
-        "step": pa.array(step.astype(np.int64)),
-        "loss": pa.array(loss),
-        "grad_norm": pa.array(col(trace.grad_norm, trace.end_grad_norm)),
-        "wall_time_s": pa.array(col(trace.wall_time_s, trace.end_wall_time_s)),
-        "status": dict_col(trace.status),
+        "step": arrow.numeric(step),
+        "loss": arrow.numeric(loss),
+        "grad_norm": arrow.numeric(col(trace.grad_norm, trace.end_grad_norm)),
+        "wall_time_s": arrow.numeric(col(trace.wall_time_s, trace.end_wall_time_s)),
+        "status": dict_col(list(trace.status)),
     }
     if trace.coords is not None:
         for i in range(trace.coords.shape[-1]):
-            columns[f"x{i}"] = pa.array(col(trace.coords[..., i], trace.end_x[:, i]))
+            columns[f"x{i}"] = arrow.numeric(col(trace.coords[..., i], trace.end_x[:, i]))
     for name, values in trace.extra.items():
         # extra metrics (e.g. test accuracy) at the end row: the last recorded value of that run
         last = np.array([values[min(np.searchsorted(trace.steps, e, side="right") - 1, len(values) - 1), k]
                          for k, e in enumerate(end)])
-        columns[name] = pa.array(col(values, last))
-    steps_table = pa.table(columns)
+        columns[name] = arrow.numeric(col(values, last), np.float64)
+    steps_table = arrow.table(columns)
     summary = summarize_trace(runs, trace, run_idx, step, loss, engine)
     return steps_table, summary
 
 
 def summarize_trace(runs, trace, run_idx, step, loss, engine):
     import numpy as np
-    import pyarrow as pa
     import torch
 
+    from optbench import columns as arrow
     from optbench.cost import COST_COLUMNS
 
     problem = runs[0].problem
@@ -378,35 +401,39 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
         if hits.size:
             to_target[k] = int(step[a + hits[0]])
     dist = problem.distance_to_minimum(torch.from_numpy(trace.end_x)).numpy()
-    return pa.table({
-        "run_id": [r.run_id for r in runs],
-        "problem": [r.problem.label for r in runs],
-        "problem_name": [r.problem.name for r in runs],
-        "optimizer": [r.optimizer.name for r in runs],
-        "optimizer_label": [r.optimizer_label for r in runs],
-        "lr": pa.array([r.optimizer.lr if r.optimizer.lr is not None else np.nan for r in runs], pa.float64()),
-        "batch_size": pa.array([problem.batch_size for _ in runs], pa.int64()),
-        "seed": pa.array([r.seed for r in runs], pa.int64()),
-        "steps": pa.array([r.steps for r in runs], pa.int64()),
-        "final_step": pa.array(trace.end_step.astype(np.int64)),
-        "final_loss": pa.array(trace.end_loss),
-        "best_loss": pa.array(best_loss),
-        "best_step": pa.array(best_step),
-        "dist_to_min": pa.array(dist.astype(np.float64)),
-        "steps_to_target": pa.array(to_target, pa.int64()),
-        "f_min": pa.array([f_min] * K, pa.float64()),
-        "target": pa.array([problem.target] * K, pa.float64()),
-        "status": trace.status,
-        "engine": [engine] * K,
-        "wall_time_s": pa.array(trace.end_wall_time_s.astype(np.float64)),
-        "hparams": [json.dumps(r.optimizer.hyperparams, sort_keys=True, default=repr) for r in runs],
-        "dim": pa.array([problem.dim] * K, pa.int64()),
-        "schedule": [r.schedule for r in runs],
-        "recipe": [json.dumps(r.recipe, sort_keys=True) for r in runs],
-        **({"noise_scale": pa.array(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
+
+    def same(value, dtype):
+        return arrow.numeric(np.full(K, value, dtype=dtype))
+
+    return arrow.table({
+        "run_id": arrow.strings([r.run_id for r in runs]),
+        "problem": arrow.strings([r.problem.label for r in runs]),
+        "problem_name": arrow.strings([r.problem.name for r in runs]),
+        "optimizer": arrow.strings([r.optimizer.name for r in runs]),
+        "optimizer_label": arrow.strings([r.optimizer_label for r in runs]),
+        "lr": arrow.numeric([r.optimizer.lr if r.optimizer.lr is not None else np.nan for r in runs], np.float64),
+        "batch_size": arrow.optional_int64([problem.batch_size for _ in runs]),
+        "seed": arrow.numeric([r.seed for r in runs], np.int64),
+        "steps": arrow.numeric([r.steps for r in runs], np.int64),
+        "final_step": arrow.numeric(trace.end_step, np.int64),
+        "final_loss": arrow.numeric(trace.end_loss, np.float64),
+        "best_loss": arrow.numeric(best_loss),
+        "best_step": arrow.numeric(best_step),
+        "dist_to_min": arrow.numeric(dist, np.float64),
+        "steps_to_target": arrow.optional_int64(to_target),
+        "f_min": same(f_min, np.float64),
+        "target": same(problem.target, np.float64),
+        "status": arrow.strings(list(trace.status)),
+        "engine": arrow.strings([engine] * K),
+        "wall_time_s": arrow.numeric(trace.end_wall_time_s, np.float64),
+        "hparams": arrow.strings([json.dumps(r.optimizer.hyperparams, sort_keys=True, default=repr) for r in runs]),
+        "dim": same(problem.dim, np.int64),
+        "schedule": arrow.strings([r.schedule for r in runs]),
+        "recipe": arrow.strings([json.dumps(r.recipe, sort_keys=True) for r in runs]),
+        "recipe_name": arrow.strings([r.recipe_name or "" for r in runs]),  # '': no named recipe
+        **({"noise_scale": arrow.numeric(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
            if "noise_scale" in trace.extra else {}),
-        **{c: pa.array(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64))
-           for c in COST_COLUMNS},
+        **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64)) for c in COST_COLUMNS},
     })
 
 
@@ -470,7 +497,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
         "environment": environment(",".join(sorted({r.device for r in runs})) or sweep.device),
         "schema": {"steps": "one row per (run, recorded step)", "summary": "one row per run"},
     })
-    sweep_record = {
+    sweep_record: dict[str, Any] = {
         "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "problems": [p.label for p in sweep.problems],
@@ -485,8 +512,10 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
         "engine": sweep.engine, "device": sweep.device, "dtype": sweep.dtype,
         "schedules": list(dict.fromkeys(r.schedule for r in runs)) or list(sweep.schedules),
         "clip_norm": sweep.clip_norm, "clip_value": sweep.clip_value, "label_smoothing": sweep.label_smoothing,
-        **({"lr_scaling": sweep.lr_scaling, "base_batch_size": runs[0].base_batch_size if runs else None}
-           if sweep.lr_scaling else {}),
+        **({"recipe": runs[0].recipe_name if runs else sweep.recipe} if sweep.recipe else {}),
+        **({"lr_scaling": runs[0].lr_scaling if runs else sweep.lr_scaling,
+            "base_batch_size": runs[0].base_batch_size if runs else None}
+           if sweep.lr_scaling or sweep.recipe else {}),
         **({"noise_scale_every": sweep.noise_scale_every} if sweep.noise_scale_every else {}),
         "runs": len(runs), "skipped": len(runs) - len(todo),
     }

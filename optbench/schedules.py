@@ -15,6 +15,7 @@ linear             η + (η_min − η) t/T                                     
 step               η γ^(number of milestones ≤ t)                                 (MultiStepLR)
 warmup-cosine      η (t+1)/(W+1) for t < W, then cosine over the remaining T − W  (LinearLR → Cosine…)
 warmup-linear      η (t+1)/(W+1) for t < W, then linear decay to η_min            (LinearLR → LinearLR)
+warmup-constant    η (t+1)/(W+1) for t < W, then η (Goyal et al. 2017's warm-up)  (LinearLR)
 one-cycle          η/div up to η over pct_start·T, then down to η/(div·final_div)  (OneCycleLR, lr only)
 =================  ======================================================================================
 
@@ -65,6 +66,7 @@ SCHEDULE_PARAMS: dict[str, dict[str, Param]] = {
              "gamma": Param(0.1, "factor applied at each milestone", lambda v: 0 < v <= 1, "in (0, 1]")},
     "warmup-cosine": {"warmup": _warmup(), "min_lr": _min_lr()},
     "warmup-linear": {"warmup": _warmup(), "min_lr": _min_lr()},
+    "warmup-constant": {"warmup": _warmup()},
     "one-cycle": {"pct_start": Param(0.3, "fraction of the budget spent increasing the lr",
                                      lambda v: 0 < v < 1, "in (0, 1)"),
                   "div_factor": Param(25.0, "initial lr = lr / div_factor", lambda v: v >= 1, ">= 1"),
@@ -109,7 +111,16 @@ def get_schedule(spec: str | Spec | Schedule | None) -> Schedule:
     if spec is None:
         spec = CONSTANT
     if isinstance(spec, str):
-        spec = parse_spec(spec)
+        return _schedule_from_text(spec)  # every run of a sweep asks for its schedule: parse each text once
+    return _resolve(spec)
+
+
+@lru_cache(maxsize=256)
+def _schedule_from_text(text: str) -> Schedule:
+    return _resolve(parse_spec(text))
+
+
+def _resolve(spec: Spec) -> Schedule:
     if spec.name not in SCHEDULE_PARAMS:
         raise unknown_name("schedule", spec.name, SCHEDULE_PARAMS)
     params = validate_kwargs(f"schedule {spec.name!r}", spec.kwargs, SCHEDULE_PARAMS[spec.name])
@@ -146,11 +157,13 @@ def _scheduler(schedule: Schedule, opt, steps: int, base_lr: float):
         return lrs.OneCycleLR(opt, max_lr=base_lr, total_steps=steps, pct_start=p["pct_start"],
                               anneal_strategy=p["anneal"], div_factor=p["div_factor"],
                               final_div_factor=p["final_div_factor"], cycle_momentum=False)
-    # warmup-cosine, warmup-linear: linear warm-up (t+1)/(W+1), then the decay over the remaining steps
+    # warmup-*: linear warm-up (t+1)/(W+1), then constant or the decay over the remaining steps
     warmup = budget_steps(p["warmup"], steps)
     if warmup >= steps:
         raise SpecError(f"schedule {schedule.label!r}: warm-up of {warmup} steps leaves nothing of a "
                         f"{steps}-step budget.")
+    if name == "warmup-constant":  # LinearLR holds end_factor = 1 after total_iters
+        return lrs.LinearLR(opt, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=max(warmup, 1))
     rest = steps - warmup
     decay = (lrs.CosineAnnealingLR(opt, T_max=rest, eta_min=min_lr) if name == "warmup-cosine"
              else lrs.LinearLR(opt, start_factor=1.0, end_factor=min_lr / base_lr, total_iters=rest))
@@ -210,3 +223,8 @@ def recipe_label(schedule: str = CONSTANT, clip_norm: float | None = None, clip_
     if label_smoothing:
         parts.append(f"label-smoothing={label_smoothing!r}")
     return "".join("+" + p for p in parts)
+
+
+def is_budget_amount(schedule_name: str, key: str) -> bool:
+    """Whether a schedule parameter is a step count or a fraction of the budget (``warmup``)."""
+    return SCHEDULE_PARAMS[schedule_name][key].check is _is_budget_amount

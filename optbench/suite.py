@@ -16,6 +16,7 @@ Format (documented in docs/suites.md)::
 
     [tune]                             # optional, for `optbench tune --suite`
     trials = 50; protocol = "tpe"; space = "lr=1e-5:10:log"; seeds = 5; steps = 200
+    schedule = "warmup-cosine"         # one schedule for every trial; space can search its parameters
 
     [check]                            # optional, passed through untouched to `optbench check`
 
@@ -39,8 +40,9 @@ from optbench.errors import OptbenchError, UsageError, suggest
 
 TOP_KEYS = ("name", "description", "sweep", "tune", "check")
 SWEEP_KEYS = ("name", "description", "problems", "optimizers", "lr", "seeds", "steps", "epochs", "batch_size",
-              "engine", "device", "dtype", "record_every", "schedule", "lr_scaling", "base_batch_size")
-TUNE_KEYS = ("problems", "optimizers", "trials", "protocol", "space", "seeds", "steps", "batch", "storage")
+              "engine", "device", "dtype", "record_every", "schedule", "lr_scaling", "base_batch_size", "recipe")
+TUNE_KEYS = ("problems", "optimizers", "trials", "protocol", "space", "seeds", "steps", "batch", "storage",
+             "schedule")
 
 
 @dataclass
@@ -158,6 +160,24 @@ def _device(rep, table, index, value) -> str:
     return value
 
 
+def _recipe(rep, table, index, data) -> str:
+    """A named recipe (optbench.recipes) → its canonical label; it sets lr_scaling and schedule itself."""
+    from optbench.recipes import get_recipe
+
+    value = data["recipe"]
+    if not isinstance(value, str):
+        raise rep.error(table, index, "recipe", f"expected a recipe name such as 'linear-warmup', got {value!r}.")
+    try:
+        recipe = get_recipe(value)
+    except OptbenchError as exc:
+        raise rep.error(table, index, "recipe", str(exc)) from None
+    for key in ("lr_scaling", "schedule"):
+        if key in data:
+            raise rep.error(table, index, "recipe", f"{recipe.label!r} sets lr_scaling = {recipe.lr_scaling!r} "
+                            f"and schedule = {recipe.schedule!r}; remove the {key} key or the recipe.")
+    return recipe.label
+
+
 def _sweep(rep: _Reporter, index: int, data: Any):
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
@@ -206,6 +226,8 @@ def _sweep(rep: _Reporter, index: int, data: Any):
         sweep.lr_scaling = _choice(rep, t, index, "lr_scaling", data["lr_scaling"], tuple(LR_SCALINGS))
     if "base_batch_size" in data:
         sweep.base_batch_size = _int(rep, t, index, "base_batch_size", data["base_batch_size"])
+    if "recipe" in data:
+        sweep.recipe = _recipe(rep, t, index, data)
     try:
         sweep.expand()  # cross-checks (lr given twice, batch size on problems without one, max dimension)
     except OptbenchError as exc:
@@ -231,9 +253,16 @@ def _tune(rep: _Reporter, data: Any) -> dict[str, Any]:
         from optbench.tuning.protocols import PROTOCOLS
 
         _choice(rep, t, 0, "protocol", data["protocol"], tuple(PROTOCOLS))
-    for key in ("space", "storage"):
+    for key in ("space", "storage", "schedule"):
         if key in data and not isinstance(data[key], str):
             raise rep.error(t, 0, key, f"expected a string, got {data[key]!r}.")
+    if "schedule" in data:  # one schedule for every trial; its parameters are checked against space when tuning
+        from optbench.schedules import get_schedule
+
+        try:
+            get_schedule(data["schedule"])
+        except OptbenchError as exc:
+            raise rep.error(t, 0, "schedule", str(exc)) from None
     if "space" in data:
         from optbench.tuning.spaces import parse_space
 

@@ -52,6 +52,7 @@ FORMULAS = {
     f"warmup-cosine(warmup=0.1, min_lr={MIN})": lambda t: BASE * (t + 1) / (W + 1) if t < W else cos(t - W, T - W),
     f"warmup-linear(warmup={W}, min_lr={MIN})": (
         lambda t: BASE * (t + 1) / (W + 1) if t < W else BASE + (MIN - BASE) * (t - W) / (T - W)),
+    "warmup-constant(warmup=0.1)": lambda t: BASE * (t + 1) / (W + 1) if t < W else BASE,
 }
 TORCH = {
     f"cosine(min_lr={MIN})": lambda o: L.CosineAnnealingLR(o, T, MIN),

@@ -26,6 +26,8 @@ def errors_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from rich.markup import escape  # messages quote "[[sweep]]", "[tune]": text, not markup
+
         from optbench.errors import OptbenchError, UsageError, UserCodeError
 
         try:
@@ -33,15 +35,15 @@ def errors_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort):
             raise
         except UserCodeError as exc:
-            err_console.print(f"[bold red]Error in your code:[/] {exc}", markup=True)
+            err_console.print(f"[bold red]Error in your code:[/] {escape(str(exc))}", markup=True)
             if exc.user_traceback:
                 err_console.print(exc.user_traceback, markup=False)
             raise typer.Exit(EXIT_USAGE) from None
         except UsageError as exc:
-            err_console.print(f"[bold red]Error:[/] {exc}", markup=True)
+            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True)
             raise typer.Exit(EXIT_USAGE) from None
         except OptbenchError as exc:
-            err_console.print(f"[bold red]Failed:[/] {exc}", markup=True)
+            err_console.print(f"[bold red]Failed:[/] {escape(str(exc))}", markup=True)
             raise typer.Exit(EXIT_FAILURE) from None
         except KeyboardInterrupt:
             err_console.print("Interrupted: finished runs are saved; run the same command again to resume.")

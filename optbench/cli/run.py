@@ -81,7 +81,7 @@ def run(
                                                    "for problems that have one (noisy-quadratic).")] = None,
     schedule: Annotated[str, typer.Option("--schedule", help="Learning-rate schedules, comma-separated (a "
                                           "sweep axis): constant, cosine, linear, step, warmup-cosine, "
-                                          "warmup-linear, one-cycle, e.g. 'warmup-cosine(warmup=0.05, "
+                                          "warmup-linear, warmup-constant, one-cycle, e.g. 'warmup-cosine(warmup=0.05, "
                                           "min_lr=1e-5)'. See docs/recipes.md.")] = "constant",
     clip_norm: Annotated[float | None, typer.Option("--clip-norm", help="Clip the gradient the optimizer "
                                                     "sees to this L2 norm (off by default).")] = None,
@@ -91,11 +91,19 @@ def run(
                                                    "cross-entropy, network problems only (default 0).")] = 0.0,
     lr_scaling: Annotated[str | None, typer.Option("--lr-scaling", help="Scale each run's learning rate with "
                                                    "its batch size B: linear (lr × B/B_base, Goyal et al. "
-                                                   "2017; add a warmup-* --schedule) or sqrt (lr × √(B/B_base)). "
+                                                   "2017; --recipe linear-warmup adds their warm-up) or sqrt "
+                                                   "(lr × √(B/B_base)). "
                                                    "See docs/recipes.md.")] = None,
     base_batch_size: Annotated[int | None, typer.Option("--base-batch-size", min=1, help="B_base of "
-                                                        "--lr-scaling: the batch size at which the lr is "
-                                                        "the given one (default: the smallest).")] = None,
+                                                        "--lr-scaling and --recipe: the batch size at which the "
+                                                        "lr is the given one (default: the smallest).")] = None,
+    recipe: Annotated[str | None, typer.Option("--recipe", help="A named batch-size recipe, setting "
+                                               "--lr-scaling and --schedule: linear-warmup (alias goyal: "
+                                               "lr × B/B_base reached by a linear warm-up over 5% of the "
+                                               "steps, then constant; Goyal et al. 2017) or sqrt-warmup "
+                                               "(lr × √(B/B_base), same warm-up). Parameter: "
+                                               "'linear-warmup(warmup=0.1)' (fraction or steps). See "
+                                               "docs/recipes.md.")] = None,
     noise_scale_every: Annotated[int, typer.Option("--noise-scale-every", min=0, help="Network problems: "
                                                    "estimate the gradient noise scale B_simple every N steps "
                                                    "(0: off). See docs/recipes.md.")] = 0,
@@ -130,6 +138,8 @@ def run(
     from optbench.runner import Sweep, run_sweep
     from optbench.spec import parse_float_list, parse_spec_list
 
+    if recipe is not None:
+        _check_recipe_options(ctx, recipe, suite)
     if suite is not None:
         from optbench.suite import run_suite
 
@@ -168,13 +178,31 @@ def run(
                   epochs=epochs, record_every=record_every, engine=engine, device=device, dtype=dtype,
                   schedules=_schedules(schedule), clip_norm=clip_norm, clip_value=clip_value,
                   label_smoothing=label_smoothing, lr_scaling=lr_scaling, base_batch_size=base_batch_size,
-                  noise_scale_every=noise_scale_every)
+                  noise_scale_every=noise_scale_every, recipe=recipe)
     out_dir = out or default_out_dir()
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     outcome = run_sweep(sweep, out_dir, force=force, command=command,
                         progress_factory=lambda steps, runs: _Progress(steps, runs, quiet or json_out), workers=workers)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
     _maybe_report(outcome, report, quiet or json_out)
+
+
+def _check_recipe_options(ctx: typer.Context, recipe: str, suite: Path | None) -> None:
+    """--recipe sets --lr-scaling and --schedule: either given explicitly beside it (even 'constant') is a
+    conflict; a suite names its recipes per sweep."""
+    from optbench.errors import UsageError
+    from optbench.recipes import get_recipe
+
+    resolved = get_recipe(recipe)  # unknown names fail here, with the nearest ones
+    if suite is not None:
+        raise UsageError(f"--recipe cannot be combined with --suite: write recipe = {resolved.label!r} in the "
+                         "suite's [[sweep]] tables.")
+    for option in ("lr_scaling", "schedule"):
+        source = ctx.get_parameter_source(option)
+        if source is not None and source.name == "COMMANDLINE":
+            flag = "--" + option.replace("_", "-") + f" {ctx.params[option]}"
+            raise UsageError(f"{flag} conflicts with --recipe {resolved.label}, which sets --lr-scaling "
+                             f"{resolved.lr_scaling} and --schedule {resolved.schedule!r}: give one or the other.")
 
 
 def _schedules(text: str) -> list[str]:

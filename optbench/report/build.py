@@ -186,11 +186,40 @@ class Builder:
                           note="Median over seeds; red frame / bold: best cell; hatched / 'diverged': most seeds "
                                "diverged; red line: best lr per batch size, against the linear and square-root "
                                "scaling rules.")
-        for grid in found:
+        comps = g.rule_comparisons(summary, found)
+        if comps:
+            section.note += " White diamonds: the lr a scaling recipe used at each batch size (η₀ best at B₀)."
+        compared = {(c.tuned.problem, c.rule) for c in comps}  # shown in the comparison below, every base lr
+        for grid in [grid for grid in found if (grid.problem, grid.optimizer) not in compared]:
             csv, _md_path, md = g.write_tables(grid, self.table_dir)
             if self.static:
-                section.figures += g.heatmap(grid, self.fig_dir, formats=self.static, dpi=self.dpi)
+                rules = [c for c in comps if c.tuned is grid]
+                section.figures += g.heatmap(grid, self.fig_dir, formats=self.static, dpi=self.dpi, rules=rules)
             section.tables.append((f"{grid.problem}, {grid.optimizer}", csv, md))
+        return [section] + self._rule_comparison(comps)
+
+    def _rule_comparison(self, comps) -> list[Section]:
+        """Per-batch-size tuning against an lr-scaling recipe, when the results hold both."""
+        from optbench.report import grids as g
+
+        if not comps:
+            return []
+        title = g.METRICS[comps[0].tuned.metric][0]
+        section = Section(
+            "Batch size: tuned per batch size vs lr-scaling recipe",
+            note=f"Black: the best {title} over the lr grid at each batch size (the lr tuned per batch size). "
+                 "Colour: the recipe's runs, lr = η₀·(B/B₀)^p (with its warm-up), solid for the base lr η₀ that is "
+                 "best at the base batch size B₀ (the recipe as practised: tune at B₀, then scale), dashed for the "
+                 "other base lrs, dotted at the recipe's own value at B₀ (which the rule aims to keep); ×: "
+                 f"diverged. Tables: '× tuned' is the recipe's {title} (above f*) over the tuned one, 1.00× where "
+                 "the rule lands on the tuned optimum; '× at B₀' over its own value at B₀.")
+        for problem in dict.fromkeys(c.tuned.problem for c in comps):
+            mine = [c for c in comps if c.tuned.problem == problem]
+            if self.static:
+                section.figures += g.comparison_figure(mine, self.fig_dir, formats=self.static, dpi=self.dpi)
+            for comp in mine:
+                csv, md = g.write_comparison(comp, self.table_dir)
+                section.tables.append((g.comparison_caption(comp), csv, md))
         return [section]
 
     def _profiles(self) -> list[Section]:

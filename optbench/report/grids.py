@@ -11,6 +11,11 @@ diverge (McCandlish et al. 2018), is drawn on the batch-size axis next to the me
 batch size whose best value over learning rates achieves 90% of the improvement from the smallest batch size
 to the best one (``CRITICAL_FRACTION``; on a log scale for losses and steps), i.e. where larger batches stop
 paying off.
+
+When the results also hold runs whose lr followed a scaling rule (``optbench run --recipe linear-warmup`` or
+``--lr-scaling``) for the same optimizer, :func:`rule_comparisons` sets per-batch-size tuning (the best cell of
+the grid at each batch size) against the rule (η₀·(B/B₀)^p from the base lr that is best at B₀), as a table, a
+loss-against-batch-size figure and the rule's lr traced on the grid's heatmap.
 """
 
 from __future__ import annotations
@@ -76,6 +81,12 @@ class Grid:
         return int(best.index[np.argmax(gain >= CRITICAL_FRACTION * gain.max())])
 
 
+def file_stem(out: Path, *parts: str) -> Path:
+    """``out/grid_<problem>_<optimizer>_<metric>``: safe names without dots, which ``with_suffix`` would take for
+    the start of a suffix (labels such as ``warmup=0.05`` lost their tail and collided)."""
+    return out / "_".join(safe_name(p).replace(".", "_") for p in parts)
+
+
 def with_test_acc(summary, steps):
     """The summary plus ``test_acc``: each run's last evaluated test accuracy (when the problem has one)."""
     if "test_acc" not in steps.columns:
@@ -108,7 +119,7 @@ def grids(summary, metric: str) -> list[Grid]:
 
 def write_tables(grid: Grid, out: Path) -> tuple[Path, Path, str]:
     """CSV (numbers) and Markdown (formatted, best in bold, diverged marked); returns paths and the Markdown."""
-    stem = out / f"grid_{safe_name(grid.problem)}_{safe_name(grid.optimizer)}_{grid.metric}"
+    stem = file_stem(out, "grid", grid.problem, grid.optimizer, grid.metric)
     csv = stem.with_suffix(".csv")
     grid.values.to_csv(csv, float_format="%.10g")
     best = grid.best_cell()
@@ -132,9 +143,10 @@ def write_tables(grid: Grid, out: Path) -> tuple[Path, Path, str]:
     return csv, md, md_text
 
 
-def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None) -> list[Path]:
-    """The table as an annotated heatmap, best cell framed, diverged cells hatched, scaling rules traced."""
-    from matplotlib import colors
+def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -> list[Path]:
+    """The table as an annotated heatmap, best cell framed, diverged cells hatched, scaling rules traced;
+    ``rules`` (RuleComparison of this grid) add the lr each recipe ran with at each batch size."""
+    from matplotlib import colors, patheffects
     from matplotlib.patches import Rectangle
 
     plt = pyplot()
@@ -181,29 +193,42 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None) -> list[Pat
         i, j = list(bss).index(best[0]), list(lrs).index(best[1])
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.2, zorder=5))
     per_bs = grid.best_lr_per_batch()
+    log_lrs = np.log(lrs)
+    step = np.diff(log_lrs).mean() if nc > 1 else 1.0
+    ys = np.arange(nr)
+
+    def col_of(lr):  # lr → column position, extrapolated on the log grid
+        return (np.log(lr) - log_lrs[0]) / step
+
     if len(per_bs) >= 2:
         rows = np.array([list(bss).index(b) for b in per_bs.index])
         cols = np.array([list(lrs).index(lr) for lr in per_bs.to_numpy()])
         ax.plot(cols, rows, color="red", marker="o", markersize=5, linewidth=1.5, zorder=6,
                 label="best lr per batch size")
-        log_lrs = np.log(lrs)
-        step = np.diff(log_lrs).mean() if nc > 1 else 1.0
-
-        def col_of(lr):  # lr → column position, extrapolated on the log grid
-            return (np.log(lr) - log_lrs[0]) / step
-
         b0, lr0 = per_bs.index[0], per_bs.iloc[0]
-        ys = np.arange(nr)
         for power, ls, name in ((1.0, "--", "linear: lr ∝ B"), (0.5, ":", "square root: lr ∝ √B")):
             ax.plot(col_of(lr0 * (bss / b0) ** power), ys, color="black", linestyle=ls, linewidth=1.3, zorder=6,
                     label=name)
+    stroke = [patheffects.withStroke(linewidth=3.4, foreground="black")]
+    for k, rule in enumerate(rules):  # white with a black edge: visible on every colour of the map
+        pos = col_of(rule.lr_at(bss))
+        ax.plot(pos, ys, color="white", marker="DsPo"[k % 4], markersize=4.5, linewidth=2.0, zorder=8,
+                linestyle=("-", "--", "-.", ":")[k % 4], markeredgecolor="black", path_effects=stroke,
+                label=f"{rule.name}: lr = {rule.formula} (η₀ = {fmt_num(rule.base_lr, 2)}, B₀ = "
+                      f"{rule.base_batch_size})")
+        for row in np.nonzero((pos > nc - 0.5) | (pos < -0.5))[0]:  # where the rule leaves the grid: its lr
+            right, lr_text = pos[row] > nc - 0.5, fmt_num(rule.lr_at(bss)[row], 2)
+            ax.text(nc - 0.55 if right else -0.45, row - 0.22 - 0.16 * k,
+                    f"lr {lr_text} →" if right else f"← lr {lr_text}",
+                    ha="right" if right else "left", va="center", fontsize=7, color="black", zorder=9,
+                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.85))
     _critical_batch_marks(ax, grid, bss)
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         # below the axes, outside: constrained layout reserves the room, so the rotated lr ticks and the
         # axis label never collide with it, whatever the number of rows
         fig.legend(handles, labels, loc="outside lower center",
-                   ncol=2 if grid.noise_scale == grid.noise_scale else 3, fontsize=8, frameon=False)
+                   ncol=2 if grid.noise_scale == grid.noise_scale or rules else 3, fontsize=8, frameon=False)
     ax.set_xlim(-0.5, nc - 0.5)
     ax.set_ylim(-0.5, nr - 0.5)
     ax.set_xticks(range(nc), [fmt_num(x, 2) for x in lrs], rotation=45, ha="right")
@@ -216,7 +241,7 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None) -> list[Pat
     missing = "; —: not reached" if grid.metric == "steps_to_target" else ""
     ax.set_title(f"{grid.problem} · {grid.optimizer}: {METRICS[grid.metric][0]} (red frame: best{missing})",
                  fontsize=10)
-    stem = out / f"grid_{safe_name(grid.problem)}_{safe_name(grid.optimizer)}_{grid.metric}"
+    stem = file_stem(out, "grid", grid.problem, grid.optimizer, grid.metric)
     return save(fig, stem, formats, dpi)
 
 
@@ -247,3 +272,309 @@ def _critical_batch_marks(ax, grid: Grid, bss) -> None:
     ax.axhline(min(max(row, -0.45), nr - 0.55), color="#e377c2", linestyle="-",
                linewidth=2.4, zorder=7, label=f"predicted critical batch B_simple ≈ {fmt_num(grid.noise_scale, 3)}"
                f"{off}")
+
+
+# ---- per-batch-size tuning against an lr-scaling rule (a named recipe, optbench.recipes, or --lr-scaling) ----
+
+RULE_TOLERANCE = 1.5  # a rule "holds" at a batch size while its loss gap is within this factor of the reference
+RULE_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7")
+
+
+@dataclass
+class RuleComparison:
+    """One optimizer's bs × lr grid (tuned: the best lr at each batch size) against its runs whose lr followed a
+    scaling rule η_B = η₀·(B/B₀)^p from several base learning rates η₀.
+
+    ``values``, ``lrs`` and ``diverged`` are indexed by batch size with one column per base lr: the median metric
+    over seeds, the lr the runs used and the fraction of seeds that diverged. ``base_lr`` is the recipe as
+    practised: the η₀ that is best at the base batch size B₀ (at the smallest batch size when B₀ was not run),
+    then scaled to every other batch size.
+    """
+
+    tuned: Grid
+    rule: str  # the optimizer label of the scaled runs
+    name: str  # the recipe's name, or "linear scaling" / "sqrt scaling" when set with --lr-scaling
+    lr_scaling: str
+    base_batch_size: int
+    values: pd.DataFrame
+    lrs: pd.DataFrame
+    diverged: pd.DataFrame
+    base_lr: float
+
+    @property
+    def power(self) -> float:
+        from optbench.runner import LR_SCALINGS
+
+        return LR_SCALINGS[self.lr_scaling]
+
+    @property
+    def formula(self) -> str:
+        return "η₀·B/B₀" if self.power == 1 else "η₀·√(B/B₀)" if self.power == 0.5 else f"η₀·(B/B₀)^{self.power}"
+
+    def lr_at(self, batch_sizes) -> np.ndarray:
+        return self.base_lr * (np.asarray(batch_sizes, dtype=float) / self.base_batch_size) ** self.power
+
+    def tuned_best(self) -> pd.DataFrame:
+        """Per batch size of the grid: the best lr and its value (NaN where every lr diverged)."""
+        g = self.tuned
+        v = g.values.where(g.diverged < 0.5)
+        best_lr = g.best_lr_per_batch().reindex(g.values.index)
+        value = v.max(axis=1) if g.higher_is_better else v.min(axis=1)
+        return pd.DataFrame({"lr": best_lr.astype(float), "value": value.astype(float)})
+
+    def relative(self, value, tuned) -> float:
+        """The rule against the tuned value: the ratio of the gaps above f* (losses), of the steps (steps to
+        target), or the difference (accuracy); NaN when either is missing."""
+        if not (value == value and tuned == tuned):
+            return float("nan")
+        if self.tuned.higher_is_better:
+            return float(value - tuned)
+        f_min = self.tuned.f_min if self.tuned.metric in ("final_loss", "best_loss") and \
+            self.tuned.f_min == self.tuned.f_min else 0.0
+        return float((value - f_min) / (tuned - f_min)) if tuned - f_min > 0 else float("nan")
+
+    def base_value(self) -> float:
+        """The chosen base lr's value at B₀ (at the smallest batch size when B₀ was not run); NaN if diverged."""
+        at = self.base_batch_size if self.base_batch_size in self.values.index else self.values.index[0]
+        return float(self.values.loc[at, self.base_lr]) if self.diverged.loc[at, self.base_lr] < 0.5 else np.nan
+
+    def holds_up_to(self, against: str = "tuned"):
+        """The largest batch size ≥ B₀ up to which the chosen base lr stays within ``RULE_TOLERANCE`` of the tuned
+        value at each batch size (``against="tuned"``) or of its own value at B₀ (``"base"``: what the rule
+        promises, Goyal et al.'s criterion of matching the small-batch result). None for accuracy, or when it
+        fails at B₀ already."""
+        if self.tuned.higher_is_better:
+            return None
+        tuned, base, last = self.tuned_best()["value"], self.base_value(), None
+        for b in self.values.index:
+            if b < self.base_batch_size:
+                continue
+            ref = tuned.get(b, np.nan) if against == "tuned" else base
+            ok = self.diverged.loc[b, self.base_lr] < 0.5 and \
+                self.relative(self.values.loc[b, self.base_lr], ref) <= RULE_TOLERANCE
+            if not ok:
+                break
+            last = int(b)
+        return last
+
+
+def _config_key(row) -> tuple:
+    """What makes two configurations the same optimizer: problem family, name, hyperparameters but the lr."""
+    import json
+
+    hp = {k: v for k, v in json.loads(row["hparams"]).items() if k != "lr"}
+    return row["family"], row["optimizer"], json.dumps(hp, sort_keys=True)
+
+
+def rule_comparisons(summary, found: list[Grid]) -> list[RuleComparison]:
+    """Pair every lr-scaled configuration with the grids of the same optimizer (same hyperparameters but the
+    lr) that were not scaled; empty when the results hold no such pair."""
+    import json
+
+    from optbench.runner import LR_SCALINGS
+
+    if "recipe" not in summary.columns or not found:
+        return []
+    settings = summary["recipe"].fillna("{}").map(json.loads)
+    scaled = summary[settings.map(lambda r: r.get("lr_scaling") in LR_SCALINGS).astype(bool)]
+    if scaled.empty:
+        return []
+    grid_keys: dict[tuple, list[Grid]] = {}
+    for grid in found:
+        rows = summary[(summary["family"] == grid.problem) & (summary["optimizer_label"] == grid.optimizer)]
+        if not rows.empty and not settings[rows.index[0]].get("lr_scaling"):
+            grid_keys.setdefault(_config_key(rows.iloc[0]), []).append(grid)
+    out = []
+    for (_family, label), g in scaled.groupby(["family", "optimizer_label"], sort=True):
+        tuned = grid_keys.get(_config_key(g.iloc[0]), [])
+        if not tuned or g["batch_size"].nunique() < 2:
+            continue
+        recipe = settings[g.index[0]]
+        power, b0 = LR_SCALINGS[recipe["lr_scaling"]], int(recipe["base_batch_size"])
+        bs = g["batch_size"].astype("int64")
+        base = (g["lr"].astype(float) / (bs / b0) ** power).map(lambda x: float(f"{x:.12g}"))
+        g = g.assign(batch_size=bs, base_lr=base, div=(g["status"] == "diverged").astype(float))
+        names = [n for n in g.get("recipe_name", pd.Series(dtype=object)).dropna().unique() if n]
+        name = names[0] if len(names) == 1 else f"{recipe['lr_scaling']} scaling"
+        for grid in tuned:
+            cells = g.groupby(["batch_size", "base_lr"])
+            values = cells[grid.metric].median().unstack("base_lr").sort_index().sort_index(axis=1) \
+                if grid.metric in g.columns else None
+            if values is None:
+                continue
+            diverged = cells["div"].mean().unstack("base_lr").reindex_like(values)
+            lrs = cells["lr"].median().unstack("base_lr").reindex_like(values)
+            at = b0 if b0 in values.index else values.index[0]
+            ok = values.loc[at].where(diverged.loc[at] < 0.5).dropna()
+            chosen = (ok.idxmax() if grid.higher_is_better else ok.idxmin()) if len(ok) else values.columns[0]
+            out.append(RuleComparison(grid, label, name, recipe["lr_scaling"], b0, values, lrs, diverged,
+                                      float(chosen)))
+    return out
+
+
+def comparison_table(comp: RuleComparison) -> pd.DataFrame:
+    """The comparison as a tidy table: one row per (batch size, tuned | rule at each base lr)."""
+    tuned = comp.tuned_best()
+    metric = comp.tuned.metric
+    at = comp.base_batch_size if comp.base_batch_size in comp.values.index else comp.values.index[0]
+    at_base = comp.values.loc[at].where(comp.diverged.loc[at] < 0.5)  # each base lr's own value at B₀
+    rows = []
+    for b in comp.values.index.union(tuned.index):
+        if b in tuned.index:
+            rows.append({"kind": "tuned", "batch_size": int(b), "base_lr": np.nan, "lr": tuned.loc[b, "lr"],
+                         metric: tuned.loc[b, "value"], "diverged_fraction": np.nan, "chosen": False,
+                         "vs_tuned": np.nan, "vs_base": np.nan})
+        if b not in comp.values.index:
+            continue
+        for base in comp.values.columns:
+            value, frac = comp.values.loc[b, base], comp.diverged.loc[b, base]
+            if value != value and frac != frac:
+                continue
+            rows.append({"kind": "rule", "batch_size": int(b), "base_lr": float(base), "lr": comp.lrs.loc[b, base],
+                         metric: value if frac < 0.5 else np.nan, "diverged_fraction": frac,
+                         "chosen": bool(base == comp.base_lr),
+                         "vs_tuned": comp.relative(value, tuned["value"].get(b, np.nan)) if frac < 0.5 else np.nan,
+                         "vs_base": comp.relative(value, at_base[base]) if frac < 0.5 else np.nan})
+    table = pd.DataFrame(rows)
+    head = {"problem": comp.tuned.problem, "optimizer": comp.tuned.optimizer, "rule_config": comp.rule,
+            "recipe": comp.name, "lr_scaling": comp.lr_scaling, "base_batch_size": comp.base_batch_size}
+    return pd.concat([pd.DataFrame([head] * len(table)), table], axis=1)
+
+
+def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
+    """CSV (tidy, every base lr) and a Markdown table (per batch size: tuned, the chosen base lr, the others)."""
+    title = METRICS[comp.tuned.metric][0]
+    stem = file_stem(out, "rule", comp.tuned.problem, comp.tuned.optimizer, comp.name, comp.tuned.metric)
+    csv = stem.with_suffix(".csv")
+    table = comparison_table(comp)
+    table.to_csv(csv, index=False, float_format="%.17g")
+    vs, vs_base = ("− tuned", "− at B₀") if comp.tuned.higher_is_better else ("× tuned", "× at B₀")
+    others = [b for b in comp.values.columns if b != comp.base_lr]
+    head = ["batch size", "tuned lr", f"tuned {title}", f"{comp.name} lr", f"{comp.name} {title}", vs, vs_base]
+    head += [f"η₀ = {fmt_num(b, 3)}: {title}" for b in others]
+    tuned = comp.tuned_best()
+
+    def cell(b, base) -> str:
+        if b not in comp.values.index or comp.values.loc[b, base] != comp.values.loc[b, base] \
+                and comp.diverged.loc[b, base] != comp.diverged.loc[b, base]:
+            return "—"
+        return "diverged" if comp.diverged.loc[b, base] >= 0.5 else fmt_num(comp.values.loc[b, base], 3)
+
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for b in comp.values.index.union(tuned.index):
+        t_lr, t_v = (tuned.loc[b, "lr"], tuned.loc[b, "value"]) if b in tuned.index else (np.nan, np.nan)
+        rule_v = comp.values.loc[b, comp.base_lr] if b in comp.values.index else np.nan
+        div = b in comp.values.index and comp.diverged.loc[b, comp.base_lr] >= 0.5
+        rels = [np.nan if div else comp.relative(rule_v, ref) for ref in (t_v, comp.base_value())]
+        rel_texts = ["—" if r != r else (fmt_num(r, 3) if comp.tuned.higher_is_better else f"{r:.2f}×") for r in rels]
+        lr_text = fmt_num(comp.lrs.loc[b, comp.base_lr], 3) if b in comp.values.index else "—"
+        cells = [str(int(b)), fmt_num(t_lr, 3) if t_lr == t_lr else "—", fmt_num(t_v, 3) if t_v == t_v else "—",
+                 lr_text, cell(b, comp.base_lr), *rel_texts] + [cell(b, o) for o in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    return csv, "\n".join(lines) + "\n"
+
+
+def comparison_caption(comp: RuleComparison) -> str:
+    holds, keeps, tol = comp.holds_up_to("tuned"), comp.holds_up_to("base"), f"{RULE_TOLERANCE:g}×"
+    where = "" if comp.tuned.higher_is_better else (
+        (f"; within {tol} of tuned up to B = {holds}" if holds is not None else
+         f"; more than {tol} worse than tuned already at B₀")
+        + (f"; keeps its B₀ value (within {tol}) up to B = {keeps}" if keeps is not None else ""))
+    return (f"{comp.tuned.problem}, {comp.tuned.optimizer}: tuned per batch size vs {comp.name} "
+            f"(lr = {comp.formula}, B₀ = {comp.base_batch_size}, η₀ = {fmt_num(comp.base_lr, 3)}: best at B₀{where})")
+
+
+def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: int) -> list[Path]:
+    """Per problem: one panel per optimizer, the metric against the batch size (log-log for losses and steps):
+    the tuned optimum at each batch size (black), each rule at its chosen base lr (solid) and at the other
+    base lrs (thin, dashed, labelled at their right end); × on the top edge: that batch size diverged."""
+    from matplotlib import ticker
+    from matplotlib.lines import Line2D
+
+    plt = pyplot()
+    problem = comps[0].tuned.problem
+    panels = list(dict.fromkeys(c.tuned.optimizer for c in comps))
+    metric, title = comps[0].tuned.metric, METRICS[comps[0].tuned.metric][0]
+    f_min = comps[0].tuned.f_min
+    gap = metric in ("final_loss", "best_loss") and f_min == f_min and f_min != 0
+    shift = f_min if metric in ("final_loss", "best_loss") and f_min == f_min else 0.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.4, 4.3 * len(panels)), 4.6), dpi=dpi, sharey=True,
+                             squeeze=False)
+    names = list(dict.fromkeys(c.name for c in comps))
+    colors = {n: RULE_COLORS[i % len(RULE_COLORS)] for i, n in enumerate(names)}
+    all_values, labels = [], []
+    for ax, panel in zip(axes[0], panels):
+        mine = [c for c in comps if c.tuned.optimizer == panel]
+        tuned = mine[0].tuned_best().dropna(subset=["value"])
+        ax.plot(tuned.index, tuned["value"] - shift, color="black", marker="o", linewidth=2.0, zorder=5)
+        all_values += list(tuned["value"] - shift)
+        for comp in mine:
+            color = colors[comp.name]
+            for base in comp.values.columns:
+                ok = comp.diverged[base] < 0.5
+                v = (comp.values[base] - shift).where(ok)
+                chosen = base == comp.base_lr
+                ax.plot(v.index, v, color=color, marker="s" if chosen else None, markersize=5,
+                        linewidth=2.0 if chosen else 0.9, linestyle="-" if chosen else "--",
+                        alpha=1.0 if chosen else 0.55, zorder=4 if chosen else 3)
+                all_values += list(v.dropna())
+                last = v.dropna()
+                if len(last):  # each line named by its base lr at its right end (placed once the scale is set)
+                    labels.append((ax, last.index[-1], last.iloc[-1], f"η₀={fmt_num(base, 2)}", color, chosen))
+                div = comp.diverged[base][comp.diverged[base] >= 0.5].index
+                if len(div):
+                    ax.plot(div, [0.97] * len(div), linestyle="none", marker="x", markersize=7 if chosen else 5,
+                            color=color, alpha=1.0 if chosen else 0.55, transform=ax.get_xaxis_transform(),
+                            clip_on=False, zorder=6)
+            ax.axvline(comp.base_batch_size, color="#888888", linestyle=":", linewidth=1.0, zorder=1)
+            if comp.base_value() == comp.base_value():  # the rule's promise: the value it reached at B₀
+                ax.axhline(comp.base_value() - shift, color=color, linestyle=":", linewidth=1.1, alpha=0.8, zorder=2)
+            ax.text(comp.base_batch_size, 0.02, " B₀", transform=ax.get_xaxis_transform(), fontsize=8,
+                    color="#555555", ha="left", va="bottom")
+        bss = sorted(set(tuned.index) | {b for c in mine for b in c.values.index})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(bss, [str(b) for b in bss])
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.set_xlabel("batch size B (log scale)")
+        ax.set_title(panel, fontsize=10)
+    finite = np.array([v for v in all_values if np.isfinite(v)])
+    log_y = metric != "test_acc" and len(finite) and (finite > 0).all()
+    if log_y:
+        axes[0][0].set_yscale("log")
+    axes[0][0].set_ylabel(f"{title} {'− f* ' if gap else ''}(median over seeds{', log scale' if log_y else ''})")
+    _end_labels(labels, dpi)
+    handles = [Line2D([], [], color="black", marker="o", linewidth=2.0, label="tuned: best lr of the grid at each B")]
+    for name in names:
+        comp = next(c for c in comps if c.name == name)
+        handles.append(Line2D([], [], color=colors[name], marker="s", linewidth=2.0,
+                              label=f"{name}: lr = {comp.formula}, η₀ = the best at B₀ (grey line)"))
+        handles.append(Line2D([], [], color=colors[name], linestyle="--", linewidth=0.9, alpha=0.55,
+                              label=f"{name}: other base lrs η₀"))
+        handles.append(Line2D([], [], color=colors[name], linestyle=":", linewidth=1.1, alpha=0.8,
+                              label=f"{name}: its value at B₀, which the rule aims to keep"))
+    handles.append(Line2D([], [], color="#444444", marker="x", linestyle="none", label="diverged at that B"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(f"{problem}: {title}, tuned per batch size vs lr-scaling recipe", fontsize=11)
+    return save(fig, file_stem(out, "rule", problem, metric), formats, dpi)
+
+
+def _end_labels(labels, dpi: int, gap_pt: float = 8.5) -> None:
+    """Write line-end labels (ax, x, y, text, colour, bold), pushed apart vertically where lines end close
+    together, so none overlaps another."""
+    groups: dict[tuple, list] = {}
+    for item in labels:
+        groups.setdefault((id(item[0]), item[1]), []).append(item)
+    for items in groups.values():
+        ax = items[0][0]
+        ax.autoscale_view()
+        pts = [ax.transData.transform((x, y))[1] * 72 / dpi for _, x, y, *_ in items]
+        order = np.argsort(pts)
+        placed = list(np.asarray(pts)[order])
+        for i in range(1, len(placed)):  # upward sweep, then centre the group on where it started
+            placed[i] = max(placed[i], placed[i - 1] + gap_pt)
+        shift = (np.mean(placed) - np.mean(np.asarray(pts)[order])) if len(placed) > 1 else 0.0
+        for k, j in enumerate(order):
+            _, x, y, text, color, bold = items[j]
+            ax.annotate(text, (x, y), xytext=(4, placed[k] - shift - pts[j]), textcoords="offset points",
+                        fontsize=7.5 if bold else 7, color=color, va="center", alpha=1.0 if bold else 0.8,
+                        fontweight="bold" if bold else "normal")
