@@ -182,10 +182,11 @@ def add_cost_columns(summary):
 
 
 def aggregate_cost(runs) -> dict[str, float]:
-    """Cost columns of one comparison-table row: medians over seeds (peak memory: the maximum)."""
+    """Cost columns of one comparison-table row: medians over seeds (peak memory: the maximum). ``runs``
+    maps column names to the group's values (a DataFrame or a dict of arrays)."""
     out = {}
     for c in AGGREGATE_COLUMNS:
-        values = runs[c].astype(float) if c in runs else np.array([np.nan])
+        values = np.asarray(runs[c], dtype=float) if c in runs else np.array([np.nan])
         values = values[np.isfinite(values)]
         out[c] = float(values.max() if c == "peak_memory_bytes" else np.median(values)) if len(values) else math.nan
     return out
