@@ -9,7 +9,8 @@
    fresh torch optimizer on a 2-D point with gradients clipped to norm 1, objective the final loss, then
    draws each best trajectory. Reproduced here with a plain loop (``peer_study``, written for this
    benchmark), against ``optbench tune`` (installed script, start-up included, ``--clip-norm 1 --dtype
-   float32`` so both sides optimise the same objective) + ``optbench report`` (trajectories, png).
+   float32`` so both sides optimise the same objective, ``--trials 600,sgd=1200``) with ``--report``
+   (trajectories, png) in the same process.
 
 The peer side takes ~700 s in full; ``--peer-full`` runs all of it, the default runs ``adam`` on both
 functions fully and times the first 100 trials of every other study, extrapolating linearly to its budget
@@ -193,24 +194,17 @@ def tuning_throughput() -> list[dict]:
 
 
 def optbench_job(out: Path) -> dict:
-    """The peer's job with the installed CLI: two `optbench tune` commands (600 and 1200 trials) + report."""
+    """The peer's job with the installed CLI: one `optbench tune` command (600 trials per optimizer, 1200 for
+    sgd, as the peer) that also draws the trajectories (`--report`, in the same process)."""
     exe = shutil.which("optbench")
     problems = ",".join(spec for _, spec in FUNCTIONS.values())
-    common = ["-p", problems, "--steps", str(STEPS), "--clip-norm", "1", "--dtype", "float32", "--batch", "100",
-              "--workers", "2", "--seeds", "1", "--out", str(out), "-q"]
-    others = ",".join(o for o in OPTIMIZERS if o != "sgd")
     timings = {}
     t0 = time.perf_counter()
-    for opts, n in ((others, TRIALS), ("sgd", SGD_TRIALS)):
-        t = time.perf_counter()
-        subprocess.run([exe, "tune", "-o", opts, "--trials", str(n), *common], check=True)
-        timings[f"tune {opts} ({n} trials)"] = time.perf_counter() - t
-    report = subprocess.run([exe, "report", "--help"], capture_output=True)
-    if report.returncode == 0:
-        t = time.perf_counter()
-        subprocess.run([exe, "report", str(out), "--figures", "trajectories", "--format", "png"], check=True,
-                       capture_output=True)
-        timings["report (trajectories, png)"] = time.perf_counter() - t
+    subprocess.run([exe, "tune", "-p", problems, "-o", ",".join(OPTIMIZERS), "--trials",
+                    f"{TRIALS},sgd={SGD_TRIALS}", "--steps", str(STEPS), "--clip-norm", "1", "--dtype", "float32",
+                    "--batch", "100", "--workers", "2", "--seeds", "1", "--out", str(out), "-q",
+                    "--report", "--report-figures", "trajectories", "--report-format", "png"], check=True)
+    timings["optbench tune --trials 600,sgd=1200 --report (trajectories, png)"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t0
     best = {}
     for entry in json.loads((out / "manifest.json").read_text())["tuning"]:

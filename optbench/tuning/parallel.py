@@ -71,8 +71,11 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
         store, write_round = open_storage(None, out_dir)
     else:
         common["storage"] = storage
-    # fork (Linux) skips re-importing torch and optuna in every worker (~1-2 s each); the parent has not
-    # started torch thread pools at this point
+    # fork (Linux) skips re-importing torch and optuna in every worker (~2 s each): import the engine (and
+    # torch) here, once, before forking; the parent runs no torch op before the fork, so no thread pool
+    # exists yet. The parent needs torch anyway for the re-runs that follow.
+    import optbench.engines.batched  # noqa: F401
+
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     tasks, reports = ctx.Queue(), ctx.Queue()
     for index in sorted(range(len(pairs)), key=lambda i: -budgets[i]):
