@@ -289,3 +289,49 @@ def test_trial_budgets_round_trip(default, overrides, spaces):
     text = f",{spaces}".join(parts)
     expected = [overrides.get(o.name, default if default is not None else 50) for o in opts]
     assert trial_budgets(text or None, opts, get_protocol("tpe")) == expected
+
+
+def test_clip_value_reaches_every_trial(tmp_path):
+    """--clip-value is part of the study and of each trial's run: the best trial's loss is what the batched
+    engine gives that configuration with the same clipping (and not without it)."""
+    import torch
+
+    from optbench.engines.batched import run_batched
+    from optbench.tuning.study import TUNE_SEED
+
+    problem, opt = get_problem("rosenbrock(start=(-2.0, 2.0))"), get_optimizer("sgd")
+    res = tune_one(problem, opt, protocol=get_protocol("random"), trials=12, dims=parse_space(""), steps=60,
+                   out_dir=tmp_path, batch=12, clip_value=0.5)
+    assert "|clip_value=0.5" in res.study_name
+    best = get_optimizer(f"sgd(lr={res.best_params['lr']!r})")
+    for clip, same in ((0.5, True), (None, False)):
+        trace = run_batched(problem, [best], [TUNE_SEED], 60, clip_value=clip, measure_cost=False)
+        assert (float(trace.end_loss[0]) == pytest.approx(res.best_value, rel=1e-12)) is same
+    assert torch.get_default_dtype() == torch.float32  # untouched
+
+
+def test_tune_recipe_options_are_checked_and_recorded(tmp_path, monkeypatch):
+    from optbench.data import store
+    from optbench.data.synthetic import write_dataset
+
+    bad = _optbench("tune", "-p", "rosenbrock", "-o", "sgd", "--label-smoothing", "0.1", "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "network" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _optbench("tune", "-p", "rosenbrock", "-o", "sgd", "--clip-value", "0", "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "--clip-value" in bad.stderr
+    write_dataset("mnist", tmp_path / "data" / "mnist", n_train=200, n_test=50)
+    monkeypatch.setenv(store.DATA_ENV, str(tmp_path / "data"))
+    from typer.testing import CliRunner
+
+    from optbench.cli.app import app
+
+    out = tmp_path / "net"
+    r = CliRunner().invoke(app, ["tune", "-p", "mnist-mlp(width=8, depth=1, batch_size=50, train_size=200, "
+                                 "test_size=50)", "-o", "sgd", "--trials", "2", "--steps", "4", "--seeds", "1",
+                                 "--label-smoothing", "0.1", "--protocol", "random", "--out", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    (record,) = json.loads((out / "manifest.json").read_text())["tuning"]
+    assert record["label_smoothing"] == 0.1 and "label_smoothing=0.1" in record["studies"][0]["study"]
+    from optbench.results import load_summary
+
+    summary = load_summary(out)
+    assert len(summary) == 1 and "label-smoothing" in summary["optimizer_label"][0]

@@ -48,6 +48,10 @@ def tune(
                                                 "file path. Default: OUT/tuning.journal.")] = None,
     clip_norm: Annotated[float | None, typer.Option("--clip-norm", help="Clip each trial's gradient to this "
                                                      "norm (also in the re-runs).")] = None,
+    clip_value: Annotated[float | None, typer.Option("--clip-value", help="Clip each gradient coordinate of "
+                                                      "every trial (and the re-runs) to [-V, V].")] = None,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Label smoothing of the "
+                                                   "cross-entropy (network problems; trials and re-runs).")] = 0.0,
     workers: Annotated[int, typer.Option(min=1, help="Processes tuning independent studies in parallel "
                                          "(one study per problem × optimizer).")] = 1,
     sampler_seed: Annotated[int, typer.Option("--sampler-seed", help="Seed of the sampler.")] = 0,
@@ -117,13 +121,17 @@ def tune(
 
     if clip_norm is not None and not (clip_norm > 0):
         raise UsageError(f"--clip-norm must be positive (got {clip_norm:g}).")
+    # the recipe options are validated as 'optbench run' validates them (clip values, label smoothing on
+    # networks only), before any trial
+    Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
+          label_smoothing=label_smoothing).check_recipe(problems)
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
     budget = max(budgets)
     budget_text = f"{budget} trials" if len(set(budgets)) == 1 else "budgets " + ", ".join(
         f"{o.label} {b}" for o, b in zip(optimizers, budgets))
     options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, clip_norm=clip_norm,
-                   schedule=sched)
+                   clip_value=clip_value, label_smoothing=label_smoothing, schedule=sched)
     t0 = time.perf_counter()
     progress = _RoundProgress(sum(pair_budgets), quiet)
     try:
@@ -157,13 +165,14 @@ def tune(
                 best_by_schedule.setdefault(r.best_schedule or "constant", []).append(r.best_config)
         for best_schedule, best in best_by_schedule.items():
             sweep = Sweep([prob], best, seeds=seed_list, steps=steps, engine=engine, dtype=dtype, clip_norm=clip_norm,
-                          schedules=[best_schedule])
+                          clip_value=clip_value, label_smoothing=label_smoothing, schedules=[best_schedule])
             outcomes.append(run_sweep(sweep, out_dir, force=force, command=command))
     manifest = read_manifest(out_dir)
     manifest.setdefault("tuning", []).append({
         "command": command, "protocol": proto.name, "protocol_doc": proto.doc, "budget": budget,
         **({"budgets": {o.label: b for o, b in zip(optimizers, budgets)}} if len(set(budgets)) > 1 else {}),
-        "steps": steps, "clip_norm": clip_norm, "schedule": sched, "batch": batch, "workers": workers,
+        "steps": steps, "clip_norm": clip_norm, "clip_value": clip_value, "label_smoothing": label_smoothing,
+        "schedule": sched, "batch": batch, "workers": workers,
         "rerun_seeds": seed_list, "storage": storage or str(out_dir / "tuning.journal"),
         "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]})
     write_manifest(out_dir, manifest)

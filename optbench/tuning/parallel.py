@@ -55,7 +55,7 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     queued first, so that a long study does not start last and hold up the end.
 
     ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, clip_norm,
-    schedule).
+    clip_value, label_smoothing, schedule).
     ``progress(n_trials, n_failed)`` is called in this process after every round of any study.
     """
     import optuna
@@ -84,7 +84,8 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
         if storage is None:
             space = study_space(optimizer, dims, protocol)
             name = study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
-                              options.get("clip_norm"), options.get("schedule"))
+                              options.get("clip_norm"), options.get("schedule"), clip_value=options.get("clip_value"),
+                              label_smoothing=options.get("label_smoothing", 0.0))
             records[index] = optuna.create_study(study_name=name, storage=store, direction="minimize",
                                                  load_if_exists=True)
             existing = records[index].get_trials(deepcopy=False)
@@ -132,7 +133,8 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     for index, (problem, optimizer) in enumerate(pairs):
         space = study_space(optimizer, dims, protocol)
         name = study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
-                          options.get("clip_norm"), options.get("schedule"))
+                          options.get("clip_norm"), options.get("schedule"), clip_value=options.get("clip_value"),
+                              label_smoothing=options.get("label_smoothing", 0.0))
         study = records.get(index) or optuna.load_study(study_name=name, storage=_url(storage))
         results.append(summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budgets[index], space,
                                  name, evaluated[index], wall, options.get("schedule")))

@@ -144,7 +144,8 @@ def round_journal(inner):
 
 
 def study_name(problem, optimizer, protocol: Protocol, steps: int, dims: list[Dim], dtype: str,
-               clip_norm: float | None = None, schedule: str | None = None) -> str:
+               clip_norm: float | None = None, schedule: str | None = None, *, clip_value: float | None = None,
+               label_smoothing: float = 0.0) -> str:
     """Everything that defines the search except its budget (a larger --trials continues the study).
     A schedule enters with every parameter it does not search (``cosine`` and ``cosine(min_lr=0.0)`` are
     one study; searched ones are in the space); without one (or constant) the name is as it always was."""
@@ -153,6 +154,8 @@ def study_name(problem, optimizer, protocol: Protocol, steps: int, dims: list[Di
 
     space = ",".join(str(d) for d in dims)
     clip = f"|clip_norm={clip_norm:g}" if clip_norm else ""
+    clip += (f"|clip_value={clip_value:g}" if clip_value else "") + (
+        f"|label_smoothing={label_smoothing:g}" if label_smoothing else "")
     sched = get_schedule(schedule)
     searched = {d.name.removeprefix(SCHEDULE_PREFIX) for d in dims if d.name.startswith(SCHEDULE_PREFIX)}
     fixed = format_spec(sched.name, {k: v for k, v in sched.params.items() if k not in searched})
@@ -162,7 +165,8 @@ def study_name(problem, optimizer, protocol: Protocol, steps: int, dims: list[Di
 
 
 def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, device: str,
-              clip_norm: float | None = None, schedules: list[str] | None = None):
+              clip_norm: float | None = None, schedules: list[str] | None = None, clip_value: float | None = None,
+              label_smoothing: float = 0.0):
     """Run the configs (``schedules[k]``: config k's schedule label; None: constant); returns
     (recorded steps [R], losses [R, K], final losses [K], statuses [K])."""
     import numpy as np
@@ -175,13 +179,13 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
         # cost probes off: tuning compares losses, and the probe builds a torch optimizer per round
         trace = run_batched(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
                             device=torch.device(device), dtype=getattr(torch, dtype), clip_norm=clip_norm,
-                            schedule=schedules, measure_cost=False)
+                            clip_value=clip_value, schedule=schedules, measure_cost=False)
         return trace.steps, trace.loss, trace.end_loss, trace.status
     from optbench.runner import Run, execute
 
     schedules = schedules or ["constant"] * len(configs)
     traces = [execute("loop", [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, schedule=s,
-                                   clip_norm=clip_norm)])
+                                   clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing)])
               for c, s in zip(configs, schedules)]
     return (traces[0].steps, np.concatenate([t.loss for t in traces], axis=1),
             np.concatenate([t.end_loss for t in traces]), [t.status[0] for t in traces])
@@ -190,7 +194,8 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
 def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = None, dims: dict[str, Dim],
              steps: int = 200, storage=None, out_dir: str | Path = ".", batch: int = DEFAULT_BATCH,
              seed: int = 0, engine: str = "auto", dtype: str = "float64", device: str = "cpu",
-             pruner: str = "none", clip_norm: float | None = None, schedule: str | None = None, progress=None,
+             pruner: str = "none", clip_norm: float | None = None, clip_value: float | None = None,
+             label_smoothing: float = 0.0, schedule: str | None = None, progress=None,
              persist=None, existing=None) -> TuneResult:
     """Tune ``optimizer`` on ``problem`` until the study holds ``budget`` evaluated trials.
 
@@ -229,7 +234,8 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
         raise UsageError(f"The batched engine does not support {optimizer.label!r}; use --engine loop or auto.")
     if pruner not in ("none", "median"):
         raise UsageError(f"Unknown pruner {pruner!r}; valid: none, median.")
-    name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm, sched.label)
+    name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm, sched.label,
+                      clip_value=clip_value, label_smoothing=label_smoothing)
     sampler = protocol.sampler(seed, space)
 
     def new_study(store):
@@ -281,7 +287,8 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
         configs = [apply(optimizer, v) for v in values]
         schedules = None if sched.is_constant else [schedule_for(sched, v).label for v in values]
         steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
-                                                       device=device, clip_norm=clip_norm, schedules=schedules)
+                                                       device=device, clip_norm=clip_norm, schedules=schedules,
+                                                       clip_value=clip_value, label_smoothing=label_smoothing)
         failed = 0
         for k, trial in enumerate(live):
             if statuses[k] != "done" or not math.isfinite(float(finals[k])):
