@@ -153,7 +153,7 @@ class Sweep:
                 if opt.entry.max_dim is not None and p.dim > opt.entry.max_dim:
                     raise SpecError(f"Optimizer {opt.name!r} handles problems up to dimension "
                                     f"{opt.entry.max_dim}; {p.label} has {p.dim}.")
-        schedules = self._check_recipe(problems)
+        schedules = self.check_recipe(problems)
         base_batch = self._check_lr_scaling(problems)
         runs = []
         for problem in problems:
@@ -207,7 +207,7 @@ class Sweep:
         steps = self.epochs * problem.steps_per_epoch()
         return steps, self.record_every or max(1, -(-steps // MAX_RECORDED_ROWS))
 
-    def _check_recipe(self, problems) -> list[str]:
+    def check_recipe(self, problems) -> list[str]:
         """Validate schedules, clipping and label smoothing; returns canonical schedule labels."""
         from optbench.schedules import get_schedule
 
@@ -379,7 +379,6 @@ def trace_tables(runs: list[Run], trace, engine: str):
 
 def summarize_trace(runs, trace, run_idx, step, loss, engine):
     import numpy as np
-    import torch
 
     from optbench import columns as arrow
     from optbench.cost import COST_COLUMNS
@@ -388,19 +387,23 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
     K = len(runs)
     f_min = problem.f_min if problem.f_min is not None else np.nan
     gap = loss - (0.0 if problem.f_min is None else problem.f_min)
-    hit = gap <= problem.target
-    best_loss, best_step, to_target = np.full(K, np.nan), np.zeros(K, np.int64), [None] * K
-    bounds = np.searchsorted(run_idx, np.arange(K + 1))
-    for k in range(K):
-        a, b = bounds[k], bounds[k + 1]
-        seg = loss[a:b]
-        if np.isfinite(seg).any():
-            i = int(np.nanargmin(np.where(np.isfinite(seg), seg, np.nan)))
-            best_loss[k], best_step[k] = seg[i], step[a + i]
-        hits = np.nonzero(hit[a:b])[0]
-        if hits.size:
-            to_target[k] = int(step[a + hits[0]])
-    dist = problem.distance_to_minimum(torch.from_numpy(trace.end_x)).numpy()
+    # per run (rows are grouped by run, every run has at least its end row): the first minimum of the
+    # finite losses, and the first step within the target
+    starts = np.searchsorted(run_idx, np.arange(K))
+    finite = np.where(np.isfinite(loss), loss, np.inf)
+    seg_min = np.minimum.reduceat(finite, starts)
+    at_min = np.flatnonzero(finite == seg_min[run_idx])
+    runs_at_min, first = np.unique(run_idx[at_min], return_index=True)
+    best_loss, best_step = np.full(K, np.nan), np.zeros(K, np.int64)
+    has_best = np.isfinite(seg_min[runs_at_min])
+    best_loss[runs_at_min[has_best]] = loss[at_min[first]][has_best]
+    best_step[runs_at_min[has_best]] = step[at_min[first]][has_best]
+    hits = np.flatnonzero(gap <= problem.target)
+    runs_hit, first_hit = np.unique(run_idx[hits], return_index=True)
+    to_target: list[int | None] = [None] * K
+    for k, i in zip(runs_hit.tolist(), step[hits[first_hit]].tolist()):
+        to_target[k] = int(i)
+    dist = np.asarray(problem.distance_to_minimum(np.asarray(trace.end_x, dtype=np.float64)), dtype=np.float64)
 
     def same(value, dtype):
         return arrow.numeric(np.full(K, value, dtype=dtype))
@@ -452,7 +455,6 @@ def _last_finite(values, steps, end_step):
 
 def environment(device: str) -> dict[str, Any]:
     import platform
-    import subprocess
     import sys
 
     import torch
@@ -464,14 +466,50 @@ def environment(device: str) -> dict[str, Any]:
     if "cuda" in device and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path.cwd())
-        if rev.returncode == 0:
-            env["git_revision"] = rev.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    revision = git_revision(Path.cwd())
+    if revision:
+        env["git_revision"] = revision
     return env
+
+
+def git_revision(start: Path) -> str | None:
+    """The commit checked out in the git work tree holding ``start``, or None outside one.
+
+    Read from ``.git/HEAD`` and the ref it names (loose or packed) without starting ``git``: a subprocess
+    costs ~10 ms, which is a tenth of a small batched sweep. Anything unusual (a worktree's ``.git`` file,
+    a missing ref) falls back to ``git rev-parse HEAD``.
+    """
+    import re
+    import subprocess
+
+    for directory in (start, *start.parents):
+        git = directory / ".git"
+        if git.is_dir():
+            try:
+                head = (git / "HEAD").read_text().strip()
+                if re.fullmatch(r"[0-9a-f]{40}", head):  # detached
+                    return head
+                ref = head.removeprefix("ref: ").strip()
+                loose = git / ref
+                if loose.is_file():
+                    return loose.read_text().strip()
+                packed = git / "packed-refs"
+                for line in (packed.read_text().splitlines() if packed.is_file() else ()):
+                    sha, _, name = line.partition(" ")
+                    if name == ref:
+                        return sha
+            except OSError:
+                pass
+            break
+        if git.exists():  # a worktree or submodule: .git is a file pointing elsewhere
+            break
+    else:
+        return None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=start)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() if rev.returncode == 0 else None
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command: str = "",

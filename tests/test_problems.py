@@ -133,6 +133,12 @@ def test_known_minima(name):
         assert float(problem.distance_to_minimum(m)) == 0.0
     if not points:
         assert problem.unbounded and math.isnan(float(problem.distance_to_minimum(problem.start)))
+    # numpy in, numpy out (the results tables): the same distances as the torch path
+    x = np.random.default_rng(0).normal(size=(4, 3, problem.dim)) * 2
+    expected = problem.distance_to_minimum(torch.from_numpy(x)).numpy()
+    got = problem.distance_to_minimum(x)
+    assert isinstance(got, np.ndarray) and got.shape == (4, 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, equal_nan=True)
     # the start is not already at the target
     start = problem.start
     assert float(problem.loss(start)) - (value or 0.0) > problem.target

@@ -84,3 +84,36 @@ def test_merge_directories_and_bad_directory(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="not an optbench results directory"):
         optbench.load_results(tmp_path / "empty")
+
+
+def test_git_revision_without_a_subprocess(tmp_path):
+    """The manifest's git revision is read from .git (loose ref, packed ref, detached HEAD) and agrees with
+    `git rev-parse HEAD`; worktrees fall back to git itself; outside a repository there is none."""
+    import shutil
+    import subprocess
+
+    from optbench.runner import git_revision
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+
+    def git(*args, cwd=tmp_path / "repo"):
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "repo" / "sub").mkdir(parents=True)
+    git("init", "-q", "-b", "main")
+    (tmp_path / "repo" / "a.txt").write_text("a")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    head = git("rev-parse", "HEAD")
+    assert git_revision(tmp_path / "repo" / "sub") == head  # loose ref, from a subdirectory
+    git("pack-refs", "--all")
+    assert not (tmp_path / "repo" / ".git" / "refs" / "heads" / "main").exists()
+    assert git_revision(tmp_path / "repo") == head  # packed ref
+    git("checkout", "-q", "--detach")
+    assert git_revision(tmp_path / "repo") == head  # detached HEAD
+    git("worktree", "add", "-q", str(tmp_path / "wt"))
+    assert git_revision(tmp_path / "wt") == head  # .git is a file: git answers
+    (tmp_path / "plain").mkdir()  # outside the repository: whatever git itself says (None when no repo)
+    outside = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path / "plain", capture_output=True, text=True)
+    assert git_revision(tmp_path / "plain") == (outside.stdout.strip() if outside.returncode == 0 else None)
