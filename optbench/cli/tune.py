@@ -143,7 +143,8 @@ def tune(
                                   f"{proto.name}, {budget_text if len(set(budgets)) > 1 else f'{budget} trials each'}",
                                   highlight=False)
             results = tune_parallel(pairs, workers=workers, protocol=proto, trials=pair_budgets, dims=dims, steps=steps,
-                                    storage=storage, out_dir=out_dir, progress=progress.advance, **options)
+                                    storage=storage, out_dir=out_dir, progress=progress.advance,
+                                    while_waiting=_import_report_libraries if report else None, **options)
         else:
             results = []
             for (prob, optimizer), pair_budget in zip(pairs, pair_budgets):
@@ -186,6 +187,20 @@ def tune(
                              figures=_split(report_figures))
         if not quiet:
             console.print(f"report → {index}")
+
+
+def _import_report_libraries() -> None:
+    """Import what the re-runs and --report need (pandas, Parquet, matplotlib: ~1 s) while worker
+    processes tune; a failure here only means the import happens later, where it is reported."""
+    try:
+        import pandas  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+
+        from optbench.report.style import pyplot
+
+        pyplot()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _split(text: str) -> list[str]:

@@ -48,7 +48,7 @@ def _worker(tasks, reports, options: dict[str, Any]) -> None:
 
 def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trials: int | None | Sequence[int | None],
                   dims, steps: int, storage: str | None, out_dir: str | Path, progress=None,
-                  **options: Any) -> list[TuneResult]:
+                  while_waiting=None, **options: Any) -> list[TuneResult]:
     """Tune every (problem, optimizer) pair with ``workers`` processes; results in the order of ``pairs``.
 
     ``trials`` is one budget for every pair or a sequence of one per pair; the largest studies are
@@ -57,6 +57,8 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, clip_norm,
     clip_value, label_smoothing, schedule).
     ``progress(n_trials, n_failed)`` is called in this process after every round of any study.
+    ``while_waiting()`` runs in a background thread of this process once the workers are started (never
+    before the fork): the CLI imports the report's libraries there while the workers tune.
     """
     import optuna
 
@@ -97,6 +99,10 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     procs = [ctx.Process(target=_worker, args=(tasks, reports, common), daemon=True) for _ in range(n_procs)]
     for p in procs:
         p.start()
+    if while_waiting is not None:
+        import threading
+
+        threading.Thread(target=while_waiting, name="optbench-warm-up", daemon=True).start()
     evaluated = dict.fromkeys(range(len(pairs)), 0)
     pending = set(range(len(pairs)))
     try:
