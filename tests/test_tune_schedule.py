@@ -66,6 +66,8 @@ def test_warmup_range_maps_to_a_fraction_or_to_steps():
     quarter = schedule_for(base, {"schedule.warmup": 0.25})  # a fraction of the budget: 10 of 40 steps
     seq = lr_sequence(quarter, 40, 0.1)
     assert quarter.label == "warmup-cosine(warmup=0.25)"
+    assert schedule_for(base, {"schedule.warmup": 0.21892724029154262}).label == "warmup-cosine(warmup=0.2189)"
+    assert schedule_for(base, {"schedule.warmup": 0.99996}).given == {"warmup": 0.99996}  # rounding would leave (0, 1)
     assert seq[9] == pytest.approx(0.1 * 10 / 11) and seq[10] == pytest.approx(0.1)
     seven = schedule_for(base, {"schedule.warmup": 7})  # a step count stays an integer
     assert seven.label == "warmup-cosine(warmup=7)" and lr_sequence(seven, 40, 0.1)[7] == pytest.approx(0.1)

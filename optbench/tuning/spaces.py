@@ -242,7 +242,8 @@ def check_schedule(optimizers, schedule, dims: dict[str, Dim], steps: int, proto
 def schedule_for(schedule, values: dict[str, float]):
     """The :class:`optbench.schedules.Schedule` of one trial: ``schedule`` with the sampled
     ``schedule.KEY`` values set (other keys are ignored). A warm-up stays an integer number of steps
-    when it was searched in steps; a fraction of the budget stays a float, except 0: no warm-up."""
+    when it was searched in steps; a fraction of the budget stays a float rounded to 4 significant digits
+    (the trial runs with the rounded value), except 0: no warm-up."""
     from optbench.schedules import get_schedule, is_budget_amount
     from optbench.spec import Spec
 
@@ -253,7 +254,11 @@ def schedule_for(schedule, values: dict[str, float]):
             continue
         key = key[len(SCHEDULE_PREFIX):]
         if is_budget_amount(sched.name, key):
-            updates[key] = int(value) if isinstance(value, int) or value == 0 else float(value)
+            if isinstance(value, int) or value == 0:
+                updates[key] = int(value)
+            else:  # 4 digits of a budget fraction are finer than one step of any budget below 10^4 steps
+                short = float(f"{value:.4g}")  # and keep labels readable: warmup=0.2189, not 0.21892724029154262
+                updates[key] = short if 0 < short < 1 else float(value)
         else:
             updates[key] = float(value)
     return get_schedule(Spec(sched.name, {**sched.given, **updates})) if updates else sched
