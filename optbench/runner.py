@@ -47,7 +47,7 @@ class Run:
     recipe_name: str | None = None  # the named recipe (optbench.recipes) that set lr_scaling and the schedule;
     # recorded, not part of the identity or label: the settings it expands to already are
 
-    @property
+    @functools.cached_property
     def recipe(self) -> dict[str, Any]:
         """The non-default training-recipe settings; empty for the defaults, so run ids stay as before."""
         from optbench.schedules import get_schedule
@@ -83,7 +83,7 @@ class Run:
         text = json.dumps(self.identity, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    @property
+    @functools.cached_property
     def optimizer_label(self) -> str:
         from optbench.schedules import recipe_label
 
