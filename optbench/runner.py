@@ -250,18 +250,25 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
 
     groups: dict[tuple, list[Run]] = {}
     items: list[tuple[str, list[Run]]] = []
+    rule_keys: dict[int, tuple] = {}  # the seeds of a configuration share its optimizer config object
+
+    def rule_key(optimizer) -> tuple:
+        if id(optimizer) not in rule_keys:
+            rule_keys[id(optimizer)] = group_key(optimizer)
+        return rule_keys[id(optimizer)]
+
     for run in runs:
         batched = engine == "batched" or (engine == "auto" and supports_batched(run.optimizer))
         if batched and not supports_batched(run.optimizer):
             raise UsageError(f"The batched engine does not support {run.optimizer.name!r}; "
                              "use --engine loop or auto.")
         if batched and run.problem.kind == "analytic":
-            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, group_key(run.optimizer),
+            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, rule_key(run.optimizer),
                    run.schedule, run.clip_norm, run.clip_value)
             groups.setdefault(key, []).append(run)
         elif (batched and run.problem.kind == "network" and not run.recipe and supports_batched_network(run.optimizer)
               and (engine == "batched" or run.device.startswith("cuda"))):  # on a CPU, vmap is slower than loops
-            key = ("network", run.problem.label, run.steps, run.record_every, run.device, group_key(run.optimizer))
+            key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key(run.optimizer))
             groups.setdefault(key, []).append(run)
         else:
             items.append(("loop", [run]))
@@ -429,15 +436,34 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
         "status": arrow.strings(list(trace.status)),
         "engine": arrow.strings([engine] * K),
         "wall_time_s": arrow.numeric(trace.end_wall_time_s, np.float64),
-        "hparams": arrow.strings([json.dumps(r.optimizer.hyperparams, sort_keys=True, default=repr) for r in runs]),
+        "hparams": arrow.strings(_per_config_json(runs, lambda r: r.optimizer, lambda r: r.optimizer.hyperparams)),
         "dim": same(problem.dim, np.int64),
         "schedule": arrow.strings([r.schedule for r in runs]),
-        "recipe": arrow.strings([json.dumps(r.recipe, sort_keys=True) for r in runs]),
+        "recipe": arrow.strings(_per_config_json(runs, _recipe_key, lambda r: r.recipe)),
         "recipe_name": arrow.strings([r.recipe_name or "" for r in runs]),  # '': no named recipe
         **({"noise_scale": arrow.numeric(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
            if "noise_scale" in trace.extra else {}),
         **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64)) for c in COST_COLUMNS},
     })
+
+
+def _per_config_json(runs, key, value) -> list[str]:
+    """``json.dumps(value(run))`` for each run, computed once per distinct ``key(run)`` (the seeds of one
+    configuration share their optimizer config object and their recipe settings)."""
+    memo: dict[Any, str] = {}
+    out = []
+    for r in runs:
+        k = key(r)
+        k = k if isinstance(k, tuple) else id(k)
+        if k not in memo:
+            memo[k] = json.dumps(value(r), sort_keys=True, default=repr)
+        out.append(memo[k])
+    return out
+
+
+def _recipe_key(run: Run) -> tuple:
+    return (run.schedule, run.clip_norm, run.clip_value, run.label_smoothing, run.lr_scaling, run.base_batch_size,
+            run.noise_scale_every)
 
 
 def _last_finite(values, steps, end_step):
