@@ -241,9 +241,17 @@ def _tune(rep: _Reporter, data: Any) -> dict[str, Any]:
         raise rep.error(None, 0, "tune", "expected a table [tune].")
     _unknown(rep, t, 0, data, TUNE_KEYS)
     out = dict(data)
-    for key in ("trials", "steps", "batch"):
+    for key in ("steps", "batch"):
         if key in data:
             out[key] = _int(rep, t, 0, key, data[key])
+    if isinstance(data.get("trials"), dict):  # {default = 600, sgd = 1200}: as --trials '600,sgd=1200'
+        for name, n in data["trials"].items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise rep.error(t, 0, "trials", f"{name}: expected an integer >= 1, got {n!r}.")
+        parts = [str(n) if name == "default" else f"{name}={n}" for name, n in data["trials"].items()]
+        out["trials"] = ",".join(sorted(parts, key=lambda p: "=" in p))
+    elif "trials" in data:
+        out["trials"] = _int(rep, t, 0, "trials", data["trials"])
     if "seeds" in data:
         out["seeds"] = _seeds(rep, t, 0, data["seeds"])
     for key in ("problems", "optimizers"):

@@ -47,6 +47,8 @@ def test_sweep_fields_and_check_passthrough(tmp_path):
     ('[[sweep]]\nproblems = ["rosenbrock"]\noptimizers = ["adam"]\nengine = "fast"\n', 4, "engine"),
     ('name = "a"\ncolour = 3\n[[sweep]]\nproblems = ["rosenbrock"]\noptimizers = ["adam"]\n', 2, "colour"),
     ('[[sweep]]\nproblems = ["rosenbrock"]\noptimizers = ["adam"]\n[tune]\nprotocol = "best"\n', 5, "protocol"),
+    ('[[sweep]]\nproblems = ["rosenbrock"]\noptimizers = ["adam"]\n[tune]\ntrials = {default = 10, sgd = 0}\n', 5,
+     "sgd: expected an integer"),
 ])
 def test_bad_keys_name_file_line_and_key(tmp_path, body, line, key):
     f = tmp_path / "bad.toml"
@@ -70,3 +72,12 @@ def test_run_suite_cli_and_overrides(tmp_path):
     assert bad.returncode == 2 and "--suite" in bad.stderr
     neither = run_cli("run", "--out", str(out))
     assert neither.returncode == 2 and "--suite" in neither.stderr
+
+
+def test_tune_trials_per_optimizer_in_a_suite(tmp_path):
+    f = tmp_path / "t.toml"
+    f.write_text('[[sweep]]\nproblems = ["rosenbrock"]\noptimizers = ["adam"]\n'
+                 '[tune]\ntrials = {sgd = 1200, default = 600}\n')
+    assert load_suite(f).tune["trials"] == "600,sgd=1200"  # the --trials text, default first
+    f.write_text('[[sweep]]\nproblems = ["rosenbrock"]\noptimizers = ["adam"]\n[tune]\ntrials = 40\n')
+    assert load_suite(f).tune["trials"] == 40
