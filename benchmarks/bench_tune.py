@@ -12,7 +12,7 @@
    float32`` so both sides optimise the same objective, ``--trials 600,sgd=1200``) with ``--report``
    (trajectories, png) in the same process.
 
-The peer side takes ~700 s in full; ``--peer-full`` runs all of it, the default runs ``adam`` on both
+The peer side takes 450–470 s in full on this 2-core CPU; ``--peer-full`` runs all of it, the default runs ``adam`` on both
 functions fully and times the first 100 trials of every other study, extrapolating linearly to its budget
 (TPE's cost per ask grows with the trials, so the extrapolation underestimates the peer).
 
@@ -300,7 +300,7 @@ def search_quality(seeds: int, trials: int = TRIALS) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--peer-full", action="store_true", help="run the whole peer job (~700 s)")
+    ap.add_argument("--peer-full", action="store_true", help="run the whole peer job (~450 s)")
     ap.add_argument("--out", type=Path, default=None, help="keep the optbench results here")
     ap.add_argument("--only-overhead", action="store_true", help="table 1 only")
     ap.add_argument("--quality", type=int, metavar="SEEDS", default=0,
