@@ -12,9 +12,10 @@
    float32`` so both sides optimise the same objective, ``--trials 600,sgd=1200``) with ``--report``
    (trajectories, png) in the same process.
 
-The peer side takes 450–470 s in full on this 2-core CPU; ``--peer-full`` runs all of it, the default runs ``adam`` on both
-functions fully and times the first 100 trials of every other study, extrapolating linearly to its budget
-(TPE's cost per ask grows with the trials, so the extrapolation underestimates the peer).
+The peer side takes 450–470 s in full on this 2-core CPU; ``--peer-full`` runs all of it, the default runs
+``adam`` on both functions fully and times the first 100 trials of every other study, extrapolating
+linearly to its budget (TPE's cost per ask grows with the trials, so the extrapolation underestimates the
+peer).
 
     python benchmarks/bench_tune.py [--peer-full] [--out DIR]
     python benchmarks/bench_tune.py --quality 20   # table 4 only: search quality against sequential TPE
