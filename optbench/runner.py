@@ -316,6 +316,7 @@ def trace_tables(runs: list[Run], trace, engine: str):
     buffers (:mod:`optbench.columns`), so writing results never imports pandas.
     """
     import numpy as np
+    import pyarrow as pa
 
     from optbench import columns as arrow
 
@@ -352,8 +353,6 @@ def trace_tables(runs: list[Run], trace, engine: str):
 
     def per_run(values, dtype):
         return arrow.numeric(np.repeat(np.asarray(values, dtype=dtype), counts))
-
-    import pyarrow as pa
 
     columns = {
         "run_id": arrow.dictionary(run_idx, [r.run_id for r in runs]),
@@ -436,7 +435,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
         "status": arrow.strings(list(trace.status)),
         "engine": arrow.strings([engine] * K),
         "wall_time_s": arrow.numeric(trace.end_wall_time_s, np.float64),
-        "hparams": arrow.strings(_per_config_json(runs, lambda r: r.optimizer, lambda r: r.optimizer.hyperparams)),
+        "hparams": arrow.strings(_per_config_json(runs, lambda r: id(r.optimizer), lambda r: r.optimizer.hyperparams)),
         "dim": same(problem.dim, np.int64),
         "schedule": arrow.strings([r.schedule for r in runs]),
         "recipe": arrow.strings(_per_config_json(runs, _recipe_key, lambda r: r.recipe)),
@@ -454,7 +453,6 @@ def _per_config_json(runs, key, value) -> list[str]:
     out = []
     for r in runs:
         k = key(r)
-        k = k if isinstance(k, tuple) else id(k)
         if k not in memo:
             memo[k] = json.dumps(value(r), sort_keys=True, default=repr)
         out.append(memo[k])

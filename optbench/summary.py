@@ -11,6 +11,7 @@ run's train step time over plain SGD's on the same problem, batch size and engin
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 GROUP = ["problem", "optimizer_label", "lr", "batch_size"]
@@ -56,9 +57,8 @@ def aggregate(summary, best_lr_only: bool = False):
     for a, b in zip(starts, ends):
         reached = col["steps_to_target"][a:b]
         reached = reached[~np.isnan(reached)]
-        names, first = np.unique(status[a:b], return_index=True)
-        counts = [(n, int((status[a:b] == n).sum())) for n in names[np.argsort(first)]]
-        counts.sort(key=lambda nc: -nc[1])  # as value_counts: most frequent first, ties in order of appearance
+        # as value_counts: most frequent first, ties in order of appearance (most_common sorts stably)
+        counts = Counter(status[a:b].tolist()).most_common()
         text = ", ".join(f"{n} {c}" for n, c in counts) if len(counts) > 1 else f"{counts[0][0]}"
         if b - a > 1 and len(counts) == 1:
             text = f"{counts[0][0]} ×{b - a}"

@@ -70,3 +70,8 @@ def fmt_int(value: Any) -> str:
         return str(int(value))
     except (TypeError, ValueError):
         return "—"
+
+
+def split_list(text: str) -> list[str]:
+    """``'png, gif,'`` → ``['png', 'gif']``: the comma-separated choices of --format, --figures and the like."""
+    return [t for t in (s.strip() for s in text.split(",")) if t]

@@ -7,11 +7,7 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import console, errors_handled
-
-
-def _split(text: str) -> list[str]:
-    return [t for t in (s.strip() for s in text.split(",")) if t]
+from optbench.cli.common import console, errors_handled, split_list
 
 
 @errors_handled
@@ -38,7 +34,7 @@ def report(
     """Draw figures and write a report (HTML and Markdown) of saved results; opens from disk, no server."""
     from optbench.report import build_report
 
-    index = build_report(results, out or Path(results[0]) / "report", formats=_split(format),
-                         figures=_split(figures), frames=frames, fps=fps, dpi=dpi, title=title, all_lrs=all_lrs,
+    index = build_report(results, out or Path(results[0]) / "report", formats=split_list(format),
+                         figures=split_list(figures), frames=frames, fps=fps, dpi=dpi, title=title, all_lrs=all_lrs,
                          metric=metric)
     console.print(f"report → {index} (and {index.parent / 'report.md'})")

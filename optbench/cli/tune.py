@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import console, err_console, errors_handled, fmt_float
+from optbench.cli.common import console, err_console, errors_handled, fmt_float, split_list
 
 
 @errors_handled
@@ -115,21 +115,19 @@ def tune(
     if report:  # bad figure or format names fail before any work
         from optbench.report import validate as validate_report
 
-        validate_report(_split(report_format), _split(report_figures), "final_loss", 200, 20, 100)
-    out_dir = out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    if clip_norm is not None and not (clip_norm > 0):
-        raise UsageError(f"--clip-norm must be positive (got {clip_norm:g}).")
+        validate_report(split_list(report_format), split_list(report_figures), "final_loss", 200, 20, 100)
     # the recipe options are validated as 'optbench run' validates them (clip values, label smoothing on
     # networks only), before any trial
     Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
           label_smoothing=label_smoothing).check_recipe(problems)
+    out_dir = out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
     budget = max(budgets)
-    budget_text = f"{budget} trials" if len(set(budgets)) == 1 else "budgets " + ", ".join(
-        f"{o.label} {b}" for o, b in zip(optimizers, budgets))
+    budget_text = f"{budget} trials each" if len(set(budgets)) == 1 else "unequal budgets " + ", ".join(
+        f"{o.label} {b}" for o, b in zip(optimizers, budgets)) + " (not an equal-budget comparison)"
     options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, clip_norm=clip_norm,
                    clip_value=clip_value, label_smoothing=label_smoothing, schedule=sched)
     t0 = time.perf_counter()
@@ -140,8 +138,7 @@ def tune(
 
             if not quiet:
                 err_console.print(f"tuning {len(pairs)} studies in {min(workers, len(pairs))} processes: "
-                                  f"{proto.name}, {budget_text if len(set(budgets)) > 1 else f'{budget} trials each'}",
-                                  highlight=False)
+                                  f"{proto.name}, {budget_text}", highlight=False)
             results = tune_parallel(pairs, workers=workers, protocol=proto, trials=pair_budgets, dims=dims, steps=steps,
                                     storage=storage, out_dir=out_dir, progress=progress.advance,
                                     while_waiting=_import_report_libraries if report else None, **options)
@@ -183,8 +180,8 @@ def tune(
     if report and outcomes:
         from optbench.report import build_report
 
-        index = build_report([out_dir], out_dir / "report", formats=_split(report_format),
-                             figures=_split(report_figures))
+        index = build_report([out_dir], out_dir / "report", formats=split_list(report_format),
+                             figures=split_list(report_figures))
         if not quiet:
             console.print(f"report → {index}")
 
@@ -201,10 +198,6 @@ def _import_report_libraries() -> None:
         pyplot()
     except Exception:  # noqa: BLE001
         pass
-
-
-def _split(text: str) -> list[str]:
-    return [t for t in (s.strip() for s in text.split(",")) if t]
 
 
 def trial_budgets(text: str | None, optimizers, protocol) -> list[int]:
@@ -299,9 +292,7 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
     from optbench.summary import aggregate
     from optbench.tuning.spaces import SCHEDULE_PREFIX
 
-    title = (f"tuning: protocol {proto.name}, budget {budget_text} per optimizer" if budget_text.endswith("trials")
-             else f"tuning: protocol {proto.name}, unequal {budget_text} (not an equal-budget comparison)")
-    table = Table(title=title, title_style="bold")
+    table = Table(title=f"tuning: protocol {proto.name}, {budget_text}", title_style="bold")
     scheduled = any(r.schedule != "constant" for r in results)
     for col in ("problem", "optimizer", "searched", "best", *(["best schedule"] if scheduled else []),
                 "best trial loss", "trials"):
@@ -318,8 +309,7 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
     summary = load_summary(out_dir) if rerun else []  # nothing re-run when every trial failed
     if len(summary):
         console.print(f"Best configurations re-run over {len(seeds)} fresh seeds "
-                      f"(verdicts from protocol {proto.name}, "
-                      f"{budget_text + ' each' if budget_text.endswith('trials') else budget_text}):")
+                      f"(verdicts from protocol {proto.name}, {budget_text}):")
         render_summary(aggregate(summary, best_lr_only=False), console)
     console.print(f"tuning {tune_s:.2f} s, total {total_s:.2f} s → {out_dir}")
 

@@ -89,13 +89,11 @@ class AnalyticProblem:
         of the time of a small batched step; the loop engine, the reference, keeps autograd."""
         import torch
 
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"{self.name} expects points of dimension {self.dim}, got shape {tuple(x.shape)}")
         if self.grad_fn is not None:
-            return self.fn(x), self.grad_fn(x)
+            return self.loss(x), self.grad_fn(x)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            loss = self.fn(xg)
+            loss = self.loss(xg)
             (g,) = torch.autograd.grad(loss.sum(), xg)
         return loss.detach(), g
 
