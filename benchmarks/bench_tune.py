@@ -132,10 +132,15 @@ def _grid(fn_name: str, xs, ys):
 
 # ---------------------------------------------------------------- optbench
 
-def sweep_overhead(repeats: int = 7) -> list[dict]:
-    """run_sweep vs the bare engine on the same runs (1000 steps, record every 10): median wall time and
-    median CPU time of this process (less disturbed by other jobs on a shared machine), alternating the
-    order of the pair each repeat."""
+def sweep_overhead(repeats: int = 15) -> list[dict]:
+    """run_sweep vs the bare engine on the same runs (rosenbrock, 1000 steps, record every 10): median wall
+    time and median CPU time of this process, alternating the order of the pair each repeat.
+
+    Cases: one loop run; one batched group of 64 and of 1000 seeds; and a 1000-run learning-rate sweep
+    (5 optimizers × 20 lrs × 10 seeds: five batched groups of 200, where chunk writes overlap the next
+    group's compute).
+    """
+    import numpy as np
     import torch
 
     from optbench.engines.batched import run_batched
@@ -144,35 +149,78 @@ def sweep_overhead(repeats: int = 7) -> list[dict]:
     from optbench.problems import get_problem
     from optbench.runner import Sweep, run_sweep
 
-    def sweep(seeds, engine):
-        with tempfile.TemporaryDirectory() as d:
-            run_sweep(Sweep([problem], [opt], seeds=seeds, steps=1000, record_every=10, engine=engine), d)
+    problem = get_problem("rosenbrock")
+    adam = get_optimizer("adam")
+    lr_opts = [get_optimizer(n) for n in ("adam", "sgd", "rmsprop", "adagrad", "nag")]
+    lrs = np.logspace(-4, 0, 20).tolist()
 
-    def bare(seeds, engine):
-        if engine == "batched":
-            run_batched(problem, [opt] * len(seeds), seeds, 1000, 10, dtype=torch.float64)
-        else:
-            run_loop(problem, opt, seeds[0], 1000, 10)
+    def one_group(seeds):
+        return (Sweep([problem], [adam], seeds=seeds, steps=1000, record_every=10, engine="batched"),
+                lambda: run_batched(problem, [adam] * len(seeds), seeds, 1000, 10, dtype=torch.float64))
 
-    def timed(fn, *args):
+    def lr_sweep():
+        seeds = list(range(10))
+
+        def bare():
+            for opt in lr_opts:
+                configs = [opt.with_hyperparams(lr=lr) for lr in lrs for _ in seeds]
+                run_batched(problem, configs, seeds * len(lrs), 1000, 10, dtype=torch.float64)
+
+        return Sweep([problem], lr_opts, lrs=lrs, seeds=seeds, steps=1000, record_every=10, engine="batched"), bare
+
+    cases = [("loop", 1, (Sweep([problem], [adam], seeds=[0], steps=1000, record_every=10, engine="loop"),
+                          lambda: run_loop(problem, adam, 0, 1000, 10))),
+             ("batched, one group", 64, one_group(list(range(64)))),
+             ("batched, one group", 1000, one_group(list(range(1000)))),
+             ("batched, 5 opts × 20 lrs × 10 seeds", 1000, lr_sweep())]
+
+    def timed(fn):
         w, c = time.perf_counter(), time.process_time()
-        fn(*args)
+        fn()
         return time.perf_counter() - w, time.process_time() - c
 
+    import optbench.runner as runner
+
+    in_engine: list[float] = []  # time inside the engine during the current run_sweep call
+    plain_execute = runner.execute
+
+    def timed_execute(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return plain_execute(*args, **kwargs)
+        finally:
+            in_engine[-1] += time.perf_counter() - t
+
+    runner.execute = timed_execute
     rows = []
-    problem, opt = get_problem("rosenbrock"), get_optimizer("adam")
-    for engine, seeds in (("batched", list(range(64))), ("loop", [0])):
+    scratch = Path(tempfile.mkdtemp(prefix="optbench-overhead-"))  # removed after timing: rm is not the sweep's
+    shares: list[float] = []
+    for name, runs, (spec, bare) in cases:
+        shares.clear()
+
+        def sweep(spec=spec):
+            in_engine.append(0.0)
+            t = time.perf_counter()
+            run_sweep(spec, tempfile.mkdtemp(dir=scratch))
+            total = time.perf_counter() - t
+            shares.append(total / in_engine[-1] - 1)
+
         pairs = []
         for r in range(repeats + 1):  # the first pair is a warm-up
             first, second = (sweep, bare) if r % 2 else (bare, sweep)
-            a, b = timed(first, seeds, engine), timed(second, seeds, engine)
+            a, b = timed(first), timed(second)
             if r:
                 pairs.append((a, b) if first is sweep else (b, a))
         med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
         s_w, e_w = med([p[0][0] for p in pairs]), med([p[1][0] for p in pairs])
         s_c, e_c = med([p[0][1] for p in pairs]), med([p[1][1] for p in pairs])
-        rows.append({"engine": engine, "runs": len(seeds), "sweep_s": s_w, "engine_s": e_w, "overhead": s_w / e_w - 1,
-                     "sweep_cpu_s": s_c, "engine_cpu_s": e_c, "overhead_cpu": s_c / e_c - 1})
+        rows.append({"engine": name, "runs": runs, "sweep_s": s_w, "engine_s": e_w, "overhead": s_w / e_w - 1,
+                     "sweep_cpu_s": s_c, "engine_cpu_s": e_c, "overhead_cpu": s_c / e_c - 1,
+                     "outside_engine": med(shares[1:])})
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+    shutil.rmtree(scratch, ignore_errors=True)
+    runner.execute = plain_execute
     return rows
 
 
@@ -322,12 +370,14 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    print("\n## 1. sweep machinery overhead (rosenbrock, adam, 1000 steps, record every 10; medians of 7)")
+    print("\n## 1. sweep machinery overhead (rosenbrock, 1000 steps, record every 10; medians of 15)")
     print("| engine | runs | run_sweep wall (s) | engine wall (s) | overhead (wall) | run_sweep CPU (s) | "
-          "engine CPU (s) | overhead (CPU) |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+          "engine CPU (s) | overhead (CPU) | outside the engine, same call |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in sweep_overhead():
         print(f"| {r['engine']} | {r['runs']} | {r['sweep_s']:.3f} | {r['engine_s']:.3f} | {r['overhead']:+.1%} | "
-              f"{r['sweep_cpu_s']:.3f} | {r['engine_cpu_s']:.3f} | {r['overhead_cpu']:+.1%} |")
+              f"{r['sweep_cpu_s']:.3f} | {r['engine_cpu_s']:.3f} | {r['overhead_cpu']:+.1%} | "
+              f"{r['outside_engine']:+.1%} |")
     if args.only_overhead:
         return
 

@@ -80,8 +80,7 @@ class Run:
 
     @functools.cached_property
     def run_id(self) -> str:
-        text = json.dumps(self.identity, sort_keys=True, default=repr)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _hash_identity(json.dumps(self.identity, sort_keys=True, default=repr))
 
     @functools.cached_property
     def optimizer_label(self) -> str:
@@ -92,6 +91,35 @@ class Run:
         if self.lr_scaling:
             label += f"+{self.lr_scaling}-scaling(base_batch_size={self.base_batch_size})"
         return label + (f"+noise-scale(every={self.noise_scale_every})" if self.noise_scale_every else "")
+
+
+def _hash_identity(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_SEED_SLOT = "\x00optbench-seed\x00"
+
+
+def assign_run_ids(seed_block: Sequence[Run]) -> None:
+    """Fill the cached ``run_id`` of runs that differ only in their seed, serialising their identity once.
+
+    The identity JSON is built once with a placeholder for the seed; each seed's text is that template
+    with the placeholder replaced, hashed as :attr:`Run.run_id` would hash it (equal ids, tested). A
+    1000-seed configuration thus costs one ``json.dumps`` and 1000 SHA-256 digests.
+    """
+    import dataclasses
+
+    if not seed_block or any(type(r.seed) is not int for r in seed_block):  # json writes a bool differently
+        return
+    first = seed_block[0]
+    slot = json.dumps(_SEED_SLOT)
+    text = json.dumps({**dataclasses.replace(first, seed=0).identity, "seed": _SEED_SLOT}, sort_keys=True,
+                      default=repr)
+    if text.count(slot) != 1:
+        return
+    head, tail = text.split(slot)
+    for run in seed_block:
+        run.__dict__["run_id"] = _hash_identity(f"{head}{run.seed}{tail}")
 
 
 @dataclass
@@ -119,6 +147,15 @@ class Sweep:
     recipe: str | None = None  # a named recipe (optbench.recipes): sets lr_scaling and the schedule
 
     def expand(self) -> list[Run]:
+        """Every run of the sweep, in order (problem, optimizer, lr, schedule, seed), run ids filled in."""
+        runs = []
+        for seed_block in self._seed_blocks():
+            assign_run_ids(seed_block)
+            runs.extend(seed_block)
+        return runs
+
+    def _seed_blocks(self) -> list[list[Run]]:
+        """The runs of the sweep as blocks that differ only in their seed."""
         from optbench.optimizers.registry import check_lr_override
         from optbench.problems import get_problem
 
@@ -130,7 +167,8 @@ class Sweep:
             recipe = get_recipe(self.recipe)
             lr_scaling, schedules = recipe.apply(self.lr_scaling, self.schedules)
             plain = dataclasses.replace(self, recipe=None, lr_scaling=lr_scaling, schedules=schedules)
-            return [dataclasses.replace(run, recipe_name=recipe.label) for run in plain.expand()]
+            return [[dataclasses.replace(run, recipe_name=recipe.label) for run in block]
+                    for block in plain._seed_blocks()]
         if self.steps < 1:
             raise UsageError(f"--steps {self.steps} must be at least 1.")
         if self.engine not in ENGINES:
@@ -155,9 +193,11 @@ class Sweep:
                                     f"{opt.entry.max_dim}; {p.label} has {p.dim}.")
         schedules = self.check_recipe(problems)
         base_batch = self._check_lr_scaling(problems)
-        runs = []
+        blocks = []
+        seeds = [int(seed) for seed in self.seeds]
         for problem in problems:
             device = problem_device(self.device, problem)
+            budget = self._budget(problem, record_every)
             for opt in self.optimizers:
                 configs = [opt.with_hyperparams(lr=lr) for lr in self.lrs] if self.lrs else [opt]
                 if self.lr_scaling:
@@ -165,13 +205,11 @@ class Sweep:
                     configs = [c.with_hyperparams(lr=c.lr * factor) for c in configs]
                 for config in configs:
                     for schedule in schedules:
-                        for seed in self.seeds:
-                            runs.append(Run(problem, config, int(seed), *self._budget(problem, record_every),
-                                            self.dtype,
-                                            device, schedule, self.clip_norm, self.clip_value,
-                                            self.label_smoothing, self.lr_scaling,
-                                            base_batch if self.lr_scaling else None, self.noise_scale_every))
-        return runs
+                        blocks.append([Run(problem, config, seed, *budget, self.dtype, device, schedule,
+                                           self.clip_norm, self.clip_value, self.label_smoothing, self.lr_scaling,
+                                           base_batch if self.lr_scaling else None, self.noise_scale_every)
+                                       for seed in seeds])
+        return blocks
 
     def _check_lr_scaling(self, problems) -> int | None:
         """Validate the lr-scaling rule and the noise-scale interval; returns the resolved base batch size."""
@@ -251,6 +289,7 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
     groups: dict[tuple, list[Run]] = {}
     items: list[tuple[str, list[Run]]] = []
     rule_keys: dict[int, tuple] = {}  # the seeds of a configuration share its optimizer config object
+    supported: dict[int, bool] = {}
 
     def rule_key(optimizer) -> tuple:
         if id(optimizer) not in rule_keys:
@@ -258,8 +297,10 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
         return rule_keys[id(optimizer)]
 
     for run in runs:
-        batched = engine == "batched" or (engine == "auto" and supports_batched(run.optimizer))
-        if batched and not supports_batched(run.optimizer):
+        if id(run.optimizer) not in supported:
+            supported[id(run.optimizer)] = supports_batched(run.optimizer)
+        batched = engine == "batched" or (engine == "auto" and supported[id(run.optimizer)])
+        if batched and not supported[id(run.optimizer)]:
             raise UsageError(f"The batched engine does not support {run.optimizer.name!r}; "
                              "use --engine loop or auto.")
         if batched and run.problem.kind == "analytic":
@@ -340,35 +381,32 @@ def trace_tables(runs: list[Run], trace, engine: str):
     run_idx = np.repeat(np.arange(K, dtype=np.int32), counts)
     loss = col(trace.loss, trace.end_loss)
     step = col(np.broadcast_to(trace.steps[:, None], (len(trace.steps), K)), end).astype(np.int64)
-    problem = runs[0].problem
-
-    def dict_col(values: list[str]):
-        uniq = list(dict.fromkeys(values))
-        if len(uniq) == 1:
-            indices = np.zeros(len(run_idx), np.int32)
-        else:
-            pos = {v: i for i, v in enumerate(uniq)}
-            indices = np.array([pos[v] for v in values], dtype=np.int32)[run_idx]
-        return arrow.dictionary(indices, uniq)
+    configs = _RunConfigs(runs)
 
     def per_run(values, dtype):
         return arrow.numeric(np.repeat(np.asarray(values, dtype=dtype), counts))
 
+    def status_col():
+        uniq = list(dict.fromkeys(trace.status))
+        pos = {v: i for i, v in enumerate(uniq)}
+        indices = np.zeros(K, np.int32) if len(uniq) == 1 else np.array([pos[v] for v in trace.status], np.int32)
+        return arrow.dictionary(indices[run_idx], uniq)
+
+    batch_size = configs.values("batch_size")
     columns = {
         "run_id": arrow.dictionary(run_idx, [r.run_id for r in runs]),
-        "problem": dict_col([r.problem.label for r in runs]),
-        "problem_name": dict_col([r.problem.name for r in runs]),
-        "optimizer": dict_col([r.optimizer.name for r in runs]),
-        "optimizer_label": dict_col([r.optimizer_label for r in runs]),
-        "lr": per_run([r.optimizer.lr if r.optimizer.lr is not None else np.nan for r in runs], np.float64),
-        "batch_size": pa.nulls(len(run_idx), pa.int64()) if problem.batch_size is None
-        else per_run([problem.batch_size] * K, np.int64),
+        "problem": configs.dictionary("problem", run_idx),
+        "problem_name": configs.dictionary("problem_name", run_idx),
+        "optimizer": configs.dictionary("optimizer", run_idx),
+        "optimizer_label": configs.dictionary("optimizer_label", run_idx),
+        "lr": per_run(configs.values("lr"), np.float64),
+        "batch_size": pa.nulls(len(run_idx), pa.int64()) if batch_size[0] is None else per_run(batch_size, np.int64),
         "seed": per_run([r.seed for r in runs], np.int64),
         "step": arrow.numeric(step),
         "loss": arrow.numeric(loss),
         "grad_norm": arrow.numeric(col(trace.grad_norm, trace.end_grad_norm)),
         "wall_time_s": arrow.numeric(col(trace.wall_time_s, trace.end_wall_time_s)),
-        "status": dict_col(list(trace.status)),
+        "status": status_col(),
     }
     if trace.coords is not None:
         for i in range(trace.coords.shape[-1]):
@@ -379,11 +417,64 @@ def trace_tables(runs: list[Run], trace, engine: str):
                          for k, e in enumerate(end)])
         columns[name] = arrow.numeric(col(values, last), np.float64)
     steps_table = arrow.table(columns)
-    summary = summarize_trace(runs, trace, run_idx, step, loss, engine)
+    summary = summarize_trace(runs, trace, run_idx, step, loss, engine, configs)
     return steps_table, summary
 
 
-def summarize_trace(runs, trace, run_idx, step, loss, engine):
+class _RunConfigs:
+    """The per-configuration columns of a group of runs, computed once per configuration.
+
+    The seeds of one configuration share their problem and optimizer objects and their recipe, so labels,
+    hyperparameter JSON and the like are computed once per configuration, not once per run (a batched
+    group of 1000 seeds has one configuration).
+    """
+
+    def __init__(self, runs: Sequence[Run]):
+        import numpy as np
+
+        index: dict[tuple, int] = {}
+        self.rows: list[dict[str, Any]] = []
+        of_run = []
+        for run in runs:
+            key = (id(run.problem), id(run.optimizer), run.steps, *_recipe_key(run), run.recipe_name)
+            if key not in index:
+                index[key] = len(self.rows)
+                problem, optimizer = run.problem, run.optimizer
+                self.rows.append({
+                    "problem": problem.label, "problem_name": problem.name, "optimizer": optimizer.name,
+                    "optimizer_label": run.optimizer_label,
+                    "lr": optimizer.lr if optimizer.lr is not None else np.nan,
+                    "batch_size": problem.batch_size, "steps": run.steps,
+                    "hparams": json.dumps(optimizer.hyperparams, sort_keys=True, default=repr),
+                    "schedule": run.schedule,
+                    "recipe": json.dumps(run.recipe, sort_keys=True, default=repr),
+                    "recipe_name": run.recipe_name or "",  # '': no named recipe
+                })
+            of_run.append(index[key])
+        self.of_run = np.asarray(of_run, dtype=np.int32)  # [K] configuration of each run
+
+    def values(self, name: str) -> list[Any]:
+        """The per-run values of column ``name``."""
+        by_config = [row[name] for row in self.rows]
+        return [by_config[i] for i in self.of_run.tolist()]
+
+    def dictionary(self, name: str, run_idx=None):
+        """Column ``name`` dictionary-encoded, one entry per run (or per row, given each row's run index)."""
+        import numpy as np
+
+        from optbench import columns as arrow
+
+        uniq = list(dict.fromkeys(row[name] for row in self.rows))
+        pos = {v: i for i, v in enumerate(uniq)}
+        indices = np.array([pos[row[name]] for row in self.rows], dtype=np.int32)[self.of_run]
+        return arrow.dictionary(indices if run_idx is None else indices[run_idx], uniq)
+
+    def strings(self, name: str):
+        """Column ``name`` as plain strings, one per run."""
+        return self.dictionary(name).dictionary_decode()
+
+
+def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfigs | None = None):
     import numpy as np
 
     from optbench import columns as arrow
@@ -391,6 +482,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
 
     problem = runs[0].problem
     K = len(runs)
+    configs = configs or _RunConfigs(runs)
     f_min = problem.f_min if problem.f_min is not None else np.nan
     gap = loss - (0.0 if problem.f_min is None else problem.f_min)
     # per run (rows are grouped by run, every run has at least its end row): the first minimum of the
@@ -416,14 +508,14 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
 
     return arrow.table({
         "run_id": arrow.strings([r.run_id for r in runs]),
-        "problem": arrow.strings([r.problem.label for r in runs]),
-        "problem_name": arrow.strings([r.problem.name for r in runs]),
-        "optimizer": arrow.strings([r.optimizer.name for r in runs]),
-        "optimizer_label": arrow.strings([r.optimizer_label for r in runs]),
-        "lr": arrow.numeric([r.optimizer.lr if r.optimizer.lr is not None else np.nan for r in runs], np.float64),
-        "batch_size": arrow.optional_int64([problem.batch_size for _ in runs]),
+        "problem": configs.strings("problem"),
+        "problem_name": configs.strings("problem_name"),
+        "optimizer": configs.strings("optimizer"),
+        "optimizer_label": configs.strings("optimizer_label"),
+        "lr": arrow.numeric(configs.values("lr"), np.float64),
+        "batch_size": arrow.optional_int64(configs.values("batch_size")),
         "seed": arrow.numeric([r.seed for r in runs], np.int64),
-        "steps": arrow.numeric([r.steps for r in runs], np.int64),
+        "steps": arrow.numeric(configs.values("steps"), np.int64),
         "final_step": arrow.numeric(trace.end_step, np.int64),
         "final_loss": arrow.numeric(trace.end_loss, np.float64),
         "best_loss": arrow.numeric(best_loss),
@@ -433,30 +525,17 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine):
         "f_min": same(f_min, np.float64),
         "target": same(problem.target, np.float64),
         "status": arrow.strings(list(trace.status)),
-        "engine": arrow.strings([engine] * K),
+        "engine": arrow.dictionary(np.zeros(K, np.int32), [engine]).dictionary_decode(),
         "wall_time_s": arrow.numeric(trace.end_wall_time_s, np.float64),
-        "hparams": arrow.strings(_per_config_json(runs, lambda r: id(r.optimizer), lambda r: r.optimizer.hyperparams)),
+        "hparams": configs.strings("hparams"),
         "dim": same(problem.dim, np.int64),
-        "schedule": arrow.strings([r.schedule for r in runs]),
-        "recipe": arrow.strings(_per_config_json(runs, _recipe_key, lambda r: r.recipe)),
-        "recipe_name": arrow.strings([r.recipe_name or "" for r in runs]),  # '': no named recipe
+        "schedule": configs.strings("schedule"),
+        "recipe": configs.strings("recipe"),
+        "recipe_name": configs.strings("recipe_name"),
         **({"noise_scale": arrow.numeric(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
            if "noise_scale" in trace.extra else {}),
         **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64)) for c in COST_COLUMNS},
     })
-
-
-def _per_config_json(runs, key, value) -> list[str]:
-    """``json.dumps(value(run))`` for each run, computed once per distinct ``key(run)`` (the seeds of one
-    configuration share their optimizer config object and their recipe settings)."""
-    memo: dict[Any, str] = {}
-    out = []
-    for r in runs:
-        k = key(r)
-        if k not in memo:
-            memo[k] = json.dumps(value(r), sort_keys=True, default=repr)
-        out.append(memo[k])
-    return out
 
 
 def _recipe_key(run: Run) -> tuple:
@@ -544,7 +623,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     optionally ``runs_finished(statuses)``, called with the statuses of each batch of runs written.
     ``workers > 1`` runs work items in that many processes (see :func:`run_items_parallel`).
     """
-    from optbench.results import complete_run_ids, read_manifest, write_chunk, write_manifest
+    from optbench.results import complete_run_ids, read_manifest, write_manifest
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -587,6 +666,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     progress = progress_factory(sum(r.steps for r in todo), len(todo)) if progress_factory and todo else None
     engines: dict[str, int] = {}
     completed = 0
+    writer = _ChunkWriter(out)
     try:
         if workers > 1 and len(items) > 1:
             for engine, n in run_items_parallel(items, out, workers, progress):
@@ -595,13 +675,15 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
             items = []
         for engine, group in items:
             trace = execute(engine, group, progress.advance if progress else None)
-            steps_table, summary_table = trace_tables(group, trace, engine)
-            chunk_id = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:16]
-            write_chunk(out, chunk_id, steps_table, summary_table)
-            engines[engine] = engines.get(engine, 0) + len(group)
-            completed += len(group)
-            _report_runs(progress, trace.status)
+            for written_engine, statuses in writer.write(group, trace, engine):
+                engines[written_engine] = engines.get(written_engine, 0) + len(statuses)
+                completed += len(statuses)
+                _report_runs(progress, statuses)
     finally:
+        for written_engine, statuses in writer.close():  # a Ctrl-C still flushes the finished group
+            engines[written_engine] = engines.get(written_engine, 0) + len(statuses)
+            completed += len(statuses)
+            _report_runs(progress, statuses)
         if progress:
             progress.close()
         sweep_record.update({"completed": completed, "engines": engines,
@@ -610,6 +692,53 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
                              "interrupted": completed < len(todo)})
         write_manifest(out, manifest)
     return SweepOutcome(out, len(runs), len(runs) - len(todo), completed, time.perf_counter() - t0, engines)
+
+
+def chunk_id(group: Sequence[Run]) -> str:
+    """The file name of a group's chunk: a hash of its run ids."""
+    return hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:16]
+
+
+class _ChunkWriter:
+    """Writes each finished group's chunk in a background thread while the next group computes.
+
+    Parquet encoding and compression release the GIL, so on a multi-core machine the write of group i
+    overlaps the engine's work on group i + 1. At most one chunk is in flight: :meth:`write` first waits
+    for the previous one. Both methods yield ``(engine, statuses)`` of each group once its chunk is on
+    disk, so a run counts as complete only when it is. :meth:`close` waits for the last chunk: after a
+    Ctrl-C during the next group, the finished group is still written.
+    """
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.pool = None
+        self.pending = None  # (future, engine, statuses)
+
+    def write(self, group: list[Run], trace, engine: str):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from optbench.results import write_chunk
+
+        steps_table, summary_table = trace_tables(group, trace, engine)
+        yield from self._finish()
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optbench-writer")
+        future = self.pool.submit(write_chunk, self.out, chunk_id(group), steps_table, summary_table)
+        self.pending = (future, engine, list(trace.status))
+
+    def close(self):
+        try:
+            yield from self._finish()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+    def _finish(self):
+        if self.pending is not None:
+            future, engine, statuses = self.pending
+            self.pending = None
+            future.result()
+            yield engine, statuses
 
 
 def _portable(run: Run) -> tuple:
@@ -645,8 +774,7 @@ def _run_item(engine: str, portables: list[tuple], out: Path, device: str | None
     group = [_rebuild(p, device) for p in portables]
     trace = execute(engine, group)
     steps_table, summary_table = trace_tables(group, trace, engine)
-    chunk_id = hashlib.sha256("".join(r.run_id for r in group).encode()).hexdigest()[:16]
-    write_chunk(out, chunk_id, steps_table, summary_table)
+    write_chunk(out, chunk_id(group), steps_table, summary_table)
     return engine, list(trace.status)
 
 
