@@ -673,9 +673,9 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
                 engines[engine] = engines.get(engine, 0) + n
                 completed += n
             items = []
-        for engine, group in items:
+        for i, (engine, group) in enumerate(items):
             trace = execute(engine, group, progress.advance if progress else None)
-            for written_engine, statuses in writer.write(group, trace, engine):
+            for written_engine, statuses in writer.write(group, trace, engine, background=i + 1 < len(items)):
                 engines[written_engine] = engines.get(written_engine, 0) + len(statuses)
                 completed += len(statuses)
                 _report_runs(progress, statuses)
@@ -704,7 +704,8 @@ class _ChunkWriter:
 
     Parquet encoding and compression release the GIL, so on a multi-core machine the write of group i
     overlaps the engine's work on group i + 1. At most one chunk is in flight: :meth:`write` first waits
-    for the previous one. Both methods yield ``(engine, statuses)`` of each group once its chunk is on
+    for the previous one; the last group (``background=False``) is written in the calling thread, as
+    nothing would overlap it. Both methods yield ``(engine, statuses)`` of each group once its chunk is on
     disk, so a run counts as complete only when it is. :meth:`close` waits for the last chunk: after a
     Ctrl-C during the next group, the finished group is still written.
     """
@@ -714,13 +715,17 @@ class _ChunkWriter:
         self.pool = None
         self.pending = None  # (future, engine, statuses)
 
-    def write(self, group: list[Run], trace, engine: str):
+    def write(self, group: list[Run], trace, engine: str, background: bool = True):
         from concurrent.futures import ThreadPoolExecutor
 
         from optbench.results import write_chunk
 
         steps_table, summary_table = trace_tables(group, trace, engine)
         yield from self._finish()
+        if not background:
+            write_chunk(self.out, chunk_id(group), steps_table, summary_table)
+            yield engine, list(trace.status)
+            return
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optbench-writer")
         future = self.pool.submit(write_chunk, self.out, chunk_id(group), steps_table, summary_table)

@@ -66,3 +66,35 @@ def test_rerun_skips_complete_and_force_reruns(tmp_path):
     second = json.loads(_optbench(*args).stdout)
     forced = json.loads(_optbench(*args, "--force").stdout)
     assert first["skipped"] == 0 and second["skipped"] == 2 and forced["skipped"] == 0
+
+
+def test_ctrl_c_in_a_group_keeps_the_groups_before_it(tmp_path, monkeypatch):
+    """Chunks are written in a background thread while the next group computes: a Ctrl-C during group 3
+    still leaves groups 1 and 2 on disk, counted in the manifest, and a re-run does only the rest."""
+    import json
+
+    import optbench
+    import optbench.runner as runner
+
+    sweep = runner.Sweep([optbench.get_problem("rosenbrock")],
+                         [optbench.get_optimizer(o) for o in ("adam", "sgd", "rmsprop", "adagrad")],
+                         seeds=[0, 1], steps=30, engine="batched")
+    plain, calls = runner.execute, []
+
+    def interrupted_execute(engine, group, progress=None):
+        calls.append(len(group))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return plain(engine, group, progress)
+
+    monkeypatch.setattr(runner, "execute", interrupted_execute)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_sweep(sweep, tmp_path)
+    record = json.loads((tmp_path / "manifest.json").read_text())["sweeps"][-1]
+    assert record["interrupted"] and record["completed"] == 4
+    assert len(optbench.load_summary(tmp_path)) == 4
+    assert not list(tmp_path.rglob("*.tmp"))
+    monkeypatch.setattr(runner, "execute", plain)
+    outcome = runner.run_sweep(sweep, tmp_path)
+    assert (outcome.runs_skipped, outcome.runs_done) == (4, 4)
+    assert len(optbench.load_summary(tmp_path)) == 8
