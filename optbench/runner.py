@@ -666,24 +666,26 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     progress = progress_factory(sum(r.steps for r in todo), len(todo)) if progress_factory and todo else None
     engines: dict[str, int] = {}
     completed = 0
+
+    def written(engine: str, statuses: list[str]) -> None:  # these runs' chunk is on disk
+        nonlocal completed
+        engines[engine] = engines.get(engine, 0) + len(statuses)
+        completed += len(statuses)
+        _report_runs(progress, statuses)
+
     writer = _ChunkWriter(out)
     try:
         if workers > 1 and len(items) > 1:
-            for engine, n in run_items_parallel(items, out, workers, progress):
-                engines[engine] = engines.get(engine, 0) + n
-                completed += n
+            for engine, statuses in run_items_parallel(items, out, workers, progress):
+                written(engine, statuses)
             items = []
         for i, (engine, group) in enumerate(items):
             trace = execute(engine, group, progress.advance if progress else None)
-            for written_engine, statuses in writer.write(group, trace, engine, background=i + 1 < len(items)):
-                engines[written_engine] = engines.get(written_engine, 0) + len(statuses)
-                completed += len(statuses)
-                _report_runs(progress, statuses)
+            for done in writer.write(group, trace, engine, background=i + 1 < len(items)):
+                written(*done)
     finally:
-        for written_engine, statuses in writer.close():  # a Ctrl-C still flushes the finished group
-            engines[written_engine] = engines.get(written_engine, 0) + len(statuses)
-            completed += len(statuses)
-            _report_runs(progress, statuses)
+        for done in writer.close():  # a Ctrl-C still flushes the finished group
+            written(*done)
         if progress:
             progress.close()
         sweep_record.update({"completed": completed, "engines": engines,
@@ -790,7 +792,8 @@ def _report_runs(progress, statuses) -> None:
 
 def run_items_parallel(items, out: Path, workers: int, progress=None):
     """Run work items in ``workers`` processes (spawned: safe with torch's thread pools); yields
-    (engine, statuses of its runs) as items finish. Each worker writes its own chunks; the caller writes the manifest.
+    (engine, statuses of its runs) as items finish, their chunks written. Each worker writes its own chunks;
+    the caller writes the manifest.
     On CUDA with several devices, item i goes to device i mod (number of devices). Ctrl-C cancels the
     items not started; finished chunks are already on disk."""
     import multiprocessing
@@ -811,8 +814,7 @@ def run_items_parallel(items, out: Path, workers: int, progress=None):
                 engine, statuses = future.result()
                 if progress is not None:
                     progress.advance(steps)
-                    _report_runs(progress, statuses)
-                yield engine, len(statuses)
+                yield engine, statuses
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
