@@ -335,3 +335,22 @@ def test_tune_recipe_options_are_checked_and_recorded(tmp_path, monkeypatch):
 
     summary = load_summary(out)
     assert len(summary) == 1 and "label-smoothing" in summary["optimizer_label"][0]
+
+
+def test_bad_storage_urls_are_usage_errors():
+    """An unreachable server, a missing driver or a URL SQLAlchemy cannot parse: one sentence each, the
+    password masked, no traceback (UsageError → exit 2 in the CLI)."""
+    from optbench.tuning.study import _without_password, rdb_storage
+
+    assert _without_password("postgresql://me:s3cret@db:5432/optbench") == "postgresql://me:***@db:5432/optbench"
+    assert _without_password("sqlite:///x.db") == "sqlite:///x.db"
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UsageError, match=r"me:\*\*\*@127\.0\.0\.1.*cannot open the database") as info:
+        rdb_storage(f"postgresql://me:s3cret@127.0.0.1:{port}/optbench", attempts=1)
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(UsageError, match="driver is not installed|cannot open the database"):
+        rdb_storage("mysql://me:pw@127.0.0.1:1/optbench", attempts=1)
+    with pytest.raises(UsageError, match="not a database URL"):
+        rdb_storage("nosuchdb://x", attempts=1)

@@ -81,11 +81,6 @@ def open_storage(storage: str | None, out_dir: str | Path):
     from optuna.storages.journal import JournalFileBackend
 
     if storage and "://" in storage:
-        if storage.startswith("postgresql://"):
-            import importlib.util
-
-            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-                storage = "postgresql+psycopg2://" + storage[len("postgresql://"):]  # newer SQLAlchemy: psycopg 3
         return rdb_storage(storage), lambda: None
     if storage:
         Path(storage).parent.mkdir(parents=True, exist_ok=True)
@@ -102,16 +97,40 @@ def rdb_storage(url: str, attempts: int = 6):
     import time
 
     from optuna.storages import RDBStorage
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
+    shown = _without_password(url)
+    if url.startswith("postgresql://"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            url = "postgresql+psycopg2://" + url[len("postgresql://"):]  # newer SQLAlchemy defaults to psycopg 3
     for attempt in range(attempts):
         try:
             return RDBStorage(url)
-        except (IntegrityError, ProgrammingError, OperationalError):
+        except ImportError:
+            raise UsageError(f"--storage {shown}: its database driver is not installed (for PostgreSQL: "
+                             "pip install 'optbench[postgres]', which installs psycopg2-binary).") from None
+        except ArgumentError as exc:
+            raise UsageError(f"--storage {shown} is not a database URL SQLAlchemy understands ({exc}); "
+                             "expected e.g. postgresql://USER:PASS@HOST/DB.") from None
+        except OperationalError as exc:
+            if attempt == attempts - 1:
+                reason = str(exc.orig or exc).strip().splitlines()[0]
+                raise UsageError(f"--storage {shown}: cannot open the database: {reason}") from None
+            time.sleep(0.25 * (attempt + 1))
+        except (IntegrityError, ProgrammingError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.25 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _without_password(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages)."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
 def round_journal(inner):
