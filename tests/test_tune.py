@@ -354,3 +354,12 @@ def test_bad_storage_urls_are_usage_errors():
         rdb_storage("mysql://me:pw@127.0.0.1:1/optbench", attempts=1)
     with pytest.raises(UsageError, match="not a database URL"):
         rdb_storage("nosuchdb://x", attempts=1)
+
+
+def test_unwritable_journal_storage_is_a_usage_error(tmp_path):
+    from optbench.tuning.study import open_storage
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match="cannot open this journal file"):
+        open_storage(str(blocker / "sub" / "study.journal"), tmp_path)

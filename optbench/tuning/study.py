@@ -83,8 +83,12 @@ def open_storage(storage: str | None, out_dir: str | Path):
     if storage and "://" in storage:
         return rdb_storage(storage), lambda: None
     if storage:
-        Path(storage).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(storage))), lambda: None
+        try:
+            Path(storage).parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(storage))), lambda: None
+        except OSError as exc:
+            raise UsageError(f"--storage {storage}: cannot open this journal file ({exc.strerror or exc}); "
+                             "give a writable path or a postgresql://… URL.") from None
     path = Path(out_dir) / "tuning.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = round_journal(JournalFileBackend(str(path)))
