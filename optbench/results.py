@@ -57,6 +57,20 @@ MANIFEST = "manifest.json"
 STEPS_DIR, SUMMARY_DIR = "steps", "summary"
 
 
+def make_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """Create the output directory ``path`` (and its parents); a path that cannot be created is a usage
+    error naming the option, not a traceback."""
+    from optbench.errors import UsageError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {str(path)!r}: cannot create this directory ({exc.strerror or exc}); "
+                         "choose a writable location.") from None
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

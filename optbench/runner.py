@@ -623,7 +623,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     optionally ``runs_finished(statuses)``, called with the statuses of each batch of runs written.
     ``workers > 1`` runs work items in that many processes (see :func:`run_items_parallel`).
     """
-    from optbench.results import complete_run_ids, read_manifest, write_manifest
+    from optbench.results import complete_run_ids, make_output_dir, read_manifest, write_manifest
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -661,7 +661,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
         "runs": len(runs), "skipped": len(runs) - len(todo),
     }
     manifest["sweeps"].append(sweep_record)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out)
     write_manifest(out, manifest)
     progress = progress_factory(sum(r.steps for r in todo), len(todo)) if progress_factory and todo else None
     engines: dict[str, int] = {}

@@ -128,3 +128,15 @@ def test_every_command_has_help():
     for command in ("run", "list", "show"):
         h = cli(command, "--help")
         assert h.returncode == 0 and "Usage" in h.stdout
+
+
+def test_an_output_directory_that_cannot_be_created_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad = str(blocker / "out")
+    for args in (["run", "-p", "rosenbrock", "-o", "adam", "--steps", "5"],
+                 ["tune", "-p", "rosenbrock", "-o", "adam", "--trials", "3", "--steps", "5"]):
+        result = cli(*args, "--out", bad)
+        assert result.returncode == 2, result.stderr
+        assert "cannot create this directory" in result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr

@@ -82,11 +82,19 @@ def baseline(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Record (or refresh) the baseline of a suite: a deterministic run of it, for 'optbench check'."""
-    from optbench.results import MANIFEST, STEPS_DIR, SUMMARY_DIR, load_summary, read_manifest, write_manifest
+    from optbench.results import (
+        MANIFEST,
+        STEPS_DIR,
+        SUMMARY_DIR,
+        load_summary,
+        make_output_dir,
+        read_manifest,
+        write_manifest,
+    )
 
     suite_obj, sweeps = _suite_sweeps(suite, opt)
     out_dir = out or _default_baseline(suite_obj)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

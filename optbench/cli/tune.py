@@ -120,8 +120,9 @@ def tune(
     # networks only), before any trial
     Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
           label_smoothing=label_smoothing).check_recipe(problems)
-    out_dir = out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from optbench.results import make_output_dir
+
+    out_dir = make_output_dir(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))
 
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]

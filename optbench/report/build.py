@@ -24,6 +24,7 @@ class Builder:
     def build(self) -> Path:
         from optbench.errors import UsageError
         from optbench.report.data import load
+        from optbench.results import make_output_dir
 
         started = time.perf_counter()
         data = load(self.dirs, all_lrs=self.all_lrs)
@@ -31,6 +32,7 @@ class Builder:
             raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
         self.data = data
         self.fig_dir, self.table_dir = self.out / "figures", self.out / "tables"
+        make_output_dir(self.out)
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         self.table_dir.mkdir(parents=True, exist_ok=True)
         sections: list[Section] = []
