@@ -86,25 +86,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_table(path: Path, table) -> None:
-    """Write a pyarrow table as Parquet atomically."""
+    """Write a pyarrow table as Parquet atomically.
+
+    The file is encoded in memory and written with :func:`atomic_write_bytes`: Arrow's own file output
+    costs ~1 ms more per file, a quarter of a small chunk's write.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # dictionary-encode only the string columns: floats would waste time on a failed dictionary
-        strings = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
-        # no column statistics: nothing reads them (results are read whole), and they cost a third of the write
-        pq.write_table(table, tmp, compression="lz4", use_dictionary=strings, write_statistics=False,
-                       write_batch_size=1 << 17)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # dictionary-encode only the string columns: floats would waste time on a failed dictionary;
+    # no column statistics: nothing reads them (results are read whole), and they cost a third of the write
+    strings = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, compression="lz4", use_dictionary=strings, write_statistics=False,
+                   write_batch_size=1 << 17)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
