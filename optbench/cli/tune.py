@@ -144,13 +144,17 @@ def tune(
                                     storage=storage, out_dir=out_dir, progress=progress.advance,
                                     while_waiting=_import_report_libraries if report else None, **options)
         else:
+            from optbench.tuning.study import open_storage
+
             results = []
+            journal = open_storage(None, out_dir) if storage is None else None  # one journal for every study
             for (prob, optimizer), pair_budget in zip(pairs, pair_budgets):
                 if not quiet:
                     progress.print(f"tuning {optimizer.label} on {prob.label}: {proto.name}, {pair_budget} trials"
                                    + ("" if sched == "constant" else f", schedule {sched}"))
                 results.append(tune_one(prob, optimizer, protocol=proto, trials=pair_budget, dims=dims, steps=steps,
-                                        storage=storage, out_dir=out_dir, progress=progress.advance, **options))
+                                        storage=storage, out_dir=out_dir, progress=progress.advance, journal=journal,
+                                        **options))
     finally:
         progress.close()
     tune_s = time.perf_counter() - t0

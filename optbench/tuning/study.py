@@ -219,7 +219,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
              seed: int = 0, engine: str = "auto", dtype: str = "float64", device: str = "cpu",
              pruner: str = "none", clip_norm: float | None = None, clip_value: float | None = None,
              label_smoothing: float = 0.0, schedule: str | None = None, progress=None,
-             persist=None, existing=None) -> TuneResult:
+             persist=None, existing=None, journal=None) -> TuneResult:
     """Tune ``optimizer`` on ``problem`` until the study holds ``budget`` evaluated trials.
 
     ``schedule`` (a spec) is every trial's lr schedule; ``dims`` may search its parameters
@@ -235,6 +235,10 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     - ``persist`` given (a callable taking a round's finished ``FrozenTrial`` s): as by default, but the
       live study starts from ``existing`` trials and each round goes to ``persist`` instead of a file
       (``optbench.tuning.parallel`` uses this: worker processes tune, the parent writes the journal).
+
+    ``journal``: ``open_storage(None, out_dir)`` opened once by a caller that tunes several studies into one
+    directory in turn; opening the journal replays every study already in it, so opening it per study
+    would cost time quadratic in the number of studies.
     """
     import optuna
     from optuna.trial import TrialState
@@ -273,7 +277,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
         study = new_study(store)
     else:
         if persist is None:
-            store, write_round = open_storage(None, out_dir)
+            store, write_round = journal or open_storage(None, out_dir)
             record = new_study(store)
             existing = record.get_trials(deepcopy=False)
 
