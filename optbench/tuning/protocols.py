@@ -85,7 +85,9 @@ def batch_tpe_sampler(seed: int, n_startup_trials: int = 10):
 
 LOCAL_SHARE = 0.5  # share of each round (after the startup round) drawn around the best trials
 LOCAL_TOP = 3  # ... around the best this many complete trials, in turn
-LOCAL_SCALES = (1e-4, 0.2)  # ... with a step of N(0, s²) × range, s log-uniform in this interval
+LOCAL_SCALES = (1e-7, 0.2)  # ... with a step of N(0, s²) × range, s log-uniform in this interval: down to
+# 1e-7 of the range, because on chaotic objectives the good lrs can be spikes ~1e-5 wide (relative), and
+# up to 20 % to reach neighbouring basins
 LIAR_CHUNK = 4  # g(x) is refitted with the round's pending trials every this many TPE candidates
 
 
@@ -102,7 +104,7 @@ def _batch_tpe_class():
 
         - half of them (:data:`LOCAL_SHARE`, rounded) are drawn around the best :data:`LOCAL_TOP` complete
           trials, one Gaussian step each in the space's own coordinates (log for log dimensions) with
-          a scale drawn log-uniformly between 1e-4 and 20 % of the range: the zooming-in that plain
+          a scale drawn log-uniformly between 1e-7 and 20 % of the range: the zooming-in that plain
           TPE does one trial at a time (each of its asks sees the previous result), done within a round
           at every scale at once.
         - the rest are TPE candidates (Bergstra et al. 2011): the Parzen estimators l(x) (good trials)
