@@ -57,17 +57,17 @@ MANIFEST = "manifest.json"
 STEPS_DIR, SUMMARY_DIR = "steps", "summary"
 
 
-def make_output_dir(path: str | Path, option: str = "--out") -> Path:
+def make_output_dir(path: str | Path, option: str = "--out", shown: str | Path | None = None) -> Path:
     """Create the output directory ``path`` (and its parents); a path that cannot be created is a usage
-    error naming the option, not a traceback."""
+    error naming the option and ``shown`` (default: ``path``), not a traceback."""
     from optbench.errors import UsageError
 
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"{option} {str(path)!r}: cannot create this directory ({exc.strerror or exc}); "
-                         "choose a writable location.") from None
+        raise UsageError(f"{option} {str(shown or path)!r}: cannot create this directory "
+                         f"({exc.strerror or exc}); choose a writable location.") from None
     return path
 
 

@@ -675,17 +675,27 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
 
     writer = _ChunkWriter(out)
     try:
-        if workers > 1 and len(items) > 1:
-            for engine, statuses in run_items_parallel(items, out, workers, progress):
-                written(engine, statuses)
-            items = []
-        for i, (engine, group) in enumerate(items):
-            trace = execute(engine, group, progress.advance if progress else None)
-            for done in writer.write(group, trace, engine, background=i + 1 < len(items)):
-                written(*done)
-    finally:
-        for done in writer.close():  # a Ctrl-C still flushes the finished group
+        try:
+            if workers > 1 and len(items) > 1:
+                for engine, statuses in run_items_parallel(items, out, workers, progress):
+                    written(engine, statuses)
+                items = []
+            for i, (engine, group) in enumerate(items):
+                trace = execute(engine, group, progress.advance if progress else None)
+                for done in writer.write(group, trace, engine, background=i + 1 < len(items)):
+                    written(*done)
+        except BaseException:
+            # a Ctrl-C or a failure still flushes the finished group; if that write fails too, the first
+            # error is the one to report (the group is then not complete, and a re-run does it)
+            try:
+                for done in writer.close():
+                    written(*done)
+            except Exception:
+                pass
+            raise
+        for done in writer.close():
             written(*done)
+    finally:
         if progress:
             progress.close()
         sweep_record.update({"completed": completed, "engines": engines,
@@ -743,8 +753,13 @@ class _ChunkWriter:
     def _finish(self):
         if self.pending is not None:
             future, engine, statuses = self.pending
+            try:
+                future.result()
+            except Exception:
+                self.pending = None  # that write failed: its runs are not complete
+                raise
+            # (a Ctrl-C while waiting keeps the chunk pending, so close() waits for it and counts it)
             self.pending = None
-            future.result()
             yield engine, statuses
 
 

@@ -98,3 +98,62 @@ def test_ctrl_c_in_a_group_keeps_the_groups_before_it(tmp_path, monkeypatch):
     outcome = runner.run_sweep(sweep, tmp_path)
     assert (outcome.runs_skipped, outcome.runs_done) == (4, 4)
     assert len(optbench.load_summary(tmp_path)) == 8
+
+
+def test_a_failed_background_write_does_not_hide_the_ctrl_c(tmp_path, monkeypatch):
+    """Group 2's chunk fails to write (disk full) while group 3 computes, then a Ctrl-C: the Ctrl-C is
+    what propagates, group 1 stays counted, and the manifest still records the interruption."""
+    import json
+
+    import optbench
+    import optbench.results as results
+    import optbench.runner as runner
+
+    sweep = runner.Sweep([optbench.get_problem("rosenbrock")],
+                         [optbench.get_optimizer(o) for o in ("adam", "sgd", "rmsprop", "adagrad")],
+                         seeds=[0, 1], steps=30, engine="batched")
+    plain_execute, plain_write, calls, writes = runner.execute, results.write_chunk, [], []
+
+    def execute(engine, group, progress=None):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return plain_execute(engine, group, progress)
+
+    def write_chunk(*args):
+        writes.append(1)
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        return plain_write(*args)
+
+    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(results, "write_chunk", write_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_sweep(sweep, tmp_path)
+    record = json.loads((tmp_path / "manifest.json").read_text())["sweeps"][-1]
+    assert record["interrupted"] and record["completed"] == 2
+    assert len(optbench.load_summary(tmp_path)) == 2
+
+
+def test_a_ctrl_c_while_waiting_for_a_chunk_still_counts_it(tmp_path):
+    from concurrent.futures import Future
+
+    from optbench.runner import _ChunkWriter
+
+    class InterruptedOnce(Future):
+        def __init__(self):
+            super().__init__()
+            self.set_result(None)
+            self.interrupted = False
+
+        def result(self, timeout=None):
+            if not self.interrupted:
+                self.interrupted = True
+                raise KeyboardInterrupt
+            return super().result(timeout)
+
+    writer = _ChunkWriter(tmp_path)
+    writer.pending = (InterruptedOnce(), "batched", ["done", "done"])
+    with pytest.raises(KeyboardInterrupt):
+        list(writer._finish())
+    assert list(writer.close()) == [("batched", ["done", "done"])]

@@ -344,6 +344,11 @@ def test_bad_storage_urls_are_usage_errors():
 
     assert _without_password("postgresql://me:s3cret@db:5432/optbench") == "postgresql://me:***@db:5432/optbench"
     assert _without_password("sqlite:///x.db") == "sqlite:///x.db"
+    assert _without_password("postgresql://u:ab/cd@db/x") == "postgresql://u:***@db/x"  # a '/' in the password
+    assert _without_password("postgresql://:secret@db/x") == "postgresql://:***@db/x"  # no user name
+    with pytest.raises(UsageError, match=r"not a database URL") as info:
+        rdb_storage("postgresql://me:s3cret@db:notaport/x", attempts=1)
+    assert "s3cret" not in str(info.value)
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -363,3 +368,22 @@ def test_unwritable_journal_storage_is_a_usage_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(UsageError, match="cannot open this journal file"):
         open_storage(str(blocker / "sub" / "study.journal"), tmp_path)
+
+
+def test_local_steps_never_repeat_the_base_point_on_integer_grids():
+    """A local step smaller than half a grid cell rounds back onto its base trial; in a space of integers
+    only, that would re-evaluate a known point, so one integer dimension moves by one step instead."""
+    import numpy as np
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from optbench.tuning.protocols import _batch_tpe_class
+
+    moved = _batch_tpe_class()._moved
+    rng = np.random.default_rng(0)
+    space = {"warmup": IntDistribution(0, 10)}
+    assert {moved({"warmup": 0}, {"warmup": 0}, space, rng)["warmup"] for _ in range(20)} == {1}
+    assert {moved({"warmup": 10}, {"warmup": 10}, space, rng)["warmup"] for _ in range(20)} == {9}
+    assert {moved({"warmup": 5}, {"warmup": 5}, space, rng)["warmup"] for _ in range(50)} == {4, 6}
+    mixed = {**space, "lr": FloatDistribution(1e-5, 10, log=True)}
+    assert moved({"warmup": 5, "lr": 0.11}, {"warmup": 5, "lr": 0.1}, mixed, rng) == {"warmup": 5, "lr": 0.11}
+    assert moved({"warmup": 4}, {"warmup": 4}, {"warmup": IntDistribution(4, 4)}, rng) == {"warmup": 4}

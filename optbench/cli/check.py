@@ -94,7 +94,7 @@ def baseline(
 
     suite_obj, sweeps = _suite_sweeps(suite, opt)
     out_dir = out or _default_baseline(suite_obj)
-    make_output_dir(out_dir)
+    make_output_dir(out_dir.parent, shown=out_dir)  # out_dir itself only once the baseline is complete
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

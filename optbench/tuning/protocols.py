@@ -201,7 +201,20 @@ def _batch_tpe_class():
                     if isinstance(dist, IntDistribution):  # onto the grid, else Optuna re-samples it
                         value = int(dist.low + round((value - dist.low) / dist.step) * dist.step)
                     params[name] = value
-                out.append(params)
+                out.append(self._moved(params, base.params, search_space, rng))
             return out
+
+        @staticmethod
+        def _moved(params: dict, base: dict, search_space, rng) -> dict:
+            """``params``, or, when rounding to the integer grids left it equal to ``base`` (a step smaller
+            than half a grid cell in a space of integers only), ``base`` with one integer dimension moved
+            by one grid step: the same point again would spend a trial on a known value."""
+            ints = [n for n, d in search_space.items() if isinstance(d, IntDistribution) and d.high > d.low]
+            if params != base or not ints:
+                return params
+            name = ints[rng.integers(len(ints))]
+            dist, x0 = search_space[name], base[name]
+            up = x0 + dist.step <= dist.high and (x0 - dist.step < dist.low or rng.random() < 0.5)
+            return {**params, name: x0 + dist.step if up else x0 - dist.step}
 
     return BatchTPESampler

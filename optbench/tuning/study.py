@@ -112,15 +112,16 @@ def rdb_storage(url: str, attempts: int = 6):
     for attempt in range(attempts):
         try:
             return RDBStorage(url)
-        except ImportError:
-            raise UsageError(f"--storage {shown}: its database driver is not installed (for PostgreSQL: "
+        except ImportError as exc:
+            what = f"the Python module {exc.name!r} it needs" if exc.name else "its database driver"
+            raise UsageError(f"--storage {shown}: {what} is not installed (for PostgreSQL: "
                              "pip install 'optbench[postgres]', which installs psycopg2-binary).") from None
-        except ArgumentError as exc:
-            raise UsageError(f"--storage {shown} is not a database URL SQLAlchemy understands ({exc}); "
-                             "expected e.g. postgresql://USER:PASS@HOST/DB.") from None
+        except (ArgumentError, ValueError) as exc:
+            raise UsageError(f"--storage {shown} is not a database URL SQLAlchemy understands "
+                             f"({_hide(str(exc), url)}); expected e.g. postgresql://USER:PASS@HOST/DB.") from None
         except OperationalError as exc:
             if attempt == attempts - 1:
-                reason = str(exc.orig or exc).strip().splitlines()[0]
+                reason = _hide(str(exc.orig or exc).strip().splitlines()[0], url)
                 raise UsageError(f"--storage {shown}: cannot open the database: {reason}") from None
             time.sleep(0.25 * (attempt + 1))
         except (IntegrityError, ProgrammingError):
@@ -131,10 +132,26 @@ def rdb_storage(url: str, attempts: int = 6):
 
 
 def _without_password(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages)."""
+    """``url`` with its password replaced by ``***`` (for messages), as SQLAlchemy parses it."""
     import re
 
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parsable: mask everything between '://user:' and the last '@'
+        return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+
+
+def _hide(text: str, url: str) -> str:
+    """``text`` (a driver's message) with the URL's password, if any, replaced by ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+    except Exception:
+        return text
+    return text.replace(str(password), "***") if password else text
 
 
 def round_journal(inner):
