@@ -43,6 +43,15 @@ def strings(values: Sequence[str]) -> pa.Array:
                                  [None, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(b"".join(encoded))])
 
 
+def codes(values: Sequence[str], take=None) -> tuple[np.ndarray, list[str]]:
+    """(int32 position of each value among the distinct values, the distinct values in first-seen order);
+    given ``take`` (indices into ``values``), the positions of ``values[take]``."""
+    uniq = list(dict.fromkeys(values))
+    pos = {v: i for i, v in enumerate(uniq)}
+    indices = np.array([pos[v] for v in values], dtype=np.int32)
+    return (indices if take is None else indices[take]), uniq
+
+
 def dictionary(indices, values: Sequence[str]) -> pa.DictionaryArray:
     """A dictionary-encoded string column: ``values[indices[i]]`` in row i (indices as int32)."""
     return pa.DictionaryArray.from_arrays(numeric(indices, np.int32), strings(values))

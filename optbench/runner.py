@@ -288,28 +288,27 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
 
     groups: dict[tuple, list[Run]] = {}
     items: list[tuple[str, list[Run]]] = []
-    rule_keys: dict[int, tuple] = {}  # the seeds of a configuration share its optimizer config object
-    supported: dict[int, bool] = {}
+    rules: dict[int, tuple[bool, tuple]] = {}  # the seeds of a configuration share its optimizer config object
 
-    def rule_key(optimizer) -> tuple:
-        if id(optimizer) not in rule_keys:
-            rule_keys[id(optimizer)] = group_key(optimizer)
-        return rule_keys[id(optimizer)]
+    def rule(optimizer) -> tuple[bool, tuple]:
+        """(whether the batched engine has its rule, its group key), once per optimizer config."""
+        if id(optimizer) not in rules:
+            rules[id(optimizer)] = (supports_batched(optimizer), group_key(optimizer))
+        return rules[id(optimizer)]
 
     for run in runs:
-        if id(run.optimizer) not in supported:
-            supported[id(run.optimizer)] = supports_batched(run.optimizer)
-        batched = engine == "batched" or (engine == "auto" and supported[id(run.optimizer)])
-        if batched and not supported[id(run.optimizer)]:
+        supported, rule_key = rule(run.optimizer)
+        batched = engine == "batched" or (engine == "auto" and supported)
+        if batched and not supported:
             raise UsageError(f"The batched engine does not support {run.optimizer.name!r}; "
                              "use --engine loop or auto.")
         if batched and run.problem.kind == "analytic":
-            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, rule_key(run.optimizer),
-                   run.schedule, run.clip_norm, run.clip_value)
+            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, rule_key, run.schedule,
+                   run.clip_norm, run.clip_value)
             groups.setdefault(key, []).append(run)
         elif (batched and run.problem.kind == "network" and not run.recipe and supports_batched_network(run.optimizer)
               and (engine == "batched" or run.device.startswith("cuda"))):  # on a CPU, vmap is slower than loops
-            key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key(run.optimizer))
+            key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key)
             groups.setdefault(key, []).append(run)
         else:
             items.append(("loop", [run]))
@@ -386,12 +385,6 @@ def trace_tables(runs: list[Run], trace, engine: str):
     def per_run(values, dtype):
         return arrow.numeric(np.repeat(np.asarray(values, dtype=dtype), counts))
 
-    def status_col():
-        uniq = list(dict.fromkeys(trace.status))
-        pos = {v: i for i, v in enumerate(uniq)}
-        indices = np.zeros(K, np.int32) if len(uniq) == 1 else np.array([pos[v] for v in trace.status], np.int32)
-        return arrow.dictionary(indices[run_idx], uniq)
-
     batch_size = configs.values("batch_size")
     columns = {
         "run_id": arrow.dictionary(run_idx, [r.run_id for r in runs]),
@@ -406,7 +399,7 @@ def trace_tables(runs: list[Run], trace, engine: str):
         "loss": arrow.numeric(loss),
         "grad_norm": arrow.numeric(col(trace.grad_norm, trace.end_grad_norm)),
         "wall_time_s": arrow.numeric(col(trace.wall_time_s, trace.end_wall_time_s)),
-        "status": status_col(),
+        "status": arrow.dictionary(*arrow.codes(trace.status, run_idx)),
     }
     if trace.coords is not None:
         for i in range(trace.coords.shape[-1]):
@@ -460,13 +453,9 @@ class _RunConfigs:
 
     def dictionary(self, name: str, run_idx=None):
         """Column ``name`` dictionary-encoded, one entry per run (or per row, given each row's run index)."""
-        import numpy as np
-
         from optbench import columns as arrow
 
-        uniq = list(dict.fromkeys(row[name] for row in self.rows))
-        pos = {v: i for i, v in enumerate(uniq)}
-        indices = np.array([pos[row[name]] for row in self.rows], dtype=np.int32)[self.of_run]
+        indices, uniq = arrow.codes([row[name] for row in self.rows], self.of_run)
         return arrow.dictionary(indices if run_idx is None else indices[run_idx], uniq)
 
     def strings(self, name: str):
@@ -685,13 +674,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
                 for done in writer.write(group, trace, engine, background=i + 1 < len(items)):
                     written(*done)
         except BaseException:
-            # a Ctrl-C or a failure still flushes the finished group; if that write fails too, the first
-            # error is the one to report (the group is then not complete, and a re-run does it)
-            try:
-                for done in writer.close():
-                    written(*done)
-            except Exception:
-                pass
+            for done in writer.close(after_error=True):  # a Ctrl-C or a failure still flushes the finished group
+                written(*done)
             raise
         for done in writer.close():
             written(*done)
@@ -743,9 +727,15 @@ class _ChunkWriter:
         future = self.pool.submit(write_chunk, self.out, chunk_id(group), steps_table, summary_table)
         self.pending = (future, engine, list(trace.status))
 
-    def close(self):
+    def close(self, after_error: bool = False):
+        """Wait for the chunk in flight. ``after_error``: another error is propagating and is the one to
+        report, so a failure of this last write is not raised (that group is then not complete, and a
+        re-run does it)."""
         try:
             yield from self._finish()
+        except Exception:
+            if not after_error:
+                raise
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=True)

@@ -68,29 +68,46 @@ def test_rerun_skips_complete_and_force_reruns(tmp_path):
     assert first["skipped"] == 0 and second["skipped"] == 2 and forced["skipped"] == 0
 
 
+def _four_groups():
+    """A batched sweep of four groups (one per optimizer) of two runs each."""
+    import optbench
+    from optbench.runner import Sweep
+
+    return Sweep([optbench.get_problem("rosenbrock")],
+                 [optbench.get_optimizer(o) for o in ("adam", "sgd", "rmsprop", "adagrad")],
+                 seeds=[0, 1], steps=30, engine="batched")
+
+
+def _ctrl_c_in_group(n: int, execute):
+    """``execute`` that raises KeyboardInterrupt when asked for the n-th group."""
+    calls = []
+
+    def interrupted(engine, group, progress=None):
+        calls.append(group)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return execute(engine, group, progress)
+
+    return interrupted
+
+
+def _last_sweep_record(out):
+    import json
+
+    return json.loads((out / "manifest.json").read_text())["sweeps"][-1]
+
+
 def test_ctrl_c_in_a_group_keeps_the_groups_before_it(tmp_path, monkeypatch):
     """Chunks are written in a background thread while the next group computes: a Ctrl-C during group 3
     still leaves groups 1 and 2 on disk, counted in the manifest, and a re-run does only the rest."""
-    import json
-
     import optbench
     import optbench.runner as runner
 
-    sweep = runner.Sweep([optbench.get_problem("rosenbrock")],
-                         [optbench.get_optimizer(o) for o in ("adam", "sgd", "rmsprop", "adagrad")],
-                         seeds=[0, 1], steps=30, engine="batched")
-    plain, calls = runner.execute, []
-
-    def interrupted_execute(engine, group, progress=None):
-        calls.append(len(group))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return plain(engine, group, progress)
-
-    monkeypatch.setattr(runner, "execute", interrupted_execute)
+    sweep, plain = _four_groups(), runner.execute
+    monkeypatch.setattr(runner, "execute", _ctrl_c_in_group(3, plain))
     with pytest.raises(KeyboardInterrupt):
         runner.run_sweep(sweep, tmp_path)
-    record = json.loads((tmp_path / "manifest.json").read_text())["sweeps"][-1]
+    record = _last_sweep_record(tmp_path)
     assert record["interrupted"] and record["completed"] == 4
     assert len(optbench.load_summary(tmp_path)) == 4
     assert not list(tmp_path.rglob("*.tmp"))
@@ -103,22 +120,11 @@ def test_ctrl_c_in_a_group_keeps_the_groups_before_it(tmp_path, monkeypatch):
 def test_a_failed_background_write_does_not_hide_the_ctrl_c(tmp_path, monkeypatch):
     """Group 2's chunk fails to write (disk full) while group 3 computes, then a Ctrl-C: the Ctrl-C is
     what propagates, group 1 stays counted, and the manifest still records the interruption."""
-    import json
-
     import optbench
     import optbench.results as results
     import optbench.runner as runner
 
-    sweep = runner.Sweep([optbench.get_problem("rosenbrock")],
-                         [optbench.get_optimizer(o) for o in ("adam", "sgd", "rmsprop", "adagrad")],
-                         seeds=[0, 1], steps=30, engine="batched")
-    plain_execute, plain_write, calls, writes = runner.execute, results.write_chunk, [], []
-
-    def execute(engine, group, progress=None):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return plain_execute(engine, group, progress)
+    plain_write, writes = results.write_chunk, []
 
     def write_chunk(*args):
         writes.append(1)
@@ -126,11 +132,11 @@ def test_a_failed_background_write_does_not_hide_the_ctrl_c(tmp_path, monkeypatc
             raise OSError(28, "No space left on device")
         return plain_write(*args)
 
-    monkeypatch.setattr(runner, "execute", execute)
+    monkeypatch.setattr(runner, "execute", _ctrl_c_in_group(3, runner.execute))
     monkeypatch.setattr(results, "write_chunk", write_chunk)
     with pytest.raises(KeyboardInterrupt):
-        runner.run_sweep(sweep, tmp_path)
-    record = json.loads((tmp_path / "manifest.json").read_text())["sweeps"][-1]
+        runner.run_sweep(_four_groups(), tmp_path)
+    record = _last_sweep_record(tmp_path)
     assert record["interrupted"] and record["completed"] == 2
     assert len(optbench.load_summary(tmp_path)) == 2
 

@@ -72,7 +72,7 @@ def tune(
     from optbench.errors import UsageError
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.results import read_manifest, write_manifest
+    from optbench.results import make_output_dir, read_manifest, write_manifest
     from optbench.runner import DTYPES, ENGINES, Sweep, run_sweep
     from optbench.spec import parse_spec_list
     from optbench.tuning import get_protocol, parse_space, tune_one
@@ -120,8 +120,6 @@ def tune(
     # networks only), before any trial
     Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
           label_smoothing=label_smoothing).check_recipe(problems)
-    from optbench.results import make_output_dir
-
     out_dir = make_output_dir(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))
 
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]

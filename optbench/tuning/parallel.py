@@ -68,6 +68,15 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     dims = resolve_space(dims, options.get("schedule"))  # the names tune_one computes in the workers
     common = dict(protocol=protocol, dims=dims, steps=steps, out_dir=str(out_dir), **options)
     t0 = time.perf_counter()
+
+    def named(problem, optimizer):
+        """(searched space, study name) of a pair, as tune_one computes them in the workers."""
+        space = study_space(optimizer, dims, protocol)
+        return space, study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
+                                 options.get("clip_norm"), options.get("schedule"),
+                                 clip_value=options.get("clip_value"),
+                                 label_smoothing=options.get("label_smoothing", 0.0))
+
     records: dict[int, Any] = {}
     if storage is None:
         store, write_round = open_storage(None, out_dir)
@@ -84,11 +93,8 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
         problem, optimizer = pairs[index]
         existing = None
         if storage is None:
-            space = study_space(optimizer, dims, protocol)
-            name = study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
-                              options.get("clip_norm"), options.get("schedule"), clip_value=options.get("clip_value"),
-                              label_smoothing=options.get("label_smoothing", 0.0))
-            records[index] = optuna.create_study(study_name=name, storage=store, direction="minimize",
+            records[index] = optuna.create_study(study_name=named(problem, optimizer)[1], storage=store,
+                                                 direction="minimize",
                                                  load_if_exists=True)
             existing = records[index].get_trials(deepcopy=False)
             write_round()
@@ -137,10 +143,7 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     results = []
     wall = time.perf_counter() - t0
     for index, (problem, optimizer) in enumerate(pairs):
-        space = study_space(optimizer, dims, protocol)
-        name = study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
-                          options.get("clip_norm"), options.get("schedule"), clip_value=options.get("clip_value"),
-                              label_smoothing=options.get("label_smoothing", 0.0))
+        space, name = named(problem, optimizer)
         study = records.get(index) or optuna.load_study(study_name=name, storage=_url(storage))
         results.append(summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budgets[index], space,
                                  name, evaluated[index], wall, options.get("schedule")))

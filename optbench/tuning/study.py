@@ -135,23 +135,27 @@ def _without_password(url: str) -> str:
     """``url`` with its password replaced by ``***`` (for messages), as SQLAlchemy parses it."""
     import re
 
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parsable: mask everything between '://user:' and the last '@'
+    parsed = _parsed_url(url)
+    if parsed is None:  # not parsable: mask everything between '://user:' and the last '@'
         return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+    return parsed.render_as_string(hide_password=True)
 
 
 def _hide(text: str, url: str) -> str:
     """``text`` (a driver's message) with the URL's password, if any, replaced by ``***``."""
+    parsed = _parsed_url(url)
+    password = parsed.password if parsed is not None else None
+    return text.replace(str(password), "***") if password else text
+
+
+def _parsed_url(url: str):
+    """SQLAlchemy's parse of ``url``, or None when it cannot parse it."""
     try:
         from sqlalchemy.engine import make_url
 
-        password = make_url(url).password
+        return make_url(url)
     except Exception:
-        return text
-    return text.replace(str(password), "***") if password else text
+        return None
 
 
 def round_journal(inner):
