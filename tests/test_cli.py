@@ -77,6 +77,18 @@ def test_list_json():
     assert {"rosenbrock", "saddle", "monkey-saddle", "valley", "noisy-quadratic"} <= names
 
 
+def test_list_optimizers_states_deviations_from_the_papers():
+    from optbench.optimizers import OPTIMIZERS
+
+    rows = json.loads(cli("list", "optimizers", "--json").stdout)
+    assert {e["name"]: e["deviations"] for e in rows} == {n: e.deviations for n, e in OPTIMIZERS.items()}
+    assert all(e["deviations"].strip() for e in rows)
+    r = cli("list", "optimizers")
+    assert r.returncode == 0 and "differs from the paper" in r.stdout
+    words = set(r.stdout.replace("│", " ").split())  # cells wrap: check words of the deviations column
+    assert {"lamb-paper.", "sm3-paper", "adafactor-paper.", "maximum", "Zeiler's"} <= words
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -458,7 +458,8 @@ CONVERGENCE = {
     "lbfgs": ("lbfgs", 3), "lion": ("lion(lr=0.02, betas=(0.5, 0.5))", 300), "lars": ("lars(lr=0.05)", 200),
     "lamb": ("lamb(lr=0.05)", 300), "novograd": ("novograd(lr=0.05)", 300),
     "adafactor": ("adafactor(lr=0.05, relative_step=False, scale_parameter=False)", 300),
-    "sm3": ("sm3(lr=0.5)", 300), "newton": ("newton", 1), "spsa": ("spsa(lr=0.2)", 100),
+    "sm3": ("sm3(lr=0.5)", 300), "lamb-paper": ("lamb-paper(lr=0.05)", 300), "sm3-paper": ("sm3-paper(lr=0.5)", 300),
+    "adafactor-paper": ("adafactor-paper(lr=0.1)", 200), "newton": ("newton", 1), "spsa": ("spsa(lr=0.2)", 100),
     "forward-grad": ("forward-grad(lr=0.1)", 150),
 }
 

@@ -72,6 +72,35 @@ def test_html_and_markdown_reference_only_existing_files(report):
     assert "http" not in " ".join(refs)  # opens from disk: nothing fetched from a server
 
 
+def test_pages_state_how_the_optimizers_present_differ_from_their_papers(report):
+    import html
+
+    from optbench.optimizers import OPTIMIZERS
+
+    out = report.parent
+    page, md = report.read_text(), (out / "report.md").read_text()
+    assert "Optimizers and their papers" in page and "Optimizers and their papers" in md
+    for name in ("adam", "sgd-momentum"):  # the optimizers of the sweeps
+        assert html.escape(OPTIMIZERS[name].deviations) in page, name
+        assert OPTIMIZERS[name].deviations.replace("|", "\\|") in md, name
+    assert OPTIMIZERS["lamb"].deviations not in md  # only the optimizers present
+    table = pd.read_csv(out / "tables" / "deviations.csv")
+    assert table["optimizer"].tolist() == ["adam", "sgd", "sgd-momentum"]
+    assert table["differs from the paper"].tolist() == [OPTIMIZERS[n].deviations for n in table["optimizer"]]
+
+
+def test_deviation_table_keeps_pipes_and_marks_user_classes_unknown():
+    from optbench.optimizers import OPTIMIZERS
+    from optbench.report.page import DEVIATIONS_HEAD, deviation_rows, md_grid_to_html, md_table
+
+    rows = deviation_rows(["adamax", "my_opt.py:MyAdam", "adamax"])
+    assert [r[0] for r in rows] == ["adamax", "my_opt.py:MyAdam"]
+    assert "|g| + ε" in OPTIMIZERS["adamax"].deviations
+    page = md_grid_to_html(md_table(DEVIATIONS_HEAD, rows))
+    assert page.count("<td>") == 6 and "|g| + ε" in page  # a pipe inside a cell does not split it
+    assert rows[1][2].startswith("unknown")
+
+
 def test_gif_frames_and_sizes(report):
     fig = report.parent / "figures"
     with Image.open(fig / "race_rosenbrock.gif") as im:

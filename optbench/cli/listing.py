@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from optbench.cli.common import console, errors_handled
@@ -41,7 +42,7 @@ def list_command(
         entries = list_optimizers()
         rows = [{"name": e.name, "source": e.source, "class": e.target, "batched": e.batched is not None,
                  "needs_closure": e.needs_closure, "needs_hessian": e.needs_hessian, "doc": e.doc,
-                 "reference": e.reference,
+                 "reference": e.reference, "deviations": e.deviations,
                  "params": {k: {"default": p.default, "doc": p.doc, "valid": p.valid} for k, p in e.params.items()}}
                 for e in entries]
     if json_out:
@@ -56,10 +57,13 @@ def list_command(
         table.add_column("batched")
     table.add_column("parameters (defaults)")
     table.add_column("description")
+    if what == "optimizers":
+        table.add_column("differs from the paper")
     for e in entries:
         if what == "problems":
             table.add_row(e.name, e.kind, _params_text(e.params), e.doc)
         else:
             table.add_row(e.name, f"{e.source}\n{e.target.split(':')[-1]}", "yes" if e.batched else "no",
-                          _params_text(e.params), e.doc + (f"\n[dim]{e.reference}[/]" if e.reference else ""))
+                          _params_text(e.params), e.doc + (f"\n[dim]{e.reference}[/]" if e.reference else ""),
+                          escape(e.deviations))
     console.print(table)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from optbench.errors import SpecError, UserCodeError
-from optbench.optimizers.registry import OptimizerEntry
+from optbench.optimizers.registry import USER_DEVIATIONS, OptimizerEntry
 from optbench.params import Param, positive
 
 _CACHE: dict[str, OptimizerEntry] = {}
@@ -141,6 +141,6 @@ def user_optimizer_entry(ref: str) -> OptimizerEntry:
     sha = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16] if source and module_ref.endswith(".py") else ""
     entry = UserOptimizerEntry(ref, f"{module.__name__}:{class_name}", "user", params,
                                (inspect.getdoc(cls) or "").split("\n")[0], needs_closure=_needs_closure(cls),
-                               source_sha=sha)
+                               deviations=USER_DEVIATIONS, source_sha=sha)
     _CACHE[ref] = entry
     return entry

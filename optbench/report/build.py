@@ -35,7 +35,7 @@ class Builder:
         make_output_dir(self.out)
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         self.table_dir.mkdir(parents=True, exist_ok=True)
-        sections: list[Section] = []
+        sections: list[Section] = self._deviations()
         for name in self.figures:
             sections += getattr(self, f"_{name}")()
         sections += self._tuning()
@@ -61,6 +61,23 @@ class Builder:
                 if record.get("command") and line not in meta:
                     meta.append(line)
         return meta
+
+    def _deviations(self) -> list[Section]:
+        """Where each optimizer in these results differs from its paper, as the registry states it: a number is
+        only as honest as the algorithm behind it."""
+        import pandas as pd
+
+        from optbench.report.page import DEVIATIONS_HEAD, deviation_rows, md_table
+
+        rows = deviation_rows(self.data.summary["optimizer"].astype(str).tolist())
+        csv = self.table_dir / "deviations.csv"
+        pd.DataFrame(rows, columns=DEVIATIONS_HEAD).to_csv(csv, index=False)
+        note = ("What each optimizer compared here does differently from the paper it cites (\"none known\": "
+                "checked against the paper). Entries named after a library class plus -paper, such as lamb-paper, "
+                "implement the paper's algorithm.")
+        return [Section("Optimizers and their papers", note=note,
+                        tables=[("optimizers in this report", csv, md_table(DEVIATIONS_HEAD, rows,
+                                                                             left=tuple(DEVIATIONS_HEAD)))])]
 
     def _tuning(self) -> list[Section]:
         """How tuned results were tuned: protocol, equal budget, searched space and outcome per study (a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,11 +75,12 @@ def summary_rows(table) -> dict[str, tuple[str, list[str], list[list[str]]]]:
     return out
 
 
-def md_table(head: list[str], rows: list[list[str]]) -> str:
+def md_table(head: list[str], rows: list[list[str]], left: tuple[str, ...] = ("optimizer", "status")) -> str:
+    """A Markdown table; columns named in ``left`` are left-aligned, the others (numbers) right-aligned."""
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "|".join("---:" if h not in ("optimizer", "status")
+    lines = ["| " + " | ".join(map(esc, head)) + " |", "|" + "|".join("---:" if h not in left
                                                                        else "---" for h in head) + "|"]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -98,9 +100,22 @@ def html_table(head: list[str], rows: list[list[str]], bold=None) -> str:
     return "".join(out) + "</tbody></table>"
 
 
+DEVIATIONS_HEAD = ["optimizer", "reference", "differs from the paper"]
+
+
+def deviation_rows(optimizers: list[str]) -> list[list[str]]:
+    """One row per optimizer name (registry name or user reference, as stored in results): its reference and
+    where it differs from that paper, as the registry states it. User classes are not imported."""
+    from optbench.optimizers.registry import OPTIMIZERS, deviations_of
+
+    return [[name, OPTIMIZERS[name].reference if name in OPTIMIZERS else "user class", deviations_of(name)]
+            for name in sorted(set(optimizers))]
+
+
 def md_grid_to_html(md: str) -> str:
     lines = [ln for ln in md.strip().splitlines() if ln.strip()]
-    split = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
+    # cells are separated by unescaped pipes; md_table writes a pipe inside a cell as \|
+    split = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", ln.strip()[1:-1])] for ln in lines]
     return html_table(split[0], split[2:])
 
 
