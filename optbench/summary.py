@@ -95,16 +95,8 @@ def aggregate(summary, best_lr_only: bool = False):
     return table.reset_index(drop=True)
 
 
-RANKING = {
-    "bounded": "fewer diverged seeds, then lower median final loss, then fewer steps to target (censored median), "
-               "then more seeds reaching the target",
-    "unbounded": "fewer diverged seeds, then fewer steps to target (censored median), then more seeds reaching "
-                 "the target, then lower median best loss",
-}
-
-
 def ranking_note(f_min) -> str:
-    """The table caption's short statement of how a problem's rows are ranked (the rule: :data:`RANKING`)."""
+    """The table caption's short statement of how a problem's rows are ranked (the rule: :func:`sort_by_rank`)."""
     if f_min is None or f_min != f_min:
         return "no minimum: ranked by steps to target (median over seeds, never = ∞), not by the final loss of " \
                "runs that escaped"
@@ -115,13 +107,13 @@ def sort_by_rank(table, within: tuple[str, ...] = ("problem",)):
     """Rows of the comparison table best first (stable), within each of ``within``; the one ranking rule of the
     comparison table and of the reporter's best configurations (``report.data.best_configs``).
 
-    A problem with a known minimum (``f_min``) ranks by ``RANKING["bounded"]``: fewer diverged seeds, then lower
+    A problem with a known minimum (``f_min``) ranks by fewer diverged seeds, then lower
     median final loss (NaN and ±inf last), then fewer steps to target, then more seeds reaching it.
 
     A problem without a minimum (``f_min`` NaN: saddles, unbounded below) has no final loss to compare: a run
     that leaves the escape box stops there (status ``escaped``), so its final loss says where it crossed the
     box, set by the size of its last step, and a slower run that escapes later with a larger step shows a lower
-    one. Such a problem ranks by ``RANKING["unbounded"]``: fewer diverged seeds, then fewer steps to its target
+    one. Such a problem ranks by fewer diverged seeds, then fewer steps to its target
     (``loss ≤ target``) as the censored median over seeds (never = +∞, optbench.censoring), then more seeds
     reaching the target, then lower median best loss (how far down a run got: it separates configurations none
     of whose seeds reached the target, e.g. one that escaped uphill from one still descending).
