@@ -185,6 +185,8 @@ def per_run_metrics(summary, test_acc=None):
     """
     import numpy as np
 
+    from optbench.censoring import censor
+
     missing = [c for c in (*KEY, "seed", "final_loss", "best_loss", "steps_to_target", "status") if c not in summary]
     if missing:
         raise UsageError(f"The results summary lacks columns {', '.join(missing)}: not an optbench results set?")
@@ -195,8 +197,7 @@ def per_run_metrics(summary, test_acc=None):
     df["batch_size"] = df["batch_size"].astype("Int64")
     df["steps"] = df["steps"].astype(int)
     df["seed"] = df["seed"].astype(int)
-    reached = df["steps_to_target"].astype("Float64")
-    df["steps_to_target"] = reached.fillna(df["steps"] + 1).astype(float)
+    df["steps_to_target"] = censor(df["steps_to_target"], at=df["steps"] + 1)  # optbench.censoring, at the budget
     df["diverged"] = (df["status"].astype(str) == "diverged").astype(float)
     if "test_acc" not in df:
         df["test_acc"] = df["run_id"].map(test_acc).astype(float) if test_acc is not None else np.nan

@@ -2,11 +2,13 @@
 over seeds. ``optbench run``, ``optbench show`` and the reporter print the same rows.
 
 Columns: problem, optimizer_label, lr, batch_size, seeds, final_loss (median over seeds), best_loss
-(median), dist_to_min (median), steps_to_target (median over seeds that reached it), reached (how many
-seeds reached the target), status (counts), and rank within the problem (best first: runs that finished
-before those that diverged, then by final loss). Cost columns (optbench.cost): state_bytes_per_param,
-step_time_s, train_step_time_s (medians), peak_memory_bytes (max) and overhead_vs_sgd (median of each
-run's train step time over plain SGD's on the same problem, batch size and engine; NaN without SGD runs).
+(median), dist_to_min (median), steps_to_target (censored median over seeds: a seed that never reached the
+target counts as +∞, optbench.censoring; NaN where that median is ∞, i.e. unless more than half the seeds
+reached it), reached (how many seeds reached the target), diverged and escaped (how many seeds ended so),
+status (counts), and rank within the problem (best first, :func:`sort_by_rank`). Cost columns
+(optbench.cost): state_bytes_per_param, step_time_s, train_step_time_s (medians), peak_memory_bytes (max) and
+overhead_vs_sgd (median of each run's train step time over plain SGD's on the same problem, batch size and
+engine; NaN without SGD runs).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def aggregate(summary, best_lr_only: bool = False):
     import numpy as np
     import pandas as pd
 
+    from optbench.censoring import NEVER, censor, censored_median, reached_count
+
     df = summary.copy()
     for c in ("problem", "optimizer_label", "status"):
         df[c] = df[c].astype(str)
@@ -50,13 +54,13 @@ def aggregate(summary, best_lr_only: bool = False):
     ends = np.r_[starts[1:], len(order)]
     col = {c: df[c].to_numpy()[order] for c in ("final_loss", "best_loss", "dist_to_min", "target", "f_min",
                                                  "wall_time_s", *AGGREGATE_COLUMNS)}
-    col["steps_to_target"] = df["steps_to_target"].astype("float64").to_numpy()[order]  # <NA> → NaN
+    col["steps_to_target"] = censor(df["steps_to_target"])[order]  # never reached: +∞
     status, ok = df["status"].to_numpy()[order], df["_ok"].to_numpy()[order]
     keys = df[GROUP].to_numpy()[order]
     rows: list[dict[str, Any]] = []
     for a, b in zip(starts, ends):
-        reached = col["steps_to_target"][a:b]
-        reached = reached[~np.isnan(reached)]
+        to_target = col["steps_to_target"][a:b]
+        steps_median = censored_median(to_target)
         # as value_counts: most frequent first, ties in order of appearance (most_common sorts stably)
         counts = Counter(status[a:b].tolist()).most_common()
         text = ", ".join(f"{n} {c}" for n, c in counts) if len(counts) > 1 else f"{counts[0][0]}"
@@ -69,9 +73,10 @@ def aggregate(summary, best_lr_only: bool = False):
             "final_loss": float(np.median(col["final_loss"][a:b])),
             "best_loss": float(np.median(col["best_loss"][a:b])),
             "dist_to_min": float(np.median(col["dist_to_min"][a:b])),
-            "steps_to_target": float(np.median(reached)) if len(reached) else np.nan,
-            "reached": int(len(reached)),
+            "steps_to_target": steps_median if steps_median != NEVER else np.nan,
+            "reached": reached_count(to_target),
             "diverged": int((~ok[a:b]).sum()),
+            "escaped": int((status[a:b] == "escaped").sum()),
             "status": text,
             "target": float(col["target"][a]),
             "f_min": float(col["f_min"][a]),
@@ -81,13 +86,48 @@ def aggregate(summary, best_lr_only: bool = False):
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    # best first: fewer diverged seeds, then lower median final loss (NaN last), then fewer steps to target
-    table["_loss_key"] = table["final_loss"].where(np.isfinite(table["final_loss"]), np.inf)
-    table["_steps_key"] = table["steps_to_target"].fillna(np.inf)
-    table = table.sort_values(["problem", "diverged", "_loss_key", "_steps_key"], kind="stable")
+    table = sort_by_rank(table)
     if best_lr_only:
         table["lrs_tried"] = table.groupby(["problem", "optimizer_label", "batch_size"], dropna=False)[
             "lr"].transform("count")
         table = table.drop_duplicates(["problem", "optimizer_label", "batch_size"], keep="first")
     table["rank"] = table.groupby("problem").cumcount() + 1
-    return table.drop(columns=["_loss_key", "_steps_key"]).reset_index(drop=True)
+    return table.reset_index(drop=True)
+
+
+def ranking_note(f_min) -> str:
+    """The table caption's short statement of how a problem's rows are ranked (the rule: :func:`sort_by_rank`)."""
+    if f_min is None or f_min != f_min:
+        return "no minimum: ranked by steps to target (median over seeds, never = ∞), not by the final loss of " \
+               "runs that escaped"
+    return "ranked by median final loss (fewer diverged seeds first)"
+
+
+def sort_by_rank(table, within: tuple[str, ...] = ("problem",)):
+    """Rows of the comparison table best first (stable), within each of ``within``; the one ranking rule of the
+    comparison table and of the reporter's best configurations (``report.data.best_configs``).
+
+    A problem with a known minimum (``f_min``) ranks by fewer diverged seeds, then lower
+    median final loss (NaN and ±inf last), then fewer steps to target, then more seeds reaching it.
+
+    A problem without a minimum (``f_min`` NaN: saddles, unbounded below) has no final loss to compare: a run
+    that leaves the escape box stops there (status ``escaped``), so its final loss says where it crossed the
+    box, set by the size of its last step, and a slower run that escapes later with a larger step shows a lower
+    one. Such a problem ranks by fewer diverged seeds, then fewer steps to its target
+    (``loss ≤ target``) as the censored median over seeds (never = +∞, optbench.censoring), then more seeds
+    reaching the target, then lower median best loss (how far down a run got: it separates configurations none
+    of whose seeds reached the target, e.g. one that escaped uphill from one still descending).
+    """
+    import numpy as np
+
+    unbounded = table["f_min"].isna()
+    loss = table["final_loss"].where(np.isfinite(table["final_loss"]), np.inf)
+    best = table["best_loss"].where(np.isfinite(table["best_loss"]), np.inf)
+    steps = table["steps_to_target"].fillna(np.inf)  # NaN: the censored median is never
+    fewer_missed = -table["reached"]
+    keys = {"_rank_diverged": table["diverged"],
+            "_rank_1": loss.where(~unbounded, steps),
+            "_rank_2": steps.where(~unbounded, fewer_missed),
+            "_rank_3": fewer_missed.where(~unbounded, best)}
+    ranked = table.assign(**keys).sort_values([*within, *keys], kind="stable")
+    return ranked.drop(columns=list(keys))

@@ -166,6 +166,36 @@ def test_summary_matches_comparison_table(sweeps, report):
         assert final == [fmt_num(v) for v in g["final_loss"]]
 
 
+def test_sensitivity_marks_escaped_configurations(sweeps, tmp_path, monkeypatch):
+    """On 'saddle' (no minimum) runs that left the escape box carry the escape marker, distinct from the
+    diverged X and from every optimizer's own marker; configurations that did not escape carry none."""
+    from optbench.report import sensitivity as sens
+    from optbench.report.data import load
+
+    data = load([sweeps[0]])
+    summary = load_summary(sweeps[0])
+    saddle = summary[summary["problem"] == "saddle"]
+    share = saddle.assign(e=saddle["status"] == "escaped").groupby(["optimizer_label", "lr"])["e"].mean()
+    expected = {k for k, v in share.items() if v >= 0.5}
+    assert expected and len(expected) < len(share)  # the sweep has both kinds
+    drawn, save = {}, sens.save
+
+    def keep(fig, stem, formats, dpi):
+        drawn["lines"] = [ln for ax in fig.axes for ln in ax.get_lines()]
+        drawn["legend"] = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        return save(fig, stem, formats, dpi)
+
+    monkeypatch.setattr(sens, "save", keep)
+    (png,) = sens.sensitivity(data, "saddle", tmp_path, formats=("png",), dpi=60)
+    marks = [ln for ln in drawn["lines"] if ln.get_gid() == "escaped"]
+    assert marks and all(ln.get_marker() == sens.ESCAPED_MARKER for ln in marks)
+    assert sens.ESCAPED_MARKER not in {st.marker for st in data.styles.values()} | {"X"}
+    x = sorted(float(v) for ln in marks for v in ln.get_xdata())
+    assert x == sorted(lr for _, lr in expected)
+    assert any(t.startswith("escaped") for t in drawn["legend"])
+    assert png.exists() and png.stat().st_size > 5000
+
+
 def test_palette_is_stable():
     a = palette(["sgd", "adam", "lion"])
     b = palette(["lion", "sgd", "adam", "sgd"])

@@ -8,7 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
+from optbench.censoring import format_steps
 from optbench.cli.common import fmt_float, fmt_int
+from optbench.summary import ranking_note
 
 _STATUS_STYLE = {"done": "green", "diverged": "red", "escaped": "yellow"}
 
@@ -51,9 +53,7 @@ def render_summary(table, console, title_extra: str = "") -> None:
         seeds = int(g["seeds"].max())
         for _, r in g.iterrows():
             lr = fmt_float(r["lr"], 3)
-            steps = fmt_int(r["steps_to_target"])
-            if seeds > 1 and r["reached"] and r["reached"] < r["seeds"]:
-                steps += f" ({int(r['reached'])}/{int(r['seeds'])})"
+            steps = format_steps(r["steps_to_target"], r["reached"], r["seeds"], fmt_int)
             cells = [str(int(r["rank"])), str(r["optimizer_label"]), lr]
             if has_bs:
                 cells.append(fmt_int(r["batch_size"]))
@@ -61,7 +61,7 @@ def render_summary(table, console, title_extra: str = "") -> None:
                       steps, _style_status(str(r["status"]))]
             cells += [fmt(r[c]) for (c, fmt), _ in cost]
             t.add_row(*cells)
-        notes = []
+        notes = [ranking_note(f_min)]
         if show_lrs:
             notes.append(f"best of {int(g['lrs_tried'].max())} learning rates per optimizer (--all-lrs: all)")
         if seeds > 1:

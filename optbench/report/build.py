@@ -204,7 +204,8 @@ class Builder:
         section = Section(f"Batch size × learning rate: {g.METRICS[self.metric][0]}",
                           note="Median over seeds; red frame / bold: best cell; hatched / 'diverged': most seeds "
                                "diverged; red line: best lr per batch size, against the linear and square-root "
-                               "scaling rules.")
+                               "scaling rules." + (" Steps to target: " + g.grid_caption(found[0]) + "."
+                                                   if self.metric == "steps_to_target" else ""))
         comps = g.rule_comparisons(summary, found)
         if comps:
             section.note += " White diamonds: the lr a scaling recipe used at each batch size (η₀ best at B₀)."

@@ -52,15 +52,14 @@ def family(problem: str) -> str:
 
 
 def best_configs(table_all, family: str | None = None):
-    """The best (lr, batch size) of each optimizer on each problem family, ranked as the comparison table
-    ranks: fewer diverged seeds, then lower median final loss, then fewer steps to target."""
+    """The best (lr, batch size) of each optimizer on each problem family, ranked by the comparison table's own
+    rule (``summary.sort_by_rank``: on problems without a minimum, by steps to target, never = ∞)."""
+    from optbench.summary import sort_by_rank
+
     t = table_all if family is None else table_all[table_all["family"] == family]
-    t = t.assign(_loss=t["final_loss"].where(np.isfinite(t["final_loss"]), np.inf),
-                 _steps=t["steps_to_target"].fillna(np.inf))
-    t = t.sort_values(["diverged", "_loss", "_steps"], kind="stable")
+    t = sort_by_rank(t, within=())
     t = t.sort_values("family", kind="stable", key=lambda s: s.map({f: i for i, f in enumerate(s.unique())}))
-    return t.drop_duplicates(["family", "optimizer_label"], keep="first").drop(columns=["_loss", "_steps"]) \
-        .reset_index(drop=True)
+    return t.drop_duplicates(["family", "optimizer_label"], keep="first").reset_index(drop=True)
 
 
 def runs_of(summary, problem: str, label: str, lr: float, batch_size):

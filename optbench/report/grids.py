@@ -1,9 +1,13 @@
 """Batch size × learning rate: a table per (problem, optimizer) of one metric, as CSV, Markdown and heatmap.
 
-Each cell is the median over seeds (for steps to target: over the seeds that reached it, as in the
-comparison table). The best cell is framed, cells where most seeds diverged are hatched, and the best
-learning rate of each batch size is traced next to the linear (lr ∝ B) and square-root (lr ∝ √B)
-scaling rules anchored at the smallest batch size.
+Each cell is the median over seeds; for steps to target the censored median (a seed that never reached the
+target counts as +∞, optbench.censoring), shown with the share of seeds that reached it where some did not:
+``5.27e+03 (2/3)``, ``never (1/3)``. The best cell is framed, cells where most seeds diverged are hatched, and
+the best learning rate of each batch size is traced next to the linear (lr ∝ B) and square-root (lr ∝ √B)
+scaling rules anchored at the smallest batch size. Best cells, the best lr per batch size and the measured
+critical batch size are chosen among the cells where most seeds did not diverge and, for steps to target,
+every seed reached the target (:meth:`Grid.eligible`): a cell resting on some of its seeds promises a time
+the others never achieved.
 
 When the runs carry gradient-noise-scale estimates (``optbench run --noise-scale-every N``, summary column
 ``noise_scale``), the predicted critical batch size, the median B_simple over the runs of the grid that did not
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from optbench.censoring import censored_cells, format_steps
 from optbench.report.style import DIVERGED_COLOR, fmt_num, pyplot, safe_name, save
 
 METRICS = {  # name: (column title, higher is better)
@@ -46,28 +51,47 @@ class Grid:
     diverged: pd.DataFrame  # fraction of seeds that diverged, same shape
     f_min: float
     noise_scale: float = float("nan")  # predicted critical batch size: median B_simple of the runs (or NaN)
+    reached: pd.DataFrame | None = None  # steps to target: how many seeds reached it, same shape (else None)
+    seeds: pd.DataFrame | None = None  # steps to target: how many seeds the cell has
 
     @property
     def higher_is_better(self) -> bool:
         return METRICS[self.metric][1]
 
+    def eligible(self) -> pd.DataFrame:
+        """Cells that may be chosen as best: most seeds did not diverge and, for steps to target, every seed
+        reached the target (fully successful)."""
+        ok = self.diverged < 0.5
+        if self.reached is not None:
+            ok &= self.reached == self.seeds
+        return ok
+
+    def cell_text(self, bs, lr, fmt) -> str:
+        """A cell's value as text; for steps to target with the share of seeds that reached it, or 'never'."""
+        v = self.values.loc[bs, lr]
+        if self.reached is None or not self.seeds.loc[bs, lr]:
+            return fmt(v)
+        return format_steps(v, int(self.reached.loc[bs, lr]), int(self.seeds.loc[bs, lr]), fmt)
+
     def best_cell(self):
-        """(batch size, lr) of the best cell among those where most seeds did not diverge, or None."""
-        v = self.values.where(self.diverged < 0.5)
+        """(batch size, lr) of the best :meth:`eligible` cell, or None."""
+        v = self.values.where(self.eligible())
         stacked = v.stack().dropna()
         if stacked.empty:
             return None
         return stacked.idxmax() if self.higher_is_better else stacked.idxmin()
 
     def best_lr_per_batch(self) -> pd.Series:
-        v = self.values.where(self.diverged < 0.5)
+        """The best lr of each batch size among its :meth:`eligible` cells (batch sizes without one are left out)."""
+        v = self.values.where(self.eligible())
         v = v[v.notna().any(axis=1)]  # batch sizes where nothing reached / everything diverged have no best
         return v.idxmax(axis=1) if self.higher_is_better else v.idxmin(axis=1)
 
     def measured_critical_batch(self):
         """The smallest batch size whose best value over learning rates achieves ``CRITICAL_FRACTION`` of the
-        improvement from the smallest batch size to the best one; None with fewer than two batch sizes."""
-        v = self.values.where(self.diverged < 0.5)
+        improvement from the smallest batch size to the best one, over :meth:`eligible` cells only; None with
+        fewer than two batch sizes that have one."""
+        v = self.values.where(self.eligible())
         best = (v.max(axis=1) if self.higher_is_better else v.min(axis=1)).dropna()
         if len(best) < 2:
             return None
@@ -107,14 +131,24 @@ def grids(summary, metric: str) -> list[Grid]:
             continue
         g = g.assign(batch_size=g["batch_size"].astype("int64"), div=(g["status"] == "diverged").astype(float))
         cells = g.groupby(["batch_size", "lr"])
-        values = cells[metric].median().unstack("lr").sort_index().sort_index(axis=1)
+        values, reached, seeds = seed_medians(g, ["batch_size", "lr"], metric, "lr")
         diverged = cells["div"].mean().unstack("lr").reindex_like(values)
         noise = g.loc[g["status"] != "diverged", "noise_scale"].astype(float) if "noise_scale" in g.columns \
             else pd.Series(dtype=float)
         noise = noise[np.isfinite(noise)]
         out.append(Grid(problem, label, metric, values, diverged, float(g["f_min"].iloc[0]),
-                        float(noise.median()) if len(noise) else float("nan")))
+                        float(noise.median()) if len(noise) else float("nan"), reached, seeds))
     return out
+
+
+def seed_medians(g, keys: list[str], metric: str, column_key: str):
+    """(values, reached, seeds) as batch size × ``column_key`` frames: the median of ``metric`` over each cell's
+    seeds; for steps to target the censored median (never = +∞) and the counts, else (values, None, None)."""
+    if metric != "steps_to_target":
+        return g.groupby(keys)[metric].median().unstack(column_key).sort_index().sort_index(axis=1), None, None
+    cells = censored_cells(g, keys, metric)
+    frames = [cells[c].unstack(column_key).sort_index().sort_index(axis=1) for c in ("median", "reached", "seeds")]
+    return frames[0], frames[1].fillna(0).astype(int), frames[2].fillna(0).astype(int)
 
 
 def write_tables(grid: Grid, out: Path) -> tuple[Path, Path, str]:
@@ -125,11 +159,11 @@ def write_tables(grid: Grid, out: Path) -> tuple[Path, Path, str]:
     best = grid.best_cell()
     lines = ["| batch size \\ lr | " + " | ".join(fmt_num(c, 3) for c in grid.values.columns) + " |",
              "|---:|" + "---:|" * len(grid.values.columns)]
-    for bs, row in grid.values.iterrows():
+    for bs in grid.values.index:
         cells = []
-        for lr, v in row.items():
+        for lr in grid.values.columns:
             frac = grid.diverged.loc[bs, lr]
-            text = "diverged" if frac >= 0.5 else fmt_num(v, 3)
+            text = "diverged" if frac >= 0.5 else grid.cell_text(bs, lr, lambda x: fmt_num(x, 3))
             if 0 < frac < 0.5:
                 text += f" ({frac:.0%} div.)"
             if best is not None and (bs, lr) == best:
@@ -138,9 +172,20 @@ def write_tables(grid: Grid, out: Path) -> tuple[Path, Path, str]:
         lines.append(f"| {bs} | " + " | ".join(cells) + " |")
     md_text = "\n".join(lines) + "\n"
     md = stem.with_suffix(".md")
-    md.write_text(f"{grid.problem}, {grid.optimizer}: {METRICS[grid.metric][0]} (median over seeds; "
-                  f"bold: best)\n\n{md_text}")
+    md.write_text(f"{grid.problem}, {grid.optimizer}: {METRICS[grid.metric][0]} ({grid_caption(grid)})\n\n"
+                  f"{md_text}")
+    if grid.reached is not None:  # the counts behind the censored medians, for readers of the CSV
+        grid.reached.to_csv(stem.with_name(stem.name + "_reached.csv"))
     return csv, md, md_text
+
+
+def grid_caption(grid: Grid) -> str:
+    """What a grid's cells are and how its best cell was chosen."""
+    if grid.metric != "steps_to_target":
+        return "median over seeds; bold: best"
+    return ("censored median over seeds: a seed that never reached the target counts as ∞; (r/n): r of n seeds "
+            "reached it, 'never': the median seed did not; bold: best among the cells where every seed reached "
+            "the target, as are the best lr per batch size and the measured critical batch size")
 
 
 def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -> list[Path]:
@@ -153,6 +198,8 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
     v = grid.values.to_numpy(dtype=float)
     div = grid.diverged.to_numpy(dtype=float) >= 0.5
     lrs, bss = grid.values.columns.to_numpy(dtype=float), grid.values.index.to_numpy()
+    lrs_index = list(grid.values.columns)
+    eligible = grid.eligible().to_numpy(dtype=bool)
     loss_like = grid.metric in ("final_loss", "best_loss")
     shown = v - grid.f_min if loss_like and grid.f_min == grid.f_min else v.copy()
     shown = np.where(div | ~np.isfinite(shown), np.nan, shown)
@@ -162,6 +209,8 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
     cmap = plt.get_cmap("viridis" if grid.higher_is_better else "viridis_r").with_extremes(bad="white")
     nr, nc = v.shape
     min_width = 5.5 if grid.noise_scale != grid.noise_scale else 7.5  # room for the critical-batch legend
+    if grid.reached is not None:
+        min_width = max(min_width, 6.5)  # room for the title's line on censoring
     fig, ax = plt.subplots(figsize=(max(min_width, 0.7 * nc + 2.6), max(3.0, 0.55 * nr + 1.9)), dpi=dpi)
     im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto", origin="lower")
     cbar = fig.colorbar(im, ax=ax, pad=0.02)
@@ -180,14 +229,18 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
                                        edgecolor="white", linewidth=0))
                 ax.text(j, i + 0.22, "div.", ha="center", va="center", fontsize=7.5, color="black")
                 continue
-            if not np.isfinite(shown[i, j]):
-                ax.text(j, i + 0.22, "—", ha="center", va="center", fontsize=8, color="#444444")
+            text = grid.cell_text(bss[i], lrs_index[j], lambda x: fmt_num(x, 2))
+            size = 7.5 if len(text) <= 8 else 6.5
+            if not np.isfinite(shown[i, j]):  # '—' (no value) or 'never' (censored median ∞)
+                ax.text(j, i + 0.22, text, ha="center", va="center", fontsize=size, color="#444444")
                 continue
             rgba = cmap(norm(shown[i, j]) if norm is not None else im.norm(shown[i, j]))
             dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+            if not eligible[i, j]:  # some seeds never reached the target: coloured by its value, not a candidate
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="#bbbbbb",
+                                       linewidth=0, zorder=2))
             # values sit in the upper part of the cell, the traced lines run through its centre
-            ax.text(j, i + 0.22, fmt_num(v[i, j], 2), ha="center", va="center", fontsize=7.5,
-                    color="white" if dark else "black")
+            ax.text(j, i + 0.22, text, ha="center", va="center", fontsize=size, color="white" if dark else "black")
     best = grid.best_cell()
     if best is not None:
         i, j = list(bss).index(best[0]), list(lrs).index(best[1])
@@ -238,9 +291,10 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
     ax.grid(False)
     for side in ("top", "right"):
         ax.spines[side].set_visible(True)
-    missing = "; —: not reached" if grid.metric == "steps_to_target" else ""
-    ax.set_title(f"{grid.problem} · {grid.optimizer}: {METRICS[grid.metric][0]} (red frame: best{missing})",
-                 fontsize=10)
+    censored = ("\nmedian with never = ∞; (r/n): r of n seeds reached; hatched: not all, never best"
+                if grid.metric == "steps_to_target" else "")
+    ax.set_title(f"{grid.problem} · {grid.optimizer}: {METRICS[grid.metric][0]} (red frame: best){censored}",
+                 fontsize=10 if not censored else 9)
     stem = file_stem(out, "grid", grid.problem, grid.optimizer, grid.metric)
     return save(fig, stem, formats, dpi)
 
@@ -300,6 +354,16 @@ class RuleComparison:
     lrs: pd.DataFrame
     diverged: pd.DataFrame
     base_lr: float
+    reached: pd.DataFrame | None = None  # steps to target: seeds that reached it per cell (else None)
+    seeds: pd.DataFrame | None = None
+
+    def eligible(self) -> pd.DataFrame:
+        """Rule cells that count as a result: most seeds did not diverge and, for steps to target, every seed
+        reached the target (as :meth:`Grid.eligible`)."""
+        ok = self.diverged < 0.5
+        if self.reached is not None:
+            ok &= self.reached == self.seeds
+        return ok
 
     @property
     def power(self) -> float:
@@ -317,7 +381,7 @@ class RuleComparison:
     def tuned_best(self) -> pd.DataFrame:
         """Per batch size of the grid: the best lr and its value (NaN where every lr diverged)."""
         g = self.tuned
-        v = g.values.where(g.diverged < 0.5)
+        v = g.values.where(g.eligible())
         best_lr = g.best_lr_per_batch().reindex(g.values.index)
         value = v.max(axis=1) if g.higher_is_better else v.min(axis=1)
         return pd.DataFrame({"lr": best_lr.astype(float), "value": value.astype(float)})
@@ -397,18 +461,19 @@ def rule_comparisons(summary, found: list[Grid]) -> list[RuleComparison]:
         names = [n for n in g.get("recipe_name", pd.Series(dtype=object)).dropna().unique() if n]
         name = names[0] if len(names) == 1 else f"{recipe['lr_scaling']} scaling"
         for grid in tuned:
-            cells = g.groupby(["batch_size", "base_lr"])
-            values = cells[grid.metric].median().unstack("base_lr").sort_index().sort_index(axis=1) \
-                if grid.metric in g.columns else None
-            if values is None:
+            if grid.metric not in g.columns:
                 continue
+            cells = g.groupby(["batch_size", "base_lr"])
+            values, reached, seeds = seed_medians(g, ["batch_size", "base_lr"], grid.metric, "base_lr")
             diverged = cells["div"].mean().unstack("base_lr").reindex_like(values)
             lrs = cells["lr"].median().unstack("base_lr").reindex_like(values)
+            comp = RuleComparison(grid, label, name, recipe["lr_scaling"], b0, values, lrs, diverged,
+                                  float(values.columns[0]), reached, seeds)
             at = b0 if b0 in values.index else values.index[0]
-            ok = values.loc[at].where(diverged.loc[at] < 0.5).dropna()
-            chosen = (ok.idxmax() if grid.higher_is_better else ok.idxmin()) if len(ok) else values.columns[0]
-            out.append(RuleComparison(grid, label, name, recipe["lr_scaling"], b0, values, lrs, diverged,
-                                      float(chosen)))
+            ok = values.loc[at].where(comp.eligible().loc[at]).dropna()
+            if len(ok):
+                comp.base_lr = float(ok.idxmax() if grid.higher_is_better else ok.idxmin())
+            out.append(comp)
     return out
 
 
@@ -458,7 +523,12 @@ def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
         if b not in comp.values.index or comp.values.loc[b, base] != comp.values.loc[b, base] \
                 and comp.diverged.loc[b, base] != comp.diverged.loc[b, base]:
             return "—"
-        return "diverged" if comp.diverged.loc[b, base] >= 0.5 else fmt_num(comp.values.loc[b, base], 3)
+        if comp.diverged.loc[b, base] >= 0.5:
+            return "diverged"
+        if comp.reached is None:
+            return fmt_num(comp.values.loc[b, base], 3)
+        return format_steps(comp.values.loc[b, base], int(comp.reached.loc[b, base]), int(comp.seeds.loc[b, base]),
+                            lambda x: fmt_num(x, 3))
 
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for b in comp.values.index.union(tuned.index):
@@ -512,7 +582,7 @@ def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: i
             color = colors[comp.name]
             for base in comp.values.columns:
                 ok = comp.diverged[base] < 0.5
-                v = (comp.values[base] - shift).where(ok)
+                v = (comp.values[base] - shift).where(ok & np.isfinite(comp.values[base]))  # ∞: never reached
                 chosen = base == comp.base_lr
                 ax.plot(v.index, v, color=color, marker="s" if chosen else None, markersize=5,
                         linewidth=2.0 if chosen else 0.9, linestyle="-" if chosen else "--",

@@ -8,7 +8,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optbench.censoring import format_steps
 from optbench.report.style import fmt_num
+from optbench.summary import ranking_note
 
 SUMMARY_HEAD = ["#", "optimizer", "lr", "batch", "final loss", "best loss", "dist to min", "steps to target",
                 "status"]
@@ -55,9 +57,7 @@ def summary_rows(table) -> dict[str, tuple[str, list[str], list[list[str]]]]:
         rows = []
         for _, r in g.iterrows():
             lr = fmt_num(r["lr"], 3)
-            steps = "—" if r["steps_to_target"] != r["steps_to_target"] else str(int(r["steps_to_target"]))
-            if seeds > 1 and r["reached"] and r["reached"] < r["seeds"]:
-                steps += f" ({int(r['reached'])}/{int(r['seeds'])})"
+            steps = format_steps(r["steps_to_target"], r["reached"], r["seeds"])
             cells = [str(int(r["rank"])), str(r["optimizer_label"]), lr]
             if has_bs:
                 cells.append("—" if r["batch_size"] is None or r["batch_size"] != r["batch_size"]
@@ -66,7 +66,7 @@ def summary_rows(table) -> dict[str, tuple[str, list[str], list[list[str]]]]:
                       str(r["status"])]
             cells += [fmt(r[c]) for c, fmt, _ in cost]
             rows.append(cells)
-        caption = f"target: {target_text}"
+        caption = f"target: {target_text}; {ranking_note(f_min)}"
         if show_lrs:
             caption += f"; best of {int(g['lrs_tried'].max())} learning rates per optimizer"
         if seeds > 1:

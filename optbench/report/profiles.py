@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from optbench.censoring import censor
 from optbench.report.data import ReportData, best_configs, runs_of
 from optbench.report.style import FIG_SIZE, pyplot, save
 
@@ -40,7 +41,8 @@ def performance_ratios(runs: pd.DataFrame) -> pd.DataFrame:
     t = runs.pivot_table(index=["family", "seed"], columns="optimizer_label", values="steps_to_target",
                          aggfunc="first", dropna=False).astype(float)
     t = t.reindex(columns=sorted(runs["optimizer_label"].unique()))
-    t = t.fillna(np.inf).clip(lower=1)  # reached at step 0 counts as 1 step
+    t = pd.DataFrame(censor(t.to_numpy().ravel()).reshape(t.shape), index=t.index, columns=t.columns)
+    t = t.clip(lower=1)  # never reached: ∞ (optbench.censoring); reached at step 0 counts as 1 step
     best = t.min(axis=1)
     solved = np.isfinite(best)
     return t[solved].div(best[solved], axis=0)

@@ -9,14 +9,22 @@ import numpy as np
 from optbench.report.data import ReportData, has_bs
 from optbench.report.style import DIVERGED_COLOR, FIG_SIZE, pyplot, safe_name, save
 
+# escaped runs: a down arrow (no optimizer's marker; left the box, unbounded below) in a colour no optimizer has
+ESCAPED_MARKER, ESCAPED_COLOR = r"$\downarrow$", "#E6007E"
+
 
 def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, metric: str = "final_loss",
                 title: str | None = None) -> list[Path]:
     """Median over seeds of ``metric`` against lr, log–log; one panel per batch size.
 
     A configuration where most seeds diverged is drawn as an X on a grey 'diverged' band at the top of the
-    axis, one where some seeds diverged as a hollow marker: divergent runs are never dropped silently.
+    axis, one where some seeds diverged as a hollow marker: divergent runs are never dropped silently. On a
+    problem without a minimum, a configuration where most seeds escaped (left the escape box, status
+    ``escaped``) keeps its point, the loss where its runs left the box, marked by a down arrow beneath it
+    (``ESCAPED_MARKER``): that loss says where a run stopped, not how good it is.
     """
+    from matplotlib import transforms
+
     plt = pyplot()
     metric = metric if metric in ("final_loss", "best_loss") else "final_loss"
     t = data.table_all[data.table_all["family"] == family].copy()
@@ -50,7 +58,7 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     any_div = bool((t["diverged"] > 0).any() or (~np.isfinite(t["y"])).any())
     if not any_div:
         top = y_hi
-    handles = {}
+    handles, any_escaped = {}, False
     for ax, bs in zip(axes.flat, batch_sizes):
         g = t[(t["batch_size"].isna()) if not has_bs(bs) else (t["batch_size"] == bs).fillna(False)]
         if any_div:
@@ -69,6 +77,14 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
                 p = r[partial]
                 ax.plot(p["lr"], p["y"], linestyle="none", marker=st.marker, markersize=11,
                         markerfacecolor="none", markeredgecolor="red", markeredgewidth=1.2)
+            escaped = (r["escaped"] * 2 >= r["seeds"]) & (r["escaped"] > 0) & ~diverged
+            if escaped.any():
+                e = r[escaped]
+                # beneath the point, in points (the same offset on linear and log axes)
+                offset = transforms.offset_copy(ax.transData, fig=fig, y=-11, units="points")
+                ax.plot(e["lr"], e["y"], linestyle="none", marker=ESCAPED_MARKER, markersize=13,
+                        color=ESCAPED_COLOR, zorder=4, gid="escaped", transform=offset, clip_on=False)
+                any_escaped = True
             if diverged.any():
                 d = r[diverged]
                 # staggered inside the band so that optimizers diverging at the same lr stay visible
@@ -98,6 +114,10 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
                    label="diverged (most seeds; grey band)"),
             Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none", markeredgecolor="red",
                    label="some seeds diverged")]
-    fig.legend(handles=list(handles.values()) + (keys if any_div else []), loc="outside lower center",
-               ncol=min(3 if n == 1 else 5, len(handles) + 2))
+    keys = keys if any_div else []
+    if any_escaped:
+        keys.append(Line2D([], [], linestyle="none", marker=ESCAPED_MARKER, markersize=11, color=ESCAPED_COLOR,
+                           label="escaped (left the box there)"))
+    fig.legend(handles=list(handles.values()) + keys, loc="outside lower center",
+               ncol=min(3 if n == 1 else 5, len(handles) + len(keys)))
     return save(fig, out / f"sensitivity_{safe_name(family)}", formats, dpi)
