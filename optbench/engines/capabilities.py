@@ -52,8 +52,9 @@ def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -
 
 
 def engine_supports(engine: str, problem, optimizer, recipe: Iterable[str] = ()) -> bool:
-    """Whether ``engine`` (``loop`` or ``batched``) runs ``optimizer`` on ``problem`` as the loop engine would."""
-    if engine == "loop":
+    """Whether ``engine`` runs ``optimizer`` on ``problem`` as the loop engine would (``loop`` and ``auto``,
+    which falls back to it, always do)."""
+    if engine in ("loop", "auto"):
         return True
     if engine == "batched":
         return batched_unsupported_reason(problem, optimizer, recipe) is None
