@@ -282,36 +282,36 @@ class SweepOutcome:
 
 
 def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]:
-    """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else."""
-    from optbench.engines.batched import group_key, supports_batched
-    from optbench.engines.network import MAX_NET_GROUP, supports_batched_network
+    """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else.
+    Which engine runs what is :func:`optbench.engines.capabilities.choose_engine` (the tuner asks it too)."""
+    from optbench.engines.batched import group_key
+    from optbench.engines.capabilities import choose_engine
+    from optbench.engines.network import MAX_NET_GROUP
 
     groups: dict[tuple, list[Run]] = {}
     items: list[tuple[str, list[Run]]] = []
-    rules: dict[int, tuple[bool, tuple]] = {}  # the seeds of a configuration share its optimizer config object
+    choices: dict[tuple, tuple[str, tuple]] = {}  # the seeds of a configuration share its optimizer and problem
 
-    def rule(optimizer) -> tuple[bool, tuple]:
-        """(whether the batched engine has its rule, its group key), once per optimizer config."""
-        if id(optimizer) not in rules:
-            rules[id(optimizer)] = (supports_batched(optimizer), group_key(optimizer))
-        return rules[id(optimizer)]
+    def choice(run: Run) -> tuple[str, tuple]:
+        """(the engine for the run, its rule's group key), once per configuration and recipe."""
+        key = (id(run.optimizer), id(run.problem), run.device, run.schedule, run.clip_norm, run.clip_value,
+               run.label_smoothing, run.lr_scaling, run.base_batch_size, run.noise_scale_every)
+        if key not in choices:
+            chosen = choose_engine(engine, run.problem, run.optimizer, run.recipe, run.device)
+            choices[key] = (chosen, group_key(run.optimizer) if chosen == "batched" else ())
+        return choices[key]
 
     for run in runs:
-        supported, rule_key = rule(run.optimizer)
-        batched = engine == "batched" or (engine == "auto" and supported)
-        if batched and not supported:
-            raise UsageError(f"The batched engine does not support {run.optimizer.name!r}; "
-                             "use --engine loop or auto.")
-        if batched and run.problem.kind == "analytic":
+        chosen, rule_key = choice(run)
+        if chosen == "loop":
+            items.append(("loop", [run]))
+        elif run.problem.kind == "analytic":
             key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, rule_key, run.schedule,
                    run.clip_norm, run.clip_value)
             groups.setdefault(key, []).append(run)
-        elif (batched and run.problem.kind == "network" and not run.recipe and supports_batched_network(run.optimizer)
-              and (engine == "batched" or run.device.startswith("cuda"))):  # on a CPU, vmap is slower than loops
+        else:
             key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key)
             groups.setdefault(key, []).append(run)
-        else:
-            items.append(("loop", [run]))
     for group in groups.values():
         size = MAX_GROUP if group[0].problem.kind == "analytic" else MAX_NET_GROUP
         for i in range(0, len(group), size):

@@ -15,14 +15,21 @@ import numpy as np
 import torch
 
 from optbench.cost import StepTimer
-from optbench.engines.batched_rules import RULES
+from optbench.engines.batched_rules import HESSIAN, LAYERS, RULES, check_needs
+from optbench.engines.layout import ParamLayout
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
 from optbench.errors import OptbenchError
 
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
+# what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
+# the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine
+PROVIDES = frozenset({HESSIAN, LAYERS})
+# the training-recipe settings (runner.Run.recipe keys) it implements; lr scaling is already in each lr
+RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 
 
 def supports_batched(optimizer) -> bool:
+    """Whether the optimizer has a batched rule (what an engine needs beyond it: engines.capabilities)."""
     return optimizer.entry.batched is not None and optimizer.entry.batched in RULES
 
 
@@ -117,6 +124,7 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     """
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
+    check_needs(optimizers[0], PROVIDES, "batched engine")
     rule = RULES[optimizers[0].entry.batched]
     K = len(seeds)
     hp = stack_hyperparams(optimizers, dtype, device)
@@ -124,6 +132,8 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     noise_std = problem.noise_std(dtype=dtype, device=device)
     noise = problem.noise_stream(seeds, dtype=dtype, device=device)
     state = rule.init(x, hp)
+    if LAYERS in rule.needs:
+        state["layout"] = ParamLayout.vector(x.shape[-1], device)
     rec = Recorder(problem, K, steps, record_every, device, dtype)
     lr_table, lr_index = _lr_schedule(optimizers, schedule, steps, dtype, device)
     clip = clip_norm is not None or clip_value is not None

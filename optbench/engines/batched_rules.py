@@ -3,43 +3,88 @@
 Each rule reproduces one optimizer class's update for K configurations at once: ``x`` and ``g`` are
 ``[K, d]``, float hyperparameters are ``[K, 1]`` tensors (so each configuration has its own learning
 rate, betas, …) and boolean or string hyperparameters are shared by the group. The formulas follow the
-single-tensor code paths of torch.optim (and of pytorch_optimizer for Lion) operation for operation;
-tests check every rule against the class it mirrors to 1e-8 relative in float64.
+single-tensor code paths of torch.optim (and of pytorch_optimizer for Lion, LARS and LAMB) operation for
+operation; tests check every rule against the class it mirrors to 1e-8 relative in float64, on every
+problem kind whose batched engine accepts it.
 
 A rule is ``init(x, hp) -> state`` and ``step(x, g, state, hp, t) -> None`` (updates ``x`` in place;
-``t`` counts from 1).
+``t`` counts from 1). A rule that needs more than ``x`` and ``g`` says so in ``needs`` — the one place
+that capability is declared — and an engine that provides a need puts it in ``state`` before the first
+step; an engine that does not provide it refuses the rule (:func:`check_needs`):
+
+- ``HESSIAN``: ``state["hessian"]``, the ``[K, d, d]`` Hessians at ``x``, before every step;
+- ``LAYERS``: ``state["layout"]``, a :class:`~optbench.engines.layout.ParamLayout` saying which columns of
+  ``x`` belong to which parameter tensor (layer-wise rules take one norm per parameter tensor);
+- ``CLOSURE``: re-evaluating the loss at other points within a step (no batched engine provides it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from optbench.errors import UsageError
+
 State = dict[str, Any]
+
+HESSIAN = "hessian"
+LAYERS = "layers"
+CLOSURE = "closure"
+NEED_DESCRIPTIONS = {
+    HESSIAN: "the Hessian of the loss",
+    LAYERS: "one norm per parameter tensor (a layer-wise rule)",
+    CLOSURE: "loss evaluations at other points within a step (a closure)",
+}
 
 
 @dataclass(frozen=True)
 class Rule:
     init: Callable[[torch.Tensor, dict[str, Any]], State]
     step: Callable[[torch.Tensor, torch.Tensor, State, dict[str, Any], int], None]
-    needs_hessian: bool = False
+    needs: frozenset[str] = frozenset()  # of HESSIAN, LAYERS, CLOSURE: what the engine must provide
     # parameter-sized state tensors the mirrored class keeps for one configuration's hyperparameters
     # (its memory cost; tests check it against the real class's optimizer.state)
     state_slots: Callable[[dict[str, Any]], int] = lambda hp: 0
+
+    @property
+    def needs_hessian(self) -> bool:
+        return HESSIAN in self.needs
 
 
 RULES: dict[str, Rule] = {}
 
 
-def _rule(name: str, needs_hessian: bool = False):
+def _rule(name: str, needs: Iterable[str] = ()):
+    unknown = set(needs) - set(NEED_DESCRIPTIONS)
+    if unknown:
+        raise ValueError(f"rule {name!r} declares unknown needs {sorted(unknown)}")
+
     def wrap(cls):
-        RULES[name] = Rule(cls.init, cls.step, needs_hessian, getattr(cls, "slots", lambda hp: 0))
+        RULES[name] = Rule(cls.init, cls.step, frozenset(needs), getattr(cls, "slots", lambda hp: 0))
         return cls
 
     return wrap
+
+
+def missing_needs(rule: Rule, provided: frozenset[str]) -> list[str]:
+    """What ``rule`` needs that an engine providing ``provided`` does not, described for a message."""
+    return [NEED_DESCRIPTIONS[need] for need in sorted(rule.needs - provided)]
+
+
+def check_needs(optimizer, provided: frozenset[str], engine: str) -> None:
+    """Refuse (``UsageError``) an optimizer config without a batched rule, or whose rule needs what
+    ``engine`` (its name, for the message) does not provide."""
+    name = optimizer.entry.batched
+    if name not in RULES:
+        raise UsageError(f"The {engine} does not support {optimizer.name!r}: it has no batched rule; "
+                         "use --engine loop or auto.")
+    missing = missing_needs(RULES[name], provided)
+    if missing:
+        raise UsageError(f"The {engine} does not support {optimizer.name!r}: its rule needs {'; '.join(missing)}, "
+                         "which that engine does not provide; use --engine loop or auto.")
 
 
 def _zeros(x):
@@ -286,7 +331,7 @@ class _Lion:
         m.mul_(hp["beta2"]).add_((1 - hp["beta2"]) * g)
 
 
-@_rule("newton", needs_hessian=True)
+@_rule("newton", needs=[HESSIAN])
 class _Newton:
     """Newton (optbench.optimizers.handwritten.Newton): x ← x − η (H + λI)⁻¹ g, H per configuration."""
 
@@ -307,12 +352,14 @@ class _Newton:
         x.sub_(hp["lr"] * solution)
 
 
-@_rule("lars")
+@_rule("lars", needs=[LAYERS])
 class _LARS:
-    """LARS (pytorch_optimizer.LARS) on a 1-D parameter, which is what an analytic problem's ``[d]`` vector is:
-    the library applies the trust ratio and weight decay only to parameters with ``ndim > 1``, so here it is
-    momentum SGD with a zero-initialised buffer: b ← μb + (1 − τ)g; d = g + μb (Nesterov) or b; x ← x − ηd
-    (μ = 0: x ← x − ηg)."""
+    """LARS (pytorch_optimizer.LARS), parameter tensor by parameter tensor. For a tensor with ``ndim > 1``
+    (a weight matrix or kernel) with norms ‖x‖, ‖g‖ of that tensor: r = ξ‖x‖/(‖g‖ + λ‖x‖) (1 when ‖x‖ = 0
+    or the denominator is 0; ξ = trust_coefficient), d = (g + λx)·r; for 1-D tensors (biases, an analytic
+    problem's ``[d]`` vector) d = g, no decay, no scaling. Then momentum SGD with a zero-initialised
+    buffer: b ← μb + (1 − τ)d; d ← d + μb (Nesterov) or b; x ← x − ηd (μ = 0: x ← x − ηd).
+    You, Gitman & Ginsburg 2017, "Large Batch Training of Convolutional Networks"."""
 
     slots = staticmethod(lambda hp: int(hp["momentum"] > 0))  # momentum buffer
 
@@ -322,6 +369,15 @@ class _LARS:
 
     @staticmethod
     def step(x, g, state, hp, t):
+        layout = state["layout"]
+        if layout.has_matrices:
+            wd = hp["weight_decay"]
+            param_norm, grad_norm = layout.norms(x), layout.norms(g)
+            denominator = grad_norm + wd * param_norm
+            trust = torch.where(param_norm > 0.0,
+                                torch.where(denominator > 0.0, hp["trust_coefficient"] * param_norm / denominator,
+                                            1.0), 1.0)
+            g = torch.where(layout.matrix_columns, (g + wd * x) * layout.spread(trust), g)
         momentum = hp["momentum"]
         buf = state["buf"].mul_(momentum).add_((1 - hp["dampening"]) * g)
         with_momentum = g + momentum * buf if hp["nesterov"] else buf
@@ -331,12 +387,14 @@ class _LARS:
 LAMB_WEIGHT_NORM_CLAMP = 10.0  # pytorch_optimizer.Lamb.clamp
 
 
-@_rule("lamb")
+@_rule("lamb", needs=[LAYERS])
 class _LAMB:
-    """LAMB (pytorch_optimizer.Lamb, no rectify, no pre-norm), the whole ``[d]`` vector as one layer, so the
-    norms are per row: m ← β₁m + β₃g (β₃ = 1 − β₁ with grad averaging, else 1); v ← β₂v + (1 − β₂)g²;
-    decoupled decay x ← x(1 − λη) (λ unscaled by η when fixed_decay); u = m/(√v + ε) (+ λx when coupled);
-    r = min(‖x‖, 10)/(‖u‖ + ε) (1 when either norm is 0); x ← x − η/(1 − β₁ᵗ) · r · u."""
+    """LAMB (pytorch_optimizer.Lamb, no rectify, no pre-norm), parameter tensor by parameter tensor:
+    m ← β₁m + β₃g (β₃ = 1 − β₁ with grad averaging, else 1); v ← β₂v + (1 − β₂)g²; decoupled decay
+    x ← x(1 − λη) (λ unscaled by η when fixed_decay); u = m/(√v + ε) (+ λx when coupled); per tensor,
+    r = min(‖x‖, 10)/(‖u‖ + ε) with the norms of that tensor (1 when either is 0); x ← x − η/(1 − β₁ᵗ) · r · u.
+    An analytic problem's ``[d]`` vector is one tensor. You et al. 2020, "Large Batch Optimization for Deep
+    Learning: Training BERT in 76 minutes"."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
@@ -347,6 +405,7 @@ class _LAMB:
     @staticmethod
     def step(x, g, state, hp, t):
         lr, beta1, beta2, wd, eps = hp["lr"], hp["beta1"], hp["beta2"], hp["weight_decay"], hp["eps"]
+        layout = state["layout"]
         beta3 = 1 - beta1 if hp["grad_averaging"] else torch.ones_like(beta1)
         state["m"].mul_(beta1).add_(beta3 * g)
         state["v"].mul_(beta2).add_((1 - beta2) * g * g)
@@ -355,7 +414,7 @@ class _LAMB:
         update = state["m"] / (state["v"].sqrt() + eps)
         if not hp["weight_decouple"]:
             update = update + wd * x
-        weight_norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp(max=LAMB_WEIGHT_NORM_CLAMP)
-        update_norm = torch.linalg.vector_norm(update, dim=-1, keepdim=True)
+        weight_norm = layout.norms(x).clamp(max=LAMB_WEIGHT_NORM_CLAMP)
+        update_norm = layout.norms(update)
         trust = torch.where((weight_norm == 0) | (update_norm == 0), 1.0, weight_norm / (update_norm + eps))
-        x.sub_(lr / (1 - beta1**t) * trust * update)
+        x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)

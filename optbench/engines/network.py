@@ -4,7 +4,9 @@
 configurations (learning rates × seeds × other float hyperparameters) of one architecture at once with
 torch.func: the K parameter vectors are one ``[K, P]`` tensor, forward and backward are ``vmap``-ed over it,
 and the update is the batched rule of :mod:`optbench.engines.batched_rules` applied to the flattened
-parameters (exact for the elementwise optimizers it serves). Each configuration reproduces its loop run.
+parameters; layer-wise rules (LAMB, LARS) get the parameter tensors' column ranges (a
+:class:`~optbench.engines.layout.ParamLayout`) and take their norms per tensor, as the library classes do.
+Each configuration reproduces its loop run.
 
 The hot loop stays on the device: the dataset lives there as uint8 tensors, each epoch's order is one
 permutation per run (drawn on the CPU from the run seed, so every device sees the same batches; one host→
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from optbench.engines.batched_rules import LAYERS
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
 from optbench.problems.base import derive_seed
 
@@ -327,12 +330,9 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     return rec.finish()
 
 
-def supports_batched_network(optimizer) -> bool:
-    """The batched rules serve networks when they are elementwise (all but Newton's Hessian rule)."""
-    from optbench.engines.batched import supports_batched
-    from optbench.engines.batched_rules import RULES
-
-    return supports_batched(optimizer) and not RULES[optimizer.entry.batched].needs_hessian
+# what run_network_batched gives a rule (batched_rules.Rule.needs): the layout of the flattened parameters
+BATCHED_PROVIDES = frozenset({LAYERS})
+BATCHED_RECIPE: frozenset[str] = frozenset()  # no schedule, clipping, label smoothing, … (they run on the loop)
 
 
 def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps: int,
@@ -341,10 +341,12 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     from torch.func import functional_call, grad_and_value, vmap
 
     from optbench.engines.batched import stack_hyperparams
-    from optbench.engines.batched_rules import RULES
+    from optbench.engines.batched_rules import RULES, check_needs
+    from optbench.engines.layout import ParamLayout
 
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
+    check_needs(optimizers[0], BATCHED_PROVIDES, "batched network engine")
     device = torch.device(device)
     dtype = train_dtype(problem)
     K = len(seeds)
@@ -361,6 +363,8 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     hp = stack_hyperparams(optimizers, dtype, device)
     rule = RULES[optimizers[0].entry.batched]
     state = rule.init(flat, hp)
+    if LAYERS in rule.needs:
+        state["layout"] = ParamLayout(shapes.values(), device)
     amp = _autocast(problem, device)
 
     def loss_fn(params, x, y):

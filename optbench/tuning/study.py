@@ -2,8 +2,8 @@
 
 Each round asks Optuna for up to ``batch`` trials (``study.ask()`` repeatedly; the ``tpe`` protocol's
 sampler sets the round size, a round of its own for the random startup trials, and keeps the round's
-trials apart), evaluates them together — one :func:`optbench.engines.batched.run_batched` call when the
-optimizer has a batched rule and the problem is analytic, else one loop-engine run per trial — and tells
+trials apart), evaluates them together — batched where :func:`optbench.engines.capabilities.choose_engine`
+picks the batched engine (as ``optbench run`` would), else one loop-engine run per trial — and tells
 the results. With a schedule (``schedule=``) every trial follows it, with the trial's own values of any
 searched schedule parameters (``schedule.KEY`` dimensions, see ``spaces``): the batched engine takes one
 schedule per configuration. Every trial runs from the same start with the tuning seed ``TUNE_SEED`` (the
@@ -217,7 +217,7 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
     import torch
 
     record_every = max(1, steps // REPORTS)
-    if batched:
+    if batched and problem.kind == "analytic":
         from optbench.engines.batched import run_batched
 
         # cost probes off: tuning compares losses, and the probe builds a torch optimizer per round
@@ -225,14 +225,16 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
                             device=torch.device(device), dtype=getattr(torch, dtype), clip_norm=clip_norm,
                             clip_value=clip_value, schedule=schedules, measure_cost=False)
         return trace.steps, trace.loss, trace.end_loss, trace.status
+    from optbench.engines.network import MAX_NET_GROUP
     from optbench.runner import Run, execute
 
     schedules = schedules or ["constant"] * len(configs)
-    traces = [execute("loop", [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, schedule=s,
-                                   clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing)])
-              for c, s in zip(configs, schedules)]
+    runs = [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, schedule=s, clip_norm=clip_norm,
+                clip_value=clip_value, label_smoothing=label_smoothing) for c, s in zip(configs, schedules)]
+    size = MAX_NET_GROUP if batched else 1  # batched here: a network
+    traces = [execute("batched" if batched else "loop", runs[i: i + size]) for i in range(0, len(runs), size)]
     return (traces[0].steps, np.concatenate([t.loss for t in traces], axis=1),
-            np.concatenate([t.end_loss for t in traces]), [t.status[0] for t in traces])
+            np.concatenate([t.end_loss for t in traces]), [s for t in traces for s in t.status])
 
 
 def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = None, dims: dict[str, Dim],
@@ -264,7 +266,8 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     import optuna
     from optuna.trial import TrialState
 
-    from optbench.engines.batched import supports_batched
+    from optbench.engines.capabilities import choose_engine
+    from optbench.runner import Run
     from optbench.schedules import get_schedule
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -277,9 +280,9 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                          "hyperparameter; drop lr= from the spec or add keys with --space.")
     check_schedule([optimizer], sched, dims, steps, protocol)
     budget = protocol.budget(trials)
-    batched = (engine != "loop" and batch > 1 and problem.kind == "analytic" and supports_batched(optimizer))
-    if engine == "batched" and not supports_batched(optimizer):
-        raise UsageError(f"The batched engine does not support {optimizer.label!r}; use --engine loop or auto.")
+    recipe = Run(problem, optimizer, TUNE_SEED, steps, 1, dtype, device, schedule=sched.label, clip_norm=clip_norm,
+                 clip_value=clip_value, label_smoothing=label_smoothing).recipe
+    batched = choose_engine(engine, problem, optimizer, recipe, device) == "batched" and batch > 1
     if pruner not in ("none", "median"):
         raise UsageError(f"Unknown pruner {pruner!r}; valid: none, median.")
     name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm, sched.label,

@@ -1,0 +1,237 @@
+"""The engine contract: every registered optimizer × every problem kind × every engine.
+
+An engine that accepts a configuration (``engines.capabilities.engine_supports``) reproduces the loop engine
+(the reference, real optimizer objects) to 1e-8 relative in float64: loss, gradient norm and, where the trace
+keeps them, final parameters (analytic) or test loss and mean train loss (networks). An engine that does not
+accept it raises ``UsageError`` when handed it, ``--engine batched`` is refused with the same reason, and
+``--engine auto`` picks the loop engine. The runner (``plan_groups``) and the tuner take the decision from the
+same function, and the optimizer entries' capability flags agree with the needs their batched rules declare.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from optbench.data import store
+from optbench.data.synthetic import write_dataset
+from optbench.engines.batched import run_batched
+from optbench.engines.batched_rules import CLOSURE, HESSIAN, LAYERS, NEED_DESCRIPTIONS, RULES
+from optbench.engines.capabilities import choose_engine, engine_supports
+from optbench.engines.loop import run_loop
+from optbench.engines.network import run_network, run_network_batched
+from optbench.errors import UsageError
+from optbench.optimizers import get_optimizer, list_optimizers
+from optbench.problems import get_problem
+
+ENTRIES = list_optimizers()
+NAMES = [e.name for e in ENTRIES]
+RTOL = 1e-8
+
+ANALYTIC = ["beale", "rosenbrock(noise=0.1)"]  # a deterministic landscape and a noisy one
+MLP = "mnist-mlp(width=6, depth=2, batch_size=20, train_size=120, test_size=40, precision='float64', eval_every=3)"
+CNN = "cifar10-cnn(channels=(3, 3, 4), hidden=(5,), batch_size=8, train_size=32, test_size=16, precision='float64', " \
+      "eval_every=3)"
+NETWORK_STEPS = 6
+
+# Settings that take every branch of the layer-wise rules: coupled decay, no momentum, Nesterov, no averaging.
+LAYERWISE_VARIANTS = {
+    "lars": ["lars(lr=0.05, weight_decay=0.1, trust_coefficient=0.5, nesterov=True)",
+             "lars(lr=0.05, momentum=0.0, weight_decay=0.01, trust_coefficient=0.2)"],
+    "lamb": ["lamb(lr=0.01, weight_decouple=False, weight_decay=0.1)",
+             "lamb(lr=0.01, fixed_decay=True, weight_decay=0.01, grad_averaging=False, betas=(0.5, 0.9))"],
+}
+
+
+@pytest.fixture(scope="module")
+def network_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_dataset("mnist", root / "mnist", n_train=200, n_test=50)
+    write_dataset("cifar10", root / "cifar10", n_train=40, n_test=20)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(store.DATA_ENV, str(root))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny models: OpenMP spin-waits would make them 10× slower on a busy box
+        yield root
+        torch.set_num_threads(threads)
+
+
+def _entry(name):
+    return next(e for e in ENTRIES if e.name == name)
+
+
+def _groups(name: str) -> list[tuple[list, list[int]]]:
+    """(configs, seeds) groups the batched engine can take as one: the registry defaults at two learning rates
+    and two seeds, plus the layer-wise variants (each its own group: their non-float settings differ)."""
+    base = get_optimizer(name)
+    configs = [base] if base.lr is None else [base, base.with_hyperparams(lr=base.lr * 3)]
+    groups = [(configs + configs, [0] * len(configs) + [7] * len(configs))]
+    for spec in LAYERWISE_VARIANTS.get(name, []):
+        config = get_optimizer(spec)
+        groups.append(([config, config.with_hyperparams(lr=config.lr / 2)], [0, 7]))
+    return groups
+
+
+def _close(actual, expected, what):
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=1e-300, equal_nan=True, err_msg=what)
+
+
+# ---- capabilities are declared once, on the rule ----------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_entry_flags_agree_with_the_needs_of_its_rule(name):
+    entry = _entry(name)
+    if entry.batched is None:
+        return
+    rule = RULES[entry.batched]
+    assert rule.needs <= set(NEED_DESCRIPTIONS)
+    assert entry.needs_hessian == (HESSIAN in rule.needs)
+    if entry.needs_closure:  # the loop engine's closure computes something the batched engine must supply
+        assert rule.needs & {HESSIAN, CLOSURE}, f"{name} calls a closure but its rule declares no need for one"
+
+
+def test_every_rule_serves_an_entry():
+    assert set(RULES) == {e.batched for e in ENTRIES if e.batched}
+
+
+# ---- batched == loop wherever the batched engine accepts the configuration ----------------------------
+
+def _refused(problem, configs, seeds, run):
+    """The batched engine refuses: handed the group it raises UsageError; batched is refused; auto is loop."""
+    for config in configs:
+        with pytest.raises(UsageError, match="does not support"):
+            choose_engine("batched", problem, config, {}, "cuda")
+        assert choose_engine("auto", problem, config, {}, "cuda") == "loop"
+    with pytest.raises(UsageError, match="does not support"):
+        run(problem, configs, seeds, 3, 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("problem_spec", ANALYTIC)
+def test_analytic_batched_equals_loop_or_refuses(name, problem_spec):
+    problem = get_problem(problem_spec)
+    for configs, seeds in _groups(name):
+        if all(engine_supports("batched", problem, c) for c in configs):
+            _analytic_group(problem, configs, seeds)
+        else:
+            _refused(problem, configs, seeds, run_batched)
+
+
+def _analytic_group(problem, configs, seeds):
+    steps = 15
+    batched = run_batched(problem, configs, seeds, steps, 1, measure_cost=False)
+    for k, (config, seed) in enumerate(zip(configs, seeds)):
+        loop = run_loop(problem, config, seed, steps, 1, measure_cost=False)
+        assert batched.status[k] == loop.status[0] and batched.end_step[k] == loop.end_step[0], config.label
+        rows = batched.steps < loop.end_step[0]  # rows after a run ends are not reported (runner drops them)
+        _close(batched.loss[rows, k], loop.loss[rows, 0], f"{config.label} loss")
+        _close(batched.coords[rows, k], loop.coords[rows, 0], f"{config.label} coordinates")
+        _close(batched.grad_norm[rows, k], loop.grad_norm[rows, 0], f"{config.label} gradient norm")
+        _close(batched.end_x[k], loop.end_x[0], f"{config.label} final parameters")
+
+
+def _network_case(name, problem_spec):
+    problem = get_problem(problem_spec)
+    for configs, seeds in _groups(name):
+        if all(engine_supports("batched", problem, c) for c in configs):
+            _network_group(problem, configs, seeds)
+        else:
+            _refused(problem, configs, seeds, run_network_batched)
+
+
+def _network_group(problem, configs, seeds):
+    batched = run_network_batched(problem, configs, seeds, NETWORK_STEPS, 1)
+    for k, (config, seed) in enumerate(zip(configs, seeds)):
+        loop = run_network(problem, config, seed, NETWORK_STEPS, 1)
+        assert np.array_equal(batched.steps, loop.steps)
+        assert batched.status[k] == loop.status[0] and batched.end_step[k] == loop.end_step[0], config.label
+        _close(batched.loss[:, k], loop.loss[:, 0], f"{config.label} loss")
+        _close(batched.grad_norm[:, k], loop.grad_norm[:, 0], f"{config.label} gradient norm")
+        for column in ("test_loss", "train_loss_avg"):  # functions of the parameters at evaluation steps
+            _close(batched.extra[column][:, k], loop.extra[column][:, 0], f"{config.label} {column}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_network_batched_equals_loop_or_refuses(network_data, name):
+    _network_case(name, MLP)
+
+
+@pytest.mark.parametrize("name", sorted({e.name for e in ENTRIES if e.batched and LAYERS in RULES[e.batched].needs}))
+def test_layerwise_rules_on_a_cnn(network_data, name):
+    """Convolution kernels (ndim 4) next to biases (ndim 1): the per-tensor norms of each."""
+    _network_case(name, CNN)
+
+
+# ---- one decision for the runner and the tuner ----------------------------------------------------
+
+def _run(problem, config, device, **recipe):
+    from optbench.runner import Run
+
+    return Run(problem, config, 0, 5, 1, "float64", device, **recipe)
+
+
+RECIPES = [{}, {"clip_norm": 1.0}, {"schedule": "cosine"}]
+
+
+@pytest.mark.parametrize("engine", ["auto", "loop", "batched"])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_plan_groups_takes_the_capability_decision(network_data, engine, device):
+    """For every optimizer, problem kind and recipe, plan_groups runs what choose_engine says, or refuses."""
+    from optbench.runner import plan_groups
+
+    for problem in (get_problem(ANALYTIC[0]), get_problem(MLP)):
+        for name in NAMES:
+            for recipe in RECIPES:
+                run = _run(problem, get_optimizer(name), device, **recipe)
+                try:
+                    expected = choose_engine(engine, problem, run.optimizer, run.recipe, device)
+                except UsageError as error:
+                    with pytest.raises(UsageError, match="does not support"):
+                        plan_groups([run], engine)
+                    assert engine == "batched", str(error)
+                    continue
+                assert plan_groups([run], engine) == [(expected, [run])], (problem.kind, name, recipe)
+
+
+@pytest.mark.parametrize("name, recipe, device, engine, expected", [
+    ("lamb", {}, "cuda", "auto", "batched"),  # layer-wise rules run batched on networks, correctly
+    ("lars", {}, "cpu", "batched", "batched"),
+    ("adam", {}, "cpu", "auto", "loop"),  # networks on a CPU: vmap is slower than loops
+    ("adam", {"clip_norm": 1.0}, "cuda", "auto", "loop"),
+    ("adam", {"clip_norm": 1.0}, "cpu", "batched", "does not implement clip_norm"),
+    ("adam", {"label_smoothing": 0.1}, "cuda", "batched", "does not implement label_smoothing"),
+    ("newton", {}, "cuda", "batched", "the Hessian of the loss"),
+    ("newton", {}, "cuda", "auto", "loop"),
+    ("lbfgs", {}, "cuda", "batched", "has no batched rule"),
+])
+def test_network_engine_choices(network_data, name, recipe, device, engine, expected):
+    from optbench.runner import plan_groups
+
+    run = _run(get_problem(MLP), get_optimizer(name), device, **recipe)
+    if expected in ("loop", "batched"):
+        assert plan_groups([run], engine) == [(expected, [run])]
+    else:
+        with pytest.raises(UsageError, match=expected):
+            plan_groups([run], engine)
+
+
+def test_the_tuner_takes_the_same_decision(network_data, tmp_path, monkeypatch):
+    """``--engine batched`` on a network: the tuner runs the batched network engine (it used to fall back to
+    loops), and refuses what the batched network engine does not implement, as ``optbench run`` does."""
+    import optbench.engines.network as network
+    from optbench.tuning import get_protocol, parse_space, tune_one
+
+    calls = []
+
+    def spy(problem, optimizers, *args, **kwargs):
+        calls.append(len(optimizers))
+        return run_network_batched(problem, optimizers, *args, **kwargs)
+
+    monkeypatch.setattr(network, "run_network_batched", spy)
+    options = dict(protocol=get_protocol("random"), trials=4, dims=parse_space(""), steps=3, batch=4,
+                   engine="batched", device="cpu")
+    result = tune_one(get_problem(MLP), get_optimizer("lamb"), out_dir=tmp_path / "a", **options)
+    assert calls == [4] and sum(result.states.values()) == 4
+    with pytest.raises(UsageError, match="does not implement label_smoothing"):
+        tune_one(get_problem(MLP), get_optimizer("lamb"), out_dir=tmp_path / "b", label_smoothing=0.1, **options)
