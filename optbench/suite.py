@@ -20,6 +20,10 @@ Format (documented in docs/suites.md)::
 
     [check]                            # optional, passed through untouched to `optbench check`
 
+The keys of a ``[[sweep]]`` are the fields of :class:`optbench.runner.Sweep` (``lrs`` written ``lr``,
+``batch_sizes`` ``batch_size``, ``schedules`` ``schedule``), so a new field is a suite key and, through
+``optbench run``'s generated option table, a command-line override (:func:`run_suite` ``overrides``).
+
 Every problem of a sweep, every optimizer and every value is validated when the file is loaded; a bad
 key or value is reported as ``FILE:LINE: key: message`` before any work starts.
 """
