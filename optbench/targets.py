@@ -96,14 +96,17 @@ def retarget_stored_runs(out_dir: str | Path, targets: dict[str, float]) -> int:
         summary_path = out / SUMMARY_DIR / steps_path.name
         if not summary_path.exists():
             continue
-        table = pq.read_table(summary_path)
-        ids = [str(i) for i in table.column("run_id").to_pylist()]
-        stored = (np.asarray(table.column("target").to_pylist(), dtype=np.float64) if "target" in table.column_names
+        parquet = pq.ParquetFile(summary_path)
+        has_target = "target" in parquet.schema_arrow.names
+        head = parquet.read(columns=["run_id", "target"] if has_target else ["run_id"])
+        ids = [str(i) for i in head.column("run_id").to_pylist()]
+        stored = (np.asarray(head.column("target").to_pylist(), dtype=np.float64) if has_target
                   else np.full(len(ids), np.nan))
         wanted = np.array([targets.get(i, s) for i, s in zip(ids, stored)], dtype=np.float64)
         stale = np.array([i in targets for i in ids]) & ~(wanted == stored)
-        if not stale.any():
+        if not stale.any():  # the common re-run: same target, only two columns read
             continue
+        table = pq.read_table(summary_path)
         position = {run_id: k for k, run_id in enumerate(ids)}
         steps = pq.read_table(steps_path, columns=["run_id", "step", "loss"])
         row_ids = [str(i) for i in steps.column("run_id").to_pylist()]
