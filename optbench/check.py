@@ -206,7 +206,8 @@ def per_run_metrics(summary, test_acc=None):
     df["state_bytes_per_param"] = df["state_bytes_per_param"].astype(float)
     if "hparams" not in df:
         df["hparams"] = ""
-    return df[[*KEY, "seed", "hparams", *METRICS]].reset_index(drop=True)
+    df["target"] = df["target"].astype(float) if "target" in df else np.nan  # what steps_to_target counted
+    return df[[*KEY, "seed", "hparams", "target", *METRICS]].reset_index(drop=True)
 
 
 def coverage(new_runs, base_runs, mode: str) -> ConfigMismatch | None:
@@ -226,6 +227,20 @@ def coverage(new_runs, base_runs, mode: str) -> ConfigMismatch | None:
     if missing or extra or seeds:
         return ConfigMismatch(missing, extra, seeds)
     return None
+
+
+def _check_targets(new_runs, base_runs) -> None:
+    """Steps to target compare only when both sides counted them at the same target (optbench.targets)."""
+    new_targets, base_targets = _per_config(new_runs, "target"), _per_config(base_runs, "target")
+    for key in sorted(base_targets, key=str):
+        a, b = base_targets[key], new_targets.get(key, base_targets[key])
+        if not all(math.isnan(x) for x in a + b) and set(a) != set(b):
+            def text(targets):
+                return ", ".join(f"{t:g}" for t in sorted(set(targets)))
+
+            raise UsageError(f"{config_label(dict(zip(KEY, key, strict=True)))}: the baseline counts steps to "
+                             f"target at target {text(a)} and the new results at {text(b)}, so they do not "
+                             "compare; re-run at the baseline's target (--target) or record a new baseline.")
 
 
 def _per_config(runs, column: str) -> dict[tuple, tuple]:
@@ -261,6 +276,8 @@ def compare(new_summary, baseline_summary, tolerances: Tolerances | None = None,
     mismatch = coverage(new_runs, base_runs, tol.mode)
     if mismatch is not None:
         raise mismatch
+    if tol.for_metric("steps_to_target").enabled:
+        _check_targets(new_runs, base_runs)
     rows = []
     new_groups = dict(list(new_runs.groupby(KEY, dropna=False, sort=False)))
     for key, base in base_runs.groupby(KEY, dropna=False, sort=True):

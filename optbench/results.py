@@ -47,7 +47,8 @@ SUMMARY_COLUMNS = (
     "final_loss", "best_loss", "best_step",
     "dist_to_min",  # float: distance from the final point to the nearest global minimum (NaN if none)
     "steps_to_target",  # Int64: first recorded step with loss − f* ≤ target (<NA> when never reached)
-    "f_min", "target",  # float: the problem's minimum value (NaN if unbounded) and its target
+    "f_min",  # float: the problem's minimum value (NaN if unbounded)
+    "target",  # float: the target steps_to_target was counted at (--target, else the problem's; optbench.targets)
     "status", "engine", "wall_time_s",
     "hparams",  # str: JSON of every resolved hyperparameter
     "dim",  # int: problem dimension
@@ -201,4 +202,6 @@ def load_summary(*paths: str | Path):
     if not frames:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return df.drop_duplicates("run_id", keep="first").reset_index(drop=True)
+    from optbench.targets import fill_default_targets
+
+    return fill_default_targets(df.drop_duplicates("run_id", keep="first").reset_index(drop=True))

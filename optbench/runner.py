@@ -46,6 +46,12 @@ class Run:
     noise_scale_every: int = 0  # network problems: estimate the gradient noise scale every N steps (0: off)
     recipe_name: str | None = None  # the named recipe (optbench.recipes) that set lr_scaling and the schedule;
     # recorded, not part of the identity or label: the settings it expands to already are
+    target: float | None = None  # steps to target counts loss − f* ≤ target (None: the problem's own target);
+    # recorded, not part of the identity: it does not change the trajectory (optbench.targets)
+
+    @property
+    def resolved_target(self) -> float:
+        return self.problem.target if self.target is None else self.target
 
     @functools.cached_property
     def recipe(self) -> dict[str, Any]:
@@ -145,6 +151,7 @@ class Sweep:
     base_batch_size: int | None = None  # default: the smallest batch size of the sweep
     noise_scale_every: int = 0  # network problems: gradient noise scale every N steps (optbench.noise_scale)
     recipe: str | None = None  # a named recipe (optbench.recipes): sets lr_scaling and the schedule
+    target: float | None = None  # steps to target: loss − f* ≤ target; None: each problem's own (optbench.targets)
 
     def expand(self) -> list[Run]:
         """Every run of the sweep, in order (problem, optimizer, lr, schedule, seed), run ids filled in."""
@@ -171,6 +178,9 @@ class Sweep:
                     for block in plain._seed_blocks()]
         if self.steps < 1:
             raise UsageError(f"--steps {self.steps} must be at least 1.")
+        from optbench.targets import check_target
+
+        target = check_target(self.target)
         if self.engine not in ENGINES:
             raise UsageError(f"Unknown engine {self.engine!r}; valid engines: {', '.join(ENGINES)}.")
         if self.dtype not in DTYPES:
@@ -207,7 +217,8 @@ class Sweep:
                     for schedule in schedules:
                         blocks.append([Run(problem, config, seed, *budget, self.dtype, device, schedule,
                                            self.clip_norm, self.clip_value, self.label_smoothing, self.lr_scaling,
-                                           base_batch if self.lr_scaling else None, self.noise_scale_every)
+                                           base_batch if self.lr_scaling else None, self.noise_scale_every,
+                                           target=target)
                                        for seed in seeds])
         return blocks
 
@@ -468,12 +479,12 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
 
     from optbench import columns as arrow
     from optbench.cost import COST_COLUMNS
+    from optbench.targets import first_steps_within
 
     problem = runs[0].problem
     K = len(runs)
     configs = configs or _RunConfigs(runs)
     f_min = problem.f_min if problem.f_min is not None else np.nan
-    gap = loss - (0.0 if problem.f_min is None else problem.f_min)
     # per run (rows are grouped by run, every run has at least its end row): the first minimum of the
     # finite losses, and the first step within the target
     starts = np.searchsorted(run_idx, np.arange(K))
@@ -485,11 +496,9 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     has_best = np.isfinite(seg_min[runs_at_min])
     best_loss[runs_at_min[has_best]] = loss[at_min[first]][has_best]
     best_step[runs_at_min[has_best]] = step[at_min[first]][has_best]
-    hits = np.flatnonzero(gap <= problem.target)
-    runs_hit, first_hit = np.unique(run_idx[hits], return_index=True)
-    to_target: list[int | None] = [None] * K
-    for k, i in zip(runs_hit.tolist(), step[hits[first_hit]].tolist()):
-        to_target[k] = int(i)
+    targets = np.array([r.resolved_target for r in runs], dtype=np.float64)
+    to_target = first_steps_within(run_idx, step, loss, np.zeros(K) if problem.f_min is None
+                                   else np.full(K, problem.f_min), targets, K)
     dist = np.asarray(problem.distance_to_minimum(np.asarray(trace.end_x, dtype=np.float64)), dtype=np.float64)
 
     def same(value, dtype):
@@ -512,7 +521,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
         "dist_to_min": arrow.numeric(dist, np.float64),
         "steps_to_target": arrow.optional_int64(to_target),
         "f_min": same(f_min, np.float64),
-        "target": same(problem.target, np.float64),
+        "target": arrow.numeric(targets),
         "status": arrow.strings(list(trace.status)),
         "engine": arrow.dictionary(np.zeros(K, np.int32), [engine]).dictionary_decode(),
         "wall_time_s": arrow.numeric(trace.end_wall_time_s, np.float64),
@@ -619,6 +628,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     runs = sweep.expand()
     done = set() if force else complete_run_ids(out)
     todo = [r for r in runs if r.run_id not in done]
+    skipped = {r.run_id: r.resolved_target for r in runs if r.run_id in done}
     items = plan_groups(todo, sweep.engine)
     manifest = read_manifest(out)
     manifest.setdefault("sweeps", [])
@@ -647,10 +657,15 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
             "base_batch_size": runs[0].base_batch_size if runs else None}
            if sweep.lr_scaling or sweep.recipe else {}),
         **({"noise_scale_every": sweep.noise_scale_every} if sweep.noise_scale_every else {}),
+        "target": sweep.target,  # steps to target: loss − f* ≤ target; None: each problem's own
         "runs": len(runs), "skipped": len(runs) - len(todo),
     }
     manifest["sweeps"].append(sweep_record)
     make_output_dir(out)
+    if skipped:  # complete runs asked for at another target: recount them from their recorded steps
+        from optbench.targets import retarget_stored_runs
+
+        sweep_record["retargeted"] = retarget_stored_runs(out, skipped)
     write_manifest(out, manifest)
     progress = progress_factory(sum(r.steps for r in todo), len(todo)) if progress_factory and todo else None
     engines: dict[str, int] = {}

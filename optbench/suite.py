@@ -20,6 +20,10 @@ Format (documented in docs/suites.md)::
 
     [check]                            # optional, passed through untouched to `optbench check`
 
+The keys of a ``[[sweep]]`` are the fields of :class:`optbench.runner.Sweep` (``lrs`` written ``lr``,
+``batch_sizes`` ``batch_size``, ``schedules`` ``schedule``), so a new field is a suite key and, through
+``optbench run``'s generated option table, a command-line override (:func:`run_suite` ``overrides``).
+
 Every problem of a sweep, every optimizer and every value is validated when the file is loaded; a bad
 key or value is reported as ``FILE:LINE: key: message`` before any work starts.
 """
@@ -39,8 +43,6 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as a package
 from optbench.errors import OptbenchError, UsageError, suggest
 
 TOP_KEYS = ("name", "description", "sweep", "tune", "check")
-SWEEP_KEYS = ("name", "description", "problems", "optimizers", "lr", "seeds", "steps", "epochs", "batch_size",
-              "engine", "device", "dtype", "record_every", "schedule", "lr_scaling", "base_batch_size", "recipe")
 TUNE_KEYS = ("problems", "optimizers", "trials", "protocol", "space", "seeds", "steps", "batch", "storage",
              "schedule")
 
@@ -178,56 +180,115 @@ def _recipe(rep, table, index, data) -> str:
     return recipe.label
 
 
-def _sweep(rep: _Reporter, index: int, data: Any):
-    from optbench.optimizers import get_optimizer
-    from optbench.problems import get_problem
-    from optbench.runner import DTYPES, ENGINES, Sweep
+# Sweep fields whose suite key (and `optbench run` option) is the singular the user writes
+_KEY_OF_FIELD = {"lrs": "lr", "batch_sizes": "batch_size", "schedules": "schedule"}
+# what a [[sweep]] table without the key means, where that differs from the Sweep default
+_SUITE_DEFAULTS = {"seeds": 1, "device": "cpu"}
 
-    t = "sweep"
-    if not isinstance(data, dict):
-        raise rep.error(t, index, None, "each [[sweep]] must be a table.")
-    _unknown(rep, t, index, data, SWEEP_KEYS)
-    for key in ("problems", "optimizers"):
-        if key not in data:
-            raise rep.error(t, index, None, f"missing required key {key!r}.")
-    problems, optimizers = [], []
-    for key, getter, out in (("problems", get_problem, problems), ("optimizers", get_optimizer, optimizers)):
-        specs = _str_list(rep, t, index, key, data[key])
+
+def sweep_key(field_name: str) -> str:
+    """The suite key (and ``optbench run`` option, with dashes) of a :class:`~optbench.runner.Sweep` field."""
+    return _KEY_OF_FIELD.get(field_name, field_name)
+
+
+def sweep_keys(sweep_class: type | None = None) -> tuple[str, ...]:
+    """The keys of a ``[[sweep]]`` table: name, description and one per field of ``Sweep``, so a new field
+    is a suite key (and a command-line override) without touching this module."""
+    import dataclasses
+
+    if sweep_class is None:
+        from optbench.runner import Sweep as sweep_class
+    return ("name", "description", *(sweep_key(f.name) for f in dataclasses.fields(sweep_class)))
+
+
+def _number(rep, table, index, key, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise rep.error(table, index, key, f"expected a number, got {value!r}.")
+    return float(value)
+
+
+def _string(rep, table, index, key, value) -> str:
+    if not isinstance(value, str):
+        raise rep.error(table, index, key, f"expected a string, got {value!r}.")
+    return value
+
+
+def _specs(getter):
+    def parse(rep, table, index, key, value):
+        specs = _str_list(rep, table, index, key, value)
         if len(set(specs)) != len(specs):
-            raise rep.error(t, index, key, f"a spec is listed twice in {specs!r}.")
+            raise rep.error(table, index, key, f"a spec is listed twice in {specs!r}.")
+        out = []
         for spec in specs:
             try:
                 out.append(getter(spec))
             except OptbenchError as exc:
-                raise rep.error(t, index, key, str(exc)) from None
-    batch_sizes = None
-    if "batch_size" in data:
-        value = data["batch_size"]
-        value = value if isinstance(value, list) else [value]
-        batch_sizes = [_int(rep, t, index, "batch_size", v) for v in value]
-    sweep = Sweep(
-        problems, optimizers,
-        lrs=_lrs(rep, t, index, data["lr"]) if "lr" in data else None,
-        seeds=_seeds(rep, t, index, data.get("seeds", 1)),
-        steps=_int(rep, t, index, "steps", data.get("steps", 1000)),
-        batch_sizes=batch_sizes,
-        record_every=_int(rep, t, index, "record_every", data["record_every"]) if "record_every" in data else None,
-        engine=_choice(rep, t, index, "engine", data.get("engine", "auto"), ENGINES),
-        device=_device(rep, t, index, data.get("device", "cpu")),
-        dtype=_choice(rep, t, index, "dtype", data.get("dtype", "float64"), DTYPES),
-    )
-    if "epochs" in data:
-        sweep.epochs = _int(rep, t, index, "epochs", data["epochs"])
-    if "schedule" in data:
-        sweep.schedules = _str_list(rep, t, index, "schedule", data["schedule"])
-    if "lr_scaling" in data:
-        from optbench.runner import LR_SCALINGS
+                raise rep.error(table, index, key, str(exc)) from None
+        return out
 
-        sweep.lr_scaling = _choice(rep, t, index, "lr_scaling", data["lr_scaling"], tuple(LR_SCALINGS))
-    if "base_batch_size" in data:
-        sweep.base_batch_size = _int(rep, t, index, "base_batch_size", data["base_batch_size"])
-    if "recipe" in data:
-        sweep.recipe = _recipe(rep, t, index, data)
+    return parse
+
+
+def _by_annotation(annotation: Any):
+    """The parser of a Sweep field without its own: from its type annotation (int, float, str)."""
+    text = str(annotation)
+    if text.startswith(("Sequence", "list", "tuple")):
+        return _str_list
+    if "float" in text:
+        return _number
+    if "int" in text:
+        return lambda rep, t, i, key, value: _int(rep, t, i, key, value, minimum=0)
+    return _string
+
+
+def _key_parsers() -> dict[str, Any]:
+    """{suite key: parser(rep, table, index, key, value) → Sweep field value} for fields needing more than
+    their type."""
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.runner import DTYPES, ENGINES, LR_SCALINGS
+
+    def batch_sizes(rep, t, i, key, value):
+        return [_int(rep, t, i, key, v) for v in (value if isinstance(value, list) else [value])]
+
+    def positive(rep, t, i, key, value):
+        return _int(rep, t, i, key, value)
+
+    return {
+        "problems": _specs(get_problem), "optimizers": _specs(get_optimizer),
+        "lr": lambda rep, t, i, key, value: _lrs(rep, t, i, value),
+        "seeds": lambda rep, t, i, key, value: _seeds(rep, t, i, value),
+        "steps": positive, "epochs": positive, "record_every": positive, "base_batch_size": positive,
+        "batch_size": batch_sizes, "schedule": _str_list,
+        "engine": lambda rep, t, i, key, value: _choice(rep, t, i, key, value, ENGINES),
+        "dtype": lambda rep, t, i, key, value: _choice(rep, t, i, key, value, DTYPES),
+        "lr_scaling": lambda rep, t, i, key, value: _choice(rep, t, i, key, value, tuple(LR_SCALINGS)),
+        "device": lambda rep, t, i, key, value: _device(rep, t, i, value),
+    }
+
+
+def _sweep(rep: _Reporter, index: int, data: Any):
+    import dataclasses
+
+    from optbench import runner
+
+    t = "sweep"
+    if not isinstance(data, dict):
+        raise rep.error(t, index, None, "each [[sweep]] must be a table.")
+    _unknown(rep, t, index, data, sweep_keys(runner.Sweep))
+    for key in ("problems", "optimizers"):
+        if key not in data:
+            raise rep.error(t, index, None, f"missing required key {key!r}.")
+    parsers = _key_parsers()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(runner.Sweep):
+        key = sweep_key(f.name)
+        if key == "recipe" and key in data:
+            values[f.name] = _recipe(rep, t, index, data)
+        elif key in data or key in _SUITE_DEFAULTS:
+            parse = parsers.get(key) or _by_annotation(f.type)
+            values[f.name] = parse(rep, t, index, key, data.get(key, _SUITE_DEFAULTS.get(key)))
+    sweep = runner.Sweep(**values)
     try:
         sweep.expand()  # cross-checks (lr given twice, batch size on problems without one, max dimension)
     except OptbenchError as exc:
@@ -309,56 +370,47 @@ def load_suite(path: str | Path) -> Suite:
     return Suite(data.get("name", path.stem), data.get("description", ""), sweeps, tune, check, path)
 
 
-# `optbench run` options that override every sweep of a suite when given on the command line
-_OVERRIDES = {"seeds": "seeds", "steps": "steps", "engine": "engine", "device": "device", "dtype": "dtype",
-              "record_every": "record_every", "lr": "lrs", "batch_size": "batch_sizes", "epochs": "epochs",
-              "lr_scaling": "lr_scaling", "base_batch_size": "base_batch_size",
-              "noise_scale_every": "noise_scale_every"}
-
-
-def run_suite(path: str | Path, ctx, out_dir: str | Path, *, force: bool = False, workers: int = 1,
-              progress_factory=None):
-    """Run every sweep of a suite into one results directory; ``ctx`` (the command's typer context)
-    supplies the options given on the command line, which win over the file. Returns a SweepOutcome
-    totalled over the sweeps."""
+def apply_overrides(sweeps, overrides: dict[str, Any] | None, *, deterministic: bool = False) -> list[Any]:
+    """Copies of ``sweeps`` with ``overrides`` ({Sweep field: value}, values as ``Sweep`` takes them) applied
+    to every one (command line > suite file > defaults), each validated. ``deterministic``: CPU and float64,
+    as ``optbench run --deterministic`` (optbench.determinism); the caller enables determinism."""
     import dataclasses
-    import shlex
-    import sys
+
+    from optbench.runner import Sweep
+
+    fields = {f.name for f in dataclasses.fields(Sweep)}
+    unknown = sorted(set(overrides or {}) - fields)
+    if unknown:
+        raise UsageError(f"{unknown[0]!r} is not a sweep setting; valid: {', '.join(sorted(fields))}.")
+    out = [dataclasses.replace(s, **(overrides or {})) for s in sweeps]
+    if deterministic:
+        from optbench.determinism import deterministic_settings
+
+        for sweep in out:
+            sweep.device, sweep.dtype = deterministic_settings(sweep.problems, sweep.device, sweep.dtype)
+    for sweep in out:
+        sweep.expand()  # every override is validated before the first run starts
+    return out
+
+
+def run_suite(path: str | Path, out_dir: str | Path, *, overrides: dict[str, Any] | None = None,
+              deterministic: bool = False, force: bool = False, workers: int = 1, command: str = "",
+              progress_factory=None):
+    """Run every sweep of a suite into one results directory, with ``overrides`` ({Sweep field: value})
+    applied to every sweep (see :func:`apply_overrides`). Returns a SweepOutcome totalled over the sweeps."""
     import time
 
     from optbench.runner import SweepOutcome, run_sweep
 
     t0 = time.perf_counter()
     suite = load_suite(path)
-    params = dict(ctx.params) if ctx is not None else {}
-
-    def given(name: str) -> bool:
-        source = ctx.get_parameter_source(name) if ctx is not None else None
-        return source is not None and source.name == "COMMANDLINE"
-
-    for name in ("problem", "opt"):
-        if given(name):
-            raise UsageError(f"--{name} cannot be combined with --suite: the suite lists the "
-                             f"{'problems' if name == 'problem' else 'optimizers'}.")
     if not suite.sweeps:
         raise UsageError(f"{suite.path}: no [[sweep]] table; use 'optbench tune --suite' for a [tune] table.")
-    updates = {}
-    for option, attr in _OVERRIDES.items():
-        if option in params and given(option):
-            value = params[option]
-            if option == "seeds":
-                value = list(range(value))
-            elif option == "lr":
-                from optbench.spec import parse_float_list
+    sweeps = apply_overrides(suite.sweeps, overrides, deterministic=deterministic)
+    if deterministic:
+        from optbench.determinism import enable_determinism
 
-                value = parse_float_list(value, "--lr")
-            elif option == "batch_size":
-                value = [int(b) for b in value.split(",")]
-            updates[attr] = value
-    sweeps = [dataclasses.replace(s, **updates) for s in suite.sweeps]
-    for sweep in sweeps:
-        sweep.expand()  # every override is validated before the first run starts
-    command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        enable_determinism()
     total = SweepOutcome(Path(out_dir), 0, 0, 0, 0.0, {})
     for sweep in sweeps:
         outcome = run_sweep(sweep, out_dir, force=force, command=command, progress_factory=progress_factory,
@@ -372,7 +424,15 @@ def run_suite(path: str | Path, ctx, out_dir: str | Path, *, force: bool = False
 
     manifest = read_manifest(out_dir)
     manifest.setdefault("suites", []).append({"name": suite.name, "path": str(suite.path),
-                                              "description": suite.description})
+                                              "description": suite.description,
+                                              "overrides": {k: _plain(v) for k, v in (overrides or {}).items()}})
     write_manifest(Path(out_dir), manifest)
     total.wall_time_s = time.perf_counter() - t0
     return total
+
+
+def _plain(value: Any) -> Any:
+    """An override as the manifest records it: specs as their labels."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return getattr(value, "label", value)

@@ -30,11 +30,14 @@ def report(
                                           "the loss curves, not only the best per optimizer.")] = False,
     metric: Annotated[str, typer.Option(help="Cell value of the batch size × lr tables: final_loss, "
                                         "best_loss, steps_to_target or test_acc.")] = "final_loss",
+    target: Annotated[float | None, typer.Option(help="Recount 'steps to target' at this target (first recorded "
+                                                 "step with loss − f* ≤ TARGET) from the recorded steps; "
+                                                 "default: the target stored with each run.")] = None,
 ) -> None:
     """Draw figures and write a report (HTML and Markdown) of saved results; opens from disk, no server."""
     from optbench.report import build_report
 
     index = build_report(results, out or Path(results[0]) / "report", formats=split_list(format),
                          figures=split_list(figures), frames=frames, fps=fps, dpi=dpi, title=title, all_lrs=all_lrs,
-                         metric=metric)
+                         metric=metric, target=target)
     console.print(f"report → {index} (and {index.parent / 'report.md'})")

@@ -114,7 +114,10 @@ def run(
     record_every: Annotated[int | None, typer.Option(min=1, help="Record every N steps "
                                                      "(default: about 1000 rows per run).")] = None,
     target: Annotated[float | None, typer.Option(help="Override the problems' targets for 'steps to "
-                                                 "target' (loss − f* ≤ TARGET).")] = None,
+                                                 "target' (first recorded step with loss − f* ≤ TARGET); "
+                                                 "stored with the runs. Not part of the run id: complete "
+                                                 "runs in --out are recounted from their recorded steps.")]
+    = None,
     out: Annotated[Path | None, typer.Option(help="Results directory (default: results/run-DATE-TIME). "
                                              "Re-running into the same directory skips finished runs.")] = None,
     force: Annotated[bool, typer.Option(help="Re-run runs already complete in --out.")] = False,
@@ -133,58 +136,99 @@ def run(
                                          "GPU with --device cuda.")] = 1,
 ) -> None:
     """Run optimizers on problems and print a comparison; results go to a directory others can read."""
-    from optbench.optimizers import get_optimizer
-    from optbench.problems import get_problem
+    from optbench.errors import UsageError
     from optbench.runner import Sweep, run_sweep
-    from optbench.spec import parse_float_list, parse_spec_list
 
     if recipe is not None:
         _check_recipe_options(ctx, recipe, suite)
+    options = sweep_options()
+    command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    progress = lambda steps, runs: _Progress(steps, runs, quiet or json_out)  # noqa: E731
+    out_dir = out or default_out_dir()
     if suite is not None:
         from optbench.suite import run_suite
 
-        outcome = run_suite(suite, ctx, out or default_out_dir(), force=force, workers=workers,
-                            progress_factory=lambda steps, runs: _Progress(steps, runs, quiet or json_out))
-        print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
-        _maybe_report(outcome, report, quiet or json_out)
-        return
-    if not problem or not opt:
-        from optbench.errors import UsageError
+        given = [name for name in options if _given(ctx, name)]
+        for name in given:
+            if name in NOT_WITH_SUITE:
+                raise UsageError(f"--{name.replace('_', '-')} cannot be combined with --suite: "
+                                 f"{NOT_WITH_SUITE[name]}.")
+        overrides = {options[name]: sweep_value(name, ctx.params[name]) for name in given}
+        outcome = run_suite(suite, out_dir, overrides=overrides, deterministic=deterministic, force=force,
+                            workers=workers, command=command, progress_factory=progress)
+    else:
+        if not problem or not opt:
+            raise UsageError("Give --problem and --opt, or --suite FILE.")
+        values = {field: sweep_value(name, ctx.params[name]) for name, field in options.items()}
+        if deterministic:
+            from optbench.determinism import deterministic_settings, enable_determinism
 
-        raise UsageError("Give --problem and --opt, or --suite FILE.")
-    problems = [get_problem(s) for s in parse_spec_list(problem)]
-    optimizers = [get_optimizer(s) for s in parse_spec_list(opt)]
-    lrs = parse_float_list(lr, "--lr") if lr else None
-    if lrs and any(v <= 0 for v in lrs):
-        from optbench.errors import UsageError
-
-        raise UsageError(f"--lr {lr!r}: learning rates must be > 0.")
-    batch_sizes = None
-    if batch_size:
-        from optbench.errors import UsageError
-
-        try:
-            batch_sizes = [int(b) for b in batch_size.split(",")]
-        except ValueError:
-            raise UsageError(f"--batch-size {batch_size!r}: expected integers like '32,128'.") from None
-        if any(b < 1 for b in batch_sizes):
-            raise UsageError(f"--batch-size {batch_size!r}: batch sizes must be >= 1.")
-    if deterministic:
-        from optbench.determinism import deterministic_settings, enable_determinism
-
-        device, dtype = deterministic_settings(problems, device, dtype)
-        enable_determinism()
-    sweep = Sweep(problems, optimizers, lrs=lrs, seeds=list(range(seeds)), steps=steps, batch_sizes=batch_sizes,
-                  epochs=epochs, record_every=record_every, engine=engine, device=device, dtype=dtype,
-                  schedules=_schedules(schedule), clip_norm=clip_norm, clip_value=clip_value,
-                  label_smoothing=label_smoothing, lr_scaling=lr_scaling, base_batch_size=base_batch_size,
-                  noise_scale_every=noise_scale_every, recipe=recipe)
-    out_dir = out or default_out_dir()
-    command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    outcome = run_sweep(sweep, out_dir, force=force, command=command,
-                        progress_factory=lambda steps, runs: _Progress(steps, runs, quiet or json_out), workers=workers)
+            values["device"], values["dtype"] = deterministic_settings(values["problems"], device, dtype)
+            enable_determinism()
+        outcome = run_sweep(Sweep(**values), out_dir, force=force, command=command, progress_factory=progress,
+                            workers=workers)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
     _maybe_report(outcome, report, quiet or json_out)
+
+
+# Sweep fields whose `optbench run` option has another name than their suite key
+_OPTION_OF_FIELD = {"problems": "problem", "optimizers": "opt"}
+# `run` options that set a Sweep field but cannot apply to a suite: why, in one clause
+NOT_WITH_SUITE = {"problem": "the suite lists the problems", "opt": "the suite lists the optimizers",
+                  "recipe": "write recipe = NAME in the suite's [[sweep]] tables"}
+
+
+def sweep_options() -> dict[str, str]:
+    """{``run`` option (parameter name): Sweep field}, one per field of :class:`optbench.runner.Sweep`. Given
+    with --suite, each overrides every sweep of the suite (or is refused: NOT_WITH_SUITE); generated from the
+    dataclass so that a new field cannot be forgotten."""
+    import dataclasses
+
+    from optbench.runner import Sweep
+    from optbench.suite import sweep_key
+
+    return {_OPTION_OF_FIELD.get(f.name, sweep_key(f.name)): f.name for f in dataclasses.fields(Sweep)}
+
+
+def sweep_value(option: str, value):
+    """A ``run`` option's command-line value → the Sweep field's value, validated (the same code for a plain
+    run and for the overrides of a suite)."""
+    from optbench.errors import UsageError
+    from optbench.spec import parse_float_list, parse_spec_list
+
+    if value is None:
+        return None
+    if option == "problem":
+        from optbench.problems import get_problem
+
+        return [get_problem(s) for s in parse_spec_list(value)]
+    if option == "opt":
+        from optbench.optimizers import get_optimizer
+
+        return [get_optimizer(s) for s in parse_spec_list(value)]
+    if option == "lr":
+        lrs = parse_float_list(value, "--lr")
+        if any(v <= 0 for v in lrs):
+            raise UsageError(f"--lr {value!r}: learning rates must be > 0.")
+        return lrs
+    if option == "seeds":
+        return list(range(value))
+    if option == "batch_size":
+        try:
+            batch_sizes = [int(b) for b in value.split(",")]
+        except ValueError:
+            raise UsageError(f"--batch-size {value!r}: expected integers like '32,128'.") from None
+        if any(b < 1 for b in batch_sizes):
+            raise UsageError(f"--batch-size {value!r}: batch sizes must be >= 1.")
+        return batch_sizes
+    if option == "schedule":
+        return _schedules(value)
+    return value
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def _check_recipe_options(ctx: typer.Context, recipe: str, suite: Path | None) -> None:
@@ -198,8 +242,7 @@ def _check_recipe_options(ctx: typer.Context, recipe: str, suite: Path | None) -
         raise UsageError(f"--recipe cannot be combined with --suite: write recipe = {resolved.label!r} in the "
                          "suite's [[sweep]] tables.")
     for option in ("lr_scaling", "schedule"):
-        source = ctx.get_parameter_source(option)
-        if source is not None and source.name == "COMMANDLINE":
+        if _given(ctx, option):
             flag = "--" + option.replace("_", "-") + f" {ctx.params[option]}"
             raise UsageError(f"{flag} conflicts with --recipe {resolved.label}, which sets --lr-scaling "
                              f"{resolved.lr_scaling} and --schedule {resolved.schedule!r}: give one or the other.")
@@ -225,14 +268,16 @@ def _maybe_report(outcome, report: bool, quiet: bool) -> None:
 
 def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
     from optbench.results import load_results, load_summary
-    from optbench.summary import aggregate, recompute_target
+    from optbench.summary import aggregate
+    from optbench.targets import mixed_targets_warning, with_target
 
     if quiet and not json_out:
         return
     summary = load_summary(outcome.out_dir)
-    if target is not None:
-        summary = recompute_target(load_results(outcome.out_dir, columns=["run_id", "step", "loss"]), summary,
-                                   target)
+    if target is not None:  # this sweep's runs are stored at it; others in the directory are recounted
+        summary = with_target(load_results(outcome.out_dir, columns=["run_id", "step", "loss"]), summary, target)
+    elif not json_out and (warning := mixed_targets_warning(summary)):
+        err_console.print(f"[yellow]Warning:[/] {warning}", markup=True)
     table = aggregate(summary, best_lr_only=not all_lrs)
     if json_out:
         from optbench.cli.tables import summary_records

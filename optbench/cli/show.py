@@ -14,7 +14,9 @@ from optbench.cli.common import console, errors_handled
 @errors_handled
 def show(
     results: Annotated[list[Path], typer.Argument(help="One or more results directories (merged).")],
-    target: Annotated[float | None, typer.Option(help="Override the targets for 'steps to target'.")] = None,
+    target: Annotated[float | None, typer.Option(help="Recount 'steps to target' at this target (first recorded "
+                                                 "step with loss − f* ≤ TARGET) from the recorded steps; "
+                                                 "default: the target stored with each run.")] = None,
     all_lrs: Annotated[bool, typer.Option("--all-lrs", help="Show every learning rate.")] = False,
     csv: Annotated[Path | None, typer.Option(help="Also write the tidy step table to this CSV file.")] = None,
     summary_csv: Annotated[Path | None, typer.Option("--summary-csv",
@@ -22,13 +24,17 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """Print the comparison table of saved results (the same table 'optbench run' printed)."""
+    from optbench.cli.common import err_console
     from optbench.cli.tables import render_summary, summary_records
     from optbench.results import load_results, load_summary
-    from optbench.summary import aggregate, recompute_target
+    from optbench.summary import aggregate
+    from optbench.targets import mixed_targets_warning, with_target
 
     summary = load_summary(*results)
     if target is not None:
-        summary = recompute_target(load_results(*results, columns=["run_id", "step", "loss"]), summary, target)
+        summary = with_target(load_results(*results, columns=["run_id", "step", "loss"]), summary, target)
+    elif warning := mixed_targets_warning(summary):
+        err_console.print(f"[yellow]Warning:[/] {warning}", markup=True)
     table = aggregate(summary, best_lr_only=not all_lrs)
     if csv is not None:
         load_results(*results).to_csv(csv, index=False)

@@ -14,12 +14,12 @@ from optbench.report.style import safe_name
 
 class Builder:
     def __init__(self, dirs: list[Path], out: Path, *, formats, figures, frames, fps, dpi, title, all_lrs,
-                 metric):
+                 metric, target=None):
         self.dirs, self.out = dirs, out
         self.static = [f for f in formats if f in STATIC_FORMATS]
         self.animated = [f for f in formats if f in ANIMATION_FORMATS]
         self.figures, self.frames, self.fps, self.dpi = figures, frames, fps, dpi
-        self.title, self.all_lrs, self.metric = title, all_lrs, metric
+        self.title, self.all_lrs, self.metric, self.target = title, all_lrs, metric, target
 
     def build(self) -> Path:
         from optbench.errors import UsageError
@@ -27,7 +27,7 @@ class Builder:
         from optbench.results import make_output_dir
 
         started = time.perf_counter()
-        data = load(self.dirs, all_lrs=self.all_lrs)
+        data = load(self.dirs, all_lrs=self.all_lrs, target=self.target)
         if data.summary.empty:
             raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
         self.data = data
@@ -60,6 +60,12 @@ class Builder:
                 line = f"{d}: {record.get('command')}"
                 if record.get("command") and line not in meta:
                     meta.append(line)
+        from optbench.targets import mixed_targets_warning
+
+        if self.target is not None:
+            meta.append(f"steps to target recounted at target {self.target:g} (report --target)")
+        elif warning := mixed_targets_warning(s):
+            meta.append(f"Warning: {warning}")
         return meta
 
     def _deviations(self) -> list[Section]:

@@ -24,12 +24,17 @@ class ReportData:
         return list(dict.fromkeys(self.summary["family"]))
 
 
-def load(dirs: list[Path], *, all_lrs: bool = False) -> ReportData:
+def load(dirs: list[Path], *, all_lrs: bool = False, target: float | None = None) -> ReportData:
+    """``target``: recount steps to target at it from the recorded steps (default: as stored)."""
     from optbench.results import load_results, load_summary
     from optbench.summary import aggregate
 
     summary = load_summary(*dirs)
     steps = load_results(*dirs)
+    if target is not None:
+        from optbench.targets import with_target
+
+        summary = with_target(steps, summary, target)
     for df in (summary, steps):
         for c in ("problem", "optimizer_label", "status", "run_id"):
             df[c] = df[c].astype(str)
