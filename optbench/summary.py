@@ -19,19 +19,6 @@ from typing import Any
 GROUP = ["problem", "optimizer_label", "lr", "batch_size"]
 
 
-def recompute_target(steps, summary, target: float):
-    """Steps to target under another target: first recorded step with loss − f* ≤ target."""
-    f_min = summary.set_index("run_id")["f_min"].fillna(0.0)
-    df = steps[["run_id", "step", "loss"]].copy()
-    df["run_id"] = df["run_id"].astype(str)
-    df["gap"] = df["loss"] - df["run_id"].map(f_min)
-    hit = df[df["gap"] <= target].groupby("run_id")["step"].min()
-    out = summary.copy()
-    out["steps_to_target"] = out["run_id"].map(hit).astype("Int64")
-    out["target"] = target
-    return out
-
-
 def aggregate(summary, best_lr_only: bool = False):
     """Aggregate the per-run summary over seeds; optionally keep the best learning rate per optimizer."""
     import numpy as np
