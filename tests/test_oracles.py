@@ -165,6 +165,27 @@ def test_gradient_methods_see_the_same_samples(engine):
     np.testing.assert_allclose(trace.coords[steps, 0], x.numpy(), rtol=1e-12, atol=1e-15)
 
 
+def test_lbfgs_line_search_sees_one_sampled_function_per_step():
+    """torch's L-BFGS evaluates the closure several times per step: all on f̃_t (written here with autograd)."""
+    seed, steps = 4, 6
+    spec = "lbfgs(lr=0.5, max_iter=4, line_search_fn='strong_wolfe')"
+    trace = run_loop(get_problem(NQM), get_optimizer(spec), seed=seed, steps=steps, measure_cost=False)
+    param = torch.nn.Parameter(torch.ones(DIM, dtype=torch.float64))
+    reference = torch.optim.LBFGS([param], lr=0.5, max_iter=4, line_search_fn="strong_wolfe")
+    for t, xi in enumerate(_noise_samples(seed, steps)):
+        np.testing.assert_allclose(trace.coords[t, 0], param.detach().numpy(), rtol=1e-9, atol=1e-12)
+        x_t = param.detach().clone()
+
+        def sampled(x_t=x_t, xi=xi):
+            reference.zero_grad()
+            loss = f_nqm(param) + torch.dot(xi, param - x_t)
+            loss.backward()
+            return loss
+
+        reference.step(sampled)
+    np.testing.assert_allclose(trace.coords[steps, 0], param.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
 PROBE = '''
 import torch
 
