@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import numpy as np
@@ -227,7 +228,7 @@ def test_every_oracle_call_of_a_step_shares_its_sample(tmp_path):
     path.write_text(textwrap.dedent(PROBE))
     opt = get_optimizer(f"{path}:ProbeOracles(lr=0.05)")
     assert opt.entry.needs_closure
-    module = __import__("sys").modules[opt.entry.resolve_class().__module__]
+    module = sys.modules[opt.entry.resolve_class().__module__]
     module.SEEN.clear()
     problem, seed, steps = get_problem(NQM), 2, 6
     run_loop(problem, opt, seed=seed, steps=steps, measure_cost=False)
@@ -357,7 +358,7 @@ def test_network_loss_values_come_from_the_steps_mini_batch(tmp_path, monkeypatc
         path = tmp_path / "loss_at_probe.py"
         path.write_text(textwrap.dedent(NET_PROBE))
         opt = get_optimizer(f"{path}:LossAtProbe(lr=0.05)")
-        module = __import__("sys").modules[opt.entry.resolve_class().__module__]
+        module = sys.modules[opt.entry.resolve_class().__module__]
         module.SEEN.clear()
         spec = "mnist-mlp(width=8, depth=1, train_size=200, test_size=50, batch_size={})"
         trace = run_network(get_problem(spec.format(20)), opt, seed=0, steps=6)
