@@ -25,6 +25,7 @@ ENGINES = ("auto", "loop", "batched")
 DTYPES = ("float64", "float32")
 MAX_RECORDED_ROWS = 1000  # default record interval keeps about this many rows per run
 MAX_GROUP = 4096  # configurations per batched group (bounded memory per group)
+SAMPLED_ORACLES = "one-sample-per-step"  # identity of closure-calling runs on noisy analytic problems (Run.identity)
 LR_SCALINGS = {"linear": 1.0, "sqrt": 0.5}  # lr = base lr × (B / B_base)^power (Goyal et al. 2017; √ rule)
 
 
@@ -82,7 +83,17 @@ class Run:
             "device_type": self.device.split(":")[0],
             "optbench": __version__,
             **({"recipe": self.recipe} if self.recipe else {}),
+            **({"oracles": SAMPLED_ORACLES} if self.sees_sampled_oracles else {}),
         }
+
+    @property
+    def sees_sampled_oracles(self) -> bool:
+        """An optimizer that calls its closure (loss values, several evaluations per step) on a noisy analytic
+        problem: its oracles follow the per-step sample model (optbench.problems.analytic), which changed its
+        numbers, so its identity says so and results computed before are not resumed as if they were equal.
+        Every other run keeps its run id."""
+        return bool(self.optimizer.entry.needs_closure and getattr(self.problem, "kind", "") == "analytic"
+                    and self.problem.is_noisy)
 
     @functools.cached_property
     def run_id(self) -> str:

@@ -205,18 +205,22 @@ TORCH_PROBLEMS = [("rosenbrock", rosenbrock, (-1.2, 1.0), 0.0),
 
 
 def torch_reference(cls, kwargs, fn, start, noise, seed, steps):
-    """torch.optim on x ∈ R², loss by backward, the run's Gaussian gradient noise added after backward."""
+    """torch.optim on x ∈ R², loss by backward, the run's Gaussian gradient noise added after backward: one
+    sample ξ_t per step, which every closure call of the step shares (L-BFGS evaluates several points), with
+    loss values f(x) + ⟨ξ_t, x − x_t⟩ (the sample model of optbench.problems.analytic)."""
     x = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
     opt = cls([x], **kwargs)
     stream = NoiseStream([seed], 2) if noise else None
+    sample = {}
 
     def closure():
         opt.zero_grad()
         loss = fn(x)
         loss.backward()
-        if stream is not None:
-            x.grad.add_(noise * stream.next()[0])
-        return loss
+        if stream is None:
+            return loss
+        x.grad.add_(sample["xi"])
+        return loss.detach() + torch.dot(sample["xi"], x.detach() - sample["x_t"])
 
     losses, points = [], []
     for t in range(steps + 1):
@@ -225,6 +229,8 @@ def torch_reference(cls, kwargs, fn, start, noise, seed, steps):
             points.append(x.detach().clone())
         if t == steps:
             break
+        if stream is not None:
+            sample.update(xi=noise * stream.next()[0], x_t=x.detach().clone())
         if cls is torch.optim.LBFGS:
             opt.step(closure)
         else:

@@ -12,15 +12,39 @@ PROGRESS_EVERY = 50  # steps between progress callbacks
 
 
 class AnalyticClosure:
-    """The closure handed to ``optimizer.step``: zero grads, loss at the parameter, backward, then add
-    the run's gradient noise to ``.grad``. ``loss_at(tensors)`` evaluates the exact loss at other values,
-    functionally (for Newton's Hessian, SPSA and forward gradients)."""
+    """The closure handed to ``optimizer.step``, exposing the oracles of the step's sampled function f̃_t
+    (optbench.problems.analytic: the stochastic sample model).
+
+    The engine calls :meth:`begin_step` once before each update: it draws the step's one noise sample ξ_t
+    from the run's stream (advancing it once per step whatever the method calls) and fixes x_t. Then every
+    call in that step sees the same ξ_t: ``closure()`` zeroes grads, evaluates f at the parameter, backward,
+    adds ξ_t to ``.grad`` (then clips) and returns f̃_t(x) (= f(x_t) at the iterate itself);
+    ``loss_at(tensors)`` evaluates f̃_t at other values functionally and differentiably (Newton's Hessian of
+    it is the exact ∇²f; SPSA's loss differences and the forward gradient's JVP carry ξ_t).
+    """
 
     def __init__(self, problem, param: torch.Tensor, noise_std, noise_stream):
         self.problem, self.param = problem, param
         self.noise_std, self.noise_stream = noise_std, noise_stream
         self.calls = 0
         self.clip = None  # clip_gradient_ with the run's settings, applied to the noisy gradient
+        self.sample: torch.Tensor | None = None  # ξ_t of the current step (None on a noise-free problem)
+        self.anchor: torch.Tensor | None = None  # x_t, where the current step started
+
+    def draw_sample(self) -> torch.Tensor | None:
+        """Draw the next step's ξ_t = σ ⊙ z_t (None on a noise-free problem) without fixing x_t."""
+        self.sample = None if self.noise_std is None else self.noise_std * self.noise_stream.next()[0]
+        self.anchor = None
+        return self.sample
+
+    def begin_step(self) -> None:
+        """Start a step: draw its sample ξ_t and fix x_t = the current parameter."""
+        self.draw_sample()
+        self.anchor = self.param.detach().clone() if self.sample is not None else None
+
+    def _check_begun(self) -> None:
+        if self.sample is not None and self.anchor is None:
+            raise RuntimeError("internal: AnalyticClosure used on a noisy problem before begin_step()")
 
     def __call__(self) -> torch.Tensor:
         self.calls += 1
@@ -28,14 +52,18 @@ class AnalyticClosure:
         with torch.enable_grad():
             loss = self.problem.loss(self.param)
             loss.backward()
-        if self.noise_std is not None:
-            self.param.grad.add_(self.noise_std * self.noise_stream.next()[0])
+        if self.sample is not None:
+            self.param.grad.add_(self.sample)
         if self.clip is not None:
             self.clip([self.param])
-        return loss.detach()
+        if self.sample is None:
+            return loss.detach()
+        self._check_begun()
+        return loss.detach() + self.problem.sample_offset(self.param.detach(), self.anchor, self.sample)
 
     def loss_at(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        return self.problem.loss(tensors[0])
+        self._check_begun()
+        return self.problem.sampled_loss(tensors[0], self.anchor, self.sample)
 
 
 def _exact(problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,8 +125,9 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
                 loss.backward()
             grad = param.grad.detach().clone()
             loss = loss.detach()
-            if noise_std is not None:
-                param.grad.add_(noise_std * closure.noise_stream.next()[0])
+            sample = closure.draw_sample()  # ξ_t: the gradient oracle of f̃_t is ∇f(x_t) + ξ_t
+            if sample is not None:
+                param.grad.add_(sample)
         rec.observe(t, param.detach()[None], loss[None], grad[None])
         if t == steps or not bool(rec.active[0]):
             break
@@ -110,6 +139,7 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
         if timer is not None:
             mid = timer.clock(t)
         if needs_closure:
+            closure.begin_step()  # one ξ_t for every oracle call of this step
             opt.step(closure)
         else:
             opt.step()

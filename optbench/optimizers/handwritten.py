@@ -2,7 +2,10 @@
 
 Each calls its closure itself. Besides the usual ``closure()`` (zero grads, loss, backward), they use
 ``closure.loss_at(tensors)`` when the closure offers it: the loss at other parameter values, evaluated
-functionally without touching ``.grad`` (optbench's engines provide it).
+functionally without touching ``.grad`` (optbench's engines provide it). On a noisy problem both are oracles
+of the step's sampled function f̃_t(x) = f(x) + ⟨ξ_t, x − x_t⟩ (optbench.problems.analytic: one sample ξ_t
+per step), so SPSA's loss differences and the forward gradient's JVP carry the same noise as a gradient;
+Newton's Hessian of it is the exact ∇²f.
 """
 
 from __future__ import annotations

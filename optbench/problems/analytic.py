@@ -10,6 +10,23 @@ Options shared by every analytic problem:
 - ``start``: a tuple of ``dim`` numbers, or ``'random'`` (uniform in the plot bounds, from the run seed).
 - ``noise``: standard deviation σ of Gaussian noise added to every gradient coordinate, seeded per run.
   The recorded loss is always the exact loss; noise only perturbs what the optimizer sees.
+
+The stochastic sample model (every noisy problem: ``noise > 0``, and the noisy quadratic at any batch size).
+At step t a run draws one sample ξ_t ~ N(0, diag(σ²)) (σ² = ``noise_std()²``: ``noise²`` plus the problem's
+own ``noise_variance(batch_size)``), which defines the sampled function of that step
+
+    f̃_t(x) = f(x) + ⟨ξ_t, x − x_t⟩        (x_t: the iterate the step starts from),
+
+and every oracle the optimizer calls during that step is an oracle of f̃_t (:meth:`AnalyticProblem.sampled_loss`):
+the gradient ∇f̃_t(x) = ∇f(x) + ξ_t, the loss value f̃_t(x) at any x, the directional derivative
+∇f̃_t(x)·v = ∇f(x)·v + ξ_t·v, and the Hessian (and Hessian-vector products) ∇²f̃_t = ∇²f, which the noise
+leaves exact. It is the linear (first-order) model of a mini-batch loss around x_t whose gradient noise is
+ξ_t, so gradient, zero-order and forward-gradient methods see the same noise: SPSA's central difference
+(f̃_t(x + cΔ) − f̃_t(x − cΔ)) / 2c = (f(x + cΔ) − f(x − cΔ)) / 2c + ξ_t·Δ. The loss value at x_t itself is
+f(x_t): a mini-batch's constant offset is not modelled (it cancels in every difference a method takes within
+a step). Exactly one ξ_t is drawn per step whatever the method calls (SGD's gradient, SPSA's two loss
+values, L-BFGS's many evaluations), from the run's :class:`NoiseStream`, so a seed means the same noise for
+every method, and gradient methods see ∇f(x_t) + ξ_t exactly as they always have.
 """
 
 from __future__ import annotations
@@ -30,7 +47,8 @@ BLOWUP_FACTOR = 1e6  # a run diverges when loss - f* exceeds this multiple of ma
 
 @dataclass(eq=False)
 class AnalyticProblem:
-    """A closed-form problem. ``loss`` takes ``[..., d]`` points and returns ``[...]`` losses."""
+    """A closed-form problem. ``loss`` takes ``[..., d]`` points and returns ``[...]`` losses; on a noisy
+    problem the optimizer's oracles are those of ``sampled_loss`` (the module docstring's sample model)."""
 
     name: str
     spec: Spec
@@ -144,6 +162,18 @@ class AnalyticProblem:
             return None
         return var.sqrt().to(dtype=dtype or torch.float64, device=device)
 
+    def sampled_loss(self, x, anchor, sample):
+        """The step's sampled function f̃_t(x) = f(x) + ⟨ξ_t, x − x_t⟩ at points ``x`` ``[..., d]`` (module
+        docstring: the stochastic sample model), for the sample ``ξ_t`` (``[d]``, or None on a noise-free
+        problem: then f itself) drawn at the step's start ``x_t`` = ``anchor``; differentiable in ``x``."""
+        loss = self.loss(x)
+        return loss if sample is None else loss + self.sample_offset(x, anchor, sample)
+
+    @staticmethod
+    def sample_offset(x, anchor, sample):
+        """⟨ξ_t, x − x_t⟩ ``[...]``: what the step's sample adds to the loss value at ``x``."""
+        return ((x - anchor) * sample).sum(-1)
+
     def noise_stream(self, seeds: Sequence[int], dtype=None, device=None) -> NoiseStream | None:
         return None if self.noise_std() is None else NoiseStream(
             list(seeds), self.dim, dtype=dtype, device=device)
@@ -198,7 +228,9 @@ def _common_params() -> dict[str, Param]:
     return {
         "start": Param(None, "start point: a tuple of dim numbers, or 'random' (uniform in the bounds)",
                        _start_check, "a tuple of numbers or 'random'", types=(tuple, list, str)),
-        "noise": nonnegative("σ of Gaussian noise added to each gradient coordinate, seeded per run", 0.0),
+        "noise": nonnegative("σ of the Gaussian sample noise, seeded per run: added to each gradient coordinate "
+                              "and seen by every other oracle of the step (loss values, directional "
+                              "derivatives)", 0.0),
     }
 
 
@@ -434,7 +466,9 @@ def _styblinski_tang(c):
     "noisy-quadratic",
     "Noisy quadratic model (Zhang et al. 2019, 'Which Algorithmic Choices Matter at Which Batch Sizes?'): "
     "loss ½ Σ h_i x_i² with h_i = i^(−p); the gradient seen by the optimizer is H x + ε, ε ~ N(0, H / B) for "
-    "batch size B, so gradient noise variance scales as 1/B. Minimum 0 at the origin.",
+    "batch size B, so gradient noise variance scales as 1/B. Every oracle of a step sees that step's one ε: "
+    "loss values are ½ Σ h_i x_i² + ⟨ε, x − x_t⟩ (x_t the step's start; directional derivatives H x·v + ε·v; "
+    "the Hessian H is exact). Minimum 0 at the origin.",
     {"dim": _dim_param(100),
      "power": Param(1.0, "curvature spectrum h_i = i^(-power)", lambda v: 0 <= v <= 4, "in [0, 4]"),
      "batch_size": Param(1, "batch size B (noise variance h_i / B); a sweep axis via --batch-size",

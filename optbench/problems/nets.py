@@ -5,7 +5,9 @@ architecture. The loss is the mean cross-entropy of a mini-batch, so ``f* = 0`` 
 the default target for "steps to target" is a training mini-batch loss of 0.1. Models are initialised
 from the run seed (Glorot-uniform weights, zero biases, drawn in float64 on the CPU so that every engine,
 device and dtype starts from the same numbers) and mini-batches come from a per-epoch permutation drawn
-from the run seed.
+from the run seed. The stochastic sample of step t is its mini-batch B_t: every oracle of that step (the
+gradient, the closure's loss and ``loss_at`` at other parameter values, JVPs through it) is the loss on B_t,
+and the recorded training loss is that mini-batch loss at the iterate.
 
 Options shared by every network problem:
 
