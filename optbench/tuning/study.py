@@ -29,6 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from optbench.errors import UsageError
+from optbench.tuning.budget import (
+    OWNER,
+    POLL_S,
+    RELEASED,
+    SLOT,
+    Lease,
+    holders,
+    is_closed,
+    is_evaluated,
+    slot_of,
+    used_trials,
+    with_slot,
+)
 from optbench.tuning.protocols import Protocol
 from optbench.tuning.spaces import (
     SCHEDULE_PREFIX,
@@ -57,17 +70,22 @@ class TuneResult:
     best_params: dict[str, float] | None
     best_value: float | None
     best_config: Any  # OptimizerConfig with the best values applied (None if every trial failed)
-    states: dict[str, int] = field(default_factory=dict)  # trials per state over the whole study
+    states: dict[str, int] = field(default_factory=dict)  # used trials per state (complete, fail, pruned)
     evaluated_here: int = 0  # trials this process evaluated
     wall_time_s: float = 0.0
     schedule: str = "constant"  # label of the schedule every trial followed (before searched values)
     best_schedule: str | None = None  # label of the best trial's schedule, searched values set
+    trials_used: int = 0  # evaluated trials the result is read from: the first `budget` by slot
+    trials_in_storage: int = 0  # evaluated trials the study holds (more than used after a larger --trials)
+    not_used: dict[str, int] = field(default_factory=dict)  # the study's other trials, by why they are not used
 
     def record(self) -> dict[str, Any]:
         """What the results manifest keeps about this study."""
         return {"problem": self.problem, "optimizer": self.optimizer, "study": self.study_name,
                 "protocol": self.protocol, "budget": self.budget, "space": self.dims,
                 "best_params": self.best_params, "best_value": self.best_value, "trials": self.states,
+                "trials_used": self.trials_used, "trials_in_storage": self.trials_in_storage,
+                "trials_not_used": self.not_used, "trials_evaluated_here": self.evaluated_here,
                 "best_label": self.best_config.label if self.best_config is not None else None,
                 "schedule": self.schedule, "best_schedule": self.best_schedule}
 
@@ -262,6 +280,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     would cost time quadratic in the number of studies.
     """
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     from optbench.engines.batched import supports_batched
@@ -306,84 +325,138 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                 record.add_trials(finished)
                 write_round()
         study = new_study(optuna.storages.InMemoryStorage())
-        study.add_trials(existing or [])
+        # only the trials the budget uses: the sampler never sees trials past it (a larger --trials before)
+        study.add_trials([with_slot(t) for t in used_trials(existing or [], budget)])
         flush = lambda: None  # noqa: E731
-    if protocol.lr_grid is not None and not study.get_trials(deepcopy=False):
-        for lr in protocol.lr_grid:
-            study.enqueue_trial({"lr": lr})
+    lease = Lease(study) if shared else None
     evaluated = 0
-    while True:
-        remaining = budget - len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
-        if remaining <= 0:
-            break
-        k = min(batch if batched else 1, remaining)
-        if hasattr(sampler, "start_round"):
-            k = max(1, sampler.next_round_size(study, k))
-            sampler.start_round(k)
-        asked = [study.ask() for _ in range(k)]
-        live = []
-        for trial in asked:
-            if shared and trial.number >= budget:  # another process took the last places first
-                trial.set_user_attr("over_budget", True)
-                study.tell(trial, state=TrialState.FAIL)
-            else:
-                live.append(trial)
-        if not live:
-            flush()
-            break
-        values = [{d.name: suggest(t, d) for d in space} for t in live]
-        configs = [apply(optimizer, v) for v in values]
-        schedules = None if sched.is_constant else [schedule_for(sched, v).label for v in values]
-        steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
-                                                       device=device, clip_norm=clip_norm, schedules=schedules,
-                                                       clip_value=clip_value, label_smoothing=label_smoothing)
-        failed = 0
-        for k, trial in enumerate(live):
-            if statuses[k] != "done" or not math.isfinite(float(finals[k])):
-                trial.set_user_attr("status", statuses[k])
-                study.tell(trial, state=TrialState.FAIL)
-                failed += 1
+    try:
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            if lease is not None and lease.abandon_stale(trials):
+                trials = study.get_trials(deepcopy=False)
+            held = holders(trials, budget)
+            waiting = [s for s, t in held.items() if t.state == TrialState.WAITING]
+            free = [s for s in range(budget) if s not in held]
+            if not free and not waiting:
+                if any(t.state == TrialState.RUNNING for t in held.values()):
+                    time.sleep(POLL_S)  # other processes' last trials: the study is finished when they are
+                    continue
+                break
+            k = min(batch if batched else 1, len(free) + len(waiting))
+            if hasattr(sampler, "start_round"):
+                k = max(1, sampler.next_round_size(study, k))
+                sampler.start_round(k)
+            # slots whose number is taken (a closed trial's) are re-issued; in a shared storage the others
+            # are fresh trials, whose storage-assigned numbers are their slots
+            reissue = [s for s in free if not shared or s < len(trials)]
+            for s in reissue[:max(0, k - len(waiting))]:
+                study.enqueue_trial({}, user_attrs={SLOT: s})
+            asked = [_ask(study, shared) for _ in range(k)]
+            if lease is not None:
+                for trial in asked:
+                    trial.set_user_attr(OWNER, lease.token)
+            held = holders(study.get_trials(deepcopy=False), budget)
+            live = []
+            for trial in asked:
+                slot = slot_of(trial)
+                if slot in held and held[slot].number == trial.number:
+                    live.append(trial)
+                else:  # another process took the slot first, or it is past the budget: never evaluated
+                    trial.set_user_attr(RELEASED, "over_budget" if slot >= budget else "duplicate")
+                    study.tell(trial, state=TrialState.FAIL)
+            if not live:
+                flush()
                 continue
-            pruned = False
-            for r, step in enumerate(steps_rec[:-1] if pruner != "none" else ()):
-                value = float(losses[r, k])
-                if math.isfinite(value):
-                    trial.report(value, int(step))
-                    if trial.should_prune():
-                        pruned = True
-                        break
-            if pruned:
-                study.tell(trial, state=TrialState.PRUNED)
+            values = [{d.name: suggest(t, d) for d in space} for t in live]
+            configs = [apply(optimizer, v) for v in values]
+            schedules = None if sched.is_constant else [schedule_for(sched, v).label for v in values]
+            steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
+                                                           device=device, clip_norm=clip_norm, schedules=schedules,
+                                                           clip_value=clip_value, label_smoothing=label_smoothing)
+            failed = told = 0
+            for k, trial in enumerate(live):
+                try:
+                    failed += _tell(study, trial, k, steps_rec, losses, finals, statuses, pruner)
+                    told += 1
+                except (UpdateFinishedTrialError, ValueError):  # abandoned meanwhile: its slot is re-issued
+                    continue
+            evaluated += told
+            if shared:
+                flush()
             else:
-                study.tell(trial, float(finals[k]))
-        evaluated += len(live)
-        if shared:
-            flush()
-        else:
-            numbers = {t.number for t in live}
-            persist([t for t in study.get_trials(deepcopy=False) if t.number in numbers])
-        if progress is not None:
-            progress(len(live), failed)
+                numbers = {t.number for t in live}
+                persist([t for t in study.get_trials(deepcopy=False) if t.number in numbers])
+            if progress is not None:
+                progress(told, failed)
+    finally:
+        if lease is not None:
+            lease.stop()
     return summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budget, space, name,
                      evaluated, time.perf_counter() - t0, sched)
 
 
+def _ask(study, shared: bool, attempts: int = 5):
+    """``study.ask()``; in a shared storage, retried when the database was busy (SQLite refuses a second
+    writer at once instead of waiting when two processes take the same re-issued slot)."""
+    from optuna.exceptions import StorageInternalError
+
+    for attempt in range(attempts):
+        try:
+            return study.ask()
+        except StorageInternalError:
+            if not shared or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _tell(study, trial, k: int, steps_rec, losses, finals, statuses, pruner: str) -> bool:
+    """Tell trial ``k`` of a round its result; True when it failed (diverged, escaped)."""
+    from optuna.trial import TrialState
+
+    if statuses[k] != "done" or not math.isfinite(float(finals[k])):
+        trial.set_user_attr("status", statuses[k])
+        study.tell(trial, state=TrialState.FAIL)
+        return True
+    for r, step in enumerate(steps_rec[:-1] if pruner != "none" else ()):
+        value = float(losses[r, k])
+        if math.isfinite(value):
+            trial.report(value, int(step))
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                return False
+    study.tell(trial, float(finals[k]))
+    return False
+
+
 def summarize(all_trials, problem, optimizer, protocol: Protocol, budget: int, space: list[Dim], name: str,
               evaluated: int, wall_time_s: float, schedule=None) -> TuneResult:
-    """The :class:`TuneResult` of a study's trials (``schedule``: the study's schedule spec)."""
+    """The :class:`TuneResult` of a study's trials (``schedule``: the study's schedule spec), read from the
+    trials the budget uses only (:func:`optbench.tuning.budget.used_trials`: the first ``budget`` by slot)."""
     from optuna.trial import TrialState
 
     from optbench.schedules import get_schedule
 
+    used = used_trials(all_trials, budget)
     states: dict[str, int] = {}
+    for t in used:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    not_used: dict[str, int] = {}
+    numbers = {t.number for t in used}
     for t in all_trials:
-        key = "over_budget" if t.user_attrs.get("over_budget") else t.state.name.lower()
-        states[key] = states.get(key, 0) + 1
-    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+        if t.number in numbers:
+            continue
+        key = ("beyond_budget" if is_evaluated(t) else str(t.user_attrs.get(RELEASED, "over_budget"))
+               if is_closed(t) else t.state.name.lower())
+        not_used[key] = not_used.get(key, 0) + 1
+    complete = [t for t in used if t.state == TrialState.COMPLETE]
     best = min(complete, key=lambda t: t.value) if complete else None
     best_params = dict(best.params) if best else None
     sched = get_schedule(schedule)
     return TuneResult(problem.label, optimizer.label, name, protocol.name, budget, [str(d) for d in space],
                       best_params, best.value if best else None,
                       apply(optimizer, best_params) if best else None, states, evaluated, wall_time_s,
-                      sched.label, schedule_for(sched, best.params).label if best else None)
+                      sched.label, schedule_for(sched, best.params).label if best else None,
+                      trials_used=len(used), trials_in_storage=sum(map(is_evaluated, all_trials)),
+                      not_used=not_used)
