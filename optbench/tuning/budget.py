@@ -2,10 +2,13 @@
 the same trials and their number is exactly the budget.
 
 A budget of N trials is N **slots** 0..N-1. A trial's slot is its user attribute ``slot`` when it was
-created with one (a re-issued slot, enqueued with the attribute, so the storage writes both at once), else
-its storage-assigned trial number: numbers are unique and handed out atomically by every Optuna storage
-(PostgreSQL and MySQL lock the study row, SQLite serialises writers, a journal orders its log), so two
-processes never take the same fresh slot.
+created with one (a re-issued slot, enqueued with the attribute, so the storage writes both at once);
+else (a fresh trial) its storage-assigned trial number minus the number of lower-numbered trials created
+with a slot. Numbers are unique, dense and handed out atomically by every Optuna storage (PostgreSQL and
+MySQL lock the study row, SQLite serialises writers, a journal orders its log), and every lower-numbered
+trial exists, with the attributes it was created with, before a trial is created: so every process computes
+the same slot for a trial, and two processes never take the same fresh slot. ``slot`` is only ever written
+when a trial is created (never set later), or the slots of higher-numbered trials would move.
 
 - A trial is **closed** when it was told FAIL without a run status (``over_budget``, ``duplicate`` or
   ``abandoned`` in its user attribute ``released``, or ``over_budget`` from older versions): it was never
@@ -48,8 +51,30 @@ LEASE_EXPIRY_S = 120.0  # a lease not renewed for this long is a dead process's 
 POLL_S = 0.5  # wait between reads of a study whose last slots other processes are evaluating
 
 
-def slot_of(trial) -> int:
-    return int(trial.user_attrs.get(SLOT, trial.number))
+def slot_map(trials) -> dict[int, int]:
+    """trial number → slot, for every trial of a study (see the module docstring)."""
+    out, reissued = {}, 0
+    for t in sorted(trials, key=lambda t: t.number):
+        if SLOT in t.user_attrs:
+            out[t.number] = int(t.user_attrs[SLOT])
+            reissued += 1
+        else:
+            out[t.number] = t.number - reissued
+    return out
+
+
+def next_fresh_slot(trials) -> int:
+    """The slot the next fresh trial of a study takes (numbers are dense: 0..len-1)."""
+    return len(trials) - sum(SLOT in t.user_attrs for t in trials)
+
+
+def trial_slot(study, trial) -> int:
+    """The slot of one trial of ``study`` (for samplers: reads the study's cached trials when it has no
+    ``slot`` attribute)."""
+    if SLOT in trial.user_attrs:
+        return int(trial.user_attrs[SLOT])
+    below = study._get_trials(deepcopy=False, use_cache=True)
+    return trial.number - sum(SLOT in t.user_attrs for t in below if t.number < trial.number)
 
 
 def is_closed(trial) -> bool:
@@ -70,8 +95,9 @@ def is_evaluated(trial) -> bool:
 def holders(trials, budget: int) -> dict:
     """slot → the lowest-numbered trial with that slot that is not closed, for slots 0..budget-1."""
     out: dict = {}
+    slots = slot_map(trials)
     for t in sorted(trials, key=lambda t: t.number):
-        s = slot_of(t)
+        s = slots[t.number]
         if s < budget and s not in out and not is_closed(t):
             out[s] = t
     return out
@@ -83,12 +109,17 @@ def used_trials(trials, budget: int) -> list:
     return [held[s] for s in sorted(held) if is_evaluated(held[s])]
 
 
-def with_slot(trial):
-    """A copy of a finished trial carrying its slot explicitly (its number changes when it is copied)."""
+def used_copies(trials, budget: int) -> list:
+    """Copies of :func:`used_trials` carrying their slots explicitly, for a study they are added to (where
+    their numbers change)."""
     import copy
 
-    out = copy.copy(trial)
-    out.user_attrs = {**trial.user_attrs, SLOT: slot_of(trial)}
+    slots = slot_map(trials)
+    out = []
+    for t in used_trials(trials, budget):
+        c = copy.copy(t)
+        c.user_attrs = {**t.user_attrs, SLOT: slots[t.number]}
+        out.append(c)
     return out
 
 

@@ -100,7 +100,7 @@ def _slot_random_class():
     from optuna.samplers import RandomSampler
     from optuna.samplers._lazy_random_state import LazyRandomState
 
-    from optbench.tuning.budget import slot_of
+    from optbench.tuning.budget import trial_slot
 
     class SlotRandomSampler(RandomSampler):
         """``RandomSampler`` reseeded per (slot, parameter) from :func:`slot_seed`."""
@@ -111,8 +111,8 @@ def _slot_random_class():
 
         def sample_independent(self, study, trial, param_name, param_distribution):
             if param_name in self.grid:
-                return self.grid[param_name][slot_of(trial)]
-            self._rng = LazyRandomState(slot_seed(self.base_seed, slot_of(trial), param_name))
+                return self.grid[param_name][trial_slot(study, trial)]
+            self._rng = LazyRandomState(slot_seed(self.base_seed, trial_slot(study, trial), param_name))
             return super().sample_independent(study, trial, param_name, param_distribution)
 
     return SlotRandomSampler
@@ -178,9 +178,10 @@ def _batch_tpe_class():
             if self.slot_seeded:
                 from optuna.samplers._lazy_random_state import LazyRandomState
 
-                from optbench.tuning.budget import slot_of
+                from optbench.tuning.budget import trial_slot
 
-                self._random_sampler._rng = LazyRandomState(slot_seed(self.base_seed, slot_of(trial), param_name))
+                slot = trial_slot(study, trial)
+                self._random_sampler._rng = LazyRandomState(slot_seed(self.base_seed, slot, param_name))
             return super().sample_independent(study, trial, param_name, param_distribution)
 
         def start_round(self, k: int) -> None:
@@ -202,9 +203,9 @@ def _batch_tpe_class():
                 if self.slot_seeded:
                     from optuna.samplers._lazy_random_state import LazyRandomState
 
-                    from optbench.tuning.budget import slot_of
+                    from optbench.tuning.budget import trial_slot
 
-                    self._rng = LazyRandomState(slot_seed(self.base_seed, slot_of(trial), "round"))
+                    self._rng = LazyRandomState(slot_seed(self.base_seed, trial_slot(study, trial), "round"))
                 self._queue = self._sample_round(study, finished, bad, search_space, self.round_size)
             return self._queue.pop(0)
 

@@ -14,10 +14,16 @@ the trial's run (a batch advances as one computation, so stopping one member sav
 here filters the record, it does not save compute. Runs that diverge (or escape an unbounded problem) are told as
 failed, with their status in the trial's user attributes: they are part of the budget, not crashes.
 
-Budget across processes: before each round the study's trials are counted (every state, every process)
-and only the remainder is asked for. Two processes can still ask at the same moment; a trial whose
-number is past the budget is closed at once as failed with the user attribute ``over_budget`` and never
-evaluated, so the trials evaluated over all processes number exactly the budget.
+Budget across processes (:mod:`optbench.tuning.budget`): the budget is ``budget`` slots claimed in the
+storage. In a shared storage each round asks fresh trials, whose storage-assigned numbers are their slots,
+plus re-issued slots (a crashed process's abandoned trials); a trial that, read back, is not the holder of
+a slot below the budget is closed at once as failed with the user attribute ``released`` (``over_budget``
+or ``duplicate``) and never evaluated, so the trials evaluated over all processes number exactly the
+budget. A process whose last slots other processes are still evaluating waits for them (or for their
+lease to expire), so its verdict reads the finished study. The samplers draw from each trial's slot,
+not from a per-process stream (:meth:`Protocol.sampler`). A study is read from its first ``budget``
+trials by slot (:func:`summarize`, and the in-memory copy the default storage works on), however many
+more its storage holds.
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ from optbench.tuning.budget import (
     holders,
     is_closed,
     is_evaluated,
-    slot_of,
+    next_fresh_slot,
+    slot_map,
+    used_copies,
     used_trials,
-    with_slot,
 )
 from optbench.tuning.protocols import Protocol
 from optbench.tuning.spaces import (
@@ -267,9 +274,10 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     Where the trials live:
 
     - ``storage`` given (a shared URL or journal path): the study is asked and told in that storage,
-      so any number of processes can work on it (see the module docstring for the budget race).
-    - else, by default: the live study is an Optuna ``InMemoryStorage`` copy of the study of record
-      (``OUT/tuning.journal``); each round's finished trials are appended to the journal in one write.
+      so any number of processes can work on it (see the module docstring and :mod:`optbench.tuning.budget`).
+    - else, by default: the live study is an Optuna ``InMemoryStorage`` copy of the used trials (the first
+      ``budget`` by slot) of the study of record (``OUT/tuning.journal``); each round's finished trials are
+      appended to the journal in one write.
       A process killed mid-round loses that round only, and a re-run resumes from the journal.
     - ``persist`` given (a callable taking a round's finished ``FrozenTrial`` s): as by default, but the
       live study starts from ``existing`` trials and each round goes to ``persist`` instead of a file
@@ -312,6 +320,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
             else optuna.pruners.NopPruner())
 
     shared = storage is not None and persist is None
+    record = None
     if shared:
         store, flush = open_storage(storage, out_dir)
         study = new_study(store)
@@ -326,7 +335,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                 write_round()
         study = new_study(optuna.storages.InMemoryStorage())
         # only the trials the budget uses: the sampler never sees trials past it (a larger --trials before)
-        study.add_trials([with_slot(t) for t in used_trials(existing or [], budget)])
+        study.add_trials(used_copies(existing or [], budget))
         flush = lambda: None  # noqa: E731
     lease = Lease(study) if shared else None
     evaluated = 0
@@ -349,17 +358,18 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                 sampler.start_round(k)
             # slots whose number is taken (a closed trial's) are re-issued; in a shared storage the others
             # are fresh trials, whose storage-assigned numbers are their slots
-            reissue = [s for s in free if not shared or s < len(trials)]
+            reissue = [s for s in free if not shared or s < next_fresh_slot(trials)]
             for s in reissue[:max(0, k - len(waiting))]:
                 study.enqueue_trial({}, user_attrs={SLOT: s})
             asked = [_ask(study, shared) for _ in range(k)]
             if lease is not None:
                 for trial in asked:
                     trial.set_user_attr(OWNER, lease.token)
-            held = holders(study.get_trials(deepcopy=False), budget)
+            round_trials = study.get_trials(deepcopy=False)
+            held, slots = holders(round_trials, budget), slot_map(round_trials)
             live = []
             for trial in asked:
-                slot = slot_of(trial)
+                slot = slots[trial.number]
                 if slot in held and held[slot].number == trial.number:
                     live.append(trial)
                 else:  # another process took the slot first, or it is past the budget: never evaluated
@@ -392,7 +402,8 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     finally:
         if lease is not None:
             lease.stop()
-    return summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budget, space, name,
+    # the study of record holds every trial (the live in-memory copy only the used ones)
+    return summarize((record or study).get_trials(deepcopy=False), problem, optimizer, protocol, budget, space, name,
                      evaluated, time.perf_counter() - t0, sched)
 
 
