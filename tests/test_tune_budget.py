@@ -149,6 +149,14 @@ def test_tune_cli_states_the_trials_it_used_from_a_larger_study(tmp_path):
     assert "first N trials" in record["trials_rule"]
     text = " ".join(r.stdout.split())
     assert "10 trials each" in text and "the first 10 of 30 in the study" in text
+    import pandas as pd
+
+    from optbench.report import build_report
+
+    build_report([out], tmp_path / "report", formats=("png",), figures=("curves",))
+    (row,) = pd.read_csv(tmp_path / "report" / "tables" / "tuning.csv").to_dict("records")
+    assert (row["budget"], row["trials_used"], row["trials_in_study"]) == (10, 10, 30)
+    assert row["complete"] + row["failed"] == 10
 
 
 def test_a_larger_budget_reissues_the_slots_of_trials_closed_over_budget(tmp_path):
@@ -198,6 +206,33 @@ def test_trials_of_a_killed_process_are_reissued_on_resume(tmp_path, monkeypatch
     assert sorted(t.number for t in abandoned) == sorted(t.number for t in running)
     assert res.trials_used == 12 and res.evaluated_here == 12 and res.not_used == {"abandoned": 3}
     assert {t.params["lr"] for t in running} <= {t.params["lr"] for t in _evaluated(trials)}
+
+
+def test_an_interrupted_round_hands_its_slots_back_at_once(tmp_path, monkeypatch):
+    """Ctrl-C (or an error) in the middle of a round in a shared storage closes that round's trials as
+    abandoned on the way out, so the next process re-issues them without waiting for a lease to expire."""
+    import optbench.tuning.study as study_module
+
+    storage = str(tmp_path / "s.journal")
+    kwargs = dict(protocol=get_protocol("random"), trials=9, dims=parse_space(""), steps=20, storage=storage,
+                  out_dir=tmp_path, batch=3)
+    real, calls = study_module._evaluate, []
+
+    def interrupted_second_round(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(study_module, "_evaluate", interrupted_second_round)
+    with pytest.raises(KeyboardInterrupt):
+        tune_one(get_problem("rosenbrock"), get_optimizer("adam"), **kwargs)
+    trials = _storage_trials(storage)
+    assert [t.user_attrs.get("released") for t in trials] == [None] * 3 + ["abandoned"] * 3
+    monkeypatch.setattr(study_module, "_evaluate", real)
+    res = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), **kwargs)
+    assert res.evaluated_here == 6 and res.trials_used == 9 and res.not_used == {"abandoned": 3}
+    assert len(_evaluated(_storage_trials(storage))) == 9
 
 
 def test_a_live_process_keeps_its_trials(tmp_path):

@@ -41,6 +41,7 @@ from optbench.tuning.budget import (
     RELEASED,
     SLOT,
     Lease,
+    close,
     holders,
     is_closed,
     is_evaluated,
@@ -338,7 +339,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
         study.add_trials(used_copies(existing or [], budget))
         flush = lambda: None  # noqa: E731
     lease = Lease(study) if shared else None
-    evaluated = 0
+    evaluated, in_flight = 0, []
     try:
         while True:
             trials = study.get_trials(deepcopy=False)
@@ -361,7 +362,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
             reissue = [s for s in free if not shared or s < next_fresh_slot(trials)]
             for s in reissue[:max(0, k - len(waiting))]:
                 study.enqueue_trial({}, user_attrs={SLOT: s})
-            asked = [_ask(study, shared) for _ in range(k)]
+            asked = in_flight = [_ask(study, shared) for _ in range(k)]
             if lease is not None:
                 for trial in asked:
                     trial.set_user_attr(OWNER, lease.token)
@@ -397,8 +398,17 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
             else:
                 numbers = {t.number for t in live}
                 persist([t for t in study.get_trials(deepcopy=False) if t.number in numbers])
+            in_flight = []  # told: nothing of this round is in flight any more
             if progress is not None:
                 progress(told, failed)
+    except BaseException:
+        if lease is not None:  # Ctrl-C or an error mid-round: hand the round's slots back at once
+            for trial in in_flight:  # (close skips those already told)
+                try:
+                    close(study, trial._trial_id, "abandoned")
+                except Exception:  # noqa: BLE001 - the storage is unreachable: the lease expires instead
+                    break
+        raise
     finally:
         if lease is not None:
             lease.stop()
