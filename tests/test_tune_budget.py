@@ -80,8 +80,8 @@ def _evaluated(trials):
             or (t.state.name == "FAIL" and "status" in t.user_attrs)]
 
 
-@pytest.mark.parametrize("kind,protocol,budget,batch", [("journal", "tpe", 16, 2), ("sqlite", "tpe", 16, 2),
-                                                        ("sqlite", "grid", 36, 9)])
+@pytest.mark.parametrize("kind,protocol,budget,batch", [("journal", "tpe", 12, 3), ("sqlite", "tpe", 12, 3),
+                                                        ("sqlite", "grid", 36, 12)])
 def test_processes_sharing_a_study_draw_distinct_trials_and_spend_exactly_the_budget(tmp_path, kind, protocol,
                                                                                      budget, batch):
     """Two processes racing on one study (the tpe protocol's 10 random start-up trials were drawn twice)."""
