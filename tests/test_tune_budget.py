@@ -235,6 +235,36 @@ def test_an_interrupted_round_hands_its_slots_back_at_once(tmp_path, monkeypatch
     assert len(_evaluated(_storage_trials(storage))) == 9
 
 
+def test_results_of_trials_abandoned_while_running_are_dropped_not_counted(tmp_path, monkeypatch):
+    """A process that stalled past its lease finds its round abandoned by another when it tells the
+    results: it drops them, and the re-issued slots are evaluated once, so the budget stays exact."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    import optbench.tuning.study as study_module
+    from optbench.tuning.budget import close
+
+    storage = str(tmp_path / "s.journal")
+    real, calls = study_module._evaluate, []
+
+    def another_process_abandons_the_first_round(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            store = JournalStorage(JournalFileBackend(storage))
+            other = optuna.load_study(study_name=optuna.get_all_study_summaries(store)[0].study_name, storage=store)
+            for t in other.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                assert close(other, t._trial_id, "abandoned")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(study_module, "_evaluate", another_process_abandons_the_first_round)
+    res = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=get_protocol("random"), trials=6,
+                   dims=parse_space(""), steps=20, storage=storage, out_dir=tmp_path, batch=3)
+    trials = _storage_trials(storage)
+    assert len(_evaluated(trials)) == 6 and res.evaluated_here == 6 and res.trials_used == 6
+    assert res.not_used == {"abandoned": 3} and len(trials) == 9
+
+
 def test_a_live_process_keeps_its_trials(tmp_path):
     """A RUNNING trial whose owner renews its lease is never taken from it."""
     import optuna

@@ -390,8 +390,10 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                 try:
                     failed += _tell(study, trial, k, steps_rec, losses, finals, statuses, pruner)
                     told += 1
-                except (UpdateFinishedTrialError, ValueError):  # abandoned meanwhile: its slot is re-issued
-                    continue
+                except (UpdateFinishedTrialError, ValueError):
+                    if not is_closed(study._storage.get_trial(trial._trial_id)):
+                        raise
+                    continue  # abandoned meanwhile (this process stalled past its lease): its slot is re-issued
             evaluated += told
             if shared:
                 flush()
