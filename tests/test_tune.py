@@ -121,10 +121,15 @@ def test_two_processes_share_one_postgres_study(tmp_path, postgres):
 
     (summary,) = optuna.study.get_all_study_summaries(storage=postgres.replace("postgresql://", "postgresql+psycopg2://"))
     trials = optuna.load_study(study_name=summary.study_name, storage=postgres.replace("postgresql://", "postgresql+psycopg2://")).get_trials(deepcopy=False)
-    evaluated = [t for t in trials if not t.user_attrs.get("over_budget")]
+    evaluated = [t for t in trials if "released" not in t.user_attrs]  # closed trials: over budget, never run
     assert len(evaluated) == budget, (len(trials), time.time() - t0)
     assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)  # nothing left running or waiting
     assert len({t.number for t in trials}) == len(trials)
+    assert len({t.params["lr"] for t in evaluated}) == budget  # the two processes drew distinct trials
+    for i in range(2):  # each verdict is read from the whole budget, once both processes are done
+        (record,) = json.loads((tmp_path / f"p{i}" / "manifest.json").read_text())["tuning"]
+        assert record["studies"][0]["trials_used"] == budget
+        assert sum(record["studies"][0]["trials"].values()) == budget
 
 
 def test_batch_tpe_fits_once_per_round_and_draws_distinct_trials(tmp_path, monkeypatch):

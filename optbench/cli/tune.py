@@ -125,8 +125,7 @@ def tune(
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
     budget = max(budgets)
-    budget_text = f"{budget} trials each" if len(set(budgets)) == 1 else "unequal budgets " + ", ".join(
-        f"{o.label} {b}" for o, b in zip(optimizers, budgets)) + " (not an equal-budget comparison)"
+    budget_text = _budget_text(budgets, [o.label for o in optimizers])
     options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, clip_norm=clip_norm,
                    clip_value=clip_value, label_smoothing=label_smoothing, schedule=sched)
     t0 = time.perf_counter()
@@ -156,6 +155,7 @@ def tune(
     finally:
         progress.close()
     tune_s = time.perf_counter() - t0
+    used_text = _used_text(results, pair_budgets, budget_text)
 
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     outcomes = []
@@ -175,10 +175,11 @@ def tune(
         "steps": steps, "clip_norm": clip_norm, "clip_value": clip_value, "label_smoothing": label_smoothing,
         "schedule": sched, "batch": batch, "workers": workers,
         "rerun_seeds": seed_list, "storage": storage or str(out_dir / "tuning.journal"),
+        "trials_rule": TRIALS_RULE,
         "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]})
     write_manifest(out_dir, manifest)
     if not quiet:
-        _print(results, out_dir, proto, budget_text, seed_list, tune_s, time.perf_counter() - t0,
+        _print(results, out_dir, proto, used_text, seed_list, tune_s, time.perf_counter() - t0,
                rerun=bool(outcomes))
     if report and outcomes:
         from optbench.report import build_report
@@ -187,6 +188,27 @@ def tune(
                              figures=split_list(report_figures))
         if not quiet:
             console.print(f"report → {index}")
+
+
+TRIALS_RULE = ("a study's results are read from its first N trials by budget slot (trial number), N = its "
+               "budget; trials beyond them in the storage are not used")
+
+
+def _budget_text(budgets: list[int], labels: list[str]) -> str:
+    """'50 trials each', or the budget of each optimizer when they differ."""
+    if len(set(budgets)) == 1:
+        return f"{budgets[0]} trials each"
+    return ("unequal budgets " + ", ".join(f"{o} {b}" for o, b in zip(labels, budgets))
+            + " (not an equal-budget comparison)")
+
+
+def _used_text(results, budgets: list[int], budget_text: str) -> str:
+    """The budget text when every study's verdict is read from exactly its budget of trials, else the real
+    number of trials behind each verdict (a study some process is still filling, every trial abandoned)."""
+    if all(r.trials_used == b for r, b in zip(results, budgets)):
+        return budget_text
+    return "trials used " + ", ".join(f"{r.optimizer} on {r.problem} {r.trials_used} of {b}"
+                                      for r, b in zip(results, budgets))
 
 
 def _import_report_libraries() -> None:
@@ -305,7 +327,9 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
         best = ", ".join(f"{k}={fmt_float(v)}" for k, v in (r.best_params or {}).items()
                          if not k.startswith(SCHEDULE_PREFIX))
         best = best or ("all trials failed" if r.best_params is None else "—")
-        states = ", ".join(f"{k} {v}" for k, v in sorted(r.states.items()))
+        states = ", ".join(f"{k} {v}" for k, v in sorted(r.states.items())) or "none"
+        if r.trials_in_storage > r.trials_used:
+            states += f" (the first {r.trials_used} of {r.trials_in_storage} in the study)"
         table.add_row(r.problem, r.optimizer, "; ".join(r.dims), best,
                       *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states)
     console.print(table)

@@ -98,10 +98,13 @@ class Builder:
             for record in read_manifest(d).get("tuning", []):
                 for study in record.get("studies", []):
                     trials = study.get("trials", {})
+                    # manifests before trials_used counted every trial of the study in "trials"
+                    used = study.get("trials_used", sum(trials.values()))
                     rows.append({
                         "problem": study.get("problem"), "optimizer": study.get("optimizer"),
                         "protocol": study.get("protocol", record.get("protocol")),
                         "budget": study.get("budget", record.get("budget")),
+                        "trials_used": used, "trials_in_study": study.get("trials_in_storage", used),
                         "complete": trials.get("complete", 0),
                         "failed": trials.get("fail", 0) + trials.get("pruned", 0),
                         "space": ", ".join(study.get("space", [])),
@@ -121,8 +124,9 @@ class Builder:
                 for r in table.itertuples(index=False, name=None)]
         protocols = ", ".join(sorted(table["protocol"].astype(str).unique()))
         note = (f"Every optimizer was tuned with the same protocol ({protocols}) and trial budget on each problem; "
-                "failed trials (diverged) count against the budget. The comparison at the top re-runs each best "
-                "configuration over fresh seeds.")
+                "failed trials (diverged) count against the budget. Each verdict is read from the study's first "
+                "trials_used trials (its budget; trials_in_study counts the evaluated trials its storage holds). "
+                "The comparison at the top re-runs each best configuration over fresh seeds.")
         return [Section("Tuning protocol and budget", tables=[("tuning studies", csv, md_table(head, body))],
                         note=note)]
 

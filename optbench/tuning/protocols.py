@@ -41,18 +41,19 @@ class Protocol:
         return trials if trials is not None else self.default_trials
 
     def sampler(self, seed: int, dims):
-        import optuna
-
+        """The protocol's sampler; its draws are a function of ``seed`` and each trial's budget slot (see
+        :mod:`optbench.tuning.budget`), not of the process, so processes sharing a study draw distinct
+        trials and a slot re-issued after a crash gets the same random point again."""
         if self.lr_grid is not None:
             if [d.name for d in dims] != ["lr"]:
                 raise SpecError(f"Protocol {self.name!r} searches the learning rate only; drop --space "
                                 f"(got {', '.join(d.name for d in dims) or 'no learning rate'}).")
-            # the grid points are enqueued into the study (see study.tune_one); GridSampler's own
-            # study.stop() at exhaustion is not allowed under ask/tell
-            return optuna.samplers.RandomSampler(seed=seed)
+            # slot s evaluates grid point s; GridSampler's own study.stop() at exhaustion is not allowed
+            # under ask/tell, and its choice of point depends on what this process has seen
+            return slot_random_sampler(seed, grid={"lr": self.lr_grid})
         if self.name.startswith("random"):
-            return optuna.samplers.RandomSampler(seed=seed)
-        return batch_tpe_sampler(seed)
+            return slot_random_sampler(seed)
+        return batch_tpe_sampler(seed, slot_seeded=True)
 
     def pruner(self):
         import optuna
@@ -78,9 +79,49 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-def batch_tpe_sampler(seed: int, n_startup_trials: int = 10):
-    """A ``BatchTPESampler`` (the class is defined on first use: optuna is imported lazily)."""
-    return _batch_tpe_class()(seed=seed, n_startup_trials=n_startup_trials)
+def slot_seed(seed: int, slot: int, name: str = "") -> int:
+    """The seed of one trial's draws: a function of the sampler seed, the trial's budget slot and the
+    parameter's name only (numpy's SeedSequence mixes them into independent streams)."""
+    import zlib
+
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, slot, zlib.crc32(name.encode())]).generate_state(1)[0])
+
+
+def slot_random_sampler(seed: int, grid: dict[str, tuple[float, ...]] | None = None):
+    """Uniform random search (log-uniform on log dimensions) whose draw for a trial depends on ``seed`` and
+    the trial's slot only; ``grid``: parameters whose value in slot s is ``grid[name][s]``."""
+    return _slot_random_class()(seed=seed, grid=grid or {})
+
+
+@functools.cache
+def _slot_random_class():
+    from optuna.samplers import RandomSampler
+    from optuna.samplers._lazy_random_state import LazyRandomState
+
+    from optbench.tuning.budget import trial_slot
+
+    class SlotRandomSampler(RandomSampler):
+        """``RandomSampler`` reseeded per (slot, parameter) from :func:`slot_seed`."""
+
+        def __init__(self, seed: int, grid: dict[str, tuple[float, ...]]):
+            super().__init__(seed=seed)
+            self.base_seed, self.grid = seed, grid
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            if param_name in self.grid:
+                return self.grid[param_name][trial_slot(study, trial)]
+            self._rng = LazyRandomState(slot_seed(self.base_seed, trial_slot(study, trial), param_name))
+            return super().sample_independent(study, trial, param_name, param_distribution)
+
+    return SlotRandomSampler
+
+
+def batch_tpe_sampler(seed: int, n_startup_trials: int = 10, slot_seeded: bool = False):
+    """A ``BatchTPESampler`` (the class is defined on first use: optuna is imported lazily). ``slot_seeded``:
+    draw from the trial's budget slot (see :meth:`Protocol.sampler`) instead of one stream per process."""
+    return _batch_tpe_class()(seed=seed, n_startup_trials=n_startup_trials, slot_seeded=slot_seeded)
 
 
 LOCAL_SHARE = 0.5  # share of each round (after the startup round) drawn around the best trials
@@ -121,12 +162,27 @@ def _batch_tpe_class():
         ``start_round(k)`` announces the size of the next round; with ``k = 1`` this is exactly
         Optuna's TPE (same draws as ``TPESampler(seed=...)`` on the same objective, diverged trials
         counted as infinite losses).
+
+        ``slot_seeded`` (what ``optbench tune`` uses): a random startup trial's point is drawn from
+        :func:`slot_seed` of its budget slot, and each round's draws from the slot of the round's first
+        trial, so processes sharing a study never repeat each other's points.
         """
 
-        def __init__(self, seed: int, n_startup_trials: int = 10):
+        def __init__(self, seed: int, n_startup_trials: int = 10, slot_seeded: bool = False):
             super().__init__(seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
             self.round_size = 1
             self._queue: list[dict] = []
+            self.base_seed, self.slot_seeded = seed, slot_seeded
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            if self.slot_seeded:
+                from optuna.samplers._lazy_random_state import LazyRandomState
+
+                from optbench.tuning.budget import trial_slot
+
+                slot = trial_slot(study, trial)
+                self._random_sampler._rng = LazyRandomState(slot_seed(self.base_seed, slot, param_name))
+            return super().sample_independent(study, trial, param_name, param_distribution)
 
         def start_round(self, k: int) -> None:
             self.round_size, self._queue = max(1, k), []
@@ -144,6 +200,12 @@ def _batch_tpe_class():
             if len(finished) + len(bad) < self._n_startup_trials:
                 return {}
             if not self._queue:
+                if self.slot_seeded:
+                    from optuna.samplers._lazy_random_state import LazyRandomState
+
+                    from optbench.tuning.budget import trial_slot
+
+                    self._rng = LazyRandomState(slot_seed(self.base_seed, trial_slot(study, trial), "round"))
                 self._queue = self._sample_round(study, finished, bad, search_space, self.round_size)
             return self._queue.pop(0)
 

@@ -14,10 +14,16 @@ the trial's run (a batch advances as one computation, so stopping one member sav
 here filters the record, it does not save compute. Runs that diverge (or escape an unbounded problem) are told as
 failed, with their status in the trial's user attributes: they are part of the budget, not crashes.
 
-Budget across processes: before each round the study's trials are counted (every state, every process)
-and only the remainder is asked for. Two processes can still ask at the same moment; a trial whose
-number is past the budget is closed at once as failed with the user attribute ``over_budget`` and never
-evaluated, so the trials evaluated over all processes number exactly the budget.
+Budget across processes (:mod:`optbench.tuning.budget`): the budget is ``budget`` slots claimed in the
+storage. In a shared storage each round asks fresh trials, whose storage-assigned numbers are their slots,
+plus re-issued slots (a crashed process's abandoned trials); a trial that, read back, is not the holder of
+a slot below the budget is closed at once as failed with the user attribute ``released`` (``over_budget``
+or ``duplicate``) and never evaluated, so the trials evaluated over all processes number exactly the
+budget. A process whose last slots other processes are still evaluating waits for them (or for their
+lease to expire), so its verdict reads the finished study. The samplers draw from each trial's slot,
+not from a per-process stream (:meth:`Protocol.sampler`). A study is read from its first ``budget``
+trials by slot (:func:`summarize`, and the in-memory copy the default storage works on), however many
+more its storage holds.
 """
 
 from __future__ import annotations
@@ -29,6 +35,21 @@ from pathlib import Path
 from typing import Any
 
 from optbench.errors import UsageError
+from optbench.tuning.budget import (
+    OWNER,
+    POLL_S,
+    RELEASED,
+    SLOT,
+    Lease,
+    close,
+    holders,
+    is_closed,
+    is_evaluated,
+    next_fresh_slot,
+    slot_map,
+    used_copies,
+    used_trials,
+)
 from optbench.tuning.protocols import Protocol
 from optbench.tuning.spaces import (
     SCHEDULE_PREFIX,
@@ -57,17 +78,22 @@ class TuneResult:
     best_params: dict[str, float] | None
     best_value: float | None
     best_config: Any  # OptimizerConfig with the best values applied (None if every trial failed)
-    states: dict[str, int] = field(default_factory=dict)  # trials per state over the whole study
+    states: dict[str, int] = field(default_factory=dict)  # used trials per state (complete, fail, pruned)
     evaluated_here: int = 0  # trials this process evaluated
     wall_time_s: float = 0.0
     schedule: str = "constant"  # label of the schedule every trial followed (before searched values)
     best_schedule: str | None = None  # label of the best trial's schedule, searched values set
+    trials_used: int = 0  # evaluated trials the result is read from: the first `budget` by slot
+    trials_in_storage: int = 0  # evaluated trials the study holds (more than used after a larger --trials)
+    not_used: dict[str, int] = field(default_factory=dict)  # the study's other trials, by why they are not used
 
     def record(self) -> dict[str, Any]:
         """What the results manifest keeps about this study."""
         return {"problem": self.problem, "optimizer": self.optimizer, "study": self.study_name,
                 "protocol": self.protocol, "budget": self.budget, "space": self.dims,
                 "best_params": self.best_params, "best_value": self.best_value, "trials": self.states,
+                "trials_used": self.trials_used, "trials_in_storage": self.trials_in_storage,
+                "trials_not_used": self.not_used, "trials_evaluated_here": self.evaluated_here,
                 "best_label": self.best_config.label if self.best_config is not None else None,
                 "schedule": self.schedule, "best_schedule": self.best_schedule}
 
@@ -251,9 +277,10 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     Where the trials live:
 
     - ``storage`` given (a shared URL or journal path): the study is asked and told in that storage,
-      so any number of processes can work on it (see the module docstring for the budget race).
-    - else, by default: the live study is an Optuna ``InMemoryStorage`` copy of the study of record
-      (``OUT/tuning.journal``); each round's finished trials are appended to the journal in one write.
+      so any number of processes can work on it (see the module docstring and :mod:`optbench.tuning.budget`).
+    - else, by default: the live study is an Optuna ``InMemoryStorage`` copy of the used trials (the first
+      ``budget`` by slot) of the study of record (``OUT/tuning.journal``); each round's finished trials are
+      appended to the journal in one write.
       A process killed mid-round loses that round only, and a re-run resumes from the journal.
     - ``persist`` given (a callable taking a round's finished ``FrozenTrial`` s): as by default, but the
       live study starts from ``existing`` trials and each round goes to ``persist`` instead of a file
@@ -264,6 +291,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     would cost time quadratic in the number of studies.
     """
     import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     from optbench.engines.capabilities import choose_engine
@@ -296,6 +324,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
             else optuna.pruners.NopPruner())
 
     shared = storage is not None and persist is None
+    record = None
     if shared:
         store, flush = open_storage(storage, out_dir)
         study = new_study(store)
@@ -309,84 +338,151 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                 record.add_trials(finished)
                 write_round()
         study = new_study(optuna.storages.InMemoryStorage())
-        study.add_trials(existing or [])
+        # only the trials the budget uses: the sampler never sees trials past it (a larger --trials before)
+        study.add_trials(used_copies(existing or [], budget))
         flush = lambda: None  # noqa: E731
-    if protocol.lr_grid is not None and not study.get_trials(deepcopy=False):
-        for lr in protocol.lr_grid:
-            study.enqueue_trial({"lr": lr})
-    evaluated = 0
-    while True:
-        remaining = budget - len([t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING])
-        if remaining <= 0:
-            break
-        k = min(batch if batched else 1, remaining)
-        if hasattr(sampler, "start_round"):
-            k = max(1, sampler.next_round_size(study, k))
-            sampler.start_round(k)
-        asked = [study.ask() for _ in range(k)]
-        live = []
-        for trial in asked:
-            if shared and trial.number >= budget:  # another process took the last places first
-                trial.set_user_attr("over_budget", True)
-                study.tell(trial, state=TrialState.FAIL)
-            else:
-                live.append(trial)
-        if not live:
-            flush()
-            break
-        values = [{d.name: suggest(t, d) for d in space} for t in live]
-        configs = [apply(optimizer, v) for v in values]
-        schedules = None if sched.is_constant else [schedule_for(sched, v).label for v in values]
-        steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
-                                                       device=device, clip_norm=clip_norm, schedules=schedules,
-                                                       clip_value=clip_value, label_smoothing=label_smoothing)
-        failed = 0
-        for k, trial in enumerate(live):
-            if statuses[k] != "done" or not math.isfinite(float(finals[k])):
-                trial.set_user_attr("status", statuses[k])
-                study.tell(trial, state=TrialState.FAIL)
-                failed += 1
+    lease = Lease(study) if shared else None
+    evaluated, in_flight = 0, []
+    try:
+        while True:
+            trials = study.get_trials(deepcopy=False)
+            if lease is not None and lease.abandon_stale(trials):
+                trials = study.get_trials(deepcopy=False)
+            held = holders(trials, budget)
+            waiting = [s for s, t in held.items() if t.state == TrialState.WAITING]
+            free = [s for s in range(budget) if s not in held]
+            if not free and not waiting:
+                if any(t.state == TrialState.RUNNING for t in held.values()):
+                    time.sleep(POLL_S)  # other processes' last trials: the study is finished when they are
+                    continue
+                break
+            k = min(batch if batched else 1, len(free) + len(waiting))
+            if hasattr(sampler, "start_round"):
+                k = max(1, sampler.next_round_size(study, k))
+                sampler.start_round(k)
+            # slots whose number is taken (a closed trial's) are re-issued; in a shared storage the others
+            # are fresh trials, whose storage-assigned numbers are their slots
+            reissue = [s for s in free if not shared or s < next_fresh_slot(trials)]
+            for s in reissue[:max(0, k - len(waiting))]:
+                study.enqueue_trial({}, user_attrs={SLOT: s})
+            asked = in_flight = [_ask(study, shared) for _ in range(k)]
+            if lease is not None:
+                for trial in asked:
+                    trial.set_user_attr(OWNER, lease.token)
+            round_trials = study.get_trials(deepcopy=False)
+            held, slots = holders(round_trials, budget), slot_map(round_trials)
+            live = []
+            for trial in asked:
+                slot = slots[trial.number]
+                if slot in held and held[slot].number == trial.number:
+                    live.append(trial)
+                else:  # another process took the slot first, or it is past the budget: never evaluated
+                    trial.set_user_attr(RELEASED, "over_budget" if slot >= budget else "duplicate")
+                    study.tell(trial, state=TrialState.FAIL)
+            if not live:
+                flush()
                 continue
-            pruned = False
-            for r, step in enumerate(steps_rec[:-1] if pruner != "none" else ()):
-                value = float(losses[r, k])
-                if math.isfinite(value):
-                    trial.report(value, int(step))
-                    if trial.should_prune():
-                        pruned = True
-                        break
-            if pruned:
-                study.tell(trial, state=TrialState.PRUNED)
+            values = [{d.name: suggest(t, d) for d in space} for t in live]
+            configs = [apply(optimizer, v) for v in values]
+            schedules = None if sched.is_constant else [schedule_for(sched, v).label for v in values]
+            steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
+                                                           device=device, clip_norm=clip_norm, schedules=schedules,
+                                                           clip_value=clip_value, label_smoothing=label_smoothing)
+            failed = told = 0
+            for k, trial in enumerate(live):
+                try:
+                    failed += _tell(study, trial, k, steps_rec, losses, finals, statuses, pruner)
+                    told += 1
+                except (UpdateFinishedTrialError, ValueError):
+                    if not is_closed(study._storage.get_trial(trial._trial_id)):
+                        raise
+                    continue  # abandoned meanwhile (this process stalled past its lease): its slot is re-issued
+            evaluated += told
+            if shared:
+                flush()
             else:
-                study.tell(trial, float(finals[k]))
-        evaluated += len(live)
-        if shared:
-            flush()
-        else:
-            numbers = {t.number for t in live}
-            persist([t for t in study.get_trials(deepcopy=False) if t.number in numbers])
-        if progress is not None:
-            progress(len(live), failed)
-    return summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budget, space, name,
+                numbers = {t.number for t in live}
+                persist([t for t in study.get_trials(deepcopy=False) if t.number in numbers])
+            in_flight = []  # told: nothing of this round is in flight any more
+            if progress is not None:
+                progress(told, failed)
+    except BaseException:
+        if lease is not None:  # Ctrl-C or an error mid-round: hand the round's slots back at once
+            for trial in in_flight:  # (close skips those already told)
+                try:
+                    close(study, trial._trial_id, "abandoned")
+                except Exception:  # noqa: BLE001 - the storage is unreachable: the lease expires instead
+                    break
+        raise
+    finally:
+        if lease is not None:
+            lease.stop()
+    # the study of record holds every trial (the live in-memory copy only the used ones)
+    return summarize((record or study).get_trials(deepcopy=False), problem, optimizer, protocol, budget, space, name,
                      evaluated, time.perf_counter() - t0, sched)
+
+
+def _ask(study, shared: bool, attempts: int = 5):
+    """``study.ask()``; in a shared storage, retried when the database was busy (SQLite refuses a second
+    writer at once instead of waiting when two processes take the same re-issued slot)."""
+    from optuna.exceptions import StorageInternalError
+
+    for attempt in range(attempts):
+        try:
+            return study.ask()
+        except StorageInternalError:
+            if not shared or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _tell(study, trial, k: int, steps_rec, losses, finals, statuses, pruner: str) -> bool:
+    """Tell trial ``k`` of a round its result; True when it failed (diverged, escaped)."""
+    from optuna.trial import TrialState
+
+    if statuses[k] != "done" or not math.isfinite(float(finals[k])):
+        trial.set_user_attr("status", statuses[k])
+        study.tell(trial, state=TrialState.FAIL)
+        return True
+    for r, step in enumerate(steps_rec[:-1] if pruner != "none" else ()):
+        value = float(losses[r, k])
+        if math.isfinite(value):
+            trial.report(value, int(step))
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                return False
+    study.tell(trial, float(finals[k]))
+    return False
 
 
 def summarize(all_trials, problem, optimizer, protocol: Protocol, budget: int, space: list[Dim], name: str,
               evaluated: int, wall_time_s: float, schedule=None) -> TuneResult:
-    """The :class:`TuneResult` of a study's trials (``schedule``: the study's schedule spec)."""
+    """The :class:`TuneResult` of a study's trials (``schedule``: the study's schedule spec), read from the
+    trials the budget uses only (:func:`optbench.tuning.budget.used_trials`: the first ``budget`` by slot)."""
     from optuna.trial import TrialState
 
     from optbench.schedules import get_schedule
 
+    used = used_trials(all_trials, budget)
     states: dict[str, int] = {}
+    for t in used:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    not_used: dict[str, int] = {}
+    numbers = {t.number for t in used}
     for t in all_trials:
-        key = "over_budget" if t.user_attrs.get("over_budget") else t.state.name.lower()
-        states[key] = states.get(key, 0) + 1
-    complete = [t for t in all_trials if t.state == TrialState.COMPLETE]
+        if t.number in numbers:
+            continue
+        key = ("beyond_budget" if is_evaluated(t) else str(t.user_attrs.get(RELEASED, "over_budget"))
+               if is_closed(t) else t.state.name.lower())
+        not_used[key] = not_used.get(key, 0) + 1
+    complete = [t for t in used if t.state == TrialState.COMPLETE]
     best = min(complete, key=lambda t: t.value) if complete else None
     best_params = dict(best.params) if best else None
     sched = get_schedule(schedule)
     return TuneResult(problem.label, optimizer.label, name, protocol.name, budget, [str(d) for d in space],
                       best_params, best.value if best else None,
                       apply(optimizer, best_params) if best else None, states, evaluated, wall_time_s,
-                      sched.label, schedule_for(sched, best.params).label if best else None)
+                      sched.label, schedule_for(sched, best.params).label if best else None,
+                      trials_used=len(used), trials_in_storage=sum(map(is_evaluated, all_trials)),
+                      not_used=not_used)
