@@ -287,9 +287,10 @@ def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
                           "engines": outcome.engines, "summary": summary_records(table)}, indent=2))
         return
     from optbench.cli.tables import render_summary
+    from optbench.formatting import plural
 
     render_summary(table, console)
     skipped = f", {outcome.runs_skipped} already complete" if outcome.runs_skipped else ""
     engines = ", ".join(f"{n} {e}" for e, n in outcome.engines.items())
-    console.print(f"{outcome.runs_total} runs{skipped} ({engines or 'nothing to run'}) in "
+    console.print(f"{plural(outcome.runs_total, 'run')}{skipped} ({engines or 'nothing to run'}) in "
                   f"{outcome.wall_time_s:.2f} s → {outcome.out_dir}")
