@@ -21,6 +21,7 @@ _STATUS_STYLE = {"done": "green", "diverged": "red", "escaped": "yellow"}
 # columns dropped first when the table does not fit, in this order; the others are essential
 DROP_ORDER = ("vs sgd", "step µs", "state B/param", "dist to min", "best loss")
 LABEL_MIN_WIDTH = 12  # a label column narrower than this wraps too often to read; go stacked instead
+LABEL_COMFORTABLE_WIDTH = 24  # labels keep this much before the table goes down to LABEL_MIN_WIDTH
 
 
 def _status_style(status: str) -> str:
@@ -42,27 +43,26 @@ class _Column:
     def natural(self) -> int:
         return max([len(self.header), *map(len, self.cells)])
 
-    @property
-    def minimum(self) -> int:
+    def minimum(self, label_width: int = LABEL_MIN_WIDTH) -> int:
         header_word = max(map(len, self.header.split())) if self.header.strip() else 1
         if self.kind == "number":
             return max([header_word, *map(len, self.cells)])
         if self.kind == "label":
-            return min(self.natural, max(LABEL_MIN_WIDTH, header_word))
+            return min(self.natural, max(label_width, header_word))
         words = [len(w) for c in self.cells for w in c.split()]
-        return min(self.natural, max([LABEL_MIN_WIDTH, header_word, *words]))
+        return min(self.natural, max([9, header_word, *words]))
 
 
-def fit_widths(columns: list[_Column], width: int) -> list[int] | None:
+def fit_widths(columns: list[_Column], width: int, label_width: int = LABEL_MIN_WIDTH) -> list[int] | None:
     """Column widths that fit ``width`` terminal cells (rich's box: 3 cells per column + 1), each at least its
-    minimum; the room left goes to the status column, then to the labels, then to headers that would otherwise
-    wrap. None: no fit."""
+    minimum (labels: ``label_width``); the room left goes to the labels, then to the status column, then to headers
+    that would otherwise wrap. None: no fit."""
     room = width - (3 * len(columns) + 1)
-    widths = [c.minimum for c in columns]
+    widths = [c.minimum(label_width) for c in columns]
     if sum(widths) > room:
         return None
     spare = room - sum(widths)
-    order = {"text": 0, "label": 1, "number": 2}
+    order = {"label": 0, "text": 1, "number": 2}
     for i in sorted(range(len(columns)), key=lambda i: order[columns[i].kind]):
         grow = min(spare, columns[i].natural - widths[i])
         widths[i] += grow
@@ -117,16 +117,7 @@ def render_summary(table, console, title_extra: str = "") -> None:
             notes.append(f"best of {int(g['lrs_tried'].max())} learning rates per optimizer (--all-lrs: all)")
         if seeds > 1:
             notes.append(f"medians over {seeds} seeds")
-        columns = _columns(g, display)
-        dropped: list[str] = []
-        widths = fit_widths(columns, console.width)
-        for header in DROP_ORDER:
-            if widths is not None:
-                break
-            if any(c.header == header for c in columns):
-                columns = [c for c in columns if c.header != header]
-                dropped.append(header)
-                widths = fit_widths(columns, console.width)
+        columns, dropped, widths = _fit(_columns(g, display), console.width)
         if widths is None:
             _render_stacked(console, title, _columns(g, display), notes)
             continue
@@ -138,6 +129,24 @@ def render_summary(table, console, title_extra: str = "") -> None:
         console.print("labels (short = full, as in the data):")
         for short, full in key:
             console.print(Text(f"  {short}\n      =\u00a0{full}"), overflow="fold")
+
+
+def _fit(columns: list[_Column], width: int):
+    """(columns kept, headers dropped, widths): labels first keep a comfortable width while lower-priority columns
+    (DROP_ORDER) go, then they narrow to the minimum; widths None: not even the essential columns fit."""
+    for label_width in (LABEL_COMFORTABLE_WIDTH, LABEL_MIN_WIDTH):
+        kept, dropped = list(columns), []
+        widths = fit_widths(kept, width, label_width)
+        for header in DROP_ORDER:
+            if widths is not None:
+                break
+            if any(c.header == header for c in kept):
+                kept = [c for c in kept if c.header != header]
+                dropped.append(header)
+                widths = fit_widths(kept, width, label_width)
+        if widths is not None:
+            return kept, dropped, widths
+    return columns, [], None
 
 
 def _render_table(console, title, columns: list[_Column], widths: list[int], notes: list[str]) -> None:
@@ -178,8 +187,8 @@ def _render_stacked(console, title, columns: list[_Column], notes: list[str]) ->
     for i in range(len(columns[0].cells)):
         rank, label = columns[0].cells[i], columns[1].cells[i]
         console.print(Text(f"{rank}. {label}", style="bold"), overflow="fold")
-        pairs = [f"{c.header}\u00a0{c.cells[i]}" if c.kind == "number" else f"{c.header}: {c.cells[i]}"
-                 for c in columns[2:]]
+        pairs = [f"{c.header} {c.cells[i]}".replace(" ", "\u00a0") if c.kind == "number"
+                 else f"{c.header}: {c.cells[i]}" for c in columns[2:]]
         console.print(Text("   " + " · ".join(pairs)))
     console.print(Text("; ".join(notes), style="dim"))
 

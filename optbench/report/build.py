@@ -53,9 +53,8 @@ class Builder:
         return index
 
     def _meta(self, started: float) -> list[str]:
-        from optbench.results import read_manifest
-
         from optbench.formatting import plural
+        from optbench.results import read_manifest
 
         s = self.data.summary
         meta = [f"{plural(len(s), 'run')}: {sweep_shape(s)}; from " + ", ".join(str(d) for d in self.dirs)]

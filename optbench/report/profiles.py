@@ -62,8 +62,9 @@ def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title
         st = data.styles[label]
         r = ratios[label].to_numpy()
         rho = [(r <= tau).mean() if len(r) else 0.0 for tau in taus]
-        ax.step(taus, rho, where="post", color=st.color, linewidth=1.8, label=data.short(label), marker=st.marker,
-                markevery=max(1, len(taus) // 8), markersize=5, markeredgecolor="black", markeredgewidth=0.5)
+        ax.step(taus, rho, where="post", color=st.color, linewidth=1.8, label=data.short(label),
+                marker=st.marker, markevery=max(1, len(taus) // 8), markersize=5, markeredgecolor="black",
+                markeredgewidth=0.5)
     ax.set_xscale("log", base=2)
     ax.set_xlim(1, tau_max)
     ax.set_ylim(-0.02, 1.02)
@@ -105,8 +106,8 @@ def ecdf(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = 
         h = hits.loc[runs.loc[runs["optimizer_label"] == label, "run_id"]].to_numpy().ravel()
         h = np.where(h == 0, 1, h)  # already below a target at the start: counts at step 1
         share = [(h <= x).sum() / len(h) for x in grid]
-        ax.step(grid, share, where="post", color=st.color, linewidth=1.8, label=data.short(label), marker=st.marker,
-                markevery=25, markersize=5, markeredgecolor="black", markeredgewidth=0.5)
+        ax.step(grid, share, where="post", color=st.color, linewidth=1.8, label=data.short(label),
+                marker=st.marker, markevery=25, markersize=5, markeredgecolor="black", markeredgewidth=0.5)
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("steps")

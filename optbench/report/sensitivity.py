@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from optbench.report.data import ReportData, has_bs
-from optbench.report.style import DIVERGED_COLOR, DIVERGED_MARKER, FIG_SIZE, fit_legend, pyplot, safe_name, save
+from optbench.report.style import DIVERGED_COLOR, DIVERGED_MARKER, FIG_SIZE, fit_legend, pyplot, safe_name, save  # noqa: E501
 
 # escaped runs: a down arrow (no optimizer's marker; left the box, unbounded below) in a colour no optimizer has
 ESCAPED_MARKER, ESCAPED_COLOR = r"$\downarrow$", "#E6007E"
@@ -112,8 +112,8 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     fig.suptitle(f"{title or family}: learning-rate sensitivity{note}", fontsize=11)
     from matplotlib.lines import Line2D
 
-    keys = [Line2D([], [], linestyle="none", marker=DIVERGED_MARKER, markersize=8, color="#777777", markeredgecolor="black",
-                   label="diverged (most seeds; grey band)"),
+    keys = [Line2D([], [], linestyle="none", marker=DIVERGED_MARKER, markersize=8, color="#777777",
+                   markeredgecolor="black", label="diverged (most seeds; grey band)"),
             Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none", markeredgecolor="red",
                    label="some seeds diverged")]
     keys = keys if any_div else []
