@@ -25,3 +25,9 @@ def fmt_num(value: Any, digits: int = 4) -> str:
     if abs(v) >= 1e5 or abs(v) < 1e-3:
         return f"{v:.{digits - 1}e}"
     return f"{v:.{digits}g}"
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """'1 problem', '6 problems', '1 batch size', '2 batch sizes'."""
+    count = int(count)
+    return f"{count} {noun if count == 1 else (plural_form or noun + 's')}"

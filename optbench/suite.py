@@ -412,7 +412,9 @@ def run_suite(path: str | Path, out_dir: str | Path, *, overrides: dict[str, Any
 
         enable_determinism()
     total = SweepOutcome(Path(out_dir), 0, 0, 0, 0.0, {})
-    for sweep in sweeps:
+    for index, sweep in enumerate(sweeps, start=1):
+        if hasattr(progress_factory, "begin_sweep"):  # the CLI's bar says 'sweep 2/5'
+            progress_factory.begin_sweep(index, len(sweeps))
         outcome = run_sweep(sweep, out_dir, force=force, command=command, progress_factory=progress_factory,
                             workers=workers)
         total.runs_total += outcome.runs_total

@@ -116,5 +116,10 @@ def sort_by_rank(table, within: tuple[str, ...] = ("problem",)):
             "_rank_1": loss.where(~unbounded, steps),
             "_rank_2": steps.where(~unbounded, fewer_missed),
             "_rank_3": fewer_missed.where(~unbounded, best)}
-    ranked = table.assign(**keys).sort_values([*within, *keys], kind="stable")
+    from optbench.labels import natural_order
+
+    def numbers_as_numbers(column):  # 'batch_size=4' before 'batch_size=16'
+        return column.map(natural_order(column)) if column.name in within else column
+
+    ranked = table.assign(**keys).sort_values([*within, *keys], kind="stable", key=numbers_as_numbers)
     return ranked.drop(columns=list(keys))

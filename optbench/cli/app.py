@@ -12,6 +12,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain text: '[check]' and '[tune]' name suite tables, not markup
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -52,8 +53,24 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
         raise typer.Exit()
 
 
+def without_flag_metavars(command) -> None:
+    """Flags take no value: show none in help (typer would print '<bool>' beside --quiet as if it took one)."""
+    for param in command.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        without_flag_metavars(sub)
+
+
+def command():
+    """The click command of the app, as ``optbench`` runs it."""
+    built = typer.main.get_command(app)
+    without_flag_metavars(built)
+    return built
+
+
 def main() -> None:
-    app()
+    command()(prog_name="optbench")
 
 
 if __name__ == "__main__":

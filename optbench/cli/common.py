@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,9 +15,11 @@ from rich.console import Console
 
 from optbench.formatting import fmt_num
 
-# Outside a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
+# Outside a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables; COLUMNS, when set, wins.
+# emoji=False: user input such as '--device cuda:abc' must print as typed, not as the emoji ':abc:' names.
+_PIPE_WIDTH = None if "COLUMNS" in os.environ else 140
+console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err_console = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -33,11 +33,16 @@ def report(
     target: Annotated[float | None, typer.Option(help="Recount 'steps to target' at this target (first recorded "
                                                  "step with loss − f* ≤ TARGET) from the recorded steps; "
                                                  "default: the target stored with each run.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (no progress, no "
+                                        "closing line).")] = False,
 ) -> None:
     """Draw figures and write a report (HTML and Markdown) of saved results; opens from disk, no server."""
+    from optbench.cli.progress import PhaseProgress
     from optbench.report import build_report
 
-    index = build_report(results, out or Path(results[0]) / "report", formats=split_list(format),
-                         figures=split_list(figures), frames=frames, fps=fps, dpi=dpi, title=title, all_lrs=all_lrs,
-                         metric=metric, target=target)
-    console.print(f"report → {index} (and {index.parent / 'report.md'})")
+    with PhaseProgress("report", quiet) as progress:
+        index = build_report(results, out or Path(results[0]) / "report", formats=split_list(format),
+                             figures=split_list(figures), frames=frames, fps=fps, dpi=dpi, title=title,
+                             all_lrs=all_lrs, metric=metric, target=target, progress=progress)
+    if not quiet:
+        console.print(f"report → {index} (and {index.parent / 'report.md'})")

@@ -19,10 +19,10 @@ class _Progress:
     time remaining. Shown only in a terminal, for work longer than about a second; silent under -q, when
     output is not a terminal, and when the CI environment variable is set (no bar noise in CI logs)."""
 
-    def __init__(self, total_steps: int, total_runs: int, quiet: bool):
+    def __init__(self, total_steps: int, total_runs: int, quiet: bool, prefix: str = ""):
         import os
 
-        self.total, self.total_runs, self.done = total_steps, total_runs, 0
+        self.total, self.total_runs, self.done, self.prefix = total_steps, total_runs, 0, prefix
         self.quiet = quiet or not err_console.is_terminal or bool(os.environ.get("CI"))
         self.outcomes: dict[str, int] = {}
         self.start = time.perf_counter()
@@ -30,7 +30,7 @@ class _Progress:
 
     def _runs_text(self) -> str:
         done = sum(self.outcomes.values())
-        parts = [f"runs {done}/{self.total_runs}"]
+        parts = [f"{self.prefix}runs {done}/{self.total_runs}"]
         parts += [f"{status} {n}" for status, n in sorted(self.outcomes.items()) if status != "done"]
         return " · ".join(parts)
 
@@ -41,9 +41,9 @@ class _Progress:
         if self.bar is None and time.perf_counter() - self.start > 0.8 and self.done < self.total:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("steps"),
-                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                console=err_console, transient=True)
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.completed:.0f}/{task.total:.0f} steps"), TimeElapsedColumn(),
+                                TextColumn("eta"), TimeRemainingColumn(), console=err_console, transient=True)
             self.bar.start()
             self.task = self.bar.add_task(self._runs_text(), total=self.total)
         if self.bar is not None:
@@ -57,6 +57,20 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+class _SweepProgress:
+    """The progress factory of ``run_sweep``; within a suite, ``run_suite`` calls :meth:`begin_sweep` before each
+    sweep, and each sweep's bar then says which sweep of how many it is ('sweep 2/5 · runs 12/90')."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.prefix = quiet, ""
+
+    def begin_sweep(self, index: int, count: int) -> None:
+        self.prefix = f"sweep {index}/{count} · " if count > 1 else ""
+
+    def __call__(self, total_steps: int, total_runs: int) -> _Progress:
+        return _Progress(total_steps, total_runs, self.quiet, prefix=self.prefix)
 
 
 def default_out_dir() -> Path:
@@ -143,7 +157,7 @@ def run(
         _check_recipe_options(ctx, recipe, suite)
     options = sweep_options()
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    progress = lambda steps, runs: _Progress(steps, runs, quiet or json_out)  # noqa: E731
+    progress = _SweepProgress(quiet or json_out)
     out_dir = out or default_out_dir()
     if suite is not None:
         from optbench.suite import run_suite
@@ -259,9 +273,11 @@ def _schedules(text: str) -> list[str]:
 def _maybe_report(outcome, report: bool, quiet: bool) -> None:
     if not report:
         return
+    from optbench.cli.progress import PhaseProgress
     from optbench.report import build_report
 
-    index = build_report([outcome.out_dir], outcome.out_dir / "report")
+    with PhaseProgress("report", quiet) as progress:
+        index = build_report([outcome.out_dir], outcome.out_dir / "report", progress=progress)
     if not quiet:
         err_console.print(f"report → {index}")
 
@@ -287,9 +303,10 @@ def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
                           "engines": outcome.engines, "summary": summary_records(table)}, indent=2))
         return
     from optbench.cli.tables import render_summary
+    from optbench.formatting import plural
 
     render_summary(table, console)
     skipped = f", {outcome.runs_skipped} already complete" if outcome.runs_skipped else ""
     engines = ", ".join(f"{n} {e}" for e, n in outcome.engines.items())
-    console.print(f"{outcome.runs_total} runs{skipped} ({engines or 'nothing to run'}) in "
+    console.print(f"{plural(outcome.runs_total, 'run')}{skipped} ({engines or 'nothing to run'}) in "
                   f"{outcome.wall_time_s:.2f} s → {outcome.out_dir}")

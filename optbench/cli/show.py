@@ -24,22 +24,34 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """Print the comparison table of saved results (the same table 'optbench run' printed)."""
+    from rich.markup import escape
+
     from optbench.cli.common import err_console
+    from optbench.cli.progress import PhaseProgress
     from optbench.cli.tables import render_summary, summary_records
     from optbench.results import load_results, load_summary
     from optbench.summary import aggregate
     from optbench.targets import mixed_targets_warning, with_target
 
-    summary = load_summary(*results)
-    if target is not None:
-        summary = with_target(load_results(*results, columns=["run_id", "step", "loss"]), summary, target)
-    elif warning := mixed_targets_warning(summary):
-        err_console.print(f"[yellow]Warning:[/] {warning}", markup=True)
-    table = aggregate(summary, best_lr_only=not all_lrs)
-    if csv is not None:
-        load_results(*results).to_csv(csv, index=False)
-    if summary_csv is not None:
-        summary.to_csv(summary_csv, index=False)
+    phases = 2 + (target is not None) + 2 * (csv is not None) + (summary_csv is not None)
+    with PhaseProgress("show", quiet=json_out) as progress:
+        progress("loading the run summary", 0, phases)
+        summary = load_summary(*results)
+        if target is not None:
+            progress(f"recounting steps to target {target:g}", 1, phases)
+            summary = with_target(load_results(*results, columns=["run_id", "step", "loss"]), summary, target)
+        elif warning := mixed_targets_warning(summary):
+            err_console.print(f"[yellow]Warning:[/] {escape(warning)}", markup=True)
+        progress("aggregating over seeds", phases - 1 - 2 * (csv is not None) - (summary_csv is not None), phases)
+        table = aggregate(summary, best_lr_only=not all_lrs)
+        if csv is not None:
+            progress("loading the recorded steps", phases - 2 - (summary_csv is not None), phases)
+            steps = load_results(*results)
+            progress(f"writing {len(steps)} rows to {csv}", phases - 1 - (summary_csv is not None), phases)
+            steps.to_csv(csv, index=False)
+        if summary_csv is not None:
+            progress(f"writing {summary_csv}", phases - 1, phases)
+            summary.to_csv(summary_csv, index=False)
     if json_out:
         print(json.dumps(summary_records(table), indent=2))
         return

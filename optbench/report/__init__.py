@@ -57,13 +57,14 @@ def validate(formats, figures, metric: str, frames: int, fps: int, dpi: int) -> 
 def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
                  figures: Sequence[str] = FIGURES, frames: int = 200, fps: int = 20, dpi: int = 100,
                  title: str | None = None, all_lrs: bool = False, metric: str = "final_loss",
-                 target: float | None = None) -> Path:
+                 target: float | None = None, progress=None) -> Path:
     """Write the report of one or more results directories (merged) into ``out_dir``; returns index.html.
 
     formats: static figures in png/svg/pdf, animations in gif/mp4 (mp4 needs ffmpeg). figures: any of
     ``FIGURES``; each is drawn where the results allow it (races for 2-D problems, grids for sweeps over
     batch size and lr, profiles across several problems or seeds). metric: the bs × lr tables' cell value.
     target: recount steps to target at it from the recorded steps (default: the target stored with each run).
+    progress: ``progress(what, done, total)`` before each phase (loading, each figure kind, the pages).
     """
     from optbench.errors import UsageError
     from optbench.report.build import Builder
@@ -75,4 +76,4 @@ def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[s
     if not dirs:
         raise UsageError("No results directory given; pass one or more directories written by 'optbench run'.")
     return Builder(dirs, Path(out_dir), formats=formats, figures=figures, frames=frames, fps=fps, dpi=dpi,
-                   title=title, all_lrs=all_lrs, metric=metric, target=target).build()
+                   title=title, all_lrs=all_lrs, metric=metric, target=target, progress=progress).build()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optbench.report.style import FIG_SIZE, OptStyle, fmt_num, pyplot
+from optbench.report.style import DIVERGED_MARKER, FIG_SIZE, OptStyle, fit_legend, fmt_num, pyplot
 
 TRAIL_FRAMES = 12  # length of the fading trail, in frames
 GRID = 240  # contour grid resolution per axis
@@ -123,10 +123,7 @@ class Scene:
         handles = [ax.plot([], [], color=t.style.color, marker=t.style.marker, markeredgecolor="black",
                            linewidth=1.8, label=t.label)[0] for t in tracks]
         extra = [h for h in ax.get_lines() if h.get_label() in ("global minimum", "start")]
-        # as many columns as the longest label allows (about 84 characters of 8.5 pt text fit a 6-inch row)
-        longest = max(len(h.get_label()) for h in handles + extra)
-        ncol = max(1, min(3, len(handles) + len(extra), 84 // (longest + 6)))
-        self.fig.legend(handles=handles + extra, loc="outside lower center", ncol=ncol, fontsize=8.5)
+        fit_legend(self.fig, handles + extra, max_cols=3, fontsize=8.5)  # as many columns as fit the width
         self.paths, self.trails, self.heads = [], [], []
         for t in tracks:
             (path,) = ax.plot([], [], color=t.style.color, linewidth=1.3, alpha=0.8, animated=True, zorder=4)
@@ -176,7 +173,7 @@ class Scene:
             head = np.clip(head, self.lo, self.hi)  # a run that left the view waits on its edge, as an X
             self.heads[i].set_data(head[:1], head[1:])
             ended = t.diverged and last == len(t.steps) - 1
-            self.heads[i].set_marker("X" if t.diverged and (ended or outside) else t.style.marker)
+            self.heads[i].set_marker(DIVERGED_MARKER if t.diverged and (ended or outside) else t.style.marker)
         self.counter.set_text(f"step {int(step):>{len(str(int(shown[-1])))}d} / {int(shown[-1])}")
 
     def close(self) -> None:
@@ -230,17 +227,41 @@ def render_frames(scene: Scene, shown: np.ndarray) -> list:
     return frames
 
 
-def write_gif(frames: list, path: Path, fps: int) -> None:
-    """Encode with Pillow: one palette from a few frames, every frame mapped to it, saved in one pass."""
+def gif_palette(frames: list, reserved_colors=()):
+    """One 256-colour palette for every frame: the report's own colours (``reserved_colors``, hex: the
+    optimizers' colours, black, white, the diverged grey) exactly, the rest median-cut from the first, middle
+    and last frames. A median cut alone averages a small area of an optimizer's colour into its neighbours
+    (rmsprop's pink became grey, sgd-momentum's orange yellow); with its colours fixed, a GIF shows the colours
+    the PNG and MP4 show."""
     from PIL import Image
 
-    frames = [f.convert("RGB") for f in frames]
+    fixed = list(dict.fromkeys(tuple(int(c.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)) for c in reserved_colors))
     pick = sorted({0, len(frames) // 2, len(frames) - 1})
     w, h = frames[0].size
     sample = Image.new("RGB", (w, h * len(pick)))
     for j, i in enumerate(pick):
         sample.paste(frames[i], (0, h * j))
-    palette = sample.quantize(colors=255, method=Image.Quantize.MEDIANCUT)
+    cut = sample.quantize(colors=256 - len(fixed), method=Image.Quantize.MEDIANCUT).getpalette()
+    rgb = [c for color in fixed for c in color] + cut[:3 * (256 - len(fixed))]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(rgb + [0] * (768 - len(rgb)))
+    return palette
+
+
+def report_colors(tracks) -> list[str]:
+    """The colours a race draws with, which its GIF must reproduce exactly."""
+    from optbench.report.style import DIVERGED_COLOR
+
+    return [t.style.color for t in tracks] + ["#000000", "#FFFFFF", DIVERGED_COLOR]
+
+
+def write_gif(frames: list, path: Path, fps: int, colors=()) -> None:
+    """Encode with Pillow: one palette (:func:`gif_palette`, the report's ``colors`` exact), every frame mapped
+    to it without dithering, saved in one pass."""
+    from PIL import Image
+
+    frames = [f.convert("RGB") for f in frames]
+    palette = gif_palette(frames, colors)
     images = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     durations = [max(20, round(1000 / fps))] * len(images)
     durations[-1] = max(durations[-1], LAST_FRAME_HOLD_MS)
@@ -278,7 +299,10 @@ def race(problem, tracks: list[Track], stem: Path, *, fmt: str, frames: int, fps
     finally:
         scene.close()
     path = stem.with_suffix(f".{fmt}")
-    (write_gif if fmt == "gif" else write_mp4)(images, path, fps)
+    if fmt == "gif":
+        write_gif(images, path, fps, colors=report_colors(tracks))
+    else:
+        write_mp4(images, path, fps)
     return path
 
 

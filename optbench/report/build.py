@@ -14,12 +14,13 @@ from optbench.report.style import safe_name
 
 class Builder:
     def __init__(self, dirs: list[Path], out: Path, *, formats, figures, frames, fps, dpi, title, all_lrs,
-                 metric, target=None):
+                 metric, target=None, progress=None):
         self.dirs, self.out = dirs, out
         self.static = [f for f in formats if f in STATIC_FORMATS]
         self.animated = [f for f in formats if f in ANIMATION_FORMATS]
         self.figures, self.frames, self.fps, self.dpi = figures, frames, fps, dpi
         self.title, self.all_lrs, self.metric, self.target = title, all_lrs, metric, target
+        self.progress = progress or (lambda what, done, total: None)
 
     def build(self) -> Path:
         from optbench.errors import UsageError
@@ -27,6 +28,8 @@ class Builder:
         from optbench.results import make_output_dir
 
         started = time.perf_counter()
+        phases = 2 + len(self.figures)  # loading, each figure kind, the pages
+        self.progress("loading results", 0, phases)
         data = load(self.dirs, all_lrs=self.all_lrs, target=self.target)
         if data.summary.empty:
             raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
@@ -35,25 +38,26 @@ class Builder:
         make_output_dir(self.out)
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         self.table_dir.mkdir(parents=True, exist_ok=True)
-        sections: list[Section] = self._deviations()
-        for name in self.figures:
+        sections: list[Section] = self._deviations() + self._label_key()
+        for done, name in enumerate(self.figures, start=1):
+            self.progress(f"drawing {name}", done, phases)
             sections += getattr(self, f"_{name}")()
+        self.progress("writing pages", phases - 1, phases)
         sections += self._tuning()
         title = self.title or "optbench report"
         meta = self._meta(started)
-        summary = summary_rows(data.table)
+        summary = summary_rows(data.table, data.display)
         index = self.out / "index.html"
         write_html(index, title, meta, summary, sections)
         write_markdown(self.out / "report.md", title, meta, summary, sections)
         return index
 
     def _meta(self, started: float) -> list[str]:
+        from optbench.formatting import plural
         from optbench.results import read_manifest
 
         s = self.data.summary
-        meta = [f"{len(s)} runs: {s['problem'].nunique()} problems × {s['optimizer_label'].nunique()} optimizers, "
-                f"{s['lr'].nunique()} learning rates, {s['seed'].nunique()} seeds; from "
-                + ", ".join(str(d) for d in self.dirs)]
+        meta = [f"{plural(len(s), 'run')}: {sweep_shape(s)}; from " + ", ".join(str(d) for d in self.dirs)]
         for d in self.dirs:
             manifest = read_manifest(d)
             for record in manifest.get("tuning", []) + manifest.get("sweeps", []):
@@ -67,6 +71,24 @@ class Builder:
         elif warning := mixed_targets_warning(s):
             meta.append(f"Warning: {warning}")
         return meta
+
+    def _label_key(self) -> list[Section]:
+        """The key from each short label the figures and tables show to the configuration's full label."""
+        import pandas as pd
+
+        from optbench.labels import label_key
+        from optbench.report.page import md_table
+
+        rows = [list(pair) for pair in label_key(self.data.display)]
+        if not rows:
+            return []
+        head = ["label", "configuration (full label, as in the data)"]
+        csv = self.table_dir / "labels.csv"
+        pd.DataFrame(rows, columns=head).to_csv(csv, index=False)
+        note = ("Figures and tables name each configuration by its optimizer and what differs between the "
+                "configurations shown, numbers to 4 significant digits; the results files keep the full label.")
+        return [Section("Configuration labels", note=note,
+                        tables=[("label key", csv, md_table(head, rows, left=tuple(head)))])]
 
     def _deviations(self) -> list[Section]:
         """Where each optimizer in these results differs from its paper, as the registry states it: a number is
@@ -148,7 +170,7 @@ class Builder:
             xy = d[["x0", "x1"]].to_numpy(dtype=float)
             keep = np.isfinite(xy).all(axis=1)
             diverged = run["status"] == "diverged"
-            label = config_label(c["optimizer_label"], c["lr"], c["batch_size"])
+            label = config_label(self.data.short(c["optimizer_label"]), c["lr"], c["batch_size"])
             if diverged:
                 label += f" — diverged at step {int(run['final_step'])}"
             tracks.append(Track(label, d["step"].to_numpy()[keep], xy[keep], self.data.styles[c["optimizer_label"]],
@@ -272,3 +294,22 @@ class Builder:
 
     def _title(self, problem: str) -> str:
         return f"{self.title} — {problem}" if self.title else problem
+
+
+def sweep_shape(summary) -> str:
+    """What the runs cross, counted as a reader would: '1 problem at 6 batch sizes × 7 optimizer configurations ×
+    13 learning rates × 3 seeds' (learning rates per configuration: 'up to N' where they differ)."""
+    from optbench.formatting import plural
+
+    families = summary["family"] if "family" in summary else summary["problem"]
+    text = plural(families.nunique(), "problem")
+    batch_sizes = summary["batch_size"].dropna().nunique()
+    if batch_sizes > 1:
+        text += f" at {plural(batch_sizes, 'batch size')}"
+    text += f" × {plural(summary['optimizer_label'].nunique(), 'optimizer configuration')}"
+    per_config = summary.groupby([families, summary["optimizer_label"], summary["batch_size"]],
+                                 dropna=False)["lr"].nunique()
+    if len(per_config):
+        lo, hi = int(per_config.min()), int(per_config.max())
+        text += f" × {'up to ' if lo != hi else ''}{plural(hi, 'learning rate')}"
+    return text + f" × {plural(summary['seed'].nunique(), 'seed')}"

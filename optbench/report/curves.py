@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from optbench.report.data import ReportData, best_configs, has_bs, runs_of
-from optbench.report.style import FIG_WIDE, fmt_num, pyplot, safe_name, save
+from optbench.report.style import DIVERGED_MARKER, FIG_WIDE, fit_legend, fmt_num, pyplot, safe_name, save
 
-FLOOR = 1e-16  # gaps below this are drawn at it: log axes cannot show 0
+FLOOR = 1e-16  # gaps below this are drawn at it (log axes cannot show 0); the figure says so where it happens
+FLOOR_MARKER = "v"  # where a curve first reaches the floor
 
 
 def config_label(label: str, lr, batch_size=None) -> str:
@@ -40,6 +41,7 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     best = best_configs(data.table_all, family)
     seeds = int(summary.loc[summary["family"] == family, "seed"].nunique())
     handles = []
+    floored = False
     lowest = np.inf  # a problem without known f* (networks) still gets a log axis when its losses are > 0
     for _, cfg in best.iterrows():
         label, st = cfg["optimizer_label"], data.styles[cfg["optimizer_label"]]
@@ -51,9 +53,10 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
         for j, c in enumerate(configs):
             runs = runs_of(summary, c["problem"], label, c["lr"], c["batch_size"])
             x, med, lo, hi, wall = _series(steps, runs["run_id"], f_min)
+            main = j == 0
+            below = (med < FLOOR).to_numpy() if bounded else np.zeros(len(med), bool)
             if bounded:
                 med, lo, hi = (s.clip(lower=FLOOR) for s in (med, lo, hi))
-            main = j == 0
             lowest = min(lowest, float(lo.min())) if lo.notna().any() else lowest
             kw = dict(color=st.color, linewidth=1.8 if main else 0.8, alpha=1.0 if main else 0.45)
             for ax, xs in ((ax_s, x), (ax_t, wall.to_numpy())):
@@ -66,10 +69,15 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
                     ok = med.notna().to_numpy()
                     if ok.any():
                         k = np.flatnonzero(ok)[-1]
-                        ax.plot(xs[k], med.iloc[k], marker="X", markersize=9, color=st.color,
+                        ax.plot(xs[k], med.iloc[k], marker=DIVERGED_MARKER, markersize=9, color=st.color,
                                 markeredgecolor="black", linestyle="none")
+                if below.any():  # below the floor: drawn on it, and its first arrival there marked
+                    k = int(np.flatnonzero(below)[0])
+                    ax.plot(xs[k], FLOOR, marker=FLOOR_MARKER, markersize=9, color=st.color, markeredgecolor="black",
+                            linestyle="none", clip_on=False, zorder=5)
+                    floored = True
             if main:
-                text = config_label(label, c["lr"], c["batch_size"])
+                text = config_label(data.short(label), c["lr"], c["batch_size"])
                 if (runs["status"] == "diverged").any():
                     text += " (diverged)"
                 line.set_label(text)
@@ -79,11 +87,21 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
             ax.set_yscale("log")
         else:
             ax.set_yscale("symlog", linthresh=1e-2)
+        if floored:
+            ax.axhline(FLOOR, color="#555555", linestyle=":", linewidth=1.0, zorder=0)
+    keys = []
+    if floored:
+        from matplotlib.lines import Line2D
+
+        ax_s.annotate(f"floor {FLOOR:g}: lower values drawn here", (0.01, FLOOR), xycoords=("axes fraction", "data"),
+                      xytext=(0, 3), textcoords="offset points", fontsize=8, color="#555555")
+        keys.append(Line2D([], [], linestyle="none", marker=FLOOR_MARKER, markersize=8, color="#777777",
+                           markeredgecolor="black", label=f"reached the floor (loss − f* < {FLOOR:g})"))
     ax_s.set_xlabel("step")
     ax_t.set_xlabel("wall time (s)")
     ax_s.set_ylabel("loss − f*" if bounded else "loss")
     band = f"median over {seeds} seeds, band: min–max" if seeds > 1 else "one seed"
     which = "best lr per optimizer" + ("; thin: other lrs" if all_lrs else "")
     fig.suptitle(f"{title or family}: loss ({which}; {band})", fontsize=11)
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(3, len(handles)))
+    fit_legend(fig, handles + keys, max_cols=3)
     return save(fig, out / f"curves_{safe_name(family)}", formats, dpi)

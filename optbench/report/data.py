@@ -17,6 +17,17 @@ class ReportData:
     table: object  # aggregate(summary, best_lr_only=not all_lrs): the table 'optbench run' printed
     table_all: object  # aggregate(summary): every (problem, optimizer, lr, batch size)
     styles: dict[str, OptStyle]
+    display: dict[str, str] = None  # full optimizer label → its short display label (optbench.labels)
+
+    def __post_init__(self):
+        if self.display is None:
+            from optbench.labels import display_labels
+
+            self.display = display_labels(self.summary["optimizer_label"])
+
+    def short(self, label: str) -> str:
+        """The display label of a full optimizer label (figures and pages show it; the data keep the full one)."""
+        return self.display.get(str(label), str(label))
 
     @property
     def families(self) -> list[str]:

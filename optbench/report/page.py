@@ -41,8 +41,13 @@ COST_COLUMNS = [("state_bytes_per_param", _plain, "state B/param"), ("train_step
                 ("overhead_vs_sgd", _ratio, "vs sgd")]
 
 
-def summary_rows(table) -> dict[str, tuple[str, list[str], list[list[str]]]]:
-    """Per problem: (target text, header, rows) formatted as 'optbench run' prints them."""
+def summary_rows(table, display: dict[str, str] | None = None) -> dict[str, tuple[str, list[str], list[list[str]]]]:
+    """Per problem: (target text, header, rows) formatted as 'optbench run' prints them; configurations named by
+    their ``display`` labels (optbench.labels; default: computed from the table)."""
+    from optbench.labels import display_labels
+
+    if display is None:
+        display = display_labels(table["optimizer_label"]) if len(table) else {}
     out = {}
     for problem, g in table.groupby("problem", sort=False):
         target, f_min = g["target"].iloc[0], g["f_min"].iloc[0]
@@ -58,7 +63,7 @@ def summary_rows(table) -> dict[str, tuple[str, list[str], list[list[str]]]]:
         for _, r in g.iterrows():
             lr = fmt_num(r["lr"], 3)
             steps = format_steps(r["steps_to_target"], r["reached"], r["seeds"])
-            cells = [str(int(r["rank"])), str(r["optimizer_label"]), lr]
+            cells = [str(int(r["rank"])), display.get(str(r["optimizer_label"]), str(r["optimizer_label"])), lr]
             if has_bs:
                 cells.append("—" if r["batch_size"] is None or r["batch_size"] != r["batch_size"]
                              else str(int(r["batch_size"])))

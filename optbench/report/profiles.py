@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from optbench.censoring import censor
+from optbench.formatting import plural
 from optbench.report.data import ReportData, best_configs, runs_of
-from optbench.report.style import FIG_SIZE, pyplot, save
+from optbench.report.style import FIG_SIZE, fit_legend, pyplot, save
 
 ECDF_TARGETS = 10.0 ** np.linspace(2, -8, 51)
 
@@ -61,8 +62,9 @@ def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title
         st = data.styles[label]
         r = ratios[label].to_numpy()
         rho = [(r <= tau).mean() if len(r) else 0.0 for tau in taus]
-        ax.step(taus, rho, where="post", color=st.color, linewidth=1.8, label=label, marker=st.marker,
-                markevery=max(1, len(taus) // 8), markersize=5, markeredgecolor="black", markeredgewidth=0.5)
+        ax.step(taus, rho, where="post", color=st.color, linewidth=1.8, label=data.short(label),
+                marker=st.marker, markevery=max(1, len(taus) // 8), markersize=5, markeredgecolor="black",
+                markeredgewidth=0.5)
     ax.set_xscale("log", base=2)
     ax.set_xlim(1, tau_max)
     ax.set_ylim(-0.02, 1.02)
@@ -72,7 +74,7 @@ def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title
     note = f"; {left} of {n_all} instances solved by none left out" if left else ""
     ax.set_title(f"{title + ': ' if title else ''}performance profile over {len(ratios)} instances "
                  f"(problem × seed){note}", fontsize=10)
-    fig.legend(loc="outside lower center", ncol=min(5, len(ratios.columns)))
+    fit_legend(fig, ax.get_lines(), max_cols=3)
     return save(fig, out / "profile", formats, dpi)
 
 
@@ -104,8 +106,8 @@ def ecdf(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = 
         h = hits.loc[runs.loc[runs["optimizer_label"] == label, "run_id"]].to_numpy().ravel()
         h = np.where(h == 0, 1, h)  # already below a target at the start: counts at step 1
         share = [(h <= x).sum() / len(h) for x in grid]
-        ax.step(grid, share, where="post", color=st.color, linewidth=1.8, label=label, marker=st.marker,
-                markevery=25, markersize=5, markeredgecolor="black", markeredgewidth=0.5)
+        ax.step(grid, share, where="post", color=st.color, linewidth=1.8, label=data.short(label),
+                marker=st.marker, markevery=25, markersize=5, markeredgecolor="black", markeredgewidth=0.5)
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("steps")
@@ -114,6 +116,7 @@ def ecdf(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = 
     n_problems = runs["family"].nunique()
     note = f"; without known f*, left out: {', '.join(dropped)}" if dropped else ""
     ax.set_title(f"{title + ': ' if title else ''}ECDF of steps to 51 targets f* + 10^[2…−8] "
-                 f"({n_problems} problems, {runs['seed'].nunique()} seeds{note})", fontsize=9.5, wrap=True)
-    fig.legend(loc="outside lower center", ncol=min(5, runs["optimizer_label"].nunique()))
+                 f"({plural(n_problems, 'problem')}, {plural(runs['seed'].nunique(), 'seed')}{note})", fontsize=9.5,
+                 wrap=True)
+    fit_legend(fig, ax.get_lines(), max_cols=3)
     return save(fig, out / "ecdf", formats, dpi)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from optbench.report.data import ReportData, has_bs
-from optbench.report.style import DIVERGED_COLOR, FIG_SIZE, pyplot, safe_name, save
+from optbench.report.style import DIVERGED_COLOR, DIVERGED_MARKER, FIG_SIZE, fit_legend, pyplot, safe_name, save  # noqa: E501
 
 # escaped runs: a down arrow (no optimizer's marker; left the box, unbounded below) in a colour no optimizer has
 ESCAPED_MARKER, ESCAPED_COLOR = r"$\downarrow$", "#E6007E"
@@ -25,9 +25,11 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     """
     from matplotlib import transforms
 
-    plt = pyplot()
     metric = metric if metric in ("final_loss", "best_loss") else "final_loss"
     t = data.table_all[data.table_all["family"] == family].copy()
+    if not applies(t):
+        return []
+    plt = pyplot()
     f_min = float(t["f_min"].iloc[0])
     t["y"] = t[metric] - (f_min if f_min == f_min else 0.0)
     finite = t["y"][np.isfinite(t["y"])]
@@ -71,7 +73,7 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
             partial = (r["diverged"] > 0) & ~diverged
             ok = r[~diverged]
             (line,) = ax.plot(ok["lr"], ok["y"], color=st.color, marker=st.marker, markersize=6,
-                              markeredgecolor="black", markeredgewidth=0.5, linewidth=1.6, label=label)
+                              markeredgecolor="black", markeredgewidth=0.5, linewidth=1.6, label=data.short(label))
             handles.setdefault(label, line)
             if partial.any():
                 p = r[partial]
@@ -91,7 +93,7 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
                 frac = (k + 0.5) / len(labels)
                 y = band_lo * (top / band_lo) ** (0.15 + 0.7 * frac) if bounded else \
                     band_lo + (top - band_lo) * (0.15 + 0.7 * frac)
-                ax.plot(d["lr"], np.full(len(d), y), linestyle="none", marker="X", markersize=9,
+                ax.plot(d["lr"], np.full(len(d), y), linestyle="none", marker=DIVERGED_MARKER, markersize=9,
                         color=st.color, markeredgecolor="black", markeredgewidth=0.6)
         ax.set_xscale("log")
         if bounded:
@@ -110,14 +112,22 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     fig.suptitle(f"{title or family}: learning-rate sensitivity{note}", fontsize=11)
     from matplotlib.lines import Line2D
 
-    keys = [Line2D([], [], linestyle="none", marker="X", markersize=8, color="#777777", markeredgecolor="black",
-                   label="diverged (most seeds; grey band)"),
+    keys = [Line2D([], [], linestyle="none", marker=DIVERGED_MARKER, markersize=8, color="#777777",
+                   markeredgecolor="black", label="diverged (most seeds; grey band)"),
             Line2D([], [], linestyle="none", marker="o", markersize=9, markerfacecolor="none", markeredgecolor="red",
                    label="some seeds diverged")]
     keys = keys if any_div else []
     if any_escaped:
         keys.append(Line2D([], [], linestyle="none", marker=ESCAPED_MARKER, markersize=11, color=ESCAPED_COLOR,
                            label="escaped (left the box there)"))
-    fig.legend(handles=list(handles.values()) + keys, loc="outside lower center",
-               ncol=min(3 if n == 1 else 5, len(handles) + len(keys)))
+    fit_legend(fig, list(handles.values()) + keys, max_cols=3 if n == 1 else 5)
     return save(fig, out / f"sensitivity_{safe_name(family)}", formats, dpi)
+
+
+def applies(table) -> bool:
+    """A sensitivity curve needs several learning rates: some optimizer at some batch size has more than one
+    (tuned results hold one configuration per optimizer, which would draw one point each)."""
+    if table.empty:
+        return False
+    counts = table.groupby(["optimizer_label", "batch_size"], dropna=False)["lr"].nunique()
+    return bool((counts > 1).any())

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from optbench.formatting import fmt_num  # noqa: F401  (re-exported for the report modules)
 
-# Okabe–Ito (colour-blind safe), then tab10 extras: an optimizer keeps its entry across every figure.
-COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C564B",
+# Okabe–Ito (colour-blind safe) without its black, then tab10 extras: an optimizer keeps its entry across every
+# figure. Black and the X marker are not in it: an X (black-edged) is the glyph that means "diverged".
+COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255", "#8C564B",
           "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
+MARKERS = ("o", "s", "^", "D", "v", "P", "d", "<", ">", "h", "*", "p")
+DIVERGED_MARKER = "X"
 
 RC = {
     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
@@ -34,6 +36,30 @@ def palette(labels) -> dict[str, OptStyle]:
     for i, label in enumerate(sorted(set(map(str, labels)))):
         out[label] = OptStyle(COLORS[i % len(COLORS)], MARKERS[(i + i // len(COLORS)) % len(MARKERS)])
     return out
+
+
+def fit_legend(fig, handles, *, max_cols: int = 4, **kwargs):
+    """A legend below the axes ("outside lower center") with as many columns as fit inside the figure's width:
+    every entry stays visible. Fewer columns first, then a smaller font; returns the legend."""
+    handles = list(handles)
+    fontsize = kwargs.pop("fontsize", None) or RC["legend.fontsize"]
+    legend = None
+    for size in (fontsize, fontsize * 0.85, fontsize * 0.7):
+        for ncol in range(max(1, min(max_cols, len(handles))), 0, -1):
+            if legend is not None:
+                legend.remove()
+            legend = fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=size, **kwargs)
+            if legend_inside(fig, legend):
+                return legend
+    return legend
+
+
+def legend_inside(fig, legend) -> bool:
+    """Whether the legend, as drawn, lies within the figure's bounds (0.5 px of slack)."""
+    fig.canvas.draw()
+    box, frame = legend.get_window_extent(), fig.bbox
+    return (box.x0 >= frame.x0 - 0.5 and box.x1 <= frame.x1 + 0.5 and box.y0 >= frame.y0 - 0.5
+            and box.y1 <= frame.y1 + 0.5)
 
 
 def pyplot():
