@@ -4,6 +4,7 @@ augmentation), the byte-level transformer LM, dropout= and no_decay=, and the en
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,7 +212,7 @@ def test_language_model_on_real_text_learns_and_reports_bits_per_byte(data_dir):
     assert p.dim == 256 * 32 + 32 * 32 + (2 * 32 + 32 * 96 + 96 + 32 * 32 + 32 + 2 * 32 + 32 * 128 + 128
                                           + 128 * 32 + 32) + 2 * 32  # tied head: no extra matrix
     data = p.device_data("cpu")
-    raw = open(REAL_TEXT, "rb").read()
+    raw = Path(REAL_TEXT).read_bytes()
     split = len(raw) - int(len(raw) * store.TEXT_VALIDATION)
     assert data.train_x.shape == ((split - 1) // 32, 32) and bytes(data.train_x[1].tolist()) == raw[32:64]
     assert bytes(data.train_y[0].tolist()) == raw[1:33] and data.test_x[0, 0] == raw[split]
