@@ -103,7 +103,11 @@ def test_data_root_defaults_to_the_platform_cache(monkeypatch):
 
 
 def test_official_registry_has_urls_and_sha256():
-    for info in store.DATASETS.values():
+    assert [n for n, info in store.DATASETS.items() if not info.downloadable] == ["text"]  # import only
+    shakespeare = store.DATASETS["tiny-shakespeare"]
+    assert store.archive_url(shakespeare, shakespeare.archives[0]) == (
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt")
+    for info in (i for i in store.DATASETS.values() if i.downloadable):
         assert info.archives and info.base_url.startswith("http")
         for a in info.archives:
             assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0
@@ -250,5 +254,20 @@ def test_cli_fetch_mismatch_and_list(server, tmp_path):
     r = _cli(["data", "list", "--json"], env)
     listing = json.loads(r.stdout)
     states = {d["name"]: d["state"] for d in listing["datasets"]}
-    assert states == {"mnist": "unofficial", "fashion-mnist": "missing", "cifar10": "missing", "cifar100": "missing"}
+    assert states == {"mnist": "unofficial", "fashion-mnist": "missing", "cifar10": "missing", "cifar100": "missing",
+                      "tiny-shakespeare": "missing", "text": "missing"}
     assert listing["data_dir"] == str(tmp_path / "d")
+
+
+def test_fetch_a_text_corpus_verifies_it_and_text_has_no_download(server, data_dir, monkeypatch):
+    body = Path("/usr/share/common-licenses/GPL-3").read_bytes()
+    _with_hashes(monkeypatch, "tiny-shakespeare", {"input.txt": _sha(body)})
+    _serve(server, monkeypatch, "tiny-shakespeare", {"input.txt": body})
+    status = fetch_dataset("tiny-shakespeare", progress=False)
+    assert status.state == store.VERIFIED and (data_dir / "tiny-shakespeare" / "input.txt").read_bytes() == body
+    ds = store.load_dataset("tiny-shakespeare")
+    assert ds.official and bytes(ds.train_x.tolist()) + bytes(ds.test_x.tolist()) == body
+    with pytest.raises(DataError, match="optbench data import text FILE"):
+        fetch_dataset("text", progress=False)
+    with pytest.raises(DataError, match="Import a file with `optbench data import text FILE`"):
+        store.load_dataset("text")

@@ -28,7 +28,8 @@ def _report(status) -> None:
 @app.command("fetch")
 @errors_handled
 def fetch(
-    names: Annotated[list[str], typer.Argument(help="Datasets to download: mnist, fashion-mnist, cifar10, cifar100.")],
+    names: Annotated[list[str], typer.Argument(help="Datasets to download: mnist, fashion-mnist, cifar10, cifar100, "
+                                                      "tiny-shakespeare.")],
     force: Annotated[bool, typer.Option(help="Download again even when verified files are present.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -46,9 +47,11 @@ def fetch(
 @app.command("import")
 @errors_handled
 def import_(
-    name: Annotated[str, typer.Argument(help="Dataset name: mnist, fashion-mnist, cifar10, cifar100.")],
+    name: Annotated[str, typer.Argument(help="Dataset name: mnist, fashion-mnist, cifar10, cifar100, "
+                                                "tiny-shakespeare, text (any text file).")],
     path: Annotated[Path, typer.Argument(help="A folder with the IDX files (e.g. torchvision's MNIST/raw or its "
-                                              "parent), or the CIFAR python tarball, or its extracted folder.")],
+                                              "parent), or the CIFAR python tarball, or its extracted folder, or "
+                                              "a text file.")],
 ) -> None:
     """Install dataset files you already have into the data directory."""
     from optbench.data.fetch import import_dataset

@@ -56,6 +56,9 @@ def fetch_dataset(name: str, *, root: Path | None = None, force: bool = False,
     import requests
 
     info = get_dataset_info(name)
+    if not info.downloadable:
+        raise DataError(f"Dataset {name!r} ({info.title}) has no download: install a file with "
+                        f"`optbench data import {name} FILE`.")
     root = root or data_root()[0]
     if not force:
         status = dataset_status(name, root)
@@ -83,7 +86,7 @@ def fetch_dataset(name: str, *, root: Path | None = None, force: bool = False,
 def _install(info: DatasetInfo, root: Path, stage: Path, *, verified: bool) -> None:
     """Move the staged archives of ``info`` into place (extracting CIFAR batches)."""
     directory = root / info.name
-    if info.format == "idx":
+    if info.format in ("idx", "text"):
         for archive in info.archives:
             _place(stage / archive.name, directory / archive.name)
         return
@@ -125,15 +128,22 @@ def _idx_candidates(path: Path, info: DatasetInfo) -> list[Path]:
 
 
 def import_dataset(name: str, source: str | Path, *, root: Path | None = None) -> DatasetStatus:
-    """Install files the user already has: IDX files (a folder, e.g. torchvision's ``MNIST/raw``) or a
-    CIFAR python tarball or extracted batch folder. Files that are not official are imported all the same;
-    the returned status says so."""
+    """Install files the user already has: IDX files (a folder, e.g. torchvision's ``MNIST/raw``), a
+    CIFAR python tarball or extracted batch folder, or a text file (any encoding: it is read as bytes).
+    Files that are not official are imported all the same; the returned status says so."""
     info = get_dataset_info(name)
     root = root or data_root()[0]
     source = Path(source).expanduser()
     if not source.exists():
         raise DataError(f"Cannot import {name!r}: {source} does not exist.")
     directory = root / name
+    if info.format == "text":
+        text = source if source.is_file() else source / info.train_files[0]
+        if not text.is_file():
+            raise DataError(f"Cannot import {name!r} from {source}: expected a text file (or a folder with "
+                            f"{info.train_files[0]}).")
+        _place(text, directory / info.train_files[0])
+        return dataset_status(name, root)
     if info.format == "idx":
         found: dict[str, Path] = {}
         for folder in _idx_candidates(source, info) if source.is_dir() else []:

@@ -11,9 +11,11 @@ names::
     <data dir>/fashion-mnist/…                       (the same four names)
     <data dir>/cifar10/data_batch_1 … data_batch_5, test_batch, checksums.json
     <data dir>/cifar100/train, test, checksums.json
+    <data dir>/tiny-shakespeare/input.txt            (a text corpus: one file, read as bytes)
+    <data dir>/text/input.txt                        (any local text, `optbench data import text FILE`)
 
-A dataset is *verified* when its files are the official ones: the IDX archives match their published
-SHA-256, and CIFAR batches match ``checksums.json``, which is written only when they were extracted from
+A dataset is *verified* when its files are the official ones: the IDX archives and text corpora match their
+published SHA-256, and CIFAR batches match ``checksums.json``, which is written only when they were extracted from
 an archive that matched its published SHA-256. Files that load but are not verified (a subset, a
 re-compressed copy) still run, with a warning that results are not comparable with official runs.
 """
@@ -54,7 +56,7 @@ class DatasetInfo:
     title: str
     base_url: str
     archives: tuple[Archive, ...]
-    format: str  # "idx" or "cifar"
+    format: str  # "idx", "cifar" or "text"
     n_classes: int
     n_train: int  # official sizes
     n_test: int
@@ -67,6 +69,10 @@ class DatasetInfo:
     @property
     def files(self) -> tuple[str, ...]:
         return self.train_files + self.test_files
+
+    @property
+    def downloadable(self) -> bool:
+        return bool(self.archives)
 
 
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -103,7 +109,18 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
         (Archive("cifar-100-python.tar.gz", "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7"),),
         "cifar", 100, 50000, 10000, ("train",), ("test",), label_key="fine_labels",
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html", shape=(3, 32, 32)),
+    # text corpora: one file of bytes (tokens 0..255); the last TEXT_VALIDATION of it is the validation split
+    DatasetInfo(
+        "tiny-shakespeare", "Tiny Shakespeare", "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
+        "tinyshakespeare/",
+        (Archive("input.txt", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),),
+        "text", 256, 1003855, 111539, ("input.txt",), (), homepage="https://github.com/karpathy/char-rnn",
+        shape=()),
+    DatasetInfo("text", "a local text file", "", (), "text", 256, 0, 0, ("input.txt",), (),
+                homepage="`optbench data import text FILE`", shape=()),
 )}
+
+TEXT_VALIDATION = 0.1  # nanoGPT's split: the first 90% of the bytes train, the last 10% validate
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
@@ -187,12 +204,14 @@ def dataset_status(name: str, root: Path | None = None, *, check_hashes: bool = 
         return DatasetStatus(info, directory, MISSING, paths, missing, "missing: " + ", ".join(missing))
     if not check_hashes:
         return DatasetStatus(info, directory, UNOFFICIAL, paths)
-    if info.format == "idx":
+    if info.format in ("idx", "text"):
+        if not info.downloadable:
+            return DatasetStatus(info, directory, UNOFFICIAL, paths, detail="a local file (no official version)")
         official = {a.name: a.sha256 for a in info.archives}
         bad = [p.name for p in paths.values() if official.get(p.name) != sha256_file(p)]
         if bad:
             return DatasetStatus(info, directory, UNOFFICIAL, paths,
-                                 detail="not the official archives: " + ", ".join(bad))
+                                 detail="not the official files: " + ", ".join(bad))
         return DatasetStatus(info, directory, VERIFIED, paths, detail="SHA-256 matches the official archives")
     marker = directory / CHECKSUMS
     try:
@@ -207,10 +226,11 @@ def dataset_status(name: str, root: Path | None = None, *, check_hashes: bool = 
 
 
 def missing_message(info: DatasetInfo, directory: Path, how: str, missing: list[str]) -> str:
+    get = (f"Download it with `optbench data fetch {info.name}`, or import files you already have with "
+           f"`optbench data import {info.name} PATH`" if info.downloadable
+           else f"Import a file with `optbench data import {info.name} FILE`")
     return (f"Dataset {info.name!r} ({info.title}) is not available: looked in {directory} (from {how}); "
-            f"missing {', '.join(missing)}. Download it with `optbench data fetch {info.name}`, or import files "
-            f"you already have with `optbench data import {info.name} PATH`; set ${DATA_ENV} to use another "
-            "data directory.")
+            f"missing {', '.join(missing)}. {get}; set ${DATA_ENV} to use another data directory.")
 
 
 def require_dataset(name: str) -> DatasetStatus:
@@ -224,7 +244,8 @@ def require_dataset(name: str) -> DatasetStatus:
 
 @dataclass(eq=False)
 class Dataset:
-    """A whole dataset in memory: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``."""
+    """A whole dataset in memory: uint8 images ``[N, C, H, W]`` and int64 labels ``[N]``; a text corpus holds
+    its training and validation bytes ``[n]`` in ``train_x`` / ``test_x`` (no labels: the next byte is one)."""
 
     name: str
     train_x: Any
@@ -248,7 +269,7 @@ def dataset_fingerprint(name: str) -> tuple[DatasetStatus, str]:
     if status.state == VERIFIED:
         return status, "official"
     digest = hashlib.sha256("".join(sha256_file(status.paths[f]) for f in status.info.files).encode())
-    if str(status.directory) not in _WARNED:
+    if str(status.directory) not in _WARNED and status.info.downloadable:
         _WARNED.add(str(status.directory))
         log.warning("Warning: dataset %r in %s is not the official one (%s): results are not comparable with "
                     "runs on the official data.", name, status.directory, status.detail)
@@ -261,6 +282,7 @@ def load_dataset(name: str) -> Dataset:
     Raises DataError when files are missing or unreadable; logs a warning when they are not the
     official ones.
     """
+    import numpy as np
     import torch
 
     from optbench.data.formats import read_cifar_batch, read_idx
@@ -271,6 +293,19 @@ def load_dataset(name: str) -> Dataset:
     if key in _LOADED:
         return _LOADED[key]
     status, fingerprint = dataset_fingerprint(name)
+    if info.format == "text":
+        raw = np.frombuffer(status.paths[info.train_files[0]].read_bytes(), dtype=np.uint8)
+        split = len(raw) - int(len(raw) * TEXT_VALIDATION)
+        if split < 2 or len(raw) - split < 2:
+            raise DataError(f"Dataset {name!r}: {status.paths[info.train_files[0]]} holds {len(raw)} bytes; a "
+                            "text corpus needs at least 20 to split into training and validation text.")
+        tokens = torch.from_numpy(raw.copy())
+        ds = Dataset(name, tokens[:split], None, tokens[split:], None, info.n_classes, status.state == VERIFIED,
+                     fingerprint)
+        for old in [k for k in _LOADED if k[0] == name]:
+            del _LOADED[old]
+        _LOADED[key] = ds
+        return ds
     if info.format == "idx":
         parts = [read_idx(status.paths[f]) for f in info.files]
         for i, (images, labels) in enumerate(((parts[0], parts[1]), (parts[2], parts[3]))):

@@ -7,7 +7,11 @@ problem kind runs a configuration only when
 - the engine provides every need the rule declares (``Rule.needs`` against the engine's ``PROVIDES``:
   Hessians, per-parameter-tensor norms, a closure), and
 - the engine implements every training-recipe setting of the run (``Run.recipe`` keys against the
-  engine's ``RECIPE``: schedules, clipping, label smoothing, …).
+  engine's ``RECIPE``: schedules, clipping, label smoothing, …), and
+- the engine runs every model feature of the problem (``NetworkProblem.features`` against the engine's
+  ``BATCHED_FEATURES``: BatchNorm running statistics, dropout, on-device augmentation, parameter groups;
+  the vmap network engine runs none of them, so ``cifar10-resnet`` and any ``dropout=``/``no_decay=`` run
+  train on the loop engine).
 
 ``--engine batched`` on a configuration the batched engine cannot honour is a ``UsageError`` naming the
 reason; ``--engine auto`` then picks the loop engine. ``auto`` also keeps networks on a CPU on the loop
@@ -21,15 +25,16 @@ from collections.abc import Iterable
 from optbench.errors import UsageError
 
 
-def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(needs it provides, recipe keys it implements) of a problem kind's batched engine."""
+def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(needs it provides, recipe keys it implements, model features it runs) of a problem kind's batched
+    engine."""
     if kind == "analytic":
         from optbench.engines import batched
 
-        return batched.PROVIDES, batched.RECIPE
+        return batched.PROVIDES, batched.RECIPE, frozenset()
     from optbench.engines import network  # every other kind is the network track (as runner.execute)
 
-    return network.BATCHED_PROVIDES, network.BATCHED_RECIPE
+    return network.BATCHED_PROVIDES, network.BATCHED_RECIPE, network.BATCHED_FEATURES
 
 
 def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -> str | None:
@@ -37,10 +42,13 @@ def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -
     of ``Run.recipe``), or None when it can, reproducing the loop engine."""
     from optbench.engines.batched_rules import RULES, missing_needs
 
-    provides, implements = _batched_engine(problem.kind)
+    provides, implements, runs_features = _batched_engine(problem.kind)
     rule = RULES.get(optimizer.entry.batched) if optimizer.entry.batched else None
     if rule is None:
         return f"{optimizer.name!r} has no batched rule"
+    features = sorted(set(getattr(problem, "features", ())) - runs_features)
+    if features:
+        return f"it does not run models with {', '.join(features)}"
     missing = missing_needs(rule, provides)
     if missing:
         return (f"the {optimizer.name!r} rule needs {'; '.join(missing)}, which it does not provide for "

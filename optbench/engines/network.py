@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from optbench.engines.batched_rules import LAYERS
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
 from optbench.problems.base import derive_seed
+from optbench.problems.nets import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS
 
 SYNC_EVERY = 50  # steps between host checks for "every run has ended" and progress updates
 EVAL_BATCH = 1000  # test examples per evaluation forward pass
@@ -50,7 +51,59 @@ def _autocast(problem, device: torch.device):
 
 
 def uses_channels_last(problem, device: torch.device) -> bool:
-    return device.type == "cuda" and problem.input_shape[0] > 1 and problem.architecture.startswith("3c3d")
+    return device.type == "cuda" and getattr(problem, "channels_last", False)
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over every prediction: logits ``[..., classes]`` against labels ``[...]`` (one label
+    per example for classifiers, one per position for language models)."""
+    return F.cross_entropy(logits.flatten(0, -2), y.flatten(), label_smoothing=label_smoothing)
+
+
+class Augmentation:
+    """airbench's augmentation, on the device: each training example is padded by ``pad`` pixels (reflect),
+    cropped back at a random offset in ``[-pad, pad]²`` and flipped horizontally with probability 1/2. The
+    offsets and flips are drawn once per epoch for every example, from the run seed on the CPU (one host→
+    device copy per epoch, as the batch order), so every engine and device sees the same inputs."""
+
+    def __init__(self, seed: int, n: int, pad: int, per_epoch: int, device):
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, "augment"))
+        self.n, self.pad, self.per_epoch, self.device = n, pad, per_epoch, device
+        self.epoch = -1
+        self.offsets = self.flips = None
+
+    def __call__(self, t: int, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The augmented inputs ``x`` [b, C, H, W] of the examples ``idx`` at step ``t``."""
+        if t // self.per_epoch != self.epoch:
+            self.epoch = t // self.per_epoch
+            self.offsets = torch.randint(0, 2 * self.pad + 1, (self.n, 2), generator=self.generator).to(self.device)
+            self.flips = (torch.rand(self.n, generator=self.generator) < 0.5).to(self.device)
+        b, _, h, w = x.shape
+        padded = F.pad(x, (self.pad,) * 4, mode="reflect")
+        off = self.offsets[idx]
+        rows = (off[:, 0, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [b, 1, H, 1]
+        cols = (off[:, 1, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [b, 1, 1, W]
+        channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        cropped = padded[torch.arange(b, device=x.device)[:, None, None, None], channels, rows, cols]
+        return torch.where(self.flips[idx][:, None, None, None], cropped.flip(-1), cropped)
+
+
+class DropoutMasks:
+    """Dropout masks for one run: before each forward pass of step t the default generator is seeded from
+    the run seed and t, so the step's gradient and every closure call of that step see the same masks (one
+    sampled function per step, like the mini-batch), and a run is reproducible. The engine runs inside
+    ``torch.random.fork_rng``, leaving the caller's random state as it was."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.step_seed = 0
+
+    def begin_step(self, t: int) -> None:
+        self.step_seed = derive_seed(self.seed, f"dropout-{t}")
+        self.reseed()
+
+    def reseed(self) -> None:
+        torch.manual_seed(self.step_seed)
 
 
 class BatchOrder:
@@ -87,7 +140,9 @@ class NetRecorder:
         opts = dict(dtype=torch.float64, device=device)
         self.loss = torch.full((R, K), math.nan, **opts)
         self.grad_norm = torch.full((R, K), math.nan, **opts)
-        self.extra = {k: np.full((R, K), math.nan) for k in ("test_loss", "test_acc", "train_loss_avg")}
+        self.bits_per_byte = getattr(problem, "reports_bits_per_byte", False)
+        columns = ("test_loss", "test_acc", "train_loss_avg") + (("test_bpb",) if self.bits_per_byte else ())
+        self.extra = {k: np.full((R, K), math.nan) for k in columns}
         self.wall = np.zeros(R)
         self.active = torch.ones(K, dtype=torch.bool, device=device)
         self.diverged = torch.zeros(K, dtype=torch.bool, device=device)
@@ -136,7 +191,10 @@ class NetRecorder:
             alive = self.active.cpu().numpy()
             test_loss, test_acc = evaluate()
             mean = (self.window_sum / self.window_count).cpu().numpy() if self.window_count else math.nan
-            for name, values in (("test_loss", test_loss), ("test_acc", test_acc), ("train_loss_avg", mean)):
+            columns = [("test_loss", test_loss), ("test_acc", test_acc), ("train_loss_avg", mean)]
+            if self.bits_per_byte:  # a byte-level model's loss in nats per byte, in bits
+                columns.append(("test_bpb", test_loss / math.log(2)))
+            for name, values in columns:
                 self.extra[name][row] = np.where(alive, values, math.nan)
             self.window_sum.zero_()
             self.window_count = 0
@@ -173,7 +231,7 @@ class NetRecorder:
 
 def _evaluate(logits_fn: Callable[[torch.Tensor], torch.Tensor], data, dtype, K: int, channels_last: bool):
     """Test loss and accuracy [K] over the whole test set; ``logits_fn(x)`` returns ``[K, b, classes]``."""
-    n = len(data.test_y)
+    n = data.test_y.numel()  # predictions: examples (classifiers) or positions (language models)
     total = torch.zeros(K, dtype=torch.float64, device=data.test_y.device)
     correct = torch.zeros(K, dtype=torch.float64, device=data.test_y.device)
     with torch.no_grad():
@@ -183,9 +241,9 @@ def _evaluate(logits_fn: Callable[[torch.Tensor], torch.Tensor], data, dtype, K:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = data.test_y[i: i + EVAL_BATCH]
             logits = logits_fn(x).to(dtype)
-            losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(K), reduction="none").view(K, -1)
+            losses = F.cross_entropy(logits.flatten(0, -2), y.flatten().repeat(K), reduction="none").view(K, -1)
             total += losses.sum(1).double()
-            correct += (logits.argmax(-1) == y).sum(1).double()
+            correct += (logits.argmax(-1) == y).view(K, -1).sum(1).double()
     return (total / n).cpu().numpy(), (correct / n).cpu().numpy()
 
 
@@ -193,13 +251,16 @@ class NetClosure:
     """The closure for optimizers that re-evaluate the loss (L-BFGS, SPSA, forward gradients): the loss on
     the current mini-batch, with backward; ``loss_at(values)`` evaluates it at other parameter values."""
 
-    def __init__(self, model, forward, names, loss_fn):
+    def __init__(self, model, forward, names, loss_fn, masks: DropoutMasks | None = None):
         self.model, self.forward, self.names, self.loss_fn = model, forward, names, loss_fn
+        self.masks = masks
         self.x = self.y = None
 
     def __call__(self) -> torch.Tensor:
         for p in self.model.parameters():
             p.grad = None
+        if self.masks is not None:
+            self.masks.reseed()
         with torch.enable_grad():
             loss = self.loss_fn(self.forward(self.x), self.y)
             loss.backward()
@@ -207,6 +268,8 @@ class NetClosure:
 
     def loss_at(self, values: list[torch.Tensor]) -> torch.Tensor:
         params = dict(zip(self.names, values))
+        if self.masks is not None:
+            self.masks.reseed()
         return self.loss_fn(torch.func.functional_call(self.model, params, (self.x,)), self.y)
 
 
@@ -257,8 +320,28 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     """Train one run with a real optimizer object (K = 1). ``dtype`` (the sweep's, meant for analytic problems)
     is ignored: networks train in the problem's ``precision``. ``noise_scale_every=N`` estimates the gradient
     noise scale at steps 0, N, 2N, … ≤ ``steps`` (:class:`NoiseScaleProbe`; extra columns ``noise_scale`` and
-    ``noise_scale_stderr``, NaN elsewhere; the time it takes is kept out of ``wall_time_s``)."""
+    ``noise_scale_stderr``, NaN elsewhere; the time it takes is kept out of ``wall_time_s``).
+
+    The model trains in train mode and is evaluated in eval mode (BatchNorm: batch statistics for training,
+    running statistics for evaluation; dropout off). BatchNorm's running statistics move once per step, with
+    the step's own forward pass: the optimizer's extra closure calls (L-BFGS, SPSA, …) leave them as they were.
+    Dropout masks come from :class:`DropoutMasks`, augmentation from :class:`Augmentation`."""
+    features = getattr(problem, "features", frozenset())
+    if noise_scale_every and features & {BUFFERS, DROPOUT}:
+        from optbench.errors import UsageError
+
+        raise UsageError(f"--noise-scale-every needs a model without BatchNorm or dropout; {problem.label} has "
+                         f"{', '.join(sorted(features & {BUFFERS, DROPOUT}))}.")
     device = torch.device(device)
+    rng = (torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type)
+           if DROPOUT in features else contextlib.nullcontext())
+    with rng:
+        return _run_network(problem, optimizer, seed, steps, record_every, device, progress, schedule, clip_norm,
+                            clip_value, label_smoothing, noise_scale_every, features)
+
+
+def _run_network(problem, optimizer, seed, steps, record_every, device, progress, schedule, clip_norm, clip_value,
+                 label_smoothing, noise_scale_every, features) -> GroupTrace:
     dtype = train_dtype(problem)
     data = problem.device_data(device)
     model = problem.make_model(seed, device, dtype)
@@ -267,14 +350,20 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
         model = model.to(memory_format=torch.channels_last)
     names = [n for n, _ in model.named_parameters()]
     params = list(model.parameters())
-    opt = optimizer.entry.build(params, optimizer.hyperparams, dtype=dtype, seed=seed)
+    groups = (problem.param_groups(model, "weight_decay" in optimizer.hyperparams)
+              if PARAM_GROUPS in features else params)
+    opt = optimizer.entry.build(groups, optimizer.hyperparams, dtype=dtype, seed=seed)
     forward = torch.compile(model) if problem.config["compile"] and device.type == "cuda" else model
     amp = _autocast(problem, device)
+    masks = DropoutMasks(seed) if DROPOUT in features else None
+    buffers = list(model.buffers()) if BUFFERS in features and optimizer.entry.needs_closure else []
+    augment = (Augmentation(seed, data.n_train, problem.augment, problem.steps_per_epoch(), device)
+               if AUGMENTATION in features else None)
 
     def loss_fn(logits, y):
-        return F.cross_entropy(logits.to(dtype), y, label_smoothing=label_smoothing)
+        return cross_entropy(logits.to(dtype), y, label_smoothing)
 
-    closure = NetClosure(model, forward, names, loss_fn)
+    closure = NetClosure(model, forward, names, loss_fn, masks)
     lrs = None
     if schedule is not None:
         from optbench.schedules import lr_sequence
@@ -288,16 +377,28 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
         probe = NoiseScaleProbe(model, params, loss_fn, data, dtype, amp, seed, problem.batch_size)
         for name in ("noise_scale", "noise_scale_stderr"):
             rec.extra[name] = np.full((len(rec.grid), 1), math.nan)
-    evaluate = lambda: _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)  # noqa: E731
+
+    def evaluate():
+        model.eval()
+        try:
+            return _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)
+        finally:
+            model.train()
+
+    model.train()
     needs_closure = optimizer.entry.needs_closure
     ticker = StepTicker(progress, 1, steps, SYNC_EVERY)
     for t in range(steps + 1):
         idx = order.next()[0]
         x, y = data.inputs(data.train_x[idx], dtype), data.train_y[idx]
+        if augment is not None:
+            x = augment(t, idx, x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         for p in params:
             p.grad = None
+        if masks is not None:
+            masks.begin_step(t)
         with amp:
             logits = forward(x)
         loss = loss_fn(logits, y)
@@ -323,7 +424,10 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
                 group["lr"] = lrs[t]
         if needs_closure:
             closure.x, closure.y = x, y
+            kept = [b.clone() for b in buffers]  # running statistics after this step's own forward pass
             opt.step(closure)
+            for b, value in zip(buffers, kept):
+                b.copy_(value)
         else:
             opt.step()
     ticker.close()
@@ -333,6 +437,9 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
 # what run_network_batched gives a rule (batched_rules.Rule.needs): the layout of the flattened parameters
 BATCHED_PROVIDES = frozenset({LAYERS})
 BATCHED_RECIPE: frozenset[str] = frozenset()  # no schedule, clipping, label smoothing, … (they run on the loop)
+# the model features (NetworkProblem.features) it runs: none of BatchNorm buffers (vmap cannot update K sets of
+# running statistics in place), dropout (one mask stream per run), augmentation or parameter groups
+BATCHED_FEATURES: frozenset[str] = frozenset()
 
 
 def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps: int,
@@ -347,6 +454,12 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
     check_needs(optimizers[0], BATCHED_PROVIDES, "batched network engine")
+    unsupported = set(getattr(problem, "features", ())) - BATCHED_FEATURES
+    if unsupported:
+        from optbench.errors import UsageError
+
+        raise UsageError(f"The batched network engine does not support {', '.join(sorted(unsupported))} "
+                         f"({problem.label}); use --engine loop.")
     device = torch.device(device)
     dtype = train_dtype(problem)
     K = len(seeds)
@@ -370,7 +483,7 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     def loss_fn(params, x, y):
         with amp:
             logits = functional_call(model, params, (x,))
-        return F.cross_entropy(logits.to(dtype), y)
+        return cross_entropy(logits.to(dtype), y)
 
     grad_and_loss = vmap(grad_and_value(loss_fn))
     batched_logits = vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(0, None))

@@ -40,7 +40,7 @@ def _ensure_registered() -> None:
     from optbench.problems import analytic  # noqa: F401
 
     try:
-        from optbench.problems import nets  # noqa: F401
+        from optbench.problems import lm, nets  # noqa: F401
     except ImportError:  # the network track is optional at import time
         pass
 
