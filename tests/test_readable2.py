@@ -1,0 +1,140 @@
+"""Output people can read (issue #14, second part): heatmaps whose lines never cover a value and whose panels share
+one colour scale, tune's progress, checks whose labels differ only in how a path was spelled, race frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LRS = [1e-3, 3.2e-3, 1e-2, 3.2e-2, 0.1, 0.32, 1.0]
+BATCHES = [1, 4, 16, 64, 256]
+
+
+def _summary(optimizers=("sgd", "adam"), scaled=True, noise_scale=True) -> pd.DataFrame:
+    """A bs × lr summary whose best lr moves two columns per batch size (traces cross the cells diagonally), with
+    linear-scaled runs of the first optimizer from three base lrs (a recipe traced on its heatmap)."""
+    rows = []
+    for k, name in enumerate(optimizers):
+        for b_i, b in enumerate(BATCHES):
+            for lr in LRS:
+                best = LRS[min(2 * b_i, len(LRS) - 1)] * (1 + k)
+                for seed in range(2):
+                    rows.append({"family": "noisy-quadratic", "problem": f"noisy-quadratic(batch_size={b})",
+                                 "optimizer": name, "optimizer_label": name, "batch_size": b, "lr": lr, "seed": seed,
+                                 "status": "done", "f_min": 0.0, "hparams": json.dumps({"lr": lr}), "recipe": "{}",
+                                 "final_loss": (1 + k) * (0.01 + np.log(lr / best) ** 2) * (1 + 0.01 * seed),
+                                 "noise_scale": 30.0 if noise_scale else np.nan})
+    if scaled:
+        for b in BATCHES:
+            for base in (0.01, 0.032, 0.1):
+                lr = base * b / 4
+                rows.append({**rows[0], "optimizer_label": f"{optimizers[0]}+linear-scaling(base_batch_size=4)",
+                             "batch_size": b, "lr": lr, "hparams": json.dumps({"lr": lr}),
+                             "recipe": json.dumps({"lr_scaling": "linear", "base_batch_size": 4}),
+                             "recipe_name": "linear-warmup", "final_loss": 0.05 + abs(np.log(base / 0.032))})
+    return pd.DataFrame(rows)
+
+
+def _heatmap_figures(monkeypatch, summary, **kwargs):
+    """Every heatmap the report code draws from ``summary``, as open figures (saving is skipped)."""
+    from optbench.report import grids as g
+
+    figures = []
+    monkeypatch.setattr(g, "save", lambda fig, stem, formats, dpi: figures.append(fig) or [])
+    found = g.grids(summary, "final_loss")
+    comps = g.rule_comparisons(summary, found)
+    compared = {(c.tuned.problem, c.rule) for c in comps}  # the scaled runs: drawn in the comparison instead
+    for grid in [grid for grid in found if (grid.problem, grid.optimizer) not in compared]:
+        g.heatmap(grid, Path("."), formats=["png"], dpi=60, rules=[c for c in comps if c.tuned is grid], **kwargs)
+    return found, comps, figures
+
+
+def _line_pieces(line):
+    """A line's drawn pieces in display coordinates (NaN breaks a line into pieces)."""
+    xy = line.get_transform().transform(np.column_stack(line.get_data()).astype(float))
+    pieces, current = [], []
+    for p in xy:
+        if np.isfinite(p).all():
+            current.append(p)
+        elif current:
+            pieces.append(np.array(current))
+            current = []
+    return pieces + ([np.array(current)] if current else [])
+
+
+def test_heatmap_lines_and_edge_labels_never_cover_a_cell_value(monkeypatch):
+    from matplotlib.path import Path as MplPath
+
+    found, comps, figures = _heatmap_figures(monkeypatch, _summary())
+    assert comps, "the synthetic summary should hold a recipe to trace"
+    checked = 0
+    for fig in figures:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        values = [t for t in ax.texts if t.get_text()]
+        assert len(values) == len(LRS) * len(BATCHES)  # one text per cell, nothing else written over the cells
+        cells = ax.get_window_extent(renderer)
+        for text in values:
+            box = text.get_window_extent(renderer)
+            for line in ax.lines:
+                if line.get_linestyle() in ("None", "none", "", " "):
+                    continue
+                for piece in _line_pieces(line):
+                    assert len(piece) < 2 or not MplPath(piece).intersects_bbox(box, filled=False), \
+                        (text.get_text(), line.get_label())
+                    checked += 1
+        for other in fig.axes[1:]:  # the colour bar and the right-hand axis of off-grid recipe lrs
+            for label in other.get_yticklabels():
+                if label.get_text():
+                    assert not label.get_window_extent(renderer).overlaps(cells), label.get_text()
+    assert checked > 100
+
+
+def test_heatmaps_of_one_problem_share_one_colour_scale_by_default(monkeypatch, tmp_path):
+    from optbench.report import build as b
+    from optbench.report import grids as g
+
+    summary = _summary(scaled=False)
+    drawn = []
+    monkeypatch.setattr(g, "save", lambda fig, stem, formats, dpi: drawn.append(fig) or [])
+
+    class Data:
+        steps = pd.DataFrame({"run_id": []})
+        display = {"sgd": "sgd", "adam": "adam"}
+
+        def short(self, label):
+            return label
+
+    for scale in ("shared", "each"):
+        drawn.clear()
+        builder = b.Builder([tmp_path], tmp_path, formats=["png"], figures=["grids"], frames=2, fps=1, dpi=50,
+                            title=None, all_lrs=False, metric="final_loss", heatmap_scale=scale)
+        builder.data, builder.fig_dir, builder.table_dir = Data(), tmp_path, tmp_path
+        builder.data.summary = summary
+        (section,) = builder._grids()
+        norms = {(fig.axes[0].images[0].norm.vmin, fig.axes[0].images[0].norm.vmax) for fig in drawn}
+        assert len(drawn) == 2
+        labels = [fig.axes[1].get_ylabel() for fig in drawn]
+        if scale == "shared":
+            assert len(norms) == 1  # one colour range for both optimizers' heatmaps
+            values = g.color_scale(g.grids(summary, "final_loss"))
+            assert norms == {(values.vmin, values.vmax)}
+            assert all("one scale for the 2 grids" in label for label in labels)
+            assert "share one colour scale" in section.note
+        else:
+            assert len(norms) == 2
+            assert all("own scale" in label for label in labels)
+
+
+def test_heatmap_and_rule_titles_use_display_labels():
+    from optbench.report import grids as g
+
+    summary = _summary()
+    found = g.grids(summary, "final_loss")
+    comps = g.rule_comparisons(summary, found)
+    caption = g.comparison_caption(comps[0], label=lambda full: "SHORT")
+    assert caption.startswith("noisy-quadratic, SHORT:")
