@@ -138,3 +138,98 @@ def test_heatmap_and_rule_titles_use_display_labels():
     comps = g.rule_comparisons(summary, found)
     caption = g.comparison_caption(comps[0], label=lambda full: "SHORT")
     assert caption.startswith("noisy-quadratic, SHORT:")
+
+
+# ---- tune: one progress class, study i/N and trials done/total, phases of --report, plurals -----------------
+
+def _terminal():
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    return buf, Console(file=buf, force_terminal=True, width=100, color_system=None)
+
+
+def test_trial_progress_says_which_study_and_how_many_trials(monkeypatch):
+    from optbench.cli.progress import TrialProgress
+
+    monkeypatch.delenv("CI", raising=False)
+    buf, console = _terminal()
+    with TrialProgress(10, 2, quiet=False, console=console, delay_s=0) as progress:
+        progress.begin_study(1, 2)
+        progress.advance(3, failed=1)
+        progress.bar.refresh()
+    text = buf.getvalue()
+    assert "study 1/2" in text and "3/10 trials" in text and "failed 1" in text
+    buf, console = _terminal()
+    with TrialProgress(10, 2, quiet=False, console=console, delay_s=0) as progress:  # processes in parallel
+        progress.advance(4)
+        progress.study_done()
+        progress.bar.refresh()
+    assert "studies 1/2 done" in buf.getvalue() and "4/10 trials" in buf.getvalue()
+    for quiet, ci in ((True, ""), (False, "1")):  # -q and CI: nothing at all, as the run bar
+        monkeypatch.setenv("CI", ci)
+        buf, console = _terminal()
+        with TrialProgress(10, 2, quiet=quiet, console=console, delay_s=0) as progress:
+            progress.begin_study(1, 2)
+            progress.advance(5)
+        assert buf.getvalue() == "" and progress.bar is None
+
+
+def test_a_long_first_step_still_shows_the_bar(monkeypatch):
+    """The bar appears when its delay has passed even if no further update comes (a timer starts it)."""
+    from optbench.cli.progress import LiveBar, PhaseProgress, SweepBar, TrialProgress
+
+    monkeypatch.delenv("CI", raising=False)
+    for make in (lambda c: PhaseProgress("report", console=c, delay_s=60),
+                 lambda c: SweepBar(100, 4, False, console=c, delay_s=60),
+                 lambda c: TrialProgress(10, 1, False, console=c, delay_s=60)):
+        buf, console = _terminal()
+        progress = make(console)
+        assert isinstance(progress, LiveBar)  # one set of rules for every wait
+        (progress("loading results", 0, 3) if isinstance(progress, PhaseProgress) else progress.advance(0))
+        assert progress.bar is None and progress.timer is not None  # before the delay: nothing, a timer waits
+        progress.timer.cancel()
+        progress._start_later()  # what the timer does once the delay has passed
+        progress.bar.refresh()
+        progress.close()
+        assert "0/" in buf.getvalue()
+
+
+def test_tune_output_counts_plurals_and_reports_in_phases(monkeypatch, tmp_path):
+    import io
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from optbench.cli import tune as tune_cli
+    from optbench.cli.app import app
+
+    buf = io.StringIO()
+    monkeypatch.setattr(tune_cli, "console", Console(file=buf, width=80, color_system=None))
+    phases = []
+
+    class Recorder:
+        def __init__(self, task, quiet=False):
+            self.task = task
+
+        def __call__(self, what, done, total):
+            phases.append((self.task, what, done, total))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(tune_cli, "PhaseProgress", Recorder)
+    result = CliRunner().invoke(app, ["tune", "-p", "rosenbrock", "-o", "adam", "--trials", "1", "--batch", "1",
+                                      "--seeds", "1", "--steps", "20", "--out", str(tmp_path / "t"), "--report",
+                                      "--report-figures", "curves", "--report-format", "png"])
+    assert result.exit_code == 0, result.output
+    text = buf.getvalue()
+    assert "1 trial each" in text and "1 trials" not in text
+    assert "over 1 fresh seed " in text and "1 fresh seeds" not in text
+    assert "…" not in text  # at 80 columns the tuning table wraps, never cuts a number
+    assert phases and phases[0][:2] == ("report", "loading results") and phases[-1][1] == "writing pages"
