@@ -233,3 +233,62 @@ def test_tune_output_counts_plurals_and_reports_in_phases(monkeypatch, tmp_path)
     assert "over 1 fresh seed " in text and "1 fresh seeds" not in text
     assert "…" not in text  # at 80 columns the tuning table wraps, never cuts a number
     assert phases and phases[0][:2] == ("report", "loading results") and phases[-1][1] == "writing pages"
+
+
+# ---- check: labels that differ only in how a path was spelled --------------------------------------------------
+
+TINY_SUITE = '''
+name = "tiny"
+[[sweep]]
+problems = ["rosenbrock"]
+optimizers = ["adam"]
+lr = [1e-3]
+seeds = 1
+steps = 20
+[check]
+mode = "exact"
+'''
+
+
+def test_resolved_label_equates_spellings_of_one_file(tmp_path):
+    from optbench.labels import resolved_label
+
+    spellings = ["opt.py:MyAdam(lr=0.001)+cosine", "./opt.py:MyAdam(lr=0.001)+cosine",
+                 "sub/../opt.py:MyAdam(lr=0.001)+cosine", f"{tmp_path}/opt.py:MyAdam(lr=0.001)+cosine"]
+    assert len({resolved_label(s, root=tmp_path) for s in spellings}) == 1
+    assert resolved_label("other.py:MyAdam(lr=0.001)+cosine", root=tmp_path) != resolved_label(spellings[0], tmp_path)
+    for plain in ("adam(lr=0.001)", "my_pkg.optim:MyAdam", "sgd+cosine"):
+        assert resolved_label(plain, root=tmp_path) == plain
+
+
+def test_check_treats_two_spellings_of_one_file_as_one_configuration(tmp_path):
+    from tests.test_check_cli import ADAM, optbench
+
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt" / "adam.py").write_text(ADAM)
+    (tmp_path / "tiny.toml").write_text(TINY_SUITE)
+    base = optbench("baseline", "--suite", "tiny.toml", "--opt", "./opt/adam.py:MyAdam", "--out", "base", "-q",
+                    cwd=tmp_path)
+    assert base.returncode == 0, base.stderr
+    r = optbench("check", "--suite", "tiny.toml", "--opt", "opt/adam.py:MyAdam", "--against", "base", "--out",
+                 "new", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK" in r.stdout
+    said = " ".join(r.stderr.split())
+    assert "'opt/adam.py:MyAdam' and the baseline's './opt/adam.py:MyAdam' name the same file" in said
+
+
+def test_check_of_other_configurations_fails_before_running_anything(tmp_path):
+    from tests.test_check_cli import ADAM, optbench
+
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt" / "adam.py").write_text(ADAM)
+    (tmp_path / "opt" / "adam2.py").write_text(ADAM)
+    (tmp_path / "tiny.toml").write_text(TINY_SUITE)
+    assert optbench("baseline", "--suite", "tiny.toml", "--opt", "opt/adam.py:MyAdam", "--out", "base", "-q",
+                    cwd=tmp_path).returncode == 0
+    r = optbench("check", "--suite", "tiny.toml", "--opt", "opt/adam2.py:MyAdam", "--against", "base", "--out",
+                 "new", cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "do not cover the same configurations" in r.stderr and "opt/adam2.py:MyAdam" in r.stderr
+    assert not (tmp_path / "new").exists()  # nothing was run
