@@ -292,3 +292,19 @@ def test_check_of_other_configurations_fails_before_running_anything(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "do not cover the same configurations" in r.stderr and "opt/adam2.py:MyAdam" in r.stderr
     assert not (tmp_path / "new").exists()  # nothing was run
+
+
+# ---- terminal tables at 80 columns ------------------------------------------------------------------------------
+
+def test_table_notes_count_learning_rates_and_seeds_per_configuration():
+    from tests.test_readable import _render, _table
+
+    table = _table(["sgd", "sgd+warmup-constant(warmup=0.05)+linear-scaling(base_batch_size=4)"], batch_sizes=(4,))
+    table["lrs_tried"] = [13, 5]  # the grid's optimizer and a recipe's five base lrs
+    table["seeds"] = [3, 5]
+    text = " ".join(_render(table, 80).split())
+    assert "best of 5–13 learning rates per optimizer" in text and "best of 13 learning rates" not in text
+    assert "medians over 3–5 seeds" in text
+    table["lrs_tried"], table["seeds"] = 2, 1
+    text = " ".join(_render(table, 80).split())
+    assert "best of 2 learning rates per optimizer" in text and "medians over" not in text
