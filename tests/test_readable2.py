@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 LRS = [1e-3, 3.2e-3, 1e-2, 3.2e-2, 0.1, 0.32, 1.0]
 BATCHES = [1, 4, 16, 64, 256]
@@ -308,3 +309,34 @@ def test_table_notes_count_learning_rates_and_seeds_per_configuration():
     table["lrs_tried"], table["seeds"] = 2, 1
     text = " ".join(_render(table, 80).split())
     assert "best of 2 learning rates per optimizer" in text and "medians over" not in text
+
+
+# ---- races: an optimizer that left the view stays visible ------------------------------------------------------
+
+def test_race_head_of_a_run_that_left_the_view_is_drawn_whole_on_the_edge():
+    from optbench.problems import get_problem
+    from optbench.report.animate import Scene, Track, render_frames
+    from optbench.report.style import palette
+
+    problem = get_problem("saddle")
+    y_hi = float(problem.bounds[1][1])
+    steps = np.arange(20)
+    escaping = np.column_stack([np.full(20, 0.1), np.linspace(0.0, 3 * y_hi, 20)])  # leaves through the top
+    staying = np.column_stack([np.linspace(1.0, 0.5, 20), np.zeros(20)])
+    styles = palette(["a", "b"])
+    tracks = [Track("a", steps, escaping, styles["a"]), Track("b", steps, staying, styles["b"])]
+    scene = Scene(problem, tracks, title="saddle", dpi=50)
+    frames = render_frames(scene, steps)
+    head = scene.heads[0]
+    assert tuple(np.ravel(head.get_data())) == pytest.approx((0.1, y_hi))  # waits on the top edge
+    assert not head.get_clip_on()  # the whole marker, not the half inside the axes
+    # pixels of its colour just above the top edge of the axes (the half that clipping hid)
+    from matplotlib.colors import to_rgb
+
+    rgb = np.array(to_rgb(styles["a"].color)) * 255
+    image = np.asarray(frames[-1].convert("RGB")).astype(float)
+    x, y = scene.ax.transData.transform((0.1, y_hi))
+    top = int(scene.fig.bbox.height - y)
+    above = image[max(0, top - 4): top - 1, int(x) - 3: int(x) + 4]
+    assert (np.abs(above - rgb).sum(axis=-1) < 60).any()
+    scene.close()
