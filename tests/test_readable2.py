@@ -340,3 +340,49 @@ def test_race_head_of_a_run_that_left_the_view_is_drawn_whole_on_the_edge():
     above = image[max(0, top - 4): top - 1, int(x) - 3: int(x) + 4]
     assert (np.abs(above - rgb).sum(axis=-1) < 60).any()
     scene.close()
+
+
+# ---- performance profile and ECDF: every optimizer visible, also where curves coincide --------------------------
+
+@pytest.fixture(scope="module")
+def alike_results(tmp_path_factory):
+    """Two problems × three optimizers, two of which compute the same updates (adam and adamw without weight
+    decay): their curves coincide."""
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.runner import Sweep, run_sweep
+
+    out = tmp_path_factory.mktemp("alike")
+    sweep = Sweep([get_problem("rosenbrock"), get_problem("valley(kappa=10)")],
+                  [get_optimizer(s) for s in ("adam(lr=0.05)", "adamw(lr=0.05, weight_decay=0.0)", "sgd(lr=0.001)")],
+                  seeds=[0, 1], steps=150)
+    run_sweep(sweep, out)
+    return out
+
+
+@pytest.mark.parametrize("figure", ["performance_profile", "ecdf"])
+def test_every_optimizer_is_visible_in_profiles_even_when_curves_coincide(alike_results, tmp_path, monkeypatch,
+                                                                          figure):
+    from matplotlib.colors import to_rgb
+
+    from optbench.report import profiles
+    from optbench.report.data import load
+
+    drawn = []
+    monkeypatch.setattr(profiles, "save", lambda fig, stem, formats, dpi: drawn.append(fig) or [])
+    data = load([alike_results])
+    getattr(profiles, figure)(data, tmp_path, formats=["png"], dpi=100)
+    (fig,) = drawn
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float)
+    box = fig.axes[0].bbox
+    height = image.shape[0]
+    body = image[int(height - box.y1) - 4: int(height - box.y0) + 4, int(box.x0) - 4: int(box.x1) + 4]  # the axes
+    labels = sorted(data.summary["optimizer_label"].unique())
+    assert len(labels) == 3
+    for label in labels:
+        rgb = np.array(to_rgb(data.styles[label].color)) * 255
+        assert (np.abs(body - rgb).sum(axis=-1) < 40).sum() > 20, (figure, label)
+    renderer = fig.canvas.get_renderer()
+    title = fig.axes[0].title.get_window_extent(renderer)
+    assert title.x0 >= 0 and title.x1 <= fig.bbox.x1 + 0.5  # the title is not cut at the figure's edge
