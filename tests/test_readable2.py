@@ -268,13 +268,14 @@ def test_check_treats_two_spellings_of_one_file_as_one_configuration(tmp_path):
     (tmp_path / "opt").mkdir()
     (tmp_path / "opt" / "adam.py").write_text(ADAM)
     (tmp_path / "tiny.toml").write_text(TINY_SUITE)
-    base = optbench("baseline", "--suite", "tiny.toml", "--opt", "./opt/adam.py:MyAdam", "--out", "base", "-q",
+    base = optbench("baseline", "--suite", "tiny.toml", "--opt", "./opt/adam.py:MyAdam", "--out", "base",
                     cwd=tmp_path)
     assert base.returncode == 0, base.stderr
+    assert "'tiny': 1 run in" in base.stdout  # not '1 runs'
     r = optbench("check", "--suite", "tiny.toml", "--opt", "opt/adam.py:MyAdam", "--against", "base", "--out",
                  "new", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "OK" in r.stdout
+    assert "OK: 5 checks over 1 configuration within tolerance" in " ".join(r.stdout.split())
     said = " ".join(r.stderr.split())
     assert "'opt/adam.py:MyAdam' and the baseline's './opt/adam.py:MyAdam' name the same file" in said
 

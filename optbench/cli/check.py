@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from optbench.cli.common import EXIT_FAILURE, console, err_console, errors_handled, fmt_float
+from optbench.formatting import plural
 
 OptOption = Annotated[str | None, typer.Option(
     "--opt", "-o", help="Replace the suite's optimizers: comma-separated specs, user classes included "
@@ -114,9 +115,9 @@ def baseline(
     if not quiet:
         runs = len(load_summary(out_dir))
         size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
-        console.print(f"Baseline of suite {suite_obj.name!r}: {runs} runs in {time.perf_counter() - t0:.1f} s "
-                      f"→ {out_dir} ({size / 1024:.0f} KiB). Commit it; 'optbench check --suite {suite}' "
-                      "compares later runs with it.")
+        console.print(f"Baseline of suite {suite_obj.name!r}: {plural(runs, 'run')} in "
+                      f"{time.perf_counter() - t0:.1f} s → {out_dir} ({size / 1024:.0f} KiB). Commit it; "
+                      f"'optbench check --suite {suite}' compares later runs with it.")
 
 
 @errors_handled
@@ -301,9 +302,9 @@ def _print(table, failed, warnings, tolerances: str, base_dir, new_dir, all_rows
     console.print(f"tolerances: {tolerances}")
     if len(failed):
         worse = int((failed["direction"] == "worse").sum())
-        console.print(f"[bold red]REGRESSION[/]: {len(failed)} of {len(table)} checks failed ({worse} worse, "
-                      f"{len(failed) - worse} better) over {n_configs} configurations. A deliberate change? "
+        console.print(f"[bold red]REGRESSION[/]: {len(failed)} of {plural(len(table), 'check')} failed ({worse} worse, "
+                      f"{len(failed) - worse} better) over {plural(n_configs, 'configuration')}. A deliberate change? "
                       "Accept it with 'optbench baseline'.")
     else:
-        console.print(f"[green]OK[/]: {len(table)} checks over {n_configs} configurations within tolerance "
-                      f"(largest change {fmt_float(table['change_rel'].abs().max(), 3)} relative).")
+        console.print(f"[green]OK[/]: {plural(len(table), 'check')} over {plural(n_configs, 'configuration')} within "
+                      f"tolerance (largest change {fmt_float(table['change_rel'].abs().max(), 3)} relative).")
