@@ -23,7 +23,8 @@ from optbench.formatting import plural
 OptOption = Annotated[str | None, typer.Option(
     "--opt", "-o", help="Replace the suite's optimizers: comma-separated specs, user classes included "
     "('my_pkg.optim:MyAdam', 'path/to/opt.py:MyAdam(lr=1e-3)'). The label is the spec as typed, so "
-    "baseline and check must name the optimizer the same way.")]
+    "baseline and check must name the optimizer the same way; two spellings of one file path ('./opt.py', "
+    "'opt.py') compare as one.")]
 SuiteOption = Annotated[Path | None, typer.Option("--suite", help="Suite file (TOML), e.g. problems/ci.toml.")]
 
 
