@@ -233,6 +233,14 @@ def test_tune_output_counts_plurals_and_reports_in_phases(monkeypatch, tmp_path)
     assert "1 trial each" in text and "1 trials" not in text
     assert "over 1 fresh seed " in text and "1 fresh seeds" not in text
     assert "…" not in text  # at 80 columns the tuning table wraps, never cuts a number
+    assert max(map(len, text.splitlines())) <= 80
+    import re
+
+    (record,) = json.loads((tmp_path / "t" / "manifest.json").read_text())["tuning"]
+    from optbench.cli.common import fmt_float
+
+    best = fmt_float(record["studies"][0]["best_params"]["lr"])
+    assert re.search(rf"lr={re.escape(best)}(?![\d.e])", text)  # the best lr, whole, on one line
     assert phases and phases[0][:2] == ("report", "loading results") and phases[-1][1] == "writing pages"
 
 

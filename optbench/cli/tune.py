@@ -293,26 +293,63 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
 
     table = Table(title=f"tuning: protocol {proto.name}, {budget_text}", title_style="bold")
     scheduled = any(r.schedule != "constant" for r in results)
-    for col in ("problem", "optimizer", "searched", "best", *(["best schedule"] if scheduled else []),
-                "best trial loss", "trials"):
-        table.add_column(col, overflow="fold")  # a narrow terminal wraps a value, never cuts a number
+    columns = ("problem", "optimizer", "searched", "best", *(["best schedule"] if scheduled else []),
+               "best trial loss", "trials")
+    rows, notes = [], []
     for r in results:
         # the schedule's searched values go in their own column
         best = ", ".join(f"{k}={fmt_float(v)}" for k, v in (r.best_params or {}).items()
                          if not k.startswith(SCHEDULE_PREFIX))
         best = best or ("all trials failed" if r.best_params is None else "—")
         states = ", ".join(f"{k} {v}" for k, v in sorted(r.states.items())) or "none"
-        if r.trials_in_storage > r.trials_used:
-            states += f" (the first {r.trials_used} of {r.trials_in_storage} in the study)"
-        table.add_row(r.problem, r.optimizer, "; ".join(r.dims), best,
-                      *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states)
+        if r.trials_in_storage > r.trials_used:  # said under the table, where it reads on one line
+            states += "*"
+            notes.append(f"* {r.optimizer} on {r.problem}: the first {r.trials_used} of {r.trials_in_storage} in the "
+                         "study (its budget; the trials beyond it are not used)")
+        rows.append((r.problem, r.optimizer, "; ".join(r.dims), best,
+                     *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states))
+    for col, width in zip(columns, _fitted_widths(columns, rows, console.width)):
+        table.add_column(col, overflow="fold", width=width)  # wraps between words; a long word folds, never cut
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
     summary = load_summary(out_dir) if rerun else []  # nothing re-run when every trial failed
     if len(summary):
         console.print(f"Best configurations re-run over {plural(len(seeds), 'fresh seed')} "
                       f"(verdicts from protocol {proto.name}, {budget_text}):")
         render_summary(aggregate(summary, best_lr_only=False), console)
     console.print(f"tuning {tune_s:.2f} s, total {total_s:.2f} s → {out_dir}")
+
+
+VALUE_COLUMNS = ("searched", "best", "best schedule", "best trial loss")
+
+
+def _fitted_widths(columns, rows, width: int) -> list[int | None]:
+    """Column widths of the tuning table within ``width`` characters: None (natural) where everything fits;
+    else the value columns as wide as their longest word ('lr=7.667e-05': wrapped between values, never inside
+    one) and the text columns (problem, optimizer, trials) sharing the rest; equal shares when even that does
+    not fit."""
+    room = width - (3 * len(columns) + 1)  # inside the borders and the padding
+    cells = [[col, *(str(row[k]) for row in rows)] for k, col in enumerate(columns)]
+    natural = [max(len(c) for c in column) for column in cells]
+    if sum(natural) <= room:
+        return [None] * len(columns)
+    words = [max(len(w) for c in column for w in c.split() or [""]) for column in cells]
+    values = {k: min(natural[k], words[k]) for k, col in enumerate(columns) if col in VALUE_COLUMNS}
+    texts = [k for k in range(len(columns)) if k not in values]
+    left = room - sum(values.values())
+    if left < 6 * len(texts):
+        return [max(1, room // len(columns))] * len(columns)
+    out = [values.get(k) for k in range(len(columns))]
+    share, spare = left // len(texts), left
+    for k in sorted(texts, key=lambda k: natural[k]):  # narrow text columns take what they need, the rest share
+        out[k] = min(natural[k], max(share, 1))
+        spare -= out[k]
+        texts = [t for t in texts if t != k]
+        share = spare // len(texts) if texts else 0
+    return out
 
 
 def _short_schedule(label: str | None) -> str:
