@@ -154,25 +154,52 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     return removed
 
 
-def check_writable(directory: Path, option: str = "--out") -> None:
+def _probe(folder: Path) -> None:
+    """Create ``folder`` if needed, then write and remove a small file in it (raises OSError)."""
+    import errno
+
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=f".probe.{os.getpid()}.", suffix=".tmp")
+    try:
+        os.write(fd, b"optbench")
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
+def check_writable(directory: str | Path, option: str = "--out") -> Path:
     """Fail now, before any compute, when results cannot be written into ``directory`` (and its
-    ``steps/`` and ``summary/``): create them and write and remove a probe file in each."""
+    ``steps/`` and ``summary/``): create them and write and remove a probe file in each. Returns it."""
     from optbench.errors import UsageError, os_error_message
 
     directory = make_output_dir(directory, option)
     for folder in (directory, directory / STEPS_DIR, directory / SUMMARY_DIR):
         try:
-            folder.mkdir(exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=f".probe.{os.getpid()}.", suffix=".tmp")
-            try:
-                os.write(fd, b"optbench")
-            finally:
-                os.close(fd)
-                os.unlink(probe)
+            _probe(folder)
         except OSError as exc:
             exc.filename = exc.filename or str(folder)
             raise UsageError(f"{option} {str(directory)!r}: cannot write results there. "
                              f"{os_error_message(exc) or exc}") from None
+    return directory
+
+
+def check_file_writable(path: str | Path, option: str) -> None:
+    """Fail now, before any compute, when the output file ``path`` of ``option`` (``--junit``, ``--csv``,
+    …) cannot be written: it must not be a directory, and its folder must take a new file."""
+    from optbench.errors import UsageError, os_error_message
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a directory; give a file path.")
+    try:
+        _probe(path.parent)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(path))
+    except OSError as exc:
+        exc.filename = exc.filename or str(path.parent)
+        raise UsageError(f"{option} {str(path)!r}: cannot write this file. {os_error_message(exc) or exc}") from None
 
 
 def atomic_write_table(path: Path, table) -> None:

@@ -23,9 +23,12 @@ def show(
 ) -> None:
     """Print the comparison table of saved results (the same table 'optbench run' printed)."""
     from optbench.cli.tables import render_summary, summary_records
-    from optbench.results import load_results, load_summary
+    from optbench.results import check_file_writable, load_results, load_summary
     from optbench.summary import aggregate, recompute_target
 
+    for option, path in (("--csv", csv), ("--summary-csv", summary_csv)):
+        if path is not None:
+            check_file_writable(path, option)
     summary = load_summary(*results)
     if target is not None:
         summary = recompute_target(load_results(*results, columns=["run_id", "step", "loss"]), summary, target)

@@ -72,7 +72,7 @@ def tune(
     from optbench.errors import UsageError
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.results import make_output_dir, update_manifest
+    from optbench.results import check_writable, update_manifest
     from optbench.runner import DTYPES, ENGINES, Sweep, run_sweep
     from optbench.spec import parse_spec_list
     from optbench.tuning import get_protocol, parse_space, tune_one
@@ -123,7 +123,7 @@ def tune(
     # networks only), before any trial
     Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
           label_smoothing=label_smoothing).check_recipe(problems)
-    out_dir = make_output_dir(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))
+    out_dir = check_writable(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))  # before any trial
 
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
