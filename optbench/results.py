@@ -253,7 +253,9 @@ def _locked(directory: Path) -> Iterator[None]:
     except ImportError:  # Windows: no flock; a single writer is safe, concurrent ones may lose records
         yield
         return
-    fd = os.open(directory / ".manifest.lock", os.O_RDWR | os.O_CREAT, file_mode())
+    # read-only is enough for flock, and lets another user of a shared directory take a lock file they do
+    # not own
+    fd = os.open(directory / ".manifest.lock", os.O_RDONLY | os.O_CREAT, file_mode())
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -309,18 +309,32 @@ def test_the_cli_says_in_one_line_which_chunk_it_set_aside(tmp_path):
 
 
 @pytest.mark.parametrize("damage", [_zero, _truncate, _garbage])
-def test_a_damaged_manifest_is_named_then_set_aside_before_the_work(tmp_path, damage):
+def test_a_damaged_manifest_is_named_then_set_aside_before_the_work(tmp_path, clean_results, damage):
+    from optbench.errors import DataError, OptbenchWarning
+    from optbench.results import read_manifest
+    from optbench.runner import run_sweep
+
     out = tmp_path / "res"
-    assert _optbench("run", *TINY, "--out", out).returncode == 0
+    shutil.copytree(clean_results, out)
     damage(out / "manifest.json")
-    r = _optbench("report", out, "--out", tmp_path / "rep", "--figures", "curves", "--format", "png")
-    _assert_one_sentence(r, "manifest.json", "damaged")
-    r = _optbench("run", *[a if a != "adam,sgd" else "adam,sgd,nag" for a in TINY], "--out", out, "--json")
-    assert r.returncode == 0, r.stderr
-    assert "manifest.json.damaged" in r.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
+    with pytest.raises(DataError, match="manifest.json"):  # readers name it
+        read_manifest(out)
+    with pytest.warns(OptbenchWarning, match="manifest.json.damaged"):
+        outcome = run_sweep(_sweep(opts=("adam", "sgd", "rmsprop", "nag")), out)
+    assert outcome.runs_done == 2  # nag's two runs are new
+    manifest = read_manifest(out)
     assert [s["completed"] for s in manifest["sweeps"]] == [2]  # the new runs are recorded, not lost
     assert (out / "manifest.json.damaged").exists()
+
+
+def test_the_cli_names_a_damaged_manifest(tmp_path):
+    out = tmp_path / "res"
+    assert _optbench("run", *TINY, "--out", out).returncode == 0
+    _truncate(out / "manifest.json")
+    r = _optbench("report", out, "--out", tmp_path / "rep", "--figures", "curves", "--format", "png")
+    _assert_one_sentence(r, "manifest.json", "damaged")
+    r = _optbench("run", *TINY, "--out", out)
+    assert r.returncode == 0 and "manifest.json.damaged" in r.stderr, r.stderr
 
 
 def test_stale_temporaries_are_removed_and_live_ones_kept(tmp_path):
