@@ -148,8 +148,11 @@ def check(
     """Compare new results with a baseline; exit 1 when an optimizer's behaviour changed beyond tolerance."""
     from optbench.check import Tolerances, compare, environment_differences, hparam_changes, regressions
     from optbench.errors import UsageError
-    from optbench.results import load_summary, read_manifest
+    from optbench.results import check_file_writable, load_summary, read_manifest
 
+    for option, path in (("--junit", junit), ("--markdown", markdown)):  # before any compute
+        if path is not None:
+            check_file_writable(path, option)
     t0 = time.perf_counter()
     check_table: dict[str, Any] = {}
     suite_name = ""

@@ -29,10 +29,13 @@ def show(
     from optbench.cli.common import err_console
     from optbench.cli.progress import PhaseProgress
     from optbench.cli.tables import render_summary, summary_records
-    from optbench.results import load_results, load_summary
+    from optbench.results import check_file_writable, load_results, load_summary
     from optbench.summary import aggregate
     from optbench.targets import mixed_targets_warning, with_target
 
+    for option, path in (("--csv", csv), ("--summary-csv", summary_csv)):
+        if path is not None:
+            check_file_writable(path, option)
     phases = 2 + (target is not None) + 2 * (csv is not None) + (summary_csv is not None)
     with PhaseProgress("show", quiet=json_out) as progress:
         progress("loading the run summary", 0, phases)

@@ -72,11 +72,12 @@ def tune(
     from optbench.errors import UsageError
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.results import make_output_dir, read_manifest, write_manifest
+    from optbench.results import check_writable, update_manifest
     from optbench.runner import DTYPES, ENGINES, Sweep, run_sweep
     from optbench.spec import parse_spec_list
     from optbench.tuning import get_protocol, parse_space, tune_one
-    from optbench.tuning.spaces import check_schedule, check_space
+    from optbench.tuning.spaces import check_schedule, check_space, resolve_space
+    from optbench.tuning.study import check_tuning
 
     def given(name: str) -> bool:
         source = ctx.get_parameter_source(name)
@@ -111,6 +112,8 @@ def tune(
     sched = _schedule(schedule)
     dims = check_space(optimizers, parse_space(space), sched)
     check_schedule(optimizers, sched, dims, steps, proto)
+    for optimizer in optimizers:  # nothing to tune, a bad pruner or engine: before any output or journal
+        check_tuning(optimizer, resolve_space(dims, sched), proto, engine=engine, pruner=pruner)
     budgets = trial_budgets(trials, optimizers, proto)
     if report:  # bad figure or format names fail before any work
         from optbench.report import validate as validate_report
@@ -120,7 +123,7 @@ def tune(
     # networks only), before any trial
     Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
           label_smoothing=label_smoothing).check_recipe(problems)
-    out_dir = make_output_dir(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))
+    out_dir = check_writable(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))  # before any trial
 
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
@@ -168,16 +171,14 @@ def tune(
             sweep = Sweep([prob], best, seeds=seed_list, steps=steps, engine=engine, dtype=dtype, clip_norm=clip_norm,
                           clip_value=clip_value, label_smoothing=label_smoothing, schedules=[best_schedule])
             outcomes.append(run_sweep(sweep, out_dir, force=force, command=command))
-    manifest = read_manifest(out_dir)
-    manifest.setdefault("tuning", []).append({
+    update_manifest(out_dir, lambda manifest: manifest.setdefault("tuning", []).append({
         "command": command, "protocol": proto.name, "protocol_doc": proto.doc, "budget": budget,
         **({"budgets": {o.label: b for o, b in zip(optimizers, budgets)}} if len(set(budgets)) > 1 else {}),
         "steps": steps, "clip_norm": clip_norm, "clip_value": clip_value, "label_smoothing": label_smoothing,
         "schedule": sched, "batch": batch, "workers": workers,
         "rerun_seeds": seed_list, "storage": storage or str(out_dir / "tuning.journal"),
         "trials_rule": TRIALS_RULE,
-        "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]})
-    write_manifest(out_dir, manifest)
+        "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]}))
     if not quiet:
         _print(results, out_dir, proto, used_text, seed_list, tune_s, time.perf_counter() - t0,
                rerun=bool(outcomes))

@@ -50,7 +50,7 @@ class UserOptimizerEntry(OptimizerEntry):
     def build(self, params: Any, hyperparams: dict[str, Any], dtype: Any = None, seed: int | None = None):
         try:
             opt = super().build(params, hyperparams, dtype=dtype, seed=seed)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in user code is their error, not our exit code
             raise UserCodeError(f"Constructing your optimizer {self.name!r} failed: {exc!r}",
                                 user_traceback(exc)) from None
         step = opt.step
@@ -58,7 +58,7 @@ class UserOptimizerEntry(OptimizerEntry):
         def checked_step(*args: Any, **kwargs: Any):
             try:
                 return step(*args, **kwargs)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise UserCodeError(f"Your optimizer {self.name!r} failed in step(): {exc!r}",
                                     user_traceback(exc)) from None
 
@@ -81,7 +81,7 @@ def _import_user_module(ref: str):
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             del sys.modules[module_name]
             raise UserCodeError(f"Importing your optimizer file {ref!r} failed: {exc!r}",
                                 user_traceback(exc)) from None
@@ -92,7 +92,7 @@ def _import_user_module(ref: str):
         if exc.name and (ref == exc.name or ref.startswith(exc.name + ".")):
             raise SpecError(f"Cannot import module {ref!r}: it is not installed or not on PYTHONPATH.") from None
         raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", user_traceback(exc)) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", user_traceback(exc)) from None
 
 

@@ -11,6 +11,8 @@ from optbench.report import ANIMATION_FORMATS, STATIC_FORMATS
 from optbench.report.page import Section, summary_rows, write_html, write_markdown
 from optbench.report.style import safe_name
 
+REPORT_ENTRIES = ("index.html", "report.md", "figures", "tables")  # what a report directory holds
+
 
 class Builder:
     def __init__(self, dirs: list[Path], out: Path, *, formats, figures, frames, fps, dpi, title, all_lrs,
@@ -25,32 +27,31 @@ class Builder:
     def build(self) -> Path:
         from optbench.errors import UsageError
         from optbench.report.data import load
-        from optbench.results import make_output_dir
+        from optbench.staging import staged_directory
 
         started = time.perf_counter()
         phases = 2 + len(self.figures)  # loading, each figure kind, the pages
-        self.progress("loading results", 0, phases)
-        data = load(self.dirs, all_lrs=self.all_lrs, target=self.target)
-        if data.summary.empty:
-            raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
-        self.data = data
-        self.fig_dir, self.table_dir = self.out / "figures", self.out / "tables"
-        make_output_dir(self.out)
-        self.fig_dir.mkdir(parents=True, exist_ok=True)
-        self.table_dir.mkdir(parents=True, exist_ok=True)
-        sections: list[Section] = self._deviations() + self._label_key()
-        for done, name in enumerate(self.figures, start=1):
-            self.progress(f"drawing {name}", done, phases)
-            sections += getattr(self, f"_{name}")()
-        self.progress("writing pages", phases - 1, phases)
-        sections += self._tuning()
-        title = self.title or "optbench report"
-        meta = self._meta(started)
-        summary = summary_rows(data.table, data.display)
-        index = self.out / "index.html"
-        write_html(index, title, meta, summary, sections)
-        write_markdown(self.out / "report.md", title, meta, summary, sections)
-        return index
+        with staged_directory(self.out, REPORT_ENTRIES) as stage:  # the report appears whole, or not at all
+            self.progress("loading results", 0, phases)
+            data = load(self.dirs, all_lrs=self.all_lrs, target=self.target)
+            if data.summary.empty:
+                raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
+            self.data = data
+            self.fig_dir, self.table_dir = stage / "figures", stage / "tables"
+            self.fig_dir.mkdir()
+            self.table_dir.mkdir()
+            sections: list[Section] = self._deviations() + self._label_key()
+            for done, name in enumerate(self.figures, start=1):
+                self.progress(f"drawing {name}", done, phases)
+                sections += getattr(self, f"_{name}")()
+            self.progress("writing pages", phases - 1, phases)
+            sections += self._tuning()
+            title = self.title or "optbench report"
+            meta = self._meta(started)
+            summary = summary_rows(data.table, data.display)
+            write_html(stage / "index.html", title, meta, summary, sections)
+            write_markdown(stage / "report.md", title, meta, summary, sections)
+        return self.out / "index.html"
 
     def _meta(self, started: float) -> list[str]:
         from optbench.formatting import plural
