@@ -323,16 +323,20 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
     for col in ("problem", "optimizer", "searched", "best", *(["best schedule"] if scheduled else []),
                 "best trial loss", "trials"):
         table.add_column(col)
+    notes: list[str] = []
     for r in results:
         # the schedule's searched values go in their own column
         best = ", ".join(f"{k}={fmt_float(v)}" for k, v in (r.best_params or {}).items()
                          if not k.startswith(SCHEDULE_PREFIX))
         best = best or ("all trials failed" if r.best_params is None else "—")
         states = ", ".join(f"{k} {v}" for k, v in sorted(r.states.items())) or "none"
-        if r.trials_in_storage > r.trials_used:
-            states += f" (the first {r.trials_used} of {r.trials_in_storage} in the study)"
+        if r.trials_in_storage > r.trials_used:  # a caption line, not a cell: a narrow table would fold it
+            notes.append(f"{r.optimizer} on {r.problem}: the first {r.trials_used} of {r.trials_in_storage} "
+                         "in the study")
         table.add_row(r.problem, r.optimizer, "; ".join(r.dims), best,
                       *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states)
+    if notes:
+        table.caption = "; ".join(notes)
     console.print(table)
     summary = load_summary(out_dir) if rerun else []  # nothing re-run when every trial failed
     if len(summary):
