@@ -70,8 +70,10 @@ class Run:
     @property
     def identity(self) -> dict[str, Any]:
         source = getattr(self.optimizer.entry, "source_sha", "")  # a user file's code: edits re-run
+        problem_source = getattr(self.problem, "source_sha", "")  # a user problem's module (optbench.problems.user)
         return {
             **({"optimizer_source": source} if source else {}),
+            **({"problem_source": problem_source} if problem_source else {}),
             "problem": self.problem.name,
             "problem_config": self.problem.config,
             "optimizer": self.optimizer.name,
@@ -491,6 +493,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     from optbench import columns as arrow
     from optbench.cost import COST_COLUMNS
     from optbench.targets import first_steps_within
+    from optbench.time_to_result import trace_results
 
     problem = runs[0].problem
     K = len(runs)
@@ -511,6 +514,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     to_target = first_steps_within(run_idx, step, loss, np.zeros(K) if problem.f_min is None
                                    else np.full(K, problem.f_min), targets, K)
     dist = np.asarray(problem.distance_to_minimum(np.asarray(trace.end_x, dtype=np.float64)), dtype=np.float64)
+    results = trace_results(runs, trace)  # time to result (network runs; optbench.time_to_result)
 
     def same(value, dtype):
         return arrow.numeric(np.full(K, value, dtype=dtype))
@@ -541,6 +545,10 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
         "schedule": configs.strings("schedule"),
         "recipe": configs.strings("recipe"),
         "recipe_name": configs.strings("recipe_name"),
+        "result_target": arrow.strings(results["result_target"]),
+        "steps_to_result": arrow.optional_int64(results["steps_to_result"]),
+        "examples_to_result": arrow.optional_int64(results["examples_to_result"]),
+        "seconds_to_result": arrow.numeric(results["seconds_to_result"], np.float64),
         **({"noise_scale": arrow.numeric(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
            if "noise_scale" in trace.extra else {}),
         **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64)) for c in COST_COLUMNS},

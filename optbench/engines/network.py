@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from optbench.cost import PeakMemory
 from optbench.engines.batched_rules import LAYERS
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
 from optbench.problems.base import derive_seed
@@ -87,7 +88,9 @@ class NetRecorder:
         opts = dict(dtype=torch.float64, device=device)
         self.loss = torch.full((R, K), math.nan, **opts)
         self.grad_norm = torch.full((R, K), math.nan, **opts)
-        self.extra = {k: np.full((R, K), math.nan) for k in ("test_loss", "test_acc", "train_loss_avg")}
+        # evaluation columns: test loss and accuracy, or a user task's test_loss and test_<metric>s
+        self.metrics = tuple(getattr(problem, "metric_columns", ("test_loss", "test_acc")))
+        self.extra = {k: np.full((R, K), math.nan) for k in (*self.metrics, "train_loss_avg")}
         self.wall = np.zeros(R)
         self.active = torch.ones(K, dtype=torch.bool, device=device)
         self.diverged = torch.zeros(K, dtype=torch.bool, device=device)
@@ -106,9 +109,9 @@ class NetRecorder:
             torch.cuda.synchronize(self.device)
 
     def observe(self, t: int, loss: torch.Tensor, grad_norm: Callable[[], torch.Tensor],
-                evaluate: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
-        """Step ``t``: mini-batch ``loss`` [K]; ``grad_norm()`` and ``evaluate()`` are called only when
-        this step is recorded / evaluated."""
+                evaluate: Callable[[], dict[str, np.ndarray]]) -> None:
+        """Step ``t``: mini-batch ``loss`` [K]; ``grad_norm()`` and ``evaluate()`` (``{column: [K]}`` for every
+        column of ``self.metrics``) are called only when this step is recorded / evaluated."""
         loss = loss.detach().to(torch.float64)
         if t == 0:
             self.blowup = torch.tensor([self.problem.blowup_level(v) for v in loss.tolist()], dtype=torch.float64,
@@ -134,9 +137,9 @@ class NetRecorder:
         if t in self.eval_steps:
             start = time.perf_counter()
             alive = self.active.cpu().numpy()
-            test_loss, test_acc = evaluate()
+            metrics = evaluate()
             mean = (self.window_sum / self.window_count).cpu().numpy() if self.window_count else math.nan
-            for name, values in (("test_loss", test_loss), ("test_acc", test_acc), ("train_loss_avg", mean)):
+            for name, values in (*((m, metrics[m]) for m in self.metrics), ("train_loss_avg", mean)):
                 self.extra[name][row] = np.where(alive, values, math.nan)
             self.window_sum.zero_()
             self.window_count = 0
@@ -149,12 +152,24 @@ class NetRecorder:
         """Host-synchronising check, meant for every few dozen steps."""
         return bool(self.active.any())
 
-    def finish(self) -> GroupTrace:
+    def finish(self, memory: PeakMemory | None = None) -> GroupTrace:
+        """The trace, with the time-to-result columns (:mod:`optbench.time_to_result`): ``examples`` and
+        ``train_time_s`` per row (a batched group's K runs share its clock: 1/K each, as ``step_time_s``), and
+        cost columns ``examples_per_s`` and (given ``memory``) the peak memory of the work item."""
+        from optbench.time_to_result import examples_seen
+
         def np_(t):
             return t.detach().cpu().numpy()
 
         K = self.K
         status = [DIVERGED if d else DONE for d in np_(self.diverged).tolist()]
+        n_train, batch = self.problem.n_train, self.problem.batch_size
+        self.extra["examples"] = np.repeat(examples_seen(self.grid, n_train, batch)[:, None], K, axis=1)
+        self.extra["train_time_s"] = np.repeat(self.wall[:, None] / K, K, axis=1)
+        end_step, end_train_s = np_(self.end_step), np_(self.end_wall) / K
+        with np.errstate(divide="ignore", invalid="ignore"):
+            throughput = np.where(end_train_s > 0, examples_seen(end_step, n_train, batch) / end_train_s, math.nan)
+        cost = {"examples_per_s": throughput.astype(np.float64), **(memory.results(K) if memory else {})}
         return GroupTrace(
             steps=np.asarray(self.grid, dtype=np.int64),
             loss=np_(self.loss),
@@ -168,11 +183,12 @@ class NetRecorder:
             end_x=np.zeros((K, 0)),
             end_wall_time_s=np_(self.end_wall),
             extra=self.extra,
+            cost=cost,
         )
 
 
 def _evaluate(logits_fn: Callable[[torch.Tensor], torch.Tensor], data, dtype, K: int, channels_last: bool):
-    """Test loss and accuracy [K] over the whole test set; ``logits_fn(x)`` returns ``[K, b, classes]``."""
+    """``{test_loss, test_acc}`` ([K] each) over the whole test set; ``logits_fn(x)`` returns ``[K, b, classes]``."""
     n = len(data.test_y)
     total = torch.zeros(K, dtype=torch.float64, device=data.test_y.device)
     correct = torch.zeros(K, dtype=torch.float64, device=data.test_y.device)
@@ -186,7 +202,7 @@ def _evaluate(logits_fn: Callable[[torch.Tensor], torch.Tensor], data, dtype, K:
             losses = F.cross_entropy(logits.flatten(0, 1), y.repeat(K), reduction="none").view(K, -1)
             total += losses.sum(1).double()
             correct += (logits.argmax(-1) == y).sum(1).double()
-    return (total / n).cpu().numpy(), (correct / n).cpu().numpy()
+    return {"test_loss": (total / n).cpu().numpy(), "test_acc": (correct / n).cpu().numpy()}
 
 
 class NetClosure:
@@ -261,6 +277,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     device = torch.device(device)
     dtype = train_dtype(problem)
     data = problem.device_data(device)
+    memory = PeakMemory(device)  # after the data, which every run of the problem shares
     model = problem.make_model(seed, device, dtype)
     channels_last = uses_channels_last(problem, device)
     if channels_last:
@@ -271,8 +288,12 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     forward = torch.compile(model) if problem.config["compile"] and device.type == "cuda" else model
     amp = _autocast(problem, device)
 
-    def loss_fn(logits, y):
-        return F.cross_entropy(logits.to(dtype), y, label_smoothing=label_smoothing)
+    own = getattr(problem, "criterion", None)  # a user training task's own loss (optbench.problems.user)
+    if own is not None:
+        loss_fn = own(dtype, label_smoothing)
+    else:
+        def loss_fn(logits, y):
+            return F.cross_entropy(logits.to(dtype), y, label_smoothing=label_smoothing)
 
     closure = NetClosure(model, forward, names, loss_fn)
     lrs = None
@@ -288,7 +309,10 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
         probe = NoiseScaleProbe(model, params, loss_fn, data, dtype, amp, seed, problem.batch_size)
         for name in ("noise_scale", "noise_scale_stderr"):
             rec.extra[name] = np.full((len(rec.grid), 1), math.nan)
-    evaluate = lambda: _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)  # noqa: E731
+    if hasattr(problem, "evaluate"):  # a user training task: its loss and metrics
+        evaluate = lambda: problem.evaluate(forward, data, dtype, EVAL_BATCH)  # noqa: E731
+    else:
+        evaluate = lambda: _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)  # noqa: E731
     needs_closure = optimizer.entry.needs_closure
     ticker = StepTicker(progress, 1, steps, SYNC_EVERY)
     for t in range(steps + 1):
@@ -327,7 +351,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
         else:
             opt.step()
     ticker.close()
-    return rec.finish()
+    return rec.finish(memory)
 
 
 # what run_network_batched gives a rule (batched_rules.Rule.needs): the layout of the flattened parameters
@@ -351,6 +375,7 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     dtype = train_dtype(problem)
     K = len(seeds)
     data = problem.device_data(device)
+    memory = PeakMemory(device)
     model = problem.build_model().to(device=device, dtype=dtype)  # the architecture; its own weights unused
     shapes = {n: p.shape for n, p in model.named_parameters()}
     inits = [problem.init_params(s) for s in seeds]
@@ -393,4 +418,4 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
         if ticker.tick(t, rec):
             break
     ticker.close()
-    return rec.finish()
+    return rec.finish(memory)
