@@ -142,6 +142,38 @@ class StepTimer:
         return {k: np.full(K, v, dtype=np.float64) for k, v in values.items()}
 
 
+_WARMED_UP: list[bool] = []
+
+
+def _warm_up_once() -> None:
+    """One tiny training step per process before the first measurement: torch's one-time initialisation
+    (autograd's engine, the optimizer module's lazy imports: about 80 MiB on a CPU) would otherwise count as
+    the first run's memory."""
+    if _WARMED_UP:
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        layer = torch.nn.Linear(4, 2)
+        opt = torch.optim.Adam(layer.parameters())
+        torch.nn.functional.cross_entropy(layer(torch.ones(3, 4)), torch.zeros(3, dtype=torch.long)).backward()
+        opt.step()
+    _WARMED_UP.append(True)
+
+
+def _return_freed_memory() -> None:
+    """Hand memory that earlier runs freed back to the OS (glibc ``malloc_trim``), so that a run re-using it
+    counts it as its own growth instead of getting it for free from the run before."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_now_and_peak() -> tuple[float, float] | None:
     """(current, peak) resident set bytes of this process from /proc/self/status (Linux), else None."""
     try:
@@ -163,6 +195,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        _warm_up_once()
+        _return_freed_memory()
         self.hwm_reset = False
         try:
             with open("/proc/self/clear_refs", "w") as f:

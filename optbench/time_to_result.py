@@ -18,8 +18,9 @@ resolution is ``eval_every``, as in AlgoPerf, which also scores at evaluations):
 
 All three are <NA> when the run never met the target: aggregations censor them (never = ∞,
 :mod:`optbench.censoring`), like steps to target. ``examples_per_s`` is a run's throughput over its whole
-budget: examples at its last step / its training seconds (a cost column, :mod:`optbench.cost`). ``show``/``report --result-target`` recount at other
-targets from the recorded rows (:func:`with_result_target`) without touching the files.
+budget: examples at its last step / its training seconds (a cost column, :mod:`optbench.cost`).
+``show``/``report --result-target`` recount at other targets from the recorded rows
+(:func:`with_result_target`) without touching the files.
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ class ResultTarget:
         values = np.asarray(values, dtype=np.float64)
         with np.errstate(invalid="ignore"):
             return values >= self.value if self.op == ">=" else values <= self.value
+
+
+def check_metric(metric: str | None) -> str | None:
+    """A ranking metric must be one of :data:`TIME_METRICS` (None: the comparison table's own rule)."""
+    if metric is not None and metric not in TIME_METRICS:
+        from optbench.errors import suggest
+
+        raise UsageError(f"Unknown ranking metric {metric!r}.{suggest(metric, TIME_METRICS)} Valid: "
+                         f"{', '.join(TIME_METRICS)} (default: the comparison table's own rule).")
+    return metric
 
 
 def parse_result_target(text: str, metrics: Iterable[str] | None = None) -> ResultTarget:
@@ -170,3 +181,35 @@ def with_result_target(steps, summary, target: ResultTarget):
         values = [found[r][i] if r in found else None for r in ids]
         out[c] = pd.array(values, dtype="Int64" if c != "seconds_to_result" else "Float64")
     return out
+
+
+def result_columns(table) -> list[tuple[str, object]]:
+    """The time-to-result and throughput columns of a comparison table (``summary.aggregate``) that hold values,
+    as (header, row → text): censored medians shown as steps to target are ('72', '72 (2/3)', 'never (1/3)')."""
+    from optbench.censoring import format_steps
+    from optbench.formatting import fmt_num
+
+    out: list[tuple[str, object]] = []
+    if result_target_text(table):
+        def censored(column, fmt):
+            return lambda r: format_steps(r[column], r["result_reached"], r["seeds"], fmt)
+
+        out += [("steps→result", censored("steps_to_result", lambda v: str(int(v)))),
+                ("examples→result", censored("examples_to_result", lambda v: str(int(v)))),
+                ("s→result", censored("seconds_to_result", lambda v: fmt_num(v, 3)))]
+    if "examples_per_s" in table and table["examples_per_s"].notna().any():
+        out.append(("examples/s", lambda r: str(int(round(r["examples_per_s"]))) if r["examples_per_s"] == r[
+            "examples_per_s"] else "—"))
+    if "peak_rss_bytes" in table and table["peak_rss_bytes"].notna().any():
+        out.append(("RSS MiB", lambda r: fmt_num(r["peak_rss_bytes"] / 2**20, 3)))
+    if "peak_memory_bytes" in table and table["peak_memory_bytes"].notna().any():
+        out.append(("CUDA MiB", lambda r: fmt_num(r["peak_memory_bytes"] / 2**20, 3)))
+    return out
+
+
+def result_target_text(table) -> str:
+    """The result targets of a comparison table's rows, for its title ('' when it has none)."""
+    if "result_target" not in table:
+        return ""
+    targets = [t for t in dict.fromkeys(", ".join(table["result_target"].astype(str)).split(", ")) if t]
+    return ", ".join(targets)

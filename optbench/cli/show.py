@@ -18,6 +18,13 @@ def show(
                                                  "step with loss − f* ≤ TARGET) from the recorded steps; "
                                                  "default: the target stored with each run.")] = None,
     all_lrs: Annotated[bool, typer.Option("--all-lrs", help="Show every learning rate.")] = False,
+    metric: Annotated[str | None, typer.Option(help="Rank by a time-to-result column: steps_to_result, "
+                                               "examples_to_result or seconds_to_result (censored median over "
+                                               "seeds, never = ∞); default: the comparison table's rule.")] = None,
+    result_target: Annotated[str | None, typer.Option(
+        "--result-target", help="Recount time to result of network runs at these targets (comma-separated "
+        "METRIC>=VALUE or METRIC<=VALUE, e.g. 'test_acc>=0.9,test_acc>=0.95'; one table per target) from the "
+        "recorded steps; default: each run's own target.")] = None,
     csv: Annotated[Path | None, typer.Option(help="Also write the tidy step table to this CSV file.")] = None,
     summary_csv: Annotated[Path | None, typer.Option("--summary-csv",
                                                      help="Write the per-run summary to this CSV file.")] = None,
@@ -29,13 +36,22 @@ def show(
     from optbench.results import load_results, load_summary
     from optbench.summary import aggregate
     from optbench.targets import mixed_targets_warning, with_target
+    from optbench.time_to_result import check_metric, parse_result_targets, with_result_target
 
+    check_metric(metric)
+    result_targets = parse_result_targets(result_target)
     summary = load_summary(*results)
     if target is not None:
         summary = with_target(load_results(*results, columns=["run_id", "step", "loss"]), summary, target)
     elif warning := mixed_targets_warning(summary):
         err_console.print(f"[yellow]Warning:[/] {warning}", markup=True)
-    table = aggregate(summary, best_lr_only=not all_lrs)
+    tables = [("", aggregate(summary, best_lr_only=not all_lrs, metric=metric))]
+    if result_targets:
+        steps = load_results(*results)
+        tables = [("", aggregate(with_result_target(steps, summary, t),
+                                                        best_lr_only=not all_lrs, metric=metric))
+                  for t in result_targets]  # each table's title names its result target
+    table = tables[0][1]
     if csv is not None:
         load_results(*results).to_csv(csv, index=False)
     if summary_csv is not None:
@@ -43,7 +59,8 @@ def show(
     if json_out:
         print(json.dumps(summary_records(table), indent=2))
         return
-    render_summary(table, console)
+    for title_extra, one in tables:
+        render_summary(one, console, title_extra, metric=metric)
     if csv is not None:
         console.print(f"step table → {csv}")
     if summary_csv is not None:

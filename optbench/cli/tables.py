@@ -22,8 +22,10 @@ def _style_status(status: str) -> str:
     return status
 
 
-def render_summary(table, console, title_extra: str = "") -> None:
-    """One rich table per problem, best first."""
+def render_summary(table, console, title_extra: str = "", metric: str | None = None) -> None:
+    """One rich table per problem, best first; ``metric``: the time-to-result column it was ranked by."""
+    from optbench.time_to_result import result_columns
+
     if table.empty:
         console.print("No complete runs.")
         return
@@ -34,6 +36,10 @@ def render_summary(table, console, title_extra: str = "") -> None:
             target_text = f"loss ≤ {fmt_float(target)}"
         else:
             target_text = f"loss − f* ≤ {fmt_float(target)}, f* = {fmt_float(f_min)}"
+        from optbench.time_to_result import result_target_text
+
+        if result := result_target_text(g):
+            target_text += f"; result: {result}"
         t = Table(title=f"[bold]{problem}[/]  (target: {target_text}){title_extra}", title_justify="left")
         has_bs = g["batch_size"].notna().any()
         show_lrs = "lrs_tried" in g and (g["lrs_tried"] > 1).any()
@@ -50,6 +56,9 @@ def render_summary(table, console, title_extra: str = "") -> None:
         cost = _cost_columns(g)
         for _, header in cost:
             t.add_column(header, justify="right")
+        results = result_columns(g)
+        for header, _ in results:
+            t.add_column(header, justify="right")
         seeds = int(g["seeds"].max())
         for _, r in g.iterrows():
             lr = fmt_float(r["lr"], 3)
@@ -60,8 +69,9 @@ def render_summary(table, console, title_extra: str = "") -> None:
             cells += [fmt_float(r["final_loss"]), fmt_float(r["best_loss"]), fmt_float(r["dist_to_min"]),
                       steps, _style_status(str(r["status"]))]
             cells += [fmt(r[c]) for (c, fmt), _ in cost]
+            cells += [text(r) for _, text in results]
             t.add_row(*cells)
-        notes = [ranking_note(f_min)]
+        notes = [ranking_note(f_min, metric)]
         if show_lrs:
             notes.append(f"best of {int(g['lrs_tried'].max())} learning rates per optimizer (--all-lrs: all)")
         if seeds > 1:

@@ -14,12 +14,13 @@ from optbench.report.style import safe_name
 
 class Builder:
     def __init__(self, dirs: list[Path], out: Path, *, formats, figures, frames, fps, dpi, title, all_lrs,
-                 metric, target=None):
+                 metric, target=None, result_target=None):
         self.dirs, self.out = dirs, out
         self.static = [f for f in formats if f in STATIC_FORMATS]
         self.animated = [f for f in formats if f in ANIMATION_FORMATS]
         self.figures, self.frames, self.fps, self.dpi = figures, frames, fps, dpi
         self.title, self.all_lrs, self.metric, self.target = title, all_lrs, metric, target
+        self.result_target = result_target
 
     def build(self) -> Path:
         from optbench.errors import UsageError
@@ -27,7 +28,8 @@ class Builder:
         from optbench.results import make_output_dir
 
         started = time.perf_counter()
-        data = load(self.dirs, all_lrs=self.all_lrs, target=self.target)
+        data = load(self.dirs, all_lrs=self.all_lrs, target=self.target, metric=self.metric,
+                    result_target=self.result_target)
         if data.summary.empty:
             raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
         self.data = data
@@ -41,7 +43,7 @@ class Builder:
         sections += self._tuning()
         title = self.title or "optbench report"
         meta = self._meta(started)
-        summary = summary_rows(data.table)
+        summary = summary_rows(data.table, data.rank_metric)
         index = self.out / "index.html"
         write_html(index, title, meta, summary, sections)
         write_markdown(self.out / "report.md", title, meta, summary, sections)
@@ -137,7 +139,7 @@ class Builder:
         from optbench.report.data import best_configs, runs_of
 
         steps, tracks = self.data.steps, []
-        for _, c in best_configs(self.data.table_all, family).iterrows():
+        for _, c in best_configs(self.data.table_all, family, self.data.rank_metric).iterrows():
             runs = runs_of(self.data.summary, c["problem"], c["optimizer_label"], c["lr"], c["batch_size"])
             run = runs.sort_values("seed").iloc[0]
             d = steps[steps["run_id"] == run["run_id"]].sort_values("step")
@@ -211,7 +213,7 @@ class Builder:
                           note="Median over seeds; red frame / bold: best cell; hatched / 'diverged': most seeds "
                                "diverged; red line: best lr per batch size, against the linear and square-root "
                                "scaling rules." + (" Steps to target: " + g.grid_caption(found[0]) + "."
-                                                   if self.metric == "steps_to_target" else ""))
+                                                   if self.metric in g.CENSORED else ""))
         comps = g.rule_comparisons(summary, found)
         if comps:
             section.note += " White diamonds: the lr a scaling recipe used at each batch size (η₀ best at B₀)."

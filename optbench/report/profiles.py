@@ -32,17 +32,22 @@ def applies(data: ReportData) -> bool:
 def best_runs(data: ReportData) -> pd.DataFrame:
     """Summary rows of each (problem, optimizer)'s best configuration, every seed."""
     parts = [runs_of(data.summary, c["problem"], c["optimizer_label"], c["lr"], c["batch_size"])
-             for _, c in best_configs(data.table_all).iterrows()]
+             for _, c in best_configs(data.table_all, metric=data.rank_metric).iterrows()]
     return pd.concat(parts, ignore_index=True)
 
 
-def performance_ratios(runs: pd.DataFrame) -> pd.DataFrame:
-    """Instances × optimizers of r(p, s); instances no optimizer solved are dropped."""
-    t = runs.pivot_table(index=["family", "seed"], columns="optimizer_label", values="steps_to_target",
+def performance_ratios(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.DataFrame:
+    """Instances × optimizers of r(p, s) on ``metric`` (steps to target, or a time-to-result column: steps,
+    examples or seconds to result); instances no optimizer solved are dropped."""
+    if metric not in runs:
+        runs = runs.assign(**{metric: np.nan})
+    t = runs.pivot_table(index=["family", "seed"], columns="optimizer_label", values=metric,
                          aggfunc="first", dropna=False).astype(float)
     t = t.reindex(columns=sorted(runs["optimizer_label"].unique()))
     t = pd.DataFrame(censor(t.to_numpy().ravel()).reshape(t.shape), index=t.index, columns=t.columns)
-    t = t.clip(lower=1)  # never reached: ∞ (optbench.censoring); reached at step 0 counts as 1 step
+    floor = 1 if metric != "seconds_to_result" else float(np.nanmin(t.to_numpy()[t.to_numpy() > 0], initial=np.inf))
+    # never reached: ∞ (optbench.censoring); reached at step 0 counts as 1 step (seconds: as the fastest time)
+    t = t.clip(lower=floor if np.isfinite(floor) else 1)
     best = t.min(axis=1)
     solved = np.isfinite(best)
     return t[solved].div(best[solved], axis=0)
@@ -51,7 +56,8 @@ def performance_ratios(runs: pd.DataFrame) -> pd.DataFrame:
 def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = None) -> list[Path]:
     plt = pyplot()
     runs = best_runs(data)
-    ratios = performance_ratios(runs)
+    metric = data.rank_metric or "steps_to_target"
+    ratios = performance_ratios(runs, metric)
     n_all = runs.groupby(["family", "seed"]).ngroups
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=dpi)
     finite = ratios.to_numpy()[np.isfinite(ratios.to_numpy())]
@@ -66,7 +72,7 @@ def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title
     ax.set_xscale("log", base=2)
     ax.set_xlim(1, tau_max)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("τ: steps to target relative to the best optimizer")
+    ax.set_xlabel(f"τ: {metric.replace('_', ' ')} relative to the best optimizer")
     ax.set_ylabel("share of instances within τ of the best")
     left = n_all - len(ratios)
     note = f"; {left} of {n_all} instances solved by none left out" if left else ""
