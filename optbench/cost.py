@@ -36,8 +36,9 @@ import numpy as np
 
 WARMUP_STEPS = 5  # iterations left out of the medians (first-call allocations, lazy state init)
 CUDA_TIME_EVERY = 16  # on CUDA, synchronise and time one iteration in this many
-COST_COLUMNS = ("state_bytes_per_param", "step_time_s", "train_step_time_s", "peak_memory_bytes", "peak_rss_bytes",
-                "examples_per_s")
+COST_COLUMNS = ("state_bytes_per_param", "step_time_s", "train_step_time_s", "peak_memory_bytes")  # every engine
+NETWORK_COST_COLUMNS = ("peak_rss_bytes", "examples_per_s")  # the network engines (NaN for analytic runs)
+SUMMARY_COST_COLUMNS = COST_COLUMNS + NETWORK_COST_COLUMNS  # written with every run
 PEAK_COLUMNS = ("peak_memory_bytes", "peak_rss_bytes")  # aggregated over seeds by their maximum
 
 
@@ -267,14 +268,14 @@ def state_memory_regressions(baseline, current, rel_tol: float = 0.0) -> list[st
     return out
 
 
-AGGREGATE_COLUMNS = COST_COLUMNS + ("overhead_vs_sgd",)
+AGGREGATE_COLUMNS = SUMMARY_COST_COLUMNS + ("overhead_vs_sgd",)
 
 
 def add_cost_columns(summary):
     """The per-run summary with every cost column (NaN for results written before they existed) and
     ``overhead_vs_sgd``."""
     df = summary.copy()
-    for c in COST_COLUMNS:
+    for c in SUMMARY_COST_COLUMNS:
         if c not in df:
             df[c] = np.nan
     df["overhead_vs_sgd"] = overhead_vs_sgd(df)

@@ -491,7 +491,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     import numpy as np
 
     from optbench import columns as arrow
-    from optbench.cost import COST_COLUMNS
+    from optbench.cost import SUMMARY_COST_COLUMNS
     from optbench.targets import first_steps_within
     from optbench.time_to_result import trace_results
 
@@ -551,7 +551,8 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
         "seconds_to_result": arrow.numeric(results["seconds_to_result"], np.float64),
         **({"noise_scale": arrow.numeric(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
            if "noise_scale" in trace.extra else {}),
-        **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64)) for c in COST_COLUMNS},
+        **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64))
+           for c in SUMMARY_COST_COLUMNS},
     })
 
 

@@ -42,12 +42,15 @@ def import_user_module(ref: str, kind: str = "optimizer", expected: str = "path/
         if not path.is_file():
             raise SpecError(f"{kind.capitalize()} file {ref!r} does not exist (expected {expected}).")
         module_name = f"optbench_user_{abs(hash(str(path.resolve())))}"
-        if module_name in sys.modules:
-            return sys.modules[module_name]
+        sha = _file_sha(path)
+        cached = sys.modules.get(module_name)
+        if cached is not None and getattr(cached, _SHA, None) == sha:
+            return cached  # (an edited file is imported again: its runs must run the code their id names)
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise SpecError(f"Cannot import {ref!r} as a Python file.")
         module = importlib.util.module_from_spec(spec)
+        setattr(module, _SHA, sha)
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
@@ -66,9 +69,18 @@ def import_user_module(ref: str, kind: str = "optimizer", expected: str = "path/
         raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", user_traceback(exc)) from None
 
 
+_SHA = "__optbench_source_sha__"  # set on modules imported from a file: the hash of the source they ran
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 def source_sha(module) -> str:
-    """sha256 (16 hex digits) of the module's source file, or "" when it has none."""
+    """sha256 (16 hex digits) of the module's source file as it was imported, or "" when it has none."""
+    if hasattr(module, _SHA):
+        return getattr(module, _SHA)
     source = getattr(module, "__file__", None)
     if not source or not Path(source).is_file():
         return ""
-    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    return _file_sha(Path(source))

@@ -125,8 +125,9 @@ class NetRecorder:
             self._sync()
             gn = grad_norm().detach().to(torch.float64)
             self.loss[row], self.grad_norm[row] = loss, gn
-            self.wall[row] = time.perf_counter() - self.t0 - self.eval_s
         elapsed = time.perf_counter() - self.t0 - self.eval_s
+        if row is not None:  # the same reading for the row and a run ending here
+            self.wall[row] = elapsed
         self.end_step = torch.where(ending, t, self.end_step)
         self.end_loss = torch.where(ending, loss, self.end_loss)
         if gn is not None:

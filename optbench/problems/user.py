@@ -104,18 +104,19 @@ class _Guard:
 
 
 # ---- loading --------------------------------------------------------------------------------------------
-_FACTORIES: dict[str, tuple[Callable[..., Any], dict[str, Param], str, str]] = {}
+_FACTORIES: dict[tuple[str, str], tuple[Callable[..., Any], dict[str, Param], str, str]] = {}
 _TASKS: dict[tuple, Any] = {}
 
 
 def _factory(ref: str) -> tuple[Callable[..., Any], dict[str, Param], str, str]:
     """(factory, its hyperparameters, source hash, first doc line) of ``module:factory``."""
-    if ref in _FACTORIES:
-        return _FACTORIES[ref]
     module_ref, _, name = ref.rpartition(":")
     if not module_ref or not name:
         raise SpecError(f"Problem reference {ref!r}: expected {EXPECTED}.")
-    module = import_user_module(module_ref, "problem", EXPECTED)
+    module = import_user_module(module_ref, "problem", EXPECTED)  # imported again when the file changed
+    key = (ref, source_sha(module))
+    if key in _FACTORIES:
+        return _FACTORIES[key]
     factory = getattr(module, name, None)
     if not callable(factory):
         names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
@@ -136,7 +137,7 @@ def _factory(ref: str) -> tuple[Callable[..., Any], dict[str, Param], str, str]:
         params[key] = Param(p.default, "(from the factory signature)",
                             types=(type(p.default),) if isinstance(p.default, (bool, str)) else ())
     entry = (factory, params, source_sha(module), (inspect.getdoc(factory) or "").split("\n")[0])
-    _FACTORIES[ref] = entry
+    _FACTORIES[key] = entry
     return entry
 
 
