@@ -5,7 +5,9 @@ Each optimizer is taken at its best configuration (lr, batch size) on each probl
 
 - Performance profile (Dolan & Moré 2002, "Benchmarking optimization software with performance profiles"):
   with t(p, s) the steps optimizer s needs to reach problem p's target (∞ when never), the ratio
-  r(p, s) = t(p, s) / min_s t(p, s) and ρ_s(τ) = share of instances with r(p, s) ≤ τ.
+  r(p, s) = t(p, s) / min_s t(p, s) and ρ_s(τ) = share of instances with r(p, s) ≤ τ. With ``report --metric``
+  ``steps_to_result``, ``examples_to_result`` or ``seconds_to_result``, t(p, s) is that time to result
+  (:mod:`optbench.time_to_result`; never = ∞ too) and the best configurations are ranked by it.
 - ECDF (Hansen et al. 2021, COCO): for 51 targets f* + 10^k, k = 2 … −8, the share of (run, target) pairs
   reached by each step count. Problems without a known minimum are left out of it.
 """
