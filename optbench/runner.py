@@ -433,6 +433,12 @@ def trace_tables(runs: list[Run], trace, engine: str):
         last = np.array([values[min(np.searchsorted(trace.steps, e, side="right") - 1, len(values) - 1), k]
                          for k, e in enumerate(end)])
         columns[name] = arrow.numeric(col(values, last), np.float64)
+    if runs[0].problem.kind != "analytic":  # time to result (optbench.time_to_result), exact at every row
+        from optbench.time_to_result import examples_seen
+
+        problem = runs[0].problem
+        columns["examples"] = arrow.numeric(examples_seen(step, problem.n_train, problem.batch_size), np.int64)
+        columns["train_time_s"] = arrow.numeric(col(trace.wall_time_s, trace.end_wall_time_s) / K, np.float64)
     steps_table = arrow.table(columns)
     summary = summarize_trace(runs, trace, run_idx, step, loss, engine, configs)
     return steps_table, summary

@@ -126,16 +126,17 @@ def run_target(problem, resolved_target: float) -> ResultTarget:
 
 def trace_results(runs, trace) -> dict[str, list]:
     """The summary columns of time to result for the K runs of a network GroupTrace (rows past a run's end
-    step are ignored); empty / <NA> where the trace has no ``examples`` (analytic problems)."""
+    step are ignored); empty / <NA> for analytic problems."""
     import numpy as np
 
     K = len(runs)
     out: dict[str, list] = {"result_target": [""] * K, "steps_to_result": [None] * K,
                             "examples_to_result": [None] * K, "seconds_to_result": [math.nan] * K}
-    if "examples" not in trace.extra:
+    if runs[0].problem.kind == "analytic":
         return out
     steps = trace.steps
-    examples, seconds = trace.extra["examples"], trace.extra["train_time_s"]
+    examples = examples_seen(steps, runs[0].problem.n_train, runs[0].problem.batch_size)
+    seconds = trace.wall_time_s / K  # the K runs of a work item share its clock
     for k, run in enumerate(runs):
         target = run_target(run.problem, run.resolved_target)
         alive = steps <= trace.end_step[k]
@@ -146,7 +147,7 @@ def trace_results(runs, trace) -> dict[str, list]:
             row = int(first_hits(target, np.where(alive, column, np.nan)[:, None], run.problem.f_min)[0])
             if row >= 0:
                 out["steps_to_result"][k] = int(steps[row])
-                out["examples_to_result"][k] = int(examples[row, k])
+                out["examples_to_result"][k] = int(examples[row])
                 out["seconds_to_result"][k] = float(seconds[row, k])
     return out
 

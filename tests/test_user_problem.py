@@ -218,6 +218,17 @@ def test_training_task_records_its_metrics_and_time_to_result(tasks, tmp_path):
         assert run.examples_per_s > 0 and run.peak_rss_bytes >= 0
 
 
+def test_a_run_that_diverges_between_recorded_steps_counts_its_examples_to_its_last_step(data_dir, tmp_path):
+    from optbench.time_to_result import examples_seen
+
+    p = get_problem("mnist-mlp(width=32, depth=2, batch_size=16, eval_every=40)")
+    run_sweep(Sweep([p], [get_optimizer("sgd(lr=1e3)")], steps=40, record_every=7, device="cpu"), tmp_path / "out")
+    rows, run = load_results(tmp_path / "out").sort_values("step"), load_summary(tmp_path / "out").iloc[0]
+    assert run.status == "diverged" and run.final_step % 7 and rows.step.iloc[-1] == run.final_step
+    np.testing.assert_array_equal(rows.examples, examples_seen(rows.step, 60, 16))
+    assert pd.isna(run.steps_to_result)
+
+
 def test_examples_seen_counts_the_smaller_last_batch():
     from optbench.time_to_result import examples_seen
 

@@ -154,9 +154,8 @@ class NetRecorder:
         return bool(self.active.any())
 
     def finish(self, memory: PeakMemory | None = None) -> GroupTrace:
-        """The trace, with the time-to-result columns (:mod:`optbench.time_to_result`): ``examples`` and
-        ``train_time_s`` per row (a batched group's K runs share its clock: 1/K each, as ``step_time_s``), and
-        cost columns ``examples_per_s`` and (given ``memory``) the peak memory of the work item."""
+        """The trace, with cost columns ``examples_per_s`` (a batched group's K runs share its clock: 1/K each,
+        as ``step_time_s``; :mod:`optbench.time_to_result`) and (given ``memory``) the work item's peak memory."""
         from optbench.time_to_result import examples_seen
 
         def np_(t):
@@ -165,8 +164,6 @@ class NetRecorder:
         K = self.K
         status = [DIVERGED if d else DONE for d in np_(self.diverged).tolist()]
         n_train, batch = self.problem.n_train, self.problem.batch_size
-        self.extra["examples"] = np.repeat(examples_seen(self.grid, n_train, batch)[:, None], K, axis=1)
-        self.extra["train_time_s"] = np.repeat(self.wall[:, None] / K, K, axis=1)
         end_step, end_train_s = np_(self.end_step), np_(self.end_wall) / K
         with np.errstate(divide="ignore", invalid="ignore"):
             throughput = np.where(end_train_s > 0, examples_seen(end_step, n_train, batch) / end_train_s, math.nan)
