@@ -186,6 +186,27 @@ def test_a_failing_metric_is_the_users_error(tasks, tmp_path):
     assert "metric boom" in info.value.user_traceback
 
 
+def test_a_class_in_an_installed_module_is_a_factory(tmp_path, monkeypatch):
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "tasks.py").write_text(textwrap.dedent('''
+        from optbench import AnalyticTask
+
+        class Parabola(AnalyticTask):
+            """f(x) = a·x²."""
+            def __init__(self, a: float = 1.0):
+                super().__init__(loss=lambda p: a * (p ** 2).sum(-1), dim=1, bounds=((-1.0, 1.0),), start=(0.8,),
+                                 minima=((0.0,),))
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    p = get_problem("mypkg.tasks:Parabola(a=3.0)")
+    assert p.kind == "analytic" and p.config["a"] == 3.0 and p.f_min == 0.0 and p.source_sha
+    assert Run(p, get_optimizer("adam"), 0, 10, 1).identity["problem_source"] == p.source_sha
+    with pytest.raises(SpecError, match="not installed"):
+        get_problem("mypkg.nothere:Parabola")
+
+
 def test_editing_the_file_changes_the_run_ids_and_only_theirs(tasks):
     def ids(spec):
         return {r.run_id for r in Sweep([get_problem(spec)], [get_optimizer("adam")], seeds=[0, 1]).expand()}
@@ -385,8 +406,15 @@ def test_cli_run_and_report_with_the_example_file(tmp_path):
     assert any(f.startswith("trajectories_") and f.endswith("my_problem_py_tilted_bowl.png") for f in figures)
     assert len([f for f in figures if f.startswith("curves_")]) == 2  # one per problem of the file
     assert "test_acc>=0.95" in (out / "report" / "report.md").read_text()
+
+
+def test_cli_reports_a_failing_factory_as_the_users_error_exit_2(tmp_path, monkeypatch, capsys):
+    from optbench.cli.app import app
+
     (tmp_path / "bad.py").write_text("from optbench import AnalyticTask\n\ndef f():\n    return 1 / 0\n")
-    bad = subprocess.run([OPTBENCH, "run", "-p", "bad.py:f", "-o", "adam", "--steps", "2", "--out", str(out)],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert bad.returncode == 2 and "Error in your code" in bad.stderr and "Internal error" not in bad.stderr
-    assert "bad.py" in bad.stderr and "1 / 0" in bad.stderr and "ZeroDivisionError" in bad.stderr
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        app(["run", "-p", "bad.py:f", "-o", "adam", "--steps", "2", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Error in your code" in err and "Internal error" not in err
+    assert "bad.py:f" in err and "1 / 0" in err and "ZeroDivisionError" in err
