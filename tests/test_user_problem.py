@@ -71,6 +71,10 @@ def no_default(width):
     return None
 
 
+def shadows(noise: float = 0.1):
+    return AnalyticTask(loss=lambda p: (p ** 2).sum(-1), dim=1, bounds=((-1, 1),))
+
+
 def wrong_shape():
     return AnalyticTask(loss=lambda p: p.sum(), dim=2, bounds=((-1, 1), (-1, 1)))
 '''
@@ -160,6 +164,7 @@ def test_analytic_task_runs_on_both_engines_alike(tasks, tmp_path):
     ("tasks.py:bowll", "Did you mean 'bowl'"),
     ("tasks.py:no_default", "has no default"),
     ("tasks.py:wrong_shape", "batched loss"),
+    ("tasks.py:shadows", "'noise' is also an option"),
     ("missing.py:bowl", "does not exist"),
 ])
 def test_bad_user_problem_specs_are_spec_errors(tasks, spec, message):

@@ -163,6 +163,11 @@ def get_user_problem(spec: Spec, overrides: dict[str, Any] | None = None):
     task = _TASKS[key]
     shape = "analytic" if isinstance(task, AnalyticTask) else "network"
     common = _common_params(shape, task.batch_size if shape == "network" else 0)
+    shadowed = sorted(set(params) & set(common))
+    if shadowed:
+        raise SpecError(f"Problem factory {ref!r}: its parameter {shadowed[0]!r} is also an option every "
+                        f"{'analytic' if shape == 'analytic' else 'training'} problem has "
+                        f"({', '.join(sorted(common))}); rename it.")
     rest = {k: v for k, v in kwargs.items() if k not in params}
     unknown = sorted(set(rest) - set(common))
     if unknown:
