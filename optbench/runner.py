@@ -71,8 +71,10 @@ class Run:
     @property
     def identity(self) -> dict[str, Any]:
         source = getattr(self.optimizer.entry, "source_sha", "")  # a user file's code: edits re-run
+        problem_source = getattr(self.problem, "source_sha", "")  # a user problem's module (optbench.problems.user)
         return {
             **({"optimizer_source": source} if source else {}),
+            **({"problem_source": problem_source} if problem_source else {}),
             "problem": self.problem.name,
             "problem_config": self.problem.config,
             "optimizer": self.optimizer.name,
@@ -432,6 +434,12 @@ def trace_tables(runs: list[Run], trace, engine: str):
         last = np.array([values[min(np.searchsorted(trace.steps, e, side="right") - 1, len(values) - 1), k]
                          for k, e in enumerate(end)])
         columns[name] = arrow.numeric(col(values, last), np.float64)
+    if runs[0].problem.kind != "analytic":  # time to result (optbench.time_to_result), exact at every row
+        from optbench.time_to_result import examples_seen
+
+        problem = runs[0].problem
+        columns["examples"] = arrow.numeric(examples_seen(step, problem.n_train, problem.batch_size), np.int64)
+        columns["train_time_s"] = arrow.numeric(col(trace.wall_time_s, trace.end_wall_time_s) / K, np.float64)
     steps_table = arrow.table(columns)
     summary = summarize_trace(runs, trace, run_idx, step, loss, engine, configs)
     return steps_table, summary
@@ -490,8 +498,9 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     import numpy as np
 
     from optbench import columns as arrow
-    from optbench.cost import COST_COLUMNS
+    from optbench.cost import SUMMARY_COST_COLUMNS
     from optbench.targets import first_steps_within
+    from optbench.time_to_result import trace_results
 
     problem = runs[0].problem
     K = len(runs)
@@ -512,6 +521,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     to_target = first_steps_within(run_idx, step, loss, np.zeros(K) if problem.f_min is None
                                    else np.full(K, problem.f_min), targets, K)
     dist = np.asarray(problem.distance_to_minimum(np.asarray(trace.end_x, dtype=np.float64)), dtype=np.float64)
+    results = trace_results(runs, trace)  # time to result (network runs; optbench.time_to_result)
 
     def same(value, dtype):
         return arrow.numeric(np.full(K, value, dtype=dtype))
@@ -542,9 +552,14 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
         "schedule": configs.strings("schedule"),
         "recipe": configs.strings("recipe"),
         "recipe_name": configs.strings("recipe_name"),
+        "result_target": arrow.strings(results["result_target"]),
+        "steps_to_result": arrow.optional_int64(results["steps_to_result"]),
+        "examples_to_result": arrow.optional_int64(results["examples_to_result"]),
+        "seconds_to_result": arrow.numeric(results["seconds_to_result"], np.float64),
         **({"noise_scale": arrow.numeric(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
            if "noise_scale" in trace.extra else {}),
-        **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64)) for c in COST_COLUMNS},
+        **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64))
+           for c in SUMMARY_COST_COLUMNS},
     })
 
 
