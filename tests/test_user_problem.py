@@ -110,6 +110,9 @@ def data_dir(tmp_path, monkeypatch):
 
     for name in ("mnist", "fashion-mnist"):
         write_dataset(name, tmp_path / "data" / name, n_train=60, n_test=20)
+    corpus = tmp_path / "data" / "tiny-shakespeare"  # text-lm's default corpus: any real text serves here
+    corpus.mkdir(parents=True)
+    (corpus / "input.txt").write_bytes(Path("/usr/share/common-licenses/GPL-3").read_bytes()[:20000])
     monkeypatch.setenv(store.DATA_ENV, str(tmp_path / "data"))
 
 
