@@ -168,7 +168,7 @@ def check(
                                              "statistical (seed medians). Default: the suite's [check] "
                                              "mode, else exact when both runs are deterministic.")] = None,
     rtol: Annotated[float | None, typer.Option(min=0, help="Relative tolerance for every metric "
-                                               "(defaults: exact 1e-6, statistical 0.02).")] = None,
+                                               "(defaults on losses: 1e-9 in both modes).")] = None,
     atol: Annotated[float | None, typer.Option(min=0, help="Absolute tolerance for every metric.")] = None,
     test: Annotated[str | None, typer.Option(help="statistical mode: band (median band, default) or rank "
                                              "(Mann-Whitney U across seeds).")] = None,
