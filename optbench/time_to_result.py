@@ -119,9 +119,16 @@ def first_hits(target: ResultTarget, values, f_min: float = 0.0):
 
 
 def run_target(problem, resolved_target: float) -> ResultTarget:
-    """A run's own result target: its problem's, else ``loss<=`` its steps-to-target threshold."""
+    """A run's own result target: its problem's (a user task's ``result_target``, or the evaluation target a
+    built-in workload states at its reference size, e.g. ``test_acc>=0.94`` for the airbench-sized ResNet),
+    else ``loss<=`` its steps-to-target threshold."""
     own = getattr(problem, "result_target", None)
-    return own if own is not None else ResultTarget("loss", "<=", float(resolved_target))
+    if own is not None:
+        return own
+    stated = getattr(problem, "eval_target", None)  # optbench.problems.nets.EvalTarget
+    if stated is not None:
+        return ResultTarget(stated.column, ">=" if stated.higher_is_better else "<=", float(stated.value))
+    return ResultTarget("loss", "<=", float(resolved_target))
 
 
 def trace_results(runs, trace) -> dict[str, list]:

@@ -426,3 +426,16 @@ def test_cli_reports_a_failing_factory_as_the_users_error_exit_2(tmp_path, monke
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Error in your code" in err and "Internal error" not in err
     assert "bad.py:f" in err and "1 / 0" in err and "ZeroDivisionError" in err
+
+
+def test_a_built_in_workload_s_stated_evaluation_target_is_its_result_target():
+    from types import SimpleNamespace
+
+    from optbench.problems.nets import EvalTarget
+    from optbench.time_to_result import ResultTarget, run_target
+
+    resnet = SimpleNamespace(eval_target=EvalTarget("test_acc", 0.94, "airbench94"))
+    lm = SimpleNamespace(eval_target=EvalTarget("test_loss", 1.47, "nanoGPT"))
+    assert run_target(resnet, 1e-4) == ResultTarget("test_acc", ">=", 0.94)
+    assert run_target(lm, 1e-4) == ResultTarget("test_loss", "<=", 1.47)
+    assert run_target(SimpleNamespace(eval_target=None), 0.5) == ResultTarget("loss", "<=", 0.5)
