@@ -42,7 +42,10 @@ def list_command(
         entries = list_optimizers()
         rows = [{"name": e.name, "source": e.source, "class": e.target, "batched": e.batched is not None,
                  "needs_closure": e.needs_closure, "needs_hessian": e.needs_hessian, "doc": e.doc,
-                 "reference": e.reference, "deviations": e.deviations,
+                 "reference": e.reference, "deviations": e.deviations, "create_graph": e.create_graph,
+                 "schedule_free": e.schedule_free, "lr_free": e.lr_free, "param_groups": e.param_groups,
+                 "matrix_only": e.matrix_only, "supported": not e.unsupported, "unsupported": e.unsupported,
+                 "capabilities": e.capabilities(),
                  "params": {k: {"default": p.default, "doc": p.doc, "valid": p.valid} for k, p in e.params.items()}}
                 for e in entries]
     if json_out:
@@ -58,12 +61,13 @@ def list_command(
     table.add_column("parameters (defaults)")
     table.add_column("description")
     if what == "optimizers":
+        table.add_column("capabilities")
         table.add_column("differs from the paper")
     for e in entries:
         if what == "problems":
             table.add_row(e.name, e.kind, _params_text(e.params), e.doc)
         else:
             table.add_row(e.name, f"{e.source}\n{e.target.split(':')[-1]}", "yes" if e.batched else "no",
-                          _params_text(e.params), e.doc + (f"\n[dim]{e.reference}[/]" if e.reference else ""),
-                          escape(e.deviations))
+                          _params_text(e.params), e.doc + (f"\n[dim]{escape(e.reference)}[/]" if e.reference else ""),
+                          escape("\n".join(e.capabilities())), escape(e.deviations))
     console.print(table)
