@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from optbench.engines.batched_rules import LAYERS
+from optbench.engines.loop import set_scheduled_lr
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
 from optbench.problems.base import derive_seed
 
@@ -196,13 +197,14 @@ class NetClosure:
     def __init__(self, model, forward, names, loss_fn):
         self.model, self.forward, self.names, self.loss_fn = model, forward, names, loss_fn
         self.x = self.y = None
+        self.create_graph = False  # backward(create_graph=True), for optimizers taking Hessian-vector products
 
     def __call__(self) -> torch.Tensor:
         for p in self.model.parameters():
             p.grad = None
         with torch.enable_grad():
             loss = self.loss_fn(self.forward(self.x), self.y)
-            loss.backward()
+            loss.backward(create_graph=self.create_graph)
         return loss.detach()
 
     def loss_at(self, values: list[torch.Tensor]) -> torch.Tensor:
@@ -257,7 +259,10 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     """Train one run with a real optimizer object (K = 1). ``dtype`` (the sweep's, meant for analytic problems)
     is ignored: networks train in the problem's ``precision``. ``noise_scale_every=N`` estimates the gradient
     noise scale at steps 0, N, 2N, … ≤ ``steps`` (:class:`NoiseScaleProbe`; extra columns ``noise_scale`` and
-    ``noise_scale_stderr``, NaN elsewhere; the time it takes is kept out of ``wall_time_s``)."""
+    ``noise_scale_stderr``, NaN elsewhere; the time it takes is kept out of ``wall_time_s``).
+    A ``create_graph`` optimizer gets ``backward(create_graph=True)``; a ``schedule_free`` one is put in
+    ``eval()`` for the recorded loss, gradient norm and evaluation of every step (the point it reports) and in
+    ``train()`` for a second forward/backward on the same batch that its step uses."""
     device = torch.device(device)
     dtype = train_dtype(problem)
     data = problem.device_data(device)
@@ -276,6 +281,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
 
     closure = NetClosure(model, forward, names, loss_fn)
     lrs = None
+    group_lrs = [g["lr"] for g in opt.param_groups] if optimizer.entry.param_groups else None
     if schedule is not None:
         from optbench.schedules import lr_sequence
 
@@ -290,19 +296,30 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
             rec.extra[name] = np.full((len(rec.grid), 1), math.nan)
     evaluate = lambda: _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)  # noqa: E731
     needs_closure = optimizer.entry.needs_closure
+    schedule_free, create_graph = optimizer.entry.schedule_free, optimizer.entry.create_graph
+    closure.create_graph = create_graph
     ticker = StepTicker(progress, 1, steps, SYNC_EVERY)
     for t in range(steps + 1):
         idx = order.next()[0]
         x, y = data.inputs(data.train_x[idx], dtype), data.train_y[idx]
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if schedule_free and t > 0:  # before the first step both points are x₀ (SPlus has no state to switch)
+            opt.eval()  # record and evaluate the point the method reports (x), train at its training point (y)
         for p in params:
             p.grad = None
         with amp:
             logits = forward(x)
         loss = loss_fn(logits, y)
-        loss.backward()
+        loss.backward(create_graph=create_graph)  # create_graph: Hessian-vector products of .grad
         rec.observe(t, loss.detach()[None], lambda: _grad_norm(params)[None], evaluate)
+        if schedule_free and 0 < t < steps:
+            opt.train()
+            for p in params:
+                p.grad = None
+            with amp:
+                logits = forward(x)
+            loss_fn(logits, y).backward(create_graph=create_graph)
         if probe is not None and t % noise_scale_every == 0 and bool(rec.active[0]):
             start = time.perf_counter()
             estimate = probe(t)
@@ -319,14 +336,15 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
         if clip_value is not None:
             torch.nn.utils.clip_grad_value_(params, clip_value)
         if lrs is not None:
-            for group in opt.param_groups:
-                group["lr"] = lrs[t]
+            set_scheduled_lr(opt, lrs[t], optimizer.lr, group_lrs)
         if needs_closure:
             closure.x, closure.y = x, y
             opt.step(closure)
         else:
             opt.step()
     ticker.close()
+    for p in params:
+        p.grad = None  # create_graph leaves a reference cycle between a parameter and its gradient
     return rec.finish()
 
 
