@@ -290,3 +290,88 @@ def test_matrix_only_methods_say_what_they_do_on_a_vector():
     opt = config.entry.build([x], config.hyperparams)
     assert [g["use_muon"] for g in opt.param_groups] == [False]
     assert _entry("soap").matrix_only and _entry("lars").doc.count("ndim > 1") == 1
+
+
+# ---- papers' formulas ---------------------------------------------------------------------------------
+
+def _adopt_paper(x0, grad, steps, lr, beta1, beta2, eps):
+    """ADOPT, Algorithm 2 of Taniguchi et al. 2024 (arXiv:2411.02853), in float64: v₀ = g₀²; then
+    m_t = β₁m + (1 − β₁) clip(g_t / max(√v_{t−1}, ε), c), x ← x − ηm_t, v_t = β₂v + (1 − β₂)g_t², with the clip
+    bound c = s^(1/4) at the library's step count s = t + 1 (the documented deviation)."""
+    x = np.array(x0, dtype=np.float64)
+    path = [x.copy()]
+    g = grad(x)
+    v, m = g * g, np.zeros_like(x)
+    path.append(x.copy())  # the first step only initialises v
+    for t in range(1, steps):
+        g = grad(x)
+        c = (t + 1) ** 0.25
+        m = beta1 * m + (1 - beta1) * np.clip(g / np.maximum(np.sqrt(v), eps), -c, c)
+        x = x - lr * m
+        v = beta2 * v + (1 - beta2) * g * g
+        path.append(x.copy())
+    return np.array(path)
+
+
+def test_adopt_follows_its_paper():
+    def grad(x):
+        a, b = x
+        return np.array([-400.0 * a * (b - a * a) - 2.0 * (1.0 - a), 200.0 * (b - a * a)])
+
+    trace = run_loop(get_problem("rosenbrock"), get_optimizer("adopt(lr=0.01, betas=(0.8, 0.99))"), seed=0,
+                     steps=30, measure_cost=False)
+    expected = _adopt_paper([-1.2, 1.0], grad, 30, 0.01, 0.8, 0.99, 1e-6)
+    np.testing.assert_allclose(trace.coords[:, 0], expected, rtol=1e-12, atol=1e-300)
+    assert "checked against Algorithm 2" in _entry("adopt").deviations
+
+
+def _schedule_free_adamw_paper(x0, grad, steps, lr, beta1, beta2, eps, library_bias_correction):
+    """Schedule-Free AdamW, Algorithm 1 of Defazio et al. 2024 (arXiv:2405.15682), in float64, no warm-up, no
+    weight decay: y_t = (1 − β₁)z_t + β₁x_t, v ← β₂v + (1 − β₂)g(y_t)², z ← z − γ_t g/(√v + ε),
+    x ← (1 − c)x + cz with c = γ_t²/Σγ_i². The paper's γ_t = γ√(1 − β₂ᵗ); ``library_bias_correction`` applies
+    the documented deviation instead: γ_t = γ in the weights and the step g/(√(v/(1 − β₂ᵗ)) + ε).
+    Returns the x_t, the points the method reports."""
+    x = np.array(x0, dtype=np.float64)
+    z, v, weight_sum = x.copy(), np.zeros_like(x), 0.0
+    path = [x.copy()]
+    for t in range(1, steps + 1):
+        y = (1 - beta1) * z + beta1 * x
+        g = grad(y)
+        v = beta2 * v + (1 - beta2) * g * g
+        bc2 = 1 - beta2 ** t
+        if library_bias_correction:
+            gamma, step = lr, g / (np.sqrt(v / bc2 + 1e-15) + eps)
+        else:
+            gamma, step = lr * math.sqrt(bc2), g / (np.sqrt(v) + eps)
+        z = z - gamma * step
+        weight_sum += gamma ** 2
+        c = gamma ** 2 / weight_sum
+        x = (1 - c) * x + c * z
+        path.append(x.copy())
+    return np.array(path)
+
+
+def _rosenbrock_grad(x):
+    a, b = x
+    return np.array([-400.0 * a * (b - a * a) - 2.0 * (1.0 - a), 200.0 * (b - a * a)])
+
+
+@pytest.mark.parametrize("engine", ["loop", "batched"])
+def test_schedule_free_adamw_follows_its_paper(engine):
+    """β₂ = 0 makes the paper's bias correction 1, where the class must be Algorithm 1 itself; at β₂ = 0.999 it
+    is Algorithm 1 with the documented deviation (and not the paper's weights)."""
+    from optbench.engines.batched import run_batched
+
+    def run(spec):
+        config = get_optimizer(spec)
+        if engine == "loop":
+            return run_loop(get_problem("rosenbrock"), config, seed=0, steps=25, measure_cost=False).coords[:, 0]
+        return run_batched(get_problem("rosenbrock"), [config], [0], 25, measure_cost=False).coords[:, 0]
+
+    paper = _schedule_free_adamw_paper([-1.2, 1.0], _rosenbrock_grad, 25, 0.01, 0.9, 0.0, 1e-8, False)
+    np.testing.assert_allclose(run("schedulefreeadamw(lr=0.01, betas=(0.9, 0.0))"), paper, rtol=1e-10)
+    default = run("schedulefreeadamw(lr=0.01)")
+    with_deviation = _schedule_free_adamw_paper([-1.2, 1.0], _rosenbrock_grad, 25, 0.01, 0.9, 0.999, 1e-8, True)
+    np.testing.assert_allclose(default, with_deviation, rtol=1e-10)
+    literal = _schedule_free_adamw_paper([-1.2, 1.0], _rosenbrock_grad, 25, 0.01, 0.9, 0.999, 1e-8, False)
+    assert not np.allclose(default, literal, rtol=1e-6)

@@ -19,6 +19,12 @@ def _params_text(params) -> str:
     return ", ".join(f"{k}={format_value(p.default)}" for k, p in params.items())
 
 
+def _description(entry) -> str:
+    """The doc, the reference (dim) and what the engines do for the optimizer beyond ``step()`` (italic)."""
+    text = escape(entry.doc) + (f"\n[dim]{escape(entry.reference)}[/]" if entry.reference else "")
+    return text + "".join(f"\n[italic]{escape(c)}[/]" for c in entry.capabilities())
+
+
 @errors_handled
 def list_command(
     what: Annotated[str, typer.Argument(help="problems or optimizers")],
@@ -61,13 +67,11 @@ def list_command(
     table.add_column("parameters (defaults)")
     table.add_column("description")
     if what == "optimizers":
-        table.add_column("capabilities")
         table.add_column("differs from the paper")
     for e in entries:
         if what == "problems":
             table.add_row(e.name, e.kind, _params_text(e.params), e.doc)
         else:
             table.add_row(e.name, f"{e.source}\n{e.target.split(':')[-1]}", "yes" if e.batched else "no",
-                          _params_text(e.params), e.doc + (f"\n[dim]{escape(e.reference)}[/]" if e.reference else ""),
-                          escape("\n".join(e.capabilities())), escape(e.deviations))
+                          _params_text(e.params), _description(e), escape(e.deviations))
     console.print(table)

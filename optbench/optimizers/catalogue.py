@@ -29,7 +29,9 @@ Capabilities each class needs are declared in :data:`CAPABILITIES` and honoured 
 - ``param_groups="muon"``: matrices (ndim ≥ 2) in a ``use_muon=True`` group, every other tensor in the
   class's AdamW group (``adamw_lr``, ``adamw_betas``, ``adamw_wd``, ``adamw_eps``): the usual Muon setup;
 - ``matrix_only``: what the class does on a vector, such as every analytic problem's single 1-D parameter;
-- ``unsupported``: why optbench cannot meet the class's needs; it is listed, and refused with that reason.
+- ``unsupported``: why optbench cannot meet the class's needs; it is listed, and refused with that reason;
+- ``batched``: the rule of :mod:`optbench.engines.batched_rules` that reproduces the class (ADOPT,
+  Schedule-Free AdamW).
 """
 
 from __future__ import annotations
@@ -59,10 +61,11 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AdaHessian": {"create_graph": True, "needs_hessian": True},
     "SophiaH": {"create_graph": True, "needs_hessian": True},
     "AliG": {"needs_closure": True},
-    "ScheduleFreeAdamW": {"schedule_free": True},
+    "ScheduleFreeAdamW": {"schedule_free": True, "batched": "schedulefree-adamw"},
     "ScheduleFreeRAdam": {"schedule_free": True},
     "ScheduleFreeSGD": {"schedule_free": True},
     "SPlus": {"schedule_free": True},
+    "ADOPT": {"batched": "adopt"},
     "Prodigy": {"lr_free": True},
     "DAdaptAdaGrad": {"lr_free": True},
     "DAdaptAdam": {"lr_free": True},
@@ -101,6 +104,23 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "SpectralSphere": {"unsupported": "it accepts 2-D parameters only and raises on vectors (biases, every "
                                       "analytic problem); the library gives it no fallback for them"},
 }
+
+# Entries checked against their papers (tests/test_catalogue.py has the papers' formulas in float64).
+DEVIATIONS = {
+    "ADOPT": "checked against Algorithm 2 of Taniguchi et al. (tests/test_catalogue.py): the first step only sets "
+             "v ← g² and later steps clip g/max(√v, ε) to ±s^(1/4) with s the library's step count, so the k-th "
+             "update clips at (k + 1)^(1/4) where the paper's c_t = t^(1/4) counts updates (the authors' code "
+             "counts as the library does). weight_decay (coupled, or decoupled with weight_decouple=True) is a "
+             "library addition, off by default.",
+}
+
+DEVIATIONS["ScheduleFreeAdamW"] = (
+    "checked against Algorithm 1 of Defazio et al. (tests/test_catalogue.py; equal to it at β₂ = 0): the class "
+    "keeps y as the parameter and x = y + (1 − 1/β₁)(z − y) for eval(); the bias correction divides v "
+    "(g/(√(v/(1 − β₂ᵗ) + 1e-15) + ε)) where the paper multiplies the step size, γ_t = γ√(1 − β₂ᵗ), so ε is not "
+    "scaled; the averaging weights are t^r·η_max^p with η_max the largest warmed-up lr, without the paper's "
+    "√(1 − β₂ᵗ) factor (the authors' code does the same). r, weight_lr_power, decoupling_c, ams_bound and "
+    "weight_decay (added to the normalised step at y, as in the paper) are the library's options.")
 
 REFERENCES = {
     "ADOPT": "Taniguchi et al. 2024, ADOPT (arXiv:2411.02853)",
@@ -269,7 +289,8 @@ def catalogue_entries(taken: dict[str, Any]) -> list:
             caps["unsupported"] = (f"it needs {', '.join(row['required'])} at construction, which optbench has "
                                    "no value for")
         name = PREFIX + lib_name if lib_name in taken else lib_name
-        deviations = _UNCHECKED.format(cls=cls) + "." + (_LR_FREE_NOTE if caps.get("lr_free") else "")
+        deviations = DEVIATIONS.get(cls, _UNCHECKED.format(cls=cls) + ".") + (
+            _LR_FREE_NOTE if caps.get("lr_free") else "")
         params = {k: infer_param(k, v) for k, v in row["defaults"].items()}
         entries.append(OptimizerEntry(
             name, f"{LIBRARY}:{cls}", LIBRARY, params, row["doc"] or cls, REFERENCES.get(cls, ""),
