@@ -3,6 +3,8 @@ and is the reference the batched engine is tested against."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from optbench.cost import StepTimer, state_bytes_per_param
@@ -52,7 +54,7 @@ class AnalyticClosure:
         self.param.grad = None
         with torch.enable_grad():
             loss = self.problem.loss(self.param)
-            loss.backward(create_graph=self.create_graph)
+            backward(loss, self.create_graph)
         if self.sample is not None:
             self.param.grad.add_(self.sample)
         if self.clip is not None:
@@ -65,6 +67,17 @@ class AnalyticClosure:
     def loss_at(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         self._check_begun()
         return self.problem.sampled_loss(tensors[0], self.anchor, self.sample)
+
+
+def backward(loss: torch.Tensor, create_graph: bool = False) -> None:
+    """``loss.backward()``; with ``create_graph`` (Hessian-vector products of ``.grad``) torch warns of the
+    parameter↔gradient reference cycle, which the engines break by resetting ``.grad`` to None every step."""
+    if not create_graph:
+        loss.backward()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
+        loss.backward(create_graph=True)
 
 
 def set_scheduled_lr(opt, lr: float, base_lr: float | None, group_lrs: list[float] | None) -> None:
@@ -153,7 +166,7 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
             param.grad = None
             with torch.enable_grad():
                 loss = problem.loss(param)
-                loss.backward(create_graph=create_graph)  # create_graph: Hessian-vector products of .grad
+                backward(loss, create_graph)  # create_graph: Hessian-vector products of .grad
             grad = param.grad.detach().clone()
             loss = loss.detach()
             sample = closure.draw_sample()  # ξ_t: the gradient oracle of f̃_t is ∇f(x_t) + ξ_t

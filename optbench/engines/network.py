@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from optbench.engines.batched_rules import LAYERS
-from optbench.engines.loop import set_scheduled_lr
+from optbench.engines.loop import backward, set_scheduled_lr
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
 from optbench.problems.base import derive_seed
 
@@ -204,7 +204,7 @@ class NetClosure:
             p.grad = None
         with torch.enable_grad():
             loss = self.loss_fn(self.forward(self.x), self.y)
-            loss.backward(create_graph=self.create_graph)
+            backward(loss, self.create_graph)
         return loss.detach()
 
     def loss_at(self, values: list[torch.Tensor]) -> torch.Tensor:
@@ -311,7 +311,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
         with amp:
             logits = forward(x)
         loss = loss_fn(logits, y)
-        loss.backward(create_graph=create_graph)  # create_graph: Hessian-vector products of .grad
+        backward(loss, create_graph)  # create_graph: Hessian-vector products of .grad
         rec.observe(t, loss.detach()[None], lambda: _grad_norm(params)[None], evaluate)
         if schedule_free and 0 < t < steps:
             opt.train()
@@ -319,7 +319,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
                 p.grad = None
             with amp:
                 logits = forward(x)
-            loss_fn(logits, y).backward(create_graph=create_graph)
+            backward(loss_fn(logits, y), create_graph)
         if probe is not None and t % noise_scale_every == 0 and bool(rec.active[0]):
             start = time.perf_counter()
             estimate = probe(t)
