@@ -114,6 +114,10 @@ DEVIATIONS = {
              "library addition, off by default.",
 }
 
+DEVIATIONS["Muon"] = (
+    "unchecked: pytorch_optimizer's Muon, run as the library ships it; optbench has not compared it with the paper. "
+    "Its Newton–Schulz iteration runs in bfloat16 whatever the parameters' dtype (zero_power_via_newton_schulz_5's "
+    "default, as in the reference implementation), so a float64 run's orthogonalised update is bfloat16-accurate.")
 DEVIATIONS["ScheduleFreeAdamW"] = (
     "checked against Algorithm 1 of Defazio et al. (tests/test_catalogue.py; equal to it at β₂ = 0): the class "
     "keeps y as the parameter and x = y + (1 − 1/β₁)(z − y) for eval(); the bias correction divides v "
