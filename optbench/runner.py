@@ -179,6 +179,7 @@ class Sweep:
         """The runs of the sweep as blocks that differ only in their seed."""
         from optbench.optimizers.registry import check_lr_override
         from optbench.problems import get_problem
+        from optbench.problems.nets import BUFFERS
 
         if self.recipe is not None:
             import dataclasses
@@ -215,6 +216,10 @@ class Sweep:
                 if opt.entry.max_dim is not None and p.dim > opt.entry.max_dim:
                     raise SpecError(f"Optimizer {opt.name!r} handles problems up to dimension "
                                     f"{opt.entry.max_dim}; {p.label} has {p.dim}.")
+                if opt.entry.schedule_free and BUFFERS in getattr(p, "features", ()):
+                    raise SpecError(f"Optimizer {opt.name!r} is schedule-free: its reported point needs BatchNorm "
+                                    f"statistics recomputed there, which optbench does not do; {p.label} has "
+                                    "BatchNorm. Use a model without it.")
         schedules = self.check_recipe(problems)
         base_batch = self._check_lr_scaling(problems)
         blocks = []

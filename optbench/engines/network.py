@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from optbench.cost import PeakMemory
 from optbench.engines.batched_rules import LAYERS
+from optbench.engines.loop import backward, set_scheduled_lr
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
 from optbench.problems.base import derive_seed
 from optbench.problems.nets import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS
@@ -270,6 +271,7 @@ class NetClosure:
         self.model, self.forward, self.names, self.loss_fn = model, forward, names, loss_fn
         self.masks = masks
         self.x = self.y = None
+        self.create_graph = False  # backward(create_graph=True), for optimizers taking Hessian-vector products
 
     def __call__(self) -> torch.Tensor:
         for p in self.model.parameters():
@@ -278,7 +280,7 @@ class NetClosure:
             self.masks.reseed()
         with torch.enable_grad():
             loss = self.loss_fn(self.forward(self.x), self.y)
-            loss.backward()
+            backward(loss, self.create_graph)
         return loss.detach()
 
     def loss_at(self, values: list[torch.Tensor]) -> torch.Tensor:
@@ -340,7 +342,11 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     The model trains in train mode and is evaluated in eval mode (BatchNorm: batch statistics for training,
     running statistics for evaluation; dropout off). BatchNorm's running statistics move once per step, with
     the step's own forward pass: the optimizer's extra closure calls (L-BFGS, SPSA, …) leave them as they were.
-    Dropout masks come from :class:`DropoutMasks`, augmentation from :class:`Augmentation`."""
+    Dropout masks come from :class:`DropoutMasks`, augmentation from :class:`Augmentation`.
+
+    A ``create_graph`` optimizer gets ``backward(create_graph=True)``; a ``schedule_free`` one is put in
+    ``eval()`` for the recorded loss, gradient norm and evaluation of every step (the point it reports) and in
+    ``train()`` for a second forward/backward on the same batch that its step uses."""
     features = getattr(problem, "features", frozenset())
     if noise_scale_every and features & {BUFFERS, DROPOUT}:
         from optbench.errors import UsageError
@@ -385,6 +391,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
 
     closure = NetClosure(model, forward, names, loss_fn, masks)
     lrs = None
+    group_lrs = [g["lr"] for g in opt.param_groups] if optimizer.entry.param_groups else None
     if schedule is not None:
         from optbench.schedules import lr_sequence
 
@@ -409,6 +416,8 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
 
     model.train()
     needs_closure = optimizer.entry.needs_closure
+    schedule_free, create_graph = optimizer.entry.schedule_free, optimizer.entry.create_graph
+    closure.create_graph = create_graph
     ticker = StepTicker(progress, 1, steps, SYNC_EVERY)
     for t in range(steps + 1):
         idx = order.next()[0]
@@ -417,6 +426,8 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
             x = augment(t, idx, x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if schedule_free and t > 0:  # before the first step both points are x₀ (SPlus has no state to switch)
+            opt.eval()  # record and evaluate the point the method reports (x), train at its training point (y)
         for p in params:
             p.grad = None
         if masks is not None:
@@ -424,8 +435,15 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
         with amp:
             logits = forward(x)
         loss = loss_fn(logits, y)
-        loss.backward()
+        backward(loss, create_graph)  # create_graph: Hessian-vector products of .grad
         rec.observe(t, loss.detach()[None], lambda: _grad_norm(params)[None], evaluate)
+        if schedule_free and 0 < t < steps:
+            opt.train()
+            for p in params:
+                p.grad = None
+            with amp:
+                logits = forward(x)
+            backward(loss_fn(logits, y), create_graph)
         if probe is not None and t % noise_scale_every == 0 and bool(rec.active[0]):
             start = time.perf_counter()
             estimate = probe(t)
@@ -442,8 +460,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
         if clip_value is not None:
             torch.nn.utils.clip_grad_value_(params, clip_value)
         if lrs is not None:
-            for group in opt.param_groups:
-                group["lr"] = lrs[t]
+            set_scheduled_lr(opt, lrs[t], optimizer.lr, group_lrs)
         if needs_closure:
             closure.x, closure.y = x, y
             kept = [b.clone() for b in buffers]  # running statistics after this step's own forward pass
@@ -453,6 +470,8 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
         else:
             opt.step()
     ticker.close()
+    for p in params:
+        p.grad = None  # create_graph leaves a reference cycle between a parameter and its gradient
     return rec.finish(memory)
 
 
