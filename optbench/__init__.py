@@ -20,6 +20,8 @@ _LAZY = {
     "run_sweep": "optbench.runner",
     "parse_spec": "optbench.spec",
     "parse_spec_list": "optbench.spec",
+    "AnalyticTask": "optbench.problems.user",
+    "TrainingTask": "optbench.problems.user",
 }
 
 __all__ = ["__version__", *_LAZY]

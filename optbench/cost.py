@@ -14,6 +14,13 @@
   ``torch.cuda.synchronize`` on every ``CUDA_TIME_EVERY``-th step only, so timing does not serialise the run.
 - ``peak_memory_bytes``: ``torch.cuda.max_memory_allocated`` over the work item (a batched group shares
   one); NaN where the device does not report it (CPU, MPS).
+- ``peak_rss_bytes`` (network runs, :class:`PeakMemory`): how far the process's resident memory rose above
+  its level at the start of the work item (after the dataset is on the device, which the runs share): on
+  Linux the peak resident set (``VmHWM``), reset to the current size by writing 5 to ``/proc/self/clear_refs``;
+  elsewhere the growth of ``getrusage().ru_maxrss``, a lower bound (0 when an earlier peak was higher). It
+  counts host memory (model, optimizer state, activations on a CPU; on CUDA only the host side).
+- ``examples_per_s`` (network runs): training examples per training second over the whole budget
+  (:mod:`optbench.time_to_result`; evaluation time left out).
 - ``overhead_vs_sgd`` (summary time, :func:`overhead_vs_sgd`): train step time over the median train step
   time of plain ``sgd`` runs on the same problem, batch size and engine (DeepOBS's runtime estimate);
   NaN when the results hold no such run.
@@ -29,7 +36,10 @@ import numpy as np
 
 WARMUP_STEPS = 5  # iterations left out of the medians (first-call allocations, lazy state init)
 CUDA_TIME_EVERY = 16  # on CUDA, synchronise and time one iteration in this many
-COST_COLUMNS = ("state_bytes_per_param", "step_time_s", "train_step_time_s", "peak_memory_bytes")
+COST_COLUMNS = ("state_bytes_per_param", "step_time_s", "train_step_time_s", "peak_memory_bytes")  # every engine
+NETWORK_COST_COLUMNS = ("peak_rss_bytes", "examples_per_s")  # the network engines (NaN for analytic runs)
+SUMMARY_COST_COLUMNS = COST_COLUMNS + NETWORK_COST_COLUMNS  # written with every run
+PEAK_COLUMNS = ("peak_memory_bytes", "peak_rss_bytes")  # aggregated over seeds by their maximum
 
 
 def state_bytes(state: Any) -> int:
@@ -133,6 +143,97 @@ class StepTimer:
         return {k: np.full(K, v, dtype=np.float64) for k, v in values.items()}
 
 
+_WARMED_UP: list[bool] = []
+
+
+def _warm_up_once() -> None:
+    """One tiny training step per process before the first measurement: torch's one-time initialisation
+    (autograd's engine, the optimizer module's lazy imports: about 80 MiB on a CPU) would otherwise count as
+    the first run's memory."""
+    if _WARMED_UP:
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        layer = torch.nn.Linear(4, 2)
+        opt = torch.optim.Adam(layer.parameters())
+        torch.nn.functional.cross_entropy(layer(torch.ones(3, 4)), torch.zeros(3, dtype=torch.long)).backward()
+        opt.step()
+    _WARMED_UP.append(True)
+
+
+def _return_freed_memory() -> None:
+    """Hand memory that earlier runs freed back to the OS (glibc ``malloc_trim``), so that a run re-using it
+    counts it as its own growth instead of getting it for free from the run before."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _rss_now_and_peak() -> tuple[float, float] | None:
+    """(current, peak) resident set bytes of this process from /proc/self/status (Linux), else None."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return float(fields["VmRSS"].split()[0]) * 1024, float(fields["VmHWM"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class PeakMemory:
+    """Peak memory of one work item, from its start: ``peak_memory_bytes`` (CUDA allocator) and
+    ``peak_rss_bytes`` (growth of the process's resident set; the module docstring says what it measures)."""
+
+    def __init__(self, device="cpu"):
+        import torch
+
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        _warm_up_once()
+        _return_freed_memory()
+        self.hwm_reset = False
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # VmHWM := VmRSS (Linux >= 4.0)
+            self.hwm_reset = True
+        except OSError:
+            pass
+        rss = _rss_now_and_peak()
+        self.start_rss = rss[0] if rss else math.nan
+        self.start_maxrss = self._maxrss()
+
+    @staticmethod
+    def _maxrss() -> float:
+        try:
+            import resource
+            import sys
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return float(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+        except (ImportError, OSError):
+            return math.nan
+
+    def results(self, K: int) -> dict[str, np.ndarray]:
+        import torch
+
+        cuda = math.nan
+        if self.device.type == "cuda":
+            cuda = float(torch.cuda.max_memory_allocated(self.device))
+        rss = _rss_now_and_peak()
+        if self.hwm_reset and rss is not None:
+            grown = max(0.0, rss[1] - self.start_rss)
+        else:
+            grown = max(0.0, self._maxrss() - self.start_maxrss)
+        return {"peak_memory_bytes": np.full(K, cuda), "peak_rss_bytes": np.full(K, grown)}
+
+
 def overhead_vs_sgd(summary):
     """Per-run ``train_step_time_s`` over the median of plain-SGD runs on the same problem, batch size and
     engine (a pandas Series aligned with ``summary``; NaN where there is no SGD run or no timing)."""
@@ -167,14 +268,14 @@ def state_memory_regressions(baseline, current, rel_tol: float = 0.0) -> list[st
     return out
 
 
-AGGREGATE_COLUMNS = COST_COLUMNS + ("overhead_vs_sgd",)
+AGGREGATE_COLUMNS = SUMMARY_COST_COLUMNS + ("overhead_vs_sgd",)
 
 
 def add_cost_columns(summary):
     """The per-run summary with every cost column (NaN for results written before they existed) and
     ``overhead_vs_sgd``."""
     df = summary.copy()
-    for c in COST_COLUMNS:
+    for c in SUMMARY_COST_COLUMNS:
         if c not in df:
             df[c] = np.nan
     df["overhead_vs_sgd"] = overhead_vs_sgd(df)
@@ -188,5 +289,5 @@ def aggregate_cost(runs) -> dict[str, float]:
     for c in AGGREGATE_COLUMNS:
         values = np.asarray(runs[c], dtype=float) if c in runs else np.array([np.nan])
         values = values[np.isfinite(values)]
-        out[c] = float(values.max() if c == "peak_memory_bytes" else np.median(values)) if len(values) else math.nan
+        out[c] = float(values.max() if c in PEAK_COLUMNS else np.median(values)) if len(values) else math.nan
     return out

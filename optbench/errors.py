@@ -4,6 +4,8 @@ messages and exit codes (usage errors exit 2, internal failures exit 1)."""
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
 
 
@@ -28,7 +30,42 @@ class UserCodeError(UsageError):
 
 
 class DataError(UsageError):
-    """A dataset is missing, incomplete or does not match its checksum."""
+    """A dataset or results file is missing, incomplete, damaged or does not match its checksum."""
+
+
+class OptbenchWarning(UserWarning):
+    """Something the user should know that did not stop the work (a damaged chunk set aside and re-run);
+    the CLI prints each as one line."""
+
+
+# What to do about an operating-system failure, by errno: the message names the path and one remedy.
+_OS_ADVICE = {
+    errno.ENOSPC: "no space left on the device: free some space or choose another location",
+    errno.EDQUOT: "the disk quota is exceeded: free some space or choose another location",
+    errno.EFBIG: "the file would be too large for this file system: choose another location",
+    errno.EROFS: "the file system is read-only: choose a writable location",
+    errno.EACCES: "permission denied: choose a location you can write (or read), or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a location you can write, or fix its permissions",
+    errno.ENOENT: "no such file or directory: check the path",
+    errno.ENOTDIR: "a component of the path is a file, not a directory: check the path",
+    errno.EISDIR: "this is a directory where a file was expected: give a file path",
+    errno.EEXIST: "it already exists: remove it or choose another name",
+    errno.ENAMETOOLONG: "the file name is too long: choose a shorter path",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) or use fewer --workers",
+    errno.ENOMEM: "out of memory: use a smaller sweep",
+    errno.EIO: "an input/output error on the device: check the disk",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One sentence for an operating-system failure (disk full, permissions, read-only file system, ...)
+    naming the path; None for kinds with no advice (they stay internal errors)."""
+    advice = _OS_ADVICE.get(exc.errno or -1)
+    if advice is None:
+        return None
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = " → ".join(repr(p) for p in paths) if paths else "a file"
+    return f"Cannot write or read {where}: {advice} ({exc.strerror or os.strerror(exc.errno or 0)})."
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

@@ -10,14 +10,26 @@ Each chunk holds whole runs and is written atomically (temporary file, then rena
 the steps: a run is complete exactly when its steps chunk exists. An interrupted sweep never leaves a
 half-written table, and re-running skips complete runs (by ``run_id``, a hash of the run's full config and
 the optbench version).
+
+Faults: before skipping a chunk's runs, a re-run verifies the chunk (both Parquet footers readable, the
+steps rows holding exactly the summary's runs); a damaged chunk is renamed ``<chunk>.parquet.damaged``
+and its runs run again. Temporaries are named ``.<file>.<pid>.<random>.tmp`` so that those left by a
+killed process (whose pid is gone) can be removed. ``manifest.json`` is read, changed and written under an
+exclusive lock (``.manifest.lock``, ``flock``), so concurrent sweeps into one directory keep every record; a
+damaged manifest is set aside as ``manifest.json.damaged`` and started afresh. Files are created with the
+mode the umask gives (0666 & ~umask), like any other file the user writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterable
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,18 +84,123 @@ def make_output_dir(path: str | Path, option: str = "--out", shown: str | Path |
     return path
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (≥ 4.7)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    umask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(umask)
+    return umask
+
+
+def file_mode() -> int:
+    """The mode a new file gets from the umask (0666 & ~umask): ``mkstemp`` alone would give 0600,
+    making results private to their owner in a shared directory."""
+    return 0o666 & ~current_umask()
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+STALE_UNOWNED_TMP_S = 3600  # a temporary without a pid in its name (older optbench) is stale after an hour
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary in the same directory, fsync, then rename.
+    The temporary's name carries this process's id (see :func:`remove_stale_temporaries`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file: name it
+            exc.filename = str(path)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporaries that a killed writer left in ``directory``, ``steps/`` and ``summary/``:
+    those whose writing process no longer exists (temporaries of live writers, e.g. a concurrent sweep
+    into the same directory, are kept). Returns the removed paths."""
+    removed = []
+    for folder in (directory, directory / STEPS_DIR, directory / SUMMARY_DIR):
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob(".*.tmp"):
+            match = _TEMPORARY.match(tmp.name)
+            try:
+                stale = (not _alive(int(match["pid"])) if match
+                         else time.time() - tmp.stat().st_mtime > STALE_UNOWNED_TMP_S)
+                if stale:
+                    tmp.unlink()
+                    removed.append(tmp)
+            except FileNotFoundError:  # removed meanwhile (its writer renamed it, or another cleaner)
+                continue
+    return removed
+
+
+def _probe(folder: Path) -> None:
+    """Create ``folder`` if needed, then write and remove a small file in it (raises OSError)."""
+    import errno
+
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=f".probe.{os.getpid()}.", suffix=".tmp")
+    try:
+        os.write(fd, b"optbench")
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
+def check_writable(directory: str | Path, option: str = "--out") -> Path:
+    """Fail now, before any compute, when results cannot be written into ``directory`` (and its
+    ``steps/`` and ``summary/``): create them and write and remove a probe file in each. Returns it."""
+    from optbench.errors import UsageError, os_error_message
+
+    directory = make_output_dir(directory, option)
+    for folder in (directory, directory / STEPS_DIR, directory / SUMMARY_DIR):
+        try:
+            _probe(folder)
+        except OSError as exc:
+            exc.filename = exc.filename or str(folder)
+            raise UsageError(f"{option} {str(directory)!r}: cannot write results there. "
+                             f"{os_error_message(exc) or exc}") from None
+    return directory
+
+
+def check_file_writable(path: str | Path, option: str) -> None:
+    """Fail now, before any compute, when the output file ``path`` of ``option`` (``--junit``, ``--csv``,
+    …) cannot be written: it must not be a directory, and its folder must take a new file."""
+    from optbench.errors import UsageError, os_error_message
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a directory; give a file path.")
+    try:
+        _probe(path.parent)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(path))
+    except OSError as exc:
+        exc.filename = exc.filename or str(path.parent)
+        raise UsageError(f"{option} {str(path)!r}: cannot write this file. {os_error_message(exc) or exc}") from None
 
 
 def atomic_write_table(path: Path, table) -> None:
@@ -105,14 +222,76 @@ def atomic_write_table(path: Path, table) -> None:
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Replace the manifest whole. Prefer :func:`update_manifest`, which is safe with concurrent writers."""
     atomic_write_bytes(Path(directory) / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a results directory ({} when there is none); a damaged one is a DataError naming it."""
+    from optbench.errors import DataError
+
     path = Path(directory) / MANIFEST
     if not path.exists():
         return {}
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_bytes())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{str(path)!r} is damaged ({type(exc).__name__}: {exc}); the results themselves are "
+                        "intact: run the same 'optbench run' command into this directory to set it aside and "
+                        "start a new manifest, or delete it.") from None
+    return manifest
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``directory/.manifest.lock`` (held by the open file; the system
+    releases it when the process dies, however it dies)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; a single writer is safe, concurrent ones may lose records
+        yield
+        return
+    # read-only is enough for flock, and lets another user of a shared directory take a lock file they do
+    # not own
+    fd = os.open(directory / ".manifest.lock", os.O_RDONLY | os.O_CREAT, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update_manifest(directory: str | Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Read the manifest, apply ``change`` to it in place and write it, all under the directory's lock, so
+    that concurrent writers (several sweeps into one ``--out``) never lose each other's records. A damaged
+    manifest is renamed ``manifest.json.damaged`` (a warning says so) and a new one started."""
+    from optbench.errors import DataError, OptbenchWarning
+
+    directory = Path(directory)
+    with _locked(directory):
+        try:
+            manifest = read_manifest(directory)
+        except DataError:
+            damaged = _set_aside(directory / MANIFEST)
+            warnings.warn(f"{str(directory / MANIFEST)!r} was damaged: kept as {damaged.name!r}, a new manifest "
+                          "is started (the results themselves are intact).", OptbenchWarning, stacklevel=2)
+            manifest = {}
+        change(manifest)
+        write_manifest(directory, manifest)
+    return manifest
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.damaged`` (``.damaged-2``, … if taken); returns the new path."""
+    target, n = path.with_name(path.name + ".damaged"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{n}")
+    os.replace(path, target)
+    return target
 
 
 def write_chunk(directory: Path, chunk_id: str, steps_table, summary_table) -> None:
@@ -141,23 +320,77 @@ def _read(paths: Iterable[Path], columns=None):
     import pandas as pd
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(p, columns=columns).to_pandas() for p in paths]
+    tables = []
+    for p in paths:
+        try:
+            tables.append(pq.read_table(p, columns=columns).to_pandas())
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...: any unreadable chunk
+            raise _damaged_error(p, exc) from None
     if not tables:
         return None
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
 
 
-def complete_run_ids(path: str | Path) -> set[str]:
-    """Run ids whose results are fully on disk."""
+def _damaged_error(path: Path, exc: BaseException):
+    from optbench.errors import DataError
+
+    return DataError(f"Results chunk {str(path)!r} is damaged ({type(exc).__name__}: {exc}); run the same "
+                     "'optbench run' command into this directory: it sets the chunk aside and runs its runs again.")
+
+
+def chunk_problem(path: Path, chunk: str) -> str | None:
+    """Why the chunk ``chunk`` of ``path`` is not complete and sound, or None when it is: both files must
+    have a readable Parquet footer, and the steps rows must hold exactly the summary's runs."""
+    import pyarrow.parquet as pq
+
+    steps, summary = path / STEPS_DIR / f"{chunk}.parquet", path / SUMMARY_DIR / f"{chunk}.parquet"
+    if not summary.exists():
+        return f"{summary} is missing"
+    try:
+        summary_ids = pq.read_table(summary, columns=["run_id"]).column("run_id").to_pylist()
+    except Exception as exc:
+        return f"{summary}: {type(exc).__name__}: {exc}"
+    try:
+        if pq.read_metadata(steps).num_rows < len(summary_ids):
+            return f"{steps} holds fewer rows than its {len(summary_ids)} runs"
+        step_ids = set(pq.read_table(steps, columns=["run_id"]).column("run_id").unique().to_pylist())
+    except Exception as exc:
+        return f"{steps}: {type(exc).__name__}: {exc}"
+    if not summary_ids or step_ids != set(summary_ids):
+        return f"{steps} and {summary} hold different runs"
+    return None
+
+
+def quarantine_chunk(path: Path, chunk: str) -> list[Path]:
+    """Set a damaged chunk's files aside as ``<chunk>.parquet.damaged`` (no longer read, kept to look at)."""
+    moved = []
+    for folder in (STEPS_DIR, SUMMARY_DIR):
+        file = path / folder / f"{chunk}.parquet"
+        if file.exists():
+            moved.append(_set_aside(file))
+    return moved
+
+
+def complete_run_ids(path: str | Path, *, verify: bool = True) -> set[str]:
+    """Run ids whose results are fully on disk. ``verify``: check each chunk first (:func:`chunk_problem`);
+    a damaged one is set aside (:func:`quarantine_chunk`) with a warning naming it, so its runs run again."""
+    import pyarrow.parquet as pq
+
+    from optbench.errors import OptbenchWarning
+
     path = Path(path)
     if not (path / STEPS_DIR).is_dir():
         return set()
     ids: set[str] = set()
     for chunk in _complete_chunks(path):
         summary = path / SUMMARY_DIR / f"{chunk}.parquet"
+        problem = chunk_problem(path, chunk) if verify else None
+        if problem is not None:
+            moved = quarantine_chunk(path, chunk)
+            warnings.warn(f"Damaged results chunk {chunk} ({problem}): set aside as "
+                          f"{', '.join(str(m) for m in moved)}; its runs run again.", OptbenchWarning, stacklevel=2)
+            continue
         if summary.exists():
-            import pyarrow.parquet as pq
-
             ids.update(pq.read_table(summary, columns=["run_id"]).column("run_id").to_pylist())
     return ids
 

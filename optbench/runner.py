@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,8 +71,10 @@ class Run:
     @property
     def identity(self) -> dict[str, Any]:
         source = getattr(self.optimizer.entry, "source_sha", "")  # a user file's code: edits re-run
+        problem_source = getattr(self.problem, "source_sha", "")  # a user problem's module (optbench.problems.user)
         return {
             **({"optimizer_source": source} if source else {}),
+            **({"problem_source": problem_source} if problem_source else {}),
             "problem": self.problem.name,
             "problem_config": self.problem.config,
             "optimizer": self.optimizer.name,
@@ -176,6 +179,7 @@ class Sweep:
         """The runs of the sweep as blocks that differ only in their seed."""
         from optbench.optimizers.registry import check_lr_override
         from optbench.problems import get_problem
+        from optbench.problems.nets import BUFFERS
 
         if self.recipe is not None:
             import dataclasses
@@ -212,6 +216,10 @@ class Sweep:
                 if opt.entry.max_dim is not None and p.dim > opt.entry.max_dim:
                     raise SpecError(f"Optimizer {opt.name!r} handles problems up to dimension "
                                     f"{opt.entry.max_dim}; {p.label} has {p.dim}.")
+                if opt.entry.schedule_free and BUFFERS in getattr(p, "features", ()):
+                    raise SpecError(f"Optimizer {opt.name!r} is schedule-free: its reported point needs BatchNorm "
+                                    f"statistics recomputed there, which optbench does not do; {p.label} has "
+                                    "BatchNorm. Use a model without it.")
         schedules = self.check_recipe(problems)
         base_batch = self._check_lr_scaling(problems)
         blocks = []
@@ -431,6 +439,12 @@ def trace_tables(runs: list[Run], trace, engine: str):
         last = np.array([values[min(np.searchsorted(trace.steps, e, side="right") - 1, len(values) - 1), k]
                          for k, e in enumerate(end)])
         columns[name] = arrow.numeric(col(values, last), np.float64)
+    if runs[0].problem.kind != "analytic":  # time to result (optbench.time_to_result), exact at every row
+        from optbench.time_to_result import examples_seen
+
+        problem = runs[0].problem
+        columns["examples"] = arrow.numeric(examples_seen(step, problem.n_train, problem.batch_size), np.int64)
+        columns["train_time_s"] = arrow.numeric(col(trace.wall_time_s, trace.end_wall_time_s) / K, np.float64)
     steps_table = arrow.table(columns)
     summary = summarize_trace(runs, trace, run_idx, step, loss, engine, configs)
     return steps_table, summary
@@ -489,8 +503,9 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     import numpy as np
 
     from optbench import columns as arrow
-    from optbench.cost import COST_COLUMNS
+    from optbench.cost import SUMMARY_COST_COLUMNS
     from optbench.targets import first_steps_within
+    from optbench.time_to_result import trace_results
 
     problem = runs[0].problem
     K = len(runs)
@@ -511,6 +526,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     to_target = first_steps_within(run_idx, step, loss, np.zeros(K) if problem.f_min is None
                                    else np.full(K, problem.f_min), targets, K)
     dist = np.asarray(problem.distance_to_minimum(np.asarray(trace.end_x, dtype=np.float64)), dtype=np.float64)
+    results = trace_results(runs, trace)  # time to result (network runs; optbench.time_to_result)
 
     def same(value, dtype):
         return arrow.numeric(np.full(K, value, dtype=dtype))
@@ -541,9 +557,14 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
         "schedule": configs.strings("schedule"),
         "recipe": configs.strings("recipe"),
         "recipe_name": configs.strings("recipe_name"),
+        "result_target": arrow.strings(results["result_target"]),
+        "steps_to_result": arrow.optional_int64(results["steps_to_result"]),
+        "examples_to_result": arrow.optional_int64(results["examples_to_result"]),
+        "seconds_to_result": arrow.numeric(results["seconds_to_result"], np.float64),
         **({"noise_scale": arrow.numeric(_last_finite(trace.extra["noise_scale"], trace.steps, trace.end_step))}
            if "noise_scale" in trace.extra else {}),
-        **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64)) for c in COST_COLUMNS},
+        **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64))
+           for c in SUMMARY_COST_COLUMNS},
     })
 
 
@@ -632,23 +653,27 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     optionally ``runs_finished(statuses)``, called with the statuses of each batch of runs written.
     ``workers > 1`` runs work items in that many processes (see :func:`run_items_parallel`).
     """
-    from optbench.results import complete_run_ids, make_output_dir, read_manifest, write_manifest
+    import uuid
+
+    from optbench.results import check_writable, complete_run_ids, remove_stale_temporaries, update_manifest
 
     t0 = time.perf_counter()
     out = Path(out_dir)
     runs = sweep.expand()
-    done = set() if force else complete_run_ids(out)
+    remove_stale_temporaries(out)  # a killed writer's hidden leftovers
+    done = set() if force else complete_run_ids(out)  # verified: damaged chunks are set aside and re-run
     todo = [r for r in runs if r.run_id not in done]
     skipped = {r.run_id: r.resolved_target for r in runs if r.run_id in done}
     items = plan_groups(todo, sweep.engine)
-    manifest = read_manifest(out)
-    manifest.setdefault("sweeps", [])
-    manifest.update({
+    check_memory(items)
+    check_writable(out)  # before any compute: a read-only or unwritable --out fails now, not after the work
+    header = {
         "optbench_version": __version__,
         "environment": environment(",".join(sorted({r.device for r in runs})) or sweep.device),
         "schema": {"steps": "one row per (run, recorded step)", "summary": "one row per run"},
-    })
+    }
     sweep_record: dict[str, Any] = {
+        "id": uuid.uuid4().hex[:16],  # finds this record again under concurrent writers
         "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "problems": [p.label for p in sweep.problems],
@@ -671,13 +696,24 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
         "target": sweep.target,  # steps to target: loss − f* ≤ target; None: each problem's own
         "runs": len(runs), "skipped": len(runs) - len(todo),
     }
-    manifest["sweeps"].append(sweep_record)
-    make_output_dir(out)
     if skipped:  # complete runs asked for at another target: recount them from their recorded steps
         from optbench.targets import retarget_stored_runs
 
         sweep_record["retargeted"] = retarget_stored_runs(out, skipped)
-    write_manifest(out, manifest)
+
+    def add_record(manifest: dict[str, Any]) -> None:
+        manifest.update(header)
+        manifest.setdefault("sweeps", []).append(sweep_record)
+
+    def finish_record(manifest: dict[str, Any]) -> None:
+        records = manifest.setdefault("sweeps", [])
+        mine = next((r for r in records if r.get("id") == sweep_record["id"]), None)
+        if mine is None:  # the manifest was set aside meanwhile: record this sweep in the new one
+            add_record(manifest)
+        else:
+            mine.update(sweep_record)
+
+    update_manifest(out, add_record)
     progress = progress_factory(sum(r.steps for r in todo), len(todo)) if progress_factory and todo else None
     engines: dict[str, int] = {}
     completed = 0
@@ -712,8 +748,46 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
                              "wall_time_s": round(time.perf_counter() - t0, 4),
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              "interrupted": completed < len(todo)})
-        write_manifest(out, manifest)
+        update_manifest(out, finish_record)
     return SweepOutcome(out, len(runs), len(runs) - len(todo), completed, time.perf_counter() - t0, engines)
+
+
+RECORDED_FLOATS_PER_ROW = 4  # loss, grad norm, wall time and one float of slack per run and recorded row
+TIMED_FLOATS_PER_STEP = 2  # cost.StepTimer: step time and full iteration time, one float64 each per step
+
+
+def recording_bytes(group: Sequence[Run]) -> int:
+    """Memory the engines preallocate to record one work item: rows × runs × (floats + coordinates) for
+    the recorder, and the step timer's per-step clock readings (8 bytes each)."""
+    first = group[0]
+    rows = first.steps // first.record_every + 2
+    coords = first.problem.dim if first.problem.dim <= 3 else 0
+    return 8 * (rows * len(group) * (RECORDED_FLOATS_PER_ROW + coords) + TIMED_FLOATS_PER_STEP * first.steps)
+
+
+def memory_limit_bytes() -> int:
+    """Half the machine's physical memory (a sane ceiling for one work item's recording buffers)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): assume 8 GiB
+        return 8 << 30
+
+
+def check_memory(items: Sequence[tuple[str, list[Run]]]) -> None:
+    """Refuse, before any compute, a budget whose recording buffers would not fit (``--steps 10**12``
+    would ask for terabytes): one sentence naming the steps, the record interval and the memory."""
+    if not items:
+        return
+    engine, group = max(items, key=lambda item: recording_bytes(item[1]))
+    need, limit = recording_bytes(group), memory_limit_bytes()
+    if need > limit:
+        first = group[0]
+        raise UsageError(
+            f"--steps {first.steps} (recording every {first.record_every}, {len(group)} runs at once): the "
+            f"recording buffers would need about {need / 2**30:,.1f} GiB, more than half of this machine's "
+            f"memory ({2 * limit / 2**30:,.1f} GiB); use fewer --steps or a larger --record-every.")
 
 
 def chunk_id(group: Sequence[Run]) -> str:
@@ -833,7 +907,8 @@ def run_items_parallel(items, out: Path, workers: int, progress=None):
     import torch
 
     ndev = torch.cuda.device_count() if items and items[0][1][0].device.startswith("cuda") else 0
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         pending = {pool.submit(_run_item, engine, [_portable(r) for r in group], out,
                                f"cuda:{i % ndev}" if ndev > 1 else None):
@@ -846,8 +921,43 @@ def run_items_parallel(items, out: Path, workers: int, progress=None):
                 if progress is not None:
                     progress.advance(steps)
                 yield engine, statuses
+    except BaseException:  # Ctrl-C, SIGTERM or a failure: stop the workers now; finished chunks are on disk
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+PARENT_POLL_S = 0.5  # how often a worker's watchdog checks that its parent is alive
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this process when ``parent_pid`` ends, however it ends (SIGKILL included),
+    so no worker (each holding hundreds of MB) outlives the sweep. Linux: ``prctl(PR_SET_PDEATHSIG,
+    SIGKILL)``; everywhere: a daemon thread that exits when the parent is gone (the process is
+    re-parented, so ``os.getppid()`` changes)."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before we asked to follow it
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="optbench-parent-watchdog", daemon=True).start()
 
 
 def problem_device(name: str, problem) -> str:

@@ -347,7 +347,12 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"Suite file {str(path)!r} does not exist.")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1]
+        raise UsageError(f"{path}: not a UTF-8 text file (byte {exc.start} is {bad!r}); save the suite file as "
+                         "UTF-8 TOML.") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -422,13 +427,11 @@ def run_suite(path: str | Path, out_dir: str | Path, *, overrides: dict[str, Any
         total.runs_done += outcome.runs_done
         for engine, n in outcome.engines.items():
             total.engines[engine] = total.engines.get(engine, 0) + n
-    from optbench.results import read_manifest, write_manifest
+    from optbench.results import update_manifest
 
-    manifest = read_manifest(out_dir)
-    manifest.setdefault("suites", []).append({"name": suite.name, "path": str(suite.path),
-                                              "description": suite.description,
-                                              "overrides": {k: _plain(v) for k, v in (overrides or {}).items()}})
-    write_manifest(Path(out_dir), manifest)
+    update_manifest(out_dir, lambda manifest: manifest.setdefault("suites", []).append(
+        {"name": suite.name, "path": str(suite.path), "description": suite.description,
+         "overrides": {k: _plain(v) for k, v in (overrides or {}).items()}}))
     total.wall_time_s = time.perf_counter() - t0
     return total
 

@@ -8,7 +8,9 @@ reached it), reached (how many seeds reached the target), diverged and escaped (
 status (counts), and rank within the problem (best first, :func:`sort_by_rank`). Cost columns
 (optbench.cost): state_bytes_per_param, step_time_s, train_step_time_s (medians), peak_memory_bytes (max) and
 overhead_vs_sgd (median of each run's train step time over plain SGD's on the same problem, batch size and
-engine; NaN without SGD runs).
+engine; NaN without SGD runs), peak_rss_bytes (max) and examples_per_s (median). Time to result (network runs,
+optbench.time_to_result): result_target, steps_to_result, examples_to_result and seconds_to_result (censored
+medians over seeds, NaN where that median is ∞) and result_reached (how many seeds met the result target).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 GROUP = ["problem", "optimizer_label", "lr", "batch_size"]
 
 
-def aggregate(summary, best_lr_only: bool = False):
-    """Aggregate the per-run summary over seeds; optionally keep the best learning rate per optimizer."""
+def aggregate(summary, best_lr_only: bool = False, metric: str | None = None):
+    """Aggregate the per-run summary over seeds; optionally keep the best learning rate per optimizer.
+    ``metric`` (a time-to-result column, optbench.time_to_result.TIME_METRICS) ranks by it (:func:`sort_by_rank`)."""
     import numpy as np
     import pandas as pd
 
@@ -34,6 +37,15 @@ def aggregate(summary, best_lr_only: bool = False):
     from optbench.cost import AGGREGATE_COLUMNS, add_cost_columns, aggregate_cost
 
     df = add_cost_columns(df)  # state_bytes_per_param, step times, peak memory, overhead_vs_sgd
+    from optbench.time_to_result import RESULT_COLUMNS, check_metric
+
+    check_metric(metric)
+    for c in RESULT_COLUMNS:  # summaries written before time to result lack them: never measured
+        if c not in df:
+            df[c] = np.nan
+    if "result_target" not in df:
+        df["result_target"] = ""
+    df["result_target"] = df["result_target"].fillna("").astype(str)
     # one pass of numpy per group (pandas' per-group overhead was ~4 ms: 4 s for a 1000-row table)
     codes = df.groupby(GROUP, dropna=False, sort=False).ngroup().to_numpy()
     order = np.argsort(codes, kind="stable")
@@ -42,6 +54,9 @@ def aggregate(summary, best_lr_only: bool = False):
     col = {c: df[c].to_numpy()[order] for c in ("final_loss", "best_loss", "dist_to_min", "target", "f_min",
                                                  "wall_time_s", *AGGREGATE_COLUMNS)}
     col["steps_to_target"] = censor(df["steps_to_target"])[order]  # never reached: +∞
+    for c in RESULT_COLUMNS:
+        col[c] = censor(df[c])[order]
+    result_target = df["result_target"].to_numpy()[order]
     status, ok = df["status"].to_numpy()[order], df["_ok"].to_numpy()[order]
     keys = df[GROUP].to_numpy()[order]
     rows: list[dict[str, Any]] = []
@@ -69,11 +84,14 @@ def aggregate(summary, best_lr_only: bool = False):
             "f_min": float(col["f_min"][a]),
             "wall_time_s": float(np.max(col["wall_time_s"][a:b])),
             **aggregate_cost({c: col[c][a:b] for c in AGGREGATE_COLUMNS}),
+            "result_target": ", ".join(dict.fromkeys(t for t in result_target[a:b] if t)),
+            **{c: _finite_or_nan(censored_median(col[c][a:b])) for c in RESULT_COLUMNS},
+            "result_reached": reached_count(col["steps_to_result"][a:b]),
         })
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table = sort_by_rank(table)
+    table = sort_by_rank(table, metric=metric)
     if best_lr_only:
         table["lrs_tried"] = table.groupby(["problem", "optimizer_label", "batch_size"], dropna=False)[
             "lr"].transform("count")
@@ -82,15 +100,21 @@ def aggregate(summary, best_lr_only: bool = False):
     return table.reset_index(drop=True)
 
 
-def ranking_note(f_min) -> str:
+def _finite_or_nan(value: float) -> float:
+    return value if value != float("inf") else float("nan")
+
+
+def ranking_note(f_min, metric: str | None = None) -> str:
     """The table caption's short statement of how a problem's rows are ranked (the rule: :func:`sort_by_rank`)."""
+    if metric is not None:
+        return f"ranked by {metric.replace('_', ' ')} (median over seeds, never = ∞; fewer diverged seeds first)"
     if f_min is None or f_min != f_min:
         return "no minimum: ranked by steps to target (median over seeds, never = ∞), not by the final loss of " \
                "runs that escaped"
     return "ranked by median final loss (fewer diverged seeds first)"
 
 
-def sort_by_rank(table, within: tuple[str, ...] = ("problem",)):
+def sort_by_rank(table, within: tuple[str, ...] = ("problem",), metric: str | None = None):
     """Rows of the comparison table best first (stable), within each of ``within``; the one ranking rule of the
     comparison table and of the reporter's best configurations (``report.data.best_configs``).
 
@@ -104,8 +128,18 @@ def sort_by_rank(table, within: tuple[str, ...] = ("problem",)):
     (``loss ≤ target``) as the censored median over seeds (never = +∞, optbench.censoring), then more seeds
     reaching the target, then lower median best loss (how far down a run got: it separates configurations none
     of whose seeds reached the target, e.g. one that escaped uphill from one still descending).
+
+    With ``metric`` (a time-to-result column: ``steps_to_result``, ``examples_to_result``, ``seconds_to_result``)
+    every problem ranks by fewer diverged seeds, then that column's censored median (never = +∞), then more
+    seeds meeting the result target, then lower median final loss.
     """
     import numpy as np
+
+    if metric is not None:
+        final = table["final_loss"].where(np.isfinite(table["final_loss"]), np.inf)
+        keys = {"_rank_diverged": table["diverged"], "_rank_1": table[metric].fillna(np.inf),
+                "_rank_2": -table["result_reached"], "_rank_3": final}
+        return table.assign(**keys).sort_values([*within, *keys], kind="stable").drop(columns=list(keys))
 
     unbounded = table["f_min"].isna()
     loss = table["final_loss"].where(np.isfinite(table["final_loss"]), np.inf)

@@ -150,7 +150,7 @@ def test_missing_configurations_exit_2(tmp_path):
     assert '"deterministic": true' in manifest
     r = optbench("check", "partial", "--against", BASELINE, cwd=tmp_path)
     assert r.returncode == 2
-    assert "missing from the new results" in r.stderr and "valley(kappa=100) / sgd-momentum" in r.stderr
+    assert "missing from the new results" in r.stderr and "himmelblau / sgd-momentum" in r.stderr
     r = optbench("check", "nowhere", "--against", BASELINE, cwd=tmp_path)
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = optbench("check", cwd=tmp_path)

@@ -17,7 +17,7 @@ import torch
 from optbench.data import store
 from optbench.data.synthetic import write_dataset
 from optbench.engines.batched import run_batched
-from optbench.engines.batched_rules import CLOSURE, HESSIAN, LAYERS, NEED_DESCRIPTIONS, RULES
+from optbench.engines.batched_rules import CLOSURE, HESSIAN, LAYERS, NEED_DESCRIPTIONS, REPORTED, RULES
 from optbench.engines.capabilities import choose_engine, engine_supports
 from optbench.engines.loop import run_loop
 from optbench.engines.network import run_network, run_network_batched
@@ -25,7 +25,7 @@ from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer, list_optimizers
 from optbench.problems import get_problem
 
-ENTRIES = list_optimizers()
+ENTRIES = [e for e in list_optimizers() if not e.unsupported]  # refused as a whole: tests/test_catalogue.py
 NAMES = [e.name for e in ENTRIES]
 RTOL = 1e-8
 
@@ -35,12 +35,17 @@ CNN = "cifar10-cnn(channels=(3, 3, 4), hidden=(5,), batch_size=8, train_size=32,
       "eval_every=3)"
 NETWORK_STEPS = 6
 
-# Settings that take every branch of the layer-wise rules: coupled decay, no momentum, Nesterov, no averaging.
+# Settings that take every branch of the layer-wise rules: coupled decay, no momentum, Nesterov, no averaging,
 LAYERWISE_VARIANTS = {
     "lars": ["lars(lr=0.05, weight_decay=0.1, trust_coefficient=0.5, nesterov=True)",
              "lars(lr=0.05, momentum=0.0, weight_decay=0.01, trust_coefficient=0.2)"],
     "lamb": ["lamb(lr=0.01, weight_decouple=False, weight_decay=0.1)",
              "lamb(lr=0.01, fixed_decay=True, weight_decay=0.01, grad_averaging=False, betas=(0.5, 0.9))"],
+    # and of the catalogue's rules: coupled and decoupled decay; warm-up, polynomial weights, AMSBound, C
+    "adopt": ["adopt(lr=0.01, weight_decay=0.1, betas=(0.5, 0.9))",
+              "adopt(lr=0.01, weight_decay=0.1, weight_decouple=True, fixed_decay=True)"],
+    "schedulefreeadamw": ["schedulefreeadamw(lr=0.01, warmup_steps=5, weight_decay=0.05, r=0.5, weight_lr_power=1.0)",
+                          "schedulefreeadamw(lr=0.01, ams_bound=True, decoupling_c=2, betas=(0.8, 0.99))"],
 }
 
 
@@ -87,6 +92,7 @@ def test_entry_flags_agree_with_the_needs_of_its_rule(name):
     rule = RULES[entry.batched]
     assert rule.needs <= set(NEED_DESCRIPTIONS)
     assert entry.needs_hessian == (HESSIAN in rule.needs)
+    assert entry.schedule_free == (REPORTED in rule.needs), f"{name}: schedule-free entries record a reported point"
     if entry.needs_closure:  # the loop engine's closure computes something the batched engine must supply
         assert rule.needs & {HESSIAN, CLOSURE}, f"{name} calls a closure but its rule declares no need for one"
 

@@ -25,7 +25,7 @@ from optbench.optimizers import get_optimizer, list_optimizers
 from optbench.problems import derive_seed, get_problem
 from optbench.runner import Run
 
-NAMES = [e.name for e in list_optimizers()]
+NAMES = [e.name for e in list_optimizers() if not e.unsupported]  # refused as a whole: tests/test_catalogue.py
 NOISE_BLOCK = 256  # NoiseStream fills blocks of this many steps; the references below stay inside one
 
 
@@ -34,11 +34,22 @@ def _trajectory(trace) -> np.ndarray:
     return np.concatenate([trace.loss.ravel(), trace.end_x.ravel()])
 
 
+# pytorch_optimizer classes that by design take no step for their first few steps: run them longer
+FIRST_STEP_LATER = {"adashift": 14,  # waits for keep_num = 10 queued gradients
+                    "po.radam": 8, "schedulefreeradam": 8}  # no step while the variance estimate is unreliable
+# ... and ones that never step where a pair of problems below starts, so that no noise can show there
+STILL_WHERE_THEY_START = {
+    "alig": {"rosenbrock(start=(1.0, 1.0))"},  # Polyak step f̃_t(x_t)/‖g‖²: f̃_t(x_t) = f(x_t) = 0 at the minimum
+    "sara": {"noisy-quadratic(dim=10, batch_size=1)", "rosenbrock(start=(1.0, 1.0))"},  # steps weights < 1e-3 only
+}
+
+
 def _engines(name):
     opt = get_optimizer(name)
-    yield "loop", lambda problem, seed: run_loop(problem, opt, seed=seed, steps=4, measure_cost=False)
+    steps = FIRST_STEP_LATER.get(name, 4)
+    yield "loop", lambda problem, seed: run_loop(problem, opt, seed=seed, steps=steps, measure_cost=False)
     if supports_batched(opt):
-        yield "batched", lambda problem, seed: run_batched(problem, [opt], [seed], steps=4, measure_cost=False)
+        yield "batched", lambda problem, seed: run_batched(problem, [opt], [seed], steps=steps, measure_cost=False)
 
 
 # ---- (a) the contract: every optimizer's trajectory depends on the noise --------------------------
@@ -51,6 +62,9 @@ def test_every_optimizer_sees_the_batch_size_and_the_noise(name):
     for engine, run in _engines(name):
         for spec_a, spec_b in pairs:
             a, b = run(get_problem(spec_a), 0), run(get_problem(spec_b), 0)
+            if spec_a in STILL_WHERE_THEY_START.get(name, ()):
+                assert (a.loss == a.loss[0]).all() and (b.loss == b.loss[0]).all(), f"{name} moved on {spec_a}"
+                continue
             assert not np.array_equal(_trajectory(a), _trajectory(b), equal_nan=True), (
                 f"{name} ({engine}): {spec_a} and {spec_b} gave the same trajectory")
 

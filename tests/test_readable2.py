@@ -256,6 +256,7 @@ seeds = 1
 steps = 20
 [check]
 mode = "exact"
+branches = false
 '''
 
 

@@ -44,13 +44,18 @@ for _name, _module, _attr in SUBAPPS:
             raise
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from optbench import __version__
 
         print(f"optbench {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
+    pass  # --version is eager: it answers before typer asks for a command
 
 
 def without_flag_metavars(command) -> None:
@@ -70,7 +75,22 @@ def command():
 
 
 def main() -> None:
-    command()(prog_name="optbench")
+    import sys
+
+    try:
+        command()(prog_name="optbench")
+    except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as Unix tools do
+        from optbench.cli.common import quiet_broken_pipe
+
+        quiet_broken_pipe()
+        sys.exit(1)
+    finally:
+        try:
+            sys.stdout.flush()  # a pipe closed early fails here rather than in the interpreter's exit
+        except BrokenPipeError:
+            from optbench.cli.common import quiet_broken_pipe
+
+            quiet_broken_pipe()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def _suite_sweeps(suite_path: Path, opt: str | None):
     from optbench.suite import load_suite
 
     suite = load_suite(suite_path)
+    enable_determinism()  # before anything runs (the branch variants' probes)
     if not suite.sweeps:
         from optbench.errors import UsageError
 
@@ -53,8 +54,40 @@ def _suite_sweeps(suite_path: Path, opt: str | None):
             sweep.optimizers = list(optimizers)
         sweep.device, sweep.dtype = deterministic_settings(sweep.problems, sweep.device, sweep.dtype,
                                                            what=f"the suite {suite.name!r} (CI checks)")
-    enable_determinism()
     return suite, suite.sweeps
+
+
+def _add_branch_variants(suite, sweeps, recorded: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Add each optimizer's hyperparameter-branch variants to the deterministic sweeps (no gradient noise:
+    there a branch's bug shows in the last digits; in a noisy sweep the seed noise would hide it and the
+    seeds multiply the cost) (optbench.check_branches), unless the suite says ``[check] branches = false``.
+    ``recorded`` ({label: variant specs}, from the baseline's
+    manifest) replaces the probing, so that a check runs the configurations of its baseline even when a
+    change makes a branch inert. Returns {label: variant specs} for the manifest."""
+    from optbench.check_branches import branch_variants
+    from optbench.errors import UsageError
+    from optbench.optimizers import get_optimizer
+
+    branches = suite.check.get("branches", True)
+    if not isinstance(branches, bool):
+        raise UsageError(f"{suite.path}: [check] branches = {branches!r}: expected true or false.")
+    chosen: dict[str, list[str]] = {}
+    if not branches:
+        return chosen
+    for sweep in sweeps:
+        if any(getattr(p, "kind", "") != "analytic" or p.noise_std() is not None for p in sweep.problems):
+            continue
+        configs = list(sweep.optimizers)
+        for config in list(sweep.optimizers):
+            if config.label not in chosen:
+                if recorded is not None and config.label in recorded:
+                    chosen[config.label] = list(recorded[config.label])
+                else:
+                    chosen[config.label] = [v.label for v in branch_variants(config)]
+            labels = {c.label for c in configs}
+            configs += [get_optimizer(spec) for spec in chosen[config.label] if spec not in labels]
+        sweep.optimizers = configs
+    return chosen
 
 
 def _run_suite(sweeps, out_dir: Path, command: str, quiet: bool) -> set[str]:
@@ -95,6 +128,7 @@ def baseline(
     )
 
     suite_obj, sweeps = _suite_sweeps(suite, opt)
+    variants = _add_branch_variants(suite_obj, sweeps)
     out_dir = out or _default_baseline(suite_obj)
     make_output_dir(out_dir.parent, shown=out_dir)  # out_dir itself only once the baseline is complete
     t0 = time.perf_counter()
@@ -103,7 +137,8 @@ def baseline(
         _run_suite(sweeps, tmp, _command(), quiet)
         manifest = read_manifest(tmp)
         manifest["baseline"] = {"suite": str(suite), "suite_name": suite_obj.name, "check": suite_obj.check,
-                                "optimizers": opt, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                                "optimizers": opt, "branch_variants": variants,
+                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_manifest(tmp, manifest)
         # replace only what an optbench store holds, so nothing else in the folder is touched
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +170,7 @@ def check(
                                              "statistical (seed medians). Default: the suite's [check] "
                                              "mode, else exact when both runs are deterministic.")] = None,
     rtol: Annotated[float | None, typer.Option(min=0, help="Relative tolerance for every metric "
-                                               "(defaults: exact 1e-6, statistical 0.02).")] = None,
+                                               "(defaults on losses: 1e-9 in both modes).")] = None,
     atol: Annotated[float | None, typer.Option(min=0, help="Absolute tolerance for every metric.")] = None,
     test: Annotated[str | None, typer.Option(help="statistical mode: band (median band, default) or rank "
                                              "(Mann-Whitney U across seeds).")] = None,
@@ -150,8 +185,11 @@ def check(
     """Compare new results with a baseline; exit 1 when an optimizer's behaviour changed beyond tolerance."""
     from optbench.check import Tolerances, compare, environment_differences, hparam_changes, regressions
     from optbench.errors import UsageError
-    from optbench.results import load_summary, read_manifest
+    from optbench.results import check_file_writable, load_summary, read_manifest
 
+    for option, path in (("--junit", junit), ("--markdown", markdown)):  # before any compute
+        if path is not None:
+            check_file_writable(path, option)
     t0 = time.perf_counter()
     check_table: dict[str, Any] = {}
     suite_name = ""
@@ -161,8 +199,10 @@ def check(
         suite_obj, sweeps = _suite_sweeps(suite, opt)
         suite_name, check_table = suite_obj.name, suite_obj.check
         base_dir = against or _default_baseline(suite_obj)
-        # a missing baseline, or one of other configurations, is a usage error before any work
-        _check_planned_configurations(sweeps, load_summary(base_dir), read_manifest(base_dir), check_table, mode)
+        base_summary, base_manifest = load_summary(base_dir), read_manifest(base_dir)  # a missing one: exit 2
+        _add_branch_variants(suite_obj, sweeps, base_manifest.get("baseline", {}).get("branch_variants"))
+        # a baseline of other configurations is a usage error before any work
+        _check_planned_configurations(sweeps, base_summary, base_manifest, check_table, mode)
         new_dir = out or Path("results") / "check" / suite_obj.name
         run_ids = _run_suite(sweeps, new_dir, _command(), quiet)
         new_summary = load_summary(new_dir)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 import math
 import os
+import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import typer
 from rich.console import Console
 
+from optbench.errors import os_error_message
 from optbench.formatting import fmt_num
 
 # Outside a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables; COLUMNS, when set, wins.
@@ -22,6 +25,35 @@ console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty(
 err_console = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them
+MAX_MESSAGE_CHARS = 2000  # an error echoing a 100 kB spec back is no help: the middle is cut
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by timeout, SLURM, docker stop, CI runners) delivered as an interrupt, so it unwinds
+    exactly like Ctrl-C: finished runs are kept, worker processes are stopped."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def shorten(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` with its middle cut past ``limit`` characters, saying how much was left out."""
+    if len(message) <= limit:
+        return message
+    head, tail = message[: limit * 3 // 4], message[-limit // 4:]
+    return f"{head} … [{len(message) - len(head) - len(tail)} characters left out] … {tail}"
+
+
+def quiet_broken_pipe() -> None:
+    """stdout's reader went away (``optbench list --json | head -1``): stop writing, as Unix tools do.
+    Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def errors_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,36 +63,79 @@ def errors_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from rich.markup import escape  # messages quote "[[sweep]]", "[tune]": text, not markup
 
-        from optbench.errors import OptbenchError, UsageError, UserCodeError
+        from optbench.errors import OptbenchError, OptbenchWarning, UsageError, UserCodeError
 
+        previous = None
+        if threading_is_main():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", OptbenchWarning)
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except UserCodeError as exc:
-            err_console.print(f"[bold red]Error in your code:[/] {escape(str(exc))}", markup=True)
+            err_console.print(f"[bold red]Error in your code:[/] {escape(shorten(str(exc)))}", markup=True)
             if exc.user_traceback:
                 err_console.print(exc.user_traceback, markup=False)
             raise typer.Exit(EXIT_USAGE) from None
         except UsageError as exc:
-            err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True)
+            err_console.print(f"[bold red]Error:[/] {escape(shorten(str(exc)))}", markup=True)
             raise typer.Exit(EXIT_USAGE) from None
         except OptbenchError as exc:
-            err_console.print(f"[bold red]Failed:[/] {escape(str(exc))}", markup=True)
+            err_console.print(f"[bold red]Failed:[/] {escape(shorten(str(exc)))}", markup=True)
             raise typer.Exit(EXIT_FAILURE) from None
-        except KeyboardInterrupt:
-            err_console.print("Interrupted: finished runs are saved; run the same command again to resume.")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            how = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
+            err_console.print(f"{how}: finished runs are saved; run the same command again to resume.")
+            raise typer.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            quiet_broken_pipe()
+            raise typer.Exit(EXIT_FAILURE) from None
+        except MemoryError as exc:
+            err_console.print(f"[bold red]Error:[/] out of memory ({escape(shorten(str(exc) or 'MemoryError'))}); "
+                              "use a smaller sweep: fewer steps, runs or workers.", markup=True)
+            raise typer.Exit(EXIT_USAGE) from None
+        except OSError as exc:  # the environment (disk full, permissions, ...), not a bug: one sentence
+            message = os_error_message(exc)
+            if message is None:
+                _internal_error(exc)
+            err_console.print(f"[bold red]Error:[/] {escape(message)}", markup=True)
+            raise typer.Exit(EXIT_USAGE) from None
         except Exception as exc:  # an optbench bug: say so, with what is needed to report it
-            from optbench import __version__
-
-            err_console.print(
-                f"[bold red]Internal error[/] (optbench {__version__}, Python {sys.version.split()[0]}): "
-                f"{type(exc).__name__}: {exc}\nPlease report this with the traceback below.", markup=True)
-            err_console.print(traceback.format_exc(), markup=False)
-            raise typer.Exit(EXIT_FAILURE) from None
+            _internal_error(exc)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """optbench's warnings as one line on stderr (``Note: …``); others as Python prints them."""
+    from optbench.errors import OptbenchWarning
+
+    if issubclass(category, OptbenchWarning):
+        err_console.print(f"Note: {shorten(str(message))}", markup=False)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _internal_error(exc: BaseException) -> None:
+    from optbench import __version__
+
+    err_console.print(
+        f"[bold red]Internal error[/] (optbench {__version__}, Python {sys.version.split()[0]}): "
+        f"{type(exc).__name__}: {shorten(str(exc))}\nPlease report this with the traceback below.", markup=True)
+    err_console.print(traceback.format_exc(), markup=False)
+    raise typer.Exit(EXIT_FAILURE) from None
 
 
 fmt_float = fmt_num  # the terminal tables use the shared formatter

@@ -19,6 +19,12 @@ def _params_text(params) -> str:
     return ", ".join(f"{k}={format_value(p.default)}" for k, p in params.items())
 
 
+def _description(entry) -> str:
+    """The doc, the reference (dim) and what the engines do for the optimizer beyond ``step()`` (italic)."""
+    text = escape(entry.doc) + (f"\n[dim]{escape(entry.reference)}[/]" if entry.reference else "")
+    return text + "".join(f"\n[italic]{escape(c)}[/]" for c in entry.capabilities())
+
+
 @errors_handled
 def list_command(
     what: Annotated[str, typer.Argument(help="problems or optimizers")],
@@ -42,7 +48,10 @@ def list_command(
         entries = list_optimizers()
         rows = [{"name": e.name, "source": e.source, "class": e.target, "batched": e.batched is not None,
                  "needs_closure": e.needs_closure, "needs_hessian": e.needs_hessian, "doc": e.doc,
-                 "reference": e.reference, "deviations": e.deviations,
+                 "reference": e.reference, "deviations": e.deviations, "create_graph": e.create_graph,
+                 "schedule_free": e.schedule_free, "lr_free": e.lr_free, "param_groups": e.param_groups,
+                 "matrix_only": e.matrix_only, "supported": not e.unsupported, "unsupported": e.unsupported,
+                 "capabilities": e.capabilities(),
                  "params": {k: {"default": p.default, "doc": p.doc, "valid": p.valid} for k, p in e.params.items()}}
                 for e in entries]
     if json_out:
@@ -64,6 +73,5 @@ def list_command(
             table.add_row(e.name, e.kind, _params_text(e.params), e.doc)
         else:
             table.add_row(e.name, f"{e.source}\n{e.target.split(':')[-1]}", "yes" if e.batched else "no",
-                          _params_text(e.params), e.doc + (f"\n[dim]{e.reference}[/]" if e.reference else ""),
-                          escape(e.deviations))
+                          _params_text(e.params), _description(e), escape(e.deviations))
     console.print(table)

@@ -29,7 +29,13 @@ def report(
     all_lrs: Annotated[bool, typer.Option("--all-lrs", help="Show every learning rate in the summary and "
                                           "the loss curves, not only the best per optimizer.")] = False,
     metric: Annotated[str, typer.Option(help="Cell value of the batch size × lr tables: final_loss, "
-                                        "best_loss, steps_to_target or test_acc.")] = "final_loss",
+                                        "best_loss, steps_to_target, test_acc, or a time to result "
+                                        "(steps_to_result, examples_to_result, seconds_to_result), which also "
+                                        "ranks the configurations and drives the performance profile.")]
+    = "final_loss",
+    result_target: Annotated[str | None, typer.Option(
+        "--result-target", help="Recount time to result of network runs at this target (METRIC>=VALUE or "
+        "METRIC<=VALUE, e.g. test_acc>=0.9) from the recorded steps; default: each run's own.")] = None,
     target: Annotated[float | None, typer.Option(help="Recount 'steps to target' at this target (first recorded "
                                                  "step with loss − f* ≤ TARGET) from the recorded steps; "
                                                  "default: the target stored with each run.")] = None,
@@ -46,7 +52,7 @@ def report(
     with PhaseProgress("report", quiet) as progress:
         index = build_report(results, out or Path(results[0]) / "report", formats=split_list(format),
                              figures=split_list(figures), frames=frames, fps=fps, dpi=dpi, title=title,
-                             all_lrs=all_lrs, metric=metric, target=target, progress=progress,
-                             heatmap_scale=heatmap_scale)
+                             all_lrs=all_lrs, metric=metric, target=target, result_target=result_target,
+                             progress=progress, heatmap_scale=heatmap_scale)
     if not quiet:
         console.print(f"report → {index} (and {index.parent / 'report.md'})")

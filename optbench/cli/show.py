@@ -18,6 +18,13 @@ def show(
                                                  "step with loss − f* ≤ TARGET) from the recorded steps; "
                                                  "default: the target stored with each run.")] = None,
     all_lrs: Annotated[bool, typer.Option("--all-lrs", help="Show every learning rate.")] = False,
+    metric: Annotated[str | None, typer.Option(help="Rank by a time-to-result column: steps_to_result, "
+                                               "examples_to_result or seconds_to_result (censored median over "
+                                               "seeds, never = ∞); default: the comparison table's rule.")] = None,
+    result_target: Annotated[str | None, typer.Option(
+        "--result-target", help="Recount time to result of network runs at these targets (comma-separated "
+        "METRIC>=VALUE or METRIC<=VALUE, e.g. 'test_acc>=0.9,test_acc>=0.95'; one table per target) from the "
+        "recorded steps; default: each run's own target.")] = None,
     csv: Annotated[Path | None, typer.Option(help="Also write the tidy step table to this CSV file.")] = None,
     summary_csv: Annotated[Path | None, typer.Option("--summary-csv",
                                                      help="Write the per-run summary to this CSV file.")] = None,
@@ -29,33 +36,53 @@ def show(
     from optbench.cli.common import err_console
     from optbench.cli.progress import PhaseProgress
     from optbench.cli.tables import render_summary, summary_records
-    from optbench.results import load_results, load_summary
+    from optbench.results import check_file_writable, load_results, load_summary
     from optbench.summary import aggregate
     from optbench.targets import mixed_targets_warning, with_target
+    from optbench.time_to_result import check_metric, parse_result_targets, with_result_target
 
-    phases = 2 + (target is not None) + 2 * (csv is not None) + (summary_csv is not None)
+    check_metric(metric)
+    result_targets = parse_result_targets(result_target)
+    for option, path in (("--csv", csv), ("--summary-csv", summary_csv)):
+        if path is not None:
+            check_file_writable(path, option)
+    phases = 2 + (target is not None) + bool(result_targets) + 2 * (csv is not None) + (summary_csv is not None)
     with PhaseProgress("show", quiet=json_out) as progress:
-        progress("loading the run summary", 0, phases)
+        done = 0
+
+        def phase(what: str) -> None:
+            nonlocal done
+            progress(what, done, phases)
+            done += 1
+
+        phase("loading the run summary")
         summary = load_summary(*results)
         if target is not None:
-            progress(f"recounting steps to target {target:g}", 1, phases)
+            phase(f"recounting steps to target {target:g}")
             summary = with_target(load_results(*results, columns=["run_id", "step", "loss"]), summary, target)
         elif warning := mixed_targets_warning(summary):
             err_console.print(f"[yellow]Warning:[/] {escape(warning)}", markup=True)
-        progress("aggregating over seeds", phases - 1 - 2 * (csv is not None) - (summary_csv is not None), phases)
-        table = aggregate(summary, best_lr_only=not all_lrs)
-        if csv is not None:
-            progress("loading the recorded steps", phases - 2 - (summary_csv is not None), phases)
+        phase("aggregating over seeds")
+        tables = [("", aggregate(summary, best_lr_only=not all_lrs, metric=metric))]
+        if result_targets:
+            phase("recounting time to result")
             steps = load_results(*results)
-            progress(f"writing {len(steps)} rows to {csv}", phases - 1 - (summary_csv is not None), phases)
+            tables = [("", aggregate(with_result_target(steps, summary, t), best_lr_only=not all_lrs, metric=metric))
+                      for t in result_targets]  # each table's title names its result target
+        table = tables[0][1]
+        if csv is not None:
+            phase("loading the recorded steps")
+            steps = load_results(*results)
+            phase(f"writing {len(steps)} rows to {csv}")
             steps.to_csv(csv, index=False)
         if summary_csv is not None:
-            progress(f"writing {summary_csv}", phases - 1, phases)
+            phase(f"writing {summary_csv}")
             summary.to_csv(summary_csv, index=False)
     if json_out:
         print(json.dumps(summary_records(table), indent=2))
         return
-    render_summary(table, console)
+    for title_extra, one in tables:
+        render_summary(one, console, title_extra, metric=metric)
     if csv is not None:
         console.print(f"step table → {csv}")
     if summary_csv is not None:

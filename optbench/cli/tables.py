@@ -16,10 +16,12 @@ from typing import Any
 from optbench.censoring import format_steps
 from optbench.cli.common import fmt_float, fmt_int
 from optbench.summary import ranking_note
+from optbench.time_to_result import result_columns
 
 _STATUS_STYLE = {"done": "green", "diverged": "red", "escaped": "yellow"}
 # columns dropped first when the table does not fit, in this order; the others are essential
-DROP_ORDER = ("vs sgd", "step µs", "state B/param", "dist to min", "best loss")
+DROP_ORDER = ("RSS MiB", "CUDA MiB", "examples/s", "examples→result", "vs sgd", "step µs", "state B/param",
+              "dist to min", "best loss")
 LABEL_MIN_WIDTH = 12  # a label column narrower than this wraps too often to read; go stacked instead
 LABEL_COMFORTABLE_WIDTH = 24  # labels keep this much before the table goes down to LABEL_MIN_WIDTH
 
@@ -88,6 +90,8 @@ def _columns(g, display: dict[str, str]) -> list[_Column]:
                      styles=[_status_style(str(r["status"])) for _, r in rows])]
     for (c, fmt), header in _cost_columns(g):
         cols.append(_Column(header, [fmt(r[c]) for _, r in rows]))
+    for header, text in result_columns(g):  # time to result, throughput, memory (optbench.time_to_result)
+        cols.append(_Column(header, [text(r) for _, r in rows]))
     return cols
 
 
@@ -99,12 +103,13 @@ def _count_range(counts, noun: str) -> str:
     return plural(hi, noun) if lo == hi else f"{lo}–{plural(hi, noun)}"
 
 
-def render_summary(table, console, title_extra: str = "") -> None:
+def render_summary(table, console, title_extra: str = "", metric: str | None = None) -> None:
     """One table per problem, best first, fitted to the console's width (module docstring); then the key from
-    display labels to full labels."""
+    display labels to full labels. ``metric``: the time-to-result column it was ranked by."""
     from rich.text import Text
 
     from optbench.labels import display_labels, label_key
+    from optbench.time_to_result import result_target_text
 
     if table.empty:
         console.print("No complete runs.")
@@ -117,10 +122,12 @@ def render_summary(table, console, title_extra: str = "") -> None:
             target_text = f"loss ≤ {fmt_float(target)}"
         else:
             target_text = f"loss − f* ≤ {fmt_float(target)}, f* = {fmt_float(f_min)}"
+        if result := result_target_text(g):
+            target_text += f"; result: {result}"
         title = Text.assemble((str(problem), "bold"), f"  (target: {target_text}){title_extra}")
         show_lrs = "lrs_tried" in g and (g["lrs_tried"] > 1).any()
         seeds = int(g["seeds"].max())
-        notes = [ranking_note(f_min)]
+        notes = [ranking_note(f_min, metric)]
         if show_lrs:  # counted per configuration: a range where they differ (a recipe's few base lrs)
             notes.append(f"best of {_count_range(g['lrs_tried'], 'learning rate')} per optimizer (--all-lrs: all)")
         if seeds > 1:

@@ -74,11 +74,12 @@ def tune(
     from optbench.errors import UsageError
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.results import make_output_dir, read_manifest, write_manifest
+    from optbench.results import check_writable, update_manifest
     from optbench.runner import DTYPES, ENGINES, Sweep, run_sweep
     from optbench.spec import parse_spec_list
     from optbench.tuning import get_protocol, parse_space, tune_one
-    from optbench.tuning.spaces import check_schedule, check_space
+    from optbench.tuning.spaces import check_schedule, check_space, resolve_space
+    from optbench.tuning.study import check_tuning
 
     def given(name: str) -> bool:
         source = ctx.get_parameter_source(name)
@@ -113,6 +114,8 @@ def tune(
     sched = _schedule(schedule)
     dims = check_space(optimizers, parse_space(space), sched)
     check_schedule(optimizers, sched, dims, steps, proto)
+    for optimizer in optimizers:  # nothing to tune, a bad pruner or engine: before any output or journal
+        check_tuning(optimizer, resolve_space(dims, sched), proto, engine=engine, pruner=pruner)
     budgets = trial_budgets(trials, optimizers, proto)
     if report:  # bad figure or format names fail before any work
         from optbench.report import validate as validate_report
@@ -122,7 +125,7 @@ def tune(
     # networks only), before any trial
     Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
           label_smoothing=label_smoothing).check_recipe(problems)
-    out_dir = make_output_dir(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))
+    out_dir = check_writable(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))  # before any trial
 
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
@@ -177,16 +180,14 @@ def tune(
     for index, sweep in enumerate(reruns, start=1):
         rerun_progress.begin_sweep(index, len(reruns))
         outcomes.append(run_sweep(sweep, out_dir, force=force, command=command, progress_factory=rerun_progress))
-    manifest = read_manifest(out_dir)
-    manifest.setdefault("tuning", []).append({
+    update_manifest(out_dir, lambda manifest: manifest.setdefault("tuning", []).append({
         "command": command, "protocol": proto.name, "protocol_doc": proto.doc, "budget": budget,
         **({"budgets": {o.label: b for o, b in zip(optimizers, budgets)}} if len(set(budgets)) > 1 else {}),
         "steps": steps, "clip_norm": clip_norm, "clip_value": clip_value, "label_smoothing": label_smoothing,
         "schedule": sched, "batch": batch, "workers": workers,
         "rerun_seeds": seed_list, "storage": storage or str(out_dir / "tuning.journal"),
         "trials_rule": TRIALS_RULE,
-        "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]})
-    write_manifest(out_dir, manifest)
+        "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]}))
     if not quiet:
         _print(results, out_dir, proto, used_text, seed_list, tune_s, time.perf_counter() - t0,
                rerun=bool(outcomes))
@@ -295,26 +296,26 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
     scheduled = any(r.schedule != "constant" for r in results)
     columns = ("problem", "optimizer", "searched", "best", *(["best schedule"] if scheduled else []),
                "best trial loss", "trials")
-    rows, notes = [], []
+    rows: list[tuple] = []
+    notes: list[str] = []
     for r in results:
         # the schedule's searched values go in their own column
         best = ", ".join(f"{k}={fmt_float(v)}" for k, v in (r.best_params or {}).items()
                          if not k.startswith(SCHEDULE_PREFIX))
         best = best or ("all trials failed" if r.best_params is None else "—")
         states = ", ".join(f"{k} {v}" for k, v in sorted(r.states.items())) or "none"
-        if r.trials_in_storage > r.trials_used:  # said under the table, where it reads on one line
-            states += "*"
-            notes.append(f"* {r.optimizer} on {r.problem}: the first {r.trials_used} of {r.trials_in_storage} in the "
-                         "study (its budget; the trials beyond it are not used)")
+        if r.trials_in_storage > r.trials_used:  # a caption line, not a cell: a narrow table would fold it
+            notes.append(f"{r.optimizer} on {r.problem}: the first {r.trials_used} of {r.trials_in_storage} "
+                         "in the study")
         rows.append((r.problem, r.optimizer, "; ".join(r.dims), best,
                      *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states))
     for col, width in zip(columns, _fitted_widths(columns, rows, console.width)):
         table.add_column(col, overflow="fold", width=width)  # wraps between words; a long word folds, never cut
     for row in rows:
         table.add_row(*row)
+    if notes:
+        table.caption = "; ".join(notes)
     console.print(table)
-    for note in notes:
-        console.print(note, highlight=False)
     summary = load_summary(out_dir) if rerun else []  # nothing re-run when every trial failed
     if len(summary):
         console.print(f"Best configurations re-run over {plural(len(seeds), 'fresh seed')} "

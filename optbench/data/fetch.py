@@ -102,14 +102,20 @@ def _extract_cifar(info: DatasetInfo, tarball: Path, directory: Path, *, verifie
             if absent:
                 raise DataError(f"{tarball} is not the {info.title} python archive: it lacks {', '.join(absent)}.")
             directory.mkdir(parents=True, exist_ok=True)
-            (directory / CHECKSUMS).unlink(missing_ok=True)
-            for f in info.files:
-                src = tar.extractfile(members[f])
-                assert src is not None
-                tmp = directory / f".{f}.tmp"
-                with src, tmp.open("wb") as out:
-                    shutil.copyfileobj(src, out)
-                os.replace(tmp, directory / f)
+            temporaries = {f: directory / f".{f}.tmp" for f in info.files}
+            try:
+                for f, tmp in temporaries.items():
+                    src = tar.extractfile(members[f])
+                    assert src is not None
+                    with src, tmp.open("wb") as out:
+                        shutil.copyfileobj(src, out)
+                    check_dataset_file(info, tmp, shown=f"{tarball}:{members[f].name}")
+                (directory / CHECKSUMS).unlink(missing_ok=True)
+                for f, tmp in temporaries.items():  # every file is readable: only now replace the old ones
+                    os.replace(tmp, directory / f)
+            finally:
+                for tmp in temporaries.values():
+                    tmp.unlink(missing_ok=True)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"Could not read {tarball} as a tar archive: {exc}.") from None
     if verified:
@@ -118,6 +124,21 @@ def _extract_cifar(info: DatasetInfo, tarball: Path, directory: Path, *, verifie
         tmp = directory / f".{CHECKSUMS}.tmp"
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, directory / CHECKSUMS)
+
+
+def check_dataset_file(info: DatasetInfo, path: Path, shown: str | None = None) -> None:
+    """Read ``path`` as the dataset's format (an IDX array, or a CIFAR python batch with its labels), so
+    that an import of random bytes fails now, naming the file, rather than at run time."""
+    from optbench.data.formats import read_cifar_batch, read_idx
+
+    try:
+        if info.format == "idx":
+            read_idx(path)
+        else:
+            read_cifar_batch(path, info.label_key)
+    except DataError as exc:
+        message = str(exc).replace(str(path), shown) if shown else str(exc)
+        raise DataError(f"Cannot import {info.name!r}: {message} Nothing was installed.") from None
 
 
 def _idx_candidates(path: Path, info: DatasetInfo) -> list[Path]:
@@ -155,6 +176,8 @@ def import_dataset(name: str, source: str | Path, *, root: Path | None = None) -
         if missing:
             raise DataError(f"Cannot import {name!r} from {source}: no {', '.join(m + '(.gz)' for m in missing)} "
                             "there (looked in PATH, PATH/raw and PATH/<dataset>/raw).")
+        for src in found.values():  # every file must read as what it claims before any is installed
+            check_dataset_file(info, src)
         for f, src in found.items():
             for stale in (directory / f, directory / f"{f}.gz"):
                 stale.unlink(missing_ok=True)
@@ -167,6 +190,8 @@ def import_dataset(name: str, source: str | Path, *, root: Path | None = None) -
         return dataset_status(name, root)
     for folder in (source, *(source / d for d in ("cifar-10-batches-py", "cifar-100-python"))):
         if folder.is_dir() and all((folder / f).is_file() for f in info.files):
+            for f in info.files:
+                check_dataset_file(info, folder / f)
             (directory / CHECKSUMS).unlink(missing_ok=True)
             for f in info.files:
                 _place(folder / f, directory / f)

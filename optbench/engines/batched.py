@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from optbench.cost import StepTimer
-from optbench.engines.batched_rules import HESSIAN, LAYERS, RULES, check_needs
+from optbench.engines.batched_rules import HESSIAN, LAYERS, REPORTED, RULES, check_needs
 from optbench.engines.layout import ParamLayout
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
 from optbench.errors import OptbenchError
@@ -23,7 +23,7 @@ from optbench.errors import OptbenchError
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
 # the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine
-PROVIDES = frozenset({HESSIAN, LAYERS})
+PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED})
 # the training-recipe settings (runner.Run.recipe keys) it implements; lr scaling is already in each lr
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 
@@ -143,10 +143,17 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     for t in range(steps + 1):
         if timer is not None:
             start = timer.clock(t)
-        loss, grad = problem.loss_and_grad(x)  # closed form where the problem has one
-        rec.observe(t, x, loss, grad)
-        if t == steps:
-            break
+        if rule.reported is not None:  # record the point the method reports, train at x
+            shown = rule.reported(x, state, hp)
+            rec.observe(t, shown, *problem.loss_and_grad(shown))
+            if t == steps:
+                break
+            loss, grad = problem.loss_and_grad(x)
+        else:
+            loss, grad = problem.loss_and_grad(x)  # closed form where the problem has one
+            rec.observe(t, x, loss, grad)
+            if t == steps:
+                break
         if noise_std is not None:
             grad = grad + noise_std * noise.next()
         if clip:

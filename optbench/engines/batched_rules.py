@@ -3,7 +3,7 @@
 Each rule reproduces one optimizer class's update for K configurations at once: ``x`` and ``g`` are
 ``[K, d]``, float hyperparameters are ``[K, 1]`` tensors (so each configuration has its own learning
 rate, betas, …) and boolean or string hyperparameters are shared by the group. The formulas follow the
-single-tensor code paths of torch.optim (and of pytorch_optimizer for Lion, LARS and LAMB) operation for
+single-tensor code paths of torch.optim (and of pytorch_optimizer for Lion, LARS, LAMB and ADOPT) operation for
 operation; tests check every rule against the class it mirrors to 1e-8 relative in float64, on every
 problem kind whose batched engine accepts it.
 
@@ -15,7 +15,10 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
 - ``HESSIAN``: ``state["hessian"]``, the ``[K, d, d]`` Hessians at ``x``, before every step;
 - ``LAYERS``: ``state["layout"]``, a :class:`~optbench.engines.layout.ParamLayout` saying which columns of
   ``x`` belong to which parameter tensor (layer-wise rules take one norm per parameter tensor);
-- ``CLOSURE``: re-evaluating the loss at other points within a step (no batched engine provides it).
+- ``CLOSURE``: re-evaluating the loss at other points within a step (no batched engine provides it);
+- ``REPORTED``: the rule trains at ``x`` but reports another point, ``reported(x, state, hp)`` (Schedule-Free's
+  average); the engine records loss, gradient and coordinates at the reported point (one more evaluation per
+  step) and takes the training gradient at ``x``, as the loop engine does around ``eval()``/``train()``.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ State = dict[str, Any]
 HESSIAN = "hessian"
 LAYERS = "layers"
 CLOSURE = "closure"
+REPORTED = "reported"
 NEED_DESCRIPTIONS = {
     HESSIAN: "the Hessian of the loss",
     LAYERS: "one norm per parameter tensor (a layer-wise rule)",
     CLOSURE: "loss evaluations at other points within a step (a closure)",
+    REPORTED: "records at a reported point other than the trained one (schedule-free)",
 }
 
 
@@ -48,6 +53,8 @@ class Rule:
     # parameter-sized state tensors the mirrored class keeps for one configuration's hyperparameters
     # (its memory cost; tests check it against the real class's optimizer.state)
     state_slots: Callable[[dict[str, Any]], int] = lambda hp: 0
+    # REPORTED rules: the point the method reports, from the trained point x and the state (None otherwise)
+    reported: Callable[[torch.Tensor, State, dict[str, Any]], torch.Tensor] | None = None
 
     @property
     def needs_hessian(self) -> bool:
@@ -63,7 +70,10 @@ def _rule(name: str, needs: Iterable[str] = ()):
         raise ValueError(f"rule {name!r} declares unknown needs {sorted(unknown)}")
 
     def wrap(cls):
-        RULES[name] = Rule(cls.init, cls.step, frozenset(needs), getattr(cls, "slots", lambda hp: 0))
+        if (REPORTED in needs) != hasattr(cls, "reported"):
+            raise ValueError(f"rule {name!r}: a reported() method and the REPORTED need go together")
+        RULES[name] = Rule(cls.init, cls.step, frozenset(needs), getattr(cls, "slots", lambda hp: 0),
+                           getattr(cls, "reported", None))
         return cls
 
     return wrap
@@ -329,6 +339,81 @@ class _Lion:
         update = (hp["beta1"] * m + (1 - hp["beta1"]) * g).sign()
         x.sub_(lr * update)
         m.mul_(hp["beta2"]).add_((1 - hp["beta2"]) * g)
+
+
+@_rule("adopt")
+class _ADOPT:
+    """ADOPT (pytorch_optimizer.ADOPT; Taniguchi et al. 2024): decay first (decoupled x ← x(1 − ηλ), or
+    λx added to g); at the first step only v ← g²; then with s the step count,
+    u = clip(g / max(√v, ε), ±s^(1/4)), m ← β₁m + (1 − β₁)u, x ← x − ηm, and only then v ← β₂v + (1 − β₂)g²
+    (the second moment of step s excludes g_s: the decorrelation that lets ADOPT converge for any β₂)."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr = hp["lr"]
+        if hp["weight_decouple"]:
+            x.mul_(1 - hp["weight_decay"] * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = g + hp["weight_decay"] * x
+        m, v = state["m"], state["v"]
+        if t == 1:
+            v.addcmul_(g, g)
+            return
+        clip = t ** 0.25
+        normed = (g / torch.maximum(v.sqrt(), hp["eps"])).clamp(-clip, clip)
+        m.add_((1 - hp["beta1"]) * (normed - m))
+        x.sub_(lr * m)
+        v.mul_(hp["beta2"]).add_((1 - hp["beta2"]) * g * g)
+
+
+@_rule("schedulefree-adamw", needs=[REPORTED])
+class _ScheduleFreeAdamW:
+    """Schedule-Free AdamW (pytorch_optimizer.ScheduleFreeAdamW; Defazio et al. 2024, Algorithm 1), training
+    at y with z the base sequence and x the reported average: at step t, warm-up factor
+    ρ_t = min(1, t/warmup_steps), η_t = ηρ_t, η_max = max(η_max, η_t), c_t = t^r η_max^p / Σ_{i≤t} i^r η_max,i^p
+    (p = weight_lr_power; with decoupling_c = C > 0, c_t ← min(1, c_t(1 − β₁)C));
+    v ← β₂v + (1 − β₂)g², u = g/(√(v/(1 − β₂ᵗ) + 1e-15) + ε) + λy (AMSBound: the running maximum of v/(1 − β₂ᵗ));
+    y ← y + c_t(z − y) + η_t(β₁(1 − c_t) − 1)u, z ← z − η_t u. Reported: x = y + (1 − 1/β₁)(z − y)."""
+
+    slots = staticmethod(lambda hp: 2 + int(hp["ams_bound"]))  # z, exp_avg_sq (, max_exp_avg_sq)
+
+    @staticmethod
+    def init(x, hp):
+        column = torch.zeros_like(x[:, :1])
+        return {"z": x.clone(), "v": _zeros(x), "vmax": _zeros(x), "weight_sum": column.clone(),
+                "lr_max": column - 1.0}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        warmup = hp["warmup_steps"]
+        lr = hp["lr"] * torch.where(t < warmup, t / warmup, torch.ones_like(warmup))
+        state["lr_max"] = lr_max = torch.maximum(lr, state["lr_max"])
+        weight = (t ** hp["r"]) * lr_max ** hp["weight_lr_power"]
+        state["weight_sum"] = weight_sum = state["weight_sum"] + weight
+        checkpoint = torch.where(weight_sum != 0, weight / weight_sum, torch.zeros_like(weight))
+        c = hp["decoupling_c"]
+        checkpoint = torch.where(c > 0, torch.clamp(checkpoint * (1 - beta1) * c, max=1.0), checkpoint)
+        v = state["v"]
+        v.mul_(beta2).add_((1 - beta2) * g * g)
+        corrected = v / (1 - beta2 ** t)
+        if hp["ams_bound"]:
+            torch.maximum(state["vmax"], corrected, out=state["vmax"])
+            corrected = state["vmax"]
+        u = g / ((corrected + 1e-15).sqrt() + hp["eps"]) + hp["weight_decay"] * x
+        z = state["z"]
+        x.add_(checkpoint * (z - x)).add_(lr * (beta1 * (1 - checkpoint) - 1) * u)
+        z.sub_(lr * u)
+
+    @staticmethod
+    def reported(x, state, hp):
+        return x + (1 - 1 / hp["beta1"]) * (state["z"] - x)
 
 
 @_rule("newton", needs=[HESSIAN])

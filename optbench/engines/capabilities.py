@@ -42,6 +42,9 @@ def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -
     of ``Run.recipe``), or None when it can, reproducing the loop engine."""
     from optbench.engines.batched_rules import RULES, missing_needs
 
+    loop_only = getattr(problem, "loop_only", None)  # e.g. a user training task with its own loss
+    if loop_only:
+        return f"{problem.label} runs on the loop engine only: {loop_only}"
     provides, implements, runs_features = _batched_engine(problem.kind)
     rule = RULES.get(optimizer.entry.batched) if optimizer.entry.batched else None
     if rule is None:

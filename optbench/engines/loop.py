@@ -3,6 +3,8 @@ and is the reference the batched engine is tested against."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from optbench.cost import StepTimer, state_bytes_per_param
@@ -30,6 +32,7 @@ class AnalyticClosure:
         self.clip = None  # clip_gradient_ with the run's settings, applied to the noisy gradient
         self.sample: torch.Tensor | None = None  # ξ_t of the current step (None on a noise-free problem)
         self.anchor: torch.Tensor | None = None  # x_t, where the current step started
+        self.create_graph = False  # backward(create_graph=True), for optimizers taking Hessian-vector products
 
     def draw_sample(self) -> torch.Tensor | None:
         """Draw the next step's ξ_t = σ ⊙ z_t (None on a noise-free problem) without fixing x_t."""
@@ -51,7 +54,7 @@ class AnalyticClosure:
         self.param.grad = None
         with torch.enable_grad():
             loss = self.problem.loss(self.param)
-            loss.backward()
+            backward(loss, self.create_graph)
         if self.sample is not None:
             self.param.grad.add_(self.sample)
         if self.clip is not None:
@@ -64,6 +67,28 @@ class AnalyticClosure:
     def loss_at(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         self._check_begun()
         return self.problem.sampled_loss(tensors[0], self.anchor, self.sample)
+
+
+def backward(loss: torch.Tensor, create_graph: bool = False) -> None:
+    """``loss.backward()``; with ``create_graph`` (Hessian-vector products of ``.grad``) torch warns of the
+    parameter↔gradient reference cycle, which the engines break by resetting ``.grad`` to None every step."""
+    if not create_graph:
+        loss.backward()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
+        loss.backward(create_graph=True)
+
+
+def set_scheduled_lr(opt, lr: float, base_lr: float | None, group_lrs: list[float] | None) -> None:
+    """Set the step's scheduled ``lr`` on every param group; with parameter groups of their own learning rates
+    (``group_lrs``: Muon's and its AdamW group's) each is scaled by the schedule's factor ``lr / base_lr``."""
+    if group_lrs is None or not base_lr:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        return
+    for group, group_lr in zip(opt.param_groups, group_lrs):
+        group["lr"] = group_lr * (lr / base_lr)
 
 
 def _exact(problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +115,11 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
     ``schedule`` (a spec, optbench.schedules) sets every param group's lr before each update;
     ``clip_norm`` / ``clip_value`` clip the gradient the optimizer sees (after the noise);
     ``measure_cost`` fills ``trace.cost`` (optbench.cost).
+
+    Capabilities of the entry (optbench.optimizers.catalogue): ``create_graph`` backpropagates with
+    ``create_graph=True``; ``schedule_free`` calls ``opt.eval()`` before every recorded row and at the end
+    (the row is the loss, gradient and coordinates of the point the method reports) and ``opt.train()``
+    before the training gradient, one extra evaluation per step.
     """
     x0 = problem.start_points([seed], dtype=dtype, device=device)[0]
     param = torch.nn.Parameter(x0.clone())
@@ -99,6 +129,7 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
     rec = Recorder(problem, 1, steps, record_every, device, dtype)
     needs_closure = optimizer.entry.needs_closure
     lrs = None
+    group_lrs = [g["lr"] for g in opt.param_groups] if optimizer.entry.param_groups else None
     if schedule is not None and schedule != "constant":
         from optbench.schedules import lr_sequence
 
@@ -112,9 +143,22 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
     timer = StepTimer(steps, device) if measure_cost else None
     start = mid = 0.0
     ticker = StepTicker(progress, 1, steps, PROGRESS_EVERY)  # the loop checks its one run every step itself
+    schedule_free, create_graph = optimizer.entry.schedule_free, optimizer.entry.create_graph
+    closure.create_graph = create_graph
     for t in range(steps + 1):
         if timer is not None:
             start = timer.clock(t)
+        if schedule_free:
+            # the recorded point is the one the method reports (eval()); the gradient is taken where it trains.
+            # Before the first step both are x₀ (and some classes, SPlus, have no state to switch yet).
+            if t > 0:
+                opt.eval()
+            loss, grad = _exact(problem, param)
+            rec.observe(t, param.detach()[None], loss[None], grad[None])
+            if t == steps or not bool(rec.active[0]):
+                break
+            if t > 0:
+                opt.train()
         if needs_closure or t == steps:
             loss, grad = _exact(problem, param)
         else:
@@ -122,18 +166,18 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
             param.grad = None
             with torch.enable_grad():
                 loss = problem.loss(param)
-                loss.backward()
+                backward(loss, create_graph)  # create_graph: Hessian-vector products of .grad
             grad = param.grad.detach().clone()
             loss = loss.detach()
             sample = closure.draw_sample()  # ξ_t: the gradient oracle of f̃_t is ∇f(x_t) + ξ_t
             if sample is not None:
                 param.grad.add_(sample)
-        rec.observe(t, param.detach()[None], loss[None], grad[None])
-        if t == steps or not bool(rec.active[0]):
-            break
+        if not schedule_free:
+            rec.observe(t, param.detach()[None], loss[None], grad[None])
+            if t == steps or not bool(rec.active[0]):
+                break
         if lrs is not None:
-            for group in opt.param_groups:
-                group["lr"] = lrs[t]
+            set_scheduled_lr(opt, lrs[t], optimizer.lr, group_lrs)
         if clip is not None and not needs_closure:
             clip([param])
         if timer is not None:
@@ -147,6 +191,7 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
             timer.record(t, start, mid, timer.clock(t))
         ticker.tick(t)
     ticker.close()
+    param.grad = None  # create_graph leaves a reference cycle between the parameter and its gradient
     trace = rec.finish()
     if timer is not None:
         trace.cost = timer.results(1, state_bytes_per_param(opt))

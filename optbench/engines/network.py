@@ -27,7 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from optbench.cost import PeakMemory
 from optbench.engines.batched_rules import LAYERS
+from optbench.engines.loop import backward, set_scheduled_lr
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
 from optbench.problems.base import derive_seed
 from optbench.problems.nets import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS
@@ -141,7 +143,10 @@ class NetRecorder:
         self.loss = torch.full((R, K), math.nan, **opts)
         self.grad_norm = torch.full((R, K), math.nan, **opts)
         self.bits_per_byte = getattr(problem, "reports_bits_per_byte", False)
-        columns = ("test_loss", "test_acc", "train_loss_avg") + (("test_bpb",) if self.bits_per_byte else ())
+        # evaluation columns: test loss and accuracy (bits per byte too for a byte-level model), or a user task's
+        # test_loss and test_<metric>s
+        self.metrics = tuple(getattr(problem, "metric_columns", ("test_loss", "test_acc")))
+        columns = (*self.metrics, "train_loss_avg") + (("test_bpb",) if self.bits_per_byte else ())
         self.extra = {k: np.full((R, K), math.nan) for k in columns}
         self.wall = np.zeros(R)
         self.active = torch.ones(K, dtype=torch.bool, device=device)
@@ -161,9 +166,9 @@ class NetRecorder:
             torch.cuda.synchronize(self.device)
 
     def observe(self, t: int, loss: torch.Tensor, grad_norm: Callable[[], torch.Tensor],
-                evaluate: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
-        """Step ``t``: mini-batch ``loss`` [K]; ``grad_norm()`` and ``evaluate()`` are called only when
-        this step is recorded / evaluated."""
+                evaluate: Callable[[], dict[str, np.ndarray]]) -> None:
+        """Step ``t``: mini-batch ``loss`` [K]; ``grad_norm()`` and ``evaluate()`` (``{column: [K]}`` for every
+        column of ``self.metrics``) are called only when this step is recorded / evaluated."""
         loss = loss.detach().to(torch.float64)
         if t == 0:
             self.blowup = torch.tensor([self.problem.blowup_level(v) for v in loss.tolist()], dtype=torch.float64,
@@ -177,8 +182,9 @@ class NetRecorder:
             self._sync()
             gn = grad_norm().detach().to(torch.float64)
             self.loss[row], self.grad_norm[row] = loss, gn
-            self.wall[row] = time.perf_counter() - self.t0 - self.eval_s
         elapsed = time.perf_counter() - self.t0 - self.eval_s
+        if row is not None:  # the same reading for the row and a run ending here
+            self.wall[row] = elapsed
         self.end_step = torch.where(ending, t, self.end_step)
         self.end_loss = torch.where(ending, loss, self.end_loss)
         if gn is not None:
@@ -189,11 +195,11 @@ class NetRecorder:
         if t in self.eval_steps:
             start = time.perf_counter()
             alive = self.active.cpu().numpy()
-            test_loss, test_acc = evaluate()
+            metrics = evaluate()
             mean = (self.window_sum / self.window_count).cpu().numpy() if self.window_count else math.nan
-            columns = [("test_loss", test_loss), ("test_acc", test_acc), ("train_loss_avg", mean)]
+            columns = [*((m, metrics[m]) for m in self.metrics), ("train_loss_avg", mean)]
             if self.bits_per_byte:  # a byte-level model's loss in nats per byte, in bits
-                columns.append(("test_bpb", test_loss / math.log(2)))
+                columns.append(("test_bpb", metrics["test_loss"] / math.log(2)))
             for name, values in columns:
                 self.extra[name][row] = np.where(alive, values, math.nan)
             self.window_sum.zero_()
@@ -207,12 +213,21 @@ class NetRecorder:
         """Host-synchronising check, meant for every few dozen steps."""
         return bool(self.active.any())
 
-    def finish(self) -> GroupTrace:
+    def finish(self, memory: PeakMemory | None = None) -> GroupTrace:
+        """The trace, with cost columns ``examples_per_s`` (a batched group's K runs share its clock: 1/K each,
+        as ``step_time_s``; :mod:`optbench.time_to_result`) and (given ``memory``) the work item's peak memory."""
+        from optbench.time_to_result import examples_seen
+
         def np_(t):
             return t.detach().cpu().numpy()
 
         K = self.K
         status = [DIVERGED if d else DONE for d in np_(self.diverged).tolist()]
+        n_train, batch = self.problem.n_train, self.problem.batch_size
+        end_step, end_train_s = np_(self.end_step), np_(self.end_wall) / K
+        with np.errstate(divide="ignore", invalid="ignore"):
+            throughput = np.where(end_train_s > 0, examples_seen(end_step, n_train, batch) / end_train_s, math.nan)
+        cost = {"examples_per_s": throughput.astype(np.float64), **(memory.results(K) if memory else {})}
         return GroupTrace(
             steps=np.asarray(self.grid, dtype=np.int64),
             loss=np_(self.loss),
@@ -226,11 +241,12 @@ class NetRecorder:
             end_x=np.zeros((K, 0)),
             end_wall_time_s=np_(self.end_wall),
             extra=self.extra,
+            cost=cost,
         )
 
 
 def _evaluate(logits_fn: Callable[[torch.Tensor], torch.Tensor], data, dtype, K: int, channels_last: bool):
-    """Test loss and accuracy [K] over the whole test set; ``logits_fn(x)`` returns ``[K, b, classes]``."""
+    """``{test_loss, test_acc}`` ([K] each) over the whole test set; ``logits_fn(x)`` returns ``[K, b, classes]``."""
     n = data.test_y.numel()  # predictions: examples (classifiers) or positions (language models)
     total = torch.zeros(K, dtype=torch.float64, device=data.test_y.device)
     correct = torch.zeros(K, dtype=torch.float64, device=data.test_y.device)
@@ -244,7 +260,7 @@ def _evaluate(logits_fn: Callable[[torch.Tensor], torch.Tensor], data, dtype, K:
             losses = F.cross_entropy(logits.flatten(0, -2), y.flatten().repeat(K), reduction="none").view(K, -1)
             total += losses.sum(1).double()
             correct += (logits.argmax(-1) == y).view(K, -1).sum(1).double()
-    return (total / n).cpu().numpy(), (correct / n).cpu().numpy()
+    return {"test_loss": (total / n).cpu().numpy(), "test_acc": (correct / n).cpu().numpy()}
 
 
 class NetClosure:
@@ -255,6 +271,7 @@ class NetClosure:
         self.model, self.forward, self.names, self.loss_fn = model, forward, names, loss_fn
         self.masks = masks
         self.x = self.y = None
+        self.create_graph = False  # backward(create_graph=True), for optimizers taking Hessian-vector products
 
     def __call__(self) -> torch.Tensor:
         for p in self.model.parameters():
@@ -263,7 +280,7 @@ class NetClosure:
             self.masks.reseed()
         with torch.enable_grad():
             loss = self.loss_fn(self.forward(self.x), self.y)
-            loss.backward()
+            backward(loss, self.create_graph)
         return loss.detach()
 
     def loss_at(self, values: list[torch.Tensor]) -> torch.Tensor:
@@ -325,7 +342,11 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     The model trains in train mode and is evaluated in eval mode (BatchNorm: batch statistics for training,
     running statistics for evaluation; dropout off). BatchNorm's running statistics move once per step, with
     the step's own forward pass: the optimizer's extra closure calls (L-BFGS, SPSA, …) leave them as they were.
-    Dropout masks come from :class:`DropoutMasks`, augmentation from :class:`Augmentation`."""
+    Dropout masks come from :class:`DropoutMasks`, augmentation from :class:`Augmentation`.
+
+    A ``create_graph`` optimizer gets ``backward(create_graph=True)``; a ``schedule_free`` one is put in
+    ``eval()`` for the recorded loss, gradient norm and evaluation of every step (the point it reports) and in
+    ``train()`` for a second forward/backward on the same batch that its step uses."""
     features = getattr(problem, "features", frozenset())
     if noise_scale_every and features & {BUFFERS, DROPOUT}:
         from optbench.errors import UsageError
@@ -344,6 +365,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
                  label_smoothing, noise_scale_every, features) -> GroupTrace:
     dtype = train_dtype(problem)
     data = problem.device_data(device)
+    memory = PeakMemory(device)  # after the data, which every run of the problem shares
     model = problem.make_model(seed, device, dtype)
     channels_last = uses_channels_last(problem, device)
     if channels_last:
@@ -360,11 +382,16 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
     augment = (Augmentation(seed, data.n_train, problem.augment, problem.steps_per_epoch(), device)
                if AUGMENTATION in features else None)
 
-    def loss_fn(logits, y):
-        return cross_entropy(logits.to(dtype), y, label_smoothing)
+    own = getattr(problem, "criterion", None)  # a user training task's own loss (optbench.problems.user)
+    if own is not None:
+        loss_fn = own(dtype, label_smoothing)
+    else:
+        def loss_fn(logits, y):
+            return cross_entropy(logits.to(dtype), y, label_smoothing)
 
     closure = NetClosure(model, forward, names, loss_fn, masks)
     lrs = None
+    group_lrs = [g["lr"] for g in opt.param_groups] if optimizer.entry.param_groups else None
     if schedule is not None:
         from optbench.schedules import lr_sequence
 
@@ -381,12 +408,16 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
     def evaluate():
         model.eval()
         try:
+            if hasattr(problem, "evaluate"):  # a user training task: its loss and metrics
+                return problem.evaluate(forward, data, dtype, EVAL_BATCH)
             return _evaluate(lambda x: forward(x)[None], data, dtype, 1, channels_last)
         finally:
             model.train()
 
     model.train()
     needs_closure = optimizer.entry.needs_closure
+    schedule_free, create_graph = optimizer.entry.schedule_free, optimizer.entry.create_graph
+    closure.create_graph = create_graph
     ticker = StepTicker(progress, 1, steps, SYNC_EVERY)
     for t in range(steps + 1):
         idx = order.next()[0]
@@ -395,6 +426,8 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
             x = augment(t, idx, x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if schedule_free and t > 0:  # before the first step both points are x₀ (SPlus has no state to switch)
+            opt.eval()  # record and evaluate the point the method reports (x), train at its training point (y)
         for p in params:
             p.grad = None
         if masks is not None:
@@ -402,8 +435,15 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
         with amp:
             logits = forward(x)
         loss = loss_fn(logits, y)
-        loss.backward()
+        backward(loss, create_graph)  # create_graph: Hessian-vector products of .grad
         rec.observe(t, loss.detach()[None], lambda: _grad_norm(params)[None], evaluate)
+        if schedule_free and 0 < t < steps:
+            opt.train()
+            for p in params:
+                p.grad = None
+            with amp:
+                logits = forward(x)
+            backward(loss_fn(logits, y), create_graph)
         if probe is not None and t % noise_scale_every == 0 and bool(rec.active[0]):
             start = time.perf_counter()
             estimate = probe(t)
@@ -420,8 +460,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
         if clip_value is not None:
             torch.nn.utils.clip_grad_value_(params, clip_value)
         if lrs is not None:
-            for group in opt.param_groups:
-                group["lr"] = lrs[t]
+            set_scheduled_lr(opt, lrs[t], optimizer.lr, group_lrs)
         if needs_closure:
             closure.x, closure.y = x, y
             kept = [b.clone() for b in buffers]  # running statistics after this step's own forward pass
@@ -431,7 +470,9 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
         else:
             opt.step()
     ticker.close()
-    return rec.finish()
+    for p in params:
+        p.grad = None  # create_graph leaves a reference cycle between a parameter and its gradient
+    return rec.finish(memory)
 
 
 # what run_network_batched gives a rule (batched_rules.Rule.needs): the layout of the flattened parameters
@@ -464,6 +505,7 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     dtype = train_dtype(problem)
     K = len(seeds)
     data = problem.device_data(device)
+    memory = PeakMemory(device)
     model = problem.build_model().to(device=device, dtype=dtype)  # the architecture; its own weights unused
     shapes = {n: p.shape for n, p in model.named_parameters()}
     inits = [problem.init_params(s) for s in seeds]
@@ -506,4 +548,4 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
         if ticker.tick(t, rec):
             break
     ticker.close()
-    return rec.finish()
+    return rec.finish(memory)

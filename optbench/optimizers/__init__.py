@@ -1,4 +1,5 @@
-"""Optimizers: library classes (torch.optim, pytorch_optimizer), hand-written ones and user classes."""
+"""Optimizers: library classes (torch.optim, pytorch_optimizer and its whole catalogue), hand-written ones and user
+classes."""
 
 from optbench.optimizers.registry import (
     OPTIMIZERS,
@@ -9,6 +10,16 @@ from optbench.optimizers.registry import (
     list_optimizers,
     register_optimizer,
 )
+
+
+def _register_catalogue() -> None:
+    from optbench.optimizers.catalogue import catalogue_entries
+
+    for entry in catalogue_entries(dict(OPTIMIZERS)):
+        register_optimizer(entry)
+
+
+_register_catalogue()
 
 __all__ = ["OPTIMIZERS", "OptimizerConfig", "OptimizerEntry", "get_optimizer", "get_optimizer_entry",
            "list_optimizers", "register_optimizer"]

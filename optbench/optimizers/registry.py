@@ -40,6 +40,14 @@ class OptimizerEntry:
     seeded: bool = False  # draws random directions: the engine passes seed= derived from the run seed
     # where this class differs from the paper in ``reference`` ("none known: ..." once checked); never empty
     deviations: str = ""
+    # capabilities beyond a gradient and step() (optbench.optimizers.catalogue describes each; engines honour them)
+    create_graph: bool = False  # backward(create_graph=True): Hessian-vector products of the gradient
+    schedule_free: bool = False  # eval()/train(): reports (and is recorded at) another point than it trains at
+    lr_free: bool = False  # lr multiplies a step size the method estimates; its own default search space
+    param_groups: str | None = None  # a parameter-group policy of build(): "muon" (matrices on Muon, rest AdamW)
+    matrix_only: str = ""  # what it does on a vector (every analytic problem), for a method meant for matrices
+    unsupported: str = ""  # why optbench cannot meet its needs: listed, and refused with this reason
+    generated: bool = False  # from pytorch_optimizer's signature (optbench.optimizers.catalogue), not curated
 
     def resolve_class(self) -> Callable[..., Any]:
         module, _, attr = self.target.partition(":")
@@ -54,7 +62,42 @@ class OptimizerEntry:
             kwargs["seed"] = derive_seed(seed or 0, "directions")
         if self.target.endswith(":AdaFactor") and dtype is not None:
             kwargs["momentum_dtype"] = dtype  # its default (bfloat16) would round float64 runs
+        if self.param_groups == "muon":
+            params = muon_groups(params)
         return self.resolve_class()(params, **kwargs)
+
+    def capabilities(self) -> list[str]:
+        """Short statements of what the engines do for this optimizer beyond setting ``.grad`` and ``step()``."""
+        out = []
+        if self.needs_closure:
+            out.append("calls the loss closure in step()")
+        if self.needs_hessian:
+            out.append("Hessian" + (" (Hutchinson products: backward with create_graph=True)" if self.create_graph
+                                    else ""))
+        if self.schedule_free:
+            out.append("schedule-free: eval() before every recorded value, train() before each gradient")
+        if self.lr_free:
+            out.append("lr-free: lr is a multiplier (tuned over 0.1 to 10)")
+        if self.param_groups == "muon":
+            out.append("parameter groups: matrices on Muon, the rest on AdamW")
+        if self.matrix_only:
+            out.append(f"meant for matrices: {self.matrix_only}")
+        if self.unsupported:
+            out.append(f"unsupported: {self.unsupported}")
+        return out
+
+
+def muon_groups(params: Any) -> list[dict[str, Any]]:
+    """The usual Muon setup as parameter groups: matrices (ndim ≥ 2) orthogonalised (``use_muon=True``), every
+    other tensor (biases, gains, an analytic problem's vector) in the class's AdamW group. Empty groups are left
+    out. Given parameter groups already (``no_decay=``), each is split so, keeping its own settings."""
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        return [{**{k: v for k, v in group.items() if k != "params"}, **split}
+                for group in params for split in muon_groups(group["params"])]
+    matrices = [p for p in params if p.ndim >= 2]
+    others = [p for p in params if p.ndim < 2]
+    return [{"params": group, "use_muon": flag} for group, flag in ((matrices, True), (others, False)) if group]
 
 
 @dataclass(frozen=True)
@@ -129,6 +172,8 @@ def get_optimizer(spec: str | Spec) -> OptimizerConfig:
     if isinstance(spec, str):
         spec = parse_spec(spec)
     entry = get_optimizer_entry(spec.name)
+    if entry.unsupported:
+        raise SpecError(f"Optimizer {entry.name!r} ({entry.target}) is listed but not supported: {entry.unsupported}.")
     hp = validate_kwargs(f"optimizer {entry.name!r}", spec.kwargs, entry.params)
     return OptimizerConfig(entry, hp, dict(spec.kwargs))
 

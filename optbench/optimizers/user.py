@@ -12,33 +12,18 @@ includes a hash of its source, so editing the file and re-running into the same 
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
-import sys
-import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from optbench.errors import SpecError, UserCodeError
 from optbench.optimizers.registry import USER_DEVIATIONS, OptimizerEntry
 from optbench.params import Param, positive
+from optbench.usercode import import_user_module, source_sha, user_traceback
+
+__all__ = ["UserOptimizerEntry", "user_optimizer_entry", "user_traceback"]
 
 _CACHE: dict[str, OptimizerEntry] = {}
-_OURS = (str(Path(__file__).resolve().parents[1]), str(Path(importlib.__file__).resolve().parent), "<frozen ")
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback of ``exc`` from the first frame outside optbench, torch and importlib: the user's."""
-    import torch
-
-    ours = (*_OURS, str(Path(torch.__file__).resolve().parent))
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(ours):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
 
 
 @dataclass(frozen=True)
@@ -50,7 +35,7 @@ class UserOptimizerEntry(OptimizerEntry):
     def build(self, params: Any, hyperparams: dict[str, Any], dtype: Any = None, seed: int | None = None):
         try:
             opt = super().build(params, hyperparams, dtype=dtype, seed=seed)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in user code is their error, not our exit code
             raise UserCodeError(f"Constructing your optimizer {self.name!r} failed: {exc!r}",
                                 user_traceback(exc)) from None
         step = opt.step
@@ -58,42 +43,12 @@ class UserOptimizerEntry(OptimizerEntry):
         def checked_step(*args: Any, **kwargs: Any):
             try:
                 return step(*args, **kwargs)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 raise UserCodeError(f"Your optimizer {self.name!r} failed in step(): {exc!r}",
                                     user_traceback(exc)) from None
 
         opt.step = checked_step
         return opt
-
-
-def _import_user_module(ref: str):
-    if ref.endswith(".py") or "/" in ref or "\\" in ref:
-        path = Path(ref).expanduser()
-        if not path.is_file():
-            raise SpecError(f"Optimizer file {ref!r} does not exist (expected path/to/file.py:ClassName).")
-        module_name = f"optbench_user_{abs(hash(str(path.resolve())))}"
-        if module_name in sys.modules:
-            return sys.modules[module_name]
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise SpecError(f"Cannot import {ref!r} as a Python file.")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            del sys.modules[module_name]
-            raise UserCodeError(f"Importing your optimizer file {ref!r} failed: {exc!r}",
-                                user_traceback(exc)) from None
-        return module
-    try:
-        return importlib.import_module(ref)
-    except ModuleNotFoundError as exc:
-        if exc.name and (ref == exc.name or ref.startswith(exc.name + ".")):
-            raise SpecError(f"Cannot import module {ref!r}: it is not installed or not on PYTHONPATH.") from None
-        raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", user_traceback(exc)) from None
-    except Exception as exc:
-        raise UserCodeError(f"Importing your module {ref!r} failed: {exc!r}", user_traceback(exc)) from None
 
 
 def _needs_closure(cls: type) -> bool:
@@ -120,7 +75,7 @@ def user_optimizer_entry(ref: str) -> OptimizerEntry:
     if ref in _CACHE:
         return _CACHE[ref]
     module_ref, _, class_name = ref.rpartition(":")
-    module = _import_user_module(module_ref)
+    module = import_user_module(module_ref)
     cls = getattr(module, class_name, None)
     if cls is None:
         names = [n for n, v in vars(module).items() if inspect.isclass(v)]
@@ -137,8 +92,7 @@ def user_optimizer_entry(ref: str) -> OptimizerEntry:
             params[name] = Param(None, "(required by the class)")
         else:
             params[name] = _param_from_default(name, p.default)
-    source = getattr(module, "__file__", None)
-    sha = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16] if source and module_ref.endswith(".py") else ""
+    sha = source_sha(module) if module_ref.endswith(".py") else ""
     entry = UserOptimizerEntry(ref, f"{module.__name__}:{class_name}", "user", params,
                                (inspect.getdoc(cls) or "").split("\n")[0], needs_closure=_needs_closure(cls),
                                deviations=USER_DEVIATIONS, source_sha=sha)

@@ -61,6 +61,10 @@ def get_problem(spec: str | Spec, **overrides: Any):
     """Build a problem from a spec such as ``"valley(kappa=100)"``; raises SpecError on bad input."""
     if isinstance(spec, str):
         spec = parse_spec(spec)
+    if ":" in spec.name:  # a user problem, file.py:factory or pkg.mod:factory
+        from optbench.problems.user import get_user_problem
+
+        return get_user_problem(spec, overrides)
     entry = get_problem_entry(spec.name)
     kwargs = {**spec.kwargs, **overrides}
     if "batch_size" in kwargs and not entry.has_batch_size:

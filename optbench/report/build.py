@@ -11,47 +11,50 @@ from optbench.report import ANIMATION_FORMATS, STATIC_FORMATS
 from optbench.report.page import Section, summary_rows, write_html, write_markdown
 from optbench.report.style import safe_name
 
+REPORT_ENTRIES = ("index.html", "report.md", "figures", "tables")  # what a report directory holds
+
 
 class Builder:
     def __init__(self, dirs: list[Path], out: Path, *, formats, figures, frames, fps, dpi, title, all_lrs,
-                 metric, target=None, progress=None, heatmap_scale="shared"):
+                 metric, target=None, result_target=None, progress=None, heatmap_scale="shared"):
         self.dirs, self.out = dirs, out
         self.static = [f for f in formats if f in STATIC_FORMATS]
         self.animated = [f for f in formats if f in ANIMATION_FORMATS]
         self.figures, self.frames, self.fps, self.dpi = figures, frames, fps, dpi
         self.title, self.all_lrs, self.metric, self.target = title, all_lrs, metric, target
+        self.result_target = result_target
         self.progress = progress or (lambda what, done, total: None)
         self.heatmap_scale = heatmap_scale
 
     def build(self) -> Path:
         from optbench.errors import UsageError
         from optbench.report.data import load
-        from optbench.results import make_output_dir
+        from optbench.staging import staged_directory
 
         started = time.perf_counter()
         phases = 2 + len(self.figures)  # loading, each figure kind, the pages
-        self.progress("loading results", 0, phases)
-        data = load(self.dirs, all_lrs=self.all_lrs, target=self.target)
-        if data.summary.empty:
-            raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
-        self.data = data
-        self.fig_dir, self.table_dir = self.out / "figures", self.out / "tables"
-        make_output_dir(self.out)
-        self.fig_dir.mkdir(parents=True, exist_ok=True)
-        self.table_dir.mkdir(parents=True, exist_ok=True)
-        sections: list[Section] = self._deviations() + self._label_key()
-        for done, name in enumerate(self.figures, start=1):
-            self.progress(f"drawing {name}", done, phases)
-            sections += getattr(self, f"_{name}")()
-        self.progress("writing pages", phases - 1, phases)
-        sections += self._tuning()
-        title = self.title or "optbench report"
-        meta = self._meta(started)
-        summary = summary_rows(data.table, data.display)
-        index = self.out / "index.html"
-        write_html(index, title, meta, summary, sections)
-        write_markdown(self.out / "report.md", title, meta, summary, sections)
-        return index
+        with staged_directory(self.out, REPORT_ENTRIES) as stage:  # the report appears whole, or not at all
+            self.progress("loading results", 0, phases)
+            data = load(self.dirs, all_lrs=self.all_lrs, target=self.target, metric=self.metric,
+                        result_target=self.result_target)
+            if data.summary.empty:
+                raise UsageError(f"No complete runs in {', '.join(map(str, self.dirs))}; nothing to report.")
+            self.data = data
+            self.fig_dir, self.table_dir = stage / "figures", stage / "tables"
+            self.fig_dir.mkdir()
+            self.table_dir.mkdir()
+            sections: list[Section] = self._deviations() + self._label_key()
+            for done, name in enumerate(self.figures, start=1):
+                self.progress(f"drawing {name}", done, phases)
+                sections += getattr(self, f"_{name}")()
+            self.progress("writing pages", phases - 1, phases)
+            sections += self._tuning()
+            title = self.title or "optbench report"
+            meta = self._meta(started)
+            summary = summary_rows(data.table, data.display, data.rank_metric)
+            write_html(stage / "index.html", title, meta, summary, sections)
+            write_markdown(stage / "report.md", title, meta, summary, sections)
+        return self.out / "index.html"
 
     def _meta(self, started: float) -> list[str]:
         from optbench.formatting import plural
@@ -164,7 +167,7 @@ class Builder:
         from optbench.report.data import best_configs, runs_of
 
         steps, tracks = self.data.steps, []
-        for _, c in best_configs(self.data.table_all, family).iterrows():
+        for _, c in best_configs(self.data.table_all, family, self.data.rank_metric).iterrows():
             runs = runs_of(self.data.summary, c["problem"], c["optimizer_label"], c["lr"], c["batch_size"])
             run = runs.sort_values("seed").iloc[0]
             d = steps[steps["run_id"] == run["run_id"]].sort_values("step")
@@ -238,7 +241,7 @@ class Builder:
                           note="Median over seeds; red frame / bold: best cell; hatched / 'diverged': most seeds "
                                "diverged; red line: best lr per batch size, against the linear and square-root "
                                "scaling rules." + (" Steps to target: " + g.grid_caption(found[0]) + "."
-                                                   if self.metric == "steps_to_target" else ""))
+                                                   if self.metric in g.CENSORED else ""))
         comps = g.rule_comparisons(summary, found)
         if comps:
             section.note += " White diamonds: the lr a scaling recipe used at each batch size (η₀ best at B₀)."

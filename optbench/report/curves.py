@@ -38,7 +38,7 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     f_min = float(summary.loc[summary["family"] == family, "f_min"].iloc[0])
     bounded = f_min == f_min
     fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=FIG_WIDE, dpi=dpi, sharey=True)
-    best = best_configs(data.table_all, family)
+    best = best_configs(data.table_all, family, data.rank_metric)
     seeds = int(summary.loc[summary["family"] == family, "seed"].nunique())
     handles = []
     floored = False

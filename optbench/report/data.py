@@ -17,6 +17,7 @@ class ReportData:
     table: object  # aggregate(summary, best_lr_only=not all_lrs): the table 'optbench run' printed
     table_all: object  # aggregate(summary): every (problem, optimizer, lr, batch size)
     styles: dict[str, OptStyle]
+    rank_metric: str | None = None  # a time-to-result column ranking the configurations (None: the table's rule)
     display: dict[str, str] = None  # full optimizer label → its short display label (optbench.labels)
 
     def __post_init__(self):
@@ -35,10 +36,16 @@ class ReportData:
         return list(dict.fromkeys(self.summary["family"]))
 
 
-def load(dirs: list[Path], *, all_lrs: bool = False, target: float | None = None) -> ReportData:
-    """``target``: recount steps to target at it from the recorded steps (default: as stored)."""
+def load(dirs: list[Path], *, all_lrs: bool = False, target: float | None = None,
+         metric: str | None = None, result_target: str | None = None) -> ReportData:
+    """``target``: recount steps to target at it from the recorded steps (default: as stored). ``metric``: a
+    time-to-result column (optbench.time_to_result.TIME_METRICS) ranks every configuration and drives the
+    performance profile; other metrics leave the ranking to the comparison table's rule."""
     from optbench.results import load_results, load_summary
     from optbench.summary import aggregate
+    from optbench.time_to_result import TIME_METRICS
+
+    rank_metric = metric if metric in TIME_METRICS else None
 
     summary = load_summary(*dirs)
     steps = load_results(*dirs)
@@ -46,15 +53,20 @@ def load(dirs: list[Path], *, all_lrs: bool = False, target: float | None = None
         from optbench.targets import with_target
 
         summary = with_target(steps, summary, target)
+    if result_target is not None:
+        from optbench.time_to_result import parse_result_target, with_result_target
+
+        summary = with_result_target(steps, summary, parse_result_target(result_target))
     for df in (summary, steps):
         for c in ("problem", "optimizer_label", "status", "run_id"):
             df[c] = df[c].astype(str)
         df["batch_size"] = df["batch_size"].astype("Int64")
     families = {p: family(p) for p in summary["problem"].unique()}
-    table, table_all = aggregate(summary, best_lr_only=not all_lrs), aggregate(summary)
+    table = aggregate(summary, best_lr_only=not all_lrs, metric=rank_metric)
+    table_all = aggregate(summary, metric=rank_metric)
     for df in (summary, steps, table, table_all):
         df["family"] = df["problem"].map(families)
-    return ReportData(steps, summary, table, table_all, palette(summary["optimizer_label"]))
+    return ReportData(steps, summary, table, table_all, palette(summary["optimizer_label"]), rank_metric)
 
 
 def family(problem: str) -> str:
@@ -67,13 +79,13 @@ def family(problem: str) -> str:
     return format_spec(spec.name, {k: v for k, v in spec.kwargs.items() if k != "batch_size"})
 
 
-def best_configs(table_all, family: str | None = None):
+def best_configs(table_all, family: str | None = None, metric: str | None = None):
     """The best (lr, batch size) of each optimizer on each problem family, ranked by the comparison table's own
     rule (``summary.sort_by_rank``: on problems without a minimum, by steps to target, never = ∞)."""
     from optbench.summary import sort_by_rank
 
     t = table_all if family is None else table_all[table_all["family"] == family]
-    t = sort_by_rank(t, within=())
+    t = sort_by_rank(t, within=(), metric=metric)
     t = t.sort_values("family", kind="stable", key=lambda s: s.map({f: i for i, f in enumerate(s.unique())}))
     return t.drop_duplicates(["family", "optimizer_label"], keep="first").reset_index(drop=True)
 

@@ -38,7 +38,11 @@ METRICS = {  # name: (column title, higher is better)
     "best_loss": ("best loss", False),
     "steps_to_target": ("steps to target", False),
     "test_acc": ("test accuracy", True),
+    "steps_to_result": ("steps to result", False),  # time to result (optbench.time_to_result)
+    "examples_to_result": ("examples to result", False),
+    "seconds_to_result": ("seconds to result", False),
 }
+CENSORED = ("steps_to_target", "steps_to_result", "examples_to_result", "seconds_to_result")  # never = +∞
 CRITICAL_FRACTION = 0.9  # measured critical batch size: the first to achieve this fraction of the gain
 
 
@@ -144,7 +148,7 @@ def grids(summary, metric: str) -> list[Grid]:
 def seed_medians(g, keys: list[str], metric: str, column_key: str):
     """(values, reached, seeds) as batch size × ``column_key`` frames: the median of ``metric`` over each cell's
     seeds; for steps to target the censored median (never = +∞) and the counts, else (values, None, None)."""
-    if metric != "steps_to_target":
+    if metric not in CENSORED:
         return g.groupby(keys)[metric].median().unstack(column_key).sort_index().sort_index(axis=1), None, None
     cells = censored_cells(g, keys, metric)
     frames = [cells[c].unstack(column_key).sort_index().sort_index(axis=1) for c in ("median", "reached", "seeds")]
@@ -181,7 +185,7 @@ def write_tables(grid: Grid, out: Path) -> tuple[Path, Path, str]:
 
 def grid_caption(grid: Grid) -> str:
     """What a grid's cells are and how its best cell was chosen."""
-    if grid.metric != "steps_to_target":
+    if grid.metric not in CENSORED:
         return "median over seeds; bold: best"
     return ("censored median over seeds: a seed that never reached the target counts as ∞; (r/n): r of n seeds "
             "reached it, 'never': the median seed did not; bold: best among the cells where every seed reached "
@@ -349,7 +353,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
     for side in ("top", "right"):
         ax.spines[side].set_visible(True)
     censored = ("\nmedian with never = ∞; (r/n): r of n seeds reached; hatched: not all, never best"
-                if grid.metric == "steps_to_target" else "")
+                if grid.metric in CENSORED else "")
     ax.set_title(f"{grid.problem} · {title or grid.optimizer}: {METRICS[grid.metric][0]} (red frame: best)"
                  f"{censored}", fontsize=10 if not censored else 9)
     _cut_lines_at_texts(fig, ax, texts)

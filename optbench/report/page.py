@@ -41,9 +41,11 @@ COST_COLUMNS = [("state_bytes_per_param", _plain, "state B/param"), ("train_step
                 ("overhead_vs_sgd", _ratio, "vs sgd")]
 
 
-def summary_rows(table, display: dict[str, str] | None = None) -> dict[str, tuple[str, list[str], list[list[str]]]]:
+def summary_rows(table, display: dict[str, str] | None = None,
+                 metric: str | None = None) -> dict[str, tuple[str, list[str], list[list[str]]]]:
     """Per problem: (target text, header, rows) formatted as 'optbench run' prints them; configurations named by
-    their ``display`` labels (optbench.labels; default: computed from the table)."""
+    their ``display`` labels (optbench.labels; default: computed from the table); ``metric``: the time-to-result
+    column the rows were ranked by (None: the table's own rule)."""
     from optbench.labels import display_labels
 
     if display is None:
@@ -58,6 +60,14 @@ def summary_rows(table, display: dict[str, str] | None = None) -> dict[str, tupl
         head = [h for h in SUMMARY_HEAD if has_bs or h != "batch"]
         cost = [(c, fmt, h) for c, fmt, h in COST_COLUMNS if c in g and g[c].notna().any()]
         head += [h for _, _, h in cost]
+        from optbench.time_to_result import result_columns
+
+        results = result_columns(g)
+        from optbench.time_to_result import result_target_text
+
+        if result := result_target_text(g):
+            target_text += f"; result target: {result}"
+        head += [h for h, _ in results]
         seeds = int(g["seeds"].max())
         rows = []
         for _, r in g.iterrows():
@@ -70,8 +80,9 @@ def summary_rows(table, display: dict[str, str] | None = None) -> dict[str, tupl
             cells += [fmt_num(r["final_loss"]), fmt_num(r["best_loss"]), fmt_num(r["dist_to_min"]), steps,
                       str(r["status"])]
             cells += [fmt(r[c]) for c, fmt, _ in cost]
+            cells += [text(r) for _, text in results]
             rows.append(cells)
-        caption = f"target: {target_text}; {ranking_note(f_min)}"
+        caption = f"target: {target_text}; {ranking_note(f_min, metric)}"
         if show_lrs:
             caption += f"; best of {int(g['lrs_tried'].max())} learning rates per optimizer"
         if seeds > 1:

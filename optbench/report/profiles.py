@@ -5,7 +5,9 @@ Each optimizer is taken at its best configuration (lr, batch size) on each probl
 
 - Performance profile (Dolan & Moré 2002, "Benchmarking optimization software with performance profiles"):
   with t(p, s) the steps optimizer s needs to reach problem p's target (∞ when never), the ratio
-  r(p, s) = t(p, s) / min_s t(p, s) and ρ_s(τ) = share of instances with r(p, s) ≤ τ.
+  r(p, s) = t(p, s) / min_s t(p, s) and ρ_s(τ) = share of instances with r(p, s) ≤ τ. With ``report --metric``
+  ``steps_to_result``, ``examples_to_result`` or ``seconds_to_result``, t(p, s) is that time to result
+  (:mod:`optbench.time_to_result`; never = ∞ too) and the best configurations are ranked by it.
 - ECDF (Hansen et al. 2021, COCO): for 51 targets f* + 10^k, k = 2 … −8, the share of (run, target) pairs
   reached by each step count. Problems without a known minimum are left out of it.
 """
@@ -33,17 +35,22 @@ def applies(data: ReportData) -> bool:
 def best_runs(data: ReportData) -> pd.DataFrame:
     """Summary rows of each (problem, optimizer)'s best configuration, every seed."""
     parts = [runs_of(data.summary, c["problem"], c["optimizer_label"], c["lr"], c["batch_size"])
-             for _, c in best_configs(data.table_all).iterrows()]
+             for _, c in best_configs(data.table_all, metric=data.rank_metric).iterrows()]
     return pd.concat(parts, ignore_index=True)
 
 
-def performance_ratios(runs: pd.DataFrame) -> pd.DataFrame:
-    """Instances × optimizers of r(p, s); instances no optimizer solved are dropped."""
-    t = runs.pivot_table(index=["family", "seed"], columns="optimizer_label", values="steps_to_target",
+def performance_ratios(runs: pd.DataFrame, metric: str = "steps_to_target") -> pd.DataFrame:
+    """Instances × optimizers of r(p, s) on ``metric`` (steps to target, or a time-to-result column: steps,
+    examples or seconds to result); instances no optimizer solved are dropped."""
+    if metric not in runs:
+        runs = runs.assign(**{metric: np.nan})
+    t = runs.pivot_table(index=["family", "seed"], columns="optimizer_label", values=metric,
                          aggfunc="first", dropna=False).astype(float)
     t = t.reindex(columns=sorted(runs["optimizer_label"].unique()))
     t = pd.DataFrame(censor(t.to_numpy().ravel()).reshape(t.shape), index=t.index, columns=t.columns)
-    t = t.clip(lower=1)  # never reached: ∞ (optbench.censoring); reached at step 0 counts as 1 step
+    floor = 1 if metric != "seconds_to_result" else float(np.nanmin(t.to_numpy()[t.to_numpy() > 0], initial=np.inf))
+    # never reached: ∞ (optbench.censoring); reached at step 0 counts as 1 step (seconds: as the fastest time)
+    t = t.clip(lower=floor if np.isfinite(floor) else 1)
     best = t.min(axis=1)
     solved = np.isfinite(best)
     return t[solved].div(best[solved], axis=0)
@@ -52,7 +59,8 @@ def performance_ratios(runs: pd.DataFrame) -> pd.DataFrame:
 def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = None) -> list[Path]:
     plt = pyplot()
     runs = best_runs(data)
-    ratios = performance_ratios(runs)
+    metric = data.rank_metric or "steps_to_target"
+    ratios = performance_ratios(runs, metric)
     n_all = runs.groupby(["family", "seed"]).ngroups
     fig, ax = plt.subplots(figsize=FIG_SIZE, dpi=dpi)
     finite = ratios.to_numpy()[np.isfinite(ratios.to_numpy())]
@@ -67,7 +75,7 @@ def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title
     ax.set_xscale("log", base=2)
     ax.set_xlim(1, tau_max)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("τ: steps to target relative to the best optimizer")
+    ax.set_xlabel(f"τ: {metric.replace('_', ' ')} relative to the best optimizer")
     ax.set_ylabel("share of instances within τ of the best")
     left = n_all - len(ratios)
     note = f"; {left} of {n_all} instances solved by none left out" if left else ""

@@ -109,8 +109,10 @@ def save(fig, stem, formats, dpi: int) -> list:
 
 
 def safe_name(text: str) -> str:
-    """A file-name-safe slug of a problem or optimizer label."""
+    """A file-name-safe slug of a problem or optimizer label. Dots stay only before a digit (numbers such as
+    ``100.0``): in a user reference (``my_task.py:make``) ``with_suffix`` would take ``.py:make`` for a suffix,
+    and two problems of one file would write one file."""
     import re
 
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", re.sub(r"\.(?!\d)", "_", text)).strip("_")
     return slug or "x"

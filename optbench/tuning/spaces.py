@@ -2,8 +2,10 @@
 
 By default only the learning rate is searched, log-uniformly over ``[1e-5, 10]`` (six decades around
 every registered default, wide enough to contain both the best rate and rates that diverge; DeepOBS and
-Crowded Valley both tune lr on a log scale over a comparably wide range). Other hyperparameters are
-opt-in with ``--space``::
+Crowded Valley both tune lr on a log scale over a comparably wide range). An lr-free optimizer
+(``OptimizerEntry.lr_free``: Prodigy, D-Adaptation, AdamG) estimates its own step size and its ``lr`` is a
+multiplier of it, searched log-uniformly over ``[0.1, 10]`` by default (``LR_FREE_MULTIPLIER``). Other
+hyperparameters are opt-in with ``--space``::
 
     --space 'momentum=0.5:0.99'               uniform on [0.5, 0.99]
     --space 'lr=1e-4:1:log,beta2=0.9:0.9999'  lr log-uniform on [1e-4, 1]; beta2 uniform
@@ -48,6 +50,9 @@ class Dim:
 
 
 DEFAULT_LR = Dim("lr", 1e-5, 10.0, log=True)
+# lr-free methods (Prodigy, D-Adaptation, AdamG: OptimizerEntry.lr_free) estimate their step size; their lr is a
+# multiplier of it (1 = the method's own), searched over a decade either side
+LR_FREE_MULTIPLIER = Dim("lr", 0.1, 10.0, log=True)
 _BETA_KEYS = {"beta1": 0, "beta2": 1}
 SCHEDULE_PREFIX = "schedule."  # a study's name for a schedule parameter's dimension: schedule.warmup
 
@@ -86,7 +91,7 @@ def space_for(optimizer, dims: dict[str, Dim]) -> list[Dim]:
     params, given = optimizer.entry.params, optimizer.given
     out = []
     if "lr" in params and "lr" not in given:
-        out.append(dims.get("lr", DEFAULT_LR))
+        out.append(dims.get("lr", LR_FREE_MULTIPLIER if optimizer.entry.lr_free else DEFAULT_LR))
     for key, dim in dims.items():
         if key == "lr":
             continue

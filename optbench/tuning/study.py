@@ -263,6 +263,26 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
             np.concatenate([t.end_loss for t in traces]), [s for t in traces for s in t.status])
 
 
+PRUNERS = ("none", "median")
+
+
+def check_tuning(optimizer, dims, protocol, *, engine: str = "auto", pruner: str = "none"):
+    """The searched space of ``optimizer`` (``dims`` resolved against the schedule), after the checks that
+    need no study: something left to tune, the engine, the pruner. Commands call it for every optimizer
+    before printing or creating anything."""
+    from optbench.engines.batched import supports_batched
+
+    if pruner not in PRUNERS:
+        raise UsageError(f"Unknown pruner {pruner!r}; valid: {', '.join(PRUNERS)}.")
+    space = study_space(optimizer, dims, protocol)
+    if not space:
+        raise UsageError(f"Nothing to tune for {optimizer.label!r}: its spec fixes every searched "
+                         "hyperparameter; drop lr= from the spec or add keys with --space.")
+    if engine == "batched" and not supports_batched(optimizer):
+        raise UsageError(f"The batched engine does not support {optimizer.label!r}; use --engine loop or auto.")
+    return space
+
+
 def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = None, dims: dict[str, Dim],
              steps: int = 200, storage=None, out_dir: str | Path = ".", batch: int = DEFAULT_BATCH,
              seed: int = 0, engine: str = "auto", dtype: str = "float64", device: str = "cpu",
@@ -302,17 +322,12 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     t0 = time.perf_counter()
     sched = get_schedule(schedule)
     dims = resolve_space(dims, sched)
-    space = study_space(optimizer, dims, protocol)
-    if not space:
-        raise UsageError(f"Nothing to tune for {optimizer.label!r}: its spec fixes every searched "
-                         "hyperparameter; drop lr= from the spec or add keys with --space.")
+    space = check_tuning(optimizer, dims, protocol, engine=engine, pruner=pruner)
     check_schedule([optimizer], sched, dims, steps, protocol)
     budget = protocol.budget(trials)
     recipe = Run(problem, optimizer, TUNE_SEED, steps, 1, dtype, device, schedule=sched.label, clip_norm=clip_norm,
                  clip_value=clip_value, label_smoothing=label_smoothing).recipe
     batched = choose_engine(engine, problem, optimizer, recipe, device) == "batched" and batch > 1
-    if pruner not in ("none", "median"):
-        raise UsageError(f"Unknown pruner {pruner!r}; valid: none, median.")
     name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm, sched.label,
                       clip_value=clip_value, label_smoothing=label_smoothing)
     sampler = protocol.sampler(seed, space)
