@@ -146,3 +146,23 @@ def natural_key(text: str) -> tuple:
 def natural_order(values) -> dict:
     """{value: its position} in :func:`natural_key` order (for ``sort_values(key=...)``)."""
     return {v: i for i, v in enumerate(sorted(set(values), key=natural_key))}
+
+
+def resolved_label(label: str, root=None) -> str:
+    """The label with the file path of a user optimizer resolved: ``./opt.py:MyAdam(lr=0.001)+cosine`` →
+    ``/abs/dir/opt.py:MyAdam(lr=0.001)+cosine`` (relative paths from ``root``, default the working directory).
+    Labels that name no file (registry names, ``pkg.mod:Class``) come back unchanged. Two spellings of one file
+    (``opt.py``, ``./opt.py``, ``sub/../opt.py``) resolve to the same label; the run ids stay those of the
+    spelling as typed."""
+    import os
+    from pathlib import Path
+
+    parts = _split(label, "+")
+    name, paren, rest = parts[0].partition("(")
+    ref, colon, cls = name.rpartition(":")
+    if not colon or not (ref.endswith(".py") or "/" in ref or "\\" in ref):
+        return label
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        path = Path(root or Path.cwd()) / path
+    return "+".join([f"{os.path.normpath(path.resolve())}:{cls}{paren}{rest}", *parts[1:]])

@@ -200,7 +200,7 @@ def test_phase_progress_says_what_and_how_far():
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=100, color_system=None)
-    with PhaseProgress("report", console=console) as progress:
+    with PhaseProgress("report", console=console, delay_s=0) as progress:  # the run bar's delay, here none
         progress("drawing curves", 3, 8)
     assert "report: drawing curves" in buf.getvalue() and "3/8" in buf.getvalue()
     quiet = io.StringIO()

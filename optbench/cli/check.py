@@ -18,11 +18,13 @@ from typing import Annotated, Any
 import typer
 
 from optbench.cli.common import EXIT_FAILURE, console, err_console, errors_handled, fmt_float
+from optbench.formatting import plural
 
 OptOption = Annotated[str | None, typer.Option(
     "--opt", "-o", help="Replace the suite's optimizers: comma-separated specs, user classes included "
     "('my_pkg.optim:MyAdam', 'path/to/opt.py:MyAdam(lr=1e-3)'). The label is the spec as typed, so "
-    "baseline and check must name the optimizer the same way.")]
+    "baseline and check must name the optimizer the same way; two spellings of one file path ('./opt.py', "
+    "'opt.py') compare as one.")]
 SuiteOption = Annotated[Path | None, typer.Option("--suite", help="Suite file (TOML), e.g. problems/ci.toml.")]
 
 
@@ -149,9 +151,9 @@ def baseline(
     if not quiet:
         runs = len(load_summary(out_dir))
         size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
-        console.print(f"Baseline of suite {suite_obj.name!r}: {runs} runs in {time.perf_counter() - t0:.1f} s "
-                      f"→ {out_dir} ({size / 1024:.0f} KiB). Commit it; 'optbench check --suite {suite}' "
-                      "compares later runs with it.")
+        console.print(f"Baseline of suite {suite_obj.name!r}: {plural(runs, 'run')} in "
+                      f"{time.perf_counter() - t0:.1f} s → {out_dir} ({size / 1024:.0f} KiB). Commit it; "
+                      f"'optbench check --suite {suite}' compares later runs with it.")
 
 
 @errors_handled
@@ -197,8 +199,10 @@ def check(
         suite_obj, sweeps = _suite_sweeps(suite, opt)
         suite_name, check_table = suite_obj.name, suite_obj.check
         base_dir = against or _default_baseline(suite_obj)
-        load_summary(base_dir)  # a missing baseline is a usage error before any work
-        _add_branch_variants(suite_obj, sweeps, read_manifest(base_dir).get("baseline", {}).get("branch_variants"))
+        base_summary, base_manifest = load_summary(base_dir), read_manifest(base_dir)  # a missing one: exit 2
+        _add_branch_variants(suite_obj, sweeps, base_manifest.get("baseline", {}).get("branch_variants"))
+        # a baseline of other configurations is a usage error before any work
+        _check_planned_configurations(sweeps, base_summary, base_manifest, check_table, mode)
         new_dir = out or Path("results") / "check" / suite_obj.name
         run_ids = _run_suite(sweeps, new_dir, _command(), quiet)
         new_summary = load_summary(new_dir)
@@ -212,6 +216,8 @@ def check(
         new_dir, base_dir = new_results, against
         new_summary = load_summary(new_dir)
     base_summary = load_summary(base_dir)
+    renamed = same_file_labels(new_summary, base_summary)
+    new_summary = new_summary.assign(optimizer_label=new_summary["optimizer_label"].astype(str).replace(renamed))
     base_manifest, new_manifest = read_manifest(base_dir), read_manifest(new_dir)
     if not check_table:
         check_table = base_manifest.get("baseline", {}).get("check", {}) or {}
@@ -225,6 +231,8 @@ def check(
                 "or a baseline recorded on the CI machine" for d in [
                     "; ".join(environment_differences(new_manifest, base_manifest))] if d]
     warnings += hparam_changes(new_summary, base_summary)
+    warnings += [f"{new!r} and the baseline's {base!r} name the same file: compared as one configuration"
+                 for new, base in renamed.items()]
     failed = regressions(table)
     _print(table, failed, warnings, tolerances.describe(), base_dir, new_dir, all_rows, quiet)
     if junit:
@@ -238,6 +246,45 @@ def check(
                         tolerances.describe(), warnings, suite_name)
     if len(failed):
         raise typer.Exit(EXIT_FAILURE)
+
+
+def same_file_labels(new_summary, base_summary) -> dict[str, str]:
+    """{new optimizer label: the baseline's} for labels that differ only in how a user file's path is spelled
+    (``./opt.py:MyAdam`` and ``opt.py:MyAdam``: ``labels.resolved_label`` is equal); the runs keep their ids."""
+    from optbench.labels import resolved_label
+
+    base_labels = set(base_summary["optimizer_label"].astype(str))
+    by_file = {resolved_label(label): label for label in sorted(base_labels)}
+    out = {}
+    for label in sorted(set(new_summary["optimizer_label"].astype(str)) - base_labels):
+        same = by_file.get(resolved_label(label))
+        if same is not None:
+            out[label] = same
+    return out
+
+
+def _check_planned_configurations(sweeps, base_summary, base_manifest, check_table, mode) -> None:
+    """Compare the configurations the suite will run (and, in exact mode, their seeds) with the baseline's before
+    running anything; labels that name one file in two spellings are the same configuration."""
+    import pandas as pd
+
+    from optbench.check import coverage, per_run_metrics
+
+    runs = [run for sweep in sweeps for run in sweep.expand()]
+    planned = pd.DataFrame({
+        "run_id": [r.run_id for r in runs], "problem": [r.problem.label for r in runs],
+        "optimizer_label": [r.optimizer_label for r in runs],
+        "lr": [r.optimizer.lr if r.optimizer.lr is not None else float("nan") for r in runs],
+        "batch_size": pd.array([r.problem.batch_size for r in runs], dtype="Int64"),
+        "steps": [r.steps for r in runs], "seed": [r.seed for r in runs],
+        "final_loss": float("nan"), "best_loss": float("nan"), "steps_to_target": float("nan"), "status": "done"})
+    planned["optimizer_label"] = planned["optimizer_label"].replace(same_file_labels(planned, base_summary))
+    if mode is None:  # the check's own default (the new side of --suite runs deterministically)
+        mode = check_table.get("mode") or ("exact" if base_manifest.get("environment", {}).get("deterministic")
+                                           else "statistical")
+    mismatch = coverage(per_run_metrics(planned), per_run_metrics(base_summary), mode)
+    if mismatch is not None:
+        raise mismatch
 
 
 def _test_acc(directory: Path):
@@ -296,9 +343,9 @@ def _print(table, failed, warnings, tolerances: str, base_dir, new_dir, all_rows
     console.print(f"tolerances: {tolerances}")
     if len(failed):
         worse = int((failed["direction"] == "worse").sum())
-        console.print(f"[bold red]REGRESSION[/]: {len(failed)} of {len(table)} checks failed ({worse} worse, "
-                      f"{len(failed) - worse} better) over {n_configs} configurations. A deliberate change? "
+        console.print(f"[bold red]REGRESSION[/]: {len(failed)} of {plural(len(table), 'check')} failed ({worse} worse, "
+                      f"{len(failed) - worse} better) over {plural(n_configs, 'configuration')}. A deliberate change? "
                       "Accept it with 'optbench baseline'.")
     else:
-        console.print(f"[green]OK[/]: {len(table)} checks over {n_configs} configurations within tolerance "
-                      f"(largest change {fmt_float(table['change_rel'].abs().max(), 3)} relative).")
+        console.print(f"[green]OK[/]: {plural(len(table), 'check')} over {plural(n_configs, 'configuration')} within "
+                      f"tolerance (largest change {fmt_float(table['change_rel'].abs().max(), 3)} relative).")

@@ -39,6 +39,9 @@ def report(
     target: Annotated[float | None, typer.Option(help="Recount 'steps to target' at this target (first recorded "
                                                  "step with loss − f* ≤ TARGET) from the recorded steps; "
                                                  "default: the target stored with each run.")] = None,
+    heatmap_scale: Annotated[str, typer.Option("--heatmap-scale", help="Colour range of the batch size × lr "
+                                               "heatmaps: shared (one per problem, so colours compare across "
+                                               "optimizers) or each (one per heatmap).")] = "shared",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (no progress, no "
                                         "closing line).")] = False,
 ) -> None:
@@ -50,6 +53,6 @@ def report(
         index = build_report(results, out or Path(results[0]) / "report", formats=split_list(format),
                              figures=split_list(figures), frames=frames, fps=fps, dpi=dpi, title=title,
                              all_lrs=all_lrs, metric=metric, target=target, result_target=result_target,
-                             progress=progress)
+                             progress=progress, heatmap_scale=heatmap_scale)
     if not quiet:
         console.print(f"report → {index} (and {index.parent / 'report.md'})")

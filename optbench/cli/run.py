@@ -12,65 +12,11 @@ from typing import Annotated
 import typer
 
 from optbench.cli.common import console, err_console, errors_handled
+from optbench.cli.progress import SweepBar, SweepProgress
 
-
-class _Progress:
-    """Live progress of a sweep: runs done / total with their outcomes, a bar over optimizer steps and the
-    time remaining. Shown only in a terminal, for work longer than about a second; silent under -q, when
-    output is not a terminal, and when the CI environment variable is set (no bar noise in CI logs)."""
-
-    def __init__(self, total_steps: int, total_runs: int, quiet: bool, prefix: str = ""):
-        import os
-
-        self.total, self.total_runs, self.done, self.prefix = total_steps, total_runs, 0, prefix
-        self.quiet = quiet or not err_console.is_terminal or bool(os.environ.get("CI"))
-        self.outcomes: dict[str, int] = {}
-        self.start = time.perf_counter()
-        self.bar = None
-
-    def _runs_text(self) -> str:
-        done = sum(self.outcomes.values())
-        parts = [f"{self.prefix}runs {done}/{self.total_runs}"]
-        parts += [f"{status} {n}" for status, n in sorted(self.outcomes.items()) if status != "done"]
-        return " · ".join(parts)
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.quiet:
-            return
-        if self.bar is None and time.perf_counter() - self.start > 0.8 and self.done < self.total:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.completed:.0f}/{task.total:.0f} steps"), TimeElapsedColumn(),
-                                TextColumn("eta"), TimeRemainingColumn(), console=err_console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self._runs_text(), total=self.total)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.done, description=self._runs_text())
-
-    def runs_finished(self, statuses: list[str]) -> None:
-        for status in statuses:
-            self.outcomes[status] = self.outcomes.get(status, 0) + 1
-        self.advance(0)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-class _SweepProgress:
-    """The progress factory of ``run_sweep``; within a suite, ``run_suite`` calls :meth:`begin_sweep` before each
-    sweep, and each sweep's bar then says which sweep of how many it is ('sweep 2/5 · runs 12/90')."""
-
-    def __init__(self, quiet: bool):
-        self.quiet, self.prefix = quiet, ""
-
-    def begin_sweep(self, index: int, count: int) -> None:
-        self.prefix = f"sweep {index}/{count} · " if count > 1 else ""
-
-    def __call__(self, total_steps: int, total_runs: int) -> _Progress:
-        return _Progress(total_steps, total_runs, self.quiet, prefix=self.prefix)
+# the sweep bar and its factory live in cli/progress.py (one set of rules for every wait); check.py imports these
+_Progress = SweepBar
+_SweepProgress = SweepProgress
 
 
 def default_out_dir() -> Path:
@@ -157,7 +103,7 @@ def run(
         _check_recipe_options(ctx, recipe, suite)
     options = sweep_options()
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    progress = _SweepProgress(quiet or json_out)
+    progress = SweepProgress(quiet or json_out)
     out_dir = out or default_out_dir()
     if suite is not None:
         from optbench.suite import run_suite

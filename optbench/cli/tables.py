@@ -95,6 +95,14 @@ def _columns(g, display: dict[str, str]) -> list[_Column]:
     return cols
 
 
+def _count_range(counts, noun: str) -> str:
+    """'7 learning rates', or '3–7 learning rates' where the configurations of a table differ."""
+    from optbench.formatting import plural
+
+    lo, hi = int(counts.min()), int(counts.max())
+    return plural(hi, noun) if lo == hi else f"{lo}–{plural(hi, noun)}"
+
+
 def render_summary(table, console, title_extra: str = "", metric: str | None = None) -> None:
     """One table per problem, best first, fitted to the console's width (module docstring); then the key from
     display labels to full labels. ``metric``: the time-to-result column it was ranked by."""
@@ -120,10 +128,10 @@ def render_summary(table, console, title_extra: str = "", metric: str | None = N
         show_lrs = "lrs_tried" in g and (g["lrs_tried"] > 1).any()
         seeds = int(g["seeds"].max())
         notes = [ranking_note(f_min, metric)]
-        if show_lrs:
-            notes.append(f"best of {int(g['lrs_tried'].max())} learning rates per optimizer (--all-lrs: all)")
+        if show_lrs:  # counted per configuration: a range where they differ (a recipe's few base lrs)
+            notes.append(f"best of {_count_range(g['lrs_tried'], 'learning rate')} per optimizer (--all-lrs: all)")
         if seeds > 1:
-            notes.append(f"medians over {seeds} seeds")
+            notes.append(f"medians over {_count_range(g['seeds'], 'seed')}")
         columns, dropped, widths = _fit(_columns(g, display), console.width)
         if widths is None:
             _render_stacked(console, title, _columns(g, display), notes)

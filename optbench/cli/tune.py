@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import console, err_console, errors_handled, fmt_float, split_list
+from optbench.cli.common import console, errors_handled, fmt_float, split_list
+from optbench.cli.progress import PhaseProgress, SweepProgress, TrialProgress
+from optbench.formatting import plural
 
 
 @errors_handled
@@ -132,26 +134,28 @@ def tune(
     options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, clip_norm=clip_norm,
                    clip_value=clip_value, label_smoothing=label_smoothing, schedule=sched)
     t0 = time.perf_counter()
-    progress = _RoundProgress(sum(pair_budgets), quiet)
+    progress = TrialProgress(sum(pair_budgets), len(pairs), quiet)
     try:
         if workers > 1 and len(pairs) > 1:
             from optbench.tuning.parallel import tune_parallel
 
-            if not quiet:
-                err_console.print(f"tuning {len(pairs)} studies in {min(workers, len(pairs))} processes: "
-                                  f"{proto.name}, {budget_text}", highlight=False)
+            progress.print(f"tuning {plural(len(pairs), 'study', 'studies')} in "
+                           f"{plural(min(workers, len(pairs)), 'process', 'processes')}: {proto.name}, {budget_text}")
+            progress.advance(0)  # the bar (after its delay) while the workers start
             results = tune_parallel(pairs, workers=workers, protocol=proto, trials=pair_budgets, dims=dims, steps=steps,
                                     storage=storage, out_dir=out_dir, progress=progress.advance,
+                                    study_done=progress.study_done,
                                     while_waiting=_import_report_libraries if report else None, **options)
         else:
             from optbench.tuning.study import open_storage
 
             results = []
             journal = open_storage(None, out_dir) if storage is None else None  # one journal for every study
-            for (prob, optimizer), pair_budget in zip(pairs, pair_budgets):
-                if not quiet:
-                    progress.print(f"tuning {optimizer.label} on {prob.label}: {proto.name}, {pair_budget} trials"
-                                   + ("" if sched == "constant" else f", schedule {sched}"))
+            for index, ((prob, optimizer), pair_budget) in enumerate(zip(pairs, pair_budgets), start=1):
+                schedule_text = "" if sched == "constant" else f", schedule {sched}"
+                progress.print(f"tuning {optimizer.label} on {prob.label}: {proto.name}, "
+                               f"{plural(pair_budget, 'trial')}{schedule_text}")
+                progress.begin_study(index, len(pairs))
                 results.append(tune_one(prob, optimizer, protocol=proto, trials=pair_budget, dims=dims, steps=steps,
                                         storage=storage, out_dir=out_dir, progress=progress.advance, journal=journal,
                                         **options))
@@ -161,16 +165,21 @@ def tune(
     used_text = _used_text(results, pair_budgets, budget_text)
 
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    outcomes = []
+    reruns = []
     for prob in problems:
         best_by_schedule: dict[str, list] = {}  # each best configuration re-runs with its own best schedule
         for r in results:
             if r.problem == prob.label and r.best_config is not None:
                 best_by_schedule.setdefault(r.best_schedule or "constant", []).append(r.best_config)
         for best_schedule, best in best_by_schedule.items():
-            sweep = Sweep([prob], best, seeds=seed_list, steps=steps, engine=engine, dtype=dtype, clip_norm=clip_norm,
-                          clip_value=clip_value, label_smoothing=label_smoothing, schedules=[best_schedule])
-            outcomes.append(run_sweep(sweep, out_dir, force=force, command=command))
+            reruns.append(Sweep([prob], best, seeds=seed_list, steps=steps, engine=engine, dtype=dtype,
+                                clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing,
+                                schedules=[best_schedule]))
+    outcomes = []
+    rerun_progress = SweepProgress(quiet, what="re-runs")  # 're-runs 2/3 · runs 4/10' on the sweep bar
+    for index, sweep in enumerate(reruns, start=1):
+        rerun_progress.begin_sweep(index, len(reruns))
+        outcomes.append(run_sweep(sweep, out_dir, force=force, command=command, progress_factory=rerun_progress))
     update_manifest(out_dir, lambda manifest: manifest.setdefault("tuning", []).append({
         "command": command, "protocol": proto.name, "protocol_doc": proto.doc, "budget": budget,
         **({"budgets": {o.label: b for o, b in zip(optimizers, budgets)}} if len(set(budgets)) > 1 else {}),
@@ -185,8 +194,9 @@ def tune(
     if report and outcomes:
         from optbench.report import build_report
 
-        index = build_report([out_dir], out_dir / "report", formats=split_list(report_format),
-                             figures=split_list(report_figures))
+        with PhaseProgress("report", quiet) as phases:  # as 'run --report': each phase of the report
+            index = build_report([out_dir], out_dir / "report", formats=split_list(report_format),
+                                 figures=split_list(report_figures), progress=phases)
         if not quiet:
             console.print(f"report → {index}")
 
@@ -196,9 +206,9 @@ TRIALS_RULE = ("a study's results are read from its first N trials by budget slo
 
 
 def _budget_text(budgets: list[int], labels: list[str]) -> str:
-    """'50 trials each', or the budget of each optimizer when they differ."""
+    """'50 trials each' ('1 trial each'), or the budget of each optimizer when they differ."""
     if len(set(budgets)) == 1:
-        return f"{budgets[0]} trials each"
+        return f"{plural(budgets[0], 'trial')} each"
     return ("unequal budgets " + ", ".join(f"{o} {b}" for o, b in zip(labels, budgets))
             + " (not an equal-budget comparison)")
 
@@ -273,42 +283,6 @@ def _schedule(text: str | None) -> str:
     return get_schedule(specs[0] if specs else None).label
 
 
-class _RoundProgress:
-    """A rich progress bar over tuning trials (done, failed, ETA), advanced once per round. Shown only on a
-    terminal, never under -q or when the CI environment variable is set, and only for work longer than
-    about a second."""
-
-    def __init__(self, total: int, quiet: bool):
-        import os
-
-        self.total, self.done, self.failed = total, 0, 0
-        self.quiet = quiet or not err_console.is_terminal or bool(os.environ.get("CI"))
-        self.start, self.bar, self.task = time.perf_counter(), None, None
-
-    def print(self, text: str) -> None:
-        (self.bar.console if self.bar is not None else err_console).print(text, highlight=False)
-
-    def advance(self, n: int, failed: int = 0) -> None:
-        self.done += n
-        self.failed += failed
-        if self.quiet:
-            return
-        if self.bar is None and time.perf_counter() - self.start > 0.8 and self.done < self.total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[failed]} failed"), TimeRemainingColumn(),
-                                console=err_console, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("tune", total=self.total, failed=0)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=self.done, failed=self.failed)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tune_s: float, total_s: float,
            rerun: bool = True) -> None:
     from rich.table import Table
@@ -320,9 +294,9 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
 
     table = Table(title=f"tuning: protocol {proto.name}, {budget_text}", title_style="bold")
     scheduled = any(r.schedule != "constant" for r in results)
-    for col in ("problem", "optimizer", "searched", "best", *(["best schedule"] if scheduled else []),
-                "best trial loss", "trials"):
-        table.add_column(col)
+    columns = ("problem", "optimizer", "searched", "best", *(["best schedule"] if scheduled else []),
+               "best trial loss", "trials")
+    rows: list[tuple] = []
     notes: list[str] = []
     for r in results:
         # the schedule's searched values go in their own column
@@ -333,17 +307,50 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
         if r.trials_in_storage > r.trials_used:  # a caption line, not a cell: a narrow table would fold it
             notes.append(f"{r.optimizer} on {r.problem}: the first {r.trials_used} of {r.trials_in_storage} "
                          "in the study")
-        table.add_row(r.problem, r.optimizer, "; ".join(r.dims), best,
-                      *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states)
+        rows.append((r.problem, r.optimizer, "; ".join(r.dims), best,
+                     *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states))
+    for col, width in zip(columns, _fitted_widths(columns, rows, console.width)):
+        table.add_column(col, overflow="fold", width=width)  # wraps between words; a long word folds, never cut
+    for row in rows:
+        table.add_row(*row)
     if notes:
         table.caption = "; ".join(notes)
     console.print(table)
     summary = load_summary(out_dir) if rerun else []  # nothing re-run when every trial failed
     if len(summary):
-        console.print(f"Best configurations re-run over {len(seeds)} fresh seeds "
+        console.print(f"Best configurations re-run over {plural(len(seeds), 'fresh seed')} "
                       f"(verdicts from protocol {proto.name}, {budget_text}):")
         render_summary(aggregate(summary, best_lr_only=False), console)
     console.print(f"tuning {tune_s:.2f} s, total {total_s:.2f} s → {out_dir}")
+
+
+VALUE_COLUMNS = ("searched", "best", "best schedule", "best trial loss")
+
+
+def _fitted_widths(columns, rows, width: int) -> list[int | None]:
+    """Column widths of the tuning table within ``width`` characters: None (natural) where everything fits;
+    else the value columns as wide as their longest word ('lr=7.667e-05': wrapped between values, never inside
+    one) and the text columns (problem, optimizer, trials) sharing the rest; equal shares when even that does
+    not fit."""
+    room = width - (3 * len(columns) + 1)  # inside the borders and the padding
+    cells = [[col, *(str(row[k]) for row in rows)] for k, col in enumerate(columns)]
+    natural = [max(len(c) for c in column) for column in cells]
+    if sum(natural) <= room:
+        return [None] * len(columns)
+    words = [max(len(w) for c in column for w in c.split() or [""]) for column in cells]
+    values = {k: min(natural[k], words[k]) for k, col in enumerate(columns) if col in VALUE_COLUMNS}
+    texts = [k for k in range(len(columns)) if k not in values]
+    left = room - sum(values.values())
+    if left < 6 * len(texts):
+        return [max(1, room // len(columns))] * len(columns)
+    out = [values.get(k) for k in range(len(columns))]
+    share, spare = left // len(texts), left
+    for k in sorted(texts, key=lambda k: natural[k]):  # narrow text columns take what they need, the rest share
+        out[k] = min(natural[k], max(share, 1))
+        spare -= out[k]
+        texts = [t for t in texts if t != k]
+        share = spare // len(texts) if texts else 0
+    return out
 
 
 def _short_schedule(label: str | None) -> str:

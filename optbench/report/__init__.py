@@ -17,6 +17,7 @@ FORMATS = STATIC_FORMATS + ANIMATION_FORMATS
 DEFAULT_FORMATS = ("png", "gif")
 METRICS = ("final_loss", "best_loss", "steps_to_target", "test_acc", "steps_to_result", "examples_to_result",
            "seconds_to_result")
+HEATMAP_SCALES = ("shared", "each")  # bs × lr heatmaps: one colour range per problem, or one per heatmap
 
 
 def _choose(kind: str, values: Iterable[str], valid: Sequence[str]) -> list[str]:
@@ -58,7 +59,8 @@ def validate(formats, figures, metric: str, frames: int, fps: int, dpi: int) -> 
 def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
                  figures: Sequence[str] = FIGURES, frames: int = 200, fps: int = 20, dpi: int = 100,
                  title: str | None = None, all_lrs: bool = False, metric: str = "final_loss",
-                 target: float | None = None, result_target: str | None = None, progress=None) -> Path:
+                 target: float | None = None, result_target: str | None = None, progress=None,
+                 heatmap_scale: str = "shared") -> Path:
     """Write the report of one or more results directories (merged) into ``out_dir``; returns index.html.
 
     formats: static figures in png/svg/pdf, animations in gif/mp4 (mp4 needs ffmpeg). figures: any of
@@ -68,7 +70,9 @@ def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[s
     configurations and is the performance profile's measure. target: recount steps to target at it from the
     recorded steps (default: the target stored with each run). result_target: recount time to result at it
     (``METRIC>=VALUE``, optbench.time_to_result). progress: ``progress(what, done, total)`` before each phase
-    (loading, each figure kind, the pages).
+    (loading, each figure kind, the pages). heatmap_scale: ``shared`` (default: the bs × lr heatmaps of one
+    problem share one colour range, so one colour is one value across them) or ``each`` (every heatmap its own
+    range); the colour bar says which.
     """
     from optbench.errors import UsageError
     from optbench.report.build import Builder
@@ -76,6 +80,8 @@ def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[s
 
     formats, figures = validate(formats, figures, metric, frames, fps, dpi)
     check_target(target)
+    if heatmap_scale not in HEATMAP_SCALES:
+        raise UsageError(f"Unknown heatmap scale {heatmap_scale!r}; valid: {', '.join(HEATMAP_SCALES)}.")
     if result_target is not None:
         from optbench.time_to_result import parse_result_target
 
@@ -85,4 +91,4 @@ def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[s
         raise UsageError("No results directory given; pass one or more directories written by 'optbench run'.")
     return Builder(dirs, Path(out_dir), formats=formats, figures=figures, frames=frames, fps=fps, dpi=dpi,
                    title=title, all_lrs=all_lrs, metric=metric, target=target,
-                   result_target=result_target, progress=progress).build()
+                   result_target=result_target, progress=progress, heatmap_scale=heatmap_scale).build()

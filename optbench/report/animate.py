@@ -129,8 +129,9 @@ class Scene:
             (path,) = ax.plot([], [], color=t.style.color, linewidth=1.3, alpha=0.8, animated=True, zorder=4)
             trail = LineCollection([], animated=True, zorder=5, capstyle="round")
             ax.add_collection(trail)
+            # not clipped: a run that left the view waits on its edge, and its whole marker stays visible there
             (head,) = ax.plot([], [], linestyle="none", marker=t.style.marker, markersize=9, color=t.style.color,
-                              markeredgecolor="black", markeredgewidth=1.0, animated=True, zorder=6)
+                              markeredgecolor="black", markeredgewidth=1.0, animated=True, zorder=6, clip_on=False)
             self.paths.append(path)
             self.trails.append(trail)
             self.heads.append(head)

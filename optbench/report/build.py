@@ -16,7 +16,7 @@ REPORT_ENTRIES = ("index.html", "report.md", "figures", "tables")  # what a repo
 
 class Builder:
     def __init__(self, dirs: list[Path], out: Path, *, formats, figures, frames, fps, dpi, title, all_lrs,
-                 metric, target=None, result_target=None, progress=None):
+                 metric, target=None, result_target=None, progress=None, heatmap_scale="shared"):
         self.dirs, self.out = dirs, out
         self.static = [f for f in formats if f in STATIC_FORMATS]
         self.animated = [f for f in formats if f in ANIMATION_FORMATS]
@@ -24,6 +24,7 @@ class Builder:
         self.title, self.all_lrs, self.metric, self.target = title, all_lrs, metric, target
         self.result_target = result_target
         self.progress = progress or (lambda what, done, total: None)
+        self.heatmap_scale = heatmap_scale
 
     def build(self) -> Path:
         from optbench.errors import UsageError
@@ -245,12 +246,21 @@ class Builder:
         if comps:
             section.note += " White diamonds: the lr a scaling recipe used at each batch size (η₀ best at B₀)."
         compared = {(c.tuned.problem, c.rule) for c in comps}  # shown in the comparison below, every base lr
-        for grid in [grid for grid in found if (grid.problem, grid.optimizer) not in compared]:
+        drawn = [grid for grid in found if (grid.problem, grid.optimizer) not in compared]
+        scales = {problem: g.color_scale([grid for grid in drawn if grid.problem == problem])
+                  for problem in dict.fromkeys(grid.problem for grid in drawn)} if self.heatmap_scale == "shared" \
+            else {}
+        if any(s is not None and s.shared > 1 for s in scales.values()):
+            section.note += (" The heatmaps of one problem share one colour scale ('report --heatmap-scale each': "
+                             "one scale per heatmap).")
+        for grid in drawn:
             csv, _md_path, md = g.write_tables(grid, self.table_dir)
+            shown = self.data.short(grid.optimizer)
             if self.static:
                 rules = [c for c in comps if c.tuned is grid]
-                section.figures += g.heatmap(grid, self.fig_dir, formats=self.static, dpi=self.dpi, rules=rules)
-            section.tables.append((f"{grid.problem}, {grid.optimizer}", csv, md))
+                section.figures += g.heatmap(grid, self.fig_dir, formats=self.static, dpi=self.dpi, rules=rules,
+                                             scale=scales.get(grid.problem), title=shown)
+            section.tables.append((f"{grid.problem}, {shown}", csv, md))
         return [section] + self._rule_comparison(comps)
 
     def _rule_comparison(self, comps) -> list[Section]:
@@ -271,10 +281,11 @@ class Builder:
         for problem in dict.fromkeys(c.tuned.problem for c in comps):
             mine = [c for c in comps if c.tuned.problem == problem]
             if self.static:
-                section.figures += g.comparison_figure(mine, self.fig_dir, formats=self.static, dpi=self.dpi)
+                section.figures += g.comparison_figure(mine, self.fig_dir, formats=self.static, dpi=self.dpi,
+                                                       label=self.data.short)
             for comp in mine:
                 csv, md = g.write_comparison(comp, self.table_dir)
-                section.tables.append((g.comparison_caption(comp), csv, md))
+                section.tables.append((g.comparison_caption(comp, label=self.data.short), csv, md))
         return [section]
 
     def _profiles(self) -> list[Section]:

@@ -192,9 +192,52 @@ def grid_caption(grid: Grid) -> str:
             "the target, as are the best lr per batch size and the measured critical batch size")
 
 
-def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -> list[Path]:
+@dataclass(frozen=True)
+class ColorScale:
+    """The colour range of heatmaps: ``shared`` when it spans several grids (every heatmap of a problem uses
+    it, so one colour means one value across them), else the grid's own range."""
+
+    vmin: float
+    vmax: float
+    log: bool
+    shared: int = 1  # how many grids the range was taken over
+
+
+def _shown_values(grid: Grid) -> np.ndarray:
+    """The values a heatmap colours: the gap above f* for losses (when f* is known), NaN where most seeds
+    diverged or the value is not finite (never reached)."""
+    v = grid.values.to_numpy(dtype=float)
+    div = grid.diverged.to_numpy(dtype=float) >= 0.5
+    loss_like = grid.metric in ("final_loss", "best_loss")
+    shown = v - grid.f_min if loss_like and grid.f_min == grid.f_min else v.copy()
+    return np.where(div | ~np.isfinite(shown), np.nan, shown)
+
+
+def color_scale(grids: list[Grid]) -> ColorScale | None:
+    """One colour range over ``grids`` (the heatmaps of one problem and metric): log for losses and steps when
+    every value is positive, linear otherwise (accuracy); None when no grid has a finite value."""
+    finite = np.concatenate([s[np.isfinite(s)] for s in map(_shown_values, grids)] or [np.array([])])
+    if not len(finite):
+        return None
+    log = grids[0].metric != "test_acc" and bool((finite > 0).all())
+    return ColorScale(float(finite.min()), float(finite.max()), log, len(grids))
+
+
+def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=(), scale: ColorScale | None = None,
+            title: str | None = None) -> list[Path]:
+    """The table as an annotated heatmap (:func:`heatmap_figure`), saved in each format."""
+    fig = heatmap_figure(grid, dpi=dpi, rules=rules, scale=scale, title=title)
+    return save(fig, file_stem(out, "grid", grid.problem, grid.optimizer, grid.metric), formats, dpi)
+
+
+def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None = None, title: str | None = None):
     """The table as an annotated heatmap, best cell framed, diverged cells hatched, scaling rules traced;
-    ``rules`` (RuleComparison of this grid) add the lr each recipe ran with at each batch size."""
+    ``rules`` (RuleComparison of this grid) add the lr each recipe ran with at each batch size.
+
+    ``scale``: the colour range (:func:`color_scale` of every grid of the problem, so that the heatmaps compare;
+    the colour bar says so); None: this grid's own range. ``title``: the optimizer as shown (a display label).
+    No line covers a value: every traced line is cut where it passes a cell's text (:func:`_cut_lines_at_texts`),
+    and where a recipe's lr leaves the grid its lr is written outside the axes, on the right."""
     from matplotlib import colors, patheffects
     from matplotlib.patches import Rectangle
 
@@ -205,11 +248,15 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
     lrs_index = list(grid.values.columns)
     eligible = grid.eligible().to_numpy(dtype=bool)
     loss_like = grid.metric in ("final_loss", "best_loss")
-    shown = v - grid.f_min if loss_like and grid.f_min == grid.f_min else v.copy()
-    shown = np.where(div | ~np.isfinite(shown), np.nan, shown)
-    finite = shown[np.isfinite(shown)]
-    use_log = grid.metric != "test_acc" and len(finite) and (finite > 0).all()
-    norm = colors.LogNorm(finite.min(), finite.max()) if use_log and finite.min() < finite.max() else None
+    shown = _shown_values(grid)
+    own = scale is None
+    scale = scale or color_scale([grid])
+    if scale is None or scale.vmin == scale.vmax:
+        norm = None
+    elif scale.log:
+        norm = colors.LogNorm(scale.vmin, scale.vmax)
+    else:
+        norm = colors.Normalize(scale.vmin, scale.vmax)
     cmap = plt.get_cmap("viridis" if grid.higher_is_better else "viridis_r").with_extremes(bad="white")
     nr, nc = v.shape
     min_width = 5.5 if grid.noise_scale != grid.noise_scale else 7.5  # room for the critical-batch legend
@@ -218,33 +265,39 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
     fig, ax = plt.subplots(figsize=(max(min_width, 0.7 * nc + 2.6), max(3.0, 0.55 * nr + 1.9)), dpi=dpi)
     im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto", origin="lower")
     cbar = fig.colorbar(im, ax=ax, pad=0.02)
-    if norm is not None:  # 1-2-5 ticks with plain labels: readable where a range spans less than a decade
+    if isinstance(norm, colors.LogNorm):  # 1-2-5 ticks with plain labels: readable where a range spans < a decade
         from matplotlib import ticker
 
         cbar.ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         cbar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: fmt_num(x, 2)))
         cbar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     unit = "− f*" if loss_like and grid.f_min == grid.f_min and grid.f_min != 0 else ""
-    cbar.set_label(f"{METRICS[grid.metric][0]} {unit}".strip())
+    which = "this grid's own scale" if own or scale.shared == 1 else \
+        f"one scale for the {scale.shared} grids of {grid.problem}"
+    cbar.set_label(f"{METRICS[grid.metric][0]} {unit}".strip() + f" ({which})", fontsize=8)
+    texts = []
     for i in range(nr):
         for j in range(nc):
             if div[i, j]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=DIVERGED_COLOR, hatch="xx",
                                        edgecolor="white", linewidth=0))
-                ax.text(j, i + 0.22, "div.", ha="center", va="center", fontsize=7.5, color="black")
+                texts.append(ax.text(j, i + 0.22, "div.", ha="center", va="center", fontsize=7.5, color="black",
+                                     zorder=10))
                 continue
             text = grid.cell_text(bss[i], lrs_index[j], lambda x: fmt_num(x, 2))
             size = 7.5 if len(text) <= 8 else 6.5
             if not np.isfinite(shown[i, j]):  # '—' (no value) or 'never' (censored median ∞)
-                ax.text(j, i + 0.22, text, ha="center", va="center", fontsize=size, color="#444444")
+                texts.append(ax.text(j, i + 0.22, text, ha="center", va="center", fontsize=size, color="#444444",
+                                     zorder=10))
                 continue
             rgba = cmap(norm(shown[i, j]) if norm is not None else im.norm(shown[i, j]))
             dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
             if not eligible[i, j]:  # some seeds never reached the target: coloured by its value, not a candidate
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="#bbbbbb",
                                        linewidth=0, zorder=2))
-            # values sit in the upper part of the cell, the traced lines run through its centre
-            ax.text(j, i + 0.22, text, ha="center", va="center", fontsize=size, color="white" if dark else "black")
+            # values sit in the upper part of the cell, the traced lines' markers at its centre
+            texts.append(ax.text(j, i + 0.22, text, ha="center", va="center", fontsize=size, zorder=10,
+                                 color="white" if dark else "black"))
     best = grid.best_cell()
     if best is not None:
         i, j = list(bss).index(best[0]), list(lrs).index(best[1])
@@ -267,18 +320,18 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
             ax.plot(col_of(lr0 * (bss / b0) ** power), ys, color="black", linestyle=ls, linewidth=1.3, zorder=6,
                     label=name)
     stroke = [patheffects.withStroke(linewidth=3.4, foreground="black")]
+    off_grid: dict[int, list[str]] = {}  # row → where a recipe's lr left the grid, written right of the axes
     for k, rule in enumerate(rules):  # white with a black edge: visible on every colour of the map
         pos = col_of(rule.lr_at(bss))
-        ax.plot(pos, ys, color="white", marker="DsPo"[k % 4], markersize=4.5, linewidth=2.0, zorder=8,
+        marker = "DsPo"[k % 4]
+        ax.plot(pos, ys, color="white", marker=marker, markersize=4.5, linewidth=2.0, zorder=8,
                 linestyle=("-", "--", "-.", ":")[k % 4], markeredgecolor="black", path_effects=stroke,
                 label=f"{rule.name}: lr = {rule.formula} (η₀ = {fmt_num(rule.base_lr, 2)}, B₀ = "
                       f"{rule.base_batch_size})")
-        for row in np.nonzero((pos > nc - 0.5) | (pos < -0.5))[0]:  # where the rule leaves the grid: its lr
-            right, lr_text = pos[row] > nc - 0.5, fmt_num(rule.lr_at(bss)[row], 2)
-            ax.text(nc - 0.55 if right else -0.45, row - 0.22 - 0.16 * k,
-                    f"lr {lr_text} →" if right else f"← lr {lr_text}",
-                    ha="right" if right else "left", va="center", fontsize=7, color="black", zorder=9,
-                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.85))
+        for row in np.nonzero((pos > nc - 0.5) | (pos < -0.5))[0]:
+            arrow = "→" if pos[row] > nc - 0.5 else "←"
+            who = f"{rule.name} " if len(rules) > 1 else ""
+            off_grid.setdefault(int(row), []).append(f"{arrow} {who}lr {fmt_num(rule.lr_at(bss)[row], 2)}")
     _critical_batch_marks(ax, grid, bss)
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -290,6 +343,10 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
     ax.set_ylim(-0.5, nr - 0.5)
     ax.set_xticks(range(nc), [fmt_num(x, 2) for x in lrs], rotation=45, ha="right")
     ax.set_yticks(range(nr), [str(b) for b in bss])
+    if off_grid:  # outside the axes, where no cell is: a tick label of a right-hand axis (the layout makes room)
+        right = ax.secondary_yaxis("right")
+        right.set_yticks(sorted(off_grid), ["; ".join(off_grid[r]) for r in sorted(off_grid)], fontsize=7)
+        right.tick_params(length=0)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("batch size")
     ax.grid(False)
@@ -297,10 +354,72 @@ def heatmap(grid: Grid, out: Path, *, formats, dpi: int, style=None, rules=()) -
         ax.spines[side].set_visible(True)
     censored = ("\nmedian with never = ∞; (r/n): r of n seeds reached; hatched: not all, never best"
                 if grid.metric in CENSORED else "")
-    ax.set_title(f"{grid.problem} · {grid.optimizer}: {METRICS[grid.metric][0]} (red frame: best){censored}",
-                 fontsize=10 if not censored else 9)
-    stem = file_stem(out, "grid", grid.problem, grid.optimizer, grid.metric)
-    return save(fig, stem, formats, dpi)
+    ax.set_title(f"{grid.problem} · {title or grid.optimizer}: {METRICS[grid.metric][0]} (red frame: best)"
+                 f"{censored}", fontsize=10 if not censored else 9)
+    _cut_lines_at_texts(fig, ax, texts)
+    return fig
+
+
+def _cut_lines_at_texts(fig, ax, texts, pad_px: float = 2.0) -> None:
+    """Cut every line of ``ax`` where it passes through one of ``texts`` (padded by ``pad_px``), so that no line
+    covers a value; markers stay. The layout is computed first and then frozen, so the texts' boxes are the
+    ones saved. Segments are clipped against each box exactly (Liang–Barsky) in display coordinates."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer).padded(pad_px) for t in texts if t.get_text()]
+    fig.set_layout_engine("none")  # what was measured is what is saved
+    to_display = ax.transData.transform
+    for line in ax.lines:
+        if line.get_transform() != ax.transData or line.get_linestyle() in ("None", "none", "", " "):
+            continue
+        xy = np.column_stack([np.asarray(a, dtype=float) for a in line.get_data()])
+        if len(xy) < 2:
+            continue
+        points = to_display(xy)
+        pieces, cut_any = [], False
+        for k in range(len(xy) - 1):  # the affine transform keeps the parameter t: cut in pixels, build in data
+            keep = [(0.0, 1.0)]
+            for box in boxes:
+                cut = _segment_in_box(points[k], points[k + 1], box)
+                if cut is not None:
+                    cut_any = True
+                    keep = [part for lo, hi in keep for part in ((lo, min(hi, cut[0])), (max(lo, cut[1]), hi))
+                            if part[1] - part[0] > 1e-9]
+            pieces += [(k, lo, hi) for lo, hi in keep]
+        if not cut_any:
+            continue
+        path, marks = [], []
+        for k, lo, hi in pieces:  # NaN between pieces: matplotlib breaks the line there
+            start, end = xy[k] + (xy[k + 1] - xy[k]) * lo, xy[k] + (xy[k + 1] - xy[k]) * hi
+            if not (path and np.array_equal(path[-1], start)):
+                path += [np.array([np.nan, np.nan])] * bool(path) + [start]
+            if lo == 0.0:  # an original vertex: its marker stays
+                marks.append(len(path) - 1)
+            path.append(end)
+            if hi == 1.0 and k == len(xy) - 2:
+                marks.append(len(path) - 1)
+        data = np.array(path)
+        line.set_data(data[:, 0], data[:, 1])
+        line.set_markevery(sorted(set(marks)))
+
+
+def _segment_in_box(a, b, box) -> tuple[float, float] | None:
+    """The parameter interval [t0, t1] ⊂ [0, 1] of the segment a→b inside ``box`` (display units), or None."""
+    t0, t1 = 0.0, 1.0
+    d = b - a
+    for p, q in ((-d[0], a[0] - box.x0), (d[0], box.x1 - a[0]), (-d[1], a[1] - box.y0), (d[1], box.y1 - a[1])):
+        if p == 0:
+            if q < 0:
+                return None
+            continue
+        t = q / p
+        if p < 0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+        if t0 > t1:
+            return None
+    return t0, t1
 
 
 def batch_row(bss, b: float) -> float:
@@ -320,15 +439,17 @@ def _critical_batch_marks(ax, grid: Grid, bss) -> None:
     a prediction beyond the grid sits on its edge, with an arrow in its label."""
     if grid.noise_scale != grid.noise_scale:
         return
-    nr = len(bss)
+    nr, nc = len(bss), grid.values.shape[1]  # lines in data coordinates: cut where they pass a value
     measured = grid.measured_critical_batch()
     if measured is not None:
-        ax.axhline(list(bss).index(measured), color="#ff7f0e", linestyle="-.", linewidth=2.0, zorder=7,
-                   label=f"measured critical batch: {measured} ({CRITICAL_FRACTION:.0%} of gain)")
+        at = list(bss).index(measured)
+        ax.plot([-0.5, nc - 0.5], [at, at], color="#ff7f0e", linestyle="-.", linewidth=2.0, zorder=7,
+                label=f"measured critical batch: {measured} ({CRITICAL_FRACTION:.0%} of gain)")
     row = batch_row(bss, grid.noise_scale)
     off = " (below the grid)" if row < -0.5 else " (above the grid)" if row > nr - 0.5 else ""
-    ax.axhline(min(max(row, -0.45), nr - 0.55), color="#e377c2", linestyle="-",
-               linewidth=2.4, zorder=7, label=f"predicted critical batch B_simple ≈ {fmt_num(grid.noise_scale, 3)}"
+    at = min(max(row, -0.45), nr - 0.55)
+    ax.plot([-0.5, nc - 0.5], [at, at], color="#e377c2", linestyle="-",
+            linewidth=2.4, zorder=7, label=f"predicted critical batch B_simple ≈ {fmt_num(grid.noise_scale, 3)}"
                f"{off}")
 
 
@@ -548,20 +669,22 @@ def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
     return csv, "\n".join(lines) + "\n"
 
 
-def comparison_caption(comp: RuleComparison) -> str:
+def comparison_caption(comp: RuleComparison, label=str) -> str:
+    """One line on a comparison; ``label`` turns a full optimizer label into the one shown (a display label)."""
     holds, keeps, tol = comp.holds_up_to("tuned"), comp.holds_up_to("base"), f"{RULE_TOLERANCE:g}×"
     where = "" if comp.tuned.higher_is_better else (
         (f"; within {tol} of tuned up to B = {holds}" if holds is not None else
          f"; more than {tol} worse than tuned already at B₀")
         + (f"; keeps its B₀ value (within {tol}) up to B = {keeps}" if keeps is not None else ""))
-    return (f"{comp.tuned.problem}, {comp.tuned.optimizer}: tuned per batch size vs {comp.name} "
+    return (f"{comp.tuned.problem}, {label(comp.tuned.optimizer)}: tuned per batch size vs {comp.name} "
             f"(lr = {comp.formula}, B₀ = {comp.base_batch_size}, η₀ = {fmt_num(comp.base_lr, 3)}: best at B₀{where})")
 
 
-def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: int) -> list[Path]:
+def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: int, label=str) -> list[Path]:
     """Per problem: one panel per optimizer, the metric against the batch size (log-log for losses and steps):
     the tuned optimum at each batch size (black), each rule at its chosen base lr (solid) and at the other
-    base lrs (thin, dashed, labelled at their right end); × on the top edge: that batch size diverged."""
+    base lrs (thin, dashed, labelled at their right end); × on the top edge: that batch size diverged. The
+    panels share one y scale; ``label`` gives each panel's optimizer as shown (a display label)."""
     from matplotlib import ticker
     from matplotlib.lines import Line2D
 
@@ -610,7 +733,7 @@ def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: i
         ax.set_xticks(bss, [str(b) for b in bss])
         ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_xlabel("batch size B (log scale)")
-        ax.set_title(panel, fontsize=10)
+        ax.set_title(label(panel), fontsize=10)
     finite = np.array([v for v in all_values if np.isfinite(v)])
     log_y = metric != "test_acc" and len(finite) and (finite > 0).all()
     if log_y:

@@ -22,7 +22,7 @@ import pandas as pd
 from optbench.censoring import censor
 from optbench.formatting import plural
 from optbench.report.data import ReportData, best_configs, runs_of
-from optbench.report.style import FIG_SIZE, fit_legend, pyplot, save
+from optbench.report.style import FIG_SIZE, fit_legend, layered, pyplot, save
 
 ECDF_TARGETS = 10.0 ** np.linspace(2, -8, 51)
 
@@ -66,13 +66,12 @@ def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title
     finite = ratios.to_numpy()[np.isfinite(ratios.to_numpy())]
     tau_max = max(2.0, float(finite.max()) * 1.5) if len(finite) else 2.0
     taus = np.concatenate([[1.0], np.sort(np.unique(finite)), [tau_max]])
-    for label in ratios.columns:
+    curves = {label: [(r <= tau).mean() if len(r) else 0.0 for tau in taus]
+              for label, r in ((label, ratios[label].to_numpy()) for label in ratios.columns)}
+    for (label, rho), lines in zip(curves.items(), layered(list(curves.values()), max(1, len(taus) // 8))):
         st = data.styles[label]
-        r = ratios[label].to_numpy()
-        rho = [(r <= tau).mean() if len(r) else 0.0 for tau in taus]
-        ax.step(taus, rho, where="post", color=st.color, linewidth=1.8, label=data.short(label),
-                marker=st.marker, markevery=max(1, len(taus) // 8), markersize=5, markeredgecolor="black",
-                markeredgewidth=0.5)
+        ax.step(taus, rho, where="post", color=st.color, label=data.short(label), marker=st.marker, markersize=5,
+                markeredgecolor="black", markeredgewidth=0.5, clip_on=False, **lines)  # equal curves stay visible
     ax.set_xscale("log", base=2)
     ax.set_xlim(1, tau_max)
     ax.set_ylim(-0.02, 1.02)
@@ -81,7 +80,7 @@ def performance_profile(data: ReportData, out: Path, *, formats, dpi: int, title
     left = n_all - len(ratios)
     note = f"; {left} of {n_all} instances solved by none left out" if left else ""
     ax.set_title(f"{title + ': ' if title else ''}performance profile over {len(ratios)} instances "
-                 f"(problem × seed){note}", fontsize=10)
+                 f"(problem × seed){note}", fontsize=10, wrap=True)  # wrapped to the figure's width
     fit_legend(fig, ax.get_lines(), max_cols=3)
     return save(fig, out / "profile", formats, dpi)
 
@@ -109,13 +108,15 @@ def ecdf(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = 
     hits = first_hits(data.steps, runs)
     budget = int(runs["steps"].max()) if len(runs) else 1
     grid = np.unique(np.round(np.logspace(0, np.log10(max(budget, 2)), 200)))
+    curves = {}
     for label in sorted(runs["optimizer_label"].unique()):
-        st = data.styles[label]
         h = hits.loc[runs.loc[runs["optimizer_label"] == label, "run_id"]].to_numpy().ravel()
         h = np.where(h == 0, 1, h)  # already below a target at the start: counts at step 1
-        share = [(h <= x).sum() / len(h) for x in grid]
-        ax.step(grid, share, where="post", color=st.color, linewidth=1.8, label=data.short(label),
-                marker=st.marker, markevery=25, markersize=5, markeredgecolor="black", markeredgewidth=0.5)
+        curves[label] = [(h <= x).sum() / len(h) for x in grid]
+    for (label, share), lines in zip(curves.items(), layered(list(curves.values()), 25)):
+        st = data.styles[label]
+        ax.step(grid, share, where="post", color=st.color, label=data.short(label), marker=st.marker, markersize=5,
+                markeredgecolor="black", markeredgewidth=0.5, clip_on=False, **lines)  # equal curves stay visible
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("steps")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from optbench.formatting import fmt_num  # noqa: F401  (re-exported for the report modules)
 
 # Okabe–Ito (colour-blind safe) without its black, then tab10 extras: an optimizer keeps its entry across every
@@ -52,6 +54,26 @@ def fit_legend(fig, handles, *, max_cols: int = 4, **kwargs):
             if legend_inside(fig, legend):
                 return legend
     return legend
+
+
+LINE_WIDTH = 1.8  # pt: a profile's or ECDF's curve
+LAYER_STEP = 2.4  # pt: how much wider a curve is than the equal curve drawn over it
+
+
+def layered(curves: list, every: int) -> list[dict]:
+    """Line width and marker positions for curves drawn on one axes (``curves``: the y values of each, in
+    drawing order). Curves that are equal everywhere (optimizers that behave alike) would hide all but the last
+    drawn: within each group of equal curves the earlier are drawn wider, ``LAYER_STEP`` each, so every one
+    shows as a band around the next, and their markers start at staggered offsets along the line. Other curves
+    keep ``LINE_WIDTH``."""
+    keys = [tuple(np.round(np.asarray(c, dtype=float), 12)) for c in curves]
+    out = []
+    for i, key in enumerate(keys):
+        group = [j for j, k in enumerate(keys) if k == key]
+        later = sum(j > i for j in group)
+        out.append({"linewidth": LINE_WIDTH + LAYER_STEP * later,
+                    "markevery": ((group.index(i) * every) // len(group), every)})
+    return out
 
 
 def legend_inside(fig, legend) -> bool:

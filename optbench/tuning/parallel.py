@@ -48,7 +48,7 @@ def _worker(tasks, reports, options: dict[str, Any]) -> None:
 
 def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trials: int | None | Sequence[int | None],
                   dims, steps: int, storage: str | None, out_dir: str | Path, progress=None,
-                  while_waiting=None, **options: Any) -> list[TuneResult]:
+                  while_waiting=None, study_done=None, **options: Any) -> list[TuneResult]:
     """Tune every (problem, optimizer) pair with ``workers`` processes; results in the order of ``pairs``.
 
     ``trials`` is one budget for every pair or a sequence of one per pair; the largest studies are
@@ -56,7 +56,8 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
 
     ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, clip_norm,
     clip_value, label_smoothing, schedule).
-    ``progress(n_trials, n_failed)`` is called in this process after every round of any study.
+    ``progress(n_trials, n_failed)`` is called in this process after every round of any study, and
+    ``study_done()`` as each study ends.
     ``while_waiting()`` runs in a background thread of this process once the workers are started (never
     before the fork): the CLI imports the report's libraries there while the workers tune.
     """
@@ -132,6 +133,8 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
                     progress(*payload)
             elif kind == "done":
                 pending.discard(index)
+                if study_done is not None:
+                    study_done()
             else:
                 problem, optimizer = pairs[index]
                 raise OptbenchError(f"tuning {optimizer.label} on {problem.label} failed in a worker:\n{payload}")
