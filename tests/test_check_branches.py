@@ -48,9 +48,11 @@ def test_every_variant_of_every_registry_optimizer_changes_the_numbers(name):
 # Arguments no probe reaches, for reasons the registry documents: LARS applies its trust ratio and weight
 # decay to parameters with ndim > 1 only (an analytic problem is one 1-D vector); LAMB's max_grad_norm needs
 # pre_norm=True, which optbench leaves off; Adafactor's update clipping (RMS of the update > d) does not
-# trigger at 1 or 2 on the probe; L-BFGS's gradient never falls below tolerance_grad = 1e-3 there.
+# trigger at 1 or 2 on the probe (nor adafactor-paper's, whose ε₂ = 1e-3 floor on RMS(x) is below the
+# probe's parameter scale); L-BFGS's gradient never falls below tolerance_grad = 1e-3 there.
 KNOWN_INERT: dict[str, set[str]] = {"lars": {"trust_coefficient", "weight_decay"}, "lamb": {"max_grad_norm"},
-                                    "adafactor": {"clip_threshold"}, "lbfgs": {"tolerance_grad"}}
+                                    "adafactor": {"clip_threshold"}, "adafactor-paper": {"clip_threshold", "eps2"},
+                                    "lbfgs": {"tolerance_grad"}}
 
 
 def test_user_class_variants_read_the_signature(tmp_path, monkeypatch):
