@@ -193,8 +193,10 @@ def test_sensitivity_needs_several_learning_rates():
 
 # ---- waiting, help and messages ------------------------------------------------------------------------------
 
-def test_phase_progress_says_what_and_how_far():
+def test_phase_progress_says_what_and_how_far(monkeypatch):
     from rich.console import Console
+
+    monkeypatch.delenv("CI", raising=False)  # bars are silent under CI
 
     from optbench.cli.progress import PhaseProgress
 
