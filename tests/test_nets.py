@@ -25,13 +25,7 @@ OPTBENCH = str(Path(sys.executable).with_name("optbench"))
 SMALL = "mnist-mlp(width=16, depth=2, batch_size=50, train_size=400, test_size=100)"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids OpenMP spin-waits that make them 10× slower on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -29,12 +29,7 @@ WIDTH, BATCH, LR, EPOCHS, SEEDS = 128, 100, 1e-3, 3, (0, 1, 2)
 TOLERANCE = 0.025
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _real_mnist():

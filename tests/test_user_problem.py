@@ -88,12 +88,7 @@ NETWORK_CONTRACT = ("device_data", "make_model", "init_params", "build_model", "
                     "eval_every", "precision", "input_shape", "architecture")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture
