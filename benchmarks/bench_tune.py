@@ -148,7 +148,8 @@ def sweep_overhead(repeats: int = 15) -> list[dict]:
     from optbench.engines.loop import run_loop
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     problem = get_problem("rosenbrock")
     adam = get_optimizer("adam")
@@ -180,10 +181,10 @@ def sweep_overhead(repeats: int = 15) -> list[dict]:
         fn()
         return time.perf_counter() - w, time.process_time() - c
 
-    import optbench.runner as runner
+    import optbench.sweep.plan as plan
 
     in_engine: list[float] = []  # time inside the engine during the current run_sweep call
-    plain_execute = runner.execute
+    plain_execute = plan.execute
 
     def timed_execute(*args, **kwargs):
         t = time.perf_counter()
@@ -192,7 +193,7 @@ def sweep_overhead(repeats: int = 15) -> list[dict]:
         finally:
             in_engine[-1] += time.perf_counter() - t
 
-    runner.execute = timed_execute
+    plan.execute = timed_execute
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="optbench-overhead-"))  # removed after timing: rm is not the sweep's
     shares: list[float] = []
@@ -221,7 +222,7 @@ def sweep_overhead(repeats: int = 15) -> list[dict]:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
     shutil.rmtree(scratch, ignore_errors=True)
-    runner.execute = plain_execute
+    plan.execute = plain_execute
     return rows
 
 

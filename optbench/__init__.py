@@ -16,7 +16,7 @@ _LAZY = {
     "list_optimizers": "optbench.optimizers",
     "load_results": "optbench.results",
     "load_summary": "optbench.results",
-    "Sweep": "optbench.runner",
+    "Sweep": "optbench.sweep.spec",
     "run_sweep": "optbench.runner",
     "parse_spec": "optbench.spec",
     "parse_spec_list": "optbench.spec",

@@ -33,7 +33,7 @@ WARMUP_SCHEDULE = "warmup-constant"  # optbench.schedules: linear warm-up, then 
 
 @dataclass(frozen=True)
 class RecipeEntry:
-    """A registered recipe: the lr-scaling rule it applies (``optbench.runner.LR_SCALINGS``) and its doc."""
+    """A registered recipe: the lr-scaling rule it applies (``optbench.sweep.spec.LR_SCALINGS``) and its doc."""
 
     name: str
     lr_scaling: str

@@ -391,7 +391,7 @@ def test_muon_groups_split_given_parameter_groups_keeping_their_settings():
 
 def test_a_schedule_free_optimizer_on_a_batchnorm_model_is_refused_before_any_work():
     from optbench.errors import SpecError
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     problem = SimpleNamespace(name="bn-net", label="bn-net", features=frozenset({"batchnorm-buffers"}), dim=10,
                               has_batch_size=False, kind="network")

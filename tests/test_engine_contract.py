@@ -172,7 +172,7 @@ def test_layerwise_rules_on_a_cnn(network_data, name):
 # ---- one decision for the runner and the tuner ----------------------------------------------------
 
 def _run(problem, config, device, **recipe):
-    from optbench.runner import Run
+    from optbench.sweep.spec import Run
 
     return Run(problem, config, 0, 5, 1, "float64", device, **recipe)
 
@@ -184,7 +184,7 @@ RECIPES = [{}, {"clip_norm": 1.0}, {"schedule": "cosine"}]
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_plan_groups_takes_the_capability_decision(network_data, engine, device):
     """For every optimizer, problem kind and recipe, plan_groups runs what choose_engine says, or refuses."""
-    from optbench.runner import plan_groups
+    from optbench.sweep.plan import plan_groups
 
     for problem in (get_problem(ANALYTIC[0]), get_problem(MLP)):
         for name in NAMES:
@@ -212,7 +212,7 @@ def test_plan_groups_takes_the_capability_decision(network_data, engine, device)
     ("lbfgs", {}, "cuda", "batched", "has no batched rule"),
 ])
 def test_network_engine_choices(network_data, name, recipe, device, engine, expected):
-    from optbench.runner import plan_groups
+    from optbench.sweep.plan import plan_groups
 
     run = _run(get_problem(MLP), get_optimizer(name), device, **recipe)
     if expected in ("loop", "batched"):

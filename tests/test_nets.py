@@ -125,7 +125,8 @@ def test_batched_cnn_matches_loop_and_float32_is_close(tmp_path, monkeypatch):
 def test_sweep_with_epochs_and_results_columns(data_dir, tmp_path):
     from optbench.optimizers import get_optimizer as opt
     from optbench.results import load_results, load_summary
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     p = get_problem(SMALL)
     sweep = Sweep([p], [opt("sgd"), opt("adam")], lrs=[1e-3, 1e-2], seeds=[0, 1], epochs=2, batch_sizes=[50, 100],
@@ -153,7 +154,7 @@ def test_sweep_with_epochs_and_results_columns(data_dir, tmp_path):
 
 
 def test_epochs_are_a_usage_error_for_analytic_problems():
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     with pytest.raises(UsageError, match="--epochs applies to network problems"):
         Sweep([get_problem("rosenbrock")], [get_optimizer("sgd")], epochs=2).expand()
@@ -206,7 +207,8 @@ def test_noise_scale_probe_records_estimates_without_changing_the_trajectory(dat
 
 def test_noise_scale_in_results(data_dir, tmp_path):
     from optbench.results import load_results, load_summary
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     p = get_problem(SMALL)
     sweep = Sweep([p], [get_optimizer("sgd(lr=0.1)")], steps=16, device="cpu", noise_scale_every=8)

@@ -18,8 +18,9 @@ from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.recipes import RECIPES, get_recipe, list_recipes
-from optbench.runner import LR_SCALINGS, Sweep, run_sweep
+from optbench.runner import run_sweep
 from optbench.schedules import budget_steps, get_schedule, lr_sequence
+from optbench.sweep.spec import LR_SCALINGS, Sweep
 
 OPTBENCH = shutil.which("optbench") or str(Path(sys.executable).parent / "optbench")
 PROBLEM = "noisy-quadratic(dim=4)"

@@ -13,7 +13,7 @@ import pytest
 from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
-from optbench.runner import Sweep
+from optbench.sweep.spec import Sweep
 
 OPTBENCH = str(Path(sys.executable).with_name("optbench"))
 

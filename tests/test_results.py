@@ -9,7 +9,8 @@ import pytest
 import optbench
 from optbench.errors import UsageError
 from optbench.results import STEP_COLUMNS, SUMMARY_COLUMNS
-from optbench.runner import Sweep, run_sweep
+from optbench.runner import run_sweep
+from optbench.sweep.spec import Sweep
 
 
 def _sweep(**kw):
@@ -92,7 +93,7 @@ def test_git_revision_without_a_subprocess(tmp_path):
     import shutil
     import subprocess
 
-    from optbench.runner import git_revision
+    from optbench.sweep.manifest import git_revision
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
@@ -129,7 +130,7 @@ def test_bulk_run_ids_equal_the_per_run_hash(sweep):
     """expand() fills run ids from one JSON template per configuration; they equal Run.identity's hash."""
     import dataclasses
 
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     problems = [optbench.get_problem(p) for p in sweep.pop("problems")]
     optimizers = [optbench.get_optimizer(o) for o in sweep.pop("optimizers")]

@@ -16,8 +16,8 @@ from optbench.engines.loop import run_loop
 from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
-from optbench.runner import Run, Sweep
 from optbench.schedules import get_schedule, list_schedules, lr_factors, lr_sequence
+from optbench.sweep.spec import Run, Sweep
 
 T, BASE, MIN = 40, 0.1, 1e-3
 

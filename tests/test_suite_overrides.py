@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from optbench.cli.app import app
 from optbench.cli.run import NOT_WITH_SUITE, sweep_options
-from optbench.runner import Sweep
+from optbench.sweep.spec import Sweep
 
 RUN_PARAMS = {p.name: p for p in get_command(app).commands["run"].params}
 NET = "mnist-mlp(width=8, depth=1, batch_size=50, train_size=200, test_size=50)"
@@ -141,7 +141,7 @@ def test_bad_override_values_are_refused_as_run_refuses_them(tmp_path, monkeypat
 
 def test_a_new_sweep_field_is_a_suite_key_and_an_override(tmp_path, monkeypatch):
     """Suite keys and the override table are generated from the Sweep dataclass."""
-    import optbench.runner
+    import optbench.sweep.spec
     from optbench.suite import load_suite, sweep_keys
 
     assert set(sweep_keys()) - {"name", "description"} == {
@@ -149,7 +149,7 @@ def test_a_new_sweep_field_is_a_suite_key_and_an_override(tmp_path, monkeypatch)
         for f in dataclasses.fields(Sweep)}
     Wider = dataclasses.make_dataclass("Wider", [("warp_factor", float, dataclasses.field(default=1.0)),
                                                  ("passes", int, dataclasses.field(default=1))], bases=(Sweep,))
-    monkeypatch.setattr(optbench.runner, "Sweep", Wider)
+    monkeypatch.setattr(optbench.sweep.spec, "Sweep", Wider)
     assert {"warp_factor", "passes"} <= set(sweep_keys())
     assert sweep_options()["warp_factor"] == "warp_factor"
     f = tmp_path / "w.toml"

@@ -16,8 +16,9 @@ from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.results import load_summary
-from optbench.runner import Run, execute
 from optbench.schedules import get_schedule, lr_sequence
+from optbench.sweep.plan import execute
+from optbench.sweep.spec import Run
 from optbench.tuning import get_protocol, parse_space, tune_one
 from optbench.tuning.spaces import check_schedule, check_space, resolve_space, schedule_for, suggest
 from optbench.tuning.study import study_name

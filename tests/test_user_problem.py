@@ -19,7 +19,8 @@ from optbench.errors import SpecError, UserCodeError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem, list_problems
 from optbench.results import load_results, load_summary
-from optbench.runner import Run, Sweep, run_sweep
+from optbench.runner import run_sweep
+from optbench.sweep.spec import Run, Sweep
 
 OPTBENCH = str(Path(sys.executable).with_name("optbench"))
 ROOT = Path(__file__).resolve().parents[1]

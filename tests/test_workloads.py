@@ -137,7 +137,7 @@ def test_augmented_resnet_is_reproducible_and_differs_from_unaugmented(data_dir)
 
 
 def test_dropout_and_no_decay_are_in_identity_and_label_only_when_set(data_dir):
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     def run(spec):
         return Sweep([get_problem(spec)], [get_optimizer("adamw")], steps=2, device="cpu").expand()[0]

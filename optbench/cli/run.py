@@ -97,7 +97,8 @@ def run(
 ) -> None:
     """Run optimizers on problems and print a comparison; results go to a directory others can read."""
     from optbench.errors import UsageError
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     if recipe is not None:
         _check_recipe_options(ctx, recipe, suite)
@@ -139,13 +140,13 @@ NOT_WITH_SUITE = {"problem": "the suite lists the problems", "opt": "the suite l
 
 
 def sweep_options() -> dict[str, str]:
-    """{``run`` option (parameter name): Sweep field}, one per field of :class:`optbench.runner.Sweep`. Given
+    """{``run`` option (parameter name): Sweep field}, one per field of :class:`optbench.sweep.spec.Sweep`. Given
     with --suite, each overrides every sweep of the suite (or is refused: NOT_WITH_SUITE); generated from the
     dataclass so that a new field cannot be forgotten."""
     import dataclasses
 
-    from optbench.runner import Sweep
     from optbench.suite import sweep_key
+    from optbench.sweep.spec import Sweep
 
     return {_OPTION_OF_FIELD.get(f.name, sweep_key(f.name)): f.name for f in dataclasses.fields(Sweep)}
 

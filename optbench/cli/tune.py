@@ -75,8 +75,9 @@ def tune(
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.results import check_writable, update_manifest
-    from optbench.runner import DTYPES, ENGINES, Sweep, run_sweep
+    from optbench.runner import run_sweep
     from optbench.spec import parse_spec_list
+    from optbench.sweep.spec import DTYPES, ENGINES, Sweep
     from optbench.tuning import get_protocol, parse_space, tune_one
     from optbench.tuning.spaces import check_schedule, check_space, resolve_space
     from optbench.tuning.study import check_tuning

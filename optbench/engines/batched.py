@@ -24,7 +24,7 @@ SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
 # the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine
 PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED})
-# the training-recipe settings (runner.Run.recipe keys) it implements; lr scaling is already in each lr
+# the training-recipe settings (sweep.spec.Run.recipe keys) it implements; lr scaling is already in each lr
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 
 

@@ -32,7 +32,7 @@ def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str], frozense
         from optbench.engines import batched
 
         return batched.PROVIDES, batched.RECIPE, frozenset()
-    from optbench.engines import network  # every other kind is the network track (as runner.execute)
+    from optbench.engines import network  # every other kind is the network track (as sweep.plan.execute)
 
     return network.BATCHED_PROVIDES, network.BATCHED_RECIPE, network.BATCHED_FEATURES
 

@@ -252,7 +252,8 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
                             clip_value=clip_value, schedule=schedules, measure_cost=False)
         return trace.steps, trace.loss, trace.end_loss, trace.status
     from optbench.engines.network import MAX_NET_GROUP
-    from optbench.runner import Run, execute
+    from optbench.sweep.plan import execute
+    from optbench.sweep.spec import Run
 
     schedules = schedules or ["constant"] * len(configs)
     runs = [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, schedule=s, clip_norm=clip_norm,
@@ -315,8 +316,8 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     from optuna.trial import TrialState
 
     from optbench.engines.capabilities import choose_engine
-    from optbench.runner import Run
     from optbench.schedules import get_schedule
+    from optbench.sweep.spec import Run
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()

@@ -1,0 +1,80 @@
+"""Which engine runs which runs: a sweep's runs as work items, and one work item run on its engine.
+
+Runs that one batched rule can advance together (same problem, same rule, same non-float settings) form a
+group; ``engine='auto'`` runs such groups on the batched engine and everything else on the loop engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from optbench.sweep.spec import Run
+
+MAX_GROUP = 4096  # configurations per batched group (bounded memory per group)
+
+
+def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]:
+    """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else.
+    Which engine runs what is :func:`optbench.engines.capabilities.choose_engine` (the tuner asks it too)."""
+    from optbench.engines.batched import group_key
+    from optbench.engines.capabilities import choose_engine
+    from optbench.engines.network import MAX_NET_GROUP
+
+    groups: dict[tuple, list[Run]] = {}
+    items: list[tuple[str, list[Run]]] = []
+    choices: dict[tuple, tuple[str, tuple]] = {}  # the seeds of a configuration share its optimizer and problem
+
+    def choice(run: Run) -> tuple[str, tuple]:
+        """(the engine for the run, its rule's group key), once per configuration and recipe."""
+        key = (id(run.optimizer), id(run.problem), run.device, run.schedule, run.clip_norm, run.clip_value,
+               run.label_smoothing, run.lr_scaling, run.base_batch_size, run.noise_scale_every)
+        if key not in choices:
+            chosen = choose_engine(engine, run.problem, run.optimizer, run.recipe, run.device)
+            choices[key] = (chosen, group_key(run.optimizer) if chosen == "batched" else ())
+        return choices[key]
+
+    for run in runs:
+        chosen, rule_key = choice(run)
+        if chosen == "loop":
+            items.append(("loop", [run]))
+        elif run.problem.kind == "analytic":
+            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, rule_key, run.schedule,
+                   run.clip_norm, run.clip_value)
+            groups.setdefault(key, []).append(run)
+        else:
+            key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key)
+            groups.setdefault(key, []).append(run)
+    for group in groups.values():
+        size = MAX_GROUP if group[0].problem.kind == "analytic" else MAX_NET_GROUP
+        for i in range(0, len(group), size):
+            items.append(("batched", group[i: i + size]))
+    return items
+
+
+def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None = None):
+    """Run one work item; returns its GroupTrace."""
+    import torch
+
+    dtype = getattr(torch, runs[0].dtype)
+    device = torch.device(runs[0].device)
+    first = runs[0]
+    if first.problem.kind != "analytic":
+        from optbench.engines.network import run_network, run_network_batched  # the network track
+
+        if engine == "batched":
+            return run_network_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs],
+                                       first.steps, first.record_every, device=device, progress=progress)
+        recipe = {k: v for k, v in first.recipe.items() if k not in ("lr_scaling", "base_batch_size")}
+        return run_network(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
+                           device=device, dtype=dtype, progress=progress, **recipe)
+    if engine == "batched":
+        from optbench.engines.batched import run_batched
+
+        return run_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs], first.steps,
+                           first.record_every, device=device, dtype=dtype, progress=progress,
+                           schedule=first.schedule, clip_norm=first.clip_norm, clip_value=first.clip_value)
+    from optbench.engines.loop import run_loop
+
+    return run_loop(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
+                    device=device, dtype=dtype, progress=progress, schedule=first.schedule,
+                    clip_norm=first.clip_norm, clip_value=first.clip_value)
