@@ -360,6 +360,7 @@ def same_objective(pair: str, seeds: range) -> list[dict]:
     import torch
 
     from optbench.engines.batched import run_batched
+    from optbench.engines.recipe import Recipe
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.tuning import get_protocol, parse_space, tune_one
@@ -371,14 +372,15 @@ def same_objective(pair: str, seeds: range) -> list[dict]:
     def objective(trial):
         lr = trial.suggest_float("lr", LR_LOW, LR_HIGH, log=True)
         trace = run_batched(problem, [opt.with_hyperparams(lr=lr)], [0], STEPS, STEPS, dtype=torch.float32,
-                            clip_norm=1.0)
+                            recipe=Recipe(clip_norm=1.0))
         return float(trace.end_loss[0]) if trace.status[0] == "done" else math.inf
 
     rows = []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as d:
             ours = tune_one(problem, opt, protocol=get_protocol("tpe"), trials=budget(opt_name), dims=parse_space(None),
-                            steps=STEPS, out_dir=d, batch=100, dtype="float32", clip_norm=1.0, seed=seed)
+                            steps=STEPS, out_dir=d, batch=100, dtype="float32", recipe=Recipe(clip_norm=1.0),
+                            seed=seed)
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
         study.optimize(objective, n_trials=budget(opt_name))
         rows.append({"seed": seed, "optbench": ours.best_value, "sequential": study.best_value})

@@ -61,6 +61,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
         "environment": environment(",".join(sorted({r.device for r in runs})) or sweep.device),
         "schema": {"steps": "one row per (run, recorded step)", "summary": "one row per run"},
     }
+    recipe = sweep.recipe
     sweep_record: dict[str, Any] = {
         "id": uuid.uuid4().hex[:16],  # finds this record again under concurrent writers
         "command": command,
@@ -75,13 +76,13 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
         "batch_sizes": list(sweep.batch_sizes) if sweep.batch_sizes else None,
         "record_every": runs[0].record_every if runs else None,
         "engine": sweep.engine, "device": sweep.device, "dtype": sweep.dtype,
-        "schedules": list(dict.fromkeys(r.schedule for r in runs)) or list(sweep.schedules),
-        "clip_norm": sweep.clip_norm, "clip_value": sweep.clip_value, "label_smoothing": sweep.label_smoothing,
-        **({"recipe": runs[0].recipe_name if runs else sweep.recipe} if sweep.recipe else {}),
-        **({"lr_scaling": runs[0].lr_scaling if runs else sweep.lr_scaling,
-            "base_batch_size": runs[0].base_batch_size if runs else None}
-           if sweep.lr_scaling or sweep.recipe else {}),
-        **({"noise_scale_every": sweep.noise_scale_every} if sweep.noise_scale_every else {}),
+        "schedules": list(dict.fromkeys(r.recipe.schedule for r in runs)) or sweep.schedule_axis,
+        "clip_norm": recipe.clip_norm, "clip_value": recipe.clip_value, "label_smoothing": recipe.label_smoothing,
+        **({"recipe": runs[0].recipe_name if runs else sweep.recipe_name} if sweep.recipe_name else {}),
+        **({"lr_scaling": runs[0].recipe.lr_scaling if runs else recipe.lr_scaling,
+            "base_batch_size": runs[0].recipe.base_batch_size if runs else None}
+           if recipe.lr_scaling or sweep.recipe_name else {}),
+        **({"noise_scale_every": recipe.noise_scale_every} if recipe.noise_scale_every else {}),
         "target": sweep.target,  # steps to target: loss − f* ≤ target; None: each problem's own
         "runs": len(runs), "skipped": len(runs) - len(todo),
     }

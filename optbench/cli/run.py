@@ -126,7 +126,7 @@ def run(
 
             values["device"], values["dtype"] = deterministic_settings(values["problems"], device, dtype)
             enable_determinism()
-        outcome = run_sweep(Sweep(**values), out_dir, force=force, command=command, progress_factory=progress,
+        outcome = run_sweep(Sweep.build(**values), out_dir, force=force, command=command, progress_factory=progress,
                             workers=workers)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
     _maybe_report(outcome, report, quiet or json_out)
@@ -143,12 +143,9 @@ def sweep_options() -> dict[str, str]:
     """{``run`` option (parameter name): Sweep field}, one per field of :class:`optbench.sweep.spec.Sweep`. Given
     with --suite, each overrides every sweep of the suite (or is refused: NOT_WITH_SUITE); generated from the
     dataclass so that a new field cannot be forgotten."""
-    import dataclasses
+    from optbench.suite import sweep_key, sweep_settings
 
-    from optbench.suite import sweep_key
-    from optbench.sweep.spec import Sweep
-
-    return {_OPTION_OF_FIELD.get(f.name, sweep_key(f.name)): f.name for f in dataclasses.fields(Sweep)}
+    return {_OPTION_OF_FIELD.get(f.name, sweep_key(f.name)): f.name for f in sweep_settings()}
 
 
 def sweep_value(option: str, value):

@@ -6,7 +6,7 @@ problem kind runs a configuration only when
 - the optimizer has a batched rule (``OptimizerEntry.batched``),
 - the engine provides every need the rule declares (``Rule.needs`` against the engine's ``PROVIDES``:
   Hessians, per-parameter-tensor norms, a closure), and
-- the engine implements every training-recipe setting of the run (``Run.recipe`` keys against the
+- the engine implements every training-recipe setting of the run (``Recipe.settings()`` against the
   engine's ``RECIPE``: schedules, clipping, label smoothing, …), and
 - the engine runs every model feature of the problem (``NetworkProblem.features`` against the engine's
   ``BATCHED_FEATURES``: BatchNorm running statistics, dropout, on-device augmentation, parameter groups;
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from optbench.engines.recipe import Recipe
 from optbench.errors import UsageError
 
 
@@ -37,9 +38,14 @@ def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str], frozense
     return network.BATCHED_PROVIDES, network.BATCHED_RECIPE, network.BATCHED_FEATURES
 
 
-def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -> str | None:
-    """Why the batched engine cannot run ``optimizer`` on ``problem`` with these recipe settings (the keys
-    of ``Run.recipe``), or None when it can, reproducing the loop engine."""
+def _settings(recipe: Recipe | Iterable[str]) -> frozenset[str]:
+    return recipe.settings() if isinstance(recipe, Recipe) else frozenset(recipe)
+
+
+def batched_unsupported_reason(problem, optimizer, recipe: Recipe | Iterable[str] = ()) -> str | None:
+    """Why the batched engine cannot run ``optimizer`` on ``problem`` with this recipe (a :class:`Recipe` or
+    the names of its non-default settings, ``Recipe.settings()``), or None when it can, reproducing the loop
+    engine."""
     from optbench.engines.batched_rules import RULES, missing_needs
 
     loop_only = getattr(problem, "loop_only", None)  # e.g. a user training task with its own loss
@@ -56,13 +62,13 @@ def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -
     if missing:
         return (f"the {optimizer.name!r} rule needs {'; '.join(missing)}, which it does not provide for "
                 f"{problem.kind} problems")
-    unimplemented = sorted(set(recipe) - implements)
+    unimplemented = sorted(_settings(recipe) - implements)
     if unimplemented:
         return f"it does not implement {', '.join(unimplemented)} for {problem.kind} problems"
     return None
 
 
-def engine_supports(engine: str, problem, optimizer, recipe: Iterable[str] = ()) -> bool:
+def engine_supports(engine: str, problem, optimizer, recipe: Recipe | Iterable[str] = ()) -> bool:
     """Whether ``engine`` runs ``optimizer`` on ``problem`` as the loop engine would (``loop`` and ``auto``,
     which falls back to it, always do)."""
     if engine in ("loop", "auto"):
@@ -72,7 +78,8 @@ def engine_supports(engine: str, problem, optimizer, recipe: Iterable[str] = ())
     raise ValueError(f"engine_supports: not an engine: {engine!r}")
 
 
-def choose_engine(requested: str, problem, optimizer, recipe: Iterable[str] = (), device: str = "cpu") -> str:
+def choose_engine(requested: str, problem, optimizer, recipe: Recipe | Iterable[str] = (),
+                  device: str = "cpu") -> str:
     """The engine (``loop`` or ``batched``) for a run, given ``--engine requested`` (``auto``, ``loop`` or
     ``batched``); ``batched`` that cannot be honoured raises ``UsageError`` with the reason."""
     if requested not in ("auto", "loop", "batched"):

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 
 from optbench.cost import PeakMemory
 from optbench.engines.batched_rules import LAYERS
-from optbench.engines.loop import backward, set_scheduled_lr
+from optbench.engines.loop import backward
+from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
-from optbench.problems.base import derive_seed
+from optbench.problems.base import Problem, derive_seed
 from optbench.problems.nets import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS
 
 SYNC_EVERY = 50  # steps between host checks for "every run has ended" and progress updates
@@ -330,12 +331,11 @@ class NoiseScaleProbe:
         return noise_scale_from_norms(norms[:, 0], norms[:, 1], self.b_small, self.b_big)
 
 
-def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu", dtype=None,
-                progress=None, schedule: str | None = None, clip_norm: float | None = None,
-                clip_value: float | None = None, label_smoothing: float = 0.0,
-                noise_scale_every: int = 0) -> GroupTrace:
+def run_network(problem: Problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu",
+                dtype=None, progress=None, recipe: Recipe = PLAIN) -> GroupTrace:
     """Train one run with a real optimizer object (K = 1). ``dtype`` (the sweep's, meant for analytic problems)
-    is ignored: networks train in the problem's ``precision``. ``noise_scale_every=N`` estimates the gradient
+    is ignored: networks train in the problem's ``precision``. ``recipe`` (:class:`Recipe`): schedule, clipping,
+    label smoothing and the noise-scale probe; ``recipe.noise_scale_every=N`` estimates the gradient
     noise scale at steps 0, N, 2N, … ≤ ``steps`` (:class:`NoiseScaleProbe`; extra columns ``noise_scale`` and
     ``noise_scale_stderr``, NaN elsewhere; the time it takes is kept out of ``wall_time_s``).
 
@@ -348,7 +348,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     ``eval()`` for the recorded loss, gradient norm and evaluation of every step (the point it reports) and in
     ``train()`` for a second forward/backward on the same batch that its step uses."""
     features = getattr(problem, "features", frozenset())
-    if noise_scale_every and features & {BUFFERS, DROPOUT}:
+    if recipe.noise_scale_every and features & {BUFFERS, DROPOUT}:
         from optbench.errors import UsageError
 
         raise UsageError(f"--noise-scale-every needs a model without BatchNorm or dropout; {problem.label} has "
@@ -357,12 +357,12 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     rng = (torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type)
            if DROPOUT in features else contextlib.nullcontext())
     with rng:
-        return _run_network(problem, optimizer, seed, steps, record_every, device, progress, schedule, clip_norm,
-                            clip_value, label_smoothing, noise_scale_every, features)
+        return _run_network(problem, optimizer, seed, steps, record_every, device, progress, recipe, features)
 
 
-def _run_network(problem, optimizer, seed, steps, record_every, device, progress, schedule, clip_norm, clip_value,
-                 label_smoothing, noise_scale_every, features) -> GroupTrace:
+def _run_network(problem, optimizer, seed, steps, record_every, device, progress, recipe: Recipe,
+                 features) -> GroupTrace:
+    label_smoothing, noise_scale_every = recipe.label_smoothing, recipe.noise_scale_every
     dtype = train_dtype(problem)
     data = problem.device_data(device)
     memory = PeakMemory(device)  # after the data, which every run of the problem shares
@@ -390,12 +390,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
             return cross_entropy(logits.to(dtype), y, label_smoothing)
 
     closure = NetClosure(model, forward, names, loss_fn, masks)
-    lrs = None
-    group_lrs = [g["lr"] for g in opt.param_groups] if optimizer.entry.param_groups else None
-    if schedule is not None:
-        from optbench.schedules import lr_sequence
-
-        lrs = lr_sequence(schedule, steps, optimizer.lr)
+    per_step = StepRecipe(recipe, opt, optimizer, steps)
     order = BatchOrder([seed], data.n_train, problem.batch_size, device)
     probe_steps = range(0, steps + 1, noise_scale_every) if noise_scale_every else range(0)
     rec = NetRecorder(problem, 1, steps, record_every, device, extra_steps=probe_steps)
@@ -455,12 +450,8 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
             break
         if ticker.tick(t, rec):
             break
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip_norm)
-        if clip_value is not None:
-            torch.nn.utils.clip_grad_value_(params, clip_value)
-        if lrs is not None:
-            set_scheduled_lr(opt, lrs[t], optimizer.lr, group_lrs)
+        per_step.clip_(params)
+        per_step.set_lr(t)
         if needs_closure:
             closure.x, closure.y = x, y
             kept = [b.clone() for b in buffers]  # running statistics after this step's own forward pass

@@ -26,8 +26,7 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
 
     def choice(run: Run) -> tuple[str, tuple]:
         """(the engine for the run, its rule's group key), once per configuration and recipe."""
-        key = (id(run.optimizer), id(run.problem), run.device, run.schedule, run.clip_norm, run.clip_value,
-               run.label_smoothing, run.lr_scaling, run.base_batch_size, run.noise_scale_every)
+        key = (id(run.optimizer), id(run.problem), run.device, run.recipe)
         if key not in choices:
             chosen = choose_engine(engine, run.problem, run.optimizer, run.recipe, run.device)
             choices[key] = (chosen, group_key(run.optimizer) if chosen == "batched" else ())
@@ -38,8 +37,9 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
         if chosen == "loop":
             items.append(("loop", [run]))
         elif run.problem.kind == "analytic":
-            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, rule_key, run.schedule,
-                   run.clip_norm, run.clip_value)
+            recipe = run.recipe
+            key = (run.problem.label, run.steps, run.record_every, run.dtype, run.device, rule_key, recipe.schedule,
+                   recipe.clip_norm, recipe.clip_value)
             groups.setdefault(key, []).append(run)
         else:
             key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key)
@@ -64,17 +64,14 @@ def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None
         if engine == "batched":
             return run_network_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs],
                                        first.steps, first.record_every, device=device, progress=progress)
-        recipe = {k: v for k, v in first.recipe.items() if k not in ("lr_scaling", "base_batch_size")}
         return run_network(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
-                           device=device, dtype=dtype, progress=progress, **recipe)
+                           device=device, dtype=dtype, progress=progress, recipe=first.recipe)
     if engine == "batched":
         from optbench.engines.batched import run_batched
 
         return run_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs], first.steps,
-                           first.record_every, device=device, dtype=dtype, progress=progress,
-                           schedule=first.schedule, clip_norm=first.clip_norm, clip_value=first.clip_value)
+                           first.record_every, device=device, dtype=dtype, progress=progress, recipe=first.recipe)
     from optbench.engines.loop import run_loop
 
     return run_loop(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
-                    device=device, dtype=dtype, progress=progress, schedule=first.schedule,
-                    clip_norm=first.clip_norm, clip_value=first.clip_value)
+                    device=device, dtype=dtype, progress=progress, recipe=first.recipe)

@@ -16,32 +16,27 @@ from typing import Any
 
 from optbench import __version__
 from optbench.devices import problem_device
+from optbench.engines.recipe import PLAIN, Recipe
 from optbench.errors import SpecError, UsageError
+from optbench.problems.base import Problem
 from optbench.spec import format_spec
 
 ENGINES = ("auto", "loop", "batched")
 DTYPES = ("float64", "float32")
 MAX_RECORDED_ROWS = 1000  # default record interval keeps about this many rows per run
 SAMPLED_ORACLES = "one-sample-per-step"  # identity of closure-calling runs on noisy analytic problems (Run.identity)
-LR_SCALINGS = {"linear": 1.0, "sqrt": 0.5}  # lr = base lr × (B / B_base)^power (Goyal et al. 2017; √ rule)
 
 
 @dataclass(frozen=True)
 class Run:
-    problem: Any  # a problem object (optbench.problems)
+    problem: Problem  # a problem object (optbench.problems)
     optimizer: Any  # an OptimizerConfig with its learning rate applied
     seed: int
     steps: int
     record_every: int
     dtype: str = "float64"
     device: str = "cpu"
-    schedule: str = "constant"  # a schedule spec label (optbench.schedules)
-    clip_norm: float | None = None  # clip the gradient the optimizer sees to this norm (per run)
-    clip_value: float | None = None  # clip each gradient coordinate to [-v, v]
-    label_smoothing: float = 0.0  # network problems only
-    lr_scaling: str | None = None  # "linear" or "sqrt": the lr was scaled from base_batch_size (LR_SCALINGS)
-    base_batch_size: int | None = None
-    noise_scale_every: int = 0  # network problems: estimate the gradient noise scale every N steps (0: off)
+    recipe: Recipe = PLAIN  # schedule, clipping, label smoothing, lr scaling, noise scale (engines.recipe)
     recipe_name: str | None = None  # the named recipe (optbench.recipes) that set lr_scaling and the schedule;
     # recorded, not part of the identity or label: the settings it expands to already are
     target: float | None = None  # steps to target counts loss − f* ≤ target (None: the problem's own target);
@@ -51,21 +46,9 @@ class Run:
     def resolved_target(self) -> float:
         return self.problem.target if self.target is None else self.target
 
-    @functools.cached_property
-    def recipe(self) -> dict[str, Any]:
-        """The non-default training-recipe settings; empty for the defaults, so run ids stay as before."""
-        from optbench.schedules import get_schedule
-
-        schedule = get_schedule(self.schedule)
-        recipe: dict[str, Any] = {} if schedule.is_constant else {"schedule": schedule.resolved}
-        for key in ("clip_norm", "clip_value", "label_smoothing", "lr_scaling", "base_batch_size",
-                    "noise_scale_every"):
-            if getattr(self, key):
-                recipe[key] = getattr(self, key)
-        return recipe
-
     @property
     def identity(self) -> dict[str, Any]:
+        recipe = self.recipe.identity()
         source = getattr(self.optimizer.entry, "source_sha", "")  # a user file's code: edits re-run
         problem_source = getattr(self.problem, "source_sha", "")  # a user problem's module (optbench.problems.user)
         return {
@@ -81,7 +64,7 @@ class Run:
             "dtype": self.dtype,
             "device_type": self.device.split(":")[0],
             "optbench": __version__,
-            **({"recipe": self.recipe} if self.recipe else {}),
+            **({"recipe": recipe} if recipe else {}),
             **({"oracles": SAMPLED_ORACLES} if self.sees_sampled_oracles else {}),
         }
 
@@ -100,13 +83,8 @@ class Run:
 
     @functools.cached_property
     def optimizer_label(self) -> str:
-        from optbench.schedules import recipe_label
-
-        label = format_spec(self.optimizer.name, {k: v for k, v in self.optimizer.given.items() if k != "lr"})
-        label += recipe_label(self.schedule, self.clip_norm, self.clip_value, self.label_smoothing)
-        if self.lr_scaling:
-            label += f"+{self.lr_scaling}-scaling(base_batch_size={self.base_batch_size})"
-        return label + (f"+noise-scale(every={self.noise_scale_every})" if self.noise_scale_every else "")
+        given = {k: v for k, v in self.optimizer.given.items() if k != "lr"}
+        return format_spec(self.optimizer.name, given) + self.recipe.label()
 
 
 def _hash_identity(text: str) -> str:
@@ -152,16 +130,40 @@ class Sweep:
     engine: str = "auto"
     device: str = "auto"  # "auto": CPU for analytic problems, the accelerator (if any) for networks
     dtype: str = "float64"
-    schedules: Sequence[str] = ("constant",)  # schedule specs, a sweep axis (optbench.schedules)
-    clip_norm: float | None = None
-    clip_value: float | None = None
-    label_smoothing: float = 0.0
+    schedules: Sequence[str] | None = None  # schedule specs, a sweep axis (optbench.schedules); None: recipe's
     epochs: int | None = None  # network problems: a budget of epochs, steps = epochs × ceil(n_train / batch)
-    lr_scaling: str | None = None  # LR_SCALINGS: each run's lr = base lr × (B / base_batch_size)^power
-    base_batch_size: int | None = None  # default: the smallest batch size of the sweep
-    noise_scale_every: int = 0  # network problems: gradient noise scale every N steps (optbench.noise_scale)
-    recipe: str | None = None  # a named recipe (optbench.recipes): sets lr_scaling and the schedule
+    recipe: Recipe = PLAIN  # every run's recipe; lr_scaling scales each run's lr from recipe.base_batch_size
+    # (default: the smallest batch size of the sweep), the schedule is each run's from ``schedules``
+    recipe_name: str | None = None  # a named recipe (optbench.recipes): sets lr_scaling and the schedule
     target: float | None = None  # steps to target: loss − f* ≤ target; None: each problem's own (optbench.targets)
+
+    @classmethod
+    def build(cls, problems: Sequence[Any], optimizers: Sequence[Any], **settings: Any) -> Sweep:
+        """A sweep from flat settings, as the command line and suite files give them: the fields of
+        :class:`Recipe` (``clip_norm=1.0``, …) go into ``recipe``, the rest are Sweep fields."""
+        return cls(problems, optimizers).with_settings(**settings)
+
+    def with_settings(self, **settings: Any) -> Sweep:
+        """A copy with flat settings replaced (Sweep fields, and Recipe fields but ``schedule``, which is the
+        ``schedules`` axis); an unknown name is a ``UsageError`` listing the valid ones."""
+        import dataclasses
+
+        own = {f.name for f in dataclasses.fields(self)} - {"recipe"}
+        of_recipe = set(Recipe.field_names()) - {"schedule"}
+        unknown = sorted(set(settings) - own - of_recipe)
+        if unknown:
+            raise UsageError(f"{unknown[0]!r} is not a sweep setting; valid: {', '.join(sorted(own | of_recipe))}.")
+        recipe = self.recipe.replace(**{k: v for k, v in settings.items() if k in of_recipe})
+        return dataclasses.replace(self, **{k: v for k, v in settings.items() if k in own}, recipe=recipe)
+
+    def setting(self, name: str) -> Any:
+        """A flat setting's value (a Sweep field, or a field of its recipe), as :meth:`with_settings` takes it."""
+        return getattr(self.recipe if name in Recipe.field_names() and name != "schedule" else self, name)
+
+    @property
+    def schedule_axis(self) -> list[str]:
+        """The schedule specs the sweep varies (``schedules``, else the recipe's one schedule)."""
+        return list(self.schedules or (self.recipe.schedule,))
 
     def expand(self) -> list[Run]:
         """Every run of the sweep, in order (problem, optimizer, lr, schedule, seed), run ids filled in."""
@@ -177,15 +179,16 @@ class Sweep:
         from optbench.problems import get_problem
         from optbench.problems.nets import BUFFERS
 
-        if self.recipe is not None:
+        if self.recipe_name is not None:
             import dataclasses
 
             from optbench.recipes import get_recipe
 
-            recipe = get_recipe(self.recipe)
-            lr_scaling, schedules = recipe.apply(self.lr_scaling, self.schedules)
-            plain = dataclasses.replace(self, recipe=None, lr_scaling=lr_scaling, schedules=schedules)
-            return [[dataclasses.replace(run, recipe_name=recipe.label) for run in block]
+            named = get_recipe(self.recipe_name)
+            lr_scaling, schedules = named.apply(self.recipe.lr_scaling, self.schedules)
+            plain = dataclasses.replace(self, recipe_name=None, recipe=self.recipe.replace(lr_scaling=lr_scaling),
+                                        schedules=schedules)
+            return [[dataclasses.replace(run, recipe_name=named.label) for run in block]
                     for block in plain._seed_blocks()]
         if self.steps < 1:
             raise UsageError(f"--steps {self.steps} must be at least 1.")
@@ -216,8 +219,11 @@ class Sweep:
                     raise SpecError(f"Optimizer {opt.name!r} is schedule-free: its reported point needs BatchNorm "
                                     f"statistics recomputed there, which optbench does not do; {p.label} has "
                                     "BatchNorm. Use a model without it.")
-        schedules = self.check_recipe(problems)
-        base_batch = self._check_lr_scaling(problems)
+        recipe = self.recipe
+        schedules = recipe.validate(problems, self.optimizers, lrs=self.lrs, steps=self.steps,
+                                    schedules=self.schedule_axis)
+        base_batch = recipe.resolve_lr_scaling(problems, self.optimizers)
+        recipe = recipe.replace(base_batch_size=base_batch)
         blocks = []
         seeds = [int(seed) for seed in self.seeds]
         for problem in problems:
@@ -225,39 +231,15 @@ class Sweep:
             budget = self._budget(problem, record_every)
             for opt in self.optimizers:
                 configs = [opt.with_hyperparams(lr=lr) for lr in self.lrs] if self.lrs else [opt]
-                if self.lr_scaling:
-                    factor = (problem.batch_size / base_batch) ** LR_SCALINGS[self.lr_scaling]
+                if recipe.lr_scaling:
+                    factor = recipe.lr_factor(problem.batch_size, base_batch)
                     configs = [c.with_hyperparams(lr=c.lr * factor) for c in configs]
                 for config in configs:
-                    for schedule in schedules:
-                        blocks.append([Run(problem, config, seed, *budget, self.dtype, device, schedule,
-                                           self.clip_norm, self.clip_value, self.label_smoothing, self.lr_scaling,
-                                           base_batch if self.lr_scaling else None, self.noise_scale_every,
+                    for run_recipe in [recipe.replace(schedule=schedule) for schedule in schedules]:
+                        blocks.append([Run(problem, config, seed, *budget, self.dtype, device, run_recipe,
                                            target=target)
                                        for seed in seeds])
         return blocks
-
-    def _check_lr_scaling(self, problems) -> int | None:
-        """Validate the lr-scaling rule and the noise-scale interval; returns the resolved base batch size."""
-        if self.noise_scale_every < 0:
-            raise UsageError(f"--noise-scale-every {self.noise_scale_every} must be >= 0 (0: off).")
-        if self.noise_scale_every and any(p.kind != "network" for p in problems):
-            raise UsageError("--noise-scale-every applies to network problems only.")
-        if self.lr_scaling is None:
-            if self.base_batch_size is not None:
-                raise UsageError("--base-batch-size needs --lr-scaling linear or sqrt.")
-            return None
-        if self.lr_scaling not in LR_SCALINGS:
-            raise UsageError(f"Unknown --lr-scaling {self.lr_scaling!r}; valid: {', '.join(LR_SCALINGS)}.")
-        without = sorted({p.name for p in problems if not p.has_batch_size})
-        if without:
-            raise UsageError(f"--lr-scaling needs problems with a batch size; {', '.join(without)} has none.")
-        no_lr = [o.name for o in self.optimizers if o.lr is None]
-        if no_lr:
-            raise UsageError(f"--lr-scaling needs a learning rate; {', '.join(no_lr)} has none.")
-        if self.base_batch_size is not None and self.base_batch_size < 1:
-            raise UsageError(f"--base-batch-size {self.base_batch_size} must be at least 1.")
-        return self.base_batch_size or min(p.batch_size for p in problems)
 
     def _budget(self, problem, record_every: int) -> tuple[int, int]:
         """(steps, record interval) of a problem's runs: ``steps``, or ``epochs`` of a network problem."""
@@ -270,28 +252,3 @@ class Sweep:
                              "use --steps.")
         steps = self.epochs * problem.steps_per_epoch()
         return steps, self.record_every or max(1, -(-steps // MAX_RECORDED_ROWS))
-
-    def check_recipe(self, problems) -> list[str]:
-        """Validate schedules, clipping and label smoothing; returns canonical schedule labels."""
-        from optbench.schedules import get_schedule
-
-        schedules = [get_schedule(s) for s in (self.schedules or ("constant",))]
-        labels = list(dict.fromkeys(s.label for s in schedules))
-        for name, value in (("--clip-norm", self.clip_norm), ("--clip-value", self.clip_value)):
-            if value is not None and not value > 0:
-                raise UsageError(f"{name} {value!r} must be > 0.")
-        if not 0 <= self.label_smoothing < 1:
-            raise UsageError(f"--label-smoothing {self.label_smoothing!r} must be in [0, 1).")
-        if self.label_smoothing and any(p.kind == "analytic" for p in problems):
-            raise UsageError("--label-smoothing applies to network (classification) problems only.")
-        if any(not s.is_constant for s in schedules):
-            without = [o.name for o in self.optimizers if "lr" not in o.entry.params]
-            if without:
-                raise UsageError(f"--schedule needs a learning rate; {', '.join(without)} has none.")
-            for s in schedules:  # fail before any work: bad warm-up lengths, min_lr above the lr
-                for lr in (self.lrs or [o.lr for o in self.optimizers]):
-                    if lr is not None:
-                        from optbench.schedules import lr_sequence
-
-                        lr_sequence(s, self.steps, lr)
-        return labels

@@ -97,7 +97,7 @@ class _RunConfigs:
         self.rows: list[dict[str, Any]] = []
         of_run = []
         for run in runs:
-            key = (id(run.problem), id(run.optimizer), run.steps, *_recipe_key(run), run.recipe_name)
+            key = (id(run.problem), id(run.optimizer), run.steps, run.recipe, run.recipe_name)
             if key not in index:
                 index[key] = len(self.rows)
                 problem, optimizer = run.problem, run.optimizer
@@ -107,8 +107,8 @@ class _RunConfigs:
                     "lr": optimizer.lr if optimizer.lr is not None else np.nan,
                     "batch_size": problem.batch_size, "steps": run.steps,
                     "hparams": json.dumps(optimizer.hyperparams, sort_keys=True, default=repr),
-                    "schedule": run.schedule,
-                    "recipe": json.dumps(run.recipe, sort_keys=True, default=repr),
+                    "schedule": run.recipe.schedule,
+                    "recipe": json.dumps(run.recipe.identity(), sort_keys=True, default=repr),
                     "recipe_name": run.recipe_name or "",  # '': no named recipe
                 })
             of_run.append(index[key])
@@ -198,11 +198,6 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
         **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64))
            for c in SUMMARY_COST_COLUMNS},
     })
-
-
-def _recipe_key(run: Run) -> tuple:
-    return (run.schedule, run.clip_norm, run.clip_value, run.label_smoothing, run.lr_scaling, run.base_batch_size,
-            run.noise_scale_every)
 
 
 def _last_finite(values, steps, end_step):
