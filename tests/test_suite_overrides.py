@@ -177,7 +177,8 @@ def test_suite_keys_cover_every_recipe_setting(tmp_path, suite_file):  # suite_f
         1.0, 0.5, 0.1, 2, 0.25)
 
 
-RECIPE_FIELDS = sorted(set(Recipe.field_names()) - {"schedule"})  # the schedule is the sweep's `schedules` axis (key and option `schedule`)
+# the schedule is the sweep's `schedules` axis (key and option `schedule`)
+RECIPE_FIELDS = sorted(set(Recipe.field_names()) - {"schedule"})
 
 
 def test_every_recipe_field_is_a_suite_key_and_a_run_option(tmp_path, suite_file):

@@ -24,6 +24,7 @@ from optbench.errors import OptbenchError
 if TYPE_CHECKING:
     from optbench.problems.base import Problem
 
+MAX_GROUP = 4096  # configurations per batched work item (bounded memory per group)
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
 # the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine

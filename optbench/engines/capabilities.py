@@ -16,20 +16,125 @@ problem kind runs a configuration only when
 ``--engine batched`` on a configuration the batched engine cannot honour is a ``UsageError`` naming the
 reason; ``--engine auto`` then picks the loop engine. ``auto`` also keeps networks on a CPU on the loop
 engine, where ``vmap`` over K copies is slower than K loops.
+
+Every engine is an :class:`Engine` value in :data:`ENGINES`, looked up by (name, track) with
+:func:`get_engine`: it says whether it runs a configuration (``supports``: the reason it cannot, or None), how
+many runs one work item holds (``max_group``) and runs a work item (``run``). The planner
+(:func:`optbench.sweep.plan.plan_groups`) and :func:`optbench.sweep.plan.execute` ask it; nothing else
+branches on engine names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from optbench.engines.recipe import Recipe
 from optbench.errors import UsageError
+
+ANALYTIC, NETWORK = "analytic", "network"  # the two tracks: every problem kind but analytic is a network
+
+
+def track(kind: str) -> str:
+    """The engine track of a problem kind (``analytic``, else ``network``)."""
+    return ANALYTIC if kind == ANALYTIC else NETWORK
+
+
+class Engine(Protocol):
+    """What the planner and the executor know of an engine."""
+
+    name: str  # "loop" or "batched" (--engine)
+    track: str  # ANALYTIC or NETWORK
+
+    @property
+    def max_group(self) -> int: ...  # runs one work item holds (bounded memory)
+    def supports(self, problem: Any, optimizer: Any, recipe: Recipe) -> str | None: ...  # why not, or None
+    def run(self, runs: Sequence[Any], progress: Callable[[int], None] | None = None) -> Any: ...  # GroupTrace
+
+
+@dataclass(frozen=True)
+class LoopEngine:
+    """Real optimizer objects, one run per work item: the reference, which runs every configuration."""
+
+    track: str
+    name: str = "loop"
+    max_group: int = 1
+
+    def supports(self, problem, optimizer, recipe: Recipe) -> str | None:
+        return None
+
+    def run(self, runs, progress=None):
+        import torch
+
+        (run,) = runs
+        device, dtype = torch.device(run.device), getattr(torch, run.dtype)
+        if self.track == ANALYTIC:
+            from optbench.engines.loop import run_loop
+
+            return run_loop(run.problem, run.optimizer, run.seed, run.steps, run.record_every, device=device,
+                            dtype=dtype, progress=progress, recipe=run.recipe)
+        from optbench.engines.network import run_network
+
+        return run_network(run.problem, run.optimizer, run.seed, run.steps, run.record_every, device=device,
+                           dtype=dtype, progress=progress, recipe=run.recipe)
+
+
+@dataclass(frozen=True)
+class BatchedEngine:
+    """K configurations of one batched rule as one tensor computation (``engines.batched``, or
+    ``engines.network.run_network_batched`` with ``torch.func.vmap``)."""
+
+    track: str
+    name: str = "batched"
+
+    @property
+    def max_group(self) -> int:
+        if self.track == ANALYTIC:
+            from optbench.engines.batched import MAX_GROUP
+
+            return MAX_GROUP
+        from optbench.engines.network import MAX_NET_GROUP
+
+        return MAX_NET_GROUP
+
+    def supports(self, problem, optimizer, recipe: Recipe) -> str | None:
+        return batched_unsupported_reason(problem, optimizer, recipe)
+
+    def run(self, runs, progress=None):
+        import torch
+
+        first = runs[0]
+        device, dtype = torch.device(first.device), getattr(torch, first.dtype)
+        optimizers, seeds = [r.optimizer for r in runs], [r.seed for r in runs]
+        if self.track == ANALYTIC:
+            from optbench.engines.batched import run_batched
+
+            return run_batched(first.problem, optimizers, seeds, first.steps, first.record_every, device=device,
+                               dtype=dtype, progress=progress, recipe=first.recipe)
+        from optbench.engines.network import run_network_batched
+
+        return run_network_batched(first.problem, optimizers, seeds, first.steps, first.record_every,
+                                   device=device, progress=progress)
+
+
+ENGINES: dict[tuple[str, str], Engine] = {(e.name, e.track): e for e in (
+    LoopEngine(ANALYTIC), BatchedEngine(ANALYTIC), LoopEngine(NETWORK), BatchedEngine(NETWORK))}
+ENGINE_NAMES = ("loop", "batched")  # --engine also takes "auto": batched where supported, else loop
+
+
+def get_engine(name: str, kind: str) -> Engine:
+    """The engine ``name`` (``loop`` or ``batched``) of a problem kind's track."""
+    try:
+        return ENGINES[(name, track(kind))]
+    except KeyError:
+        raise ValueError(f"get_engine: not an engine: {name!r}") from None
 
 
 def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(needs it provides, recipe keys it implements, model features it runs) of a problem kind's batched
     engine."""
-    if kind == "analytic":
+    if kind == ANALYTIC:
         from optbench.engines import batched
 
         return batched.PROVIDES, batched.RECIPE, frozenset()
@@ -40,6 +145,10 @@ def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str], frozense
 
 def _settings(recipe: Recipe | Iterable[str]) -> frozenset[str]:
     return recipe.settings() if isinstance(recipe, Recipe) else frozenset(recipe)
+
+
+def _recipe(recipe: Recipe | Iterable[str]) -> Recipe | frozenset[str]:
+    return recipe if isinstance(recipe, Recipe) else frozenset(recipe)
 
 
 def batched_unsupported_reason(problem, optimizer, recipe: Recipe | Iterable[str] = ()) -> str | None:
@@ -71,27 +180,25 @@ def batched_unsupported_reason(problem, optimizer, recipe: Recipe | Iterable[str
 def engine_supports(engine: str, problem, optimizer, recipe: Recipe | Iterable[str] = ()) -> bool:
     """Whether ``engine`` runs ``optimizer`` on ``problem`` as the loop engine would (``loop`` and ``auto``,
     which falls back to it, always do)."""
-    if engine in ("loop", "auto"):
+    if engine == "auto":
         return True
-    if engine == "batched":
-        return batched_unsupported_reason(problem, optimizer, recipe) is None
-    raise ValueError(f"engine_supports: not an engine: {engine!r}")
+    return get_engine(engine, problem.kind).supports(problem, optimizer, _recipe(recipe)) is None
 
 
 def choose_engine(requested: str, problem, optimizer, recipe: Recipe | Iterable[str] = (),
                   device: str = "cpu") -> str:
     """The engine (``loop`` or ``batched``) for a run, given ``--engine requested`` (``auto``, ``loop`` or
     ``batched``); ``batched`` that cannot be honoured raises ``UsageError`` with the reason."""
-    if requested not in ("auto", "loop", "batched"):
+    if requested not in ("auto", *ENGINE_NAMES):
         raise ValueError(f"choose_engine: not an engine: {requested!r}")
     if requested == "loop":
         return "loop"
-    reason = batched_unsupported_reason(problem, optimizer, recipe)
+    reason = get_engine("batched", problem.kind).supports(problem, optimizer, _recipe(recipe))
     if requested == "batched":
         if reason is not None:
             raise UsageError(f"The batched engine does not support {optimizer.name!r} on {problem.label}: "
                              f"{reason}; use --engine loop or auto.")
         return "batched"
-    if reason is not None or (problem.kind == "network" and not str(device).startswith("cuda")):
+    if reason is not None or (track(problem.kind) == NETWORK and not str(device).startswith("cuda")):
         return "loop"
     return "batched"

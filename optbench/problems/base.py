@@ -15,7 +15,7 @@ from optbench.spec import Spec, parse_spec
 @runtime_checkable
 class Problem(Protocol):
     """What the runner, the engines, the result tables and the report read of every problem (registered or a
-    user's ``AnalyticTask`` / ``TrainingTask``); :class:`AnalyticProblem` and :class:`TrainingProblem` add
+    user's ``AnalyticTask`` / ``TrainingTask``); :class:`AnalyticProtocol` and :class:`TrainingProtocol` add
     what their engines read. ``tests/test_user_problem.py`` checks every registered problem and both user
     shapes against these protocols (:func:`protocol_members`)."""
 
@@ -37,7 +37,7 @@ class Problem(Protocol):
 
 
 @runtime_checkable
-class AnalyticProblem(Problem, Protocol):
+class AnalyticProtocol(Problem, Protocol):
     """An analytic landscape on R^d (loop and batched analytic engines)."""
 
     minima: Any  # [M, d] known minimisers
@@ -56,7 +56,7 @@ class AnalyticProblem(Problem, Protocol):
 
 
 @runtime_checkable
-class TrainingProblem(Problem, Protocol):
+class TrainingProtocol(Problem, Protocol):
     """A model trained on data (loop and batched network engines, time to result)."""
 
     n_train: int

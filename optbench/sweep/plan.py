@@ -10,15 +10,12 @@ from collections.abc import Callable, Sequence
 
 from optbench.sweep.spec import Run
 
-MAX_GROUP = 4096  # configurations per batched group (bounded memory per group)
-
 
 def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]:
     """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else.
     Which engine runs what is :func:`optbench.engines.capabilities.choose_engine` (the tuner asks it too)."""
     from optbench.engines.batched import group_key
-    from optbench.engines.capabilities import choose_engine
-    from optbench.engines.network import MAX_NET_GROUP
+    from optbench.engines.capabilities import choose_engine, get_engine
 
     groups: dict[tuple, list[Run]] = {}
     items: list[tuple[str, list[Run]]] = []
@@ -45,33 +42,15 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
             key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key)
             groups.setdefault(key, []).append(run)
     for group in groups.values():
-        size = MAX_GROUP if group[0].problem.kind == "analytic" else MAX_NET_GROUP
+        size = get_engine("batched", group[0].problem.kind).max_group
         for i in range(0, len(group), size):
             items.append(("batched", group[i: i + size]))
     return items
 
 
 def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None = None):
-    """Run one work item; returns its GroupTrace."""
-    import torch
+    """Run one work item on its engine (:func:`optbench.engines.capabilities.get_engine`); returns its
+    GroupTrace."""
+    from optbench.engines.capabilities import get_engine
 
-    dtype = getattr(torch, runs[0].dtype)
-    device = torch.device(runs[0].device)
-    first = runs[0]
-    if first.problem.kind != "analytic":
-        from optbench.engines.network import run_network, run_network_batched  # the network track
-
-        if engine == "batched":
-            return run_network_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs],
-                                       first.steps, first.record_every, device=device, progress=progress)
-        return run_network(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
-                           device=device, dtype=dtype, progress=progress, recipe=first.recipe)
-    if engine == "batched":
-        from optbench.engines.batched import run_batched
-
-        return run_batched(first.problem, [r.optimizer for r in runs], [r.seed for r in runs], first.steps,
-                           first.record_every, device=device, dtype=dtype, progress=progress, recipe=first.recipe)
-    from optbench.engines.loop import run_loop
-
-    return run_loop(first.problem, first.optimizer, first.seed, first.steps, first.record_every,
-                    device=device, dtype=dtype, progress=progress, recipe=first.recipe)
+    return get_engine(engine, runs[0].problem.kind).run(runs, progress)
