@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ from optbench.cost import PeakMemory
 from optbench.engines.batched_rules import LAYERS
 from optbench.engines.loop import backward
 from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
-from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
+from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, RecorderBase, StepTicker, record_steps
 from optbench.problems.base import Problem, derive_seed
 from optbench.problems.nets import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS
 
@@ -129,17 +128,16 @@ class BatchOrder:
         return idx
 
 
-class NetRecorder:
+class NetRecorder(RecorderBase):
     """What both network engines record for K runs: rows at the record grid plus every evaluation step,
     run ends (divergence: NaN/inf loss or loss above the problem's blow-up level), evaluation columns."""
 
     def __init__(self, problem, num_runs: int, steps: int, record_every: int, device, extra_steps=()):
-        self.problem, self.K, self.steps, self.device = problem, num_runs, steps, device
         every = problem.eval_every
         self.eval_steps = set(range(0, steps + 1, every)) | {steps}
-        self.grid = sorted(set(record_steps(steps, record_every)) | self.eval_steps | set(extra_steps))
-        self.row_of = {s: i for i, s in enumerate(self.grid)}
-        R, K = len(self.grid), num_runs
+        grid = sorted(set(record_steps(steps, record_every)) | self.eval_steps | set(extra_steps))
+        super().__init__(problem, num_runs, steps, grid, device)
+        R, K = len(grid), num_runs
         opts = dict(dtype=torch.float64, device=device)
         self.loss = torch.full((R, K), math.nan, **opts)
         self.grad_norm = torch.full((R, K), math.nan, **opts)
@@ -149,22 +147,12 @@ class NetRecorder:
         self.metrics = tuple(getattr(problem, "metric_columns", ("test_loss", "test_acc")))
         columns = (*self.metrics, "train_loss_avg") + (("test_bpb",) if self.bits_per_byte else ())
         self.extra = {k: np.full((R, K), math.nan) for k in columns}
-        self.wall = np.zeros(R)
-        self.active = torch.ones(K, dtype=torch.bool, device=device)
-        self.diverged = torch.zeros(K, dtype=torch.bool, device=device)
-        self.end_step = torch.full((K,), steps, dtype=torch.int64, device=device)
         self.end_loss = torch.full((K,), math.nan, **opts)
         self.end_grad_norm = torch.full((K,), math.nan, **opts)
         self.end_wall = torch.zeros(K, **opts)
         self.window_sum = torch.zeros(K, **opts)  # train losses since the previous evaluation
         self.window_count = 0
         self.blowup: torch.Tensor | None = None
-        self.eval_s = 0.0
-        self.t0 = time.perf_counter()
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def observe(self, t: int, loss: torch.Tensor, grad_norm: Callable[[], torch.Tensor],
                 evaluate: Callable[[], dict[str, np.ndarray]]) -> None:
@@ -180,10 +168,10 @@ class NetRecorder:
         row = self.row_of.get(t)
         gn = None
         if row is not None:
-            self._sync()
+            self.synchronize()
             gn = grad_norm().detach().to(torch.float64)
             self.loss[row], self.grad_norm[row] = loss, gn
-        elapsed = time.perf_counter() - self.t0 - self.eval_s
+        elapsed = self.elapsed()
         if row is not None:  # the same reading for the row and a run ending here
             self.wall[row] = elapsed
         self.end_step = torch.where(ending, t, self.end_step)
@@ -194,25 +182,19 @@ class NetRecorder:
         self.active = self.active & ~ended
         self.diverged = self.diverged | ended
         if t in self.eval_steps:
-            start = time.perf_counter()
-            alive = self.active.cpu().numpy()
-            metrics = evaluate()
-            mean = (self.window_sum / self.window_count).cpu().numpy() if self.window_count else math.nan
-            columns = [*((m, metrics[m]) for m in self.metrics), ("train_loss_avg", mean)]
-            if self.bits_per_byte:  # a byte-level model's loss in nats per byte, in bits
-                columns.append(("test_bpb", metrics["test_loss"] / math.log(2)))
-            for name, values in columns:
-                self.extra[name][row] = np.where(alive, values, math.nan)
-            self.window_sum.zero_()
-            self.window_count = 0
-            self._sync()
-            self.eval_s += time.perf_counter() - start
+            with self.exclude_time():
+                alive = self.active.cpu().numpy()
+                metrics = evaluate()
+                mean = (self.window_sum / self.window_count).cpu().numpy() if self.window_count else math.nan
+                columns = [*((m, metrics[m]) for m in self.metrics), ("train_loss_avg", mean)]
+                if self.bits_per_byte:  # a byte-level model's loss in nats per byte, in bits
+                    columns.append(("test_bpb", metrics["test_loss"] / math.log(2)))
+                for name, values in columns:
+                    self.extra[name][row] = np.where(alive, values, math.nan)
+                self.window_sum.zero_()
+                self.window_count = 0
         self.window_sum += loss
         self.window_count += 1
-
-    def any_active(self) -> bool:
-        """Host-synchronising check, meant for every few dozen steps."""
-        return bool(self.active.any())
 
     def finish(self, memory: PeakMemory | None = None) -> GroupTrace:
         """The trace, with cost columns ``examples_per_s`` (a batched group's K runs share its clock: 1/K each,
@@ -440,12 +422,10 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
                 logits = forward(x)
             backward(loss_fn(logits, y), create_graph)
         if probe is not None and t % noise_scale_every == 0 and bool(rec.active[0]):
-            start = time.perf_counter()
-            estimate = probe(t)
-            rec.extra["noise_scale"][rec.row_of[t], 0] = estimate.b_simple
-            rec.extra["noise_scale_stderr"][rec.row_of[t], 0] = estimate.stderr
-            rec._sync()
-            rec.eval_s += time.perf_counter() - start  # measurement, not training: out of wall_time_s
+            with rec.exclude_time():  # measurement, not training: out of wall_time_s
+                estimate = probe(t)
+                rec.extra["noise_scale"][rec.row_of[t], 0] = estimate.b_simple
+                rec.extra["noise_scale_stderr"][rec.row_of[t], 0] = estimate.stderr
         if t == steps:
             break
         if ticker.tick(t, rec):

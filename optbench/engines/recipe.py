@@ -40,15 +40,15 @@ class Recipe:
     noise_scale_every: int = 0  # network problems: estimate the gradient noise scale every N steps (0: off)
 
     def identity(self) -> dict[str, Any]:
-        """The non-default settings (the schedule resolved); empty for the defaults, so run ids of plain runs
-        are those of runs from before recipes existed. This dict is part of :attr:`Run.identity`."""
+        """The non-default settings, in field order (the schedule resolved); empty for the defaults, so run ids
+        of plain runs are those of runs from before recipes existed. This dict is part of
+        :attr:`Run.identity`: every field enters it, so a new knob changes the run ids of the runs using it."""
         from optbench.schedules import get_schedule
 
         schedule = get_schedule(self.schedule)
         identity: dict[str, Any] = {} if schedule.is_constant else {"schedule": schedule.resolved}
-        for key in ("clip_norm", "clip_value", "label_smoothing", "lr_scaling", "base_batch_size",
-                    "noise_scale_every"):
-            if getattr(self, key):
+        for key in self.field_names():
+            if key != "schedule" and getattr(self, key):
                 identity[key] = getattr(self, key)
         return identity
 
@@ -65,16 +65,16 @@ class Recipe:
         sched = get_schedule(self.schedule)
         if not sched.is_constant:
             parts.append(sched.label)
-        if self.clip_norm is not None:
-            parts.append(f"clip-norm={self.clip_norm!r}")
-        if self.clip_value is not None:
-            parts.append(f"clip-value={self.clip_value!r}")
-        if self.label_smoothing:
-            parts.append(f"label-smoothing={self.label_smoothing!r}")
-        if self.lr_scaling:
-            parts.append(f"{self.lr_scaling}-scaling(base_batch_size={self.base_batch_size})")
-        if self.noise_scale_every:
-            parts.append(f"noise-scale(every={self.noise_scale_every})")
+        for key in self.field_names():
+            value = getattr(self, key)
+            if key in ("schedule", "base_batch_size") or value is None or value is False or value == 0:
+                continue  # the schedule above, the base batch size with its rule below; defaults add nothing
+            if key == "lr_scaling":
+                parts.append(f"{value}-scaling(base_batch_size={self.base_batch_size})")
+            elif key == "noise_scale_every":
+                parts.append(f"noise-scale(every={value})")
+            else:  # clip-norm=1.0, clip-value=0.5, label-smoothing=0.1, and any new knob alike
+                parts.append(f"{key.replace('_', '-')}={value!r}")
         return "".join("+" + p for p in parts)
 
     def replace(self, **changes: Any) -> Recipe:
