@@ -239,7 +239,12 @@ def study_name(problem: Problem, optimizer, protocol: Protocol, steps: int, dims
 def _evaluate(problem: Problem, configs: list, steps: int, *, batched: bool, dtype: str, device: str,
               recipe: Recipe = PLAIN, schedules: list[str] | None = None):
     """Run the configs with ``recipe`` (``schedules[k]``: config k's schedule label in place of the recipe's);
-    returns (recorded steps [R], losses [R, K], final losses [K], statuses [K])."""
+    returns (recorded steps [R], losses [R, K], final losses [K], statuses [K]).
+
+    ``batched`` is :func:`optbench.engines.capabilities.choose_engine`'s decision (as for ``run``); the work
+    items are then the engine's own (``get_engine(...).max_group`` runs each, through ``plan.execute``). One
+    exception: analytic trials of a round go to ``run_batched`` as one group even when their schedules differ
+    (each row its own schedule) and without the cost probe, which the planner would not do."""
     import numpy as np
     import torch
 
@@ -252,15 +257,16 @@ def _evaluate(problem: Problem, configs: list, steps: int, *, batched: bool, dty
                             device=torch.device(device), dtype=getattr(torch, dtype), recipe=recipe,
                             schedules=schedules, measure_cost=False)
         return trace.steps, trace.loss, trace.end_loss, trace.status
-    from optbench.engines.network import MAX_NET_GROUP
+    from optbench.engines.capabilities import get_engine
     from optbench.sweep.plan import execute
     from optbench.sweep.spec import Run
 
     schedules = schedules or [recipe.schedule] * len(configs)
     runs = [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, recipe.replace(schedule=s))
             for c, s in zip(configs, schedules)]
-    size = MAX_NET_GROUP if batched else 1  # batched here: a network
-    traces = [execute("batched" if batched else "loop", runs[i: i + size]) for i in range(0, len(runs), size)]
+    engine = "batched" if batched else "loop"
+    size = get_engine(engine, problem.kind).max_group
+    traces = [execute(engine, runs[i: i + size]) for i in range(0, len(runs), size)]
     return (traces[0].steps, np.concatenate([t.loss for t in traces], axis=1),
             np.concatenate([t.end_loss for t in traces]), [s for t in traces for s in t.status])
 
