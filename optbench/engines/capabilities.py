@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from optbench.engines.recipe import Recipe
 from optbench.errors import UsageError
 
+RecipeLike = Recipe | Iterable[str]  # a Recipe, or the names of its non-default settings (Recipe.settings())
 ANALYTIC, NETWORK = "analytic", "network"  # the two tracks: every problem kind but analytic is a network
 
 
@@ -44,12 +45,13 @@ def track(kind: str) -> str:
 class Engine(Protocol):
     """What the planner and the executor know of an engine."""
 
-    name: str  # "loop" or "batched" (--engine)
-    track: str  # ANALYTIC or NETWORK
-
+    @property
+    def name(self) -> str: ...  # "loop" or "batched" (--engine)
+    @property
+    def track(self) -> str: ...  # ANALYTIC or NETWORK
     @property
     def max_group(self) -> int: ...  # runs one work item holds (bounded memory)
-    def supports(self, problem: Any, optimizer: Any, recipe: Recipe) -> str | None: ...  # why not, or None
+    def supports(self, problem: Any, optimizer: Any, recipe: RecipeLike) -> str | None: ...  # why not, or None
     def run(self, runs: Sequence[Any], progress: Callable[[int], None] | None = None) -> Any: ...  # GroupTrace
 
 
@@ -61,7 +63,7 @@ class LoopEngine:
     name: str = "loop"
     max_group: int = 1
 
-    def supports(self, problem, optimizer, recipe: Recipe) -> str | None:
+    def supports(self, problem, optimizer, recipe: RecipeLike) -> str | None:
         return None
 
     def run(self, runs, progress=None):
@@ -98,7 +100,7 @@ class BatchedEngine:
 
         return MAX_NET_GROUP
 
-    def supports(self, problem, optimizer, recipe: Recipe) -> str | None:
+    def supports(self, problem, optimizer, recipe: RecipeLike) -> str | None:
         return batched_unsupported_reason(problem, optimizer, recipe)
 
     def run(self, runs, progress=None):
@@ -143,15 +145,11 @@ def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str], frozense
     return network.BATCHED_PROVIDES, network.BATCHED_RECIPE, network.BATCHED_FEATURES
 
 
-def _settings(recipe: Recipe | Iterable[str]) -> frozenset[str]:
+def _settings(recipe: RecipeLike) -> frozenset[str]:
     return recipe.settings() if isinstance(recipe, Recipe) else frozenset(recipe)
 
 
-def _recipe(recipe: Recipe | Iterable[str]) -> Recipe | frozenset[str]:
-    return recipe if isinstance(recipe, Recipe) else frozenset(recipe)
-
-
-def batched_unsupported_reason(problem, optimizer, recipe: Recipe | Iterable[str] = ()) -> str | None:
+def batched_unsupported_reason(problem, optimizer, recipe: RecipeLike = ()) -> str | None:
     """Why the batched engine cannot run ``optimizer`` on ``problem`` with this recipe (a :class:`Recipe` or
     the names of its non-default settings, ``Recipe.settings()``), or None when it can, reproducing the loop
     engine."""
@@ -177,15 +175,15 @@ def batched_unsupported_reason(problem, optimizer, recipe: Recipe | Iterable[str
     return None
 
 
-def engine_supports(engine: str, problem, optimizer, recipe: Recipe | Iterable[str] = ()) -> bool:
+def engine_supports(engine: str, problem, optimizer, recipe: RecipeLike = ()) -> bool:
     """Whether ``engine`` runs ``optimizer`` on ``problem`` as the loop engine would (``loop`` and ``auto``,
     which falls back to it, always do)."""
     if engine == "auto":
         return True
-    return get_engine(engine, problem.kind).supports(problem, optimizer, _recipe(recipe)) is None
+    return get_engine(engine, problem.kind).supports(problem, optimizer, recipe) is None
 
 
-def choose_engine(requested: str, problem, optimizer, recipe: Recipe | Iterable[str] = (),
+def choose_engine(requested: str, problem, optimizer, recipe: RecipeLike = (),
                   device: str = "cpu") -> str:
     """The engine (``loop`` or ``batched``) for a run, given ``--engine requested`` (``auto``, ``loop`` or
     ``batched``); ``batched`` that cannot be honoured raises ``UsageError`` with the reason."""
@@ -193,7 +191,7 @@ def choose_engine(requested: str, problem, optimizer, recipe: Recipe | Iterable[
         raise ValueError(f"choose_engine: not an engine: {requested!r}")
     if requested == "loop":
         return "loop"
-    reason = get_engine("batched", problem.kind).supports(problem, optimizer, _recipe(recipe))
+    reason = get_engine("batched", problem.kind).supports(problem, optimizer, recipe)
     if requested == "batched":
         if reason is not None:
             raise UsageError(f"The batched engine does not support {optimizer.name!r} on {problem.label}: "

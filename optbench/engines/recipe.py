@@ -133,10 +133,12 @@ class Recipe:
             raise UsageError(f"--base-batch-size {self.base_batch_size} must be at least 1.")
         return self.base_batch_size or min(p.batch_size for p in problems)
 
-    def lr_factor(self, batch_size: int, base_batch_size: int) -> float:
-        """(B / B₀)^p of the lr-scaling rule (1 without one)."""
+    def lr_factor(self, batch_size: int | None, base_batch_size: int | None) -> float:
+        """(B / B₀)^p of the lr-scaling rule (1 without one); B₀ from :meth:`resolve_lr_scaling`."""
         if not self.lr_scaling:
             return 1.0
+        if batch_size is None or base_batch_size is None:
+            raise ValueError("internal: lr scaling of a problem without a batch size")
         return (batch_size / base_batch_size) ** LR_SCALINGS[self.lr_scaling]
 
 

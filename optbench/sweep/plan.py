@@ -29,6 +29,7 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
             choices[key] = (chosen, group_key(run.optimizer) if chosen == "batched" else ())
         return choices[key]
 
+    key: tuple
     for run in runs:
         chosen, rule_key = choice(run)
         if chosen == "loop":

@@ -75,7 +75,7 @@ class Run:
         numbers, so its identity says so and results computed before are not resumed as if they were equal.
         Every other run keeps its run id."""
         return bool(self.optimizer.entry.needs_closure and getattr(self.problem, "kind", "") == "analytic"
-                    and self.problem.is_noisy)
+                    and getattr(self.problem, "is_noisy", False))
 
     @functools.cached_property
     def run_id(self) -> str:

@@ -74,7 +74,7 @@ def trace_tables(runs: list[Run], trace, engine: str):
     if runs[0].problem.kind != "analytic":  # time to result (optbench.time_to_result), exact at every row
         from optbench.time_to_result import examples_seen
 
-        problem = runs[0].problem
+        problem: Any = runs[0].problem  # a network problem (problems.base.TrainingProtocol)
         columns["examples"] = arrow.numeric(examples_seen(step, problem.n_train, problem.batch_size), np.int64)
         columns["train_time_s"] = arrow.numeric(col(trace.wall_time_s, trace.end_wall_time_s) / K, np.float64)
     steps_table = arrow.table(columns)
