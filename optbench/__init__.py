@@ -17,6 +17,7 @@ _LAZY = {
     "load_results": "optbench.results",
     "load_summary": "optbench.results",
     "Sweep": "optbench.sweep.spec",
+    "Recipe": "optbench.engines.recipe",
     "run_sweep": "optbench.runner",
     "parse_spec": "optbench.spec",
     "parse_spec_list": "optbench.spec",

@@ -79,6 +79,11 @@ def test_sweep_takes_flat_settings_and_gives_them_back():
     with pytest.raises(UsageError, match="'warp' is not a sweep setting"):
         sweep.with_settings(warp=1)
     assert {r.recipe for r in sweep.expand()} == {Recipe(clip_norm=2.0)}
+    assert {r.recipe.schedule for r in Sweep([get_problem("valley")], [get_optimizer("sgd")],
+                                             recipe=Recipe("cosine")).expand()} == {"cosine"}
+    with pytest.raises(UsageError, match="schedule is given twice"):
+        Sweep([get_problem("valley")], [get_optimizer("sgd")], schedules=["linear"],
+              recipe=Recipe("cosine")).expand()
 
 
 def test_engines_declare_only_recipe_settings_that_exist():

@@ -220,6 +220,9 @@ class Sweep:
                                     f"statistics recomputed there, which optbench does not do; {p.label} has "
                                     "BatchNorm. Use a model without it.")
         recipe = self.recipe
+        if self.schedules and recipe.schedule != PLAIN.schedule:
+            raise UsageError(f"The schedule is given twice (recipe schedule {recipe.schedule!r} and schedules "
+                             f"{list(self.schedules)!r}); give it once, as schedules.")
         schedules = recipe.validate(problems, self.optimizers, lrs=self.lrs, steps=self.steps,
                                     schedules=self.schedule_axis)
         base_batch = recipe.resolve_lr_scaling(problems, self.optimizers)
