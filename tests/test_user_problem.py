@@ -258,7 +258,7 @@ def test_examples_seen_counts_the_smaller_last_batch():
 
 def test_evaluation_time_is_kept_out_of_the_training_clock(tasks, tmp_path, monkeypatch):
     """A fake clock: every reading advances 1 s, and each evaluation of the metric 1000 s."""
-    import optbench.engines.network as network
+    import optbench.engines.recorder as recorder  # the training clock (RecorderBase.exclude_time)
 
     clock = {"t": 0.0}
 
@@ -268,7 +268,7 @@ def test_evaluation_time_is_kept_out_of_the_training_clock(tasks, tmp_path, monk
             clock["t"] += 1.0
             return clock["t"]
 
-    monkeypatch.setattr(network, "time", FakeTime)
+    monkeypatch.setattr(recorder, "time", FakeTime)
     p = get_problem("tasks.py:blobs")
     slow = p.metric_fns["test_acc"]
 
