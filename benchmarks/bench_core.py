@@ -47,7 +47,7 @@ def main() -> None:
         batched_coarse = _time_command(cmd + sweep + ["--record-every", "10", "--out", str(Path(tmp) / "c")])
         # loop engine: same runs, sampled (every 100th configuration) in-process after imports
         from optbench import Sweep, get_optimizer, get_problem
-        from optbench.runner import execute
+        from optbench.sweep.plan import execute
 
         s = Sweep([get_problem("rosenbrock(noise=0.1)")], [get_optimizer("adam")],
                   lrs=[10 ** (-4 + 3 * i / 99) for i in range(100)], seeds=list(range(10)), steps=1000)

@@ -19,8 +19,9 @@ from pathlib import Path
 def sweep(out: Path, problems: str, opts: str, lrs: list[float], seeds: int, steps: int) -> Path:
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
     from optbench.spec import parse_spec_list
+    from optbench.sweep.spec import Sweep
 
     s = Sweep([get_problem(p) for p in parse_spec_list(problems)], [get_optimizer(o) for o in parse_spec_list(opts)],
               lrs=lrs, seeds=list(range(seeds)), steps=steps, device="cpu")

@@ -24,6 +24,7 @@ SPECS = {"rosenbrock": "rosenbrock(start=(-2.0, 2.0))", "rastrigin": "rastrigin(
 
 def best_losses(low: float, fn: str, opt: str, seeds: range) -> np.ndarray:
     import optbench.tuning.protocols as protocols
+    from optbench.engines.recipe import Recipe
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.tuning import get_protocol, parse_space, tune_one
@@ -37,7 +38,8 @@ def best_losses(low: float, fn: str, opt: str, seeds: range) -> np.ndarray:
             with tempfile.TemporaryDirectory() as d:
                 result = tune_one(get_problem(SPECS[fn]), get_optimizer(opt), protocol=get_protocol("tpe"),
                                   trials=1200 if opt == "sgd" else 600, dims=parse_space(None), steps=200,
-                                  out_dir=d, batch=100, dtype="float32", clip_norm=1.0, seed=seed)
+                                  out_dir=d, batch=100, dtype="float32", recipe=Recipe(clip_norm=1.0),
+                                  seed=seed)
             out.append(result.best_value)
         return np.array(out)
     finally:

@@ -148,7 +148,8 @@ def sweep_overhead(repeats: int = 15) -> list[dict]:
     from optbench.engines.loop import run_loop
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     problem = get_problem("rosenbrock")
     adam = get_optimizer("adam")
@@ -180,10 +181,10 @@ def sweep_overhead(repeats: int = 15) -> list[dict]:
         fn()
         return time.perf_counter() - w, time.process_time() - c
 
-    import optbench.runner as runner
+    import optbench.sweep.plan as plan
 
     in_engine: list[float] = []  # time inside the engine during the current run_sweep call
-    plain_execute = runner.execute
+    plain_execute = plan.execute
 
     def timed_execute(*args, **kwargs):
         t = time.perf_counter()
@@ -192,7 +193,7 @@ def sweep_overhead(repeats: int = 15) -> list[dict]:
         finally:
             in_engine[-1] += time.perf_counter() - t
 
-    runner.execute = timed_execute
+    plan.execute = timed_execute
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="optbench-overhead-"))  # removed after timing: rm is not the sweep's
     shares: list[float] = []
@@ -221,7 +222,7 @@ def sweep_overhead(repeats: int = 15) -> list[dict]:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
     shutil.rmtree(scratch, ignore_errors=True)
-    runner.execute = plain_execute
+    plan.execute = plain_execute
     return rows
 
 
@@ -359,6 +360,7 @@ def same_objective(pair: str, seeds: range) -> list[dict]:
     import torch
 
     from optbench.engines.batched import run_batched
+    from optbench.engines.recipe import Recipe
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.tuning import get_protocol, parse_space, tune_one
@@ -370,14 +372,15 @@ def same_objective(pair: str, seeds: range) -> list[dict]:
     def objective(trial):
         lr = trial.suggest_float("lr", LR_LOW, LR_HIGH, log=True)
         trace = run_batched(problem, [opt.with_hyperparams(lr=lr)], [0], STEPS, STEPS, dtype=torch.float32,
-                            clip_norm=1.0)
+                            recipe=Recipe(clip_norm=1.0))
         return float(trace.end_loss[0]) if trace.status[0] == "done" else math.inf
 
     rows = []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as d:
             ours = tune_one(problem, opt, protocol=get_protocol("tpe"), trials=budget(opt_name), dims=parse_space(None),
-                            steps=STEPS, out_dir=d, batch=100, dtype="float32", clip_norm=1.0, seed=seed)
+                            steps=STEPS, out_dir=d, batch=100, dtype="float32", recipe=Recipe(clip_norm=1.0),
+                            seed=seed)
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
         study.optimize(objective, n_trials=budget(opt_name))
         rows.append({"seed": seed, "optbench": ours.best_value, "sequential": study.best_value})

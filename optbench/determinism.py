@@ -9,7 +9,7 @@
 - one intra-op and one inter-op thread: the order of floating-point reductions does not depend on the
   number of cores of the machine.
 
-The run's manifest records ``environment.deterministic`` (see :func:`optbench.runner.environment`) with the
+The run's manifest records ``environment.deterministic`` (see :func:`optbench.sweep.manifest.environment`) with the
 torch version and platform, so ``optbench check`` can warn when a baseline comes from another environment.
 """
 

@@ -1,6 +1,6 @@
 """Short display labels for a set of configurations shown together, and the key back to their full labels.
 
-A run's ``optimizer_label`` (``runner.Run.optimizer_label``) is its whole identity as text: the optimizer spec
+A run's ``optimizer_label`` (``sweep.spec.Run.optimizer_label``) is its whole identity as text: the optimizer spec
 plus the recipe parts, ``sgd-momentum(momentum=0.8164881154026615)+warmup-constant(warmup=0.05)+
 linear-scaling(base_batch_size=4)``. The data keeps it, at full precision. What a table or a legend shows is
 :func:`display_labels` of the labels shown together: the optimizer name, plus only the parts and parameters

@@ -33,7 +33,7 @@ WARMUP_SCHEDULE = "warmup-constant"  # optbench.schedules: linear warm-up, then 
 
 @dataclass(frozen=True)
 class RecipeEntry:
-    """A registered recipe: the lr-scaling rule it applies (``optbench.runner.LR_SCALINGS``) and its doc."""
+    """A registered recipe: the lr-scaling rule it applies (``optbench.sweep.spec.LR_SCALINGS``) and its doc."""
 
     name: str
     lr_scaling: str
@@ -93,7 +93,7 @@ class Recipe:
 
         return get_schedule(format_spec(WARMUP_SCHEDULE, {"warmup": self.params["warmup"]})).label
 
-    def apply(self, lr_scaling: str | None, schedules: Sequence[str]) -> tuple[str, list[str]]:
+    def apply(self, lr_scaling: str | None, schedules: Sequence[str] | None) -> tuple[str, list[str]]:
         """(lr_scaling, schedules) of a sweep using this recipe; a scaling rule or a non-constant schedule given
         beside the recipe is a conflict (the recipe sets both)."""
         from optbench.schedules import get_schedule
@@ -103,7 +103,7 @@ class Recipe:
             raise UsageError(f"--lr-scaling {lr_scaling} conflicts with {sets}: give one or the other.")
         given = [s for s in schedules if not get_schedule(s).is_constant] if schedules else []
         if given or len(schedules or ()) > 1:
-            raise UsageError(f"--schedule {','.join(schedules)!r} conflicts with {sets}: give one or the other.")
+            raise UsageError(f"--schedule {','.join(schedules or ())!r} conflicts with {sets}: give one or the other.")
         return self.lr_scaling, [self.schedule]
 
 

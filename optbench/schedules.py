@@ -209,22 +209,6 @@ def lr_factors(schedule: str | Schedule | None, steps: int) -> list[float]:
     return list(lr_sequence(schedule, steps, 1.0))
 
 
-def recipe_label(schedule: str = CONSTANT, clip_norm: float | None = None, clip_value: float | None = None,
-                 label_smoothing: float = 0.0) -> str:
-    """The suffix a recipe adds to an optimizer label: ``+cosine+clip-norm=1.0``; '' for the defaults."""
-    parts = []
-    sched = get_schedule(schedule)
-    if not sched.is_constant:
-        parts.append(sched.label)
-    if clip_norm is not None:
-        parts.append(f"clip-norm={clip_norm!r}")
-    if clip_value is not None:
-        parts.append(f"clip-value={clip_value!r}")
-    if label_smoothing:
-        parts.append(f"label-smoothing={label_smoothing!r}")
-    return "".join("+" + p for p in parts)
-
-
 def is_budget_amount(schedule_name: str, key: str) -> bool:
     """Whether a schedule parameter is a step count or a fraction of the budget (``warmup``)."""
     return SCHEDULE_PARAMS[schedule_name][key].check is _is_budget_amount

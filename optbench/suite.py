@@ -1,4 +1,4 @@
-"""Suite files: a whole benchmark in one TOML file → :class:`optbench.runner.Sweep` objects.
+"""Suite files: a whole benchmark in one TOML file → :class:`optbench.sweep.spec.Sweep` objects.
 
 Format (documented in docs/suites.md)::
 
@@ -20,7 +20,7 @@ Format (documented in docs/suites.md)::
 
     [check]                            # optional, passed through untouched to `optbench check`
 
-The keys of a ``[[sweep]]`` are the fields of :class:`optbench.runner.Sweep` (``lrs`` written ``lr``,
+The keys of a ``[[sweep]]`` are the fields of :class:`optbench.sweep.spec.Sweep` (``lrs`` written ``lr``,
 ``batch_sizes`` ``batch_size``, ``schedules`` ``schedule``), so a new field is a suite key and, through
 ``optbench run``'s generated option table, a command-line override (:func:`run_suite` ``overrides``).
 
@@ -51,7 +51,7 @@ TUNE_KEYS = ("problems", "optimizers", "trials", "protocol", "space", "seeds", "
 class Suite:
     name: str
     description: str
-    sweeps: list[Any]  # list[optbench.runner.Sweep]
+    sweeps: list[Any]  # list[optbench.sweep.spec.Sweep]
     tune: dict[str, Any] = field(default_factory=dict)
     check: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -181,24 +181,34 @@ def _recipe(rep, table, index, data) -> str:
 
 
 # Sweep fields whose suite key (and `optbench run` option) is the singular the user writes
-_KEY_OF_FIELD = {"lrs": "lr", "batch_sizes": "batch_size", "schedules": "schedule"}
+_KEY_OF_FIELD = {"lrs": "lr", "batch_sizes": "batch_size", "schedules": "schedule", "recipe_name": "recipe"}
 # what a [[sweep]] table without the key means, where that differs from the Sweep default
 _SUITE_DEFAULTS = {"seeds": 1, "device": "cpu"}
 
 
 def sweep_key(field_name: str) -> str:
-    """The suite key (and ``optbench run`` option, with dashes) of a :class:`~optbench.runner.Sweep` field."""
+    """The suite key (and ``optbench run`` option, with dashes) of a :class:`~optbench.sweep.spec.Sweep` field."""
     return _KEY_OF_FIELD.get(field_name, field_name)
 
 
-def sweep_keys(sweep_class: type | None = None) -> tuple[str, ...]:
-    """The keys of a ``[[sweep]]`` table: name, description and one per field of ``Sweep``, so a new field
-    is a suite key (and a command-line override) without touching this module."""
+def sweep_settings(sweep_class: type | None = None) -> list[Any]:
+    """The settings of a sweep as flat fields: every field of ``Sweep`` but ``recipe``, then every field of
+    its :class:`~optbench.engines.recipe.Recipe` but ``schedule`` (the sweep's ``schedules`` axis sets it).
+    Suite keys and ``optbench run`` options are generated from this list, so a new field of either is a
+    suite key and a command-line override without touching this module (``Sweep.build`` takes them flat)."""
     import dataclasses
 
+    from optbench.engines.recipe import Recipe
+
     if sweep_class is None:
-        from optbench.runner import Sweep as sweep_class
-    return ("name", "description", *(sweep_key(f.name) for f in dataclasses.fields(sweep_class)))
+        from optbench.sweep.spec import Sweep as sweep_class
+    return ([f for f in dataclasses.fields(sweep_class) if f.name != "recipe"]
+            + [f for f in dataclasses.fields(Recipe) if f.name != "schedule"])
+
+
+def sweep_keys(sweep_class: type | None = None) -> tuple[str, ...]:
+    """The keys of a ``[[sweep]]`` table: name, description and one per setting (:func:`sweep_settings`)."""
+    return ("name", "description", *(sweep_key(f.name) for f in sweep_settings(sweep_class)))
 
 
 def _number(rep, table, index, key, value) -> float:
@@ -244,9 +254,10 @@ def _by_annotation(annotation: Any):
 def _key_parsers() -> dict[str, Any]:
     """{suite key: parser(rep, table, index, key, value) → Sweep field value} for fields needing more than
     their type."""
+    from optbench.engines.recipe import LR_SCALINGS
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.runner import DTYPES, ENGINES, LR_SCALINGS
+    from optbench.sweep.spec import DTYPES, ENGINES
 
     def batch_sizes(rep, t, i, key, value):
         return [_int(rep, t, i, key, v) for v in (value if isinstance(value, list) else [value])]
@@ -268,27 +279,26 @@ def _key_parsers() -> dict[str, Any]:
 
 
 def _sweep(rep: _Reporter, index: int, data: Any):
-    import dataclasses
 
-    from optbench import runner
+    from optbench.sweep import spec
 
     t = "sweep"
     if not isinstance(data, dict):
         raise rep.error(t, index, None, "each [[sweep]] must be a table.")
-    _unknown(rep, t, index, data, sweep_keys(runner.Sweep))
+    _unknown(rep, t, index, data, sweep_keys(spec.Sweep))
     for key in ("problems", "optimizers"):
         if key not in data:
             raise rep.error(t, index, None, f"missing required key {key!r}.")
     parsers = _key_parsers()
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(runner.Sweep):
+    for f in sweep_settings(spec.Sweep):
         key = sweep_key(f.name)
         if key == "recipe" and key in data:
             values[f.name] = _recipe(rep, t, index, data)
         elif key in data or key in _SUITE_DEFAULTS:
             parse = parsers.get(key) or _by_annotation(f.type)
             values[f.name] = parse(rep, t, index, key, data.get(key, _SUITE_DEFAULTS.get(key)))
-    sweep = runner.Sweep(**values)
+    sweep = spec.Sweep.build(**values)
     try:
         sweep.expand()  # cross-checks (lr given twice, batch size on problems without one, max dimension)
     except OptbenchError as exc:
@@ -379,15 +389,7 @@ def apply_overrides(sweeps, overrides: dict[str, Any] | None, *, deterministic: 
     """Copies of ``sweeps`` with ``overrides`` ({Sweep field: value}, values as ``Sweep`` takes them) applied
     to every one (command line > suite file > defaults), each validated. ``deterministic``: CPU and float64,
     as ``optbench run --deterministic`` (optbench.determinism); the caller enables determinism."""
-    import dataclasses
-
-    from optbench.runner import Sweep
-
-    fields = {f.name for f in dataclasses.fields(Sweep)}
-    unknown = sorted(set(overrides or {}) - fields)
-    if unknown:
-        raise UsageError(f"{unknown[0]!r} is not a sweep setting; valid: {', '.join(sorted(fields))}.")
-    out = [dataclasses.replace(s, **(overrides or {})) for s in sweeps]
+    out = [s.with_settings(**(overrides or {})) for s in sweeps]
     if deterministic:
         from optbench.determinism import deterministic_settings
 

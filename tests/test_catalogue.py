@@ -23,6 +23,7 @@ from optbench.data import store
 from optbench.data.synthetic import write_dataset
 from optbench.engines.loop import AnalyticClosure, run_loop
 from optbench.engines.network import run_network
+from optbench.engines.recipe import Recipe
 from optbench.errors import SpecError
 from optbench.optimizers import catalogue, catalogue_table, get_optimizer, list_optimizers
 from optbench.problems import get_problem
@@ -271,14 +272,14 @@ def test_muon_puts_matrices_on_muon_and_the_rest_on_adamw(network_data):
 def test_a_schedule_scales_each_parameter_group(network_data):
     """Under an lr schedule Muon's group and its AdamW group keep their ratio (one lr for both would give the
     AdamW group Muon's 20× larger rate)."""
-    from optbench.engines.loop import set_scheduled_lr
+    from optbench.engines.recipe import set_scheduled_lr
 
     config = get_optimizer("muon(lr=0.02, adamw_lr=0.001)")
     model = get_problem(MLP).make_model(0, torch.device("cpu"), torch.float64)
     opt = config.entry.build(list(model.parameters()), config.hyperparams)
     set_scheduled_lr(opt, 0.01, config.lr, [g["lr"] for g in opt.param_groups])
     assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([0.0005, 0.01])
-    trace = run_network(get_problem(MLP), config, seed=0, steps=4, schedule="cosine")
+    trace = run_network(get_problem(MLP), config, seed=0, steps=4, recipe=Recipe("cosine"))
     assert trace.status == ["done"]
 
 
@@ -391,7 +392,7 @@ def test_muon_groups_split_given_parameter_groups_keeping_their_settings():
 
 def test_a_schedule_free_optimizer_on_a_batchnorm_model_is_refused_before_any_work():
     from optbench.errors import SpecError
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     problem = SimpleNamespace(name="bn-net", label="bn-net", features=frozenset({"batchnorm-buffers"}), dim=10,
                               has_batch_size=False, kind="network")

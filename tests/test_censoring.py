@@ -185,7 +185,8 @@ def test_saddle_sweep_ranks_rmsprop_ahead_of_nag(tmp_path):
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.results import load_summary
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     sweep = Sweep([get_problem("saddle")], [get_optimizer("nag"), get_optimizer("rmsprop")], lrs=[0.1], seeds=[0],
                   steps=60, device="cpu")
@@ -211,7 +212,8 @@ def test_every_unbounded_problem_ranks_by_censored_steps_to_target(name, tmp_pat
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.results import load_summary
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     sweep = Sweep([get_problem(f"{name}(noise=0.3)")],
                   [get_optimizer(o) for o in ("sgd", "nag", "rmsprop", "adam")], lrs=[0.001, 0.01, 0.1],

@@ -159,7 +159,8 @@ def test_optimizer_state_memory_growth_fails_the_check(tmp_path):
     losses are unchanged; a baseline without the measurement does not block the check."""
     import optbench
     from optbench.check import compare
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     run_sweep(Sweep([optbench.get_problem("rosenbrock")], [optbench.get_optimizer("adam")], steps=20), tmp_path)
     base = optbench.load_summary(tmp_path)

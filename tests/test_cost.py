@@ -23,8 +23,9 @@ from optbench.engines.loop import run_loop
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.results import load_summary
-from optbench.runner import Sweep, run_sweep
+from optbench.runner import run_sweep
 from optbench.summary import aggregate
+from optbench.sweep.spec import Sweep
 
 
 def stepped(spec: str, shape, steps: int = 2, dtype=torch.float64):

@@ -21,6 +21,7 @@ from optbench.engines.batched_rules import CLOSURE, HESSIAN, LAYERS, NEED_DESCRI
 from optbench.engines.capabilities import choose_engine, engine_supports
 from optbench.engines.loop import run_loop
 from optbench.engines.network import run_network, run_network_batched
+from optbench.engines.recipe import Recipe
 from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer, list_optimizers
 from optbench.problems import get_problem
@@ -172,9 +173,10 @@ def test_layerwise_rules_on_a_cnn(network_data, name):
 # ---- one decision for the runner and the tuner ----------------------------------------------------
 
 def _run(problem, config, device, **recipe):
-    from optbench.runner import Run
+    from optbench.engines.recipe import Recipe
+    from optbench.sweep.spec import Run
 
-    return Run(problem, config, 0, 5, 1, "float64", device, **recipe)
+    return Run(problem, config, 0, 5, 1, "float64", device, Recipe(**recipe))
 
 
 RECIPES = [{}, {"clip_norm": 1.0}, {"schedule": "cosine"}]
@@ -184,7 +186,7 @@ RECIPES = [{}, {"clip_norm": 1.0}, {"schedule": "cosine"}]
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_plan_groups_takes_the_capability_decision(network_data, engine, device):
     """For every optimizer, problem kind and recipe, plan_groups runs what choose_engine says, or refuses."""
-    from optbench.runner import plan_groups
+    from optbench.sweep.plan import plan_groups
 
     for problem in (get_problem(ANALYTIC[0]), get_problem(MLP)):
         for name in NAMES:
@@ -212,7 +214,7 @@ def test_plan_groups_takes_the_capability_decision(network_data, engine, device)
     ("lbfgs", {}, "cuda", "batched", "has no batched rule"),
 ])
 def test_network_engine_choices(network_data, name, recipe, device, engine, expected):
-    from optbench.runner import plan_groups
+    from optbench.sweep.plan import plan_groups
 
     run = _run(get_problem(MLP), get_optimizer(name), device, **recipe)
     if expected in ("loop", "batched"):
@@ -240,4 +242,5 @@ def test_the_tuner_takes_the_same_decision(network_data, tmp_path, monkeypatch):
     result = tune_one(get_problem(MLP), get_optimizer("lamb"), out_dir=tmp_path / "a", **options)
     assert calls == [4] and sum(result.states.values()) == 4
     with pytest.raises(UsageError, match="does not implement label_smoothing"):
-        tune_one(get_problem(MLP), get_optimizer("lamb"), out_dir=tmp_path / "b", label_smoothing=0.1, **options)
+        tune_one(get_problem(MLP), get_optimizer("lamb"), out_dir=tmp_path / "b",
+                 recipe=Recipe(label_smoothing=0.1), **options)

@@ -44,7 +44,7 @@ def _assert_one_sentence(r, *needles, code=2):
 def _sweep(**kw):
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     opts = kw.pop("opts", ("adam", "sgd", "rmsprop"))
     return Sweep([get_problem("rosenbrock")], [get_optimizer(o) for o in opts], lrs=kw.pop("lrs", [1e-3, 1e-2]),
@@ -452,7 +452,7 @@ def test_sigterm_in_a_serial_run_acts_like_ctrl_c(tmp_path):
 def test_a_parent_gone_before_the_worker_started_ends_the_worker():
     code = textwrap.dedent("""
         import os
-        from optbench.runner import die_with_parent
+        from optbench.sweep.parallel import die_with_parent
         die_with_parent(os.getppid() + 10**6)  # not our parent: as if it had died
         print("still here")
     """)
@@ -469,7 +469,8 @@ def test_concurrent_sweeps_into_one_out_keep_every_manifest_record(tmp_path):
         import sys
         from optbench.optimizers import get_optimizer
         from optbench.problems import get_problem
-        from optbench.runner import Sweep, run_sweep
+        from optbench.runner import run_sweep
+        from optbench.sweep.spec import Sweep
         for i in range(3):
             lr = float(sys.argv[1]) * (i + 1)
             run_sweep(Sweep([get_problem("saddle")], [get_optimizer("sgd")], lrs=[lr], seeds=[0], steps=5,

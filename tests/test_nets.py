@@ -17,6 +17,7 @@ import torch
 from optbench.data import store
 from optbench.data.synthetic import write_dataset
 from optbench.engines.network import run_network, run_network_batched
+from optbench.engines.recipe import Recipe
 from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
@@ -125,7 +126,8 @@ def test_batched_cnn_matches_loop_and_float32_is_close(tmp_path, monkeypatch):
 def test_sweep_with_epochs_and_results_columns(data_dir, tmp_path):
     from optbench.optimizers import get_optimizer as opt
     from optbench.results import load_results, load_summary
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     p = get_problem(SMALL)
     sweep = Sweep([p], [opt("sgd"), opt("adam")], lrs=[1e-3, 1e-2], seeds=[0, 1], epochs=2, batch_sizes=[50, 100],
@@ -153,7 +155,7 @@ def test_sweep_with_epochs_and_results_columns(data_dir, tmp_path):
 
 
 def test_epochs_are_a_usage_error_for_analytic_problems():
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     with pytest.raises(UsageError, match="--epochs applies to network problems"):
         Sweep([get_problem("rosenbrock")], [get_optimizer("sgd")], epochs=2).expand()
@@ -186,7 +188,7 @@ def test_noise_scale_probe_records_estimates_without_changing_the_trajectory(dat
     p = get_problem(SMALL)
     opt = get_optimizer("adam(lr=0.01)")
     plain = run_network(p, opt, 3, 24, 8)
-    probed = run_network(p, opt, 3, 24, 8, noise_scale_every=8)
+    probed = run_network(p, opt, 3, 24, 8, recipe=Recipe(noise_scale_every=8))
     assert plain.steps.tolist() == probed.steps.tolist()  # 8, 16, 24 are on the record grid already
     for name in ("loss", "grad_norm", "end_loss", "end_grad_norm", "end_step"):
         assert np.array_equal(getattr(plain, name), getattr(probed, name)), name  # bitwise
@@ -198,7 +200,7 @@ def test_noise_scale_probe_records_estimates_without_changing_the_trajectory(dat
     assert np.isfinite(probed.extra["noise_scale_stderr"][:, 0][np.isfinite(ns)]).all()
     assert "noise_scale" not in plain.extra
     # steps off the record grid join it (recorded rows only; the losses at common steps are the same)
-    odd = run_network(p, opt, 3, 24, 8, noise_scale_every=5)
+    odd = run_network(p, opt, 3, 24, 8, recipe=Recipe(noise_scale_every=5))
     assert {0, 5, 10, 15, 20} <= set(odd.steps.tolist())
     common = np.isin(odd.steps, plain.steps)
     assert np.array_equal(odd.loss[common], plain.loss)
@@ -206,10 +208,11 @@ def test_noise_scale_probe_records_estimates_without_changing_the_trajectory(dat
 
 def test_noise_scale_in_results(data_dir, tmp_path):
     from optbench.results import load_results, load_summary
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     p = get_problem(SMALL)
-    sweep = Sweep([p], [get_optimizer("sgd(lr=0.1)")], steps=16, device="cpu", noise_scale_every=8)
+    sweep = Sweep([p], [get_optimizer("sgd(lr=0.1)")], steps=16, device="cpu", recipe=Recipe(noise_scale_every=8))
     run_sweep(sweep, tmp_path / "r")
     steps, summary = load_results(tmp_path / "r"), load_summary(tmp_path / "r")
     rows = steps.dropna(subset=["noise_scale"])
@@ -220,4 +223,4 @@ def test_noise_scale_in_results(data_dir, tmp_path):
     plain = Sweep([p], [get_optimizer("sgd(lr=0.1)")], steps=16, device="cpu").expand()[0]
     assert "recipe" not in plain.identity and plain.optimizer_label == "sgd"
     with pytest.raises(UsageError, match="network problems only"):
-        Sweep([get_problem("noisy-quadratic")], [get_optimizer("sgd")], noise_scale_every=8).expand()
+        Sweep([get_problem("noisy-quadratic")], [get_optimizer("sgd")], recipe=Recipe(noise_scale_every=8)).expand()

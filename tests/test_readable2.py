@@ -360,7 +360,8 @@ def alike_results(tmp_path_factory):
     decay): their curves coincide."""
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     out = tmp_path_factory.mktemp("alike")
     sweep = Sweep([get_problem("rosenbrock"), get_problem("valley(kappa=10)")],

@@ -85,7 +85,8 @@ def test_real_mnist_through_import_runner_and_loaders_matches_a_plain_loop(mnist
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.results import load_summary
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     ds = store.load_dataset("mnist")
     images, labels = _real_mnist()

@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from optbench.engines.recipe import LR_SCALINGS
 from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.recipes import RECIPES, get_recipe, list_recipes
-from optbench.runner import LR_SCALINGS, Sweep, run_sweep
+from optbench.runner import run_sweep
 from optbench.schedules import budget_steps, get_schedule, lr_sequence
+from optbench.sweep.spec import Sweep
 
 OPTBENCH = shutil.which("optbench") or str(Path(sys.executable).parent / "optbench")
 PROBLEM = "noisy-quadratic(dim=4)"
@@ -28,7 +30,7 @@ STEPS = 40
 
 def _sweep(**kw):
     kw = {"lrs": [0.01, 0.1], "batch_sizes": [2, 8, 32], "steps": STEPS, **kw}
-    return Sweep([get_problem(PROBLEM)], [get_optimizer("sgd")], **kw)
+    return Sweep.build([get_problem(PROBLEM)], [get_optimizer("sgd")], **kw)
 
 
 def test_registry_entries_are_complete():
@@ -44,22 +46,22 @@ def test_registry_entries_are_complete():
 
 @pytest.mark.parametrize("name, power", [("linear-warmup", 1.0), ("goyal", 1.0), ("sqrt-warmup", 0.5)])
 def test_each_run_gets_the_scaled_lr_and_the_warmup(name, power):
-    runs = _sweep(recipe=name, base_batch_size=8).expand()
+    runs = _sweep(recipe_name=name, base_batch_size=8).expand()
     assert len(runs) == 2 * 3
     warmup = budget_steps(0.05, STEPS)
     for run in runs:
         b = run.problem.batch_size
         base = 0.01 if math.isclose(run.optimizer.lr, 0.01 * (b / 8) ** power) else 0.1
         assert run.optimizer.lr == pytest.approx(base * (b / 8) ** power, rel=1e-14)  # η_B = η₀·(B/B₀)^p
-        assert run.schedule == "warmup-constant(warmup=0.05)" and run.recipe_name == get_recipe(name).label
-        seq = lr_sequence(run.schedule, run.steps, run.optimizer.lr)
+        assert run.recipe.schedule == "warmup-constant(warmup=0.05)" and run.recipe_name == get_recipe(name).label
+        seq = lr_sequence(run.recipe.schedule, run.steps, run.optimizer.lr)
         eta = run.optimizer.lr
         np.testing.assert_allclose(seq[:warmup], [eta * (t + 1) / (warmup + 1) for t in range(warmup)], rtol=1e-12)
         np.testing.assert_allclose(seq[warmup:], eta, rtol=1e-12)
 
 
 def test_same_runs_as_the_explicit_settings():
-    named = _sweep(recipe="goyal(warmup=10)").expand()
+    named = _sweep(recipe_name="goyal(warmup=10)").expand()
     explicit = _sweep(lr_scaling="linear", schedules=["warmup-constant(warmup=10)"]).expand()
     assert [r.run_id for r in named] == [r.run_id for r in explicit]  # the name is not part of the identity
     assert [r.optimizer_label for r in named] == [r.optimizer_label for r in explicit]
@@ -75,7 +77,7 @@ def test_same_runs_as_the_explicit_settings():
 ])
 def test_conflicting_settings(kw, message):
     with pytest.raises(UsageError, match=message):
-        _sweep(recipe="linear-warmup", **kw).expand()
+        _sweep(recipe_name="linear-warmup", **kw).expand()
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -91,7 +93,7 @@ def test_bad_recipe_specs(spec, message):
 
 def test_recorded_in_summary_and_manifest(tmp_path):
     out = tmp_path / "r"
-    run_sweep(_sweep(recipe="linear-warmup", batch_sizes=[2, 8], lrs=[0.05]), out)
+    run_sweep(_sweep(recipe_name="linear-warmup", batch_sizes=[2, 8], lrs=[0.05]), out)
     from optbench.results import load_summary
 
     summary = load_summary(out)
@@ -123,10 +125,10 @@ def test_suite_recipe_key(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(SUITE.format(extra='recipe = "goyal(warmup=3)"\nbase_batch_size = 2'))
     (sweep,) = load_suite(path).sweeps
-    assert sweep.recipe == "linear-warmup(warmup=3)"
+    assert sweep.recipe_name == "linear-warmup(warmup=3)"
     runs = sweep.expand()
     assert {r.problem.batch_size: r.optimizer.lr for r in runs} == pytest.approx({4: 0.02, 16: 0.08})
-    assert {r.schedule for r in runs} == {"warmup-constant(warmup=3)"}
+    assert {r.recipe.schedule for r in runs} == {"warmup-constant(warmup=3)"}
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -153,9 +155,9 @@ def test_shipped_batch_size_suite_has_both_studies():
 
     suite = load_suite(Path(__file__).resolve().parents[1] / "problems" / "batch-size.toml")
     grid, *recipes = suite.sweeps
-    assert grid.recipe is None and len(grid.lrs) > 5
-    assert {s.recipe for s in recipes} >= {"linear-warmup"}
-    assert all(s.base_batch_size in s.batch_sizes and s.batch_sizes == grid.batch_sizes for s in recipes)
+    assert grid.recipe_name is None and len(grid.lrs) > 5
+    assert {s.recipe_name for s in recipes} >= {"linear-warmup"}
+    assert all(s.recipe.base_batch_size in s.batch_sizes and s.batch_sizes == grid.batch_sizes for s in recipes)
 
 
 # ---- command line ----
@@ -208,7 +210,7 @@ def comparison_report(tmp_path_factory):
     common = dict(seeds=SEEDS, steps=STEPS, batch_sizes=BATCHES, device="cpu")
     problem = [get_problem(PROBLEM)]
     run_sweep(Sweep(problem, [get_optimizer("sgd")], lrs=LRS, **common), root / "r")
-    run_sweep(Sweep(problem, [get_optimizer("sgd")], lrs=LRS, recipe="linear-warmup", **common), root / "r")
+    run_sweep(Sweep(problem, [get_optimizer("sgd")], lrs=LRS, recipe_name="linear-warmup", **common), root / "r")
     build_report([root / "r"], root / "report", formats=["png"], figures=["grids"])
     return root / "r", root / "report"
 

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from optbench.engines.recipe import Recipe
 from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
-from optbench.runner import Sweep
+from optbench.sweep.spec import Sweep
 
 OPTBENCH = str(Path(sys.executable).with_name("optbench"))
 
 
 def _sweep(**kw):
-    return Sweep([get_problem("noisy-quadratic(dim=4)")], [get_optimizer("sgd")], lrs=[0.01, 0.1],
+    return Sweep.build([get_problem("noisy-quadratic(dim=4)")], [get_optimizer("sgd")], lrs=[0.01, 0.1],
                  batch_sizes=[4, 16, 64], steps=20, **kw)
 
 
@@ -28,7 +29,7 @@ def test_lrs_follow_the_rule(rule, power):
     runs = _sweep(lr_scaling=rule, base_batch_size=16).expand()
     assert len(runs) == 6
     for run in runs:
-        assert run.base_batch_size == 16
+        assert run.recipe.base_batch_size == 16
         base = run.optimizer.given["lr"] / (run.problem.batch_size / 16) ** power
         assert min(abs(base - 0.01), abs(base - 0.1)) < 1e-15
         assert run.optimizer_label == f"sgd+{rule}-scaling(base_batch_size=16)"
@@ -39,12 +40,12 @@ def test_lrs_follow_the_rule(rule, power):
 
 def test_default_base_is_the_smallest_batch_and_identity_unchanged_without_scaling():
     scaled = _sweep(lr_scaling="linear").expand()
-    assert {r.base_batch_size for r in scaled} == {4}
+    assert {r.recipe.base_batch_size for r in scaled} == {4}
     assert sorted({r.optimizer.lr for r in scaled if r.problem.batch_size == 16}) == pytest.approx([0.04, 0.4])
     plain = _sweep().expand()
     for run in plain:
-        assert run.recipe == {} and "recipe" not in run.identity and run.optimizer_label == "sgd"
-        assert run.lr_scaling is None and run.base_batch_size is None
+        assert run.recipe == Recipe() and "recipe" not in run.identity and run.optimizer_label == "sgd"
+        assert run.recipe.lr_scaling is None and run.recipe.base_batch_size is None
     assert {r.run_id for r in plain}.isdisjoint(r.run_id for r in scaled)
     # the scaled run at the base batch size has the base lr but is its own run (its own label)
     at_base = [r for r in scaled if r.problem.batch_size == 4]
@@ -60,7 +61,7 @@ def test_bad_settings(kw, message):
     with pytest.raises(UsageError, match=message):
         _sweep(**kw).expand()
     with pytest.raises(UsageError, match="batch size"):
-        Sweep([get_problem("valley")], [get_optimizer("sgd")], lr_scaling="linear").expand()
+        Sweep([get_problem("valley")], [get_optimizer("sgd")], recipe=Recipe(lr_scaling="linear")).expand()
 
 
 def test_cli_end_to_end(tmp_path):

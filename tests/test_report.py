@@ -19,8 +19,9 @@ from optbench.report import animate as animate_mod
 from optbench.report import build_report
 from optbench.report.style import fmt_num, palette
 from optbench.results import load_summary
-from optbench.runner import Sweep, run_sweep
+from optbench.runner import run_sweep
 from optbench.summary import aggregate
+from optbench.sweep.spec import Sweep
 
 FRAMES, DPI = 12, 60
 

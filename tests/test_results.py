@@ -9,7 +9,8 @@ import pytest
 import optbench
 from optbench.errors import UsageError
 from optbench.results import STEP_COLUMNS, SUMMARY_COLUMNS
-from optbench.runner import Sweep, run_sweep
+from optbench.runner import run_sweep
+from optbench.sweep.spec import Sweep
 
 
 def _sweep(**kw):
@@ -92,7 +93,7 @@ def test_git_revision_without_a_subprocess(tmp_path):
     import shutil
     import subprocess
 
-    from optbench.runner import git_revision
+    from optbench.sweep.manifest import git_revision
 
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
@@ -122,18 +123,18 @@ def test_git_revision_without_a_subprocess(tmp_path):
 @pytest.mark.parametrize("sweep", [
     dict(problems=["rosenbrock", "saddle"], optimizers=["adam", "sgd(momentum=0.9)"], lrs=[1e-3, 0.1],
          seeds=[0, 1, -3, 2**40], schedules=["constant", "warmup-cosine(warmup=5)"], clip_norm=1.0),
-    dict(problems=["noisy-quadratic"], optimizers=["sgd"], batch_sizes=[8, 64], seeds=[0, 1], recipe="goyal"),
+    dict(problems=["noisy-quadratic"], optimizers=["sgd"], batch_sizes=[8, 64], seeds=[0, 1], recipe_name="goyal"),
     dict(problems=["rosenbrock"], optimizers=["lbfgs", "spsa", "adafactor"], seeds=[3], dtype="float32"),
 ])
 def test_bulk_run_ids_equal_the_per_run_hash(sweep):
     """expand() fills run ids from one JSON template per configuration; they equal Run.identity's hash."""
     import dataclasses
 
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     problems = [optbench.get_problem(p) for p in sweep.pop("problems")]
     optimizers = [optbench.get_optimizer(o) for o in sweep.pop("optimizers")]
-    runs = Sweep(problems, optimizers, steps=20, **sweep).expand()
+    runs = Sweep.build(problems, optimizers, steps=20, **sweep).expand()
     assert all("run_id" in r.__dict__ for r in runs)
     fresh = [dataclasses.replace(r) for r in runs]  # a new object: run_id computed from its identity
     assert [r.run_id for r in runs] == [f.run_id for f in fresh]

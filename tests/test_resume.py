@@ -71,7 +71,7 @@ def test_rerun_skips_complete_and_force_reruns(tmp_path):
 def _four_groups():
     """A batched sweep of four groups (one per optimizer) of two runs each."""
     import optbench
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     return Sweep([optbench.get_problem("rosenbrock")],
                  [optbench.get_optimizer(o) for o in ("adam", "sgd", "rmsprop", "adagrad")],
@@ -102,16 +102,17 @@ def test_ctrl_c_in_a_group_keeps_the_groups_before_it(tmp_path, monkeypatch):
     still leaves groups 1 and 2 on disk, counted in the manifest, and a re-run does only the rest."""
     import optbench
     import optbench.runner as runner
+    import optbench.sweep.plan as plan
 
-    sweep, plain = _four_groups(), runner.execute
-    monkeypatch.setattr(runner, "execute", _ctrl_c_in_group(3, plain))
+    sweep, plain = _four_groups(), plan.execute
+    monkeypatch.setattr(plan, "execute", _ctrl_c_in_group(3, plain))
     with pytest.raises(KeyboardInterrupt):
         runner.run_sweep(sweep, tmp_path)
     record = _last_sweep_record(tmp_path)
     assert record["interrupted"] and record["completed"] == 4
     assert len(optbench.load_summary(tmp_path)) == 4
     assert not list(tmp_path.rglob("*.tmp"))
-    monkeypatch.setattr(runner, "execute", plain)
+    monkeypatch.setattr(plan, "execute", plain)
     outcome = runner.run_sweep(sweep, tmp_path)
     assert (outcome.runs_skipped, outcome.runs_done) == (4, 4)
     assert len(optbench.load_summary(tmp_path)) == 8
@@ -123,6 +124,7 @@ def test_a_failed_background_write_does_not_hide_the_ctrl_c(tmp_path, monkeypatc
     import optbench
     import optbench.results as results
     import optbench.runner as runner
+    import optbench.sweep.plan as plan
 
     plain_write, writes = results.write_chunk, []
 
@@ -132,7 +134,7 @@ def test_a_failed_background_write_does_not_hide_the_ctrl_c(tmp_path, monkeypatc
             raise OSError(28, "No space left on device")
         return plain_write(*args)
 
-    monkeypatch.setattr(runner, "execute", _ctrl_c_in_group(3, runner.execute))
+    monkeypatch.setattr(plan, "execute", _ctrl_c_in_group(3, plan.execute))
     monkeypatch.setattr(results, "write_chunk", write_chunk)
     with pytest.raises(KeyboardInterrupt):
         runner.run_sweep(_four_groups(), tmp_path)
@@ -144,7 +146,7 @@ def test_a_failed_background_write_does_not_hide_the_ctrl_c(tmp_path, monkeypatc
 def test_a_ctrl_c_while_waiting_for_a_chunk_still_counts_it(tmp_path):
     from concurrent.futures import Future
 
-    from optbench.runner import _ChunkWriter
+    from optbench.sweep.writer import ChunkWriter
 
     class InterruptedOnce(Future):
         def __init__(self):
@@ -158,7 +160,7 @@ def test_a_ctrl_c_while_waiting_for_a_chunk_still_counts_it(tmp_path):
                 raise KeyboardInterrupt
             return super().result(timeout)
 
-    writer = _ChunkWriter(tmp_path)
+    writer = ChunkWriter(tmp_path)
     writer.pending = (InterruptedOnce(), "batched", ["done", "done"])
     with pytest.raises(KeyboardInterrupt):
         list(writer._finish())

@@ -13,11 +13,12 @@ from torch.optim import lr_scheduler as L
 
 from optbench.engines.batched import run_batched
 from optbench.engines.loop import run_loop
+from optbench.engines.recipe import Recipe
 from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
-from optbench.runner import Run, Sweep
 from optbench.schedules import get_schedule, list_schedules, lr_factors, lr_sequence
+from optbench.sweep.spec import Run, Sweep
 
 T, BASE, MIN = 40, 0.1, 1e-3
 
@@ -127,7 +128,7 @@ def test_batched_equals_loop_with_recipes(opt, schedule, clip_norm, clip_value):
     problem = get_problem("noisy-quadratic(dim=5, batch_size=4)")
     configs = [get_optimizer(opt).with_hyperparams(lr=lr) for lr in (0.02, 0.05, 0.05)]
     seeds = [0, 1, 2]
-    kw = dict(schedule=schedule, clip_norm=clip_norm, clip_value=clip_value, measure_cost=False)
+    kw = dict(recipe=Recipe(schedule, clip_norm, clip_value), measure_cost=False)
     group = run_batched(problem, configs, seeds, 30, 1, **kw)
     for k, (config, seed) in enumerate(zip(configs, seeds)):
         ref = run_loop(problem, config, seed, 30, 1, **kw)
@@ -139,7 +140,7 @@ def test_loop_schedule_sets_the_optimizer_lr():
     """SGD on ½x² from x = 1: x_T = Π (1 − η_t), with η_t from the schedule."""
     problem = get_problem("valley(kappa=1)")
     seq = lr_sequence("cosine", 20, 0.1)
-    trace = run_loop(problem, get_optimizer("sgd(lr=0.1)"), 0, 20, 1, schedule="cosine")
+    trace = run_loop(problem, get_optimizer("sgd(lr=0.1)"), 0, 20, 1, recipe=Recipe("cosine"))
     x0 = problem.start_points([0])[0].numpy()
     h = problem.grad(torch.ones(problem.dim, dtype=torch.float64)).numpy() / 1.0  # gradient of x at x = 1
     expected = x0 * np.prod([1 - eta * h for eta in seq], axis=0)
@@ -148,7 +149,8 @@ def test_loop_schedule_sets_the_optimizer_lr():
 
 def test_clip_norm_bounds_the_step():
     problem = get_problem("valley(kappa=100)")
-    trace = run_loop(problem, get_optimizer("sgd(lr=1.0)"), 0, 1, 1, clip_norm=0.01, measure_cost=False)
+    trace = run_loop(problem, get_optimizer("sgd(lr=1.0)"), 0, 1, 1, recipe=Recipe(clip_norm=0.01),
+                     measure_cost=False)
     start = problem.start_points([0])[0].numpy()
     assert np.linalg.norm(trace.end_x[0] - start) == pytest.approx(0.01, rel=1e-4)
 
@@ -157,14 +159,14 @@ def test_recipe_identity_and_labels():
     problem, opt = get_problem("valley"), get_optimizer("adam(betas=(0.8, 0.9))")
     plain = Run(problem, opt, 0, 100, 1)
     assert "recipe" not in plain.identity
-    assert Run(problem, opt, 0, 100, 1, schedule="constant").run_id == plain.run_id
-    cosine = Run(problem, opt, 0, 100, 1, schedule="cosine")
+    assert Run(problem, opt, 0, 100, 1, recipe=Recipe("constant")).run_id == plain.run_id
+    cosine = Run(problem, opt, 0, 100, 1, recipe=Recipe("cosine"))
     assert cosine.run_id != plain.run_id
-    assert Run(problem, opt, 0, 100, 1, schedule="cosine(min_lr=0.0)").run_id == cosine.run_id
-    assert Run(problem, opt, 0, 100, 1, clip_norm=1.0).run_id not in (plain.run_id, cosine.run_id)
+    assert Run(problem, opt, 0, 100, 1, recipe=Recipe("cosine(min_lr=0.0)")).run_id == cosine.run_id
+    assert Run(problem, opt, 0, 100, 1, recipe=Recipe(clip_norm=1.0)).run_id not in (plain.run_id, cosine.run_id)
     assert plain.optimizer_label == "adam(betas=(0.8, 0.9))"
     assert cosine.optimizer_label == "adam(betas=(0.8, 0.9))+cosine"
-    label = Run(problem, opt, 0, 100, 1, schedule="warmup-cosine(warmup=0.05)", clip_value=0.5).optimizer_label
+    label = Run(problem, opt, 0, 100, 1, recipe=Recipe("warmup-cosine(warmup=0.05)", clip_value=0.5)).optimizer_label
     assert label == "adam(betas=(0.8, 0.9))+warmup-cosine(warmup=0.05)+clip-value=0.5"
 
 
@@ -174,9 +176,9 @@ def test_sweep_schedule_axis_and_validation():
     runs = sweep.expand()
     assert len(runs) == 2 * 3 * 2 and len({r.run_id for r in runs}) == 12
     with pytest.raises(UsageError, match="--clip-norm"):
-        Sweep([get_problem("valley")], [get_optimizer("sgd")], clip_norm=-1.0).expand()
+        Sweep([get_problem("valley")], [get_optimizer("sgd")], recipe=Recipe(clip_norm=-1.0)).expand()
     with pytest.raises(UsageError, match="network"):
-        Sweep([get_problem("valley")], [get_optimizer("sgd")], label_smoothing=0.1).expand()
+        Sweep([get_problem("valley")], [get_optimizer("sgd")], recipe=Recipe(label_smoothing=0.1)).expand()
     with pytest.raises(SpecError, match="leaves nothing"):
         Sweep([get_problem("valley")], [get_optimizer("sgd")], steps=10,
               schedules=["warmup-cosine(warmup=20)"]).expand()

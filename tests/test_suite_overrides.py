@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from optbench.cli.app import app
 from optbench.cli.run import NOT_WITH_SUITE, sweep_options
-from optbench.runner import Sweep
+from optbench.engines.recipe import Recipe
+from optbench.sweep.spec import Sweep
 
 RUN_PARAMS = {p.name: p for p in get_command(app).commands["run"].params}
 NET = "mnist-mlp(width=8, depth=1, batch_size=50, train_size=200, test_size=50)"
@@ -109,7 +110,7 @@ def test_sweep_option_overrides_every_sweep(option, tmp_path, monkeypatch, suite
     field = sweep_options()[option]
     assert len(captured["sweeps"]) == 2
     for sweep in captured["sweeps"]:
-        assert getattr(sweep, field) == expected, (option, getattr(sweep, field))
+        assert sweep.setting(field) == expected, (option, sweep.setting(field))
     assert [s.steps for s in captured["sweeps"]] == ([7, 7] if option == "steps" else [4, 5])  # the file's own
     assert captured["print"]["target"] == (0.5 if option == "target" else None)
 
@@ -140,16 +141,16 @@ def test_bad_override_values_are_refused_as_run_refuses_them(tmp_path, monkeypat
 
 
 def test_a_new_sweep_field_is_a_suite_key_and_an_override(tmp_path, monkeypatch):
-    """Suite keys and the override table are generated from the Sweep dataclass."""
-    import optbench.runner
+    """Suite keys and the override table are generated from the Sweep dataclass and its Recipe's."""
+    import optbench.sweep.spec
     from optbench.suite import load_suite, sweep_keys
 
     assert set(sweep_keys()) - {"name", "description"} == {
-        {"lrs": "lr", "batch_sizes": "batch_size", "schedules": "schedule"}.get(f.name, f.name)
-        for f in dataclasses.fields(Sweep)}
+        {"lrs": "lr", "batch_sizes": "batch_size", "schedules": "schedule", "recipe_name": "recipe"}.get(f.name, f.name)
+        for f in dataclasses.fields(Sweep) if f.name != "recipe"} | (set(Recipe.field_names()) - {"schedule"})
     Wider = dataclasses.make_dataclass("Wider", [("warp_factor", float, dataclasses.field(default=1.0)),
                                                  ("passes", int, dataclasses.field(default=1))], bases=(Sweep,))
-    monkeypatch.setattr(optbench.runner, "Sweep", Wider)
+    monkeypatch.setattr(optbench.sweep.spec, "Sweep", Wider)
     assert {"warp_factor", "passes"} <= set(sweep_keys())
     assert sweep_options()["warp_factor"] == "warp_factor"
     f = tmp_path / "w.toml"
@@ -171,8 +172,48 @@ def test_suite_keys_cover_every_recipe_setting(tmp_path, suite_file):  # suite_f
     f.write_text(f'[[sweep]]\nproblems = ["{NET}"]\noptimizers = ["sgd"]\nclip_norm = 1\nclip_value = 0.5\n'
                  'label_smoothing = 0.1\nnoise_scale_every = 2\ntarget = 0.25\n')
     (sweep,) = load_suite(f).sweeps
-    assert (sweep.clip_norm, sweep.clip_value, sweep.label_smoothing, sweep.noise_scale_every, sweep.target) == (
+    recipe = sweep.recipe
+    assert (recipe.clip_norm, recipe.clip_value, recipe.label_smoothing, recipe.noise_scale_every, sweep.target) == (
         1.0, 0.5, 0.1, 2, 0.25)
+
+
+# the schedule is the sweep's `schedules` axis (key and option `schedule`)
+RECIPE_FIELDS = sorted(set(Recipe.field_names()) - {"schedule"})
+
+
+def test_every_recipe_field_is_a_suite_key_and_a_run_option(tmp_path, suite_file):
+    """Each field of Recipe, written in a suite file, reaches the sweep's recipe (the run option of each is
+    checked by test_sweep_option_overrides_every_sweep and test_recipe_options_of_a_plain_run)."""
+    from optbench.suite import load_suite, sweep_keys
+
+    assert set(RECIPE_FIELDS) <= set(sweep_keys()) and set(RECIPE_FIELDS) <= set(sweep_options().values())
+    assert sweep_options()["schedule"] == "schedules"
+    values = {name: SWEEP_SAMPLES[name][1] for name in RECIPE_FIELDS}
+    f = tmp_path / "every.toml"
+    f.write_text(f'[[sweep]]\nproblems = ["{NET}"]\noptimizers = ["sgd"]\nbatch_size = [25, 50]\nsteps = 3\n'
+                 + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items()))
+    (sweep,) = load_suite(f).sweeps
+    assert {name: getattr(sweep.recipe, name) for name in RECIPE_FIELDS} == values
+
+
+@pytest.mark.parametrize("field", RECIPE_FIELDS)
+def test_recipe_options_of_a_plain_run(field, tmp_path, monkeypatch, suite_file):
+    """`optbench run` without a suite: every recipe option reaches the Sweep's recipe."""
+    import optbench.runner
+
+    captured = []
+    monkeypatch.setattr(optbench.runner, "run_sweep",
+                        lambda sweep, out_dir, **kw: captured.append(sweep) or optbench.runner.SweepOutcome(
+                            out_dir, 0, 0, 0, 0.0, {}))
+    monkeypatch.setattr("optbench.cli.run.print_outcome", lambda outcome, **kw: None)
+    text, expected = SWEEP_SAMPLES[field]
+    option = next(o for o, f in sweep_options().items() if f == field)
+    result = CliRunner().invoke(app, ["run", "-p", NET, "-o", "sgd", "--batch-size", "25,50", "--steps", "3",
+                                      *(["--lr-scaling", "linear"] if field == "base_batch_size" else []),
+                                      RUN_PARAMS[option].opts[0], text, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    (sweep,) = captured
+    assert getattr(sweep.recipe, field) == expected
 
 
 def test_clip_norm_and_schedule_reach_the_suite_runs(tmp_path):

@@ -14,7 +14,8 @@ from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.results import SUMMARY_DIR, load_results, load_summary
-from optbench.runner import Sweep, run_sweep
+from optbench.runner import run_sweep
+from optbench.sweep.spec import Sweep
 
 RECORD_EVERY = 5
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from optbench.engines.recipe import Recipe
 from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
@@ -306,11 +307,11 @@ def test_clip_value_reaches_every_trial(tmp_path):
 
     problem, opt = get_problem("rosenbrock(start=(-2.0, 2.0))"), get_optimizer("sgd")
     res = tune_one(problem, opt, protocol=get_protocol("random"), trials=12, dims=parse_space(""), steps=60,
-                   out_dir=tmp_path, batch=12, clip_value=0.5)
+                   out_dir=tmp_path, batch=12, recipe=Recipe(clip_value=0.5))
     assert "|clip_value=0.5" in res.study_name
     best = get_optimizer(f"sgd(lr={res.best_params['lr']!r})")
     for clip, same in ((0.5, True), (None, False)):
-        trace = run_batched(problem, [best], [TUNE_SEED], 60, clip_value=clip, measure_cost=False)
+        trace = run_batched(problem, [best], [TUNE_SEED], 60, recipe=Recipe(clip_value=clip), measure_cost=False)
         assert (float(trace.end_loss[0]) == pytest.approx(res.best_value, rel=1e-12)) is same
     assert torch.get_default_dtype() == torch.float32  # untouched
 

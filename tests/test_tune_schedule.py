@@ -12,12 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from optbench.engines.batched import run_batched
+from optbench.engines.recipe import Recipe
 from optbench.errors import SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.results import load_summary
-from optbench.runner import Run, execute
 from optbench.schedules import get_schedule, lr_sequence
+from optbench.sweep.plan import execute
+from optbench.sweep.spec import Run
 from optbench.tuning import get_protocol, parse_space, tune_one
 from optbench.tuning.spaces import check_schedule, check_space, resolve_space, schedule_for, suggest
 from optbench.tuning.study import study_name
@@ -38,16 +40,16 @@ def test_batched_per_config_schedules_equal_the_loop_engine(opt):
     configs = [get_optimizer(opt).with_hyperparams(lr=lr) for lr, _ in ROWS]
     schedules = [s for _, s in ROWS]
     seeds = list(range(len(ROWS)))
-    group = run_batched(problem, configs, seeds, steps, 1, schedule=schedules, measure_cost=False)
+    group = run_batched(problem, configs, seeds, steps, 1, schedules=schedules, measure_cost=False)
     for k, (config, schedule, seed) in enumerate(zip(configs, schedules, seeds)):
-        ref = execute("loop", [Run(problem, config, seed, steps, 1, schedule=schedule)])
+        ref = execute("loop", [Run(problem, config, seed, steps, 1, recipe=Recipe(schedule))])
         np.testing.assert_allclose(group.end_x[k], ref.end_x[0], rtol=1e-8, atol=1e-12)
         np.testing.assert_allclose(group.loss[:, k], ref.loss[:, 0], rtol=1e-8, atol=1e-12)
     # the rows really differ: same lr and seed, different warm-ups give different trajectories
-    same_seed = run_batched(problem, configs[:4], [0] * 4, steps, 1, schedule=schedules[:4], measure_cost=False)
+    same_seed = run_batched(problem, configs[:4], [0] * 4, steps, 1, schedules=schedules[:4], measure_cost=False)
     assert len({round(float(v), 12) for v in same_seed.end_loss}) == 4
     with pytest.raises(ValueError, match="2 schedules for 6"):
-        run_batched(problem, configs, seeds, steps, 1, schedule=schedules[:2], measure_cost=False)
+        run_batched(problem, configs, seeds, steps, 1, schedules=schedules[:2], measure_cost=False)
 
 
 def test_warmup_range_maps_to_a_fraction_or_to_steps():
@@ -93,7 +95,7 @@ def test_integer_dimensions_suggest_ints_and_tpe_local_steps_stay_on_the_grid(tm
     assert len(set(warmups)) > 3  # they do move
     res = tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=get_protocol("tpe"), trials=42,
                    dims=parse_space("warmup=0:20"), steps=30, out_dir=tmp_path, batch=16,
-                   schedule="warmup-cosine")
+                   recipe=Recipe("warmup-cosine"))
     assert sum(res.states.values()) == 42 and isinstance(res.best_params["schedule.warmup"], int)
     assert res.best_schedule == f"warmup-cosine(warmup={res.best_params['schedule.warmup']})"
 
@@ -160,7 +162,7 @@ def test_schedule_is_part_of_the_study_name():
     space = [dims.get("lr") or parse_space("lr=1e-5:10:log")["lr"]]
 
     def name(schedule, space=space):
-        return study_name(problem, adam, proto, 100, space, "float64", None, schedule)
+        return study_name(problem, adam, proto, 100, space, "float64", Recipe(schedule or "constant"))
 
     assert name(None) == name("constant") and "schedule" not in name(None)  # studies from before keep their name
     assert name("cosine") == name("cosine(min_lr=0.0)") != name("linear")

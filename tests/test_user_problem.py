@@ -18,8 +18,10 @@ import torch
 from optbench.errors import SpecError, UserCodeError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem, list_problems
+from optbench.problems.base import AnalyticProtocol, Problem, TrainingProtocol, protocol_members
 from optbench.results import load_results, load_summary
-from optbench.runner import Run, Sweep, run_sweep
+from optbench.runner import run_sweep
+from optbench.sweep.spec import Run, Sweep
 
 OPTBENCH = str(Path(sys.executable).with_name("optbench"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,15 +81,6 @@ def wrong_shape():
     return AnalyticTask(loss=lambda p: p.sum(), dim=2, bounds=((-1, 1), (-1, 1)))
 '''
 
-# every attribute of a problem the runner, the engines, the results and the report read
-CONTRACT = ("name", "spec", "label", "config", "kind", "dim", "f_min", "target", "has_batch_size", "batch_size",
-            "unbounded", "distance_to_minimum", "blowup_level", "describe")
-ANALYTIC_CONTRACT = ("loss", "grad", "loss_and_grad", "minima", "bounds", "start", "start_points", "noise_std",
-                     "noise_stream", "sampled_loss", "is_noisy", "escape_box")
-NETWORK_CONTRACT = ("device_data", "make_model", "init_params", "build_model", "n_train", "steps_per_epoch",
-                    "eval_every", "precision", "input_shape", "architecture")
-
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
@@ -112,8 +105,11 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def _check_contract(problem) -> None:
-    for attribute in CONTRACT + (ANALYTIC_CONTRACT if problem.kind == "analytic" else NETWORK_CONTRACT):
+    # the protocols of optbench.problems.base list every attribute runner, engines, results and report read
+    protocol = AnalyticProtocol if problem.kind == "analytic" else TrainingProtocol
+    for attribute in protocol_members(protocol):
         assert hasattr(problem, attribute), f"{problem.label} lacks {attribute}"
+    assert isinstance(problem, Problem) and isinstance(problem, protocol)
     json.dumps(problem.config, default=repr)
     assert str(problem.spec) == problem.label
     again = get_problem(problem.label, **({"batch_size": problem.batch_size} if problem.has_batch_size else {}))
@@ -262,7 +258,7 @@ def test_examples_seen_counts_the_smaller_last_batch():
 
 def test_evaluation_time_is_kept_out_of_the_training_clock(tasks, tmp_path, monkeypatch):
     """A fake clock: every reading advances 1 s, and each evaluation of the metric 1000 s."""
-    import optbench.engines.network as network
+    import optbench.engines.recorder as recorder  # the training clock (RecorderBase.exclude_time)
 
     clock = {"t": 0.0}
 
@@ -272,7 +268,7 @@ def test_evaluation_time_is_kept_out_of_the_training_clock(tasks, tmp_path, monk
             clock["t"] += 1.0
             return clock["t"]
 
-    monkeypatch.setattr(network, "time", FakeTime)
+    monkeypatch.setattr(recorder, "time", FakeTime)
     p = get_problem("tasks.py:blobs")
     slow = p.metric_fns["test_acc"]
 

@@ -15,6 +15,7 @@ from optbench.data.fetch import import_dataset
 from optbench.data.synthetic import write_dataset
 from optbench.engines.capabilities import batched_unsupported_reason, choose_engine
 from optbench.engines.network import Augmentation, run_network, run_network_batched
+from optbench.engines.recipe import Recipe
 from optbench.errors import DataError, SpecError, UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem, list_problems
@@ -137,7 +138,7 @@ def test_augmented_resnet_is_reproducible_and_differs_from_unaugmented(data_dir)
 
 
 def test_dropout_and_no_decay_are_in_identity_and_label_only_when_set(data_dir):
-    from optbench.runner import Sweep
+    from optbench.sweep.spec import Sweep
 
     def run(spec):
         return Sweep([get_problem(spec)], [get_optimizer("adamw")], steps=2, device="cpu").expand()[0]
@@ -199,7 +200,7 @@ def test_dropout_masks_are_seeded_per_step_and_leave_the_global_rng_alone(data_d
     trace = run_network(p, get_optimizer("lbfgs(lr=0.5)"), 0, 4, 1)
     assert trace.status == ["done"] and np.isfinite(trace.loss).all()
     with pytest.raises(UsageError, match="noise-scale"):
-        run_network(p, opt, 0, 4, 1, noise_scale_every=2)
+        run_network(p, opt, 0, 4, 1, recipe=Recipe(noise_scale_every=2))
 
 
 def test_language_model_on_real_text_learns_and_reports_bits_per_byte(data_dir):

@@ -97,7 +97,8 @@ def run(
 ) -> None:
     """Run optimizers on problems and print a comparison; results go to a directory others can read."""
     from optbench.errors import UsageError
-    from optbench.runner import Sweep, run_sweep
+    from optbench.runner import run_sweep
+    from optbench.sweep.spec import Sweep
 
     if recipe is not None:
         _check_recipe_options(ctx, recipe, suite)
@@ -125,7 +126,7 @@ def run(
 
             values["device"], values["dtype"] = deterministic_settings(values["problems"], device, dtype)
             enable_determinism()
-        outcome = run_sweep(Sweep(**values), out_dir, force=force, command=command, progress_factory=progress,
+        outcome = run_sweep(Sweep.build(**values), out_dir, force=force, command=command, progress_factory=progress,
                             workers=workers)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
     _maybe_report(outcome, report, quiet or json_out)
@@ -139,15 +140,12 @@ NOT_WITH_SUITE = {"problem": "the suite lists the problems", "opt": "the suite l
 
 
 def sweep_options() -> dict[str, str]:
-    """{``run`` option (parameter name): Sweep field}, one per field of :class:`optbench.runner.Sweep`. Given
+    """{``run`` option (parameter name): Sweep field}, one per field of :class:`optbench.sweep.spec.Sweep`. Given
     with --suite, each overrides every sweep of the suite (or is refused: NOT_WITH_SUITE); generated from the
     dataclass so that a new field cannot be forgotten."""
-    import dataclasses
+    from optbench.suite import sweep_key, sweep_settings
 
-    from optbench.runner import Sweep
-    from optbench.suite import sweep_key
-
-    return {_OPTION_OF_FIELD.get(f.name, sweep_key(f.name)): f.name for f in dataclasses.fields(Sweep)}
+    return {_OPTION_OF_FIELD.get(f.name, sweep_key(f.name)): f.name for f in sweep_settings()}
 
 
 def sweep_value(option: str, value):

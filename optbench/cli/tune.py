@@ -71,12 +71,14 @@ def tune(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Tune each optimizer's hyperparameters with one Optuna study per problem, with equal budgets."""
+    from optbench.engines.recipe import Recipe
     from optbench.errors import UsageError
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.results import check_writable, update_manifest
-    from optbench.runner import DTYPES, ENGINES, Sweep, run_sweep
+    from optbench.runner import run_sweep
     from optbench.spec import parse_spec_list
+    from optbench.sweep.spec import DTYPES, ENGINES, Sweep
     from optbench.tuning import get_protocol, parse_space, tune_one
     from optbench.tuning.spaces import check_schedule, check_space, resolve_space
     from optbench.tuning.study import check_tuning
@@ -123,16 +125,15 @@ def tune(
         validate_report(split_list(report_format), split_list(report_figures), "final_loss", 200, 20, 100)
     # the recipe options are validated as 'optbench run' validates them (clip values, label smoothing on
     # networks only), before any trial
-    Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
-          label_smoothing=label_smoothing).check_recipe(problems)
+    recipe = Recipe(schedule=sched, clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing)
+    recipe.replace(schedule="constant").validate(problems, optimizers, steps=steps)
     out_dir = check_writable(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))  # before any trial
 
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
     budget = max(budgets)
     budget_text = _budget_text(budgets, [o.label for o in optimizers])
-    options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, clip_norm=clip_norm,
-                   clip_value=clip_value, label_smoothing=label_smoothing, schedule=sched)
+    options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, recipe=recipe)
     t0 = time.perf_counter()
     progress = TrialProgress(sum(pair_budgets), len(pairs), quiet)
     try:
@@ -173,8 +174,7 @@ def tune(
                 best_by_schedule.setdefault(r.best_schedule or "constant", []).append(r.best_config)
         for best_schedule, best in best_by_schedule.items():
             reruns.append(Sweep([prob], best, seeds=seed_list, steps=steps, engine=engine, dtype=dtype,
-                                clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing,
-                                schedules=[best_schedule]))
+                                recipe=recipe.replace(schedule="constant"), schedules=[best_schedule]))
     outcomes = []
     rerun_progress = SweepProgress(quiet, what="re-runs")  # 're-runs 2/3 · runs 4/10' on the sweep bar
     for index, sweep in enumerate(reruns, start=1):

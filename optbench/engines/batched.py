@@ -9,7 +9,7 @@ trajectory the loop engine gives it (tested to 1e-8 relative in float64).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,14 +17,19 @@ import torch
 from optbench.cost import StepTimer
 from optbench.engines.batched_rules import HESSIAN, LAYERS, REPORTED, RULES, check_needs
 from optbench.engines.layout import ParamLayout
+from optbench.engines.recipe import PLAIN, Recipe
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
 from optbench.errors import OptbenchError
 
+if TYPE_CHECKING:
+    from optbench.problems.base import Problem
+
+MAX_GROUP = 4096  # configurations per batched work item (bounded memory per group)
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
 # the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine
 PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED})
-# the training-recipe settings (runner.Run.recipe keys) it implements; lr scaling is already in each lr
+# the training-recipe settings (Recipe.settings()) it implements; lr scaling is already in each lr
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 
 
@@ -112,15 +117,15 @@ def _lr_schedule(optimizers, schedule, steps: int, dtype, device):
     return table.contiguous(), index
 
 
-def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps: int, record_every: int = 1,
-                *, device="cpu", dtype=torch.float64, progress=None, schedule: str | Sequence[str] | None = None,
-                clip_norm: float | None = None, clip_value: float | None = None,
-                measure_cost: bool = True) -> GroupTrace:
+def run_batched(problem: Problem, optimizers: Sequence[Any], seeds: Sequence[int], steps: int,
+                record_every: int = 1, *, device="cpu", dtype=torch.float64, progress=None, recipe: Recipe = PLAIN,
+                schedules: Sequence[str] | None = None, measure_cost: bool = True) -> GroupTrace:
     """Run K = len(seeds) configurations (``optimizers[k]`` with ``seeds[k]``) of one batched rule.
 
-    ``schedule`` is one spec shared by the group (as in ``run_loop``) or a sequence of K specs, one per
-    configuration; each configuration's lr follows its schedule from its own base lr. ``clip_norm`` and
-    ``clip_value`` are shared by the group.
+    ``recipe`` (:class:`Recipe`) is shared by the group: its schedule (as in ``run_loop``), ``clip_norm`` and
+    ``clip_value``. ``schedules``, given, is a sequence of K specs, one per configuration, in place of the
+    recipe's schedule (tuning searches schedule parameters); each configuration's lr follows its schedule
+    from its own base lr.
     """
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
@@ -135,7 +140,9 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     if LAYERS in rule.needs:
         state["layout"] = ParamLayout.vector(x.shape[-1], device)
     rec = Recorder(problem, K, steps, record_every, device, dtype)
-    lr_table, lr_index = _lr_schedule(optimizers, schedule, steps, dtype, device)
+    lr_table, lr_index = _lr_schedule(optimizers, recipe.schedule if schedules is None else schedules, steps,
+                                      dtype, device)
+    clip_norm, clip_value = recipe.clip_norm, recipe.clip_value
     clip = clip_norm is not None or clip_value is not None
     timer = StepTimer(steps, device, per_run=K) if measure_cost else None
     start = mid = 0.0

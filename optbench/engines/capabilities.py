@@ -6,7 +6,7 @@ problem kind runs a configuration only when
 - the optimizer has a batched rule (``OptimizerEntry.batched``),
 - the engine provides every need the rule declares (``Rule.needs`` against the engine's ``PROVIDES``:
   Hessians, per-parameter-tensor norms, a closure), and
-- the engine implements every training-recipe setting of the run (``Run.recipe`` keys against the
+- the engine implements every training-recipe setting of the run (``Recipe.settings()`` against the
   engine's ``RECIPE``: schedules, clipping, label smoothing, …), and
 - the engine runs every model feature of the problem (``NetworkProblem.features`` against the engine's
   ``BATCHED_FEATURES``: BatchNorm running statistics, dropout, on-device augmentation, parameter groups;
@@ -16,30 +16,143 @@ problem kind runs a configuration only when
 ``--engine batched`` on a configuration the batched engine cannot honour is a ``UsageError`` naming the
 reason; ``--engine auto`` then picks the loop engine. ``auto`` also keeps networks on a CPU on the loop
 engine, where ``vmap`` over K copies is slower than K loops.
+
+Every engine is an :class:`Engine` value in :data:`ENGINES`, looked up by (name, track) with
+:func:`get_engine`: it says whether it runs a configuration (``supports``: the reason it cannot, or None), how
+many runs one work item holds (``max_group``) and runs a work item (``run``). The planner
+(:func:`optbench.sweep.plan.plan_groups`) and :func:`optbench.sweep.plan.execute` ask it; nothing else
+branches on engine names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from optbench.engines.recipe import Recipe
 from optbench.errors import UsageError
+
+RecipeLike = Recipe | Iterable[str]  # a Recipe, or the names of its non-default settings (Recipe.settings())
+ANALYTIC, NETWORK = "analytic", "network"  # the two tracks: every problem kind but analytic is a network
+
+
+def track(kind: str) -> str:
+    """The engine track of a problem kind (``analytic``, else ``network``)."""
+    return ANALYTIC if kind == ANALYTIC else NETWORK
+
+
+class Engine(Protocol):
+    """What the planner and the executor know of an engine."""
+
+    @property
+    def name(self) -> str: ...  # "loop" or "batched" (--engine)
+    @property
+    def track(self) -> str: ...  # ANALYTIC or NETWORK
+    @property
+    def max_group(self) -> int: ...  # runs one work item holds (bounded memory)
+    def supports(self, problem: Any, optimizer: Any, recipe: RecipeLike) -> str | None: ...  # why not, or None
+    def run(self, runs: Sequence[Any], progress: Callable[[int], None] | None = None) -> Any: ...  # GroupTrace
+
+
+@dataclass(frozen=True)
+class LoopEngine:
+    """Real optimizer objects, one run per work item: the reference, which runs every configuration."""
+
+    track: str
+    name: str = "loop"
+    max_group: int = 1
+
+    def supports(self, problem, optimizer, recipe: RecipeLike) -> str | None:
+        return None
+
+    def run(self, runs, progress=None):
+        import torch
+
+        (run,) = runs
+        device, dtype = torch.device(run.device), getattr(torch, run.dtype)
+        if self.track == ANALYTIC:
+            from optbench.engines.loop import run_loop
+
+            return run_loop(run.problem, run.optimizer, run.seed, run.steps, run.record_every, device=device,
+                            dtype=dtype, progress=progress, recipe=run.recipe)
+        from optbench.engines.network import run_network
+
+        return run_network(run.problem, run.optimizer, run.seed, run.steps, run.record_every, device=device,
+                           dtype=dtype, progress=progress, recipe=run.recipe)
+
+
+@dataclass(frozen=True)
+class BatchedEngine:
+    """K configurations of one batched rule as one tensor computation (``engines.batched``, or
+    ``engines.network.run_network_batched`` with ``torch.func.vmap``)."""
+
+    track: str
+    name: str = "batched"
+
+    @property
+    def max_group(self) -> int:
+        if self.track == ANALYTIC:
+            from optbench.engines.batched import MAX_GROUP
+
+            return MAX_GROUP
+        from optbench.engines.network import MAX_NET_GROUP
+
+        return MAX_NET_GROUP
+
+    def supports(self, problem, optimizer, recipe: RecipeLike) -> str | None:
+        return batched_unsupported_reason(problem, optimizer, recipe)
+
+    def run(self, runs, progress=None):
+        import torch
+
+        first = runs[0]
+        device, dtype = torch.device(first.device), getattr(torch, first.dtype)
+        optimizers, seeds = [r.optimizer for r in runs], [r.seed for r in runs]
+        if self.track == ANALYTIC:
+            from optbench.engines.batched import run_batched
+
+            return run_batched(first.problem, optimizers, seeds, first.steps, first.record_every, device=device,
+                               dtype=dtype, progress=progress, recipe=first.recipe)
+        from optbench.engines.network import run_network_batched
+
+        return run_network_batched(first.problem, optimizers, seeds, first.steps, first.record_every,
+                                   device=device, progress=progress)
+
+
+ENGINES: dict[tuple[str, str], Engine] = {(e.name, e.track): e for e in (
+    LoopEngine(ANALYTIC), BatchedEngine(ANALYTIC), LoopEngine(NETWORK), BatchedEngine(NETWORK))}
+ENGINE_NAMES = ("loop", "batched")  # --engine also takes "auto": batched where supported, else loop
+
+
+def get_engine(name: str, kind: str) -> Engine:
+    """The engine ``name`` (``loop`` or ``batched``) of a problem kind's track."""
+    try:
+        return ENGINES[(name, track(kind))]
+    except KeyError:
+        raise ValueError(f"get_engine: not an engine: {name!r}") from None
 
 
 def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(needs it provides, recipe keys it implements, model features it runs) of a problem kind's batched
     engine."""
-    if kind == "analytic":
+    if kind == ANALYTIC:
         from optbench.engines import batched
 
         return batched.PROVIDES, batched.RECIPE, frozenset()
-    from optbench.engines import network  # every other kind is the network track (as runner.execute)
+    from optbench.engines import network  # every other kind is the network track (as sweep.plan.execute)
 
     return network.BATCHED_PROVIDES, network.BATCHED_RECIPE, network.BATCHED_FEATURES
 
 
-def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -> str | None:
-    """Why the batched engine cannot run ``optimizer`` on ``problem`` with these recipe settings (the keys
-    of ``Run.recipe``), or None when it can, reproducing the loop engine."""
+def _settings(recipe: RecipeLike) -> frozenset[str]:
+    return recipe.settings() if isinstance(recipe, Recipe) else frozenset(recipe)
+
+
+def batched_unsupported_reason(problem, optimizer, recipe: RecipeLike = ()) -> str | None:
+    """Why the batched engine cannot run ``optimizer`` on ``problem`` with this recipe (a :class:`Recipe` or
+    the names of its non-default settings, ``Recipe.settings()``), or None when it can, reproducing the loop
+    engine."""
     from optbench.engines.batched_rules import RULES, missing_needs
 
     loop_only = getattr(problem, "loop_only", None)  # e.g. a user training task with its own loss
@@ -56,35 +169,34 @@ def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -
     if missing:
         return (f"the {optimizer.name!r} rule needs {'; '.join(missing)}, which it does not provide for "
                 f"{problem.kind} problems")
-    unimplemented = sorted(set(recipe) - implements)
+    unimplemented = sorted(_settings(recipe) - implements)
     if unimplemented:
         return f"it does not implement {', '.join(unimplemented)} for {problem.kind} problems"
     return None
 
 
-def engine_supports(engine: str, problem, optimizer, recipe: Iterable[str] = ()) -> bool:
+def engine_supports(engine: str, problem, optimizer, recipe: RecipeLike = ()) -> bool:
     """Whether ``engine`` runs ``optimizer`` on ``problem`` as the loop engine would (``loop`` and ``auto``,
     which falls back to it, always do)."""
-    if engine in ("loop", "auto"):
+    if engine == "auto":
         return True
-    if engine == "batched":
-        return batched_unsupported_reason(problem, optimizer, recipe) is None
-    raise ValueError(f"engine_supports: not an engine: {engine!r}")
+    return get_engine(engine, problem.kind).supports(problem, optimizer, recipe) is None
 
 
-def choose_engine(requested: str, problem, optimizer, recipe: Iterable[str] = (), device: str = "cpu") -> str:
+def choose_engine(requested: str, problem, optimizer, recipe: RecipeLike = (),
+                  device: str = "cpu") -> str:
     """The engine (``loop`` or ``batched``) for a run, given ``--engine requested`` (``auto``, ``loop`` or
     ``batched``); ``batched`` that cannot be honoured raises ``UsageError`` with the reason."""
-    if requested not in ("auto", "loop", "batched"):
+    if requested not in ("auto", *ENGINE_NAMES):
         raise ValueError(f"choose_engine: not an engine: {requested!r}")
     if requested == "loop":
         return "loop"
-    reason = batched_unsupported_reason(problem, optimizer, recipe)
+    reason = get_engine("batched", problem.kind).supports(problem, optimizer, recipe)
     if requested == "batched":
         if reason is not None:
             raise UsageError(f"The batched engine does not support {optimizer.name!r} on {problem.label}: "
                              f"{reason}; use --engine loop or auto.")
         return "batched"
-    if reason is not None or (problem.kind == "network" and not str(device).startswith("cuda")):
+    if reason is not None or (track(problem.kind) == NETWORK and not str(device).startswith("cuda")):
         return "loop"
     return "batched"

@@ -4,11 +4,16 @@ and is the reference the batched engine is tested against."""
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
 from optbench.cost import StepTimer, state_bytes_per_param
+from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
+
+if TYPE_CHECKING:
+    from optbench.problems.base import Problem
 
 PROGRESS_EVERY = 50  # steps between progress callbacks
 
@@ -29,7 +34,7 @@ class AnalyticClosure:
         self.problem, self.param = problem, param
         self.noise_std, self.noise_stream = noise_std, noise_stream
         self.calls = 0
-        self.clip = None  # clip_gradient_ with the run's settings, applied to the noisy gradient
+        self.clip = None  # StepRecipe.clip_ with the run's settings, applied to the noisy gradient
         self.sample: torch.Tensor | None = None  # ξ_t of the current step (None on a noise-free problem)
         self.anchor: torch.Tensor | None = None  # x_t, where the current step started
         self.create_graph = False  # backward(create_graph=True), for optimizers taking Hessian-vector products
@@ -80,17 +85,6 @@ def backward(loss: torch.Tensor, create_graph: bool = False) -> None:
         loss.backward(create_graph=True)
 
 
-def set_scheduled_lr(opt, lr: float, base_lr: float | None, group_lrs: list[float] | None) -> None:
-    """Set the step's scheduled ``lr`` on every param group; with parameter groups of their own learning rates
-    (``group_lrs``: Muon's and its AdamW group's) each is scaled by the schedule's factor ``lr / base_lr``."""
-    if group_lrs is None or not base_lr:
-        for group in opt.param_groups:
-            group["lr"] = lr
-        return
-    for group, group_lr in zip(opt.param_groups, group_lrs):
-        group["lr"] = group_lr * (lr / base_lr)
-
-
 def _exact(problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
@@ -99,21 +93,12 @@ def _exact(problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loss.detach(), grad
 
 
-def clip_gradient_(params, clip_norm: float | None = None, clip_value: float | None = None) -> None:
-    """Clip the ``.grad`` of ``params`` in place with torch's utilities: by total norm, then by value."""
-    if clip_norm is not None:
-        torch.nn.utils.clip_grad_norm_(params, clip_norm)
-    if clip_value is not None:
-        torch.nn.utils.clip_grad_value_(params, clip_value)
-
-
-def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu",
-             dtype=torch.float64, progress=None, schedule: str | None = None, clip_norm: float | None = None,
-             clip_value: float | None = None, measure_cost: bool = True) -> GroupTrace:
+def run_loop(problem: Problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu",
+             dtype=torch.float64, progress=None, recipe: Recipe = PLAIN, measure_cost: bool = True) -> GroupTrace:
     """Run one analytic run with a real optimizer object; returns its trace (K = 1).
 
-    ``schedule`` (a spec, optbench.schedules) sets every param group's lr before each update;
-    ``clip_norm`` / ``clip_value`` clip the gradient the optimizer sees (after the noise);
+    ``recipe`` (:class:`optbench.engines.recipe.Recipe`): its schedule sets every param group's lr before each
+    update; its ``clip_norm`` / ``clip_value`` clip the gradient the optimizer sees (after the noise);
     ``measure_cost`` fills ``trace.cost`` (optbench.cost).
 
     Capabilities of the entry (optbench.optimizers.catalogue): ``create_graph`` backpropagates with
@@ -128,18 +113,9 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
     closure = AnalyticClosure(problem, param, noise_std, problem.noise_stream([seed], dtype=dtype, device=device))
     rec = Recorder(problem, 1, steps, record_every, device, dtype)
     needs_closure = optimizer.entry.needs_closure
-    lrs = None
-    group_lrs = [g["lr"] for g in opt.param_groups] if optimizer.entry.param_groups else None
-    if schedule is not None and schedule != "constant":
-        from optbench.schedules import lr_sequence
-
-        lrs = lr_sequence(schedule, steps, optimizer.lr)
-    clip = None
-    if clip_norm is not None or clip_value is not None:
-        def clip(params):
-            clip_gradient_(params, clip_norm, clip_value)
-
-        closure.clip = clip
+    per_step = StepRecipe(recipe, opt, optimizer, steps)
+    if per_step.clips:
+        closure.clip = per_step.clip_
     timer = StepTimer(steps, device) if measure_cost else None
     start = mid = 0.0
     ticker = StepTicker(progress, 1, steps, PROGRESS_EVERY)  # the loop checks its one run every step itself
@@ -176,10 +152,9 @@ def run_loop(problem, optimizer, seed: int, steps: int, record_every: int = 1, *
             rec.observe(t, param.detach()[None], loss[None], grad[None])
             if t == steps or not bool(rec.active[0]):
                 break
-        if lrs is not None:
-            set_scheduled_lr(opt, lrs[t], optimizer.lr, group_lrs)
-        if clip is not None and not needs_closure:
-            clip([param])
+        per_step.set_lr(t)
+        if per_step.clips and not needs_closure:
+            per_step.clip_([param])
         if timer is not None:
             mid = timer.clock(t)
         if needs_closure:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,9 +28,10 @@ import torch.nn.functional as F
 
 from optbench.cost import PeakMemory
 from optbench.engines.batched_rules import LAYERS
-from optbench.engines.loop import backward, set_scheduled_lr
-from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
-from optbench.problems.base import derive_seed
+from optbench.engines.loop import backward
+from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
+from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, RecorderBase, StepTicker, record_steps
+from optbench.problems.base import Problem, derive_seed
 from optbench.problems.nets import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS
 
 SYNC_EVERY = 50  # steps between host checks for "every run has ended" and progress updates
@@ -128,17 +128,16 @@ class BatchOrder:
         return idx
 
 
-class NetRecorder:
+class NetRecorder(RecorderBase):
     """What both network engines record for K runs: rows at the record grid plus every evaluation step,
     run ends (divergence: NaN/inf loss or loss above the problem's blow-up level), evaluation columns."""
 
     def __init__(self, problem, num_runs: int, steps: int, record_every: int, device, extra_steps=()):
-        self.problem, self.K, self.steps, self.device = problem, num_runs, steps, device
         every = problem.eval_every
         self.eval_steps = set(range(0, steps + 1, every)) | {steps}
-        self.grid = sorted(set(record_steps(steps, record_every)) | self.eval_steps | set(extra_steps))
-        self.row_of = {s: i for i, s in enumerate(self.grid)}
-        R, K = len(self.grid), num_runs
+        grid = sorted(set(record_steps(steps, record_every)) | self.eval_steps | set(extra_steps))
+        super().__init__(problem, num_runs, steps, grid, device)
+        R, K = len(grid), num_runs
         opts = dict(dtype=torch.float64, device=device)
         self.loss = torch.full((R, K), math.nan, **opts)
         self.grad_norm = torch.full((R, K), math.nan, **opts)
@@ -148,22 +147,12 @@ class NetRecorder:
         self.metrics = tuple(getattr(problem, "metric_columns", ("test_loss", "test_acc")))
         columns = (*self.metrics, "train_loss_avg") + (("test_bpb",) if self.bits_per_byte else ())
         self.extra = {k: np.full((R, K), math.nan) for k in columns}
-        self.wall = np.zeros(R)
-        self.active = torch.ones(K, dtype=torch.bool, device=device)
-        self.diverged = torch.zeros(K, dtype=torch.bool, device=device)
-        self.end_step = torch.full((K,), steps, dtype=torch.int64, device=device)
         self.end_loss = torch.full((K,), math.nan, **opts)
         self.end_grad_norm = torch.full((K,), math.nan, **opts)
         self.end_wall = torch.zeros(K, **opts)
         self.window_sum = torch.zeros(K, **opts)  # train losses since the previous evaluation
         self.window_count = 0
         self.blowup: torch.Tensor | None = None
-        self.eval_s = 0.0
-        self.t0 = time.perf_counter()
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     def observe(self, t: int, loss: torch.Tensor, grad_norm: Callable[[], torch.Tensor],
                 evaluate: Callable[[], dict[str, np.ndarray]]) -> None:
@@ -179,10 +168,10 @@ class NetRecorder:
         row = self.row_of.get(t)
         gn = None
         if row is not None:
-            self._sync()
+            self.synchronize()
             gn = grad_norm().detach().to(torch.float64)
             self.loss[row], self.grad_norm[row] = loss, gn
-        elapsed = time.perf_counter() - self.t0 - self.eval_s
+        elapsed = self.elapsed()
         if row is not None:  # the same reading for the row and a run ending here
             self.wall[row] = elapsed
         self.end_step = torch.where(ending, t, self.end_step)
@@ -193,25 +182,19 @@ class NetRecorder:
         self.active = self.active & ~ended
         self.diverged = self.diverged | ended
         if t in self.eval_steps:
-            start = time.perf_counter()
-            alive = self.active.cpu().numpy()
-            metrics = evaluate()
-            mean = (self.window_sum / self.window_count).cpu().numpy() if self.window_count else math.nan
-            columns = [*((m, metrics[m]) for m in self.metrics), ("train_loss_avg", mean)]
-            if self.bits_per_byte:  # a byte-level model's loss in nats per byte, in bits
-                columns.append(("test_bpb", metrics["test_loss"] / math.log(2)))
-            for name, values in columns:
-                self.extra[name][row] = np.where(alive, values, math.nan)
-            self.window_sum.zero_()
-            self.window_count = 0
-            self._sync()
-            self.eval_s += time.perf_counter() - start
+            with self.exclude_time():
+                alive = self.active.cpu().numpy()
+                metrics = evaluate()
+                mean = (self.window_sum / self.window_count).cpu().numpy() if self.window_count else math.nan
+                columns = [*((m, metrics[m]) for m in self.metrics), ("train_loss_avg", mean)]
+                if self.bits_per_byte:  # a byte-level model's loss in nats per byte, in bits
+                    columns.append(("test_bpb", metrics["test_loss"] / math.log(2)))
+                for name, values in columns:
+                    self.extra[name][row] = np.where(alive, values, math.nan)
+                self.window_sum.zero_()
+                self.window_count = 0
         self.window_sum += loss
         self.window_count += 1
-
-    def any_active(self) -> bool:
-        """Host-synchronising check, meant for every few dozen steps."""
-        return bool(self.active.any())
 
     def finish(self, memory: PeakMemory | None = None) -> GroupTrace:
         """The trace, with cost columns ``examples_per_s`` (a batched group's K runs share its clock: 1/K each,
@@ -330,12 +313,11 @@ class NoiseScaleProbe:
         return noise_scale_from_norms(norms[:, 0], norms[:, 1], self.b_small, self.b_big)
 
 
-def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu", dtype=None,
-                progress=None, schedule: str | None = None, clip_norm: float | None = None,
-                clip_value: float | None = None, label_smoothing: float = 0.0,
-                noise_scale_every: int = 0) -> GroupTrace:
+def run_network(problem: Problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu",
+                dtype=None, progress=None, recipe: Recipe = PLAIN) -> GroupTrace:
     """Train one run with a real optimizer object (K = 1). ``dtype`` (the sweep's, meant for analytic problems)
-    is ignored: networks train in the problem's ``precision``. ``noise_scale_every=N`` estimates the gradient
+    is ignored: networks train in the problem's ``precision``. ``recipe`` (:class:`Recipe`): schedule, clipping,
+    label smoothing and the noise-scale probe; ``recipe.noise_scale_every=N`` estimates the gradient
     noise scale at steps 0, N, 2N, … ≤ ``steps`` (:class:`NoiseScaleProbe`; extra columns ``noise_scale`` and
     ``noise_scale_stderr``, NaN elsewhere; the time it takes is kept out of ``wall_time_s``).
 
@@ -348,7 +330,7 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     ``eval()`` for the recorded loss, gradient norm and evaluation of every step (the point it reports) and in
     ``train()`` for a second forward/backward on the same batch that its step uses."""
     features = getattr(problem, "features", frozenset())
-    if noise_scale_every and features & {BUFFERS, DROPOUT}:
+    if recipe.noise_scale_every and features & {BUFFERS, DROPOUT}:
         from optbench.errors import UsageError
 
         raise UsageError(f"--noise-scale-every needs a model without BatchNorm or dropout; {problem.label} has "
@@ -357,12 +339,12 @@ def run_network(problem, optimizer, seed: int, steps: int, record_every: int = 1
     rng = (torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type)
            if DROPOUT in features else contextlib.nullcontext())
     with rng:
-        return _run_network(problem, optimizer, seed, steps, record_every, device, progress, schedule, clip_norm,
-                            clip_value, label_smoothing, noise_scale_every, features)
+        return _run_network(problem, optimizer, seed, steps, record_every, device, progress, recipe, features)
 
 
-def _run_network(problem, optimizer, seed, steps, record_every, device, progress, schedule, clip_norm, clip_value,
-                 label_smoothing, noise_scale_every, features) -> GroupTrace:
+def _run_network(problem, optimizer, seed, steps, record_every, device, progress, recipe: Recipe,
+                 features) -> GroupTrace:
+    label_smoothing, noise_scale_every = recipe.label_smoothing, recipe.noise_scale_every
     dtype = train_dtype(problem)
     data = problem.device_data(device)
     memory = PeakMemory(device)  # after the data, which every run of the problem shares
@@ -390,12 +372,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
             return cross_entropy(logits.to(dtype), y, label_smoothing)
 
     closure = NetClosure(model, forward, names, loss_fn, masks)
-    lrs = None
-    group_lrs = [g["lr"] for g in opt.param_groups] if optimizer.entry.param_groups else None
-    if schedule is not None:
-        from optbench.schedules import lr_sequence
-
-        lrs = lr_sequence(schedule, steps, optimizer.lr)
+    per_step = StepRecipe(recipe, opt, optimizer, steps)
     order = BatchOrder([seed], data.n_train, problem.batch_size, device)
     probe_steps = range(0, steps + 1, noise_scale_every) if noise_scale_every else range(0)
     rec = NetRecorder(problem, 1, steps, record_every, device, extra_steps=probe_steps)
@@ -445,22 +422,16 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
                 logits = forward(x)
             backward(loss_fn(logits, y), create_graph)
         if probe is not None and t % noise_scale_every == 0 and bool(rec.active[0]):
-            start = time.perf_counter()
-            estimate = probe(t)
-            rec.extra["noise_scale"][rec.row_of[t], 0] = estimate.b_simple
-            rec.extra["noise_scale_stderr"][rec.row_of[t], 0] = estimate.stderr
-            rec._sync()
-            rec.eval_s += time.perf_counter() - start  # measurement, not training: out of wall_time_s
+            with rec.exclude_time():  # measurement, not training: out of wall_time_s
+                estimate = probe(t)
+                rec.extra["noise_scale"][rec.row_of[t], 0] = estimate.b_simple
+                rec.extra["noise_scale_stderr"][rec.row_of[t], 0] = estimate.stderr
         if t == steps:
             break
         if ticker.tick(t, rec):
             break
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip_norm)
-        if clip_value is not None:
-            torch.nn.utils.clip_grad_value_(params, clip_value)
-        if lrs is not None:
-            set_scheduled_lr(opt, lrs[t], optimizer.lr, group_lrs)
+        per_step.clip_(params)
+        per_step.set_lr(t)
         if needs_closure:
             closure.x, closure.y = x, y
             kept = [b.clone() for b in buffers]  # running statistics after this step's own forward pass

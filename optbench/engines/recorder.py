@@ -8,8 +8,10 @@ tensor operations on the run's device: no host synchronisation per step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +52,48 @@ def record_steps(steps: int, record_every: int) -> list[int]:
     return grid
 
 
-class Recorder:
+class RecorderBase:
+    """The bookkeeping every engine's recorder shares: the record grid and its rows, which runs are still
+    active, each run's end step, and the clock of ``wall_time_s`` (which :meth:`exclude_time` keeps
+    measurement out of)."""
+
+    def __init__(self, problem, num_runs: int, steps: int, grid: Sequence[int], device):
+        self.problem, self.K, self.steps, self.device = problem, num_runs, steps, device
+        self.grid = list(grid)
+        self.row_of = {s: i for i, s in enumerate(self.grid)}
+        self.wall = np.zeros(len(self.grid))
+        self.active = torch.ones(num_runs, dtype=torch.bool, device=device)
+        self.diverged = torch.zeros(num_runs, dtype=torch.bool, device=device)
+        self.end_step = torch.full((num_runs,), steps, dtype=torch.int64, device=device)
+        self.eval_s = 0.0  # seconds of measurement (evaluations, probes) kept out of wall_time_s
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Training seconds since the start: wall clock less the excluded measurement time."""
+        return time.perf_counter() - self.t0 - self.eval_s
+
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (CUDA), so that a clock reading covers it."""
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def exclude_time(self):
+        """Keep the enclosed measurement (an evaluation, a noise-scale probe) out of ``wall_time_s``: the
+        device is synchronised at its end, and its duration is subtracted from every later reading."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.synchronize()
+            self.eval_s += time.perf_counter() - start
+
+    def any_active(self) -> bool:
+        """Host-synchronising check, meant for every few dozen steps."""
+        return bool(self.active.any())
+
+
+class Recorder(RecorderBase):
     """Records K runs on one device and decides when each ends.
 
     Per step this costs about a dozen small tensor operations and no host synchronisation. Values at a
@@ -59,20 +102,14 @@ class Recorder:
     """
 
     def __init__(self, problem, num_runs: int, steps: int, record_every: int, device, dtype):
-        self.problem, self.K, self.steps = problem, num_runs, steps
-        self.grid = record_steps(steps, record_every)
-        self.row_of = {s: i for i, s in enumerate(self.grid)}
+        super().__init__(problem, num_runs, steps, record_steps(steps, record_every), device)
         R, K = len(self.grid), num_runs
         self.ncoords = problem.dim if problem.dim <= MAX_COORDS else 0
         opts = dict(dtype=dtype, device=device)
         self.loss = torch.full((R, K), math.nan, **opts)
         self.grad_norm = torch.full((R, K), math.nan, **opts)
         self.coords = torch.full((R, K, self.ncoords), math.nan, **opts)
-        self.wall = np.zeros(R)
-        self.active = torch.ones(K, dtype=torch.bool, device=device)
-        self.diverged = torch.zeros(K, dtype=torch.bool, device=device)
         self.escaped = torch.zeros(K, dtype=torch.bool, device=device)
-        self.end_step = torch.full((K,), steps, dtype=torch.int64, device=device)
         # values at end steps that fall between recorded rows
         self.off_loss = torch.full((K,), math.nan, **opts)
         self.off_grad_norm = torch.full((K,), math.nan, **opts)
@@ -84,8 +121,6 @@ class Recorder:
             lo, hi = problem.escape_box()
             self.escape_lo, self.escape_hi = lo.to(**opts), hi.to(**opts)
         self.largest = torch.finfo(dtype).max
-        self.device = device
-        self.t0 = time.perf_counter()
 
     def observe(self, t: int, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
         """Record step ``t`` for points ``x`` [K, d] with exact ``loss`` [K] and ``grad`` [K, d]."""
@@ -106,7 +141,7 @@ class Recorder:
             self.escaped |= escaped
             bad = bad | escaped
         ending = self.active if t == self.steps else bad
-        elapsed = time.perf_counter() - self.t0
+        elapsed = self.elapsed()
         row = self.row_of.get(t)
         if row is not None:
             self.loss[row] = loss
@@ -121,10 +156,6 @@ class Recorder:
         self.end_step = torch.where(ending, t, self.end_step)
         self.end_x = torch.where(ending[:, None], x, self.end_x)
         self.active = self.active & ~bad
-
-    def any_active(self) -> bool:
-        """Host-synchronising check, meant for every few hundred steps."""
-        return bool(self.active.any())
 
     def finish(self) -> GroupTrace:
         def np_(t):

@@ -5,11 +5,83 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from optbench.errors import SpecError, unknown_name
 from optbench.params import Param, validate_kwargs
 from optbench.spec import Spec, parse_spec
+
+
+@runtime_checkable
+class Problem(Protocol):
+    """What the runner, the engines, the result tables and the report read of every problem (registered or a
+    user's ``AnalyticTask`` / ``TrainingTask``); :class:`AnalyticProtocol` and :class:`TrainingProtocol` add
+    what their engines read. ``tests/test_user_problem.py`` checks every registered problem and both user
+    shapes against these protocols (:func:`protocol_members`)."""
+
+    name: str  # registry name (or ``file.py:factory``)
+    spec: Any  # the Spec it was built from; ``str(spec) == label``
+    label: str  # canonical spec text with non-default parameters: rebuilds the problem (workers, reports)
+    config: dict[str, Any]  # resolved parameters (JSON-serialisable): part of every run's identity
+    kind: str  # "analytic" or "network": which engines and recorder run it
+    dim: int  # number of parameters (coordinates are recorded when ≤ 3)
+    f_min: float | None  # known minimum of the loss (None: unknown; steps to target count loss ≤ target)
+    target: float  # steps to target: loss − f_min ≤ target
+    has_batch_size: bool  # takes --batch-size (and --lr-scaling)
+    batch_size: int | None
+    unbounded: bool  # the loss has no lower bound (the report says so)
+
+    def distance_to_minimum(self, x: Any) -> Any: ...  # [K, d] end points → [K] distances (NaN: unknown)
+    def blowup_level(self) -> float: ...  # a loss above it counts as diverged
+    def describe(self) -> str: ...  # one line for `optbench list` and reports
+
+
+@runtime_checkable
+class AnalyticProtocol(Problem, Protocol):
+    """An analytic landscape on R^d (loop and batched analytic engines)."""
+
+    minima: Any  # [M, d] known minimisers
+    bounds: Any  # plot box ((lo, hi) per coordinate)
+    start: Any
+    is_noisy: bool
+    escape_box: Any
+
+    def loss(self, x: Any) -> Any: ...  # [..., d] → [...]
+    def grad(self, x: Any) -> Any: ...
+    def loss_and_grad(self, x: Any) -> Any: ...
+    def start_points(self, seeds: Any, *, dtype: Any, device: Any) -> Any: ...
+    def noise_std(self, *, dtype: Any, device: Any) -> Any: ...
+    def noise_stream(self, seeds: Any, *, dtype: Any, device: Any) -> Any: ...
+    def sampled_loss(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class TrainingProtocol(Problem, Protocol):
+    """A model trained on data (loop and batched network engines, time to result)."""
+
+    n_train: int
+    eval_every: int
+    precision: str
+    input_shape: Any
+    architecture: Any
+
+    def device_data(self, device: Any) -> Any: ...
+    def make_model(self, seed: int, device: Any, dtype: Any) -> Any: ...
+    def init_params(self, *args: Any, **kwargs: Any) -> Any: ...
+    def build_model(self, *args: Any, **kwargs: Any) -> Any: ...
+    def steps_per_epoch(self) -> int: ...
+
+
+def protocol_members(protocol: type) -> tuple[str, ...]:
+    """The attribute and method names a problem protocol lists (its own and its bases')."""
+    names: list[str] = []
+    for klass in reversed(protocol.__mro__):
+        if klass is Protocol or not getattr(klass, "_is_protocol", False):
+            continue
+        for name in (*klass.__dict__.get("__annotations__", {}), *klass.__dict__):
+            if not name.startswith("_") and name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 @dataclass(frozen=True)

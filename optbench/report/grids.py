@@ -492,7 +492,7 @@ class RuleComparison:
 
     @property
     def power(self) -> float:
-        from optbench.runner import LR_SCALINGS
+        from optbench.engines.recipe import LR_SCALINGS
 
         return LR_SCALINGS[self.lr_scaling]
 
@@ -560,7 +560,7 @@ def rule_comparisons(summary, found: list[Grid]) -> list[RuleComparison]:
     lr) that were not scaled; empty when the results hold no such pair."""
     import json
 
-    from optbench.runner import LR_SCALINGS
+    from optbench.engines.recipe import LR_SCALINGS
 
     if "recipe" not in summary.columns or not found:
         return []

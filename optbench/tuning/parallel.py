@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from optbench.engines.recipe import PLAIN
 from optbench.errors import OptbenchError
 from optbench.tuning.spaces import resolve_space, study_space
 from optbench.tuning.study import TuneResult, open_storage, study_name, summarize, tune_one
@@ -54,8 +55,7 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     ``trials`` is one budget for every pair or a sequence of one per pair; the largest studies are
     queued first, so that a long study does not start last and hold up the end.
 
-    ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, clip_norm,
-    clip_value, label_smoothing, schedule).
+    ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, recipe).
     ``progress(n_trials, n_failed)`` is called in this process after every round of any study, and
     ``study_done()`` as each study ends.
     ``while_waiting()`` runs in a background thread of this process once the workers are started (never
@@ -66,17 +66,15 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     per_pair = list(trials) if isinstance(trials, Sequence) else [trials] * len(pairs)
     budgets = [protocol.budget(t) for t in per_pair]
-    dims = resolve_space(dims, options.get("schedule"))  # the names tune_one computes in the workers
+    recipe = options.get("recipe", PLAIN)
+    dims = resolve_space(dims, recipe.schedule)  # the names tune_one computes in the workers
     common = dict(protocol=protocol, dims=dims, steps=steps, out_dir=str(out_dir), **options)
     t0 = time.perf_counter()
 
     def named(problem, optimizer):
         """(searched space, study name) of a pair, as tune_one computes them in the workers."""
         space = study_space(optimizer, dims, protocol)
-        return space, study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"),
-                                 options.get("clip_norm"), options.get("schedule"),
-                                 clip_value=options.get("clip_value"),
-                                 label_smoothing=options.get("label_smoothing", 0.0))
+        return space, study_name(problem, optimizer, protocol, steps, space, common.get("dtype", "float64"), recipe)
 
     records: dict[int, Any] = {}
     if storage is None:
@@ -149,7 +147,7 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
         space, name = named(problem, optimizer)
         study = records.get(index) or optuna.load_study(study_name=name, storage=_url(storage))
         results.append(summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budgets[index], space,
-                                 name, evaluated[index], wall, options.get("schedule")))
+                                 name, evaluated[index], wall, recipe.schedule))
     return results
 
 

@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from optbench.engines.recipe import PLAIN, Recipe
 from optbench.errors import UsageError
+from optbench.problems.base import Problem
 from optbench.tuning.budget import (
     OWNER,
     POLL_S,
@@ -213,20 +215,20 @@ def round_journal(inner):
     return RoundJournal()
 
 
-def study_name(problem, optimizer, protocol: Protocol, steps: int, dims: list[Dim], dtype: str,
-               clip_norm: float | None = None, schedule: str | None = None, *, clip_value: float | None = None,
-               label_smoothing: float = 0.0) -> str:
+def study_name(problem: Problem, optimizer, protocol: Protocol, steps: int, dims: list[Dim], dtype: str,
+               recipe: Recipe = PLAIN) -> str:
     """Everything that defines the search except its budget (a larger --trials continues the study).
-    A schedule enters with every parameter it does not search (``cosine`` and ``cosine(min_lr=0.0)`` are
-    one study; searched ones are in the space); without one (or constant) the name is as it always was."""
+    The recipe's schedule enters with every parameter it does not search (``cosine`` and
+    ``cosine(min_lr=0.0)`` are one study; searched ones are in the space); without one (or constant) the name
+    is as it always was."""
     from optbench.schedules import get_schedule
     from optbench.spec import format_spec
 
     space = ",".join(str(d) for d in dims)
-    clip = f"|clip_norm={clip_norm:g}" if clip_norm else ""
-    clip += (f"|clip_value={clip_value:g}" if clip_value else "") + (
-        f"|label_smoothing={label_smoothing:g}" if label_smoothing else "")
-    sched = get_schedule(schedule)
+    clip = f"|clip_norm={recipe.clip_norm:g}" if recipe.clip_norm else ""
+    clip += (f"|clip_value={recipe.clip_value:g}" if recipe.clip_value else "") + (
+        f"|label_smoothing={recipe.label_smoothing:g}" if recipe.label_smoothing else "")
+    sched = get_schedule(recipe.schedule)
     searched = {d.name.removeprefix(SCHEDULE_PREFIX) for d in dims if d.name.startswith(SCHEDULE_PREFIX)}
     fixed = format_spec(sched.name, {k: v for k, v in sched.params.items() if k not in searched})
     sched_part = "" if sched.is_constant else f"|schedule={fixed}"
@@ -234,11 +236,15 @@ def study_name(problem, optimizer, protocol: Protocol, steps: int, dims: list[Di
             f"{sched_part}")
 
 
-def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, device: str,
-              clip_norm: float | None = None, schedules: list[str] | None = None, clip_value: float | None = None,
-              label_smoothing: float = 0.0):
-    """Run the configs (``schedules[k]``: config k's schedule label; None: constant); returns
-    (recorded steps [R], losses [R, K], final losses [K], statuses [K])."""
+def _evaluate(problem: Problem, configs: list, steps: int, *, batched: bool, dtype: str, device: str,
+              recipe: Recipe = PLAIN, schedules: list[str] | None = None):
+    """Run the configs with ``recipe`` (``schedules[k]``: config k's schedule label in place of the recipe's);
+    returns (recorded steps [R], losses [R, K], final losses [K], statuses [K]).
+
+    ``batched`` is :func:`optbench.engines.capabilities.choose_engine`'s decision (as for ``run``); the work
+    items are then the engine's own (``get_engine(...).max_group`` runs each, through ``plan.execute``). One
+    exception: analytic trials of a round go to ``run_batched`` as one group even when their schedules differ
+    (each row its own schedule) and without the cost probe, which the planner would not do."""
     import numpy as np
     import torch
 
@@ -248,17 +254,19 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
 
         # cost probes off: tuning compares losses, and the probe builds a torch optimizer per round
         trace = run_batched(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
-                            device=torch.device(device), dtype=getattr(torch, dtype), clip_norm=clip_norm,
-                            clip_value=clip_value, schedule=schedules, measure_cost=False)
+                            device=torch.device(device), dtype=getattr(torch, dtype), recipe=recipe,
+                            schedules=schedules, measure_cost=False)
         return trace.steps, trace.loss, trace.end_loss, trace.status
-    from optbench.engines.network import MAX_NET_GROUP
-    from optbench.runner import Run, execute
+    from optbench.engines.capabilities import get_engine
+    from optbench.sweep.plan import execute
+    from optbench.sweep.spec import Run
 
-    schedules = schedules or ["constant"] * len(configs)
-    runs = [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, schedule=s, clip_norm=clip_norm,
-                clip_value=clip_value, label_smoothing=label_smoothing) for c, s in zip(configs, schedules)]
-    size = MAX_NET_GROUP if batched else 1  # batched here: a network
-    traces = [execute("batched" if batched else "loop", runs[i: i + size]) for i in range(0, len(runs), size)]
+    schedules = schedules or [recipe.schedule] * len(configs)
+    runs = [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, recipe.replace(schedule=s))
+            for c, s in zip(configs, schedules)]
+    engine = "batched" if batched else "loop"
+    size = get_engine(engine, problem.kind).max_group
+    traces = [execute(engine, runs[i: i + size]) for i in range(0, len(runs), size)]
     return (traces[0].steps, np.concatenate([t.loss for t in traces], axis=1),
             np.concatenate([t.end_loss for t in traces]), [s for t in traces for s in t.status])
 
@@ -286,12 +294,12 @@ def check_tuning(optimizer, dims, protocol, *, engine: str = "auto", pruner: str
 def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = None, dims: dict[str, Dim],
              steps: int = 200, storage=None, out_dir: str | Path = ".", batch: int = DEFAULT_BATCH,
              seed: int = 0, engine: str = "auto", dtype: str = "float64", device: str = "cpu",
-             pruner: str = "none", clip_norm: float | None = None, clip_value: float | None = None,
-             label_smoothing: float = 0.0, schedule: str | None = None, progress=None,
+             pruner: str = "none", recipe: Recipe = PLAIN, progress=None,
              persist=None, existing=None, journal=None) -> TuneResult:
     """Tune ``optimizer`` on ``problem`` until the study holds ``budget`` evaluated trials.
 
-    ``schedule`` (a spec) is every trial's lr schedule; ``dims`` may search its parameters
+    ``recipe`` is every trial's training recipe (clipping, label smoothing); its schedule (a spec) is every
+    trial's lr schedule, and ``dims`` may search its parameters
     (``schedule.KEY``, see :mod:`optbench.tuning.spaces`), and each trial then has its own schedule.
 
     Where the trials live:
@@ -315,21 +323,18 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     from optuna.trial import TrialState
 
     from optbench.engines.capabilities import choose_engine
-    from optbench.runner import Run
     from optbench.schedules import get_schedule
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.perf_counter()
-    sched = get_schedule(schedule)
+    sched = get_schedule(recipe.schedule)
+    recipe = recipe.replace(schedule=sched.label)
     dims = resolve_space(dims, sched)
     space = check_tuning(optimizer, dims, protocol, engine=engine, pruner=pruner)
     check_schedule([optimizer], sched, dims, steps, protocol)
     budget = protocol.budget(trials)
-    recipe = Run(problem, optimizer, TUNE_SEED, steps, 1, dtype, device, schedule=sched.label, clip_norm=clip_norm,
-                 clip_value=clip_value, label_smoothing=label_smoothing).recipe
     batched = choose_engine(engine, problem, optimizer, recipe, device) == "batched" and batch > 1
-    name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm, sched.label,
-                      clip_value=clip_value, label_smoothing=label_smoothing)
+    name = study_name(problem, optimizer, protocol, steps, space, dtype, recipe)
     sampler = protocol.sampler(seed, space)
 
     def new_study(store):
@@ -401,8 +406,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
             configs = [apply(optimizer, v) for v in values]
             schedules = None if sched.is_constant else [schedule_for(sched, v).label for v in values]
             steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
-                                                           device=device, clip_norm=clip_norm, schedules=schedules,
-                                                           clip_value=clip_value, label_smoothing=label_smoothing)
+                                                           device=device, recipe=recipe, schedules=schedules)
             failed = told = 0
             for k, trial in enumerate(live):
                 try:

@@ -1,0 +1,67 @@
+"""The provenance a results directory's manifest records: versions, platform, device, git revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from optbench import __version__
+
+
+def environment(device: str) -> dict[str, Any]:
+    import platform
+    import sys
+
+    import torch
+
+    env = {"optbench": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+           "platform": platform.platform(), "machine": platform.machine(), "device": device,
+           "threads": torch.get_num_threads(),
+           "deterministic": torch.are_deterministic_algorithms_enabled()}  # optbench.determinism
+    if "cuda" in device and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name()
+        env["cuda"] = torch.version.cuda
+    revision = git_revision(Path.cwd())
+    if revision:
+        env["git_revision"] = revision
+    return env
+
+
+def git_revision(start: Path) -> str | None:
+    """The commit checked out in the git work tree holding ``start``, or None outside one.
+
+    Read from ``.git/HEAD`` and the ref it names (loose or packed) without starting ``git``: a subprocess
+    costs ~10 ms, which is a tenth of a small batched sweep. Anything unusual (a worktree's ``.git`` file,
+    a missing ref) falls back to ``git rev-parse HEAD``.
+    """
+    import re
+    import subprocess
+
+    for directory in (start, *start.parents):
+        git = directory / ".git"
+        if git.is_dir():
+            try:
+                head = (git / "HEAD").read_text().strip()
+                if re.fullmatch(r"[0-9a-f]{40}", head):  # detached
+                    return head
+                ref = head.removeprefix("ref: ").strip()
+                loose = git / ref
+                if loose.is_file():
+                    return loose.read_text().strip()
+                packed = git / "packed-refs"
+                for line in (packed.read_text().splitlines() if packed.is_file() else ()):
+                    sha, _, name = line.partition(" ")
+                    if name == ref:
+                        return sha
+            except OSError:
+                pass
+            break
+        if git.exists():  # a worktree or submodule: .git is a file pointing elsewhere
+            break
+    else:
+        return None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=start)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() if rev.returncode == 0 else None
