@@ -66,7 +66,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "ScheduleFreeSGD": {"schedule_free": True},
     "SPlus": {"schedule_free": True},
     "ADOPT": {"batched": "adopt"},
-    "Prodigy": {"lr_free": True},
+    "Prodigy": {"lr_free": True, "batched": "prodigy"},
     "DAdaptAdaGrad": {"lr_free": True},
     "DAdaptAdam": {"lr_free": True},
     "DAdaptAdan": {"lr_free": True},
@@ -75,10 +75,11 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AdamG": {"lr_free": True},
     **{cls: {"param_groups": "muon", "matrix_only": _MUON_VECTORS}
        for cls in ("Muon", "AdaMuon", "AdaGO", "NorMuon", "MuonClip")},
+    "Muon": {"param_groups": "muon", "matrix_only": _MUON_VECTORS, "batched": "muon"},
     "SOAP": {"matrix_only": "its eigenbasis preconditioner is for matrices: a vector is not preconditioned unless "
                             "precondition_1d=True, so on an analytic problem it is Adam-like"},
     "Shampoo": {"matrix_only": "one preconditioner per tensor dimension: on a vector it is a full-matrix "
-                               "AdaGrad-like preconditioner of that one dimension"},
+                               "AdaGrad-like preconditioner of that one dimension", "batched": "shampoo"},
     "DistributedMuon": {"unsupported": "it needs a torch.distributed process group, which optbench's "
                                        "single-process engines do not create"},
     "AdaLOMO": {"unsupported": "it takes the model, not parameters, and fuses the update into backward(); "
