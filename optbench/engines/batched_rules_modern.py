@@ -211,30 +211,27 @@ class _Shampoo:
         steps = []
         for l, (grad, shape) in enumerate(_tensors(g, layout)):
             order = len(shape)
-            grad = grad.reshape(K, *shape)
+            statistics = grad.reshape(K, *shape)
+            step = statistics
             for i, n in enumerate(shape):
-                unfolded = grad.movedim(i + 1, 1).reshape(K, n, -1)
-                state["pre"][l][i] = state["pre"][l][i] + unfolded @ unfolded.mT
+                unfolded = statistics.movedim(i + 1, 1).reshape(K, n, -1)
+                state["pre"][l][i] = torch.baddbmm(state["pre"][l][i], unfolded, unfolded.mT)  # H_i += G₍ᵢ₎G₍ᵢ₎ᵀ
                 if any_due:
                     state["inv"][l][i] = torch.where(due, inverse_root(state["pre"][l][i], 2 * order),
                                                      state["inv"][l][i])
-            step = grad
-            for i in range(order):  # the mode-i product with P_i, axis i staying in place
-                step = _mode_product(step, state["inv"][l][i], i)
+                # the mode-i product with P_i, in the class's order of transposes and products (the SVD of an
+                # ill-conditioned H_i would amplify any other rounding of the step it accumulates next)
+                step = step.transpose(1, i + 1).contiguous()
+                transposed = step.shape
+                step = step.view(K, n, -1)
+                if i == order - 1:
+                    step = torch.bmm(step.mT, state["inv"][l][i]).reshape(K, *shape)
+                else:
+                    step = torch.bmm(state["inv"][l][i], step).view(transposed)
             steps.append(step.reshape(K, -1))
         update = torch.cat(steps, dim=-1) if len(steps) > 1 else steps[0]
         state["buf"] = update
         x.sub_(hp["lr"] * update)
-
-
-def _mode_product(tensor: torch.Tensor, matrix: torch.Tensor, axis: int) -> torch.Tensor:
-    """T ×ᵢ M for a batch: contract axis ``axis`` of each ``tensor[k]`` (shape [K, n₀, …]) with ``matrix[k]``
-    ([K, n_i, n_i]) as Σ_j M[a, j]·T[…, j, …], keeping the axis in place."""
-    moved = tensor.movedim(axis + 1, -1)  # [K, …, n_i]
-    shape = moved.shape
-    flat = moved.reshape(shape[0], -1, shape[-1])  # [K, rest, n_i]
-    product = flat @ matrix.mT  # [K, rest, n_i]: Σ_j T[…, j] M[a, j]
-    return product.reshape(shape).movedim(-1, axis + 1)
 
 
 # ---- Prodigy --------------------------------------------------------------------------------------------
