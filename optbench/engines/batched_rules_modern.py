@@ -181,9 +181,10 @@ class _Shampoo:
     P_i = H_i^(−1/2k) (:func:`inverse_root`; zero until first computed), and the step is
     x ← x − η·G ×₁ P₁ ×₂ P₂ … ×ₖ P_k (mode products), which becomes B."""
 
-    slots = staticmethod(lambda hp: int(hp["momentum"] > 0))  # parameter-sized: momentum_buffer
-    # and per tensor dimension of size n, two n × n matrices (pre_cond_i, inv_pre_cond_i): on a [d] vector 2d
-    dim_slots = staticmethod(lambda hp, dim: int(hp["momentum"] > 0) + 2 * dim)
+    # parameter-sized: momentum_buffer (the class stores the last step in it with or without momentum); and per
+    # tensor dimension of size n two n × n matrices (pre_cond_i, inv_pre_cond_i): on a [d] vector 1 + 2d slots
+    slots = staticmethod(lambda hp: 1)
+    dim_slots = staticmethod(lambda hp, dim: 1 + 2 * dim)
 
     @staticmethod
     def init(x, hp):
