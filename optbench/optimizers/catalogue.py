@@ -116,9 +116,29 @@ DEVIATIONS = {
 }
 
 DEVIATIONS["Muon"] = (
-    "unchecked: pytorch_optimizer's Muon, run as the library ships it; optbench has not compared it with the paper. "
-    "Its Newton–Schulz iteration runs in bfloat16 whatever the parameters' dtype (zero_power_via_newton_schulz_5's "
-    "default, as in the reference implementation), so a float64 run's orthogonalised update is bfloat16-accurate.")
+    "checked against Jordan et al.'s Muon (tests/test_modern_rules.py, Newton–Schulz in float64): the momentum is "
+    "the exponential average b ← μb + (1 − μ)g, not the sum b ← μb + g, which gives the same update because "
+    "Newton–Schulz divides by the Frobenius norm first; the quintic iteration (3.4445, −4.7750, 2.0315), 5 steps, "
+    "and the scale √max(1, m/n) are the paper's (use_adjusted_lr=True: Moonlight's 0.2·√max(m, n)). The iteration "
+    "runs in bfloat16 whatever the parameters' dtype (zero_power_via_newton_schulz_5's default, as in the reference "
+    "implementation), so a float64 run's orthogonalised update is bfloat16-accurate; the batched rule does the "
+    "same. Decay uses the unscaled lr; tensors with ndim < 2 (and an analytic problem's vector) are on AdamW.")
+DEVIATIONS["Shampoo"] = (
+    "checked against Gupta et al.'s Shampoo (tests/test_modern_rules.py: L^(−1/4) G R^(−1/4) for a matrix, H^(−1/2k) "
+    "per dimension of an order-k tensor, full-matrix AdaGrad H^(−1/2) g for a vector, from εI with ε = matrix_eps): "
+    "equal at the defaults. The library's additions: momentum (μ > 0) blends the gradient with the last "
+    "preconditioned step before the statistics, G ← G + μ(B − G); decay is coupled (added to G before the "
+    "statistics) unless weight_decouple=True; inverse roots by SVD, recomputed every preconditioning_compute_steps "
+    "steps and zero until first computed, so with k > 1 the first k − 1 steps do not move; no grafting (that is "
+    "ScalableShampoo).")
+DEVIATIONS["Prodigy"] = (
+    "checked against Algorithm 3 of Mishchenko & Defazio (tests/test_modern_rules.py): r and s drop the paper's "
+    "(1 − √β₂)η factor and weigh each step by (d/d₀)·dη instead, which leaves d̂ = r/‖s‖₁ unchanged; the ε term of "
+    "the step uses the d just updated (√v + d_{k+1}ε) where the paper's uses d_k; r and ‖s‖₁ are kept in torch's "
+    "default dtype, float32 unless it is float64, so d̂ is float32-accurate in a float64 run; weight_decouple=False "
+    "adds λx to the gradient after the step has used it, so coupled decay has no effect (decoupled decay, the "
+    "default, works). bias_correction, safeguard_warmup, growth_rate, d_coef and eps=None (atan2) are the "
+    "library's options.")
 DEVIATIONS["ScheduleFreeAdamW"] = (
     "checked against Algorithm 1 of Defazio et al. (tests/test_catalogue.py; equal to it at β₂ = 0): the class "
     "keeps y as the parameter and x = y + (1 − 1/β₁)(z − y) for eval(); the bias correction divides v "
