@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,81 @@ REFERENCES = {
     "Tiger": "Su 2023, Tiger (github.com/bojone/tiger)",
     "Yogi": "Zaheer et al. 2018, Adaptive Methods for Nonconvex Optimization (NeurIPS 2018)",
     "AdaBound": "Luo et al. 2019, AdaBound (arXiv:1902.09843)",
+    "AdaMax": "Kingma & Ba 2015, Adam: A Method for Stochastic Optimization, section 7 (arXiv:1412.6980)",
 }
+
+
+# Where pytorch_optimizer's README table (shipped as its package metadata) names a paper under another name than
+# the class's: the README row → the classes that implement that paper.
+README_ALIASES = {
+    "D-Adaptation": ("DAdaptAdaGrad", "DAdaptAdam", "DAdaptAdan", "DAdaptLion", "DAdaptSGD"),
+    "Schedule-Free": ("ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"),
+    "Sophia": ("SophiaH",),
+    "PSGD": ("Kron",),
+    "RACS & Alice": ("RACS", "Alice"),
+    "Grokfast": ("GrokFastAdamW",),
+    "Apollo": ("ApolloDQN",),  # "APOLLO" (SGD-like memory) is the class APOLLO
+    "AdamP": ("AdamP", "SGDP"),  # one paper introduces both
+    "QHAdam": ("QHAdam", "QHM"),
+    "PNM": ("PNM", "AdaPNM"),
+    "TAM": ("TAM", "AdaTAM"),
+    "Stable WD": ("AdamS",),
+    "SNSM": ("AdamWSN",),
+    "SCION": ("SCION", "SCIONLight"),
+    "Muon": ("Muon", "DistributedMuon"),
+}
+
+# Classes with no paper to cite, and why (the listing shows "no paper: <reason>"); every other entry has a reference.
+NO_PAPER = {
+    **dict.fromkeys(("EmoFact", "EmoLynx", "EmoNavi"), "the EmoNavi family is published as code only "
+                                                      "(github.com/muooon/EmoNavi), without a paper"),
+    "ROSE": "published as code only (github.com/MatthewK78/Rose); pytorch_optimizer's README gives no paper",
+}
+
+
+def paper_link(url: str) -> str:
+    """``arXiv:ID`` for an arXiv abstract or PDF address, else the address without its scheme."""
+    match = re.search(r"arxiv\.org/(?:abs|pdf)/([0-9.]+(?:v[0-9]+)?)", url)
+    if match:
+        return f"arXiv:{match.group(1).removesuffix('.pdf')}"
+    return re.sub(r"^https?://", "", url)
+
+
+def readme_references(readme: str) -> dict[str, str]:
+    """Class name → "Title (arXiv:ID)" from the optimizer table of pytorch_optimizer's README: rows
+    ``| Name | *Title* | [github](…) | [paper](URL)(…) |`` up to the table of learning-rate schedulers. A row's
+    name is the class's (compared without case, dashes and spaces) or a key of :data:`README_ALIASES`."""
+    rows: dict[str, str] = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 4:
+            continue
+        if cells[0] == "LR Scheduler":
+            break
+        link = re.search(r"\[paper\]\(([^)]+)\)", cells[3])
+        title = cells[1].strip("*").strip()
+        if link and title and cells[0] != "Optimizer":
+            rows[cells[0]] = f"{title} ({paper_link(link.group(1))})"
+    return rows
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[-_ ]", "", name).lower()
+
+
+def class_reference(cls_name: str, doc: str, rows: dict[str, str]) -> str:
+    """The paper of a class: its README row (by alias, exact name, then name without case), else the first arXiv
+    address of its docstring, else ""."""
+    for row, classes in README_ALIASES.items():
+        if cls_name in classes and row in rows:
+            return rows[row]
+    if cls_name in rows:
+        return rows[cls_name]
+    loose = [ref for row, ref in rows.items() if _key(row) == _key(cls_name) and row not in README_ALIASES]
+    if len(loose) == 1:
+        return loose[0]
+    match = re.search(r"https?://arxiv\.org/\S+", doc)
+    return paper_link(match.group(0).rstrip(".,)>`")) if match else ""
 
 
 # ---- parameters from a constructor signature ---------------------------------------------------------
@@ -255,16 +330,19 @@ def signature_row(cls: type) -> tuple[dict[str, Any], tuple[str, ...], tuple[str
 
 def generate_table() -> dict[str, Any]:
     """The catalogue as the installed pytorch_optimizer describes it (imports the library)."""
-    from importlib.metadata import version
+    from importlib.metadata import distribution, version
 
     import pytorch_optimizer
 
+    rows = readme_references(distribution(LIBRARY).read_text("METADATA") or "")
     classes = {}
     for name in pytorch_optimizer.get_supported_optimizers():
         cls = pytorch_optimizer.load_optimizer(name)
         defaults, fixed, required = signature_row(cls)
-        doc = (inspect.getdoc(cls) or "").split("\n")[0].strip()
-        classes[name] = {"class": f"{cls.__module__}:{cls.__qualname__}", "doc": doc, "defaults": defaults,
+        full_doc = inspect.getdoc(cls) or ""
+        doc = full_doc.split("\n")[0].strip()
+        classes[name] = {"class": f"{cls.__module__}:{cls.__qualname__}", "doc": doc,
+                         "reference": class_reference(cls.__name__, full_doc, rows), "defaults": defaults,
                          "fixed": fixed, "required": required}
     return {"version": version(LIBRARY), "classes": classes}
 
@@ -282,10 +360,11 @@ def _literal(v: Any) -> str:
 def render_table(table: dict[str, Any]) -> str:
     lines = ['"""pytorch_optimizer\'s catalogue, generated by ``python -m optbench.optimizers.catalogue``.', "",
              "Do not edit: tests/test_catalogue.py checks it against the installed library.", '"""', "",
+             "# ruff: noqa: E501  (one reference per line, as the library's README gives it)", "",
              'INF = float("inf")', f"VERSION = {table['version']!r}", "CLASSES = {"]
     for name, row in table["classes"].items():
         lines.append(f"    {name!r}: {{")
-        for key in ("class", "doc", "fixed", "required"):
+        for key in ("class", "doc", "reference", "fixed", "required"):
             lines.append(f"        {key!r}: {_literal(row[key])},")
         lines.append("        'defaults': {")
         lines += [f"            {k!r}: {_literal(v)}," for k, v in row["defaults"].items()]
@@ -318,9 +397,18 @@ def catalogue_entries(taken: dict[str, Any]) -> list:
             _LR_FREE_NOTE if caps.get("lr_free") else "")
         params = {k: infer_param(k, v) for k, v in row["defaults"].items()}
         entries.append(OptimizerEntry(
-            name, f"{LIBRARY}:{cls}", LIBRARY, params, row["doc"] or cls, REFERENCES.get(cls, ""),
+            name, f"{LIBRARY}:{cls}", LIBRARY, params, row["doc"] or cls, reference_of(cls, row),
             deviations=deviations, generated=True, **caps))
     return entries
+
+
+def reference_of(cls: str, row: dict[str, Any]) -> str:
+    """The entry's reference: the hand-checked :data:`REFERENCES`, else the table's (README or docstring), else
+    "no paper: <why>" from :data:`NO_PAPER`, else "" (a test requires one of the first three for every class)."""
+    reference = REFERENCES.get(cls) or row.get("reference", "")
+    if not reference and cls in NO_PAPER:
+        reference = f"no paper: {NO_PAPER[cls]}"
+    return reference
 
 
 def main() -> None:
