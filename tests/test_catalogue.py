@@ -189,6 +189,17 @@ def test_unsupported_is_refused_with_its_reason(name):
         get_optimizer(name)
 
 
+def test_unsupported_is_one_sentence_and_exit_2_from_the_cli(tmp_path):
+    import subprocess
+
+    done = subprocess.run(["optbench", "run", "-p", "rosenbrock", "-o", "lomo", "--steps", "5", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    message = " ".join(done.stderr.split())
+    assert "'lomo'" in message and "not supported" in message and "fuses the update into backward()" in message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
+
+
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_runs_on_rosenbrock(name):
     trace = run_loop(get_problem("rosenbrock"), get_optimizer(name), seed=0, steps=5)
