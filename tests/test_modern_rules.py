@@ -43,8 +43,8 @@ def newton_schulz_in_float64(monkeypatch):
     """Newton–Schulz in float64 in the rule and in the class (both default to bfloat16, the class's choice)."""
     from pytorch_optimizer.optimizer.muon import base
 
-    monkeypatch.setattr(base, "zero_power_via_newton_schulz_5",
-                        functools.partial(base.zero_power_via_newton_schulz_5, dtype=torch.float64))
+    for name in ("zero_power_via_newton_schulz_5", "zero_power_via_gram_newton_schulz"):
+        monkeypatch.setattr(base, name, functools.partial(getattr(base, name), dtype=torch.float64))
     monkeypatch.setattr(batched_rules_modern, "NEWTON_SCHULZ_DTYPE",
                         dict.fromkeys(batched_rules_modern.NEWTON_SCHULZ_DTYPE, torch.float64))
 
@@ -130,7 +130,8 @@ def test_muon_rule_follows_its_paper_on_a_matrix(newton_schulz_in_float64, neste
 
 def test_muon_rule_equals_the_class_on_a_matrix_in_float64(newton_schulz_in_float64):
     for spec in ("muon(lr=0.02)", "muon(lr=0.02, use_adjusted_lr=True, weight_decay=0.1)",
-                 "muon(lr=0.02, weight_decouple=False, weight_decay=0.1, nesterov=False, ns_coeffs='quintic')"):
+                 "muon(lr=0.02, weight_decouple=False, weight_decay=0.1, nesterov=False, ns_coeffs='quintic')",
+                 "muon(lr=0.02, ns_method='gram_newton_schulz', ns_steps=4, ns_reset_steps=(2, 3))"):
         np.testing.assert_allclose(_rule_path([spec], (4, 3), _matrix_grad, W0, 15)[:, 0],
                                    _class_path(spec, _matrix_grad, W0, 15), rtol=1e-10, atol=1e-12, err_msg=spec)
 
