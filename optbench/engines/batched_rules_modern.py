@@ -247,7 +247,8 @@ class _Prodigy:
     d̂ = d_coef·r/‖s‖₁, d ← max(d, d̂) while d = d₀ (the class's only growth test), d_max ← max(d_max, d̂),
     d ← min(d_max, d·growth_rate); decoupled decay x ← x(1 − λ(1 if ``fixed_decay`` else dη)) and
     x ← x − dη·m/(√v + d·ε) (ε None: x ← x − dη·atan2(m, √v)). r and ‖s‖₁ are accumulated one parameter tensor
-    at a time in the class's scalar dtype (float32 unless the default dtype is float64), as the class does."""
+    at a time in the class's scalar dtype (float32 unless the default dtype is float64), as the class does; d and
+    d_max are ``[K, 1]`` tensors in the run's dtype where the class keeps Python floats (the same in float64)."""
 
     slots = staticmethod(lambda hp: 4)  # s, p0, exp_avg, exp_avg_sq
 
