@@ -126,6 +126,60 @@ def test_listing_shows_capabilities_and_support():
     assert row["adam"]["capabilities"] == [] and row["lbfgs"]["capabilities"] == ["calls the loss closure in step()"]
 
 
+def test_every_listed_optimizer_has_a_reference_or_says_why_not():
+    """Each entry of ``optbench list optimizers`` cites a paper (title and arXiv id or address) or states
+    "no paper: <why>"; the generated ones take it from pytorch_optimizer's README table or class docstring."""
+    for entry in ALL:
+        assert entry.reference, f"{entry.name}: no reference and no 'no paper' reason"
+        if entry.reference.startswith("no paper: "):
+            assert len(entry.reference) > 40 and entry.generated, entry.name
+        else:
+            assert re.search(r"\(|\d{4}", entry.reference), (entry.name, entry.reference)  # a link or a year
+    cited = [e for e in GENERATED if "arXiv:" in e.reference]
+    assert len(cited) > 100
+    assert _entry("adabelief").reference.endswith("(arXiv:2010.07468)")
+    assert "arXiv:2306.06101" in _entry("prodigy").reference and "arXiv:2409.11321" in _entry("soap").reference
+    assert _entry("sgdp").reference == _entry("adamp").reference  # one paper, two classes (README_ALIASES)
+
+
+def test_readme_references_are_parsed_from_the_library_table():
+    readme = "\n".join([
+        "| Optimizer | Description | Official Code | Paper(Citation) |",
+        "|---|---|---|---|",
+        "| AdaBelief | *Adapting Step-sizes by the Belief in Observed Gradients* | [github](x) | "
+        "[paper](https://arxiv.org/abs/2010.07468)([cite](y)) |",
+        "| Yogi | *Adaptive Methods for Nonconvex Optimization* | [github](x) | "
+        "[paper](https://papers.nips.cc/p/8186) |",
+        "| ROSE | *Stateless optimization* | [github](x) | [paper]()([cite](y)) |",
+        "| LR Scheduler | Description | Official Code | Paper(Citation) |",
+        "| WSD | *Warmup-Stable-Decay* | [github](x) | [paper](https://arxiv.org/abs/2404.06395) |",
+    ])
+    rows = catalogue.readme_references(readme)
+    assert rows == {"AdaBelief": "Adapting Step-sizes by the Belief in Observed Gradients (arXiv:2010.07468)",
+                    "Yogi": "Adaptive Methods for Nonconvex Optimization (papers.nips.cc/p/8186)"}
+    aliased = {"D-Adaptation": "D (arXiv:2301.07733)"}
+    assert catalogue.class_reference("DAdaptSGD", "", aliased) == "D (arXiv:2301.07733)"
+    assert catalogue.class_reference("Magma", "Reference:\n    https://arxiv.org/abs/2602.15322", {}) == \
+        "arXiv:2602.15322"
+    assert catalogue.class_reference("Nothing", "no link here", rows) == ""
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_listing_reads_whole_at_80_and_120_columns(columns):
+    """Nothing is cut with "…" at either width; every line fits; references (arXiv ids) are shown."""
+    import os
+    import subprocess
+
+    out = subprocess.run(["optbench", "list", "optimizers"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "COLUMNS": str(columns)}).stdout
+    assert "…" not in out
+    from rich.cells import cell_len
+
+    assert max(cell_len(line) for line in out.splitlines()) <= columns  # cells: d̂ is one
+    assert "(arXiv:2306.06101)" in out and "(arXiv:2010.07468)" in out  # prodigy's and adabelief's, whole
+    assert ("batched: yes" in out) == (columns < 110)  # narrow: source and rule under the name
+
+
 # ---- every entry runs, or is refused with its reason ------------------------------------------------------
 
 @pytest.mark.parametrize("name", UNSUPPORTED)
@@ -134,6 +188,17 @@ def test_unsupported_is_refused_with_its_reason(name):
     assert len(entry.unsupported) > 30
     with pytest.raises(SpecError, match="not supported: " + re.escape(entry.unsupported[:20])):
         get_optimizer(name)
+
+
+def test_unsupported_is_one_sentence_and_exit_2_from_the_cli(tmp_path):
+    import subprocess
+
+    done = subprocess.run(["optbench", "run", "-p", "rosenbrock", "-o", "lomo", "--steps", "5", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    message = " ".join(done.stderr.split())
+    assert "'lomo'" in message and "not supported" in message and "fuses the update into backward()" in message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
 
 
 @pytest.mark.parametrize("name", SUPPORTED)

@@ -117,7 +117,8 @@ def test_cost_columns_in_results_and_table(tmp_path):
 @pytest.mark.parametrize("spec", [
     "sgd", "sgd(momentum=0.5)", "sgd-momentum", "nag", "rmsprop", "rmsprop(momentum=0.5)", "rmsprop(centered=True)",
     "adam", "adam(amsgrad=True)", "adamw", "adamw(amsgrad=True)", "adagrad", "adadelta", "adamax", "nadam", "radam",
-    "lion", "lars", "lars(momentum=0.0)", "lamb", "newton",
+    "lion", "lars", "lars(momentum=0.0)", "lamb", "newton", "adopt", "schedulefreeadamw", "muon", "prodigy",
+    "shampoo", "shampoo(momentum=0.5)",
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_batched_rules_declare_the_state_their_class_keeps(spec, dtype):
@@ -126,5 +127,5 @@ def test_batched_rules_declare_the_state_their_class_keeps(spec, dtype):
     from optbench.optimizers import get_optimizer
 
     config = get_optimizer(spec)
-    declared = RULES[config.entry.batched].state_slots(config.hyperparams) * dtype.itemsize
+    declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
     assert declared == probe_state_bytes_per_param(config, 5, dtype)

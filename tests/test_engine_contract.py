@@ -47,7 +47,35 @@ LAYERWISE_VARIANTS = {
               "adopt(lr=0.01, weight_decay=0.1, weight_decouple=True, fixed_decay=True)"],
     "schedulefreeadamw": ["schedulefreeadamw(lr=0.01, warmup_steps=5, weight_decay=0.05, r=0.5, weight_lr_power=1.0)",
                           "schedulefreeadamw(lr=0.01, ams_bound=True, decoupling_c=2, betas=(0.8, 0.99))"],
+    # Muon: coupled decay on both groups, plain momentum, Moonlight's shape scale, another NS schedule and length
+    "muon": ["muon(lr=0.02, weight_decouple=False, weight_decay=0.1, adamw_wd=0.1, nesterov=False)",
+             "muon(lr=0.02, use_adjusted_lr=True, ns_steps=3, ns_coeffs='quintic', weight_decay=0.05, "
+             "adamw_lr=0.01, adamw_betas=(0.8, 0.9))"],
+    # Shampoo: momentum, coupled and decoupled decay, preconditioners recomputed every other step
+    "shampoo": ["shampoo(lr=0.005, momentum=0.5, weight_decay=0.1, preconditioning_compute_steps=2)",
+                "shampoo(lr=0.005, weight_decouple=True, fixed_decay=True, weight_decay=0.01, matrix_eps=1e-3)"],
+    # Prodigy: bias correction, decoupled decay, safeguard warm-up, atan2 (eps=None), growth limit, β₃, d_coef
+    "prodigy": ["prodigy(lr=1.0, bias_correction=True, weight_decay=0.1, d_coef=0.5)",
+                "prodigy(lr=1.0, safeguard_warmup=True, eps=None, beta3=0.9, growth_rate=1.5, fixed_decay=True, "
+                "weight_decay=0.01)"],
 }
+
+
+@pytest.fixture(autouse=True)
+def newton_schulz_in_float64(monkeypatch):
+    """pytorch_optimizer's Muon runs Newton–Schulz in bfloat16 whatever the parameters' dtype (its helper's
+    default; the batched rule does the same, engines.batched_rules_modern.NEWTON_SCHULZ_DTYPE): the contract
+    compares both in float64. tests/test_modern_rules.py compares them unpatched, at bfloat16 accuracy."""
+    import functools
+
+    from pytorch_optimizer.optimizer.muon import base
+
+    from optbench.engines import batched_rules_modern
+
+    for name in ("zero_power_via_newton_schulz_5", "zero_power_via_gram_newton_schulz"):
+        monkeypatch.setattr(base, name, functools.partial(getattr(base, name), dtype=torch.float64))
+    monkeypatch.setattr(batched_rules_modern, "NEWTON_SCHULZ_DTYPE",
+                        dict.fromkeys(batched_rules_modern.NEWTON_SCHULZ_DTYPE, torch.float64))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from optbench.cli.common import console, errors_handled
 from optbench.spec import format_value
 
 WHAT = ("problems", "optimizers")
+NARROW = 110  # terminal columns below which the optimizer table has three columns instead of six
 
 
 def _params_text(params) -> str:
@@ -58,19 +59,28 @@ def list_command(
         print(json.dumps(rows, indent=2, default=str))
         return
     table = Table(title=f"optbench {what}", show_lines=True)
-    table.add_column("name", style="bold")
+    # under NARROW columns an optimizer's source, class and batched rule go under its name and how it differs
+    # from its paper under its description: three columns, each wide enough for a reference to read whole
+    narrow = what == "optimizers" and console.width < NARROW
+    table.add_column("name", style="bold", overflow="fold")
     if what == "problems":
         table.add_column("kind")
-    else:
+    elif not narrow:
         table.add_column("source")
         table.add_column("batched")
-    table.add_column("parameters (defaults)")
-    table.add_column("description")
-    if what == "optimizers":
-        table.add_column("differs from the paper")
+    # fold, never cut with "…": long defaults and arXiv ids wrap over lines
+    table.add_column("parameters (defaults)", overflow="fold")
+    table.add_column("description", overflow="fold", ratio=2)
+    if what == "optimizers" and not narrow:
+        table.add_column("differs from the paper", overflow="fold", ratio=2)
     for e in entries:
         if what == "problems":
             table.add_row(e.name, e.kind, _params_text(e.params), e.doc)
+        elif narrow:
+            where = (f"{escape(e.name)}\n[dim]{e.source}\n{e.target.split(':')[-1]}\n"
+                     f"batched: {'yes' if e.batched else 'no'}[/]")
+            table.add_row(where, _params_text(e.params),
+                          _description(e) + f"\n[dim]differs from the paper: {escape(e.deviations)}[/]")
         else:
             table.add_row(e.name, f"{e.source}\n{e.target.split(':')[-1]}", "yes" if e.batched else "no",
                           _params_text(e.params), _description(e), escape(e.deviations))

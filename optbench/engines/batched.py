@@ -182,6 +182,7 @@ def run_batched(problem: Problem, optimizers: Sequence[Any], seeds: Sequence[int
         # per configuration, from the rule's declaration of the mirrored class's state (tests check it
         # against the real class); building a torch.optim object here would cost a second of imports
         itemsize = torch.empty((), dtype=dtype).element_size()
-        state_per_param = np.array([rule.state_slots(o.hyperparams) * itemsize for o in optimizers], float)
+        state_per_param = np.array([rule.slots_per_param(o.hyperparams, x.shape[-1]) * itemsize
+                                    for o in optimizers], float)
         trace.cost = timer.results(K, state_per_param)
     return trace

@@ -55,6 +55,12 @@ class Rule:
     state_slots: Callable[[dict[str, Any]], int] = lambda hp: 0
     # REPORTED rules: the point the method reports, from the trained point x and the state (None otherwise)
     reported: Callable[[torch.Tensor, State, dict[str, Any]], torch.Tensor] | None = None
+    # rules whose state is not parameter-sized (Shampoo's n × n preconditioners): slots per parameter of a [d] vector
+    dim_slots: Callable[[dict[str, Any], int], float] | None = None
+
+    def slots_per_param(self, hp: dict[str, Any], dim: int) -> float:
+        """State elements the mirrored class keeps per parameter of one ``[dim]`` parameter vector."""
+        return self.dim_slots(hp, dim) if self.dim_slots is not None else self.state_slots(hp)
 
     @property
     def needs_hessian(self) -> bool:
@@ -73,7 +79,7 @@ def _rule(name: str, needs: Iterable[str] = ()):
         if (REPORTED in needs) != hasattr(cls, "reported"):
             raise ValueError(f"rule {name!r}: a reported() method and the REPORTED need go together")
         RULES[name] = Rule(cls.init, cls.step, frozenset(needs), getattr(cls, "slots", lambda hp: 0),
-                           getattr(cls, "reported", None))
+                           getattr(cls, "reported", None), getattr(cls, "dim_slots", None))
         return cls
 
     return wrap
@@ -503,3 +509,6 @@ class _LAMB:
         update_norm = layout.norms(update)
         trust = torch.where((weight_norm == 0) | (update_norm == 0), 1.0, weight_norm / (update_norm + eps))
         x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)
+
+
+from optbench.engines import batched_rules_modern  # noqa: E402,F401  (registers Muon, Shampoo, Prodigy)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "ScheduleFreeSGD": {"schedule_free": True},
     "SPlus": {"schedule_free": True},
     "ADOPT": {"batched": "adopt"},
-    "Prodigy": {"lr_free": True},
+    "Prodigy": {"lr_free": True, "batched": "prodigy"},
     "DAdaptAdaGrad": {"lr_free": True},
     "DAdaptAdam": {"lr_free": True},
     "DAdaptAdan": {"lr_free": True},
@@ -75,10 +76,11 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AdamG": {"lr_free": True},
     **{cls: {"param_groups": "muon", "matrix_only": _MUON_VECTORS}
        for cls in ("Muon", "AdaMuon", "AdaGO", "NorMuon", "MuonClip")},
+    "Muon": {"param_groups": "muon", "matrix_only": _MUON_VECTORS, "batched": "muon"},
     "SOAP": {"matrix_only": "its eigenbasis preconditioner is for matrices: a vector is not preconditioned unless "
                             "precondition_1d=True, so on an analytic problem it is Adam-like"},
     "Shampoo": {"matrix_only": "one preconditioner per tensor dimension: on a vector it is a full-matrix "
-                               "AdaGrad-like preconditioner of that one dimension"},
+                               "AdaGrad-like preconditioner of that one dimension", "batched": "shampoo"},
     "DistributedMuon": {"unsupported": "it needs a torch.distributed process group, which optbench's "
                                        "single-process engines do not create"},
     "AdaLOMO": {"unsupported": "it takes the model, not parameters, and fuses the update into backward(); "
@@ -115,9 +117,29 @@ DEVIATIONS = {
 }
 
 DEVIATIONS["Muon"] = (
-    "unchecked: pytorch_optimizer's Muon, run as the library ships it; optbench has not compared it with the paper. "
-    "Its Newton–Schulz iteration runs in bfloat16 whatever the parameters' dtype (zero_power_via_newton_schulz_5's "
-    "default, as in the reference implementation), so a float64 run's orthogonalised update is bfloat16-accurate.")
+    "checked against Jordan et al.'s Muon (tests/test_modern_rules.py, Newton–Schulz in float64): the momentum is "
+    "the exponential average b ← μb + (1 − μ)g, not the sum b ← μb + g, which gives the same update because "
+    "Newton–Schulz divides by the Frobenius norm first; the quintic iteration (3.4445, −4.7750, 2.0315), 5 steps, "
+    "and the scale √max(1, m/n) are the paper's (use_adjusted_lr=True: Moonlight's 0.2·√max(m, n)). The iteration "
+    "runs in bfloat16 whatever the parameters' dtype (zero_power_via_newton_schulz_5's default, as in the reference "
+    "implementation), so a float64 run's orthogonalised update is bfloat16-accurate; the batched rule does the "
+    "same. Decay uses the unscaled lr; tensors with ndim < 2 (and an analytic problem's vector) are on AdamW.")
+DEVIATIONS["Shampoo"] = (
+    "checked against Gupta et al.'s Shampoo (tests/test_modern_rules.py: L^(−1/4) G R^(−1/4) for a matrix, H^(−1/2k) "
+    "per dimension of an order-k tensor, full-matrix AdaGrad H^(−1/2) g for a vector, from εI with ε = matrix_eps): "
+    "equal at the defaults. The library's additions: momentum (μ > 0) blends the gradient with the last "
+    "preconditioned step before the statistics, G ← G + μ(B − G); decay is coupled (added to G before the "
+    "statistics) unless weight_decouple=True; inverse roots by SVD, recomputed every preconditioning_compute_steps "
+    "steps and zero until first computed, so with k > 1 the first k − 1 steps do not move; no grafting (that is "
+    "ScalableShampoo).")
+DEVIATIONS["Prodigy"] = (
+    "checked against Algorithm 3 of Mishchenko & Defazio (tests/test_modern_rules.py): r and s drop the paper's "
+    "(1 − √β₂)η factor and weigh each step by (d/d₀)·dη instead, which leaves d̂ = r/‖s‖₁ unchanged; the ε term of "
+    "the step uses the d just updated (√v + d_{k+1}ε) where the paper's uses d_k; r and ‖s‖₁ are kept in torch's "
+    "default dtype, float32 unless it is float64, so d̂ is float32-accurate in a float64 run; weight_decouple=False "
+    "adds λx to the gradient after the step has used it, so coupled decay has no effect (decoupled decay, the "
+    "default, works). bias_correction, safeguard_warmup, growth_rate, d_coef and eps=None (atan2) are the "
+    "library's options.")
 DEVIATIONS["ScheduleFreeAdamW"] = (
     "checked against Algorithm 1 of Defazio et al. (tests/test_catalogue.py; equal to it at β₂ = 0): the class "
     "keeps y as the parameter and x = y + (1 − 1/β₁)(z − y) for eval(); the bias correction divides v "
@@ -154,7 +176,81 @@ REFERENCES = {
     "Tiger": "Su 2023, Tiger (github.com/bojone/tiger)",
     "Yogi": "Zaheer et al. 2018, Adaptive Methods for Nonconvex Optimization (NeurIPS 2018)",
     "AdaBound": "Luo et al. 2019, AdaBound (arXiv:1902.09843)",
+    "AdaMax": "Kingma & Ba 2015, Adam: A Method for Stochastic Optimization, section 7 (arXiv:1412.6980)",
 }
+
+
+# Where pytorch_optimizer's README table (shipped as its package metadata) names a paper under another name than
+# the class's: the README row → the classes that implement that paper.
+README_ALIASES = {
+    "D-Adaptation": ("DAdaptAdaGrad", "DAdaptAdam", "DAdaptAdan", "DAdaptLion", "DAdaptSGD"),
+    "Schedule-Free": ("ScheduleFreeAdamW", "ScheduleFreeRAdam", "ScheduleFreeSGD"),
+    "Sophia": ("SophiaH",),
+    "PSGD": ("Kron",),
+    "RACS & Alice": ("RACS", "Alice"),
+    "Grokfast": ("GrokFastAdamW",),
+    "Apollo": ("ApolloDQN",),  # "APOLLO" (SGD-like memory) is the class APOLLO
+    "AdamP": ("AdamP", "SGDP"),  # one paper introduces both
+    "QHAdam": ("QHAdam", "QHM"),
+    "PNM": ("PNM", "AdaPNM"),
+    "TAM": ("TAM", "AdaTAM"),
+    "Stable WD": ("AdamS",),
+    "SNSM": ("AdamWSN",),
+    "SCION": ("SCION", "SCIONLight"),
+    "Muon": ("Muon", "DistributedMuon"),
+}
+
+# Classes with no paper to cite, and why (the listing shows "no paper: <reason>"); every other entry has a reference.
+NO_PAPER = {
+    **dict.fromkeys(("EmoFact", "EmoLynx", "EmoNavi"), "the EmoNavi family is published as code only "
+                                                      "(github.com/muooon/EmoNavi), without a paper"),
+    "ROSE": "published as code only (github.com/MatthewK78/Rose); pytorch_optimizer's README gives no paper",
+}
+
+
+def paper_link(url: str) -> str:
+    """``arXiv:ID`` for an arXiv abstract or PDF address, else the address without its scheme."""
+    match = re.search(r"arxiv\.org/(?:abs|pdf)/([0-9.]+(?:v[0-9]+)?)", url)
+    if match:
+        return f"arXiv:{match.group(1).removesuffix('.pdf')}"
+    return re.sub(r"^https?://", "", url)
+
+
+def readme_references(readme: str) -> dict[str, str]:
+    """Class name → "Title (arXiv:ID)" from the optimizer table of pytorch_optimizer's README: rows
+    ``| Name | *Title* | [github](…) | [paper](URL)(…) |`` up to the table of learning-rate schedulers. A row's
+    name is the class's (compared without case, dashes and spaces) or a key of :data:`README_ALIASES`."""
+    rows: dict[str, str] = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or len(cells) < 4:
+            continue
+        if cells[0] == "LR Scheduler":
+            break
+        link = re.search(r"\[paper\]\(([^)]+)\)", cells[3])
+        title = cells[1].strip("*").strip()
+        if link and title and cells[0] != "Optimizer":
+            rows[cells[0]] = f"{title} ({paper_link(link.group(1))})"
+    return rows
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[-_ ]", "", name).lower()
+
+
+def class_reference(cls_name: str, doc: str, rows: dict[str, str]) -> str:
+    """The paper of a class: its README row (by alias, exact name, then name without case), else the first arXiv
+    address of its docstring, else ""."""
+    for row, classes in README_ALIASES.items():
+        if cls_name in classes and row in rows:
+            return rows[row]
+    if cls_name in rows:
+        return rows[cls_name]
+    loose = [ref for row, ref in rows.items() if _key(row) == _key(cls_name) and row not in README_ALIASES]
+    if len(loose) == 1:
+        return loose[0]
+    match = re.search(r"https?://arxiv\.org/\S+", doc)
+    return paper_link(match.group(0).rstrip(".,)>`")) if match else ""
 
 
 # ---- parameters from a constructor signature ---------------------------------------------------------
@@ -234,16 +330,19 @@ def signature_row(cls: type) -> tuple[dict[str, Any], tuple[str, ...], tuple[str
 
 def generate_table() -> dict[str, Any]:
     """The catalogue as the installed pytorch_optimizer describes it (imports the library)."""
-    from importlib.metadata import version
+    from importlib.metadata import distribution, version
 
     import pytorch_optimizer
 
+    rows = readme_references(distribution(LIBRARY).read_text("METADATA") or "")
     classes = {}
     for name in pytorch_optimizer.get_supported_optimizers():
         cls = pytorch_optimizer.load_optimizer(name)
         defaults, fixed, required = signature_row(cls)
-        doc = (inspect.getdoc(cls) or "").split("\n")[0].strip()
-        classes[name] = {"class": f"{cls.__module__}:{cls.__qualname__}", "doc": doc, "defaults": defaults,
+        full_doc = inspect.getdoc(cls) or ""
+        doc = full_doc.split("\n")[0].strip()
+        classes[name] = {"class": f"{cls.__module__}:{cls.__qualname__}", "doc": doc,
+                         "reference": class_reference(cls.__name__, full_doc, rows), "defaults": defaults,
                          "fixed": fixed, "required": required}
     return {"version": version(LIBRARY), "classes": classes}
 
@@ -261,10 +360,11 @@ def _literal(v: Any) -> str:
 def render_table(table: dict[str, Any]) -> str:
     lines = ['"""pytorch_optimizer\'s catalogue, generated by ``python -m optbench.optimizers.catalogue``.', "",
              "Do not edit: tests/test_catalogue.py checks it against the installed library.", '"""', "",
+             "# ruff: noqa: E501  (one reference per line, as the library's README gives it)", "",
              'INF = float("inf")', f"VERSION = {table['version']!r}", "CLASSES = {"]
     for name, row in table["classes"].items():
         lines.append(f"    {name!r}: {{")
-        for key in ("class", "doc", "fixed", "required"):
+        for key in ("class", "doc", "reference", "fixed", "required"):
             lines.append(f"        {key!r}: {_literal(row[key])},")
         lines.append("        'defaults': {")
         lines += [f"            {k!r}: {_literal(v)}," for k, v in row["defaults"].items()]
@@ -297,9 +397,18 @@ def catalogue_entries(taken: dict[str, Any]) -> list:
             _LR_FREE_NOTE if caps.get("lr_free") else "")
         params = {k: infer_param(k, v) for k, v in row["defaults"].items()}
         entries.append(OptimizerEntry(
-            name, f"{LIBRARY}:{cls}", LIBRARY, params, row["doc"] or cls, REFERENCES.get(cls, ""),
+            name, f"{LIBRARY}:{cls}", LIBRARY, params, row["doc"] or cls, reference_of(cls, row),
             deviations=deviations, generated=True, **caps))
     return entries
+
+
+def reference_of(cls: str, row: dict[str, Any]) -> str:
+    """The entry's reference: the hand-checked :data:`REFERENCES`, else the table's (README or docstring), else
+    "no paper: <why>" from :data:`NO_PAPER`, else "" (a test requires one of the first three for every class)."""
+    reference = REFERENCES.get(cls) or row.get("reference", "")
+    if not reference and cls in NO_PAPER:
+        reference = f"no paper: {NO_PAPER[cls]}"
+    return reference
 
 
 def main() -> None:

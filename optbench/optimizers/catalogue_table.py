@@ -3,12 +3,15 @@
 Do not edit: tests/test_catalogue.py checks it against the installed library.
 """
 
+# ruff: noqa: E501  (one reference per line, as the library's README gives it)
+
 INF = float("inf")
 VERSION = '4.1.0'
 CLASSES = {
     'a2grad': {
         'class': 'pytorch_optimizer.optimizer.a2grad:A2Grad',
         'doc': 'Adaptive accelerated stochastic gradient descent with three averaging variants.',
+        'reference': 'Optimal Adaptive and Accelerated Stochastic Gradient Descent (arXiv:1810.00553)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -22,6 +25,7 @@ CLASSES = {
     'accsgd': {
         'class': 'pytorch_optimizer.optimizer.sgd:AccSGD',
         'doc': 'Accelerated SGD with coupled short and long steps.',
+        'reference': 'Accelerating Stochastic Gradient Descent For Least Squares Regression (arXiv:1704.08227)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -35,6 +39,7 @@ CLASSES = {
     'adabelief': {
         'class': 'pytorch_optimizer.optimizer.adabelief:AdaBelief',
         'doc': 'Adaptive updates based on gradient prediction error.',
+        'reference': 'Adapting Step-sizes by the Belief in Observed Gradients (arXiv:2010.07468)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -53,6 +58,7 @@ CLASSES = {
     'adabound': {
         'class': 'pytorch_optimizer.optimizer.adabound:AdaBound',
         'doc': 'Adam updates with learning rate bounds that converge to SGD.',
+        'reference': 'Adaptive Gradient Methods with Dynamic Bound of Learning Rate (openreview.net/forum?id=Bkg3g2R9FX)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -70,6 +76,7 @@ CLASSES = {
     'adadelta': {
         'class': 'pytorch_optimizer.optimizer.adadelta:AdaDelta',
         'doc': 'Adaptive updates based on accumulated squared gradients and updates.',
+        'reference': 'An Adaptive Learning Rate Method (arXiv:1212.5701v1)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -84,6 +91,7 @@ CLASSES = {
     'adafactor': {
         'class': 'pytorch_optimizer.optimizer.adafactor:AdaFactor',
         'doc': 'Factored adaptive updates with the BigVision AdaFactor variant.',
+        'reference': 'Adaptive Learning Rates with Sublinear Memory Cost (arXiv:1804.04235)',
         'fixed': ('momentum_dtype',),
         'required': (),
         'defaults': {
@@ -105,6 +113,7 @@ CLASSES = {
     'adagc': {
         'class': 'pytorch_optimizer.optimizer.adagc:AdaGC',
         'doc': 'Adam with adaptive gradient clipping for stable training.',
+        'reference': 'Improving Training Stability for Large Language Model Pretraining (arXiv:2502.11034)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -123,6 +132,7 @@ CLASSES = {
     'adago': {
         'class': 'pytorch_optimizer.optimizer.muon.adago:AdaGO',
         'doc': 'Orthogonal momentum updates with AdaGrad step size adaptation.',
+        'reference': 'AdaGrad Meets Muon: Adaptive Stepsizes for Orthogonal Updates (arXiv:2509.02981)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -146,6 +156,7 @@ CLASSES = {
     'adahessian': {
         'class': 'pytorch_optimizer.optimizer.adahessian:AdaHessian',
         'doc': 'Adaptive second-order updates using Hutchinson Hessian estimates.',
+        'reference': 'An Adaptive Second Order Optimizer for Machine Learning (arXiv:2006.00719)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -164,6 +175,7 @@ CLASSES = {
     'adai': {
         'class': 'pytorch_optimizer.optimizer.adai:Adai',
         'doc': 'SGD with gradient dependent momentum and optional stable weight decay.',
+        'reference': 'Disentangling the Effects of Adaptive Learning Rate and Momentum (arXiv:2006.15815)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -180,6 +192,7 @@ CLASSES = {
     'adalite': {
         'class': 'pytorch_optimizer.optimizer.adalite:Adalite',
         'doc': 'Adaptive updates with factored moments and tensor wise trust ratios.',
+        'reference': 'Adalite optimizer (github.com/VatsaDev/adalite)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -198,6 +211,7 @@ CLASSES = {
     'adalomo': {
         'class': 'pytorch_optimizer.optimizer.lomo:AdaLOMO',
         'doc': 'Factored adaptive updates fused into backward.',
+        'reference': 'Low-memory Optimization with Adaptive Learning Rate (arXiv:2310.10195)',
         'fixed': (),
         'required': ('model',),
         'defaults': {
@@ -215,6 +229,7 @@ CLASSES = {
     'adam': {
         'class': 'torch.optim.adam:Adam',
         'doc': 'Implements Adam algorithm.',
+        'reference': 'arXiv:1412.6980',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -232,6 +247,7 @@ CLASSES = {
     'adamax': {
         'class': 'pytorch_optimizer.optimizer.adamax:AdaMax',
         'doc': 'Adam with an exponentially weighted infinity norm denominator.',
+        'reference': '',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -246,6 +262,7 @@ CLASSES = {
     'adamc': {
         'class': 'pytorch_optimizer.optimizer.adamc:AdamC',
         'doc': 'Adam with weight decay scaled by the learning rate in normalization layers.',
+        'reference': 'Why Gradients Rapidly Increase Near the End of Training (arXiv:2506.02285)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -261,6 +278,7 @@ CLASSES = {
     'adamg': {
         'class': 'pytorch_optimizer.optimizer.adamg:AdamG',
         'doc': 'Parameter free adaptive updates with gradient dependent scaling.',
+        'reference': 'Towards Stability of Parameter-free Optimization (arXiv:2405.04376)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -277,6 +295,7 @@ CLASSES = {
     'adammini': {
         'class': 'pytorch_optimizer.optimizer.adam_mini:AdamMini',
         'doc': 'Adam with shared second moment estimates within parameter blocks.',
+        'reference': 'Use Fewer Learning Rates To Gain More (arXiv:2406.16793)',
         'fixed': (),
         'required': ('model',),
         'defaults': {
@@ -293,6 +312,7 @@ CLASSES = {
     'adamod': {
         'class': 'pytorch_optimizer.optimizer.adamod:AdaMod',
         'doc': 'Adam with bounds from a moving average of adaptive learning rates.',
+        'reference': 'An Adaptive and Momental Bound Method for Stochastic Learning (arXiv:1910.12249)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -307,6 +327,7 @@ CLASSES = {
     'adamp': {
         'class': 'pytorch_optimizer.optimizer.adamp:AdamP',
         'doc': 'Adam with projected updates for scale invariant weights.',
+        'reference': 'Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights (arXiv:2006.08217)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -324,6 +345,7 @@ CLASSES = {
     'adams': {
         'class': 'pytorch_optimizer.optimizer.adams:AdamS',
         'doc': 'Adam with stable weight decay.',
+        'reference': 'Understanding and Scheduling Weight Decay (arXiv:2011.11152)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -339,6 +361,7 @@ CLASSES = {
     'adamuon': {
         'class': 'pytorch_optimizer.optimizer.muon.adamuon:AdaMuon',
         'doc': 'Adaptive momentum updates with Newton-Schulz matrix orthogonalization.',
+        'reference': 'Adaptive Muon Optimizer (arXiv:2507.11005v1)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -358,6 +381,7 @@ CLASSES = {
     'adamw': {
         'class': 'torch.optim.adamw:AdamW',
         'doc': 'Implements AdamW algorithm, where weight decay does not accumulate in the momentum nor variance.',
+        'reference': 'arXiv:1711.05101',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -374,6 +398,7 @@ CLASSES = {
     'adamwsn': {
         'class': 'pytorch_optimizer.optimizer.snsm:AdamWSN',
         'doc': 'AdamW with subset norm and subspace momentum scaling.',
+        'reference': 'Subset-Norm and Subspace-Momentum: Faster Memory-Efficient Adaptive Optimization with Convergence Guarantees (arXiv:2411.07120)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -389,6 +414,7 @@ CLASSES = {
     'adan': {
         'class': 'pytorch_optimizer.optimizer.adan:Adan',
         'doc': 'Adaptive updates with gradient difference momentum.',
+        'reference': 'Adaptive Nesterov Momentum Algorithm for Faster Optimizing Deep Models (arXiv:2208.06677)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -403,6 +429,7 @@ CLASSES = {
     'adanorm': {
         'class': 'pytorch_optimizer.optimizer.adanorm:AdaNorm',
         'doc': 'Adam with adaptive gradient norm correction.',
+        'reference': 'Adaptive Gradient Norm Correction based Optimizer for CNNs (arXiv:2210.06364)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -419,6 +446,7 @@ CLASSES = {
     'adapnm': {
         'class': 'pytorch_optimizer.optimizer.adapnm:AdaPNM',
         'doc': 'Adam with positive negative momentum.',
+        'reference': 'Manipulating Stochastic Gradient Noise to Improve Generalization (arXiv:2103.17182)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -434,6 +462,7 @@ CLASSES = {
     'adashift': {
         'class': 'pytorch_optimizer.optimizer.adashift:AdaShift',
         'doc': 'Adaptive updates with temporally decorrelated gradient moments.',
+        'reference': 'Decorrelation and Convergence of Adaptive Learning Rate Methods (arXiv:1810.00143v4)',
         'fixed': ('reduce_func',),
         'required': (),
         'defaults': {
@@ -446,6 +475,7 @@ CLASSES = {
     'adasmooth': {
         'class': 'pytorch_optimizer.optimizer.adasmooth:AdaSmooth',
         'doc': 'Adaptive updates with effective ratio smoothing.',
+        'reference': 'An Adaptive Learning Rate Method based on Effective Ratio (arXiv:2204.00825v1)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -460,6 +490,7 @@ CLASSES = {
     'adatam': {
         'class': 'pytorch_optimizer.optimizer.tam:AdaTAM',
         'doc': 'Adam with gradient momentum alignment scaling.',
+        'reference': 'Torque-Aware Momentum (arXiv:2412.18790)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -475,6 +506,7 @@ CLASSES = {
     'ademamix': {
         'class': 'pytorch_optimizer.optimizer.ademamix:AdEMAMix',
         'doc': 'Adam with a mixture of fast and slow gradient momentum.',
+        'reference': 'Better, Faster, Older (arXiv:2409.03137)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -491,6 +523,7 @@ CLASSES = {
     'adopt': {
         'class': 'pytorch_optimizer.optimizer.adopt:ADOPT',
         'doc': 'Adaptive updates using the previous second moment and gradient clipping.',
+        'reference': 'Modified Adam Can Converge with Any β2 with the Optimal Rate (arXiv:2411.02853)',
         'fixed': ('clip_lambda',),
         'required': (),
         'defaults': {
@@ -505,6 +538,7 @@ CLASSES = {
     'aggmo': {
         'class': 'pytorch_optimizer.optimizer.aggmo:AggMo',
         'doc': 'SGD with aggregated momentum buffers at multiple decay rates.',
+        'reference': 'Aggregated Momentum: Stability Through Passive Damping (arXiv:1804.00325)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -518,6 +552,7 @@ CLASSES = {
     'aida': {
         'class': 'pytorch_optimizer.optimizer.aida:Aida',
         'doc': 'Adaptive updates using alternating gradient and momentum projections.',
+        'reference': 'A DNN Optimizer that Improves over AdaBelief by Suppression of the Adaptive Stepsize Range (arXiv:2203.13273)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -538,6 +573,7 @@ CLASSES = {
     'alice': {
         'class': 'pytorch_optimizer.optimizer.racs:Alice',
         'doc': 'Adaptive subspace updates with full rank gradient compensation.',
+        'reference': 'Towards Efficient Optimizer Design for LLM via Structured Fisher Approximation with a Low-Rank Extension (arXiv:2502.07752)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -558,6 +594,7 @@ CLASSES = {
     'alig': {
         'class': 'pytorch_optimizer.optimizer.alig:AliG',
         'doc': 'Gradient steps scaled by loss with an optional learning rate cap.',
+        'reference': 'Adaptive Learning Rates for Interpolation with Gradients (arXiv:1906.05661)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -570,6 +607,7 @@ CLASSES = {
     'amos': {
         'class': 'pytorch_optimizer.optimizer.amos:Amos',
         'doc': 'Adaptive updates with weight decay toward a target parameter scale.',
+        'reference': 'An Adam-style Optimizer with Adaptive Weight Decay towards Model-Oriented Scale (arXiv:2210.11693)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -585,6 +623,7 @@ CLASSES = {
     'ano': {
         'class': 'pytorch_optimizer.optimizer.ano:Ano',
         'doc': 'Ano optimizer with adaptive momentum and sign based updates.',
+        'reference': 'Faster is Better in Noisy Landscape (arXiv:2508.18258)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -600,6 +639,7 @@ CLASSES = {
     'apollo': {
         'class': 'pytorch_optimizer.optimizer.apollo:APOLLO',
         'doc': 'AdamW with low rank gradient projection and norm based update scaling.',
+        'reference': 'SGD-like Memory, AdamW-level Performance (arXiv:2412.05270)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -616,6 +656,7 @@ CLASSES = {
     'apollodqn': {
         'class': 'pytorch_optimizer.optimizer.apollo:ApolloDQN',
         'doc': 'Adaptive updates with a diagonal quasi-Newton preconditioner.',
+        'reference': 'An Adaptive Parameter-wise Diagonal Quasi-Newton Method for Nonconvex Stochastic Optimization (arXiv:2009.13586)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -632,6 +673,7 @@ CLASSES = {
     'asgd': {
         'class': 'pytorch_optimizer.optimizer.sgd:ASGD',
         'doc': 'Adaptive SGD with estimation of the local smoothness (curvature).',
+        'reference': 'Adaptive Gradient Descent without Descent (arXiv:1910.09529)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -648,6 +690,7 @@ CLASSES = {
     'avagrad': {
         'class': 'pytorch_optimizer.optimizer.avagrad:AvaGrad',
         'doc': 'Adaptive updates with a lagged second moment preconditioner.',
+        'reference': 'Domain-independent Dominance of Adaptive Methods (arXiv:1912.01823)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -662,6 +705,7 @@ CLASSES = {
     'bcos': {
         'class': 'pytorch_optimizer.optimizer.bcos:BCOS',
         'doc': 'Stochastic approximation with block coordinate optimal step sizes.',
+        'reference': 'Stochastic Approximation with Block Coordinate Optimal Stepsizes (arXiv:2507.08963)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -678,6 +722,7 @@ CLASSES = {
     'bsam': {
         'class': 'pytorch_optimizer.optimizer.sam:BSAM',
         'doc': 'Bayesian sharpness-aware minimization with noisy parameter perturbations.',
+        'reference': 'SAM as an Optimal Relaxation of Bayes (arXiv:2210.01620)',
         'fixed': (),
         'required': ('num_data',),
         'defaults': {
@@ -692,6 +737,7 @@ CLASSES = {
     'came': {
         'class': 'pytorch_optimizer.optimizer.came:CAME',
         'doc': 'Factored adaptive updates with confidence weighted momentum.',
+        'reference': 'Confidence-guided Adaptive Memory Efficient Optimization (aclanthology.org/2023.acl-long.243/)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -709,6 +755,7 @@ CLASSES = {
     'conda': {
         'class': 'pytorch_optimizer.optimizer.conda:Conda',
         'doc': 'Adam with gradient projection in a basis derived from momentum.',
+        'reference': 'Column-Normalized Adam for Training Large Language Models Faster (arXiv:2509.24218)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -724,6 +771,7 @@ CLASSES = {
     'dadaptadagrad': {
         'class': 'pytorch_optimizer.optimizer.dadapt:DAdaptAdaGrad',
         'doc': 'AdaGrad with D-Adaptation.',
+        'reference': 'Learning-Rate-Free Learning by D-Adaptation (arXiv:2301.07733)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -740,6 +788,7 @@ CLASSES = {
     'dadaptadam': {
         'class': 'pytorch_optimizer.optimizer.dadapt:DAdaptAdam',
         'doc': 'Adam with D-Adaptation V3.',
+        'reference': 'Learning-Rate-Free Learning by D-Adaptation (arXiv:2301.07733)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -757,6 +806,7 @@ CLASSES = {
     'dadaptadan': {
         'class': 'pytorch_optimizer.optimizer.dadapt:DAdaptAdan',
         'doc': 'Adan with D-Adaptation.',
+        'reference': 'Learning-Rate-Free Learning by D-Adaptation (arXiv:2301.07733)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -772,6 +822,7 @@ CLASSES = {
     'dadaptlion': {
         'class': 'pytorch_optimizer.optimizer.dadapt:DAdaptLion',
         'doc': 'Lion with D-Adaptation V3.',
+        'reference': 'Learning-Rate-Free Learning by D-Adaptation (arXiv:2301.07733)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -786,6 +837,7 @@ CLASSES = {
     'dadaptsgd': {
         'class': 'pytorch_optimizer.optimizer.dadapt:DAdaptSGD',
         'doc': 'SGD with D-Adaptation V3.',
+        'reference': 'Learning-Rate-Free Learning by D-Adaptation (arXiv:2301.07733)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -801,6 +853,7 @@ CLASSES = {
     'dash': {
         'class': 'pytorch_optimizer.optimizer.dash:DASH',
         'doc': 'Accelerated Shampoo with batched blocks and Newton-Denman-Beavers inverse roots.',
+        'reference': 'Faster Shampoo via Batched Block Preconditioning and Efficient Inverse-Root Solvers (arXiv:2602.02016)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -826,6 +879,7 @@ CLASSES = {
     'demo': {
         'class': 'pytorch_optimizer.optimizer.demo:DeMo',
         'doc': 'SGD with compressed distributed momentum exchange.',
+        'reference': 'Decoupled Momentum Optimization (arXiv:2411.19870)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -840,6 +894,7 @@ CLASSES = {
     'diffgrad': {
         'class': 'pytorch_optimizer.optimizer.diffgrad:DiffGrad',
         'doc': 'Adam updates scaled by changes between consecutive gradients.',
+        'reference': 'An Optimization Method for Convolutional Neural Networks (arXiv:1909.11015v3)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -858,6 +913,7 @@ CLASSES = {
     'distributedmuon': {
         'class': 'pytorch_optimizer.optimizer.muon.distributed_muon:DistributedMuon',
         'doc': 'Distributed momentum updates with Newton-Schulz matrix orthogonalization.',
+        'reference': 'MomentUm Orthogonalized by Newton-schulz (x.com/kellerjordan0/status/1842300916864844014)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -878,6 +934,7 @@ CLASSES = {
     'dualadam': {
         'class': 'pytorch_optimizer.optimizer.dual_adam:DualAdam',
         'doc': 'Adam with a decaying inverse Adam update contribution.',
+        'reference': 'Combining Adam and its Inverse Counterpart to Enhance Generalization of Deep Learning Optimizers (arXiv:2603.07122)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -893,6 +950,7 @@ CLASSES = {
     'emofact': {
         'class': 'pytorch_optimizer.optimizer.emonavi:EmoFact',
         'doc': 'Factored adaptive updates with EmoNavi loss driven scaling.',
+        'reference': '',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -909,6 +967,7 @@ CLASSES = {
     'emolynx': {
         'class': 'pytorch_optimizer.optimizer.emonavi:EmoLynx',
         'doc': 'Sign based momentum updates with EmoNavi loss driven scaling.',
+        'reference': '',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -925,6 +984,7 @@ CLASSES = {
     'emonavi': {
         'class': 'pytorch_optimizer.optimizer.emonavi:EmoNavi',
         'doc': 'Adam style updates with loss driven momentum scaling and optional shadow weights.',
+        'reference': '',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -941,6 +1001,7 @@ CLASSES = {
     'exadam': {
         'class': 'pytorch_optimizer.optimizer.exadam:EXAdam',
         'doc': 'Adam with adaptive cross moment corrections.',
+        'reference': 'The Power of Adaptive Cross-Moments (arXiv:2412.20302)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -955,6 +1016,7 @@ CLASSES = {
     'fadam': {
         'class': 'pytorch_optimizer.optimizer.fadam:FAdam',
         'doc': 'Natural gradient Adam using diagonal empirical Fisher information.',
+        'reference': 'Adam is a natural gradient optimizer using diagonal empirical Fisher information (arXiv:2405.12807)',
         'fixed': ('momentum_dtype', 'fim_dtype',),
         'required': (),
         'defaults': {
@@ -970,6 +1032,7 @@ CLASSES = {
     'fira': {
         'class': 'pytorch_optimizer.optimizer.fira:Fira',
         'doc': 'AdamW with low rank updates and full rank gradient compensation.',
+        'reference': 'Can We Achieve Full-rank Training of LLMs Under Low-rank Constraint? (arXiv:2410.01623)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -982,6 +1045,7 @@ CLASSES = {
     'flashadamw': {
         'class': 'pytorch_optimizer.optimizer.flash_adamw:FlashAdamW',
         'doc': 'AdamW with grouped 8-bit optimizer states and optional master weight error correction.',
+        'reference': 'FlashOptim: Optimizers for Memory-Efficient Training (arXiv:2602.23349)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1000,6 +1064,7 @@ CLASSES = {
     'focus': {
         'class': 'pytorch_optimizer.optimizer.focus:FOCUS',
         'doc': 'Sign based updates with attraction toward the running parameter average.',
+        'reference': 'First Order Concentrated Updating Scheme (arXiv:2501.12243)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1012,6 +1077,7 @@ CLASSES = {
     'fromage': {
         'class': 'pytorch_optimizer.optimizer.fromage:Fromage',
         'doc': 'Gradient descent scaled by the ratio of parameter and gradient norms.',
+        'reference': 'On the distance between two neural networks and the stability of learning (arXiv:2002.03432)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1022,6 +1088,7 @@ CLASSES = {
     'ftrl': {
         'class': 'pytorch_optimizer.optimizer.ftrl:FTRL',
         'doc': 'Follow the Regularized Leader updates with L1 and L2 penalties.',
+        'reference': 'Follow The Regularized Leader (static.googleusercontent.com/media/research.google.com/en//pubs/archive/41159.pdf)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1035,6 +1102,7 @@ CLASSES = {
     'galore': {
         'class': 'pytorch_optimizer.optimizer.galore:GaLore',
         'doc': 'AdamW with low rank gradient projection.',
+        'reference': 'Memory-Efficient LLM Training by Gradient Low-Rank Projection (arXiv:2403.03507)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1047,6 +1115,7 @@ CLASSES = {
     'grams': {
         'class': 'pytorch_optimizer.optimizer.grams:Grams',
         'doc': 'Adaptive updates combining gradient signs with momentum magnitudes.',
+        'reference': 'Gradient Descent with Adaptive Momentum Scaling (arXiv:2412.17107)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1060,6 +1129,7 @@ CLASSES = {
     'gravity': {
         'class': 'pytorch_optimizer.optimizer.gravity:Gravity',
         'doc': 'Kinematic optimization with a gradient dependent velocity update.',
+        'reference': 'a Kinematic Approach on Optimization in Deep Learning (arXiv:2101.09192)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1071,6 +1141,7 @@ CLASSES = {
     'grokfastadamw': {
         'class': 'pytorch_optimizer.optimizer.grokfast:GrokFastAdamW',
         'doc': 'AdamW with amplification of slow gradient components.',
+        'reference': 'Accelerated Grokking by Amplifying Slow Gradients (arXiv:2405.20233)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1090,6 +1161,7 @@ CLASSES = {
     'kate': {
         'class': 'pytorch_optimizer.optimizer.kate:Kate',
         'doc': 'Scale invariant AdaGrad-style updates without square root normalization.',
+        'reference': 'Remove that Square Root: A New Efficient Scale-Invariant Version of AdaGrad (arXiv:2403.02648)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1104,6 +1176,7 @@ CLASSES = {
     'kron': {
         'class': 'pytorch_optimizer.optimizer.psgd:Kron',
         'doc': 'Preconditioned SGD with Kronecker factored preconditioners.',
+        'reference': 'Preconditioned Stochastic Gradient Descent (arXiv:1512.04202)',
         'fixed': ('precondition_dtype',),
         'required': (),
         'defaults': {
@@ -1123,6 +1196,7 @@ CLASSES = {
     'lamb': {
         'class': 'pytorch_optimizer.optimizer.lamb:Lamb',
         'doc': 'Adam updates with a trust ratio for each parameter tensor.',
+        'reference': 'Large Batch Optimization for Deep Learning (arXiv:1904.00962)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1144,6 +1218,7 @@ CLASSES = {
     'laprop': {
         'class': 'pytorch_optimizer.optimizer.laprop:LaProp',
         'doc': 'Adaptive updates with momentum of preconditioned gradients.',
+        'reference': 'Separating Momentum and Adaptivity in Adam (arXiv:2002.04839)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1161,6 +1236,7 @@ CLASSES = {
     'lars': {
         'class': 'pytorch_optimizer.optimizer.lars:LARS',
         'doc': 'SGD with learning rates scaled by parameter and gradient norms.',
+        'reference': '',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1175,6 +1251,7 @@ CLASSES = {
     'lbfgs': {
         'class': 'torch.optim.lbfgs:LBFGS',
         'doc': 'Implements L-BFGS algorithm.',
+        'reference': '',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1190,6 +1267,7 @@ CLASSES = {
     'lion': {
         'class': 'pytorch_optimizer.optimizer.lion:Lion',
         'doc': 'Sign based updates from interpolated gradient momentum.',
+        'reference': 'Symbolic Discovery of Optimization Algorithms (arXiv:2302.06675)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1203,6 +1281,7 @@ CLASSES = {
     'lomo': {
         'class': 'pytorch_optimizer.optimizer.lomo:LOMO',
         'doc': 'SGD updates fused into backward to reduce optimizer memory.',
+        'reference': 'Full Parameter Fine-tuning for Large Language Models with Limited Resources (arXiv:2306.09782)',
         'fixed': (),
         'required': ('model',),
         'defaults': {
@@ -1214,6 +1293,7 @@ CLASSES = {
     'lorarite': {
         'class': 'pytorch_optimizer.optimizer.lora_rite:LoRARite',
         'doc': 'LoRA factor optimization with matrix preconditioning and basis corrections.',
+        'reference': 'LoRA Done RITE: Robust Invariant Transformation Equilibration for LoRA Optimization (arXiv:2410.20625)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1235,6 +1315,7 @@ CLASSES = {
     'madgrad': {
         'class': 'pytorch_optimizer.optimizer.madgrad:MADGRAD',
         'doc': 'Momentumized adaptive dual averaged gradient descent.',
+        'reference': 'A Momentumized, Adaptive, Dual Averaged Gradient Method for Stochastic (arXiv:2101.11075)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1248,6 +1329,7 @@ CLASSES = {
     'magma': {
         'class': 'pytorch_optimizer.optimizer.magma:Magma',
         'doc': 'Momentum aligned gradient masking wrapper for PyTorch optimizers.',
+        'reference': 'Momentum-Aligned Gradient Masking (arXiv:2602.15322)',
         'fixed': (),
         'required': ('optimizer',),
         'defaults': {
@@ -1262,6 +1344,7 @@ CLASSES = {
     'mars': {
         'class': 'pytorch_optimizer.optimizer.mars:MARS',
         'doc': 'Adaptive updates with variance reduced gradient corrections.',
+        'reference': 'Unleashing the Power of Variance Reduction for Training Large Models (arXiv:2411.10438)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1284,6 +1367,7 @@ CLASSES = {
     'msvag': {
         'class': 'pytorch_optimizer.optimizer.msvag:MSVAG',
         'doc': 'Adaptive momentum updates with gradient variance damping.',
+        'reference': 'Dissecting Adam: The Sign, Magnitude and Variance of Stochastic Gradients (arXiv:1705.07774)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1294,6 +1378,7 @@ CLASSES = {
     'muon': {
         'class': 'pytorch_optimizer.optimizer.muon.muon:Muon',
         'doc': 'Momentum updates with Newton-Schulz matrix orthogonalization.',
+        'reference': 'MomentUm Orthogonalized by Newton-schulz (x.com/kellerjordan0/status/1842300916864844014)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1316,6 +1401,7 @@ CLASSES = {
     'muonclip': {
         'class': 'pytorch_optimizer.optimizer.muon.muon_clip:MuonClip',
         'doc': 'Muon with per-head query/key weight clipping from the Kimi K2 report.',
+        'reference': 'Stable Training with Weight Clipping (arXiv:2507.20534)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1338,6 +1424,7 @@ CLASSES = {
     'nadam': {
         'class': 'torch.optim.nadam:NAdam',
         'doc': 'Implements NAdam algorithm.',
+        'reference': 'arXiv:1711.05101',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1354,6 +1441,7 @@ CLASSES = {
     'nero': {
         'class': 'pytorch_optimizer.optimizer.nero:Nero',
         'doc': 'Neuron wise adaptive updates with optional weight constraints.',
+        'reference': 'Learning by Turning: Neural Architecture Aware Optimisation (arXiv:2102.07227)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1366,6 +1454,7 @@ CLASSES = {
     'normuon': {
         'class': 'pytorch_optimizer.optimizer.muon.normuon:NorMuon',
         'doc': 'Muon updates with row wise second moment normalization.',
+        'reference': 'NorMuon: Making Muon more efficient and scalable (arXiv:2510.05491)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1389,6 +1478,7 @@ CLASSES = {
     'novograd': {
         'class': 'pytorch_optimizer.optimizer.novograd:NovoGrad',
         'doc': 'Adaptive updates with layer wise squared gradient norms.',
+        'reference': 'Stochastic Gradient Methods with Layer-wise Adaptive Moments for Training of Deep Networks (arXiv:1905.11286)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1404,6 +1494,7 @@ CLASSES = {
     'padam': {
         'class': 'pytorch_optimizer.optimizer.padam:PAdam',
         'doc': 'Partially adaptive Adam with a configurable second moment exponent.',
+        'reference': 'Closing the Generalization Gap of Adaptive Gradient Methods in Training Deep Neural Networks (arXiv:1806.06763)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1419,6 +1510,7 @@ CLASSES = {
     'pid': {
         'class': 'pytorch_optimizer.optimizer.pid:PID',
         'doc': 'SGD with proportional, integral, and derivative update terms.',
+        'reference': 'A PID Controller Approach for Stochastic Optimization of Deep Networks (www4.comp.polyu.edu.hk/~cslzhang/paper/CVPR18_PID.pdf)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1435,6 +1527,7 @@ CLASSES = {
     'pnm': {
         'class': 'pytorch_optimizer.optimizer.pnm:PNM',
         'doc': 'SGD with alternating positive and negative momentum.',
+        'reference': 'Manipulating Stochastic Gradient Noise to Improve Generalization (arXiv:2103.17182)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1449,6 +1542,7 @@ CLASSES = {
     'prodigy': {
         'class': 'pytorch_optimizer.optimizer.prodigy:Prodigy',
         'doc': 'Adam with distance adaptive step sizes.',
+        'reference': 'An Expeditiously Adaptive Parameter-Free Learner (arXiv:2306.06101)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1469,6 +1563,7 @@ CLASSES = {
     'qhadam': {
         'class': 'pytorch_optimizer.optimizer.qhadam:QHAdam',
         'doc': 'Adam with quasi-hyperbolic moment averaging.',
+        'reference': 'Quasi-hyperbolic momentum and Adam for deep learning (arXiv:1810.06801)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1484,6 +1579,7 @@ CLASSES = {
     'qhm': {
         'class': 'pytorch_optimizer.optimizer.qhm:QHM',
         'doc': 'SGD with quasi-hyperbolic momentum.',
+        'reference': 'Quasi-hyperbolic momentum and Adam for deep learning (arXiv:1810.06801)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1498,6 +1594,7 @@ CLASSES = {
     'racs': {
         'class': 'pytorch_optimizer.optimizer.racs:RACS',
         'doc': 'Row and Column Scaled SGD.',
+        'reference': 'Towards Efficient Optimizer Design for LLM via Structured Fisher Approximation with a Low-Rank Extension (arXiv:2502.07752)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1514,6 +1611,7 @@ CLASSES = {
     'radam': {
         'class': 'pytorch_optimizer.optimizer.radam:RAdam',
         'doc': 'Rectified Adam.',
+        'reference': 'On the Variance of the Adaptive Learning Rate and Beyond (arXiv:1908.03265)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1530,6 +1628,7 @@ CLASSES = {
     'ranger': {
         'class': 'pytorch_optimizer.optimizer.ranger:Ranger',
         'doc': 'RAdam with Lookahead and optional gradient centralization.',
+        'reference': 'a synergistic optimizer combining RAdam and LookAhead, and now GC in one optimizer (bit.ly/3zyspC3)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1550,6 +1649,7 @@ CLASSES = {
     'ranger21': {
         'class': 'pytorch_optimizer.optimizer.ranger21:Ranger21',
         'doc': 'AdamW with positive negative momentum, gradient clipping, and Lookahead.',
+        'reference': 'a synergistic deep learning optimizer (arXiv:2106.13731)',
         'fixed': (),
         'required': ('num_iterations',),
         'defaults': {
@@ -1578,6 +1678,7 @@ CLASSES = {
     'rmsprop': {
         'class': 'torch.optim.rmsprop:RMSprop',
         'doc': 'Implements RMSprop algorithm.',
+        'reference': 'arXiv:1308.0850v5',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1594,6 +1695,7 @@ CLASSES = {
     'rose': {
         'class': 'pytorch_optimizer.optimizer.rose:ROSE',
         'doc': 'Gradient updates scaled by row and column ranges.',
+        'reference': '',
         'fixed': ('compute_dtype',),
         'required': (),
         'defaults': {
@@ -1610,6 +1712,7 @@ CLASSES = {
     'sara': {
         'class': 'pytorch_optimizer.optimizer.sara:SaRA',
         'doc': 'AdamW updates on progressively refined masks of small magnitude weights.',
+        'reference': 'High-Efficient Diffusion Model Fine-tuning with Progressive Sparse Low-Rank Adaptation (arXiv:2409.06633)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1626,6 +1729,7 @@ CLASSES = {
     'scalableshampoo': {
         'class': 'pytorch_optimizer.optimizer.shampoo:ScalableShampoo',
         'doc': 'Shampoo with blockwise preconditioning and optional gradient grafting.',
+        'reference': '',
         'fixed': ('graft_type', 'pre_conditioner_type',),
         'required': (),
         'defaults': {
@@ -1652,6 +1756,7 @@ CLASSES = {
     'schedulefreeadamw': {
         'class': 'pytorch_optimizer.optimizer.schedulefree:ScheduleFreeAdamW',
         'doc': 'Schedule free AdamW with weighted parameter averaging.',
+        'reference': 'Schedule-Free Optimizers (github.com/facebookresearch/schedule_free)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1669,6 +1774,7 @@ CLASSES = {
     'schedulefreeradam': {
         'class': 'pytorch_optimizer.optimizer.schedulefree:ScheduleFreeRAdam',
         'doc': 'Schedule free RAdam with weighted parameter averaging.',
+        'reference': 'Schedule-Free Optimizers (github.com/facebookresearch/schedule_free)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1684,6 +1790,7 @@ CLASSES = {
     'schedulefreesgd': {
         'class': 'pytorch_optimizer.optimizer.schedulefree:ScheduleFreeSGD',
         'doc': 'Schedule free SGD with weighted parameter averaging.',
+        'reference': 'Schedule-Free Optimizers (github.com/facebookresearch/schedule_free)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1699,6 +1806,7 @@ CLASSES = {
     'scion': {
         'class': 'pytorch_optimizer.optimizer.scion:SCION',
         'doc': 'Norm constrained updates using linear minimization oracles.',
+        'reference': 'Training Deep Learning Models with Norm-Constrained LMOs (arXiv:2502.07529)',
         'fixed': ('norm_type',),
         'required': (),
         'defaults': {
@@ -1714,6 +1822,7 @@ CLASSES = {
     'scionlight': {
         'class': 'pytorch_optimizer.optimizer.scion:SCIONLight',
         'doc': 'Variant of SCION that stores momentum in gradient buffers.',
+        'reference': 'Training Deep Learning Models with Norm-Constrained LMOs (arXiv:2502.07529)',
         'fixed': ('norm_type',),
         'required': (),
         'defaults': {
@@ -1729,6 +1838,7 @@ CLASSES = {
     'sgd': {
         'class': 'torch.optim.sgd:SGD',
         'doc': 'Implements stochastic gradient descent (optionally with momentum).',
+        'reference': '',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1744,6 +1854,7 @@ CLASSES = {
     'sgdp': {
         'class': 'pytorch_optimizer.optimizer.adamp:SGDP',
         'doc': 'SGD with projected updates for scale invariant weights.',
+        'reference': 'Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights (arXiv:2006.08217)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1762,6 +1873,7 @@ CLASSES = {
     'sgdsai': {
         'class': 'pytorch_optimizer.optimizer.sgd:SGDSaI',
         'doc': 'SGD with learning rate scaling from the initial gradient signal-to-noise ratio.',
+        'reference': 'No More Adam: Learning Rate Scaling at Initialization is All You Need (arXiv:2411.10438)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1775,6 +1887,7 @@ CLASSES = {
     'sgdw': {
         'class': 'pytorch_optimizer.optimizer.sgd:SGDW',
         'doc': 'SGD with optional decoupled weight decay.',
+        'reference': 'Decoupled Weight Decay Regularization (arXiv:1711.05101)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1789,6 +1902,7 @@ CLASSES = {
     'shampoo': {
         'class': 'pytorch_optimizer.optimizer.shampoo:Shampoo',
         'doc': 'Stochastic tensor optimization with matrix preconditioning.',
+        'reference': 'Preconditioned Stochastic Tensor Optimization (arXiv:1802.09568)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1804,6 +1918,7 @@ CLASSES = {
     'signsgd': {
         'class': 'pytorch_optimizer.optimizer.sgd:SignSGD',
         'doc': 'Sign based SGD with optional momentum.',
+        'reference': 'Compressed Optimisation for Non-Convex Problems (arXiv:1802.04434)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1816,6 +1931,7 @@ CLASSES = {
     'simplifiedademamix': {
         'class': 'pytorch_optimizer.optimizer.ademamix:SimplifiedAdEMAMix',
         'doc': 'Adaptive updates that mix the current gradient with gradient momentum.',
+        'reference': 'Connections between Schedule-Free Optimizers, AdEMAMix, and Accelerated SGD Variants (arXiv:2502.02431)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1833,6 +1949,7 @@ CLASSES = {
     'sm3': {
         'class': 'pytorch_optimizer.optimizer.sm3:SM3',
         'doc': 'Adaptive updates with memory efficient per dimension accumulators.',
+        'reference': 'Memory-Efficient Adaptive Optimization (arXiv:1901.11150)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1845,6 +1962,7 @@ CLASSES = {
     'soap': {
         'class': 'pytorch_optimizer.optimizer.soap:SOAP',
         'doc': 'Adam updates in Shampoo preconditioner eigenbases.',
+        'reference': 'Improving and Stabilizing Shampoo using Adam (arXiv:2409.11321)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1865,6 +1983,7 @@ CLASSES = {
     'sophiah': {
         'class': 'pytorch_optimizer.optimizer.sophia:SophiaH',
         'doc': 'Clipped second-order updates using Hutchinson Hessian estimates.',
+        'reference': 'A Scalable Stochastic Second-order Optimizer for Language Model Pre-training (arXiv:2305.14342)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1883,6 +2002,7 @@ CLASSES = {
     'spam': {
         'class': 'pytorch_optimizer.optimizer.spam:SPAM',
         'doc': 'Adam with sparse update masks, gradient spike clipping, and momentum resets.',
+        'reference': 'Spike-Aware Adam with Momentum Reset for Stable LLM Training (arXiv:2501.06842)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1900,6 +2020,7 @@ CLASSES = {
     'spectralsphere': {
         'class': 'pytorch_optimizer.optimizer.sso:SpectralSphere',
         'doc': 'Matrix updates with a spectral tangent constraint.',
+        'reference': 'Controlled LLM Training on Spectral Sphere (arXiv:2601.08393)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1917,6 +2038,7 @@ CLASSES = {
     'splus': {
         'class': 'pytorch_optimizer.optimizer.splus:SPlus',
         'doc': 'Adaptive updates with matrix whitening and gradient momentum.',
+        'reference': 'A Stable Whitening Optimizer for Efficient Neural Network Training (arXiv:2506.07254)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1935,6 +2057,7 @@ CLASSES = {
     'srmm': {
         'class': 'pytorch_optimizer.optimizer.srmm:SRMM',
         'doc': 'Stochastic regularized majorization-minimization with weakly convex and multi convex surrogates.',
+        'reference': 'Stochastic regularized majorization-minimization with weakly convex and multi-convex surrogates (arXiv:2201.01652)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1946,6 +2069,7 @@ CLASSES = {
     'stableadamw': {
         'class': 'pytorch_optimizer.optimizer.adamw:StableAdamW',
         'doc': 'AdamW with update clipping and optional low precision Kahan summation.',
+        'reference': 'Stable and low-precision training for large-scale vision-language models (arXiv:2304.13013)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1960,6 +2084,7 @@ CLASSES = {
     'stablespam': {
         'class': 'pytorch_optimizer.optimizer.spam:StableSPAM',
         'doc': 'Adam with adaptive gradient scaling, spike clipping, and momentum resets.',
+        'reference': 'How to Train in 4-Bit More Stably than 16-Bit Adam (arXiv:2502.17055)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1978,6 +2103,7 @@ CLASSES = {
     'swats': {
         'class': 'pytorch_optimizer.optimizer.swats:SWATS',
         'doc': 'Adaptive updates that switch from Adam to SGD.',
+        'reference': 'Improving Generalization Performance by Switching from Adam to SGD (arXiv:1712.07628)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -1994,6 +2120,7 @@ CLASSES = {
     'tam': {
         'class': 'pytorch_optimizer.optimizer.tam:TAM',
         'doc': 'SGD with gradient momentum alignment scaling.',
+        'reference': 'Torque-Aware Momentum (arXiv:2412.18790)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -2009,6 +2136,7 @@ CLASSES = {
     'tiger': {
         'class': 'pytorch_optimizer.optimizer.tiger:Tiger',
         'doc': 'Sign based updates with a single gradient momentum buffer.',
+        'reference': '',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -2022,6 +2150,7 @@ CLASSES = {
     'vsgd': {
         'class': 'pytorch_optimizer.optimizer.sgd:VSGD',
         'doc': 'SGD with variational gradient estimates.',
+        'reference': 'Variational Stochastic Gradient Descent for Deep Neural Networks (openreview.net/forum?id=xu4ATNjcdy)',
         'fixed': (),
         'required': (),
         'defaults': {
@@ -2038,6 +2167,7 @@ CLASSES = {
     'yogi': {
         'class': 'pytorch_optimizer.optimizer.yogi:Yogi',
         'doc': 'Adaptive updates with sign controlled second moment accumulation.',
+        'reference': 'Adaptive Methods for Nonconvex Optimization (papers.nips.cc/paper/8186-adaptive-methods-for-nonconvex-optimization)',
         'fixed': (),
         'required': (),
         'defaults': {
