@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optbench import __version__
+from optbench import __version__, memory
 from optbench.errors import SpecError, UsageError
 from optbench.spec import format_spec
 
@@ -342,8 +342,14 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
         else:
             key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key)
             groups.setdefault(key, []).append(run)
+    budget = memory.rows_budget_bytes(rows_budget_limit())
     for group in groups.values():
-        size = MAX_GROUP if group[0].problem.kind == "analytic" else MAX_NET_GROUP
+        first = group[0]
+        size = MAX_GROUP if first.problem.kind == "analytic" else MAX_NET_GROUP
+        fit = memory.runs_per_item(first.steps, first.record_every, first.problem.dim, budget)
+        if fit < min(size, len(group)):  # the recorded rows would not fit: slices of runs, one chunk each
+            items.extend(("batched", group[part]) for part in memory.slices(len(group), fit))
+            continue
         for i in range(0, len(group), size):
             items.append(("batched", group[i: i + size]))
     return items
@@ -735,6 +741,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
                 trace = execute(engine, group, progress.advance if progress else None)
                 for done in writer.write(group, trace, engine, background=i + 1 < len(items)):
                     written(*done)
+                del trace  # its rows live on in the chunk in flight only (memory bounded: optbench.memory)
         except BaseException:
             for done in writer.close(after_error=True):  # a Ctrl-C or a failure still flushes the finished group
                 written(*done)
@@ -752,42 +759,42 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     return SweepOutcome(out, len(runs), len(runs) - len(todo), completed, time.perf_counter() - t0, engines)
 
 
-RECORDED_FLOATS_PER_ROW = 4  # loss, grad norm, wall time and one float of slack per run and recorded row
-TIMED_FLOATS_PER_STEP = 2  # cost.StepTimer: step time and full iteration time, one float64 each per step
-
-
 def recording_bytes(group: Sequence[Run]) -> int:
-    """Memory the engines preallocate to record one work item: rows × runs × (floats + coordinates) for
-    the recorder, and the step timer's per-step clock readings (8 bytes each)."""
+    """Peak memory of one work item's recorded rows (:mod:`optbench.memory`: recorder, copies, tables)."""
     first = group[0]
-    rows = first.steps // first.record_every + 2
-    coords = first.problem.dim if first.problem.dim <= 3 else 0
-    return 8 * (rows * len(group) * (RECORDED_FLOATS_PER_ROW + coords) + TIMED_FLOATS_PER_STEP * first.steps)
+    return memory.group_bytes(len(group), first.steps, first.record_every, first.problem.dim)
 
 
-def memory_limit_bytes() -> int:
-    """Half the machine's physical memory (a sane ceiling for one work item's recording buffers)."""
-    import os
-
+def physical_memory_bytes() -> int:
+    """The machine's physical memory (16 GiB where it cannot be read)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): assume 8 GiB
-        return 8 << 30
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return 16 << 30
+
+
+def rows_budget_limit() -> int:
+    """The memory limit in force (``--memory-limit``, ``OPTBENCH_MEMORY_LIMIT``, 1 GiB), at most half the
+    machine's memory."""
+    return min(memory.memory_limit_bytes(), physical_memory_bytes() // 2)
 
 
 def check_memory(items: Sequence[tuple[str, list[Run]]]) -> None:
-    """Refuse, before any compute, a budget whose recording buffers would not fit (``--steps 10**12``
-    would ask for terabytes): one sentence naming the steps, the record interval and the memory."""
+    """Refuse, before any compute, a work item whose recorded rows would not fit the memory limit even as a
+    slice of one run (``--steps 10**12`` would ask for terabytes): one sentence naming the steps, the record
+    interval, the memory and what to change. :func:`plan_groups` already cut every larger group to fit."""
     if not items:
         return
     engine, group = max(items, key=lambda item: recording_bytes(item[1]))
-    need, limit = recording_bytes(group), memory_limit_bytes()
-    if need > limit:
+    limit = rows_budget_limit()
+    need, budget = recording_bytes(group), memory.rows_budget_bytes(limit)
+    if need > budget:
         first = group[0]
         raise UsageError(
-            f"--steps {first.steps} (recording every {first.record_every}, {len(group)} runs at once): the "
-            f"recording buffers would need about {need / 2**30:,.1f} GiB, more than half of this machine's "
-            f"memory ({2 * limit / 2**30:,.1f} GiB); use fewer --steps or a larger --record-every.")
+            f"--steps {first.steps} (recording every {first.record_every}, {len(group)} run(s) at once): the "
+            f"recorded rows would need about {need / 2**30:,.2f} GiB, more than the {budget / 2**30:,.2f} GiB a "
+            f"memory limit of {limit / 2**30:,.2f} GiB leaves them (--memory-limit or {memory.ENV}, at most half "
+            f"of this machine's memory); use fewer --steps, a larger --record-every or a larger --memory-limit.")
 
 
 def chunk_id(group: Sequence[Run]) -> str:
@@ -816,8 +823,8 @@ class _ChunkWriter:
 
         from optbench.results import write_chunk
 
+        yield from self._finish()  # first: the tables of two groups are never held at once (optbench.memory)
         steps_table, summary_table = trace_tables(group, trace, engine)
-        yield from self._finish()
         if not background:
             write_chunk(self.out, chunk_id(group), steps_table, summary_table)
             yield engine, list(trace.status)
