@@ -475,7 +475,13 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
     return rec.finish(memory)
 
 
-# what run_network_batched gives a rule (batched_rules.Rule.needs): the layout of the flattened parameters
+def _batched_grad_norm(grads) -> torch.Tensor:
+    """‖g‖₂ per configuration ``[K]`` from per-parameter ``[K, n]`` gradients: the norm of the per-tensor norms
+    (as ``_grad_norm`` of the loop engine and ``torch.nn.utils.clip_grad_norm_``)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dim=1) for g in grads], dim=1), dim=1)
+
+
+# what run_network_batched gives a rule (batched_rules.Rule.needs): each parameter tensor's layout (norms per tensor)
 BATCHED_PROVIDES = frozenset({LAYERS})
 BATCHED_RECIPE: frozenset[str] = frozenset()  # no schedule, clipping, label smoothing, … (they run on the loop)
 # the model features (NetworkProblem.features) it runs: none of BatchNorm buffers (vmap cannot update K sets of
@@ -509,17 +515,16 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     model = problem.build_model().to(device=device, dtype=dtype)  # the architecture; its own weights unused
     shapes = {n: p.shape for n, p in model.named_parameters()}
     inits = [problem.init_params(s) for s in seeds]
-    flat = torch.stack([torch.cat([init[n].reshape(-1) for n in shapes]) for init in inits]).to(device, dtype)
-    views, offset = {}, 0
-    for n, shape in shapes.items():
-        size = math.prod(shape)
-        views[n] = flat[:, offset: offset + size].view(K, *shape)
-        offset += size
+    # one [K, *shape] tensor per parameter, updated in place through its [K, numel] view: no flattened copy of
+    # all parameters, and gradients stay per parameter (vmap returns them so)
+    views = {n: torch.stack([init[n] for init in inits]).to(device, dtype).contiguous() for n in shapes}
+    columns = {n: v.view(K, -1) for n, v in views.items()}
     hp = stack_hyperparams(optimizers, dtype, device)
     rule = RULES[optimizers[0].entry.batched]
-    state = rule.init(flat, hp)
-    if LAYERS in rule.needs:
-        state["layout"] = ParamLayout(shapes.values(), device)
+    states = {n: rule.init(columns[n], hp) for n in shapes}  # the rule runs tensor by tensor (as torch.optim)
+    if LAYERS in rule.needs:  # a layer-wise rule's norms: each tensor is its own layer
+        for n, shape in shapes.items():
+            states[n]["layout"] = ParamLayout([shape], device)
     amp = _autocast(problem, device)
 
     def loss_fn(params, x, y):
@@ -540,11 +545,12 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
         x = data.inputs(data.train_x[idx.reshape(-1)], dtype).view(K, b, *shape)
         y = data.train_y[idx]
         grads, loss = grad_and_loss(views, x, y)
-        g = torch.cat([grads[n].reshape(K, -1) for n in shapes], dim=1)
-        rec.observe(t, loss, lambda: torch.linalg.vector_norm(g, dim=1), evaluate)  # noqa: B023
+        g = {n: grads[n].reshape(K, -1) for n in shapes}
+        rec.observe(t, loss, lambda: _batched_grad_norm(g.values()), evaluate)  # noqa: B023
         if t == steps:
             break
-        rule.step(flat, g, state, hp, t + 1)
+        for n in shapes:
+            rule.step(columns[n], g[n], states[n], hp, t + 1)
         if ticker.tick(t, rec):
             break
     ticker.close()
