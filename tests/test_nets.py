@@ -109,6 +109,28 @@ def test_batched_reproduces_loop_in_float64(data_dir, spec):
         np.testing.assert_allclose(batched.extra["test_loss"][:, k], loop.extra["test_loss"][:, 0], rtol=1e-10)
 
 
+@pytest.mark.parametrize("spec, amsgrad", [("adam", False), ("adamw", False), ("adam", True), ("adamw", True)])
+def test_fused_batched_update_reproduces_loop_in_float64(data_dir, spec, amsgrad, monkeypatch):
+    """Adam and AdamW take torch's fused kernel (one call per configuration, optbench.engines.fused), each
+    configuration with its own lr, betas, ε and weight decay, equal to K real torch.optim runs."""
+    from optbench.engines import fused
+
+    calls = []
+    original = fused.FusedUpdate.step
+    monkeypatch.setattr(fused.FusedUpdate, "step", lambda self, grads: calls.append(1) or original(self, grads))
+    p = get_problem(SMALL.replace(")", ", precision='float64', eval_every=5)"))
+    configs = [(get_optimizer(spec).with_hyperparams(lr=lr, betas=betas, eps=eps, weight_decay=wd, amsgrad=amsgrad), s)
+               for lr, betas, eps, wd, s in [(1e-3, (0.9, 0.999), 1e-8, 0.0, 0), (1e-2, (0.8, 0.99), 1e-6, 0.1, 1),
+                                             (3e-3, (0.95, 0.9), 1e-3, 0.01, 0)]]
+    batched = run_network_batched(p, [c for c, _ in configs], [s for _, s in configs], 10, 3)
+    assert len(calls) == 10
+    for k, (opt, seed) in enumerate(configs):
+        loop = run_network(p, opt, seed, 10, 3)
+        np.testing.assert_allclose(batched.loss[:, k], loop.loss[:, 0], rtol=1e-10)
+        np.testing.assert_allclose(batched.grad_norm[:, k], loop.grad_norm[:, 0], rtol=1e-10)
+        np.testing.assert_allclose(batched.extra["test_loss"][:, k], loop.extra["test_loss"][:, 0], rtol=1e-10)
+
+
 def test_batched_cnn_matches_loop_and_float32_is_close(tmp_path, monkeypatch):
     write_dataset("cifar10", tmp_path / "d" / "cifar10", n_train=60, n_test=20)
     monkeypatch.setenv(store.DATA_ENV, str(tmp_path / "d"))

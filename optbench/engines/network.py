@@ -496,6 +496,7 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
 
     from optbench.engines.batched import stack_hyperparams
     from optbench.engines.batched_rules import RULES, check_needs
+    from optbench.engines.fused import fused_update
     from optbench.engines.layout import ParamLayout
 
     if len(optimizers) != len(seeds):
@@ -521,8 +522,11 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     columns = {n: v.view(K, -1) for n, v in views.items()}
     hp = stack_hyperparams(optimizers, dtype, device)
     rule = RULES[optimizers[0].entry.batched]
-    states = {n: rule.init(columns[n], hp) for n in shapes}  # the rule runs tensor by tensor (as torch.optim)
-    if LAYERS in rule.needs:  # a layer-wise rule's norms: each tensor is its own layer
+    # Adam and AdamW: torch's fused kernel, one call per configuration (optbench.engines.fused); else the rule,
+    # tensor by tensor (as torch.optim)
+    fused = fused_update(optimizers[0].entry.batched, optimizers, list(columns.values()))
+    states = {} if fused is not None else {n: rule.init(columns[n], hp) for n in shapes}
+    if fused is None and LAYERS in rule.needs:  # a layer-wise rule's norms: each tensor is its own layer
         for n, shape in shapes.items():
             states[n]["layout"] = ParamLayout([shape], device)
     amp = _autocast(problem, device)
@@ -549,8 +553,11 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
         rec.observe(t, loss, lambda: _batched_grad_norm(g.values()), evaluate)  # noqa: B023
         if t == steps:
             break
-        for n in shapes:
-            rule.step(columns[n], g[n], states[n], hp, t + 1)
+        if fused is not None:
+            fused.step(list(g.values()))
+        else:
+            for n in shapes:
+                rule.step(columns[n], g[n], states[n], hp, t + 1)
         if ticker.tick(t, rec):
             break
     ticker.close()
