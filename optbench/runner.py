@@ -315,7 +315,7 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
     """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else.
     Which engine runs what is :func:`optbench.engines.capabilities.choose_engine` (the tuner asks it too)."""
     from optbench.engines.batched import group_key
-    from optbench.engines.capabilities import choose_engine
+    from optbench.engines.capabilities import batched_network_pays, choose_engine
     from optbench.engines.network import MAX_NET_GROUP
 
     groups: dict[tuple, list[Run]] = {}
@@ -345,6 +345,10 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
     budget = memory.rows_budget_bytes(rows_budget_limit())
     for group in groups.values():
         first = group[0]
+        if (engine == "auto" and first.problem.kind != "analytic"
+                and not batched_network_pays(first.optimizer, first.device, len(group))):
+            items.extend(("loop", [run]) for run in group)  # too few configurations for batching to pay
+            continue
         size = MAX_GROUP if first.problem.kind == "analytic" else MAX_NET_GROUP
         fit = memory.runs_per_item(first.steps, first.record_every, first.problem.dim, budget)
         if fit < min(size, len(group)):  # the recorded rows would not fit: slices of runs, one chunk each

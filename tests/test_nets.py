@@ -167,8 +167,10 @@ def test_sweep_with_epochs_and_results_columns(data_dir, tmp_path):
     loop = run_sweep(Sweep([p], [opt("adam")], lrs=[1e-2], seeds=[1], epochs=2, batch_sizes=[50], engine="loop",
                            device="cpu"), tmp_path / "loop")
     assert loop.engines == {"loop": 1}
-    auto = run_sweep(Sweep([p], [opt("adam")], seeds=[0, 1], steps=2, device="cpu"), tmp_path / "auto")
-    assert auto.engines == {"loop": 2}  # on a CPU, auto trains networks with the loop engine
+    auto = run_sweep(Sweep([p], [opt("sgd-momentum")], seeds=[0, 1], steps=2, device="cpu"), tmp_path / "auto")
+    assert auto.engines == {"loop": 2}  # on a CPU, auto batches networks only where it pays: fused Adam/AdamW
+    fused = run_sweep(Sweep([p], [opt("adam")], seeds=[0, 1], steps=2, device="cpu"), tmp_path / "fused")
+    assert fused.engines == {"batched": 2}
     a = load_results(tmp_path / "loop")
     b = steps[(steps.optimizer == "adam") & (steps.lr == 1e-2) & (steps.seed == 1) & (steps.batch_size == 50)]
     np.testing.assert_allclose(a.loss.to_numpy(), b.loss.to_numpy(), rtol=1e-4)

@@ -14,8 +14,10 @@ problem kind runs a configuration only when
   train on the loop engine).
 
 ``--engine batched`` on a configuration the batched engine cannot honour is a ``UsageError`` naming the
-reason; ``--engine auto`` then picks the loop engine. ``auto`` also keeps networks on a CPU on the loop
-engine, where ``vmap`` over K copies is slower than K loops.
+reason; ``--engine auto`` then picks the loop engine. ``auto`` also runs a network group batched only where
+that pays (:func:`batched_network_pays`, measured by ``benchmarks/bench_nets.py --per-model``): on CUDA, and on
+a CPU for rules with a fused kernel (Adam, AdamW: :mod:`optbench.engines.fused`) in groups of at least
+``CPU_MIN_NETWORK_GROUP`` configurations; the other rules' elementwise passes lose to K loop runs on a CPU.
 """
 
 from __future__ import annotations
@@ -72,9 +74,27 @@ def engine_supports(engine: str, problem, optimizer, recipe: Iterable[str] = ())
     raise ValueError(f"engine_supports: not an engine: {engine!r}")
 
 
-def choose_engine(requested: str, problem, optimizer, recipe: Iterable[str] = (), device: str = "cpu") -> str:
+CPU_MIN_NETWORK_GROUP = 2  # K = 1 batched (vmap) is slower than one loop run on a CPU (0.84×; K = 2…16: 1.0–1.6×)
+
+
+def batched_network_pays(optimizer, device: str, group_size: int | None = None) -> bool:
+    """Whether K = ``group_size`` configurations of ``optimizer``'s rule train faster per model on the batched
+    network engine than as K loop runs (None: a group of at least ``CPU_MIN_NETWORK_GROUP``). Measured: on a CPU
+    the fused Adam/AdamW update pays from K = 2; the generic rules' passes over ``[K, n]`` tensors do not."""
+    if str(device).startswith("cuda"):
+        return True
+    from optbench.engines.fused import FUSED_KERNELS, HYPERPARAMETERS
+
+    fused = optimizer.entry.batched in FUSED_KERNELS and set(optimizer.hyperparams) == HYPERPARAMETERS
+    return fused and (CPU_MIN_NETWORK_GROUP if group_size is None else group_size) >= CPU_MIN_NETWORK_GROUP
+
+
+def choose_engine(requested: str, problem, optimizer, recipe: Iterable[str] = (), device: str = "cpu",
+                  group_size: int | None = None) -> str:
     """The engine (``loop`` or ``batched``) for a run, given ``--engine requested`` (``auto``, ``loop`` or
-    ``batched``); ``batched`` that cannot be honoured raises ``UsageError`` with the reason."""
+    ``batched``) and, for ``auto`` on networks, the number of configurations batched with it (None: enough to
+    pay, :func:`batched_network_pays`); ``batched`` that cannot be honoured raises ``UsageError`` with the
+    reason."""
     if requested not in ("auto", "loop", "batched"):
         raise ValueError(f"choose_engine: not an engine: {requested!r}")
     if requested == "loop":
@@ -85,6 +105,6 @@ def choose_engine(requested: str, problem, optimizer, recipe: Iterable[str] = ()
             raise UsageError(f"The batched engine does not support {optimizer.name!r} on {problem.label}: "
                              f"{reason}; use --engine loop or auto.")
         return "batched"
-    if reason is not None or (problem.kind == "network" and not str(device).startswith("cuda")):
+    if reason is not None or (problem.kind == "network" and not batched_network_pays(optimizer, device, group_size)):
         return "loop"
     return "batched"
