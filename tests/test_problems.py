@@ -140,6 +140,17 @@ def test_numpy_loss_equals_the_torch_loss(spec):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(expected).max()))
 
 
+@pytest.mark.parametrize("power", [0.0, 1.0, 0.5, 2.0, 1.3])
+def test_noisy_quadratic_spectrum_is_torchs_pow(power):
+    """h_i = i^(−p) bit for bit as torch computes it (targets and run ids depend on it); for p = 0 and 1 without
+    torch (numpy's 1/i is correctly rounded, as torch's), so a report on it needs no torch."""
+    for d in (1, 2, 7, 100, 5000):
+        problem = get_problem(f"noisy-quadratic(dim={d}, power={power})")
+        h = torch.arange(1, d + 1, dtype=torch.float64) ** (-power)
+        assert torch.equal(problem.noise_variance(1), h)
+        assert problem.target == 1e-3 * 0.5 * sum(h.tolist())
+
+
 @pytest.mark.parametrize("name", ANALYTIC)
 def test_known_minima(name):
     problem = get_problem(name)

@@ -256,14 +256,15 @@ def test_cli(sweeps, tmp_path):
 
 
 def test_report_on_analytic_results_does_not_import_torch(sweeps, tmp_path):
-    """`optbench report` of races and trajectories on 2-D landscapes evaluates them with numpy
-    (report.animate.landscape_grid): torch is never imported (it costs 1.3–1.5 s)."""
+    """`optbench report` of every figure (races and trajectories on Rosenbrock, the saddle and the 2-D noisy
+    quadratic, curves, grids) evaluates landscapes with numpy (report.animate.landscape_grid): torch is never
+    imported (it costs 1.3–1.5 s)."""
     code = ("import atexit, sys\n"
             "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'))\n"
             "from optbench.cli.app import main\n"
             "sys.argv = ['optbench', 'report', *sys.argv[1:]]\n"
             "main()\n")
-    done = subprocess.run([sys.executable, "-c", code, str(sweeps[0]), "--out", str(tmp_path), "--format", "png,gif",
+    done = subprocess.run([sys.executable, "-c", code, str(sweeps[0]), str(sweeps[1]), "--out", str(tmp_path), "--format", "png,gif",
                            "--frames", "4", "--dpi", str(DPI)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert list((tmp_path / "figures").glob("race_*.gif")) and list((tmp_path / "figures").glob("trajectories_*"))

@@ -507,19 +507,30 @@ def _styblinski_tang(c):
     has_batch_size=True, tags=("quadratic", "noisy"),
 )
 def _noisy_quadratic(c):
-    import torch
+    import numpy as np
 
     d, p = c["dim"], c["power"]
-    h = torch.arange(1, d + 1, dtype=torch.float64) ** (-p)
-    h_list = h.tolist()
+    if p in (0.0, 1.0):  # torch's i^(−p) is 1 or the correctly rounded 1/i: numpy gives the same bits, without torch
+        h_numpy = np.ones(d) if p == 0.0 else 1.0 / np.arange(1, d + 1, dtype=np.float64)
+    else:  # torch's pow (not correctly rounded, unlike numpy's), which the target and every run id depend on
+        import torch
+
+        h_numpy = (torch.arange(1, d + 1, dtype=torch.float64) ** (-p)).numpy()
+    h_list = h_numpy.tolist()
+    spectrum = []  # the torch tensor of h, made on first use (a report draws the landscape without torch)
+
+    def h_torch():
+        if not spectrum:
+            import torch
+
+            spectrum.append(torch.from_numpy(h_numpy))
+        return spectrum[0]
 
     def fn(x):
-        return 0.5 * (h.to(dtype=x.dtype, device=x.device) * x**2).sum(-1)
+        return 0.5 * (h_torch().to(dtype=x.dtype, device=x.device) * x**2).sum(-1)
 
     def grad(x):
-        return h.to(dtype=x.dtype, device=x.device) * x
-
-    h_numpy = h.numpy()  # torch's i^(−p), which the target and every run id depend on (numpy's pow differs)
+        return h_torch().to(dtype=x.dtype, device=x.device) * x
 
     def numpy_fn(x):
         return 0.5 * (h_numpy.astype(x.dtype) * x**2).sum(-1)
@@ -527,4 +538,4 @@ def _noisy_quadratic(c):
     bounds = tuple((-1.5, 1.5) for _ in range(d))
     return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=numpy_fn, bounds=bounds, minima_points=((0.0,) * d,), f_min=0.0,
                 target=1e-3 * 0.5 * sum(h_list), default_start=(1.0,) * d,
-                noise_variance=lambda batch_size: h / batch_size)
+                noise_variance=lambda batch_size: h_torch() / batch_size)
