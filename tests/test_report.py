@@ -264,8 +264,8 @@ def test_report_on_analytic_results_does_not_import_torch(sweeps, tmp_path):
             "from optbench.cli.app import main\n"
             "sys.argv = ['optbench', 'report', *sys.argv[1:]]\n"
             "main()\n")
-    done = subprocess.run([sys.executable, "-c", code, str(sweeps[0]), str(sweeps[1]), "--out", str(tmp_path), "--format", "png,gif",
-                           "--frames", "4", "--dpi", str(DPI)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, str(sweeps[0]), str(sweeps[1]), "--out", str(tmp_path),
+                           "--format", "png,gif", "--frames", "4", "--dpi", str(DPI)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert list((tmp_path / "figures").glob("race_*.gif")) and list((tmp_path / "figures").glob("trajectories_*"))
     assert done.stdout.strip().splitlines()[-1] == "NO-TORCH"
