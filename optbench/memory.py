@@ -3,8 +3,8 @@
 Recorded rows cost memory three times over while a group of runs is in flight: the recorder's buffers
 (:class:`optbench.engines.recorder.Recorder`, preallocated for every recorded step), their numpy copies
 (``GroupTrace``) and the Arrow tables built from them (``runner.trace_tables``), which Parquet then encodes;
-the writer thread holds one finished chunk while the next group computes. Measured on a 4096-run group
-(``benchmarks/bench_memory.py``) that is ~150 B per (run, recorded row) for a 2-D problem, growing with the
+the writer thread holds one finished chunk while the next group computes. Measured (peak RSS of whole sweeps,
+``benchmarks/bench_memory.py``) that is ~150 B per (run, recorded row) for a 2-D problem, growing with the
 recorded coordinates (dimension ≤ 3). A sweep whose rows would not fit the budget is cut into slices of runs,
 each its own chunk (written atomically, complete or absent on resume). The runs of a batched group compute
 independently of each other, and slices of multiples of ``ALIGN_RUNS`` runs keep them bitwise equal to the
