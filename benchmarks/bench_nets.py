@@ -31,7 +31,13 @@ def main() -> None:
     ap.add_argument("--batched-steps", type=int, default=6)
     ap.add_argument("--ks", default="1,8,32")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--per-model", action="store_true",
+                    help="only table 4: batched K models against K loop runs, interleaved medians")
+    ap.add_argument("--problem", default="mnist-mlp(width=256, depth=2)", help="network for --per-model")
     args = ap.parse_args()
+    if args.per_model:
+        per_model(args)
+        return
 
     root = tempfile.mkdtemp(prefix="optbench-bench-")
     os.environ["OPTBENCH_DATA"] = root
@@ -115,6 +121,52 @@ def main() -> None:
         trace = run_network_batched(small, opts, list(range(K)), B, B)
         step = float(trace.end_wall_time_s.max()) / (B + 1)
         print(f"| {K} | {step:.3f} | {K / step:.1f} | {K * loop_s / step:.2f}× |")
+
+
+def per_model(args) -> None:
+    """4. Batched K models (``run_network_batched``) against K separate loop runs (``run_network``), per model:
+    for each of ``--repeats`` interleaved rounds, every K is timed once with each engine (engine clocks,
+    evaluation excluded), and the medians are reported. ``speed-up`` > 1: the batched engine trains K models in
+    less time than K loop runs."""
+    import statistics
+
+    root = tempfile.mkdtemp(prefix="optbench-bench-")
+    os.environ["OPTBENCH_DATA"] = root
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from optbench.data.synthetic import write_dataset
+    from optbench.engines.network import run_network, run_network_batched
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+
+    write_dataset("mnist", f"{root}/mnist", n_train=6000, n_test=500, gz=False)
+    problem = get_problem(args.problem.rstrip(")") + f", eval_every={10**9}, test_size=500)"
+                          if "(" in args.problem else f"{args.problem}(eval_every={10**9}, test_size=500)")
+    S = args.steps
+    ks = [int(k) for k in args.ks.split(",")]
+    opts = {K: [get_optimizer("adam").with_hyperparams(lr=lr) for lr in torch.logspace(-4, -2, K).tolist()]
+            for K in ks}
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    print(f"{problem.label} ({problem.dim:,} parameters), Adam, {S} timed steps, median of {args.repeats} rounds")
+    run_network(problem, opts[1][0], 0, 2, 2)
+    for K in ks:
+        run_network_batched(problem, opts[K], list(range(K)), 2, 2)
+    loop, batched = {K: [] for K in ks}, {K: [] for K in ks}
+    for _ in range(args.repeats):
+        for K in ks:
+            loop_s = sum(float(run_network(problem, o, k, S, S).end_wall_time_s[0]) for k, o in enumerate(opts[K]))
+            loop[K].append(loop_s / (S + 1))
+            trace = run_network_batched(problem, opts[K], list(range(K)), S, S)
+            batched[K].append(float(trace.end_wall_time_s.max()) / (S + 1))
+    print("| K | K loop runs, ms per step | batched, ms per step | speed-up per model |")
+    print("|---:|---:|---:|---:|")
+    for K in ks:
+        lo, ba = statistics.median(loop[K]), statistics.median(batched[K])
+        print(f"| {K} | {1e3 * lo:.2f} | {1e3 * ba:.2f} | {lo / ba:.2f}× |")
+    print(f"# load after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -125,6 +125,7 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
                 trace = plan.execute(engine, group, progress.advance if progress else None)
                 for done in writer.write(group, trace, engine, background=i + 1 < len(items)):
                     written(*done)
+                del trace  # its rows live on in the chunk in flight only (memory bounded: optbench.sweep.memory)
         except BaseException:
             for done in writer.close(after_error=True):  # a Ctrl-C or a failure still flushes the finished group
                 written(*done)

@@ -200,11 +200,11 @@ def test_layerwise_rules_on_a_cnn(network_data, name):
 
 # ---- one decision for the runner and the tuner ----------------------------------------------------
 
-def _run(problem, config, device, **recipe):
+def _run(problem, config, device, seed=0, **recipe):
     from optbench.engines.recipe import Recipe
     from optbench.sweep.spec import Run
 
-    return Run(problem, config, 0, 5, 1, "float64", device, Recipe(**recipe))
+    return Run(problem, config, seed, 5, 1, "float64", device, Recipe(**recipe))
 
 
 RECIPES = [{}, {"clip_norm": 1.0}, {"schedule": "cosine"}]
@@ -221,7 +221,7 @@ def test_plan_groups_takes_the_capability_decision(network_data, engine, device)
             for recipe in RECIPES:
                 run = _run(problem, get_optimizer(name), device, **recipe)
                 try:
-                    expected = choose_engine(engine, problem, run.optimizer, run.recipe, device)
+                    expected = choose_engine(engine, problem, run.optimizer, run.recipe, device, group_size=1)
                 except UsageError as error:
                     with pytest.raises(UsageError, match="does not support"):
                         plan_groups([run], engine)
@@ -233,7 +233,8 @@ def test_plan_groups_takes_the_capability_decision(network_data, engine, device)
 @pytest.mark.parametrize("name, recipe, device, engine, expected", [
     ("lamb", {}, "cuda", "auto", "batched"),  # layer-wise rules run batched on networks, correctly
     ("lars", {}, "cpu", "batched", "batched"),
-    ("adam", {}, "cpu", "auto", "loop"),  # networks on a CPU: vmap is slower than loops
+    ("adam", {}, "cpu", "auto", "loop"),  # one network configuration on a CPU: vmap is slower than a loop
+    ("sgd", {}, "cpu", "batched", "batched"),
     ("adam", {"clip_norm": 1.0}, "cuda", "auto", "loop"),
     ("adam", {"clip_norm": 1.0}, "cpu", "batched", "does not implement clip_norm"),
     ("adam", {"label_smoothing": 0.1}, "cuda", "batched", "does not implement label_smoothing"),
@@ -250,6 +251,27 @@ def test_network_engine_choices(network_data, name, recipe, device, engine, expe
     else:
         with pytest.raises(UsageError, match=expected):
             plan_groups([run], engine)
+
+
+@pytest.mark.parametrize("name, device, runs, expected", [
+    ("adam", "cpu", 2, "batched"), ("adamw", "cpu", 16, "batched"),  # the fused update pays from K = 2 (measured)
+    ("adam", "cpu", 1, "loop"), ("sgd-momentum", "cpu", 8, "loop"), ("rmsprop", "cpu", 8, "loop"),
+    ("lamb", "cpu", 8, "loop"), ("sgd-momentum", "cuda", 8, "batched"), ("adam", "cuda", 1, "batched"),
+])
+def test_auto_batches_networks_only_where_it_pays(network_data, name, device, runs, expected):
+    """``auto`` on networks: the measured crossover (engines.capabilities.batched_network_pays) decides each
+    group by its rule, device and number of configurations; the tuner's per-configuration question (no group
+    size) assumes a group that pays."""
+    from optbench.engines.capabilities import batched_network_pays
+    from optbench.sweep.plan import plan_groups
+
+    problem, optimizer = get_problem(MLP), get_optimizer(name)
+    group = [_run(problem, optimizer, device, seed=seed) for seed in range(runs)]
+    items = plan_groups(group, "auto")
+    assert {engine for engine, _ in items} == {expected}
+    assert sum(len(g) for _, g in items) == runs
+    assert batched_network_pays(optimizer, device, runs) == (expected == "batched")
+    assert choose_engine("auto", problem, optimizer, (), device, group_size=runs) == expected
 
 
 def test_the_tuner_takes_the_same_decision(network_data, tmp_path, monkeypatch):

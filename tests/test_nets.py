@@ -110,6 +110,28 @@ def test_batched_reproduces_loop_in_float64(data_dir, spec):
         np.testing.assert_allclose(batched.extra["test_loss"][:, k], loop.extra["test_loss"][:, 0], rtol=1e-10)
 
 
+@pytest.mark.parametrize("spec, amsgrad", [("adam", False), ("adamw", False), ("adam", True), ("adamw", True)])
+def test_fused_batched_update_reproduces_loop_in_float64(data_dir, spec, amsgrad, monkeypatch):
+    """Adam and AdamW take torch's fused kernel (one call per configuration, optbench.engines.fused), each
+    configuration with its own lr, betas, ε and weight decay, equal to K real torch.optim runs."""
+    from optbench.engines import fused
+
+    calls = []
+    original = fused.FusedUpdate.step
+    monkeypatch.setattr(fused.FusedUpdate, "step", lambda self, grads: calls.append(1) or original(self, grads))
+    p = get_problem(SMALL.replace(")", ", precision='float64', eval_every=5)"))
+    configs = [(get_optimizer(spec).with_hyperparams(lr=lr, betas=betas, eps=eps, weight_decay=wd, amsgrad=amsgrad), s)
+               for lr, betas, eps, wd, s in [(1e-3, (0.9, 0.999), 1e-8, 0.0, 0), (1e-2, (0.8, 0.99), 1e-6, 0.1, 1),
+                                             (3e-3, (0.95, 0.9), 1e-3, 0.01, 0)]]
+    batched = run_network_batched(p, [c for c, _ in configs], [s for _, s in configs], 10, 3)
+    assert len(calls) == 10
+    for k, (opt, seed) in enumerate(configs):
+        loop = run_network(p, opt, seed, 10, 3)
+        np.testing.assert_allclose(batched.loss[:, k], loop.loss[:, 0], rtol=1e-10)
+        np.testing.assert_allclose(batched.grad_norm[:, k], loop.grad_norm[:, 0], rtol=1e-10)
+        np.testing.assert_allclose(batched.extra["test_loss"][:, k], loop.extra["test_loss"][:, 0], rtol=1e-10)
+
+
 def test_batched_cnn_matches_loop_and_float32_is_close(tmp_path, monkeypatch):
     write_dataset("cifar10", tmp_path / "d" / "cifar10", n_train=60, n_test=20)
     monkeypatch.setenv(store.DATA_ENV, str(tmp_path / "d"))
@@ -147,8 +169,10 @@ def test_sweep_with_epochs_and_results_columns(data_dir, tmp_path):
     loop = run_sweep(Sweep([p], [opt("adam")], lrs=[1e-2], seeds=[1], epochs=2, batch_sizes=[50], engine="loop",
                            device="cpu"), tmp_path / "loop")
     assert loop.engines == {"loop": 1}
-    auto = run_sweep(Sweep([p], [opt("adam")], seeds=[0, 1], steps=2, device="cpu"), tmp_path / "auto")
-    assert auto.engines == {"loop": 2}  # on a CPU, auto trains networks with the loop engine
+    auto = run_sweep(Sweep([p], [opt("sgd-momentum")], seeds=[0, 1], steps=2, device="cpu"), tmp_path / "auto")
+    assert auto.engines == {"loop": 2}  # on a CPU, auto batches networks only where it pays: fused Adam/AdamW
+    fused = run_sweep(Sweep([p], [opt("adam")], seeds=[0, 1], steps=2, device="cpu"), tmp_path / "fused")
+    assert fused.engines == {"batched": 2}
     a = load_results(tmp_path / "loop")
     b = steps[(steps.optimizer == "adam") & (steps.lr == 1e-2) & (steps.seed == 1) & (steps.batch_size == 50)]
     np.testing.assert_allclose(a.loss.to_numpy(), b.loss.to_numpy(), rtol=1e-4)

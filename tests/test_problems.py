@@ -118,6 +118,39 @@ def test_closed_form_gradient_equals_autograd(spec):
         torch.testing.assert_close(grad, expected, rtol=rtol, atol=rtol * float(scale))
 
 
+@pytest.mark.parametrize("spec", [s for n in ANALYTIC for s in SPECS.get(n, [n])]
+                         + ["rosenbrock(dim=5)", "ackley(dim=3)", "rastrigin(dim=4)", "noisy-quadratic(dim=2)",
+                            "rastrigin(A=3.5)", "styblinski-tang"])
+def test_numpy_loss_equals_the_torch_loss(spec):
+    """Every registered analytic problem has a numpy loss (the report draws landscapes with it, without
+    torch) equal to its torch loss to 1e-12 over the plot bounds, at the minima and at the origin, over
+    leading dimensions."""
+    import numpy as np
+
+    problem = get_problem(spec)
+    assert problem.numpy_fn is not None, f"{spec} has no numpy loss"
+    lo = np.array([b[0] for b in problem.bounds])
+    hi = np.array([b[1] for b in problem.bounds])
+    points = lo + np.random.default_rng(3).random((3, 50, problem.dim)) * (hi - lo)
+    points[0, :len(problem.minima)] = problem.minima.numpy()
+    points[1, 0] = 0.0
+    got = problem.numpy_loss(points)
+    expected = problem.loss(torch.from_numpy(points)).numpy()
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (3, 50)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("power", [0.0, 1.0, 0.5, 2.0, 1.3])
+def test_noisy_quadratic_spectrum_is_torchs_pow(power):
+    """h_i = i^(−p) bit for bit as torch computes it (targets and run ids depend on it); for p = 0 and 1 without
+    torch (numpy's 1/i is correctly rounded, as torch's), so a report on it needs no torch."""
+    for d in (1, 2, 7, 100, 5000):
+        problem = get_problem(f"noisy-quadratic(dim={d}, power={power})")
+        h = torch.arange(1, d + 1, dtype=torch.float64) ** (-power)
+        assert torch.equal(problem.noise_variance(1), h)
+        assert problem.target == 1e-3 * 0.5 * sum(h.tolist())
+
+
 @pytest.mark.parametrize("name", ANALYTIC)
 def test_known_minima(name):
     problem = get_problem(name)

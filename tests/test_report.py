@@ -256,6 +256,35 @@ def test_cli(sweeps, tmp_path):
     assert "Unknown figure 'curvez'" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_report_on_analytic_results_does_not_import_torch(sweeps, tmp_path):
+    """`optbench report` of every figure (races and trajectories on Rosenbrock, the saddle and the 2-D noisy
+    quadratic, curves, grids) evaluates landscapes with numpy (report.animate.landscape_grid): torch is never
+    imported (it costs 1.3–1.5 s)."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'))\n"
+            "from optbench.cli.app import main\n"
+            "sys.argv = ['optbench', 'report', *sys.argv[1:]]\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code, str(sweeps[0]), str(sweeps[1]), "--out", str(tmp_path),
+                           "--format", "png,gif", "--frames", "4", "--dpi", str(DPI)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "figures").glob("race_*.gif")) and list((tmp_path / "figures").glob("trajectories_*"))
+    assert done.stdout.strip().splitlines()[-1] == "NO-TORCH"
+
+
+def test_landscape_grid_equals_the_torch_loss():
+    import torch
+
+    from optbench.report.animate import landscape_grid
+
+    xs, ys = np.linspace(-2, 2, 7), np.linspace(-1, 3, 5)
+    for spec in ("rosenbrock", "saddle", "ackley", "beale"):
+        problem = get_problem(spec)
+        X, Y = np.meshgrid(xs, ys)
+        expected = problem.loss(torch.from_numpy(np.stack([X, Y], axis=-1))).numpy()
+        np.testing.assert_allclose(landscape_grid(problem, xs, ys), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_matplotlib_only_imported_by_the_reporter():
     code = "import sys, optbench.cli.app, optbench.report; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -49,6 +49,8 @@ CONTROL = {
     "quiet": (lambda tmp: ["--quiet"], lambda c, tmp: c["print"]["quiet"] is True),
     "report": (lambda tmp: ["--report"], lambda c, tmp: c["report"] is True),
     "suite": (lambda tmp: [], lambda c, tmp: len(c["sweeps"]) == 2),  # the suite's two sweeps ran
+    "memory_limit": (lambda tmp: ["--memory-limit", "2GiB"],  # through the environment, to every sweep and worker
+                     lambda c, tmp: __import__("os").environ["OPTBENCH_MEMORY_LIMIT"] == "2GiB"),
 }
 
 
@@ -82,6 +84,7 @@ def invoke(monkeypatch, tmp_path, suite_file, args):
         return optbench.runner.SweepOutcome(out_dir, 0, 0, 0, 0.0, {})
 
     monkeypatch.setattr(optbench.runner, "run_sweep", fake_run_sweep)
+    monkeypatch.setenv("OPTBENCH_MEMORY_LIMIT", "")  # --memory-limit sets it: undone after the test
     monkeypatch.setattr(optbench.determinism, "enable_determinism", lambda: captured.update(determinism=True))
     monkeypatch.setattr(cli_run, "print_outcome", lambda outcome, **kw: captured.update(print=kw))
     monkeypatch.setattr(cli_run, "_maybe_report", lambda outcome, report, quiet: captured.update(report=report))

@@ -94,12 +94,22 @@ def run(
                                                "see docs/suites.md); options given here override it.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes running independent runs (CPU); one per "
                                          "GPU with --device cuda.")] = 1,
+    memory_limit: Annotated[str | None, typer.Option("--memory-limit", help="Peak memory for recording "
+                                                     "(e.g. 1GiB, 512MiB; default: $OPTBENCH_MEMORY_LIMIT or "
+                                                     "1GiB): larger sweeps are written in slices of runs.")] = None,
 ) -> None:
     """Run optimizers on problems and print a comparison; results go to a directory others can read."""
     from optbench.errors import UsageError
     from optbench.runner import run_sweep
     from optbench.sweep.spec import Sweep
 
+    if memory_limit is not None:  # through the environment: suites, re-runs and worker processes all see it
+        import os
+
+        from optbench.sweep.memory import ENV, parse_size
+
+        parse_size(memory_limit)
+        os.environ[ENV] = memory_limit
     if recipe is not None:
         _check_recipe_options(ctx, recipe, suite)
     options = sweep_options()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from optbench.cost import StepTimer
-from optbench.engines.batched_rules import HESSIAN, LAYERS, REPORTED, RULES, check_needs
+from optbench.engines.batched_rules import HESSIAN, JOINT, LAYERS, REPORTED, RULES, check_needs
 from optbench.engines.layout import ParamLayout
 from optbench.engines.recipe import PLAIN, Recipe
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
@@ -28,7 +28,7 @@ MAX_GROUP = 4096  # configurations per batched work item (bounded memory per gro
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
 # the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine
-PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED})
+PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT})  # JOINT: an analytic point is one tensor
 # the training-recipe settings (Recipe.settings()) it implements; lr scaling is already in each lr
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 

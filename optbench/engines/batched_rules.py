@@ -37,11 +37,13 @@ HESSIAN = "hessian"
 LAYERS = "layers"
 CLOSURE = "closure"
 REPORTED = "reported"
+JOINT = "joint"  # a statistic over all parameter tensors at once (Prodigy's d): the rule steps them together
 NEED_DESCRIPTIONS = {
     HESSIAN: "the Hessian of the loss",
     LAYERS: "one norm per parameter tensor (a layer-wise rule)",
     CLOSURE: "loss evaluations at other points within a step (a closure)",
     REPORTED: "records at a reported point other than the trained one (schedule-free)",
+    JOINT: "all parameter tensors in one step (a statistic over the whole model)",
 }
 
 

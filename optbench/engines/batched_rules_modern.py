@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import LAYERS, _rule
+from optbench.engines.batched_rules import JOINT, LAYERS, _rule
 
 # pytorch_optimizer runs Muon's Newton–Schulz iteration in these dtypes whatever the parameters' dtype (the
 # defaults of zero_power_via_newton_schulz_5 and zero_power_via_gram_newton_schulz, which Muon does not override):
@@ -237,7 +237,7 @@ class _Shampoo:
 
 # ---- Prodigy --------------------------------------------------------------------------------------------
 
-@_rule("prodigy", needs=[LAYERS])
+@_rule("prodigy", needs=[LAYERS, JOINT])
 class _Prodigy:
     """Prodigy (pytorch_optimizer.Prodigy; Mishchenko & Defazio 2023, Algorithm 1 with Adam), lr a multiplier
     of the distance estimate d (d₀ = ``d0``). At step t (from 1), with bias correction β = (1 − β₁ᵗ)/√(1 − β₂ᵗ)

@@ -14,8 +14,10 @@ problem kind runs a configuration only when
   train on the loop engine).
 
 ``--engine batched`` on a configuration the batched engine cannot honour is a ``UsageError`` naming the
-reason; ``--engine auto`` then picks the loop engine. ``auto`` also keeps networks on a CPU on the loop
-engine, where ``vmap`` over K copies is slower than K loops.
+reason; ``--engine auto`` then picks the loop engine. ``auto`` also runs a network group batched only where
+that pays (:func:`batched_network_pays`, measured by ``benchmarks/bench_nets.py --per-model``): on CUDA, and on
+a CPU for rules with a fused kernel (Adam, AdamW: :mod:`optbench.engines.fused`) in groups of at least
+``CPU_MIN_NETWORK_GROUP`` configurations; the other rules' elementwise passes lose to K loop runs on a CPU.
 
 Every engine is an :class:`Engine` value in :data:`ENGINES`, looked up by (name, track) with
 :func:`get_engine`: it says whether it runs a configuration (``supports``: the reason it cannot, or None), how
@@ -183,10 +185,27 @@ def engine_supports(engine: str, problem, optimizer, recipe: RecipeLike = ()) ->
     return get_engine(engine, problem.kind).supports(problem, optimizer, recipe) is None
 
 
+CPU_MIN_NETWORK_GROUP = 2  # K = 1 batched (vmap) is slower than one loop run on a CPU (0.84×; K = 2…16: 1.0–1.6×)
+
+
+def batched_network_pays(optimizer, device: str, group_size: int | None = None) -> bool:
+    """Whether K = ``group_size`` configurations of ``optimizer``'s rule train faster per model on the batched
+    network engine than as K loop runs (None: a group of at least ``CPU_MIN_NETWORK_GROUP``). Measured: on a CPU
+    the fused Adam/AdamW update pays from K = 2; the generic rules' passes over ``[K, n]`` tensors do not."""
+    if str(device).startswith("cuda"):
+        return True
+    from optbench.engines.fused import FUSED_KERNELS, HYPERPARAMETERS
+
+    fused = optimizer.entry.batched in FUSED_KERNELS and set(optimizer.hyperparams) == HYPERPARAMETERS
+    return fused and (CPU_MIN_NETWORK_GROUP if group_size is None else group_size) >= CPU_MIN_NETWORK_GROUP
+
+
 def choose_engine(requested: str, problem, optimizer, recipe: RecipeLike = (),
-                  device: str = "cpu") -> str:
+                  device: str = "cpu", group_size: int | None = None) -> str:
     """The engine (``loop`` or ``batched``) for a run, given ``--engine requested`` (``auto``, ``loop`` or
-    ``batched``); ``batched`` that cannot be honoured raises ``UsageError`` with the reason."""
+    ``batched``) and, for ``auto`` on networks, the number of configurations batched with it (None: enough to
+    pay, :func:`batched_network_pays`); ``batched`` that cannot be honoured raises ``UsageError`` with the
+    reason."""
     if requested not in ("auto", *ENGINE_NAMES):
         raise ValueError(f"choose_engine: not an engine: {requested!r}")
     if requested == "loop":
@@ -197,6 +216,7 @@ def choose_engine(requested: str, problem, optimizer, recipe: RecipeLike = (),
             raise UsageError(f"The batched engine does not support {optimizer.name!r} on {problem.label}: "
                              f"{reason}; use --engine loop or auto.")
         return "batched"
-    if reason is not None or (track(problem.kind) == NETWORK and not str(device).startswith("cuda")):
+    if reason is not None or (track(problem.kind) == NETWORK
+                              and not batched_network_pays(optimizer, device, group_size)):
         return "loop"
     return "batched"

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from optbench.cost import PeakMemory
-from optbench.engines.batched_rules import LAYERS
+from optbench.engines.batched_rules import JOINT, LAYERS
 from optbench.engines.loop import backward
 from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, RecorderBase, StepTicker, record_steps
@@ -446,8 +446,15 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
     return rec.finish(memory)
 
 
-# what run_network_batched gives a rule (batched_rules.Rule.needs): the layout of the flattened parameters
-BATCHED_PROVIDES = frozenset({LAYERS})
+def _batched_grad_norm(grads) -> torch.Tensor:
+    """‖g‖₂ per configuration ``[K]`` from per-parameter ``[K, n]`` gradients: the norm of the per-tensor norms
+    (as ``_grad_norm`` of the loop engine and ``torch.nn.utils.clip_grad_norm_``)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g, dim=1) for g in grads], dim=1), dim=1)
+
+
+# what run_network_batched gives a rule (batched_rules.Rule.needs): each parameter tensor's layout (norms per
+# tensor), and all tensors in one step for a rule with a whole-model statistic
+BATCHED_PROVIDES = frozenset({LAYERS, JOINT})
 BATCHED_RECIPE: frozenset[str] = frozenset()  # no schedule, clipping, label smoothing, … (they run on the loop)
 # the model features (NetworkProblem.features) it runs: none of BatchNorm buffers (vmap cannot update K sets of
 # running statistics in place), dropout (one mask stream per run), augmentation or parameter groups
@@ -461,6 +468,7 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
 
     from optbench.engines.batched import stack_hyperparams
     from optbench.engines.batched_rules import RULES, check_needs
+    from optbench.engines.fused import fused_update
     from optbench.engines.layout import ParamLayout
 
     if len(optimizers) != len(seeds):
@@ -480,17 +488,25 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
     model = problem.build_model().to(device=device, dtype=dtype)  # the architecture; its own weights unused
     shapes = {n: p.shape for n, p in model.named_parameters()}
     inits = [problem.init_params(s) for s in seeds]
-    flat = torch.stack([torch.cat([init[n].reshape(-1) for n in shapes]) for init in inits]).to(device, dtype)
-    views, offset = {}, 0
-    for n, shape in shapes.items():
-        size = math.prod(shape)
-        views[n] = flat[:, offset: offset + size].view(K, *shape)
-        offset += size
+    # one [K, *shape] tensor per parameter, updated in place through its [K, numel] view: no flattened copy of
+    # all parameters, and gradients stay per parameter (vmap returns them so)
+    views = {n: torch.stack([init[n] for init in inits]).to(device, dtype).contiguous() for n in shapes}
+    columns = {n: v.view(K, -1) for n, v in views.items()}
     hp = stack_hyperparams(optimizers, dtype, device)
     rule = RULES[optimizers[0].entry.batched]
-    state = rule.init(flat, hp)
-    if LAYERS in rule.needs:
-        state["layout"] = ParamLayout(shapes.values(), device)
+    # Adam and AdamW: torch's fused kernel, one call per configuration (optbench.engines.fused); else the rule,
+    # tensor by tensor (as torch.optim)
+    fused = fused_update(optimizers[0].entry.batched, optimizers, list(columns.values()))
+    joint = fused is None and JOINT in rule.needs  # one step over all tensors: [K, P] joined each step
+    sizes = [columns[n].shape[1] for n in shapes]
+    if joint:
+        states = {"": rule.init(torch.cat(list(columns.values()), dim=1), hp)}
+        states[""]["layout"] = ParamLayout(list(shapes.values()), device)
+    else:
+        states = {} if fused is not None else {n: rule.init(columns[n], hp) for n in shapes}
+    if fused is None and not joint and LAYERS in rule.needs:  # a layer-wise rule's norms: each tensor its layer
+        for n, shape in shapes.items():
+            states[n]["layout"] = ParamLayout([shape], device)
     amp = _autocast(problem, device)
 
     def loss_fn(params, x, y):
@@ -511,11 +527,20 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
         x = data.inputs(data.train_x[idx.reshape(-1)], dtype).view(K, b, *shape)
         y = data.train_y[idx]
         grads, loss = grad_and_loss(views, x, y)
-        g = torch.cat([grads[n].reshape(K, -1) for n in shapes], dim=1)
-        rec.observe(t, loss, lambda: torch.linalg.vector_norm(g, dim=1), evaluate)  # noqa: B023
+        g = {n: grads[n].reshape(K, -1) for n in shapes}
+        rec.observe(t, loss, lambda: _batched_grad_norm(g.values()), evaluate)  # noqa: B023
         if t == steps:
             break
-        rule.step(flat, g, state, hp, t + 1)
+        if fused is not None:
+            fused.step(list(g.values()))
+        elif joint:
+            whole = torch.cat(list(columns.values()), dim=1)
+            rule.step(whole, torch.cat([g[n] for n in shapes], dim=1), states[""], hp, t + 1)
+            for column, part in zip(columns.values(), whole.split(sizes, dim=1)):
+                column.copy_(part)
+        else:
+            for n in shapes:
+                rule.step(columns[n], g[n], states[n], hp, t + 1)
         if ticker.tick(t, rec):
             break
     ticker.close()

@@ -62,6 +62,9 @@ class AnalyticProblem:
     default_start: tuple[float, ...]
     noise_variance: Callable[[int], Any] | None = None  # batch_size -> per-coordinate variance [d]
     grad_fn: Callable[[Any], Any] | None = None  # closed-form gradient [..., d] -> [..., d] (else autograd)
+    # the same loss on numpy arrays [..., d] -> [...] (float64), equal to ``fn`` to 1e-12: what the report draws
+    # landscapes with, so it needs no torch; None (a user's problem): the report evaluates ``fn`` with torch
+    numpy_fn: Callable[[Any], Any] | None = None
     formula: str = ""
     kind: str = "analytic"
 
@@ -96,6 +99,15 @@ class AnalyticProblem:
         if x.shape[-1] != self.dim:
             raise ValueError(f"{self.name} expects points of dimension {self.dim}, got shape {tuple(x.shape)}")
         return self.fn(x)
+
+    def numpy_loss(self, x):
+        """Loss at numpy points ``x`` ``[..., d]`` without torch (``numpy_fn``); None when the problem has no
+        numpy form."""
+        if self.numpy_fn is None:
+            return None
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"{self.name} expects points of dimension {self.dim}, got shape {tuple(x.shape)}")
+        return self.numpy_fn(x)
 
     def grad(self, x):
         """Exact gradient at ``x`` (``[..., d]``): the closed form where the problem has one, else autograd."""
@@ -294,30 +306,38 @@ def _rosenbrock(c):
 
     start = tuple(-1.2 if i % 2 == 0 else 1.0 for i in range(d))
     bounds = ((-2.0, 2.0), (-1.0, 3.0)) + _square(-2.0, 2.0, d - 2)
-    return dict(dim=d, fn=fn, grad_fn=grad, bounds=bounds, minima_points=((1.0,) * d,), f_min=0.0,
-                target=1e-4, default_start=start)
+    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=bounds, minima_points=((1.0,) * d,), f_min=0.0,
+                target=1e-4, default_start=start)  # fn is plain arithmetic: it takes numpy arrays too
 
 
 @_analytic("saddle", "Saddle: x² − y²; a saddle point at the origin, unbounded below along y.",
            tags=("saddle",))
 def _saddle(c):
-    import torch
+    def fn(x):
+        return x[..., 0] ** 2 - x[..., 1] ** 2
 
-    return dict(dim=2, fn=lambda x: x[..., 0] ** 2 - x[..., 1] ** 2,
-                grad_fn=lambda x: torch.stack((2 * x[..., 0], -2 * x[..., 1]), -1), bounds=_square(-2.0, 2.0, 2),
+    def grad(x):
+        import torch
+
+        return torch.stack((2 * x[..., 0], -2 * x[..., 1]), -1)
+
+    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-2.0, 2.0, 2),
                 minima_points=(), f_min=None, target=-1.0, default_start=(1.5, 1e-3))
 
 
 @_analytic("monkey-saddle", "Monkey saddle: x³ − 3xy²; a degenerate saddle at the origin, unbounded below.",
            tags=("saddle",))
 def _monkey(c):
-    import torch
+    def fn(x):
+        return x[..., 0] ** 3 - 3 * x[..., 0] * x[..., 1] ** 2
 
     def grad(x):
+        import torch
+
         a, b = x[..., 0], x[..., 1]
         return torch.stack((3 * a**2 - 3 * b**2, -6 * a * b), -1)
 
-    return dict(dim=2, fn=lambda x: x[..., 0] ** 3 - 3 * x[..., 0] * x[..., 1] ** 2, grad_fn=grad,
+    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn,
                 bounds=_square(-1.5, 1.5, 2), minima_points=(), f_min=None, target=-1.0,
                 default_start=(0.5, 0.05))
 
@@ -345,8 +365,8 @@ def _valley(c):
 
     s0 = (-2.0, 0.5)
     start = (cos * s0[0] - sin * s0[1], sin * s0[0] + cos * s0[1])
-    return dict(dim=2, fn=fn, grad_fn=grad, bounds=_square(-2.5, 2.5, 2), minima_points=((0.0, 0.0),), f_min=0.0,
-                target=1e-6, default_start=start)
+    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-2.5, 2.5, 2), minima_points=((0.0, 0.0),),
+                f_min=0.0, target=1e-6, default_start=start)
 
 
 @_analytic("beale", "Beale: (1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²; minimum 0 at (3, 0.5).",
@@ -365,8 +385,8 @@ def _beale(c):
         return torch.stack((2 * (t1 * (b - 1) + t2 * (b2 - 1) + t3 * (b3 - 1)),
                             2 * a * (t1 + 2 * t2 * b + 3 * t3 * b2)), -1)
 
-    return dict(dim=2, fn=fn, grad_fn=grad, bounds=_square(-4.5, 4.5, 2), minima_points=((3.0, 0.5),), f_min=0.0,
-                target=1e-6, default_start=(1.0, 1.5))
+    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-4.5, 4.5, 2), minima_points=((3.0, 0.5),),
+                f_min=0.0, target=1e-6, default_start=(1.0, 1.5))
 
 
 HIMMELBLAU_MINIMA = (
@@ -391,8 +411,8 @@ def _himmelblau(c):
         p, q = a**2 + b - 11, a + b**2 - 7
         return torch.stack((4 * a * p + 2 * q, 2 * p + 4 * b * q), -1)
 
-    return dict(dim=2, fn=fn, grad_fn=grad, bounds=_square(-5.0, 5.0, 2), minima_points=HIMMELBLAU_MINIMA, f_min=0.0,
-                target=1e-6, default_start=(0.0, 0.0))
+    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-5.0, 5.0, 2), minima_points=HIMMELBLAU_MINIMA,
+                f_min=0.0, target=1e-6, default_start=(0.0, 0.0))
 
 
 @_analytic("rastrigin", "Rastrigin: A·d + Σ (x² − A cos 2πx); minimum 0 at the origin, many local minima.",
@@ -406,9 +426,14 @@ def _rastrigin(c):
     def grad(x):
         return 2 * x + (2 * math.pi * A) * (2 * math.pi * x).sin()
 
+    def numpy_fn(x):
+        import numpy as np
+
+        return A * d + (x**2 - A * np.cos(2 * math.pi * x)).sum(-1)
+
     start = tuple(2.2 if i % 2 == 0 else -2.8 for i in range(d))
-    return dict(dim=d, fn=fn, grad_fn=grad, bounds=_square(-5.12, 5.12, d), minima_points=((0.0,) * d,), f_min=0.0,
-                target=1e-6, default_start=start)
+    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=numpy_fn, bounds=_square(-5.12, 5.12, d),
+                minima_points=((0.0,) * d,), f_min=0.0, target=1e-6, default_start=start)
 
 
 @_analytic("ackley", "Ackley: −20 exp(−0.2 √(mean x²)) − exp(mean cos 2πx) + 20 + e; minimum 0 at the origin.",
@@ -436,9 +461,15 @@ def _ackley(c):
         wave = (2 * math.pi / d) * torch.exp(angle.cos().mean(-1))
         return cone[..., None] * x + wave[..., None] * angle.sin()
 
+    def numpy_fn(x):
+        import numpy as np
+
+        r = np.sqrt(np.maximum((x**2).mean(-1), np.finfo(x.dtype).tiny))
+        return -20 * np.exp(-0.2 * r) - np.exp(np.cos(2 * math.pi * x).mean(-1)) + 20 + math.e
+
     start = tuple(2.5 if i % 2 == 0 else -3.5 for i in range(d))
-    return dict(dim=d, fn=fn, grad_fn=grad, bounds=_square(-5.0, 5.0, d), minima_points=((0.0,) * d,), f_min=0.0,
-                target=1e-4, default_start=start)
+    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=numpy_fn, bounds=_square(-5.0, 5.0, d),
+                minima_points=((0.0,) * d,), f_min=0.0, target=1e-4, default_start=start)
 
 
 STYBLINSKI_TANG_ARGMIN = -2.903534027771178  # root of 4x³ − 32x + 5 = 0 (global)
@@ -458,8 +489,8 @@ def _styblinski_tang(c):
         return 2 * x**3 - 16 * x + 2.5
 
     start = tuple(0.5 if i % 2 == 0 else 4.0 for i in range(d))
-    return dict(dim=d, fn=fn, grad_fn=grad, bounds=_square(-5.0, 5.0, d), minima_points=((a,) * d,), f_min=f_min,
-                target=1e-4, default_start=start)
+    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-5.0, 5.0, d), minima_points=((a,) * d,),
+                f_min=f_min, target=1e-4, default_start=start)
 
 
 @_analytic(
@@ -476,19 +507,35 @@ def _styblinski_tang(c):
     has_batch_size=True, tags=("quadratic", "noisy"),
 )
 def _noisy_quadratic(c):
-    import torch
+    import numpy as np
 
     d, p = c["dim"], c["power"]
-    h = torch.arange(1, d + 1, dtype=torch.float64) ** (-p)
-    h_list = h.tolist()
+    if p in (0.0, 1.0):  # torch's i^(−p) is 1 or the correctly rounded 1/i: numpy gives the same bits, without torch
+        h_numpy = np.ones(d) if p == 0.0 else 1.0 / np.arange(1, d + 1, dtype=np.float64)
+    else:  # torch's pow (not correctly rounded, unlike numpy's), which the target and every run id depend on
+        import torch
+
+        h_numpy = (torch.arange(1, d + 1, dtype=torch.float64) ** (-p)).numpy()
+    h_list = h_numpy.tolist()
+    spectrum = []  # the torch tensor of h, made on first use (a report draws the landscape without torch)
+
+    def h_torch():
+        if not spectrum:
+            import torch
+
+            spectrum.append(torch.from_numpy(h_numpy))
+        return spectrum[0]
 
     def fn(x):
-        return 0.5 * (h.to(dtype=x.dtype, device=x.device) * x**2).sum(-1)
+        return 0.5 * (h_torch().to(dtype=x.dtype, device=x.device) * x**2).sum(-1)
 
     def grad(x):
-        return h.to(dtype=x.dtype, device=x.device) * x
+        return h_torch().to(dtype=x.dtype, device=x.device) * x
+
+    def numpy_fn(x):
+        return 0.5 * (h_numpy.astype(x.dtype) * x**2).sum(-1)
 
     bounds = tuple((-1.5, 1.5) for _ in range(d))
-    return dict(dim=d, fn=fn, grad_fn=grad, bounds=bounds, minima_points=((0.0,) * d,), f_min=0.0,
+    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=numpy_fn, bounds=bounds, minima_points=((0.0,) * d,), f_min=0.0,
                 target=1e-3 * 0.5 * sum(h_list), default_start=(1.0,) * d,
-                noise_variance=lambda batch_size: h / batch_size)
+                noise_variance=lambda batch_size: h_torch() / batch_size)

@@ -61,15 +61,29 @@ def frame_steps(tracks: list[Track], frames: int) -> np.ndarray:
     return all_steps[np.unique(np.round(np.linspace(0, len(all_steps) - 1, frames)).astype(int))]
 
 
+def landscape_grid(problem, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Loss of a 2-D problem at every (xs[j], ys[i]): ``Z[i, j]`` (``np.meshgrid`` order), float64.
+
+    With numpy (``problem.numpy_loss``, every registered analytic problem: a report needs no torch); a
+    problem without a numpy form (a user's) is evaluated with its torch loss."""
+    X, Y = np.meshgrid(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+    points = np.stack([X, Y], axis=-1)
+    numpy_loss = getattr(problem, "numpy_loss", None)
+    Z = numpy_loss(points) if numpy_loss is not None else None
+    if Z is None:
+        import torch
+
+        with torch.no_grad():
+            Z = problem.loss(torch.from_numpy(points)).numpy()
+    return np.asarray(Z, dtype=np.float64)
+
+
 def landscape(problem, n: int = GRID):
     """Loss on an n×n grid over the problem's plot bounds: (X, Y, Z, log_scale, floor)."""
-    import torch
-
     (x_lo, x_hi), (y_lo, y_hi) = problem.bounds[0], problem.bounds[1]
     xs, ys = np.linspace(x_lo, x_hi, n), np.linspace(y_lo, y_hi, n)
     X, Y = np.meshgrid(xs, ys)
-    with torch.no_grad():
-        Z = problem.loss(torch.from_numpy(np.stack([X, Y], axis=-1))).numpy()
+    Z = landscape_grid(problem, xs, ys)
     bounded = problem.f_min is not None
     floor = float(problem.f_min) if bounded else float(np.nanmin(Z))
     return X, Y, Z, bounded, floor
@@ -105,7 +119,7 @@ class Scene:
             cbar = self.fig.colorbar(cf, ax=ax, shrink=0.85, pad=0.02)
             cbar.set_label("loss (unbounded below)")
         cf.set_rasterized(True)
-        minima = problem.minima.numpy()
+        minima = np.asarray(problem.minima_points, dtype=np.float64).reshape(-1, problem.dim)  # no torch
         if len(minima):
             ax.plot(minima[:, 0], minima[:, 1], linestyle="none", marker="*", markersize=15, color="white",
                     markeredgecolor="black", markeredgewidth=0.8, zorder=3, label="global minimum")

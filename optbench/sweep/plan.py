@@ -15,7 +15,8 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
     """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else.
     Which engine runs what is :func:`optbench.engines.capabilities.choose_engine` (the tuner asks it too)."""
     from optbench.engines.batched import group_key
-    from optbench.engines.capabilities import choose_engine, get_engine
+    from optbench.engines.capabilities import batched_network_pays, choose_engine, get_engine
+    from optbench.sweep import memory
 
     groups: dict[tuple, list[Run]] = {}
     items: list[tuple[str, list[Run]]] = []
@@ -42,8 +43,18 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
         else:
             key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key)
             groups.setdefault(key, []).append(run)
+    budget = memory.rows_budget_bytes(memory.rows_budget_limit())
     for group in groups.values():
-        size = get_engine("batched", group[0].problem.kind).max_group
+        first = group[0]
+        if (engine == "auto" and first.problem.kind != "analytic"
+                and not batched_network_pays(first.optimizer, first.device, len(group))):
+            items.extend(("loop", [run]) for run in group)  # too few configurations for batching to pay
+            continue
+        size = get_engine("batched", first.problem.kind).max_group
+        fit = memory.runs_per_item(first.steps, first.record_every, first.problem.dim, budget)
+        if fit < min(size, len(group)):  # the recorded rows would not fit: slices of runs, one chunk each
+            items.extend(("batched", group[part]) for part in memory.slices(len(group), fit))
+            continue
         for i in range(0, len(group), size):
             items.append(("batched", group[i: i + size]))
     return items

@@ -36,8 +36,8 @@ class ChunkWriter:
 
         from optbench.results import write_chunk
 
+        yield from self._finish()  # first: the tables of two groups are never held at once (sweep.memory)
         steps_table, summary_table = trace_tables(group, trace, engine)
-        yield from self._finish()
         if not background:
             write_chunk(self.out, chunk_id(group), steps_table, summary_table)
             yield engine, list(trace.status)
