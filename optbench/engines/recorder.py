@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 DONE, DIVERGED, ESCAPED = "done", "diverged", "escaped"
 STATUSES = (DONE, DIVERGED, ESCAPED)
@@ -59,6 +58,8 @@ class Recorder:
     """
 
     def __init__(self, problem, num_runs: int, steps: int, record_every: int, device, dtype):
+        import torch  # here, not at the top: the numpy path (engines.batched_numpy) shares this module
+
         self.problem, self.K, self.steps = problem, num_runs, steps
         self.grid = record_steps(steps, record_every)
         self.row_of = {s: i for i, s in enumerate(self.grid)}
@@ -87,8 +88,10 @@ class Recorder:
         self.device = device
         self.t0 = time.perf_counter()
 
-    def observe(self, t: int, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
-        """Record step ``t`` for points ``x`` [K, d] with exact ``loss`` [K] and ``grad`` [K, d]."""
+    def observe(self, t: int, x, loss, grad) -> None:
+        """Record step ``t`` for points ``x`` [K, d] with exact ``loss`` [K] and ``grad`` [K, d] (tensors)."""
+        import torch
+
         x, loss = x.detach(), loss.detach()
         gnorm = torch.linalg.vector_norm(grad.detach(), dim=-1)
         if t == 0:

@@ -1,0 +1,214 @@
+"""Analytic batched sweeps against the same computation written by hand, and time per configuration in K.
+
+Issue #19 items 1–2. In one process, interleaved (every repetition runs each measurement once, in turn),
+medians of the repetitions:
+
+1. the 1000-configuration sweep (100 log-spaced lrs in [1e-4, 0.1] × 10 seeds, ``rosenbrock(noise=0.1)``,
+   adam, 1000 steps, every step recorded) through optbench — engine (``runner.execute``), tables
+   (``runner.trace_tables``) and Parquet write (``results.write_chunk``) timed separately — against a
+   hand-vectorised numpy loop with the same recording (loss, gradient norm and both coordinates of every run
+   at every step, divergence check) and a bare torch loop (``[1000, 2]`` tensors, no recording);
+2. the whole sweep end to end through the ``optbench`` CLI (a subprocess, ``-q``);
+3. engine time per configuration-step for K = 100 … 100,000 (fewer steps for large K), on the path
+   ``--engine batched`` picks (numpy on a CPU) and on the torch path (``run_batched``).
+
+    python benchmarks/bench_fastpath.py              # all three tables
+    python benchmarks/bench_fastpath.py --repeat 5 --skip-cli --k 100,1000,100000
+
+State the machine load (``uptime``) with the numbers: the script prints it before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROBLEM = "rosenbrock(noise=0.1)"
+LRS = [10 ** (-4 + 3 * i / 99) for i in range(100)]
+SEEDS = list(range(10))
+STEPS = 1000
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return f"load average {os.getloadavg()}"
+
+
+def _sweep_runs(lrs, seeds, steps, problem=PROBLEM, optimizer="adam"):
+    from optbench import Sweep, get_optimizer, get_problem
+
+    return Sweep([get_problem(problem)], [get_optimizer(optimizer)], lrs=lrs, seeds=seeds, steps=steps,
+                 record_every=1, engine="batched").expand()
+
+
+def optbench_parts(out: Path) -> dict[str, float]:
+    """Engine, tables and Parquet write of the 1000 × 1000 sweep through optbench's own functions."""
+    from optbench.results import write_chunk
+    from optbench.runner import chunk_id, execute, plan_groups, trace_tables
+
+    runs = _sweep_runs(LRS, SEEDS, STEPS)
+    ((engine, group),) = plan_groups(runs, "batched")
+    t0 = time.perf_counter()
+    trace = execute(engine, group)
+    t1 = time.perf_counter()
+    steps_table, summary = trace_tables(group, trace, engine)
+    t2 = time.perf_counter()
+    write_chunk(out, chunk_id(group), steps_table, summary)
+    t3 = time.perf_counter()
+    return {"engine": t1 - t0, "tables": t2 - t1, "write": t3 - t2, "compute": t3 - t0}
+
+
+def numpy_by_hand(K: int = 1000, steps: int = STEPS, noise: float = 0.1) -> float:
+    """Adam on Rosenbrock for K configurations, hand-vectorised in numpy, recording what optbench records
+    (loss, gradient norm, coordinates at every step) and checking for divergence; one noise generator."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    lr = np.repeat(np.array(LRS), K // len(LRS))[:, None]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    x = np.tile(np.array([-1.2, 1.0]), (K, 1))
+    m, v = np.zeros_like(x), np.zeros_like(x)
+    loss_rec = np.empty((steps + 1, K))
+    gn_rec = np.empty((steps + 1, K))
+    x_rec = np.empty((steps + 1, K, 2))
+    rng = np.random.default_rng(0)
+    block = 256
+    for t in range(steps + 1):
+        a, c = x[:, 0], x[:, 1]
+        r = c - a * a
+        loss = 100 * r * r + (1 - a) ** 2
+        g = np.stack((-400 * r * a - 2 * (1 - a), 200 * r), -1)
+        loss_rec[t] = loss
+        gn_rec[t] = np.sqrt((g * g).sum(-1))
+        x_rec[t] = x
+        if not (loss <= 1e6).all():
+            pass  # a diverged run would be marked here; none diverges at these settings
+        if t == steps:
+            break
+        if t % block == 0:
+            draws = rng.standard_normal((block, K, 2))
+        g = g + noise * draws[t % block]
+        m += (1 - b1) * (g - m)
+        v *= b2
+        v += (1 - b2) * g * g
+        bc1, bc2 = 1 - b1 ** (t + 1), math.sqrt(1 - b2 ** (t + 1))
+        x -= (lr / bc1) * m / (np.sqrt(v) / bc2 + eps)
+    return time.perf_counter() - t0
+
+
+def torch_bare(K: int = 1000, steps: int = STEPS, noise: float = 0.1) -> float:
+    """The same sweep as bare ``[K, 2]`` torch tensors: no recording (the issue's 'bare torch loop')."""
+    import torch
+
+    t0 = time.perf_counter()
+    lr = torch.tensor(LRS, dtype=torch.float64).repeat_interleave(K // len(LRS))[:, None]
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    x = torch.tensor([-1.2, 1.0], dtype=torch.float64).repeat(K, 1)
+    m, v = torch.zeros_like(x), torch.zeros_like(x)
+    gen = torch.Generator().manual_seed(0)
+    for t in range(steps):
+        a, c = x[:, 0], x[:, 1]
+        r = c - a * a
+        g = torch.stack((-400 * r * a - 2 * (1 - a), 200 * r), -1)
+        g = g + noise * torch.randn(K, 2, generator=gen, dtype=torch.float64)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        bc1, bc2 = 1 - b1 ** (t + 1), math.sqrt(1 - b2 ** (t + 1))
+        x.sub_((lr / bc1) * m / (v.sqrt() / bc2 + eps))
+    return time.perf_counter() - t0
+
+
+def cli_end_to_end(out: Path) -> float:
+    exe = shutil.which("optbench")
+    cmd = [exe] if exe else [sys.executable, "-m", "optbench"]
+    args = cmd + ["run", "-p", PROBLEM, "-o", "adam", "--lr", "1e-4:1e-1:100", "--seeds", "10", "--steps",
+                  str(STEPS), "--record-every", "1", "-q", "--force", "--out", str(out)]
+    t0 = time.perf_counter()
+    subprocess.run(args, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def engine_per_config_step(K: int, path: str) -> float:
+    """Seconds per configuration-step of the engine alone for a group of K (``auto`` path or ``torch``)."""
+    from optbench.runner import execute
+
+    steps = max(20, min(1000, 2_000_000 // K))
+    lrs = [10 ** (-4 + 3 * i / 99) for i in range(100)]
+    seeds = list(range(math.ceil(K / len(lrs))))
+    runs = _sweep_runs(lrs, seeds, steps)[:K]
+    t0 = time.perf_counter()
+    if path == "torch":
+        from optbench.engines.batched import run_batched
+
+        run_batched(runs[0].problem, [r.optimizer for r in runs], [r.seed for r in runs], steps, 1)
+    else:
+        execute("batched", runs)
+    return (time.perf_counter() - t0) / (K * steps)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--k", default="100,1000,1024,1025,10000,100000")
+    parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--skip-torch-k", action="store_true", help="K scaling on the chosen path only")
+    args = parser.parse_args(argv)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(f"before: {_uptime()}")
+    samples: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeat):
+            out = Path(tmp) / f"r{rep}"
+            for name, value in optbench_parts(out / "api").items():
+                samples.setdefault(f"optbench {name}", []).append(value)
+            samples.setdefault("numpy by hand, same recording", []).append(numpy_by_hand())
+            samples.setdefault("torch bare loop, no recording", []).append(torch_bare())
+            if not args.skip_cli:
+                samples.setdefault("optbench CLI end to end (-q)", []).append(cli_end_to_end(out / "cli"))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    rows = [[k, f"{m:.3f} s", f"{min(samples[k]):.3f}–{max(samples[k]):.3f}"] for k, m in med.items()]
+    print(f"\n1000 configurations × {STEPS} steps, every step recorded; median of {args.repeat} (interleaved)")
+    print(_table(["measurement", "median", "range"], rows))
+    ratio = med["optbench compute"] / med["numpy by hand, same recording"]
+    print(f"\noptbench compute / numpy by hand: {ratio:.2f}× (goal ≤ 3×)")
+    if "optbench CLI end to end (-q)" in med:
+        print(f"CLI end to end: {med['optbench CLI end to end (-q)']:.3f} s (goal < 1 s)")
+
+    ks = [int(k) for k in args.k.split(",")]
+    paths = ["auto"] + ([] if args.skip_torch_k else ["torch"])
+    per: dict[tuple[str, int], list[float]] = {}
+    for _ in range(max(1, args.repeat // 2)):
+        for K in ks:
+            for path in paths:
+                per.setdefault((path, K), []).append(engine_per_config_step(K, path))
+    rows = []
+    for K in ks:
+        row = [f"{K:,}", str(max(20, min(1000, 2_000_000 // K)))]
+        for path in paths:
+            row.append(f"{statistics.median(per[(path, K)]) * 1e9:.0f} ns")
+        rows.append(row)
+    print(f"\nengine time per configuration-step (median of {max(1, args.repeat // 2)}, interleaved)")
+    print(_table(["K", "steps"] + [f"{p} path" for p in paths], rows))
+    print(f"\nafter: {_uptime()}")
+
+
+if __name__ == "__main__":
+    main()
