@@ -26,6 +26,7 @@ ENGINES = ("auto", "loop", "batched")
 DTYPES = ("float64", "float32")
 MAX_RECORDED_ROWS = 1000  # default record interval keeps about this many rows per run
 MAX_GROUP = 4096  # configurations per batched group (bounded memory per group)
+NOISE_RNG = "numpy-pcg64"  # identity of runs on noisy analytic problems (Run.identity, optbench.problems.rng)
 SAMPLED_ORACLES = "one-sample-per-step"  # identity of closure-calling runs on noisy analytic problems (Run.identity)
 LR_SCALINGS = {"linear": 1.0, "sqrt": 0.5}  # lr = base lr × (B / B_base)^power (Goyal et al. 2017; √ rule)
 
@@ -87,7 +88,16 @@ class Run:
             "optbench": __version__,
             **({"recipe": self.recipe} if self.recipe else {}),
             **({"oracles": SAMPLED_ORACLES} if self.sees_sampled_oracles else {}),
+            **({"noise_rng": NOISE_RNG} if self.draws_analytic_noise else {}),
         }
+
+    @property
+    def draws_analytic_noise(self) -> bool:
+        """A run on a noisy analytic problem: its gradient noise comes from numpy's PCG64 streams
+        (optbench.problems.rng) since both batched paths share them; before, from torch's generator. Its
+        identity says so, so results computed before are re-run, never mixed with new ones. Every other run
+        keeps its run id."""
+        return getattr(self.problem, "kind", "") == "analytic" and bool(self.problem.is_noisy)
 
     @property
     def sees_sampled_oracles(self) -> bool:
@@ -314,9 +324,8 @@ class SweepOutcome:
 def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]:
     """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else.
     Which engine runs what is :func:`optbench.engines.capabilities.choose_engine` (the tuner asks it too)."""
-    from optbench.engines.batched import group_key
     from optbench.engines.capabilities import choose_engine
-    from optbench.engines.network import MAX_NET_GROUP
+    from optbench.engines.grouping import group_key
 
     groups: dict[tuple, list[Run]] = {}
     items: list[tuple[str, list[Run]]] = []
@@ -343,7 +352,12 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
             key = ("network", run.problem.label, run.steps, run.record_every, run.device, rule_key)
             groups.setdefault(key, []).append(run)
     for group in groups.values():
-        size = MAX_GROUP if group[0].problem.kind == "analytic" else MAX_NET_GROUP
+        if group[0].problem.kind == "analytic":
+            size = MAX_GROUP
+        else:
+            from optbench.engines.network import MAX_NET_GROUP  # imports torch: networks only
+
+            size = MAX_NET_GROUP
         for i in range(0, len(group), size):
             items.append(("batched", group[i: i + size]))
     return items
@@ -351,11 +365,20 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
 
 def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None = None):
     """Run one work item; returns its GroupTrace."""
+    first = runs[0]
+    if engine == "batched" and first.problem.kind == "analytic":
+        from optbench.engines import batched_numpy
+
+        # the numpy path where it applies (CPU, float64, a ported rule): no torch import (engines.batched_numpy)
+        if batched_numpy.supports(first.problem, first.optimizer.entry.batched, first.recipe, first.device,
+                                  first.dtype):
+            return batched_numpy.run_batched_numpy(
+                first.problem, [r.optimizer for r in runs], [r.seed for r in runs], first.steps, first.record_every,
+                progress=progress, schedule=first.schedule, clip_norm=first.clip_norm, clip_value=first.clip_value)
     import torch
 
     dtype = getattr(torch, runs[0].dtype)
     device = torch.device(runs[0].device)
-    first = runs[0]
     if first.problem.kind != "analytic":
         from optbench.engines.network import run_network, run_network_batched  # the network track
 
@@ -586,16 +609,37 @@ def _last_finite(values, steps, end_step):
     return out
 
 
+def _torch_facts_without_import() -> tuple[str, int, bool]:
+    """(torch's version, the intra-op threads it would start with, deterministic mode) without importing it
+    (1.3 s): the installed distribution's version; OMP_NUM_THREADS when set, else the CPUs this process
+    may use; deterministic mode is off until optbench.determinism (which imports torch) turns it on."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        version = "not installed"
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return version, threads, False
+
+
 def environment(device: str) -> dict[str, Any]:
     import platform
     import sys
 
-    import torch
+    if "torch" in sys.modules or "cuda" in device:
+        import torch
 
-    env = {"optbench": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+        torch_version, threads = torch.__version__, torch.get_num_threads()
+        deterministic = torch.are_deterministic_algorithms_enabled()  # optbench.determinism
+    else:  # not imported yet (an analytic sweep on the numpy path may never import it): the same facts
+        torch_version, threads, deterministic = _torch_facts_without_import()
+    env = {"optbench": __version__, "python": sys.version.split()[0], "torch": torch_version,
            "platform": platform.platform(), "machine": platform.machine(), "device": device,
-           "threads": torch.get_num_threads(),
-           "deterministic": torch.are_deterministic_algorithms_enabled()}  # optbench.determinism
+           "threads": threads, "deterministic": deterministic}
     if "cuda" in device and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda

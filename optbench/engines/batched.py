@@ -16,6 +16,8 @@ import torch
 
 from optbench.cost import StepTimer
 from optbench.engines.batched_rules import HESSIAN, LAYERS, REPORTED, RULES, check_needs
+from optbench.engines.grouping import group_key  # noqa: F401  (re-exported: engines.grouping)
+from optbench.engines.grouping import is_float_like as _is_float_like
 from optbench.engines.layout import ParamLayout
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
 from optbench.errors import OptbenchError
@@ -33,18 +35,6 @@ def supports_batched(optimizer) -> bool:
     return optimizer.entry.batched is not None and optimizer.entry.batched in RULES
 
 
-def group_key(optimizer) -> tuple:
-    """Configurations can share a batch when they use the same rule and the same non-float settings."""
-    fixed = tuple(sorted((k, repr(v)) for k, v in optimizer.hyperparams.items() if not _is_float_like(v)))
-    return (optimizer.entry.name, fixed)
-
-
-def _is_float_like(value: Any) -> bool:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    return isinstance(value, tuple) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
 def stack_hyperparams(optimizers: Sequence[Any], dtype, device) -> dict[str, Any]:

@@ -40,11 +40,17 @@ def _batched_engine(kind: str) -> tuple[frozenset[str], frozenset[str], frozense
 def batched_unsupported_reason(problem, optimizer, recipe: Iterable[str] = ()) -> str | None:
     """Why the batched engine cannot run ``optimizer`` on ``problem`` with these recipe settings (the keys
     of ``Run.recipe``), or None when it can, reproducing the loop engine."""
-    from optbench.engines.batched_rules import RULES, missing_needs
-
     loop_only = getattr(problem, "loop_only", None)  # e.g. a user training task with its own loss
     if loop_only:
         return f"{problem.label} runs on the loop engine only: {loop_only}"
+    if problem.kind == "analytic":
+        from optbench.engines import batched_numpy
+
+        # what the numpy path runs, the torch path runs too (tested): answered without importing torch
+        if batched_numpy.supports(problem, optimizer.entry.batched, recipe):
+            return None
+    from optbench.engines.batched_rules import RULES, missing_needs
+
     provides, implements, runs_features = _batched_engine(problem.kind)
     rule = RULES.get(optimizer.entry.batched) if optimizer.entry.batched else None
     if rule is None:

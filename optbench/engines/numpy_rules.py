@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from optbench.engines.grouping import is_float_like as _is_float_like
+
 State = dict[str, Any]
 
 
@@ -47,14 +49,6 @@ def _rule(name: str):
         return cls
 
     return wrap
-
-
-def _is_float_like(value: Any) -> bool:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    return isinstance(value, tuple) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
 def stack_hyperparams(optimizers: Sequence[Any]) -> dict[str, Any]:

@@ -238,14 +238,13 @@ class AnalyticProblem:
     def distance_to_minimum(self, x):
         """Euclidean distance from points ``[..., d]`` to the nearest global minimum (NaN when none); a
         numpy array in, a numpy array out (the results tables are numpy), else torch."""
-        import numpy as np
-        import torch
-
         if isinstance(x, np.ndarray):
             m = np.asarray(self.minima_points, dtype=np.float64).reshape(-1, self.dim)
             if not len(m):
                 return np.full(x.shape[:-1], np.nan)
             return np.sqrt(((x[..., None, :] - m) ** 2).sum(-1)).min(-1)
+        import torch
+
         m = self.minima.to(dtype=x.dtype, device=x.device)
         if m.numel() == 0:
             return torch.full(x.shape[:-1], float("nan"), dtype=x.dtype, device=x.device)
