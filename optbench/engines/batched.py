@@ -18,6 +18,7 @@ from optbench.cost import StepTimer
 from optbench.engines.batched_rules import HESSIAN, LAYERS, REPORTED, RULES, check_needs
 from optbench.engines.grouping import group_key  # noqa: F401  (re-exported: engines.grouping)
 from optbench.engines.grouping import is_float_like as _is_float_like
+from optbench.engines.intraop import cpu_threads_for
 from optbench.engines.layout import ParamLayout
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
 from optbench.errors import OptbenchError
@@ -115,6 +116,14 @@ def run_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int], steps:
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
     check_needs(optimizers[0], PROVIDES, "batched engine")
+    # no thread cliff: one thread until the [K, d] operations are large enough to split (engines.intraop)
+    with cpu_threads_for(len(seeds) * problem.dim, device):
+        return _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype, progress, schedule,
+                            clip_norm, clip_value, measure_cost)
+
+
+def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype, progress, schedule, clip_norm,
+                 clip_value, measure_cost) -> GroupTrace:
     rule = RULES[optimizers[0].entry.batched]
     K = len(seeds)
     hp = stack_hyperparams(optimizers, dtype, device)

@@ -38,6 +38,7 @@ RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_b
 # configurations per block: each of the ~20 arrays a step touches is BLOCK_BYTES / (8 d) values, so a
 # step's working set stays within a core's L2 cache (measured in benchmarks/bench_fastpath.py)
 BLOCK_BYTES = 32 * 1024
+NOISE_BUFFER = 1 << 20  # float64 noise draws held per block (8 MiB)
 MIN_BLOCK = 256  # below this the per-operation dispatch (~1 µs) outweighs the work
 
 
@@ -47,6 +48,12 @@ def supports(problem, rule_name: str | None, recipe: Iterable[str] = (), device:
     return (getattr(problem, "kind", None) == "analytic" and bool(getattr(problem, "numpy", False))
             and rule_name in RULES and str(device) == "cpu" and dtype == "float64"
             and set(recipe) <= RECIPE)
+
+
+def noise_block(K: int, dim: int, steps: int) -> int:
+    """Steps of noise drawn at once for a block of K configurations: as many as keep the draws within
+    :data:`NOISE_BUFFER` floats (one generator call per run and block costs ~5 µs), at least 16."""
+    return max(16, min(steps, NOISE_BUFFER // max(1, K * dim)))
 
 
 def block_size(K: int, dim: int) -> int:
@@ -182,7 +189,7 @@ def run_batched_numpy(problem, optimizers: Sequence[Any], seeds: Sequence[int], 
         x = x_all[cols].copy()
         hp = _slice_hp(hp_all, cols)
         index = None if lr_index is None else lr_index[cols]
-        noise = None if noise_std is None else NormalStream(seeds[cols], d)
+        noise = None if noise_std is None else NormalStream(seeds[cols], d, block=noise_block(cols.stop - cols.start, d, steps))
         state = rule.init(x, hp)
         rec = NumpyRecorder(problem, trace, cols, steps, row_of)
         ticker = StepTicker(progress, cols.stop - cols.start, steps, SYNC_EVERY)
