@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from optbench.engines.recorder import DIVERGED, DONE, ESCAPED, MAX_COORDS, GroupTrace, StepTicker, record_steps
 from optbench.engines.numpy_rules import RULES, stack_hyperparams
+from optbench.engines.recorder import DIVERGED, DONE, ESCAPED, MAX_COORDS, GroupTrace, StepTicker, record_steps
 
 SYNC_EVERY = 100  # steps between progress updates and the "every run has ended" check, as the torch path
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
@@ -60,7 +60,7 @@ def block_size(K: int, dim: int) -> int:
     """Configurations advanced together: all K when that fits :data:`BLOCK_BYTES` per array, else blocks of
     ``BLOCK_BYTES / (8 dim)`` (at least :data:`MIN_BLOCK`)."""
     fits = max(MIN_BLOCK, BLOCK_BYTES // (8 * max(1, dim)))
-    return K if K <= fits else fits
+    return K if fits >= K else fits
 
 
 class NumpyRecorder:
@@ -184,39 +184,42 @@ def run_batched_numpy(problem, optimizers: Sequence[Any], seeds: Sequence[int], 
     step_times, full_times = np.full(max(steps, 1), np.nan), np.full(max(steps, 1), np.nan)
     fn, grad_fn = problem.fn, problem.grad_fn
     B = block_size(K, d)
-    for start in range(0, K, B):
-        cols = slice(start, min(K, start + B))
-        x = x_all[cols].copy()
-        hp = _slice_hp(hp_all, cols)
-        index = None if lr_index is None else lr_index[cols]
-        noise = None if noise_std is None else NormalStream(seeds[cols], d, block=noise_block(cols.stop - cols.start, d, steps))
-        state = rule.init(x, hp)
-        rec = NumpyRecorder(problem, trace, cols, steps, row_of)
-        ticker = StepTicker(progress, cols.stop - cols.start, steps, SYNC_EVERY)
-        timed = measure_cost and start == 0  # the first block's clock readings, per configuration
-        for t in range(steps + 1):
-            t_start = time.perf_counter() if timed else 0.0
-            loss, grad = fn(x), grad_fn(x)
-            rec.observe(t, x, loss, grad)
-            if t == steps:
-                break
-            if noise is not None:
-                grad = grad + noise_std * noise.next()
-            if clip:
-                grad = clip_rows(grad, clip_norm, clip_value)
-            if lr_table is not None:
-                hp["lr"] = lr_table[t][index][:, None]
-            if timed:
-                t_mid = time.perf_counter()
-                rule.step(x, grad, state, hp, t + 1)
-                t_end = time.perf_counter()
-                step_times[t], full_times[t] = t_end - t_mid, t_end - t_start
-            else:
-                rule.step(x, grad, state, hp, t + 1)
-            if ticker.tick(t, rec):
-                break
-        ticker.close()
-        diverged[cols], escaped[cols] = rec.diverged, rec.escaped
+    # a run that diverges overflows on its way to inf, as in torch: silently (its status says so)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for start in range(0, K, B):
+            cols = slice(start, min(K, start + B))
+            x = x_all[cols].copy()
+            hp = _slice_hp(hp_all, cols)
+            index = None if lr_index is None else lr_index[cols]
+            block_noise = noise_block(cols.stop - cols.start, d, steps)
+            noise = None if noise_std is None else NormalStream(seeds[cols], d, block=block_noise)
+            state = rule.init(x, hp)
+            rec = NumpyRecorder(problem, trace, cols, steps, row_of)
+            ticker = StepTicker(progress, cols.stop - cols.start, steps, SYNC_EVERY)
+            timed = measure_cost and start == 0  # the first block's clock readings, per configuration
+            for t in range(steps + 1):
+                t_start = time.perf_counter() if timed else 0.0
+                loss, grad = fn(x), grad_fn(x)
+                rec.observe(t, x, loss, grad)
+                if t == steps:
+                    break
+                if noise is not None:
+                    grad = grad + noise_std * noise.next()
+                if clip:
+                    grad = clip_rows(grad, clip_norm, clip_value)
+                if lr_table is not None:
+                    hp["lr"] = lr_table[t][index][:, None]
+                if timed:
+                    t_mid = time.perf_counter()
+                    rule.step(x, grad, state, hp, t + 1)
+                    t_end = time.perf_counter()
+                    step_times[t], full_times[t] = t_end - t_mid, t_end - t_start
+                else:
+                    rule.step(x, grad, state, hp, t + 1)
+                if ticker.tick(t, rec):
+                    break
+            ticker.close()
+            diverged[cols], escaped[cols] = rec.diverged, rec.escaped
     result = _finish(trace, grid, diverged, escaped)
     if measure_cost:
         result.cost = _cost(rule, optimizers, step_times, full_times, min(B, K))

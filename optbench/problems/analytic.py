@@ -25,8 +25,8 @@ leaves exact. It is the linear (first-order) model of a mini-batch loss around x
 (f̃_t(x + cΔ) − f̃_t(x − cΔ)) / 2c = (f(x + cΔ) − f(x − cΔ)) / 2c + ξ_t·Δ. The loss value at x_t itself is
 f(x_t): a mini-batch's constant offset is not modelled (it cancels in every difference a method takes within
 a step). Exactly one ξ_t is drawn per step whatever the method calls (SGD's gradient, SPSA's two loss
-values, L-BFGS's many evaluations), from the run's :class:`~optbench.problems.rng.NormalStream`, so a seed means the same noise for
-every method, and gradient methods see ∇f(x_t) + ξ_t exactly as they always have.
+values, L-BFGS's many evaluations), from the run's :class:`~optbench.problems.rng.NormalStream`, so a seed means
+the same noise for every method, and gradient methods see ∇f(x_t) + ξ_t exactly as they always have.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from optbench.params import Param, nonnegative, positive
 from optbench.problems.base import ProblemEntry, derive_seed, register_problem
 from optbench.problems.rng import NormalStream, torch_rand
 from optbench.spec import Spec
+
 
 def _xp(x):
     """The array namespace of ``x``: numpy for numpy arrays (the batched engine's numpy path), else torch."""

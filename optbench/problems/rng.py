@@ -24,8 +24,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from optbench.problems.base import derive_seed
-
 _MASK53 = np.uint64((1 << 53) - 1)
 
 
