@@ -64,7 +64,7 @@ class NormalStream:
         self._pos = self.block
 
     def _draw_block(self) -> np.ndarray:
-        """The next ``[block, K, d]`` draws; each run's generator advances by ``block · d`` normals."""
+        """The next ``[K, block, d]`` draws; each run's generator advances by ``block · d`` normals."""
         by_run = np.empty((len(self.states), self.block, self.dim))
         template = self._bits.state
         for k, (state, inc, has_uint32, uinteger) in enumerate(self.states):
@@ -74,16 +74,19 @@ class NormalStream:
             self._normal(out=by_run[k])
             after = self._bits.state
             self.states[k] = (after["state"]["state"], after["state"]["inc"], after["has_uint32"], after["uinteger"])
-        return np.ascontiguousarray(by_run.transpose(1, 0, 2))
+        return by_run
 
     def next(self):
         if self._pos == self.block:
-            out = self._draw_block()
+            by_run = self._draw_block()
             if self.torch_dtype is not None:
                 import torch
 
-                out = torch.from_numpy(out).to(device=self.device, dtype=self.torch_dtype)
-            self._buffer = out
+                steps_first = np.ascontiguousarray(by_run.transpose(1, 0, 2))  # [block, K, d]
+                self._buffer = torch.from_numpy(steps_first).to(device=self.device, dtype=self.torch_dtype)
+            else:
+                # numpy reads each step's [K, d] as a strided view: cheaper than transposing the block
+                self._buffer = by_run.transpose(1, 0, 2)
             self._pos = 0
         draw = self._buffer[self._pos]
         self._pos += 1
