@@ -240,10 +240,19 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
     """Run the configs (``schedules[k]``: config k's schedule label; None: constant); returns
     (recorded steps [R], losses [R, K], final losses [K], statuses [K])."""
     import numpy as np
-    import torch
 
     record_every = max(1, steps // REPORTS)
     if batched and problem.kind == "analytic":
+        from optbench.engines import batched_numpy
+
+        recipe = [k for k, v in (("clip_norm", clip_norm), ("clip_value", clip_value), ("schedule", schedules)) if v]
+        if batched_numpy.supports(problem, configs[0].entry.batched, recipe, device, dtype):  # no torch import
+            trace = batched_numpy.run_batched_numpy(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
+                                                    clip_norm=clip_norm, clip_value=clip_value, schedule=schedules,
+                                                    measure_cost=False)
+            return trace.steps, trace.loss, trace.end_loss, trace.status
+        import torch
+
         from optbench.engines.batched import run_batched
 
         # cost probes off: tuning compares losses, and the probe builds a torch optimizer per round
