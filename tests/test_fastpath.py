@@ -23,12 +23,12 @@ from optbench.engines.batched_rules import RULES as TORCH_RULES
 from optbench.engines.loop import run_loop
 from optbench.engines.numpy_rules import RULES as NUMPY_RULES
 from optbench.optimizers import get_optimizer, list_optimizers
-from optbench.problems import PROBLEMS, derive_seed, get_problem
+from optbench.problems import derive_seed, get_problem, list_problems
 from optbench.problems.rng import NormalStream, torch_rand
 from optbench.runner import Run
 
 RTOL = 1e-8
-ANALYTIC = sorted(name for name, entry in PROBLEMS.items() if entry.kind == "analytic")
+ANALYTIC = sorted(e.name for e in list_problems() if e.kind == "analytic")
 NUMPY_ENTRIES = [e for e in list_optimizers() if not e.unsupported and e.batched in NUMPY_RULES]
 
 
@@ -207,6 +207,14 @@ def test_blocks_change_no_number(monkeypatch):
     blocked = run_batched_numpy(problem, configs, seeds, 30, 1, measure_cost=False)
     for name in ("loss", "grad_norm", "coords", "end_x", "end_step"):
         assert np.array_equal(getattr(whole, name), getattr(blocked, name)), name
+
+
+def test_blowup_levels_are_blowup_level_per_run():
+    for spec in ("rosenbrock", "styblinski-tang", "saddle"):
+        problem = get_problem(spec)
+        losses = np.array([0.0, 0.5, 3.0, -50.0, 1e300, np.inf, np.nan])
+        expected = [problem.blowup_level(v) for v in losses.tolist()]
+        assert np.array_equal(problem.blowup_levels(losses), np.array(expected)), spec
 
 
 def test_block_and_noise_buffer_sizes():

@@ -38,7 +38,7 @@ RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_b
 # configurations per block: each of the ~20 arrays a step touches is BLOCK_BYTES / (8 d) values, so a
 # step's working set stays within a core's L2 cache (measured in benchmarks/bench_fastpath.py)
 BLOCK_BYTES = 32 * 1024
-NOISE_BUFFER = 1 << 20  # float64 noise draws held per block (8 MiB)
+NOISE_BUFFER = 1 << 22  # float64 noise draws held per block (32 MiB): one draw per run up to 2048 steps
 MIN_BLOCK = 256  # below this the per-operation dispatch (~1 µs) outweighs the work
 
 
@@ -82,7 +82,7 @@ class NumpyRecorder:
     def observe(self, t: int, x: np.ndarray, loss: np.ndarray, grad: np.ndarray) -> None:
         gnorm = np.sqrt(np.einsum("kd,kd->k", grad, grad))
         if self.blowup is None:
-            self.blowup = np.array([self.problem.blowup_level(v) for v in loss.tolist()])
+            self.blowup = self.problem.blowup_levels(loss)
         elapsed = time.perf_counter() - self.t0
         tr, cols = self.trace, self.cols
         row = self.row_of.get(t)
@@ -131,7 +131,8 @@ def _lr_schedule(optimizers, schedule, steps: int):
     specs = [schedule] * K if schedule is None or isinstance(schedule, (str, Schedule)) else list(schedule)
     if len(specs) != K:
         raise ValueError(f"{len(specs)} schedules for {K} configurations")
-    resolved = [get_schedule(s) for s in specs]
+    by_spec: dict[Any, Any] = {}
+    resolved = [by_spec[s] if s in by_spec else by_spec.setdefault(s, get_schedule(s)) for s in specs]
     if all(s.is_constant for s in resolved):
         return None, None
     pairs = [(s.resolved, o.lr) for s, o in zip(resolved, optimizers)]
@@ -258,6 +259,8 @@ def _cost(rule, optimizers, step_times, full_times, per_run: int) -> dict[str, n
         return float(np.median(kept)) / per_run if kept.size else math.nan
 
     K = len(optimizers)
-    state = np.array([rule.state_slots(o.hyperparams) * 8 for o in optimizers], float)  # float64 items
+    slots: dict[int, int] = {}
+    state = np.array([slots[id(o)] if id(o) in slots else slots.setdefault(id(o), rule.state_slots(o.hyperparams))
+                      for o in optimizers], float) * 8  # float64 items
     return {"state_bytes_per_param": state, "step_time_s": np.full(K, median(step_times)),
             "train_step_time_s": np.full(K, median(full_times)), "peak_memory_bytes": np.full(K, math.nan)}

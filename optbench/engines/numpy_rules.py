@@ -54,20 +54,25 @@ def _rule(name: str):
 def stack_hyperparams(optimizers: Sequence[Any]) -> dict[str, Any]:
     """K hyperparameter dicts as ``[K, 1]`` float64 arrays — or one Python float where all K agree — for
     float values (``betas`` become ``beta1``, ``beta2``), and the shared value for the rest."""
+    # the seeds of a configuration share its optimizer object: each distinct one is read once
+    distinct = list({id(o): o for o in optimizers}.values())
+    position = {id(o): i for i, o in enumerate(distinct)}
+    of_run = np.array([position[id(o)] for o in optimizers], dtype=np.int64)
     first = optimizers[0].hyperparams
     out: dict[str, Any] = {}
 
     def column(values: list[float]):
-        return values[0] if all(v == values[0] for v in values) else np.array(values, dtype=np.float64)[:, None]
+        array = np.array(values, dtype=np.float64)
+        return values[0] if (array == array[0]).all() else array[of_run][:, None]
 
     for key, value in first.items():
         if _is_float_like(value):
             if isinstance(value, tuple):
                 for i in range(len(value)):
                     name = f"beta{i + 1}" if key == "betas" else f"{key}{i}"
-                    out[name] = column([float(o.hyperparams[key][i]) for o in optimizers])
+                    out[name] = column([float(o.hyperparams[key][i]) for o in distinct])
             else:
-                out[key] = column([float(o.hyperparams[key]) for o in optimizers])
+                out[key] = column([float(o.hyperparams[key]) for o in distinct])
         else:
             out[key] = value  # the group key (engines.batched.group_key) makes these equal
     return out

@@ -249,6 +249,12 @@ class AnalyticProblem:
             return math.inf
         return self.f_min + BLOWUP_FACTOR * max(1.0, start_loss - self.f_min)
 
+    def blowup_levels(self, start_losses: np.ndarray) -> np.ndarray:
+        """:meth:`blowup_level` of each of a numpy array of start losses (NaN counts as 1, as ``max`` does)."""
+        if self.f_min is None:
+            return np.full(np.shape(start_losses), math.inf)
+        return self.f_min + BLOWUP_FACTOR * np.fmax(1.0, start_losses - self.f_min)
+
     def distance_to_minimum(self, x):
         """Euclidean distance from points ``[..., d]`` to the nearest global minimum (NaN when none); a
         numpy array in, a numpy array out (the results tables are numpy), else torch."""
