@@ -174,22 +174,23 @@ def _k_steps(K: int) -> int:
     return max(200, min(1000, 20_000_000 // K))
 
 
-def engine_per_config_step(K: int, path: str) -> float:
-    """Seconds per configuration-step of the engine alone for a group of K (``auto`` path or ``torch``)."""
+def engine_per_config_step(K: int, path: str) -> tuple[float, float]:
+    """(wall, CPU) seconds per configuration-step of the engine alone for a group of K (the ``auto`` path,
+    numpy here, or ``torch``)."""
     from optbench.runner import execute
 
     steps = _k_steps(K)
     lrs = [10 ** (-4 + 3 * i / 99) for i in range(100)]
     seeds = list(range(math.ceil(K / len(lrs))))
     runs = _sweep_runs(lrs, seeds, steps)[:K]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if path == "torch":
         from optbench.engines.batched import run_batched
 
         run_batched(runs[0].problem, [r.optimizer for r in runs], [r.seed for r in runs], steps, 1)
     else:
         execute("batched", runs)
-    return (time.perf_counter() - t0) / (K * steps)
+    return (time.perf_counter() - t0) / (K * steps), (time.process_time() - c0) / (K * steps)
 
 
 def _import_torch_cpu() -> float:
@@ -212,12 +213,21 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--k", default="100,1000,1024,1025,10000,100000")
     parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--skip-sweep", action="store_true", help="only the K scaling")
+    parser.add_argument("--k-repeat", type=int, default=None, help="repetitions of the K scaling (repeat // 2)")
     parser.add_argument("--skip-torch-k", action="store_true", help="K scaling on the chosen path only")
     args = parser.parse_args(argv)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
     print(f"before: {_uptime()}")
     print(f"python -c 'import torch': {_import_torch_cpu():.3f} s CPU (a floor the numpy path does not pay)")
+    if not args.skip_sweep:
+        sweep_tables(args)
+    k_scaling(args)
+    print(f"\nafter: {_uptime()}")
+
+
+def sweep_tables(args) -> None:
     samples: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: lazy imports (pyarrow.parquet, the optimizer registry) and first calls are not measured
@@ -248,10 +258,14 @@ def main(argv=None) -> None:
         wall, cpu = med["optbench CLI end to end (-q)"]
         print(f"CLI end to end: {wall:.3f} s wall, {cpu:.3f} s CPU (goal < 1 s)")
 
+
+def k_scaling(args) -> None:
     ks = [int(k) for k in args.k.split(",")]
     paths = ["auto"] + ([] if args.skip_torch_k else ["torch"])
-    per: dict[tuple[str, int], list[float]] = {}
-    for _ in range(max(1, args.repeat // 2)):
+    repeat = args.k_repeat or max(1, args.repeat // 2)
+    engine_per_config_step(100, "auto")  # warm-up
+    per: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for _ in range(repeat):
         for K in ks:
             for path in paths:
                 per.setdefault((path, K), []).append(engine_per_config_step(K, path))
@@ -259,11 +273,12 @@ def main(argv=None) -> None:
     for K in ks:
         row = [f"{K:,}", str(_k_steps(K))]
         for path in paths:
-            row.append(f"{statistics.median(per[(path, K)]) * 1e9:.0f} ns")
+            wall = statistics.median(w for w, _ in per[(path, K)])
+            cpu = statistics.median(c for _, c in per[(path, K)])
+            row += [f"{wall * 1e9:.0f} ns", f"{cpu * 1e9:.0f} ns"]
         rows.append(row)
-    print(f"\nengine time per configuration-step (median of {max(1, args.repeat // 2)}, interleaved)")
-    print(_table(["K", "steps"] + [f"{p} path" for p in paths], rows))
-    print(f"\nafter: {_uptime()}")
+    print(f"\nengine time per configuration-step (median of {repeat}, interleaved)")
+    print(_table(["K", "steps"] + [f"{p} path, {kind}" for p in paths for kind in ("wall", "CPU")], rows))
 
 
 if __name__ == "__main__":
