@@ -263,7 +263,8 @@ def k_scaling(args) -> None:
     ks = [int(k) for k in args.k.split(",")]
     paths = ["auto"] + ([] if args.skip_torch_k else ["torch"])
     repeat = args.k_repeat or max(1, args.repeat // 2)
-    engine_per_config_step(100, "auto")  # warm-up
+    for path in paths:  # warm-up: imports (torch: seconds) and first calls are not measured
+        engine_per_config_step(100, path)
     per: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for _ in range(repeat):
         for K in ks:
