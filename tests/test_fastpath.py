@@ -169,6 +169,14 @@ def test_end_rules_match_the_loop_engine(spec, lr, record_every):
 
 # ---- which path runs ------------------------------------------------------------------------------
 
+def test_the_numpy_path_runs_nothing_the_torch_path_would_refuse():
+    from optbench.engines import batched
+
+    assert batched_numpy.RECIPE <= batched.RECIPE  # capabilities answers for the torch path from supports()
+    for entry in NUMPY_ENTRIES:
+        assert batched.supports_batched(get_optimizer(entry.name)), entry.name
+
+
 def test_the_numpy_path_decision():
     rosen, adam = get_problem("rosenbrock(noise=0.1)"), get_optimizer("adam")
     assert supports(rosen, adam.entry.batched)
