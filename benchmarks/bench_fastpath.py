@@ -45,11 +45,11 @@ def _uptime() -> str:
         return f"load average {os.getloadavg()}"
 
 
-def _sweep_runs(lrs, seeds, steps, problem=PROBLEM, optimizer="adam"):
+def _sweep_runs(lrs, seeds, steps, problem=PROBLEM, optimizer="adam", record_every=1):
     from optbench import Sweep, get_optimizer, get_problem
 
     return Sweep([get_problem(problem)], [get_optimizer(optimizer)], lrs=lrs, seeds=seeds, steps=steps,
-                 record_every=1, engine="batched").expand()
+                 record_every=record_every, engine="batched").expand()
 
 
 def optbench_parts(out: Path, steps: int = STEPS) -> dict[str, tuple[float, float]]:
@@ -174,7 +174,7 @@ def _k_steps(K: int) -> int:
     return max(200, min(1000, 20_000_000 // K))
 
 
-def engine_per_config_step(K: int, path: str) -> tuple[float, float]:
+def engine_per_config_step(K: int, path: str, record_every: int = 1) -> tuple[float, float]:
     """(wall, CPU) seconds per configuration-step of the engine alone for a group of K (the ``auto`` path,
     numpy here, or ``torch``)."""
     from optbench.runner import execute
@@ -182,12 +182,12 @@ def engine_per_config_step(K: int, path: str) -> tuple[float, float]:
     steps = _k_steps(K)
     lrs = [10 ** (-4 + 3 * i / 99) for i in range(100)]
     seeds = list(range(math.ceil(K / len(lrs))))
-    runs = _sweep_runs(lrs, seeds, steps)[:K]
+    runs = _sweep_runs(lrs, seeds, steps, record_every=record_every)[:K]
     t0, c0 = time.perf_counter(), time.process_time()
     if path == "torch":
         from optbench.engines.batched import run_batched
 
-        run_batched(runs[0].problem, [r.optimizer for r in runs], [r.seed for r in runs], steps, 1)
+        run_batched(runs[0].problem, [r.optimizer for r in runs], [r.seed for r in runs], steps, record_every)
     else:
         execute("batched", runs)
     return (time.perf_counter() - t0) / (K * steps), (time.process_time() - c0) / (K * steps)
@@ -215,6 +215,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true", help="only the K scaling")
     parser.add_argument("--k-repeat", type=int, default=None, help="repetitions of the K scaling (repeat // 2)")
+    parser.add_argument("--k-record-every", type=int, default=1, help="record interval in the K scaling")
     parser.add_argument("--skip-torch-k", action="store_true", help="K scaling on the chosen path only")
     args = parser.parse_args(argv)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
@@ -269,7 +270,7 @@ def k_scaling(args) -> None:
     for _ in range(repeat):
         for K in ks:
             for path in paths:
-                per.setdefault((path, K), []).append(engine_per_config_step(K, path))
+                per.setdefault((path, K), []).append(engine_per_config_step(K, path, args.k_record_every))
     rows = []
     for K in ks:
         row = [f"{K:,}", str(_k_steps(K))]
@@ -278,7 +279,8 @@ def k_scaling(args) -> None:
             cpu = statistics.median(c for _, c in per[(path, K)])
             row += [f"{wall * 1e9:.0f} ns", f"{cpu * 1e9:.0f} ns"]
         rows.append(row)
-    print(f"\nengine time per configuration-step (median of {repeat}, interleaved)")
+    print(f"\nengine time per configuration-step (median of {repeat}, interleaved; record every "
+          f"{args.k_record_every})")
     print(_table(["K", "steps"] + [f"{p} path, {kind}" for p in paths for kind in ("wall", "CPU")], rows))
 
 
