@@ -17,10 +17,13 @@ import torch
 from optbench.data import store
 from optbench.data.synthetic import write_dataset
 from optbench.engines.batched import run_batched
+from optbench.engines.batched_numpy import run_batched_numpy
+from optbench.engines.batched_numpy import supports as numpy_path_supports
 from optbench.engines.batched_rules import CLOSURE, HESSIAN, LAYERS, NEED_DESCRIPTIONS, REPORTED, RULES
 from optbench.engines.capabilities import choose_engine, engine_supports
 from optbench.engines.loop import run_loop
 from optbench.engines.network import run_network, run_network_batched
+from optbench.engines.numpy_rules import RULES as NUMPY_RULES
 from optbench.engines.recipe import Recipe
 from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer, list_optimizers
@@ -153,9 +156,19 @@ def test_analytic_batched_equals_loop_or_refuses(name, problem_spec):
             _refused(problem, configs, seeds, run_batched)
 
 
-def _analytic_group(problem, configs, seeds):
+@pytest.mark.parametrize("name", [n for n in NAMES if _entry(n).batched in NUMPY_RULES])
+@pytest.mark.parametrize("problem_spec", ANALYTIC + ["saddle(noise=0.2)", "ackley(dim=3, start='random')"])
+def test_analytic_numpy_path_equals_loop(name, problem_spec):
+    """The numpy path (engines.batched_numpy) of every rule ported to numpy, where it takes the group."""
+    problem = get_problem(problem_spec)
+    for configs, seeds in _groups(name):
+        assert numpy_path_supports(problem, configs[0].entry.batched)
+        _analytic_group(problem, configs, seeds, run_batched_numpy)
+
+
+def _analytic_group(problem, configs, seeds, engine=run_batched):
     steps = 15
-    batched = run_batched(problem, configs, seeds, steps, 1, measure_cost=False)
+    batched = engine(problem, configs, seeds, steps, 1, measure_cost=False)
     for k, (config, seed) in enumerate(zip(configs, seeds)):
         loop = run_loop(problem, config, seed, steps, 1, measure_cost=False)
         assert batched.status[k] == loop.status[0] and batched.end_step[k] == loop.end_step[0], config.label

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import textwrap
 
@@ -26,7 +27,7 @@ from optbench.problems import derive_seed, get_problem
 from optbench.sweep.spec import Run
 
 NAMES = [e.name for e in list_optimizers() if not e.unsupported]  # refused as a whole: tests/test_catalogue.py
-NOISE_BLOCK = 256  # NoiseStream fills blocks of this many steps; the references below stay inside one
+NOISE_BLOCK = 256  # the noise stream fills blocks of this many steps; the references below stay inside one
 
 
 def _trajectory(trace) -> np.ndarray:
@@ -125,9 +126,14 @@ def f_nqm(x):
 
 
 def _noise_samples(seed, steps):
-    """ξ_t = σ ⊙ z_t, z_t the run's standard-normal stream (NoiseStream's generator, written out here)."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, "noise"))
-    z = torch.randn(NOISE_BLOCK, DIM, generator=generator, dtype=torch.float64)
+    """ξ_t = σ ⊙ z_t, z_t the run's standard-normal stream (optbench.problems.rng.NormalStream's numpy PCG64
+    generator, started from sha256("{seed}:noise"), written out here)."""
+    digest = hashlib.sha256(f"{seed}:noise".encode()).digest()
+    bits = np.random.PCG64(0)
+    state = bits.state
+    state["state"] = {"state": int.from_bytes(digest[:16], "little"), "inc": int.from_bytes(digest[16:], "little")}
+    bits.state = state
+    z = torch.from_numpy(np.random.Generator(bits).standard_normal((NOISE_BLOCK, DIM)))
     assert steps <= NOISE_BLOCK
     return [SIGMA * z[t] for t in range(steps)]
 
@@ -252,7 +258,9 @@ def test_every_oracle_call_of_a_step_shares_its_sample(tmp_path):
         x_t, xi, shift = seen["x_t"], samples[t], torch.full((DIM,), 0.1, dtype=torch.float64)
         np.testing.assert_allclose(seen["grad_0"], H * x_t + xi, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(seen["grad_1"], H * (x_t + shift) + xi, rtol=1e-12, atol=1e-15)
-        assert float(seen["loss_0"]) == float(f_nqm(x_t))  # f̃_t(x_t) = f(x_t)
+        # f̃_t(x_t) = f(x_t) exactly: the sample adds ⟨ξ_t, 0⟩ (f as the problem computes it: H·x² and (H·x)·x
+        # differ in the last bit)
+        assert float(seen["loss_0"]) == float(problem.loss(x_t))
         for loss in (seen["loss_1"], seen["at_1"]):
             np.testing.assert_allclose(float(loss), float(f_nqm(x_t + shift) + torch.dot(xi, shift)), rtol=1e-12)
         np.testing.assert_allclose(float(seen["slope"]), float(torch.dot(H * x_t + xi, seen["v"])), rtol=1e-12)

@@ -16,6 +16,9 @@ import torch
 
 from optbench.cost import StepTimer
 from optbench.engines.batched_rules import HESSIAN, JOINT, LAYERS, REPORTED, RULES, check_needs
+from optbench.engines.grouping import group_key  # noqa: F401  (re-exported: engines.grouping)
+from optbench.engines.grouping import is_float_like as _is_float_like
+from optbench.engines.intraop import cpu_threads_for
 from optbench.engines.layout import ParamLayout
 from optbench.engines.recipe import PLAIN, Recipe
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
@@ -24,7 +27,8 @@ from optbench.errors import OptbenchError
 if TYPE_CHECKING:
     from optbench.problems.base import Problem
 
-MAX_GROUP = 4096  # configurations per batched work item (bounded memory per group)
+from optbench.engines.grouping import MAX_GROUP  # noqa: E402,F401  (re-exported)
+
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
 # the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine
@@ -38,18 +42,6 @@ def supports_batched(optimizer) -> bool:
     return optimizer.entry.batched is not None and optimizer.entry.batched in RULES
 
 
-def group_key(optimizer) -> tuple:
-    """Configurations can share a batch when they use the same rule and the same non-float settings."""
-    fixed = tuple(sorted((k, repr(v)) for k, v in optimizer.hyperparams.items() if not _is_float_like(v)))
-    return (optimizer.entry.name, fixed)
-
-
-def _is_float_like(value: Any) -> bool:
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    return isinstance(value, tuple) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
 def stack_hyperparams(optimizers: Sequence[Any], dtype, device) -> dict[str, Any]:
@@ -130,6 +122,14 @@ def run_batched(problem: Problem, optimizers: Sequence[Any], seeds: Sequence[int
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
     check_needs(optimizers[0], PROVIDES, "batched engine")
+    # no thread cliff: one thread until the [K, d] operations are large enough to split (engines.intraop)
+    with cpu_threads_for(len(seeds) * problem.dim, device):
+        return _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype, progress, recipe,
+                            schedules, measure_cost)
+
+
+def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype, progress, recipe: Recipe,
+                 schedules, measure_cost) -> GroupTrace:
     rule = RULES[optimizers[0].entry.batched]
     K = len(seeds)
     hp = stack_hyperparams(optimizers, dtype, device)

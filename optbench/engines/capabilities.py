@@ -95,7 +95,7 @@ class BatchedEngine:
     @property
     def max_group(self) -> int:
         if self.track == ANALYTIC:
-            from optbench.engines.batched import MAX_GROUP
+            from optbench.engines.grouping import MAX_GROUP  # torch-free: planning an analytic sweep
 
             return MAX_GROUP
         from optbench.engines.network import MAX_NET_GROUP
@@ -106,11 +106,21 @@ class BatchedEngine:
         return batched_unsupported_reason(problem, optimizer, recipe)
 
     def run(self, runs, progress=None):
+        first = runs[0]
+        optimizers, seeds = [r.optimizer for r in runs], [r.seed for r in runs]
+        if self.track == ANALYTIC:
+            from optbench.engines import batched_numpy
+
+            # the numpy path where it applies (CPU, float64, a ported rule): no torch import (engines.batched_numpy)
+            if batched_numpy.supports(first.problem, first.optimizer.entry.batched, first.recipe.settings(),
+                                      first.device, first.dtype):
+                recipe = first.recipe
+                return batched_numpy.run_batched_numpy(
+                    first.problem, optimizers, seeds, first.steps, first.record_every, progress=progress,
+                    schedule=recipe.schedule, clip_norm=recipe.clip_norm, clip_value=recipe.clip_value)
         import torch
 
-        first = runs[0]
         device, dtype = torch.device(first.device), getattr(torch, first.dtype)
-        optimizers, seeds = [r.optimizer for r in runs], [r.seed for r in runs]
         if self.track == ANALYTIC:
             from optbench.engines.batched import run_batched
 
@@ -155,11 +165,17 @@ def batched_unsupported_reason(problem, optimizer, recipe: RecipeLike = ()) -> s
     """Why the batched engine cannot run ``optimizer`` on ``problem`` with this recipe (a :class:`Recipe` or
     the names of its non-default settings, ``Recipe.settings()``), or None when it can, reproducing the loop
     engine."""
-    from optbench.engines.batched_rules import RULES, missing_needs
-
     loop_only = getattr(problem, "loop_only", None)  # e.g. a user training task with its own loss
     if loop_only:
         return f"{problem.label} runs on the loop engine only: {loop_only}"
+    if problem.kind == "analytic":
+        from optbench.engines import batched_numpy
+
+        # what the numpy path runs, the torch path runs too (tested): answered without importing torch
+        if batched_numpy.supports(problem, optimizer.entry.batched, _settings(recipe)):
+            return None
+    from optbench.engines.batched_rules import RULES, missing_needs
+
     provides, implements, runs_features = _batched_engine(problem.kind)
     rule = RULES.get(optimizer.entry.batched) if optimizer.entry.batched else None
     if rule is None:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 DONE, DIVERGED, ESCAPED = "done", "diverged", "escaped"
 STATUSES = (DONE, DIVERGED, ESCAPED)
@@ -58,6 +57,8 @@ class RecorderBase:
     measurement out of)."""
 
     def __init__(self, problem, num_runs: int, steps: int, grid: Sequence[int], device):
+        import torch  # here, not at the top: the numpy path (engines.batched_numpy) shares this module
+
         self.problem, self.K, self.steps, self.device = problem, num_runs, steps, device
         self.grid = list(grid)
         self.row_of = {s: i for i, s in enumerate(self.grid)}
@@ -74,6 +75,8 @@ class RecorderBase:
 
     def synchronize(self) -> None:
         """Wait for the device's queued work (CUDA), so that a clock reading covers it."""
+        import torch
+
         if torch.device(self.device).type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -102,6 +105,8 @@ class Recorder(RecorderBase):
     """
 
     def __init__(self, problem, num_runs: int, steps: int, record_every: int, device, dtype):
+        import torch  # here, not at the top: the numpy path (engines.batched_numpy) shares this module
+
         super().__init__(problem, num_runs, steps, record_steps(steps, record_every), device)
         R, K = len(self.grid), num_runs
         self.ncoords = problem.dim if problem.dim <= MAX_COORDS else 0
@@ -122,8 +127,10 @@ class Recorder(RecorderBase):
             self.escape_lo, self.escape_hi = lo.to(**opts), hi.to(**opts)
         self.largest = torch.finfo(dtype).max
 
-    def observe(self, t: int, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
-        """Record step ``t`` for points ``x`` [K, d] with exact ``loss`` [K] and ``grad`` [K, d]."""
+    def observe(self, t: int, x, loss, grad) -> None:
+        """Record step ``t`` for points ``x`` [K, d] with exact ``loss`` [K] and ``grad`` [K, d] (tensors)."""
+        import torch
+
         x, loss = x.detach(), loss.detach()
         gnorm = torch.linalg.vector_norm(grad.detach(), dim=-1)
         if t == 0:

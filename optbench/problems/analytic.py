@@ -25,8 +25,8 @@ leaves exact. It is the linear (first-order) model of a mini-batch loss around x
 (f̃_t(x + cΔ) − f̃_t(x − cΔ)) / 2c = (f(x + cΔ) − f(x − cΔ)) / 2c + ξ_t·Δ. The loss value at x_t itself is
 f(x_t): a mini-batch's constant offset is not modelled (it cancels in every difference a method takes within
 a step). Exactly one ξ_t is drawn per step whatever the method calls (SGD's gradient, SPSA's two loss
-values, L-BFGS's many evaluations), from the run's :class:`NoiseStream`, so a seed means the same noise for
-every method, and gradient methods see ∇f(x_t) + ξ_t exactly as they always have.
+values, L-BFGS's many evaluations), from the run's :class:`~optbench.problems.rng.NormalStream`, so a seed means
+the same noise for every method, and gradient methods see ∇f(x_t) + ξ_t exactly as they always have.
 """
 
 from __future__ import annotations
@@ -36,10 +36,36 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from optbench.errors import SpecError
 from optbench.params import Param, nonnegative, positive
-from optbench.problems.base import NoiseStream, ProblemEntry, derive_seed, register_problem
+from optbench.problems.base import ProblemEntry, derive_seed, register_problem
+from optbench.problems.rng import NormalStream, torch_rand
 from optbench.spec import Spec
+
+
+def _xp(x):
+    """The array namespace of ``x``: numpy for numpy arrays (the batched engine's numpy path), else torch."""
+    if isinstance(x, np.ndarray):
+        return np
+    import torch
+
+    return torch
+
+
+def _stack(x, parts):
+    """``stack(parts, -1)`` in the namespace of ``x``; numpy fills a preallocated array (``np.stack`` costs
+    several times the arithmetic at ``[1000]``)."""
+    if isinstance(x, np.ndarray):
+        out = np.empty(parts[0].shape + (len(parts),), dtype=x.dtype)
+        for i, part in enumerate(parts):
+            out[..., i] = part
+        return out
+    import torch
+
+    return torch.stack(parts, -1)
+
 
 ESCAPE_MARGIN = 0.5  # a run of an unbounded problem "escapes" beyond bounds widened by this share of their width
 BLOWUP_FACTOR = 1e6  # a run diverges when loss - f* exceeds this multiple of max(1, f(start) - f*)
@@ -62,11 +88,13 @@ class AnalyticProblem:
     default_start: tuple[float, ...]
     noise_variance: Callable[[int], Any] | None = None  # batch_size -> per-coordinate variance [d]
     grad_fn: Callable[[Any], Any] | None = None  # closed-form gradient [..., d] -> [..., d] (else autograd)
-    # the same loss on numpy arrays [..., d] -> [...] (float64), equal to ``fn`` to 1e-12: what the report draws
-    # landscapes with, so it needs no torch; None (a user's problem): the report evaluates ``fn`` with torch
-    numpy_fn: Callable[[Any], Any] | None = None
     formula: str = ""
     kind: str = "analytic"
+    # loss and gradient take numpy arrays too (the batched engine's numpy path); registered problems say so
+    numpy: bool = False
+    # a numpy form of the loss alone where ``fn`` is torch-only (the noisy quadratic's spectrum): what the report
+    # draws landscapes with (:meth:`numpy_loss`), so it needs no torch
+    numpy_fn: Callable[[Any], Any] | None = None
 
     # ---- identity -------------------------------------------------------------------------
     @property
@@ -101,13 +129,14 @@ class AnalyticProblem:
         return self.fn(x)
 
     def numpy_loss(self, x):
-        """Loss at numpy points ``x`` ``[..., d]`` without torch (``numpy_fn``); None when the problem has no
-        numpy form."""
-        if self.numpy_fn is None:
+        """Loss at numpy points ``x`` ``[..., d]`` without torch: ``fn`` itself where it takes numpy arrays
+        (``numpy``), else ``numpy_fn``; None when the problem has no numpy form (a user's problem)."""
+        fn = self.fn if self.numpy else self.numpy_fn
+        if fn is None:
             return None
         if x.shape[-1] != self.dim:
             raise ValueError(f"{self.name} expects points of dimension {self.dim}, got shape {tuple(x.shape)}")
-        return self.numpy_fn(x)
+        return fn(x)
 
     def grad(self, x):
         """Exact gradient at ``x`` (``[..., d]``): the closed form where the problem has one, else autograd."""
@@ -162,6 +191,30 @@ class AnalyticProblem:
             points = start.expand(len(seeds), self.dim).clone()
         return points.to(dtype=dtype, device=device)
 
+    def start_points_numpy(self, seeds: Sequence[int]) -> np.ndarray:
+        """:meth:`start_points` as a float64 numpy array, bit for bit, without torch (random starts from
+        the same Mersenne Twister draws: :func:`optbench.problems.rng.torch_rand`)."""
+        start = self.config.get("start")
+        if start == "random":
+            lo = np.array([b[0] for b in self.bounds], dtype=np.float64)
+            hi = np.array([b[1] for b in self.bounds], dtype=np.float64)
+            return np.stack([lo + torch_rand(derive_seed(seed, "start"), self.dim) * (hi - lo) for seed in seeds])
+        point = np.array(start if start is not None else self.default_start, dtype=np.float64)
+        return np.tile(point, (len(seeds), 1))
+
+    def noise_std_numpy(self) -> np.ndarray | None:
+        """:meth:`noise_std` in float64 numpy, for problems whose noise is ``noise=σ`` only (``self.numpy``)."""
+        if self.noise_variance is not None:
+            raise ValueError(f"{self.name}: its noise variance is a torch function")
+        return None if self.noise == 0 else np.full(self.dim, math.sqrt(self.noise**2))
+
+    def escape_box_numpy(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`escape_box` as float64 numpy arrays."""
+        lo = np.array([b[0] for b in self.bounds], dtype=np.float64)
+        hi = np.array([b[1] for b in self.bounds], dtype=np.float64)
+        width = hi - lo
+        return lo - ESCAPE_MARGIN * width, hi + ESCAPE_MARGIN * width
+
     def noise_std(self, dtype=None, device=None):
         """Per-coordinate standard deviation ``[d]`` of the gradient noise, or None when exact."""
         import torch
@@ -186,9 +239,14 @@ class AnalyticProblem:
         """⟨ξ_t, x − x_t⟩ ``[...]``: what the step's sample adds to the loss value at ``x``."""
         return ((x - anchor) * sample).sum(-1)
 
-    def noise_stream(self, seeds: Sequence[int], dtype=None, device=None) -> NoiseStream | None:
-        return None if self.noise_std() is None else NoiseStream(
-            list(seeds), self.dim, dtype=dtype, device=device)
+    def noise_stream(self, seeds: Sequence[int], dtype=None, device=None) -> NormalStream | None:
+        """The runs' gradient-noise stream (:class:`optbench.problems.rng.NormalStream`), drawing torch
+        tensors of ``dtype`` on ``device``; None on a noise-free problem."""
+        if self.noise_std() is None:
+            return None
+        import torch
+
+        return NormalStream(list(seeds), self.dim, torch_dtype=dtype or torch.float64, device=device)
 
     def escape_box(self):
         """``(lo, hi)`` tensors beyond which a run of an unbounded problem counts as escaped."""
@@ -204,17 +262,22 @@ class AnalyticProblem:
             return math.inf
         return self.f_min + BLOWUP_FACTOR * max(1.0, start_loss - self.f_min)
 
+    def blowup_levels(self, start_losses: np.ndarray) -> np.ndarray:
+        """:meth:`blowup_level` of each of a numpy array of start losses (NaN counts as 1, as ``max`` does)."""
+        if self.f_min is None:
+            return np.full(np.shape(start_losses), math.inf)
+        return self.f_min + BLOWUP_FACTOR * np.fmax(1.0, start_losses - self.f_min)
+
     def distance_to_minimum(self, x):
         """Euclidean distance from points ``[..., d]`` to the nearest global minimum (NaN when none); a
         numpy array in, a numpy array out (the results tables are numpy), else torch."""
-        import numpy as np
-        import torch
-
         if isinstance(x, np.ndarray):
             m = np.asarray(self.minima_points, dtype=np.float64).reshape(-1, self.dim)
             if not len(m):
                 return np.full(x.shape[:-1], np.nan)
             return np.sqrt(((x[..., None, :] - m) ** 2).sum(-1)).min(-1)
+        import torch
+
         m = self.minima.to(dtype=x.dtype, device=x.device)
         if m.numel() == 0:
             return torch.full(x.shape[:-1], float("nan"), dtype=x.dtype, device=x.device)
@@ -258,7 +321,9 @@ def _analytic(name: str, doc: str, params: dict[str, Param] | None = None, has_b
     def wrap(make: Callable[[dict[str, Any]], dict[str, Any]]):
         def build(spec: Spec, config: dict[str, Any]) -> AnalyticProblem:
             fields = make(config)
-            problem = AnalyticProblem(name=name, spec=spec, config=config, formula=doc, **fields)
+            # every registered landscape computes in numpy too, except those whose noise model is torch's
+            problem = AnalyticProblem(name=name, spec=spec, config=config, formula=doc,
+                                      numpy=fields.get("noise_variance") is None, **fields)
             start = config.get("start")
             if isinstance(start, tuple) and len(start) != problem.dim:
                 raise SpecError(
@@ -296,48 +361,34 @@ def _rosenbrock(c):
         r = x[..., 1:] - a * a
         left = -4 * b * r * a - 2 * (1 - a)
         if d == 2:
-            import torch
-
-            return torch.stack((left[..., 0], 2 * b * r[..., 0]), -1)
-        g = x.new_zeros(x.shape)
+            return _stack(x, (left[..., 0], 2 * b * r[..., 0]))
+        g = _xp(x).zeros_like(x)
         g[..., :-1] = left
         g[..., 1:] += 2 * b * r
         return g
 
     start = tuple(-1.2 if i % 2 == 0 else 1.0 for i in range(d))
     bounds = ((-2.0, 2.0), (-1.0, 3.0)) + _square(-2.0, 2.0, d - 2)
-    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=bounds, minima_points=((1.0,) * d,), f_min=0.0,
-                target=1e-4, default_start=start)  # fn is plain arithmetic: it takes numpy arrays too
+    return dict(dim=d, fn=fn, grad_fn=grad, bounds=bounds, minima_points=((1.0,) * d,), f_min=0.0,
+                target=1e-4, default_start=start)
 
 
 @_analytic("saddle", "Saddle: x² − y²; a saddle point at the origin, unbounded below along y.",
            tags=("saddle",))
 def _saddle(c):
-    def fn(x):
-        return x[..., 0] ** 2 - x[..., 1] ** 2
-
-    def grad(x):
-        import torch
-
-        return torch.stack((2 * x[..., 0], -2 * x[..., 1]), -1)
-
-    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-2.0, 2.0, 2),
+    return dict(dim=2, fn=lambda x: x[..., 0] ** 2 - x[..., 1] ** 2,
+                grad_fn=lambda x: _stack(x, (2 * x[..., 0], -2 * x[..., 1])), bounds=_square(-2.0, 2.0, 2),
                 minima_points=(), f_min=None, target=-1.0, default_start=(1.5, 1e-3))
 
 
 @_analytic("monkey-saddle", "Monkey saddle: x³ − 3xy²; a degenerate saddle at the origin, unbounded below.",
            tags=("saddle",))
 def _monkey(c):
-    def fn(x):
-        return x[..., 0] ** 3 - 3 * x[..., 0] * x[..., 1] ** 2
-
     def grad(x):
-        import torch
-
         a, b = x[..., 0], x[..., 1]
-        return torch.stack((3 * a**2 - 3 * b**2, -6 * a * b), -1)
+        return _stack(x, (3 * a**2 - 3 * b**2, -6 * a * b))
 
-    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn,
+    return dict(dim=2, fn=lambda x: x[..., 0] ** 3 - 3 * x[..., 0] * x[..., 1] ** 2, grad_fn=grad,
                 bounds=_square(-1.5, 1.5, 2), minima_points=(), f_min=None, target=-1.0,
                 default_start=(0.5, 0.05))
 
@@ -357,16 +408,14 @@ def _valley(c):
         return 0.5 * (u**2 + kappa * v**2)
 
     def grad(x):
-        import torch
-
         u = cos * x[..., 0] + sin * x[..., 1]
         kv = kappa * (-sin * x[..., 0] + cos * x[..., 1])
-        return torch.stack((cos * u - sin * kv, sin * u + cos * kv), -1)
+        return _stack(x, (cos * u - sin * kv, sin * u + cos * kv))
 
     s0 = (-2.0, 0.5)
     start = (cos * s0[0] - sin * s0[1], sin * s0[0] + cos * s0[1])
-    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-2.5, 2.5, 2), minima_points=((0.0, 0.0),),
-                f_min=0.0, target=1e-6, default_start=start)
+    return dict(dim=2, fn=fn, grad_fn=grad, bounds=_square(-2.5, 2.5, 2), minima_points=((0.0, 0.0),), f_min=0.0,
+                target=1e-6, default_start=start)
 
 
 @_analytic("beale", "Beale: (1.5 − x + xy)² + (2.25 − x + xy²)² + (2.625 − x + xy³)²; minimum 0 at (3, 0.5).",
@@ -377,16 +426,14 @@ def _beale(c):
         return (1.5 - a + a * b) ** 2 + (2.25 - a + a * b**2) ** 2 + (2.625 - a + a * b**3) ** 2
 
     def grad(x):
-        import torch
-
         a, b = x[..., 0], x[..., 1]
         b2, b3 = b**2, b**3
         t1, t2, t3 = 1.5 - a + a * b, 2.25 - a + a * b2, 2.625 - a + a * b3
-        return torch.stack((2 * (t1 * (b - 1) + t2 * (b2 - 1) + t3 * (b3 - 1)),
-                            2 * a * (t1 + 2 * t2 * b + 3 * t3 * b2)), -1)
+        return _stack(x, (2 * (t1 * (b - 1) + t2 * (b2 - 1) + t3 * (b3 - 1)),
+                            2 * a * (t1 + 2 * t2 * b + 3 * t3 * b2)))
 
-    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-4.5, 4.5, 2), minima_points=((3.0, 0.5),),
-                f_min=0.0, target=1e-6, default_start=(1.0, 1.5))
+    return dict(dim=2, fn=fn, grad_fn=grad, bounds=_square(-4.5, 4.5, 2), minima_points=((3.0, 0.5),), f_min=0.0,
+                target=1e-6, default_start=(1.0, 1.5))
 
 
 HIMMELBLAU_MINIMA = (
@@ -405,14 +452,12 @@ def _himmelblau(c):
         return (a**2 + b - 11) ** 2 + (a + b**2 - 7) ** 2
 
     def grad(x):
-        import torch
-
         a, b = x[..., 0], x[..., 1]
         p, q = a**2 + b - 11, a + b**2 - 7
-        return torch.stack((4 * a * p + 2 * q, 2 * p + 4 * b * q), -1)
+        return _stack(x, (4 * a * p + 2 * q, 2 * p + 4 * b * q))
 
-    return dict(dim=2, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-5.0, 5.0, 2), minima_points=HIMMELBLAU_MINIMA,
-                f_min=0.0, target=1e-6, default_start=(0.0, 0.0))
+    return dict(dim=2, fn=fn, grad_fn=grad, bounds=_square(-5.0, 5.0, 2), minima_points=HIMMELBLAU_MINIMA, f_min=0.0,
+                target=1e-6, default_start=(0.0, 0.0))
 
 
 @_analytic("rastrigin", "Rastrigin: A·d + Σ (x² − A cos 2πx); minimum 0 at the origin, many local minima.",
@@ -421,19 +466,14 @@ def _rastrigin(c):
     d, A = c["dim"], c["A"]
 
     def fn(x):
-        return A * d + (x**2 - A * (2 * math.pi * x).cos()).sum(-1)
+        return A * d + (x**2 - A * _xp(x).cos(2 * math.pi * x)).sum(-1)
 
     def grad(x):
-        return 2 * x + (2 * math.pi * A) * (2 * math.pi * x).sin()
-
-    def numpy_fn(x):
-        import numpy as np
-
-        return A * d + (x**2 - A * np.cos(2 * math.pi * x)).sum(-1)
+        return 2 * x + (2 * math.pi * A) * _xp(x).sin(2 * math.pi * x)
 
     start = tuple(2.2 if i % 2 == 0 else -2.8 for i in range(d))
-    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=numpy_fn, bounds=_square(-5.12, 5.12, d),
-                minima_points=((0.0,) * d,), f_min=0.0, target=1e-6, default_start=start)
+    return dict(dim=d, fn=fn, grad_fn=grad, bounds=_square(-5.12, 5.12, d), minima_points=((0.0,) * d,), f_min=0.0,
+                target=1e-6, default_start=start)
 
 
 @_analytic("ackley", "Ackley: −20 exp(−0.2 √(mean x²)) − exp(mean cos 2πx) + 20 + e; minimum 0 at the origin.",
@@ -442,34 +482,30 @@ def _ackley(c):
     d = c["dim"]
 
     def fn(x):
-        import torch
-
+        xp = _xp(x)
         # clamp keeps the gradient finite (zero) at the cone tip, where √ has no derivative
-        r = (x**2).mean(-1).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
-        return -20 * torch.exp(-0.2 * r) - torch.exp((2 * math.pi * x).cos().mean(-1)) + 20 + math.e
+        if xp is np:
+            r = np.sqrt(np.maximum((x**2).mean(-1), np.finfo(x.dtype).tiny))
+        else:
+            r = (x**2).mean(-1).clamp_min(xp.finfo(x.dtype).tiny).sqrt()
+        return -20 * xp.exp(-0.2 * r) - xp.exp(xp.cos(2 * math.pi * x).mean(-1)) + 20 + math.e
 
     def grad(x):
-        import torch
+        torch = _xp(x)  # numpy or torch: the same calls
 
         # ∂/∂x_i = 4 e^(−0.2 r) x_i / (d r) + (2π/d) e^(mean cos 2πx) sin 2πx_i; the first term is 0 where
         # the clamp is active (at the cone tip), as autograd's clamp gives
         ms = (x**2).mean(-1)
         tiny = torch.finfo(x.dtype).tiny
-        r = ms.clamp_min(tiny).sqrt()
+        r = torch.sqrt(torch.maximum(ms, torch.full_like(ms, tiny)))  # ms.clamp_min(tiny).sqrt()
         cone = torch.where(ms > tiny, 4 * torch.exp(-0.2 * r) / (d * r), torch.zeros_like(r))
         angle = 2 * math.pi * x
-        wave = (2 * math.pi / d) * torch.exp(angle.cos().mean(-1))
-        return cone[..., None] * x + wave[..., None] * angle.sin()
-
-    def numpy_fn(x):
-        import numpy as np
-
-        r = np.sqrt(np.maximum((x**2).mean(-1), np.finfo(x.dtype).tiny))
-        return -20 * np.exp(-0.2 * r) - np.exp(np.cos(2 * math.pi * x).mean(-1)) + 20 + math.e
+        wave = (2 * math.pi / d) * torch.exp(torch.cos(angle).mean(-1))
+        return cone[..., None] * x + wave[..., None] * torch.sin(angle)
 
     start = tuple(2.5 if i % 2 == 0 else -3.5 for i in range(d))
-    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=numpy_fn, bounds=_square(-5.0, 5.0, d),
-                minima_points=((0.0,) * d,), f_min=0.0, target=1e-4, default_start=start)
+    return dict(dim=d, fn=fn, grad_fn=grad, bounds=_square(-5.0, 5.0, d), minima_points=((0.0,) * d,), f_min=0.0,
+                target=1e-4, default_start=start)
 
 
 STYBLINSKI_TANG_ARGMIN = -2.903534027771178  # root of 4x³ − 32x + 5 = 0 (global)
@@ -489,8 +525,8 @@ def _styblinski_tang(c):
         return 2 * x**3 - 16 * x + 2.5
 
     start = tuple(0.5 if i % 2 == 0 else 4.0 for i in range(d))
-    return dict(dim=d, fn=fn, grad_fn=grad, numpy_fn=fn, bounds=_square(-5.0, 5.0, d), minima_points=((a,) * d,),
-                f_min=f_min, target=1e-4, default_start=start)
+    return dict(dim=d, fn=fn, grad_fn=grad, bounds=_square(-5.0, 5.0, d), minima_points=((a,) * d,), f_min=f_min,
+                target=1e-4, default_start=start)
 
 
 @_analytic(
@@ -507,8 +543,6 @@ def _styblinski_tang(c):
     has_batch_size=True, tags=("quadratic", "noisy"),
 )
 def _noisy_quadratic(c):
-    import numpy as np
-
     d, p = c["dim"], c["power"]
     if p in (0.0, 1.0):  # torch's i^(−p) is 1 or the correctly rounded 1/i: numpy gives the same bits, without torch
         h_numpy = np.ones(d) if p == 0.0 else 1.0 / np.arange(1, d + 1, dtype=np.float64)

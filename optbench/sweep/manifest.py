@@ -2,22 +2,44 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from optbench import __version__
 
 
+def _torch_facts_without_import() -> tuple[str, int, bool]:
+    """(torch's version, the intra-op threads it would start with, deterministic mode) without importing it
+    (1.3 s): the installed distribution's version; OMP_NUM_THREADS when set, else the CPUs this process
+    may use; deterministic mode is off until optbench.determinism (which imports torch) turns it on."""
+    import importlib.metadata
+
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        version = "not installed"
+    try:
+        threads = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return version, threads, False
+
+
 def environment(device: str) -> dict[str, Any]:
     import platform
     import sys
 
-    import torch
+    if "torch" in sys.modules or "cuda" in device:
+        import torch
 
-    env = {"optbench": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+        torch_version, threads = torch.__version__, torch.get_num_threads()
+        deterministic = torch.are_deterministic_algorithms_enabled()  # optbench.determinism
+    else:  # not imported yet (an analytic sweep on the numpy path may never import it): the same facts
+        torch_version, threads, deterministic = _torch_facts_without_import()
+    env = {"optbench": __version__, "python": sys.version.split()[0], "torch": torch_version,
            "platform": platform.platform(), "machine": platform.machine(), "device": device,
-           "threads": torch.get_num_threads(),
-           "deterministic": torch.are_deterministic_algorithms_enabled()}  # optbench.determinism
+           "threads": threads, "deterministic": deterministic}
     if "cuda" in device and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name()
         env["cuda"] = torch.version.cuda

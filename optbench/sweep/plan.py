@@ -14,8 +14,8 @@ from optbench.sweep.spec import Run
 def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]:
     """Split runs into (engine, runs) work items: batched groups where possible, single loop runs else.
     Which engine runs what is :func:`optbench.engines.capabilities.choose_engine` (the tuner asks it too)."""
-    from optbench.engines.batched import group_key
     from optbench.engines.capabilities import batched_network_pays, choose_engine, get_engine
+    from optbench.engines.grouping import group_key
     from optbench.sweep import memory
 
     groups: dict[tuple, list[Run]] = {}

@@ -24,6 +24,7 @@ from optbench.spec import format_spec
 ENGINES = ("auto", "loop", "batched")
 DTYPES = ("float64", "float32")
 MAX_RECORDED_ROWS = 1000  # default record interval keeps about this many rows per run
+NOISE_RNG = "numpy-pcg64"  # identity of runs on noisy analytic problems (Run.identity, optbench.problems.rng)
 SAMPLED_ORACLES = "one-sample-per-step"  # identity of closure-calling runs on noisy analytic problems (Run.identity)
 
 
@@ -66,7 +67,16 @@ class Run:
             "optbench": __version__,
             **({"recipe": recipe} if recipe else {}),
             **({"oracles": SAMPLED_ORACLES} if self.sees_sampled_oracles else {}),
+            **({"noise_rng": NOISE_RNG} if self.draws_analytic_noise else {}),
         }
+
+    @property
+    def draws_analytic_noise(self) -> bool:
+        """A run on a noisy analytic problem: its gradient noise comes from numpy's PCG64 streams
+        (optbench.problems.rng) since both batched paths share them; before, from torch's generator. Its
+        identity says so, so results computed before are re-run, never mixed with new ones. Every other run
+        keeps its run id."""
+        return getattr(self.problem, "kind", "") == "analytic" and bool(self.problem.is_noisy)
 
     @property
     def sees_sampled_oracles(self) -> bool:

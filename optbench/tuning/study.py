@@ -246,10 +246,19 @@ def _evaluate(problem: Problem, configs: list, steps: int, *, batched: bool, dty
     exception: analytic trials of a round go to ``run_batched`` as one group even when their schedules differ
     (each row its own schedule) and without the cost probe, which the planner would not do."""
     import numpy as np
-    import torch
 
     record_every = max(1, steps // REPORTS)
     if batched and problem.kind == "analytic":
+        from optbench.engines import batched_numpy
+
+        settings = recipe.settings() | ({"schedule"} if schedules else set())
+        if batched_numpy.supports(problem, configs[0].entry.batched, settings, device, dtype):  # no torch import
+            trace = batched_numpy.run_batched_numpy(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
+                                                    clip_norm=recipe.clip_norm, clip_value=recipe.clip_value,
+                                                    schedule=schedules or recipe.schedule, measure_cost=False)
+            return trace.steps, trace.loss, trace.end_loss, trace.status
+        import torch
+
         from optbench.engines.batched import run_batched
 
         # cost probes off: tuning compares losses, and the probe builds a torch optimizer per round
