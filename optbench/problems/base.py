@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from optbench.errors import SpecError, unknown_name
+from optbench.errors import SpecError
 from optbench.params import Param, validate_kwargs
+from optbench.registry import Registry
 from optbench.spec import Spec, parse_spec
 
 
@@ -25,36 +26,36 @@ class ProblemEntry:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-PROBLEMS: dict[str, ProblemEntry] = {}
+# The modules whose ``register_problem`` calls fill the registry, imported on its first lookup. A new problem
+# module is added here; the network modules are optional at import time (their imports may be missing).
+PROBLEM_MODULES = ("optbench.problems.analytic", "optbench.problems.nets", "optbench.problems.lm")
+OPTIONAL_PROBLEM_MODULES = ("optbench.problems.nets", "optbench.problems.lm")
+
+
+def _import_problem_modules() -> None:
+    import importlib
+
+    for module in PROBLEM_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            if module not in OPTIONAL_PROBLEM_MODULES:
+                raise
+
+
+PROBLEMS: Registry[ProblemEntry] = Registry("problem", load=_import_problem_modules)
 
 
 def register_problem(entry: ProblemEntry) -> ProblemEntry:
-    if entry.name in PROBLEMS:
-        raise ValueError(f"problem {entry.name!r} registered twice")
-    PROBLEMS[entry.name] = entry
-    return entry
-
-
-def _ensure_registered() -> None:
-    # Registration happens on import of the modules that define problems.
-    from optbench.problems import analytic  # noqa: F401
-
-    try:
-        from optbench.problems import lm, nets  # noqa: F401
-    except ImportError:  # the network track is optional at import time
-        pass
+    return PROBLEMS.register(entry.name, entry)
 
 
 def list_problems() -> list[ProblemEntry]:
-    _ensure_registered()
     return sorted(PROBLEMS.values(), key=lambda e: (e.kind, e.name))
 
 
 def get_problem_entry(name: str) -> ProblemEntry:
-    _ensure_registered()
-    if name not in PROBLEMS:
-        raise unknown_name("problem", name, PROBLEMS)
-    return PROBLEMS[name]
+    return PROBLEMS.get(name)
 
 
 def get_problem(spec: str | Spec, **overrides: Any):
