@@ -31,10 +31,13 @@ class Registry(Generic[T]):
     kind: the singular noun in messages ("optimizer" → "Unknown optimizer 'adamm'. … Valid optimizers: …").
     load: called once before the first lookup or listing, to import the modules whose definitions register
     themselves (problem modules, figure modules), so that importing the registry stays cheap.
+    sort_in_errors: list the valid names alphabetically in an unknown-name error (False: in registration
+    order, where that order means something, as the figures' drawing order does).
     """
 
-    def __init__(self, kind: str, *, load: Callable[[], None] | None = None):
+    def __init__(self, kind: str, *, load: Callable[[], None] | None = None, sort_in_errors: bool = True):
         self.kind = kind
+        self.sort_in_errors = sort_in_errors
         self._entries: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
         self._load = load
@@ -80,7 +83,7 @@ class Registry(Generic[T]):
         entries = self._loaded()
         name = self._aliases.get(name, name)
         if name not in entries:
-            raise unknown_name(self.kind, name, [*entries, *self._aliases])
+            raise unknown_name(self.kind, name, [*entries, *self._aliases], sort=self.sort_in_errors)
         return name
 
     def get(self, name: str) -> T:

@@ -116,7 +116,7 @@ def test_heatmaps_of_one_problem_share_one_colour_scale_by_default(monkeypatch, 
                             title=None, all_lrs=False, metric="final_loss", heatmap_scale=scale)
         builder.data, builder.fig_dir, builder.table_dir = Data(), tmp_path, tmp_path
         builder.data.summary = summary
-        (section,) = builder._grids()
+        (section,) = g.grids_section(builder)
         norms = {(fig.axes[0].images[0].norm.vmin, fig.axes[0].images[0].norm.vmax) for fig in drawn}
         assert len(drawn) == 2
         labels = [fig.axes[1].get_ylabel() for fig in drawn]

@@ -26,8 +26,8 @@ def tune(
                                                "optimizer (default: the protocol's). 'N,NAME=M' gives "
                                                "optimizer NAME its own budget (e.g. '600,sgd=1200'); the "
                                                "table then says the budgets differ.")] = None,
-    protocol: Annotated[str, typer.Option(help="tpe, random, random-small (25), random-large (50) or grid "
-                                          "(DeepOBS lr grid, 36). See docs/tuning.md.")] = "tpe",
+    protocol: Annotated[str, typer.Option(help="How the trial budget is spent: {protocols}. See "
+                                          "docs/tuning.md.")] = "tpe",
     space: Annotated[str | None, typer.Option(help="Extra searched hyperparameters: "
                                               "'momentum=0.5:0.99,lr=1e-4:1:log'. Default: lr in "
                                               "[1e-5, 10], log-uniform. With --schedule, also its "
@@ -44,7 +44,7 @@ def tune(
                                        "engine); 1: one at a time.")] = 64,
     engine: Annotated[str, typer.Option(help="auto, loop or batched.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
-    pruner: Annotated[str, typer.Option(help="none or median (reads the intermediate losses).")] = "none",
+    pruner: Annotated[str, typer.Option(help="{pruners} (median reads the intermediate losses).")] = "none",
     storage: Annotated[str | None, typer.Option(help="Optuna storage shared by tuning processes: "
                                                 "postgresql://USER@HOST/DB, sqlite:///FILE or a journal "
                                                 "file path. Default: OUT/tuning.journal.")] = None,
@@ -63,9 +63,8 @@ def tune(
     force: Annotated[bool, typer.Option(help="Re-run re-runs already complete in --out.")] = False,
     report: Annotated[bool, typer.Option("--report", help="Then write the report of --out into OUT/report "
                                          "in the same process (as 'optbench report OUT').")] = False,
-    report_figures: Annotated[str, typer.Option("--report-figures", help="Figures of --report (as 'optbench "
-                                                "report --figures').")] = "race,trajectories,curves,sensitivity,"
-                                                                          "grids,profiles",
+    report_figures: Annotated[str, typer.Option("--report-figures", help="Figures of --report, comma-separated, "
+                                                "or all (as 'optbench report --figures'): {figures}.")] = "all",
     report_format: Annotated[str, typer.Option("--report-format", help="Formats of --report (as 'optbench "
                                                "report --format').")] = "png,gif",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,

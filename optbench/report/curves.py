@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from optbench.report.data import ReportData, best_configs, has_bs, runs_of
+from optbench.report.figures import STATIC, figure
 from optbench.report.style import DIVERGED_MARKER, FIG_WIDE, fit_legend, fmt_num, pyplot, safe_name, save
 
 FLOOR = 1e-16  # gaps below this are drawn at it (log axes cannot show 0); the figure says so where it happens
@@ -105,3 +106,14 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     fig.suptitle(f"{title or family}: loss ({which}; {band})", fontsize=11)
     fit_legend(fig, handles + keys, max_cols=3)
     return save(fig, out / f"curves_{safe_name(family)}", formats, dpi)
+
+
+@figure("curves", doc="loss or test accuracy against step, per problem", needs=STATIC)
+def curves_section(report) -> list:
+    from optbench.report.page import Section
+
+    files = []
+    for problem in report.data.families:
+        files += loss_curves(report.data, problem, report.fig_dir, formats=report.static, dpi=report.dpi,
+                             all_lrs=report.all_lrs, title=report.title_for(problem))
+    return [Section("Loss curves", files)]

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from optbench.censoring import censored_cells, format_steps
+from optbench.report.figures import figure
 from optbench.report.style import DIVERGED_COLOR, fmt_num, pyplot, safe_name, save
 
 METRICS = {  # name: (column title, higher is better)
@@ -775,3 +776,67 @@ def _end_labels(labels, dpi: int, gap_pt: float = 8.5) -> None:
             ax.annotate(text, (x, y), xytext=(4, placed[k] - shift - pts[j]), textcoords="offset points",
                         fontsize=7.5 if bold else 7, color=color, va="center", alpha=1.0 if bold else 0.8,
                         fontweight="bold" if bold else "normal")
+
+
+# ---- the figure: bs × lr heatmaps and tables, and the tuned-vs-recipe comparison -----------------------------
+
+@figure("grids", doc="batch size × learning rate heatmaps and tables, scaling rules against tuning", needs=None)
+def grids_section(report) -> list:
+    """Tables always; heatmaps and comparison figures where a static format is asked for."""
+    from optbench.report.page import Section
+
+    summary = with_test_acc(report.data.summary, report.data.steps)
+    found = grids(summary, report.metric)
+    if not found:
+        return []
+    section = Section(f"Batch size × learning rate: {METRICS[report.metric][0]}",
+                      note="Median over seeds; red frame / bold: best cell; hatched / 'diverged': most seeds "
+                           "diverged; red line: best lr per batch size, against the linear and square-root "
+                           "scaling rules." + (" Steps to target: " + grid_caption(found[0]) + "."
+                                               if report.metric in CENSORED else ""))
+    comps = rule_comparisons(summary, found)
+    if comps:
+        section.note += " White diamonds: the lr a scaling recipe used at each batch size (η₀ best at B₀)."
+    compared = {(c.tuned.problem, c.rule) for c in comps}  # shown in the comparison below, every base lr
+    drawn = [grid for grid in found if (grid.problem, grid.optimizer) not in compared]
+    scales = {problem: color_scale([grid for grid in drawn if grid.problem == problem])
+              for problem in dict.fromkeys(grid.problem for grid in drawn)} if report.heatmap_scale == "shared" \
+        else {}
+    if any(s is not None and s.shared > 1 for s in scales.values()):
+        section.note += (" The heatmaps of one problem share one colour scale ('report --heatmap-scale each': "
+                         "one scale per heatmap).")
+    for grid in drawn:
+        csv, _md_path, md = write_tables(grid, report.table_dir)
+        shown = report.data.short(grid.optimizer)
+        if report.static:
+            rules = [c for c in comps if c.tuned is grid]
+            section.figures += heatmap(grid, report.fig_dir, formats=report.static, dpi=report.dpi, rules=rules,
+                                       scale=scales.get(grid.problem), title=shown)
+        section.tables.append((f"{grid.problem}, {shown}", csv, md))
+    return [section] + _rule_comparison_sections(report, comps)
+
+
+def _rule_comparison_sections(report, comps) -> list:
+    """Per-batch-size tuning against an lr-scaling recipe, when the results hold both."""
+    from optbench.report.page import Section
+
+    if not comps:
+        return []
+    title = METRICS[comps[0].tuned.metric][0]
+    section = Section(
+        "Batch size: tuned per batch size vs lr-scaling recipe",
+        note=f"Black: the best {title} over the lr grid at each batch size (the lr tuned per batch size). "
+             "Colour: the recipe's runs, lr = η₀·(B/B₀)^p (with its warm-up), solid for the base lr η₀ that is "
+             "best at the base batch size B₀ (the recipe as practised: tune at B₀, then scale), dashed for the "
+             "other base lrs, dotted at the recipe's own value at B₀ (which the rule aims to keep); ×: "
+             f"diverged. Tables: '× tuned' is the recipe's {title} (above f*) over the tuned one, 1.00× where "
+             "the rule lands on the tuned optimum; '× at B₀' over its own value at B₀.")
+    for problem in dict.fromkeys(c.tuned.problem for c in comps):
+        mine = [c for c in comps if c.tuned.problem == problem]
+        if report.static:
+            section.figures += comparison_figure(mine, report.fig_dir, formats=report.static, dpi=report.dpi,
+                                                 label=report.data.short)
+        for comp in mine:
+            csv, md = write_comparison(comp, report.table_dir)
+            section.tables.append((comparison_caption(comp, label=report.data.short), csv, md))
+    return [section]

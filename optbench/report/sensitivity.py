@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from optbench.report.data import ReportData, has_bs
+from optbench.report.figures import STATIC, figure
 from optbench.report.style import DIVERGED_COLOR, DIVERGED_MARKER, FIG_SIZE, fit_legend, pyplot, safe_name, save  # noqa: E501
 
 # escaped runs: a down arrow (no optimizer's marker; left the box, unbounded below) in a colour no optimizer has
@@ -131,3 +132,14 @@ def applies(table) -> bool:
         return False
     counts = table.groupby(["optimizer_label", "batch_size"], dropna=False)["lr"].nunique()
     return bool((counts > 1).any())
+
+
+@figure("sensitivity", doc="the metric against the learning rate, per problem", needs=STATIC)
+def sensitivity_section(report) -> list:
+    from optbench.report.page import Section
+
+    files = []
+    for problem in report.data.families:
+        files += sensitivity(report.data, problem, report.fig_dir, formats=report.static, dpi=report.dpi,
+                             metric=report.metric, title=report.title_for(problem))
+    return [Section("Learning-rate sensitivity", files)]
