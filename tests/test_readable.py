@@ -46,12 +46,12 @@ def test_display_labels_keep_apart_values_equal_to_four_digits():
 
 
 def test_natural_sort_of_problem_sections():
-    from optbench.summary import sort_by_rank
+    from optbench.analysis.summary import rank
 
     problems = [f"noisy-quadratic(batch_size={b})" for b in (1, 1024, 16, 256, 4, 64)]
     table = pd.DataFrame({"problem": problems, "diverged": 0, "final_loss": 1.0, "best_loss": 1.0,
                           "steps_to_target": np.nan, "reached": 0, "f_min": 0.0})
-    order = list(dict.fromkeys(sort_by_rank(table)["problem"]))
+    order = list(dict.fromkeys(rank(table)["problem"]))
     assert order == [f"noisy-quadratic(batch_size={b})" for b in (1, 4, 16, 64, 256, 1024)]
     assert sorted(["b=10", "b=9.5", "b=1e-3"], key=natural_key) == ["b=1e-3", "b=9.5", "b=10"]
 

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from optbench.analysis.summary import ranking_note
 from optbench.censoring import format_steps
 from optbench.cli.common import fmt_float, fmt_int
-from optbench.summary import ranking_note
 from optbench.time_to_result import result_columns
 
 _STATUS_STYLE = {"done": "green", "diverged": "red", "escaped": "yellow"}

@@ -286,9 +286,9 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
            rerun: bool = True) -> None:
     from rich.table import Table
 
+    from optbench.analysis.summary import aggregate
     from optbench.cli.tables import render_summary
     from optbench.results import load_summary
-    from optbench.summary import aggregate
     from optbench.tuning.spaces import SCHEDULE_PREFIX
 
     table = Table(title=f"tuning: protocol {proto.name}, {budget_text}", title_style="bold")

@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optbench.analysis.summary import ranking_note
 from optbench.censoring import format_steps
 from optbench.report.style import fmt_num
-from optbench.summary import ranking_note
 
 SUMMARY_HEAD = ["#", "optimizer", "lr", "batch", "final loss", "best loss", "dist to min", "steps to target",
                 "status"]
