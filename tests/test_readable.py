@@ -87,7 +87,7 @@ def _render(table, width: int) -> str:
 
 @pytest.mark.parametrize("width", [40, 60, 80, 100, 120, 140])
 def test_no_number_is_ever_cut(width):
-    from optbench.cli.common import fmt_float
+    from optbench.formatting import fmt_num
 
     table = _table(LONG)
     text = _render(table, width)
@@ -95,7 +95,7 @@ def test_no_number_is_ever_cut(width):
     assert max(map(len, text.splitlines())) <= width
     flat = text.replace("\n", " ")
     for _, r in table.iterrows():  # the essential numbers, whole, in every layout
-        for value in (fmt_float(r["lr"], 3), fmt_float(r["final_loss"])):
+        for value in (fmt_num(r["lr"], 3), fmt_num(r["final_loss"])):
             assert re.search(rf"(?<![\d.]){re.escape(value)}(?![\d.e])", flat), (value, width)
     if width >= 140:
         assert "3.43×" in text and "not shown" not in text  # room: nothing dropped

@@ -237,9 +237,9 @@ def test_tune_output_counts_plurals_and_reports_in_phases(monkeypatch, tmp_path)
     import re
 
     (record,) = json.loads((tmp_path / "t" / "manifest.json").read_text())["tuning"]
-    from optbench.cli.common import fmt_float
+    from optbench.formatting import fmt_num
 
-    best = fmt_float(record["studies"][0]["best_params"]["lr"])
+    best = fmt_num(record["studies"][0]["best_params"]["lr"])
     assert re.search(rf"lr={re.escape(best)}(?![\d.e])", text)  # the best lr, whole, on one line
     assert phases and phases[0][:2] == ("report", "loading results") and phases[-1][1] == "writing pages"
 

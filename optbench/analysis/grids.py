@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from optbench.censoring import censored_cells, format_steps
+from optbench.formatting import is_missing
 
 MAJORITY_DIVERGED = 0.5  # a cell whose diverged fraction of seeds is at least this counts as diverged
 
@@ -104,7 +105,7 @@ class Grid:
             return None
         m = best.to_numpy(dtype=float)
         if self.metric != "test_acc":
-            m = m - self.f_min if self.metric in ("final_loss", "best_loss") and self.f_min == self.f_min else m
+            m = m - self.f_min if self.metric in ("final_loss", "best_loss") and not is_missing(self.f_min) else m
             m = np.log(m) if (m > 0).all() else m
         gain = (m - m[0]) if self.higher_is_better else (m[0] - m)
         if not gain.max() > 0:
@@ -210,12 +211,12 @@ class RuleComparison:
     def relative(self, value, tuned) -> float:
         """The rule against the tuned value: the ratio of the gaps above f* (losses), of the steps (steps to
         target), or the difference (accuracy); NaN when either is missing."""
-        if not (value == value and tuned == tuned):
+        if is_missing(value) or is_missing(tuned):
             return float("nan")
         if self.tuned.higher_is_better:
             return float(value - tuned)
         f_min = self.tuned.f_min if self.tuned.metric in ("final_loss", "best_loss") and \
-            self.tuned.f_min == self.tuned.f_min else 0.0
+            not is_missing(self.tuned.f_min) else 0.0
         return float((value - f_min) / (tuned - f_min)) if tuned - f_min > 0 else float("nan")
 
     def base_value(self) -> float:
@@ -316,7 +317,7 @@ def comparison_table(comp: RuleComparison) -> pd.DataFrame:
             continue
         for base in comp.values.columns:
             value, frac = comp.values.loc[b, base], comp.diverged.loc[b, base]
-            if value != value and frac != frac:
+            if is_missing(value) and is_missing(frac):
                 continue
             kept = frac < MAJORITY_DIVERGED
             rows.append({"kind": "rule", "batch_size": int(b), "base_lr": float(base), "lr": comp.lrs.loc[b, base],

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from optbench.formatting import is_missing
+
 GROUP = ["problem", "optimizer_label", "lr", "batch_size"]
 
 
@@ -109,7 +111,7 @@ def ranking_note(f_min, metric: str | None = None) -> str:
     """The table caption's short statement of how a problem's rows are ranked (the rule: :func:`rank`)."""
     if metric is not None:
         return f"ranked by {metric.replace('_', ' ')} (median over seeds, never = ∞; fewer diverged seeds first)"
-    if f_min is None or f_min != f_min:
+    if is_missing(f_min):
         return "no minimum: ranked by steps to target (median over seeds, never = ∞), not by the final loss of " \
                "runs that escaped"
     return "ranked by median final loss (fewer diverged seeds first)"

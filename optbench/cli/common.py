@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 import signal
 import sys
@@ -16,7 +15,6 @@ import typer
 from rich.console import Console
 
 from optbench.errors import os_error_message
-from optbench.formatting import fmt_num
 
 # Outside a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables; COLUMNS, when set, wins.
 # emoji=False: user input such as '--device cuda:abc' must print as typed, not as the emoji ':abc:' names.
@@ -136,18 +134,6 @@ def _internal_error(exc: BaseException) -> None:
         f"{type(exc).__name__}: {shorten(str(exc))}\nPlease report this with the traceback below.", markup=True)
     err_console.print(traceback.format_exc(), markup=False)
     raise typer.Exit(EXIT_FAILURE) from None
-
-
-fmt_float = fmt_num  # the terminal tables use the shared formatter
-
-
-def fmt_int(value: Any) -> str:
-    try:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "—"
-        return str(int(value))
-    except (TypeError, ValueError):
-        return "—"
 
 
 def split_list(text: str) -> list[str]:

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import console, errors_handled, fmt_float, split_list
+from optbench.cli.common import console, errors_handled, split_list
 from optbench.cli.progress import PhaseProgress, SweepProgress, TrialProgress
-from optbench.formatting import plural
+from optbench.formatting import fmt_num, plural
 
 
 @errors_handled
@@ -299,7 +299,7 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
     notes: list[str] = []
     for r in results:
         # the schedule's searched values go in their own column
-        best = ", ".join(f"{k}={fmt_float(v)}" for k, v in (r.best_params or {}).items()
+        best = ", ".join(f"{k}={fmt_num(v)}" for k, v in (r.best_params or {}).items()
                          if not k.startswith(SCHEDULE_PREFIX))
         best = best or ("all trials failed" if r.best_params is None else "—")
         states = ", ".join(f"{k} {v}" for k, v in sorted(r.states.items())) or "none"
@@ -307,7 +307,7 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
             notes.append(f"{r.optimizer} on {r.problem}: the first {r.trials_used} of {r.trials_in_storage} "
                          "in the study")
         rows.append((r.problem, r.optimizer, "; ".join(r.dims), best,
-                     *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states))
+                     *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_num(r.best_value), states))
     for col, width in zip(columns, _fitted_widths(columns, rows, console.width)):
         table.add_column(col, overflow="fold", width=width)  # wraps between words; a long word folds, never cut
     for row in rows:
@@ -359,5 +359,5 @@ def _short_schedule(label: str | None) -> str:
     if label is None:
         return "—"
     sched = get_schedule(label)
-    values = ", ".join(f"{k}={v if isinstance(v, int) else fmt_float(v)}" for k, v in sorted(sched.given.items()))
+    values = ", ".join(f"{k}={v if isinstance(v, int) else fmt_num(v)}" for k, v in sorted(sched.given.items()))
     return f"{sched.name}({values})" if values else sched.name

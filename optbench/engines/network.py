@@ -31,8 +31,8 @@ from optbench.cost import PeakMemory
 from optbench.engines.batched_rules import LAYERS
 from optbench.engines.loop import backward, set_scheduled_lr
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, StepTicker, record_steps
-from optbench.problems.base import derive_seed
 from optbench.problems.nets import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS
+from optbench.randomness import derive_seed
 
 SYNC_EVERY = 50  # steps between host checks for "every run has ended" and progress updates
 EVAL_BATCH = 1000  # test examples per evaluation forward pass

@@ -58,7 +58,7 @@ class OptimizerEntry:
         """Instantiate the optimizer on ``params`` with resolved hyperparameters."""
         kwargs = {**self.fixed, **hyperparams}
         if self.seeded:
-            from optbench.problems.base import derive_seed
+            from optbench.randomness import derive_seed
 
             kwargs["seed"] = derive_seed(seed or 0, "directions")
         if self.target.endswith(":AdaFactor") and dtype is not None:

@@ -38,7 +38,8 @@ from typing import Any
 
 from optbench.errors import SpecError
 from optbench.params import Param, nonnegative, positive
-from optbench.problems.base import NoiseStream, ProblemEntry, derive_seed, register_problem
+from optbench.problems.base import ProblemEntry, register_problem
+from optbench.randomness import NoiseStream, derive_seed
 from optbench.spec import Spec
 
 ESCAPE_MARGIN = 0.5  # a run of an unbounded problem "escapes" beyond bounds widened by this share of their width

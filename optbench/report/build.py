@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from optbench.formatting import is_missing
 from optbench.report import ANIMATION_FORMATS, STATIC_FORMATS
 from optbench.report.figures import ANIMATED, FIGURES, Figure
 from optbench.report.page import Section, summary_rows, write_html, write_markdown
@@ -152,7 +153,7 @@ class Builder:
         csv = self.table_dir / "tuning.csv"
         table.to_csv(csv, index=False)
         head = list(table.columns)
-        body = [["—" if v is None or v != v else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r]
+        body = [["—" if is_missing(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r]
                 for r in table.itertuples(index=False, name=None)]
         protocols = ", ".join(sorted(table["protocol"].astype(str).unique()))
         note = (f"Every optimizer was tuned with the same protocol ({protocols}) and trial budget on each problem; "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from optbench.formatting import is_missing
 from optbench.report.data import ReportData, best_configs, has_bs, runs_of
 from optbench.report.figures import STATIC, figure
 from optbench.report.style import DIVERGED_MARKER, FIG_WIDE, fit_legend, fmt_num, pyplot, safe_name, save
@@ -24,7 +25,7 @@ def config_label(label: str, lr, batch_size=None) -> str:
 def _series(steps, run_ids, f_min: float):
     """Per step: median, min and max over seeds of the loss gap, and the median wall time."""
     d = steps[steps["run_id"].isin(run_ids)]
-    y = d["loss"] - (f_min if f_min == f_min else 0.0)
+    y = d["loss"] - (f_min if not is_missing(f_min) else 0.0)
     d = d.assign(y=y.where(np.isfinite(y)))
     loss = d.pivot_table(index="step", columns="run_id", values="y", aggfunc="first", dropna=False)
     wall = d.groupby("step")["wall_time_s"].median()
@@ -37,7 +38,7 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     plt = pyplot()
     summary, steps = data.summary, data.steps
     f_min = float(summary.loc[summary["family"] == family, "f_min"].iloc[0])
-    bounded = f_min == f_min
+    bounded = not is_missing(f_min)
     fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=FIG_WIDE, dpi=dpi, sharey=True)
     best = best_configs(data.table_all, family, data.rank_metric)
     seeds = int(summary.loc[summary["family"] == family, "seed"].nunique())

@@ -106,8 +106,3 @@ def has_bs(value) -> bool:
     import pandas as pd
 
     return value is not None and not pd.isna(value)
-
-
-def gap(loss, f_min):
-    """loss − f* where f* is known, else the loss itself."""
-    return loss - f_min if f_min == f_min else loss

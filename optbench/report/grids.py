@@ -44,6 +44,7 @@ from optbench.analysis.grids import (
 )
 from optbench.analysis.summary import with_test_acc
 from optbench.censoring import format_steps
+from optbench.formatting import is_missing
 from optbench.report.figures import figure
 from optbench.report.style import DIVERGED_COLOR, fmt_num, pyplot, safe_name, save
 
@@ -108,7 +109,7 @@ def _shown_values(grid: Grid) -> np.ndarray:
     v = grid.values.to_numpy(dtype=float)
     div = grid.diverged.to_numpy(dtype=float) >= MAJORITY_DIVERGED
     loss_like = grid.metric in ("final_loss", "best_loss")
-    shown = v - grid.f_min if loss_like and grid.f_min == grid.f_min else v.copy()
+    shown = v - grid.f_min if loss_like and not is_missing(grid.f_min) else v.copy()
     return np.where(div | ~np.isfinite(shown), np.nan, shown)
 
 
@@ -158,7 +159,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
         norm = colors.Normalize(scale.vmin, scale.vmax)
     cmap = plt.get_cmap("viridis" if grid.higher_is_better else "viridis_r").with_extremes(bad="white")
     nr, nc = v.shape
-    min_width = 5.5 if grid.noise_scale != grid.noise_scale else 7.5  # room for the critical-batch legend
+    min_width = 5.5 if is_missing(grid.noise_scale) else 7.5  # room for the critical-batch legend
     if grid.reached is not None:
         min_width = max(min_width, 6.5)  # room for the title's line on censoring
     fig, ax = plt.subplots(figsize=(max(min_width, 0.7 * nc + 2.6), max(3.0, 0.55 * nr + 1.9)), dpi=dpi)
@@ -170,7 +171,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
         cbar.ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         cbar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: fmt_num(x, 2)))
         cbar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-    unit = "− f*" if loss_like and grid.f_min == grid.f_min and grid.f_min != 0 else ""
+    unit = "− f*" if loss_like and not is_missing(grid.f_min) and grid.f_min != 0 else ""
     which = "this grid's own scale" if own or scale.shared == 1 else \
         f"one scale for the {scale.shared} grids of {grid.problem}"
     cbar.set_label(f"{METRICS[grid.metric][0]} {unit}".strip() + f" ({which})", fontsize=8)
@@ -237,7 +238,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
         # below the axes, outside: constrained layout reserves the room, so the rotated lr ticks and the
         # axis label never collide with it, whatever the number of rows
         fig.legend(handles, labels, loc="outside lower center",
-                   ncol=2 if grid.noise_scale == grid.noise_scale or rules else 3, fontsize=8, frameon=False)
+                   ncol=2 if not is_missing(grid.noise_scale) or rules else 3, fontsize=8, frameon=False)
     ax.set_xlim(-0.5, nc - 0.5)
     ax.set_ylim(-0.5, nr - 0.5)
     ax.set_xticks(range(nc), [fmt_num(x, 2) for x in lrs], rotation=45, ha="right")
@@ -336,7 +337,7 @@ def batch_row(bss, b: float) -> float:
 def _critical_batch_marks(ax, grid: Grid, bss) -> None:
     """Predicted (median B_simple) and measured critical batch sizes as horizontal lines on the batch axis;
     a prediction beyond the grid sits on its edge, with an arrow in its label."""
-    if grid.noise_scale != grid.noise_scale:
+    if is_missing(grid.noise_scale):
         return
     nr, nc = len(bss), grid.values.shape[1]  # lines in data coordinates: cut where they pass a value
     measured = grid.measured_critical_batch()
@@ -371,8 +372,8 @@ def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
     tuned = comp.tuned_best()
 
     def cell(b, base) -> str:
-        if b not in comp.values.index or comp.values.loc[b, base] != comp.values.loc[b, base] \
-                and comp.diverged.loc[b, base] != comp.diverged.loc[b, base]:
+        if b not in comp.values.index or is_missing(comp.values.loc[b, base]) \
+                and is_missing(comp.diverged.loc[b, base]):
             return "—"
         if comp.diverged.loc[b, base] >= MAJORITY_DIVERGED:
             return "diverged"
@@ -387,9 +388,11 @@ def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
         rule_v = comp.values.loc[b, comp.base_lr] if b in comp.values.index else np.nan
         div = b in comp.values.index and comp.diverged.loc[b, comp.base_lr] >= MAJORITY_DIVERGED
         rels = [np.nan if div else comp.relative(rule_v, ref) for ref in (t_v, comp.base_value())]
-        rel_texts = ["—" if r != r else (fmt_num(r, 3) if comp.tuned.higher_is_better else f"{r:.2f}×") for r in rels]
+        rel_texts = ["—" if is_missing(r) else (fmt_num(r, 3) if comp.tuned.higher_is_better else f"{r:.2f}×")
+                     for r in rels]
         lr_text = fmt_num(comp.lrs.loc[b, comp.base_lr], 3) if b in comp.values.index else "—"
-        cells = [str(int(b)), fmt_num(t_lr, 3) if t_lr == t_lr else "—", fmt_num(t_v, 3) if t_v == t_v else "—",
+        cells = [str(int(b)), fmt_num(t_lr, 3) if not is_missing(t_lr) else "—",
+                 fmt_num(t_v, 3) if not is_missing(t_v) else "—",
                  lr_text, cell(b, comp.base_lr), *rel_texts] + [cell(b, o) for o in others]
         lines.append("| " + " | ".join(cells) + " |")
     return csv, "\n".join(lines) + "\n"
@@ -419,8 +422,8 @@ def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: i
     panels = list(dict.fromkeys(c.tuned.optimizer for c in comps))
     metric, title = comps[0].tuned.metric, METRICS[comps[0].tuned.metric][0]
     f_min = comps[0].tuned.f_min
-    gap = metric in ("final_loss", "best_loss") and f_min == f_min and f_min != 0
-    shift = f_min if metric in ("final_loss", "best_loss") and f_min == f_min else 0.0
+    gap = metric in ("final_loss", "best_loss") and not is_missing(f_min) and f_min != 0
+    shift = f_min if metric in ("final_loss", "best_loss") and not is_missing(f_min) else 0.0
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6.4, 4.3 * len(panels)), 4.6), dpi=dpi, sharey=True,
                              squeeze=False)
     names = list(dict.fromkeys(c.name for c in comps))
@@ -450,7 +453,7 @@ def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: i
                             color=color, alpha=1.0 if chosen else 0.55, transform=ax.get_xaxis_transform(),
                             clip_on=False, zorder=6)
             ax.axvline(comp.base_batch_size, color="#888888", linestyle=":", linewidth=1.0, zorder=1)
-            if comp.base_value() == comp.base_value():  # the rule's promise: the value it reached at B₀
+            if not is_missing(comp.base_value()):  # the rule's promise: the value it reached at B₀
                 ax.axhline(comp.base_value() - shift, color=color, linestyle=":", linewidth=1.1, alpha=0.8, zorder=2)
             ax.text(comp.base_batch_size, 0.02, " B₀", transform=ax.get_xaxis_transform(), fontsize=8,
                     color="#555555", ha="left", va="bottom")
