@@ -125,6 +125,26 @@ def test_protocols_build_their_samplers_without_dispatching_on_the_name():
     with pytest.raises(SpecError, match="searches the learning rate only"):
         PROTOCOLS.get("grid").make_sampler(0, [*dims, Dim("momentum", 0.0, 0.9)])
     assert "median pruner" not in PROTOCOLS.get("tpe").doc  # its default is --pruner none
+    assert all(type(p.make_pruner()).__name__ == "NopPruner" for p in PROTOCOLS.list())
+
+
+def test_pruner_none_leaves_the_protocols_own_and_another_replaces_it(monkeypatch):
+    import optuna
+
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.tuning import parse_space, tune_one
+    from optbench.tuning.protocols import Protocol, random_sampler
+
+    made = []
+    created = optuna.create_study
+    monkeypatch.setattr(optuna, "create_study", lambda **kw: made.append(type(kw["pruner"]).__name__) or created(**kw))
+    own = Protocol("random-own-pruner", "random search with its own pruner", 4, random_sampler,
+                   make_pruner=lambda: optuna.pruners.PercentilePruner(25.0))
+    for pruner in ("none", "median"):
+        tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=own, trials=4, dims=parse_space(""),
+                 steps=5, batch=4, storage=None, out_dir=".", persist=lambda trials: None, existing=[], pruner=pruner)
+    assert made == ["PercentilePruner", "MedianPruner"]
 
 
 # ---- figures: registered in their own modules; --figures and its help come from the registry ---------------

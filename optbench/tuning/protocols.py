@@ -27,6 +27,12 @@ from optbench.registry import Registry
 DEEPOBS_GRID = tuple(10 ** (-5 + 7 * i / 35) for i in range(36))  # 1e-5 .. 1e2, 36 values
 
 
+def no_pruner():
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A tuning protocol: its budget and how it draws trials.
@@ -34,6 +40,8 @@ class Protocol:
     ``make_sampler(seed, dims)`` builds the Optuna sampler; its draws are a function of ``seed`` and each
     trial's budget slot (see :mod:`optbench.tuning.budget`), not of the process, so processes sharing a study
     draw distinct trials and a slot re-issued after a crash gets the same random point again.
+    ``make_pruner()`` builds the pruner of its studies under ``--pruner none`` (the default); another
+    ``--pruner`` replaces it (:data:`PRUNERS`). Every protocol here prunes nothing.
     """
 
     name: str
@@ -42,6 +50,7 @@ class Protocol:
     make_sampler: Callable[[int, Sequence[Any]], Any]
     fixed_trials: int | None = None  # the protocol defines its budget
     lr_grid: tuple[float, ...] | None = None  # the learning rates it evaluates (the study's lr range)
+    make_pruner: Callable[[], Any] = no_pruner
 
     def budget(self, trials: int | None) -> int:
         if self.fixed_trials is not None:
@@ -97,12 +106,6 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS.get(name)
 
 
-def no_pruner():
-    import optuna
-
-    return optuna.pruners.NopPruner()
-
-
 def median_pruner():
     """Prunes a trial whose intermediate loss is worse than the median of the trials before it at that
     step, after 5 complete trials (Optuna's ``MedianPruner``)."""
@@ -111,7 +114,7 @@ def median_pruner():
     return optuna.pruners.MedianPruner(n_startup_trials=5)
 
 
-# ``--pruner``: name → make_pruner(). A pruner is chosen beside the protocol (any protocol can use any one).
+# ``--pruner``: name → make_pruner(); "none" leaves the protocol's own (``Protocol.make_pruner``).
 PRUNERS: Registry[Callable[[], Any]] = Registry("pruner")
 PRUNERS.register("none", no_pruner)
 PRUNERS.register("median", median_pruner)

@@ -327,7 +327,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     name = study_name(problem, optimizer, protocol, steps, space, dtype, clip_norm, sched.label,
                       clip_value=clip_value, label_smoothing=label_smoothing)
     sampler = protocol.make_sampler(seed, space)
-    make_pruner = PRUNERS.get(pruner)
+    make_pruner = protocol.make_pruner if pruner == "none" else PRUNERS.get(pruner)
 
     def new_study(store):
         return optuna.create_study(
