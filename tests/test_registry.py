@@ -199,6 +199,18 @@ def test_protocol_and_pruner_help_come_from_their_registries():
     assert ", ".join(PRUNERS.names()) + " (median reads" in text
 
 
+@pytest.mark.parametrize("what, kind", [("figures", "figure"), ("protocols", "protocol"), ("pruners", "pruner"),
+                                        ("recipes", "recipe"), ("schedules", "schedule")])
+def test_list_shows_exactly_each_registry(what, kind):
+    import json
+
+    from optbench.cli.app import command
+
+    result = CliRunner().invoke(command(), ["list", what, "--json"])
+    assert result.exit_code == 0, result.output
+    assert [row["name"] for row in json.loads(result.output)] == _registries()[kind].names()
+
+
 def test_every_command_module_is_registered():
     from optbench.cli.app import COMMANDS, SUBAPPS, command
 

@@ -28,6 +28,7 @@ DEEPOBS_GRID = tuple(10 ** (-5 + 7 * i / 35) for i in range(36))  # 1e-5 .. 1e2,
 
 
 def no_pruner():
+    """No pruning: every trial runs its whole budget (Optuna's ``NopPruner``)."""
     import optuna
 
     return optuna.pruners.NopPruner()
