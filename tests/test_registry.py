@@ -128,6 +128,18 @@ def test_protocols_build_their_samplers_without_dispatching_on_the_name():
     assert all(type(p.make_pruner()).__name__ == "NopPruner" for p in PROTOCOLS.list())
 
 
+def test_protocols_pickle_for_worker_processes():
+    import pickle
+
+    from optbench.tuning.protocols import PROTOCOLS
+    from optbench.tuning.spaces import Dim
+
+    dims = [Dim("lr", 1e-5, 1.0, log=True)]
+    for protocol in PROTOCOLS.list():
+        copy = pickle.loads(pickle.dumps(protocol))
+        assert copy.name == protocol.name and type(copy.make_sampler(0, dims)) is type(protocol.make_sampler(0, dims))
+
+
 def test_pruner_none_leaves_the_protocols_own_and_another_replaces_it(monkeypatch):
     import optuna
 

@@ -42,7 +42,8 @@ class Protocol:
     trial's budget slot (see :mod:`optbench.tuning.budget`), not of the process, so processes sharing a study
     draw distinct trials and a slot re-issued after a crash gets the same random point again.
     ``make_pruner()`` builds the pruner of its studies under ``--pruner none`` (the default); another
-    ``--pruner`` replaces it (:data:`PRUNERS`). Every protocol here prunes nothing.
+    ``--pruner`` replaces it (:data:`PRUNERS`). Every protocol here prunes nothing. Both are module-level
+    functions or partials of them: a protocol is pickled to worker processes.
     """
 
     name: str
@@ -76,16 +77,15 @@ def random_sampler(seed: int, dims: Sequence[Any]):
     return slot_random_sampler(seed)
 
 
-def lr_grid_sampler(grid: tuple[float, ...], protocol: str) -> Callable[[int, Sequence[Any]], Any]:
-    """Slot s evaluates ``grid[s]`` (the learning rate only). GridSampler's own study.stop() at exhaustion is
-    not allowed under ask/tell, and its choice of point depends on what this process has seen."""
-    def make(seed: int, dims: Sequence[Any]):
-        if [d.name for d in dims] != ["lr"]:
-            raise SpecError(f"Protocol {protocol!r} searches the learning rate only; drop --space "
-                            f"(got {', '.join(d.name for d in dims) or 'no learning rate'}).")
-        return slot_random_sampler(seed, grid={"lr": grid})
-
-    return make
+def lr_grid_sampler(grid: tuple[float, ...], protocol: str, seed: int, dims: Sequence[Any]):
+    """Slot s evaluates ``grid[s]`` (the learning rate only); bind ``grid`` and ``protocol`` with
+    ``functools.partial`` (a protocol travels to worker processes, so its callables must pickle). GridSampler's
+    own study.stop() at exhaustion is not allowed under ask/tell, and its choice of point depends on what this
+    process has seen."""
+    if [d.name for d in dims] != ["lr"]:
+        raise SpecError(f"Protocol {protocol!r} searches the learning rate only; drop --space "
+                        f"(got {', '.join(d.name for d in dims) or 'no learning rate'}).")
+    return slot_random_sampler(seed, grid={"lr": grid})
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
@@ -98,7 +98,7 @@ for _protocol in (
     Protocol("random-large", "random search, Crowded Valley's large budget (50 trials)", 50, random_sampler,
              fixed_trials=50),
     Protocol("grid", "DeepOBS's lr grid: 36 log-spaced rates in [1e-5, 1e2]", 36,
-             lr_grid_sampler(DEEPOBS_GRID, "grid"), fixed_trials=36, lr_grid=DEEPOBS_GRID),
+             functools.partial(lr_grid_sampler, DEEPOBS_GRID, "grid"), fixed_trials=36, lr_grid=DEEPOBS_GRID),
 ):
     PROTOCOLS.register(_protocol.name, _protocol)
 
