@@ -328,7 +328,7 @@ def test_ranking_by_time_to_result_censors_runs_that_never_reach_it():
 
 
 def test_profiles_and_grids_read_time_to_result_censored():
-    from optbench.report.grids import seed_medians
+    from optbench.analysis.grids import seed_medians
     from optbench.report.profiles import performance_ratios
 
     runs = _runs({"a": [1.0, None, 3.0], "b": [2.0, 2.0, None]}).assign(family="p")
