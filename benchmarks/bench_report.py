@@ -38,7 +38,9 @@ def race_inputs(results: Path):
     from optbench.report.data import load
 
     b.data = load([results])
-    tracks = b._tracks("rosenbrock")
+    from optbench.report.animate import tracks_of
+
+    tracks = tracks_of(b, "rosenbrock")
     return get_problem("rosenbrock"), tracks
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 
+from optbench.formatting import is_missing
+
 NEVER = math.inf  # the value of a seed, or of a censored median, that never reached the target
 
 
@@ -74,7 +76,7 @@ def censored_cells(df, keys: list[str], column: str = "steps_to_target"):
 
 def format_steps(median, reached: int, seeds: int, fmt=lambda v: str(int(v))) -> str:
     """A censored median as text: '600', '600 (2/3)', 'never (1/3)' or 'never'; ``fmt`` formats a number."""
-    missing = median is None or median != median or median == NEVER
+    missing = is_missing(median) or median == NEVER
     text = "never" if missing else fmt(median)
     if 0 < reached < seeds:
         text += f" ({int(reached)}/{int(seeds)})"

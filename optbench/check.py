@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from optbench.errors import UsageError
+from optbench.formatting import fmt_g
 
 KEY = ["problem", "optimizer_label", "lr", "batch_size", "steps"]
 METRICS = ("final_loss", "best_loss", "steps_to_target", "diverged", "test_acc", "state_bytes_per_param")
@@ -359,7 +360,7 @@ def _exact(base, new, metric: str, mt: MetricTolerance) -> dict[str, Any]:
     b_med, n_med = _median(base[metric]), _median(new[metric])
     allowed = mt.atol + (mt.rtol * abs(b_med) if math.isfinite(b_med) else 0.0)
     changed = sum(not _same(x, y) for _, x, y in pairs)
-    detail = "bitwise equal" if not changed else f"seed {seed}: {_fmt(b)} → {_fmt(n)}"
+    detail = "bitwise equal" if not changed else f"seed {seed}: {fmt_g(b)} → {fmt_g(n)}"
     if changed and len(pairs) > 1:
         detail += f" ({changed}/{len(pairs)} seeds changed)"
     return {"baseline": b_med, "new": n_med, "low": b_med - allowed, "high": b_med + allowed,
@@ -396,7 +397,7 @@ def _band(base, new, metric: str, mt: MetricTolerance, z: float) -> dict[str, An
     b, n = _median(base[metric]), _median(new[metric])
     noise = z * math.sqrt(_median_se(base[metric]) ** 2 + _median_se(new[metric]) ** 2)
     allowed = mt.atol + (mt.rtol * abs(b) if math.isfinite(b) else 0.0) + noise
-    detail = f"median of {len(new)} vs {len(base)} seeds; noise allowance ±{_fmt(noise)}"
+    detail = f"median of {len(new)} vs {len(base)} seeds; noise allowance ±{fmt_g(noise)}"
     return {"baseline": b, "new": n, "low": b - allowed, "high": b + allowed, "change_rel": _rel(b, n),
             "direction": _direction(metric, b, n), "passed": _within(b, n, allowed), "detail": detail}
 
@@ -455,16 +456,6 @@ def _verdicts(table, tol: Tolerances):
 
     table["verdict"] = table.apply(verdict, axis=1)
     return table
-
-
-def _fmt(value: Any) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return "nan"
-    return f"{v:.6g}"
 
 
 def regressions(table):

@@ -7,44 +7,14 @@ carries a ``<failure>`` with the baseline, the new value and the allowed band.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from optbench.check import KEY, config_label
-from optbench.formatting import fmt_num
+from optbench.formatting import fmt_change, fmt_value
 from optbench.results import atomic_write_bytes
-
-
-def fmt_value(value: Any, metric: str = "", steps: Any = None) -> str:
-    """A metric value for people: ``never`` for a censored steps-to-target, fractions for divergence."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if metric == "steps_to_target" and steps is not None and not math.isnan(v) and v > float(steps):
-        return "never"
-    if metric == "diverged" and not math.isnan(v):
-        return f"{v:.0%}"
-    return fmt_num(v, 6) if 1e-3 <= abs(v) < 1e5 or not math.isfinite(v) or v == 0 else fmt_num(v, 5)
-
-
-def fmt_change(value: Any) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if math.isnan(v):
-        return "—"
-    if v == 0:
-        return "0"
-    if math.isinf(v):
-        return "+inf" if v > 0 else "-inf"
-    if abs(v) < 1e-4:
-        return f"{v:+.1e}"
-    return f"{v:+.2%}"
 
 
 def fmt_band(row: Any) -> str:

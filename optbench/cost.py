@@ -21,8 +21,8 @@
   counts host memory (model, optimizer state, activations on a CPU; on CUDA only the host side).
 - ``examples_per_s`` (network runs): training examples per training second over the whole budget
   (:mod:`optbench.time_to_result`; evaluation time left out).
-- ``overhead_vs_sgd`` (summary time, :func:`overhead_vs_sgd`): train step time over the median train step
-  time of plain ``sgd`` runs on the same problem, batch size and engine (DeepOBS's runtime estimate);
+- ``overhead_vs_sgd`` (summary time, :func:`optbench.analysis.cost.overhead_vs_sgd`): train step time over the
+  median train step time of plain ``sgd`` runs on the same problem, batch size and engine (DeepOBS's runtime estimate);
   NaN when the results hold no such run.
 """
 
@@ -232,62 +232,3 @@ class PeakMemory:
         else:
             grown = max(0.0, self._maxrss() - self.start_maxrss)
         return {"peak_memory_bytes": np.full(K, cuda), "peak_rss_bytes": np.full(K, grown)}
-
-
-def overhead_vs_sgd(summary):
-    """Per-run ``train_step_time_s`` over the median of plain-SGD runs on the same problem, batch size and
-    engine (a pandas Series aligned with ``summary``; NaN where there is no SGD run or no timing)."""
-    import pandas as pd
-
-    if "train_step_time_s" not in summary:
-        return pd.Series(np.nan, index=summary.index)
-    keys = [c for c in ("problem", "batch_size", "engine") if c in summary]
-    df = summary[keys].astype(object).astype(str).fillna("")  # missing batch sizes must still match
-    df["time"] = summary["train_step_time_s"].astype(float)
-    sgd = summary["optimizer"].astype(str) == "sgd"
-    if "schedule" in summary:
-        sgd &= summary["schedule"].fillna("constant").astype(str) == "constant"
-    base = df[sgd].groupby(keys)["time"].median().rename("base")
-    joined = df.join(base, on=keys)
-    return joined["time"] / joined["base"]
-
-
-def state_memory_regressions(baseline, current, rel_tol: float = 0.0) -> list[str]:
-    """CI helper: configurations whose ``state_bytes_per_param`` grew beyond ``(1 + rel_tol)`` × baseline.
-    Both arguments are per-run summaries (``load_summary``); runs are matched on (problem, optimizer_label)."""
-    keys = ["problem", "optimizer_label"]
-    if "state_bytes_per_param" not in baseline or "state_bytes_per_param" not in current:
-        return []
-    b = baseline.astype({k: str for k in keys}).groupby(keys)["state_bytes_per_param"].max()
-    c = current.astype({k: str for k in keys}).groupby(keys)["state_bytes_per_param"].max()
-    out = []
-    for key, now in c.items():
-        before = b.get(key)
-        if before is not None and np.isfinite(before) and np.isfinite(now) and now > before * (1 + rel_tol):
-            out.append(f"{key[0]} / {key[1]}: optimizer state {now:g} B/param, was {before:g}")
-    return out
-
-
-AGGREGATE_COLUMNS = SUMMARY_COST_COLUMNS + ("overhead_vs_sgd",)
-
-
-def add_cost_columns(summary):
-    """The per-run summary with every cost column (NaN for results written before they existed) and
-    ``overhead_vs_sgd``."""
-    df = summary.copy()
-    for c in SUMMARY_COST_COLUMNS:
-        if c not in df:
-            df[c] = np.nan
-    df["overhead_vs_sgd"] = overhead_vs_sgd(df)
-    return df
-
-
-def aggregate_cost(runs) -> dict[str, float]:
-    """Cost columns of one comparison-table row: medians over seeds (peak memory: the maximum). ``runs``
-    maps column names to the group's values (a DataFrame or a dict of arrays)."""
-    out = {}
-    for c in AGGREGATE_COLUMNS:
-        values = np.asarray(runs[c], dtype=float) if c in runs else np.array([np.nan])
-        values = values[np.isfinite(values)]
-        out[c] = float(values.max() if c in PEAK_COLUMNS else np.median(values)) if len(values) else math.nan
-    return out

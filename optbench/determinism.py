@@ -35,12 +35,6 @@ def enable_determinism() -> None:
         pass
 
 
-def is_deterministic() -> bool:
-    import torch
-
-    return bool(torch.are_deterministic_algorithms_enabled()) and torch.get_num_threads() == DETERMINISTIC_THREADS
-
-
 def deterministic_settings(problems: Sequence[Any], device: str, dtype: str, *,
                            what: str = "--deterministic") -> tuple[str, str]:
     """The (device, dtype) of a deterministic sweep: CPU ('auto' becomes 'cpu'), float64 for analytic problems.

@@ -76,9 +76,10 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
-def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UsageError:
-    """The standard error for an unknown registry name: names it, suggests, lists the valid ones."""
-    choices = sorted(choices)
+def unknown_name(kind: str, name: str, choices: Iterable[str], sort: bool = True) -> UsageError:
+    """The standard error for an unknown registry name: names it, suggests, lists the valid ones (sorted, or in
+    the given order)."""
+    choices = sorted(choices) if sort else list(choices)
     return SpecError(
         f"Unknown {kind} {name!r}.{suggest(name, choices)} Valid {kind}s: {', '.join(choices)}."
     )

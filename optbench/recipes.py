@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from optbench.errors import UsageError, unknown_name
+from optbench.errors import UsageError
 from optbench.params import Param
+from optbench.registry import Registry
 from optbench.spec import Spec, format_spec, parse_spec
 
 WARMUP_SCHEDULE = "warmup-constant"  # optbench.schedules: linear warm-up, then constant
@@ -33,7 +34,7 @@ WARMUP_SCHEDULE = "warmup-constant"  # optbench.schedules: linear warm-up, then 
 
 @dataclass(frozen=True)
 class RecipeEntry:
-    """A registered recipe: the lr-scaling rule it applies (``optbench.sweep.spec.LR_SCALINGS``) and its doc."""
+    """A registered recipe: the lr-scaling rule it applies (``optbench.engines.recipe.LR_SCALINGS``) and its doc."""
 
     name: str
     lr_scaling: str
@@ -49,15 +50,16 @@ def _warmup_param() -> Param:
     return SCHEDULE_PARAMS[WARMUP_SCHEDULE]["warmup"]  # 0.05: steps (int) or a fraction of the budget
 
 
-RECIPES: dict[str, RecipeEntry] = {
-    "linear-warmup": RecipeEntry(
+RECIPES: Registry[RecipeEntry] = Registry("recipe")
+for _entry in (
+    RecipeEntry(
         "linear-warmup", "linear",
         "Linear scaling rule with gradual warm-up: η_B = η₀·B/B₀, reached by a linear ramp over the first "
         "`warmup` of the budget, then constant. Meant for SGD (with or without momentum) below the critical "
         "batch size; beyond it, or past the curvature's stability limit (η < 2/λ_max for SGD), it fails.",
         "Goyal et al. 2017, Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour (arXiv:1706.02677)",
         aliases=("goyal",), params={"warmup": _warmup_param()}),
-    "sqrt-warmup": RecipeEntry(
+    RecipeEntry(
         "sqrt-warmup", "sqrt",
         "Square-root scaling rule with gradual warm-up: η_B = η₀·√(B/B₀), the same warm-up, then constant. "
         "Keeps the gradient-noise variance per unit of lr fixed; the rule proposed for adaptive methods "
@@ -65,8 +67,8 @@ RECIPES: dict[str, RecipeEntry] = {
         "Hoffer et al. 2017 (arXiv:1705.08741); Malladi et al. 2022, On the SDEs and Scaling Rules for "
         "Adaptive Gradient Algorithms (arXiv:2205.10287)",
         params={"warmup": _warmup_param()}),
-}
-ALIASES = {alias: name for name, entry in RECIPES.items() for alias in entry.aliases}
+):
+    RECIPES.register(_entry.name, _entry, aliases=_entry.aliases)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class Recipe:
 
 
 def list_recipes() -> list[RecipeEntry]:
-    return list(RECIPES.values())
+    return RECIPES.list()
 
 
 def get_recipe(spec: str | Spec | Recipe) -> Recipe:
@@ -119,11 +121,8 @@ def get_recipe(spec: str | Spec | Recipe) -> Recipe:
         return spec
     if isinstance(spec, str):
         spec = parse_spec(spec)
-    name = ALIASES.get(spec.name, spec.name)
-    if name not in RECIPES:
-        raise unknown_name("recipe", spec.name, [*RECIPES, *ALIASES])
-    entry = RECIPES[name]
-    params = validate_kwargs(f"recipe {name!r}", spec.kwargs, entry.params)
+    entry = RECIPES.get(spec.name)  # a name or an alias
+    params = validate_kwargs(f"recipe {entry.name!r}", spec.kwargs, entry.params)
     if isinstance(spec.kwargs.get("warmup"), int) and not isinstance(spec.kwargs["warmup"], bool):
         params["warmup"] = spec.kwargs["warmup"]  # a step count stays an integer (as in get_schedule)
     return Recipe(entry, params)

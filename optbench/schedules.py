@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from optbench.errors import SpecError, unknown_name
+from optbench.errors import SpecError
 from optbench.params import Param, nonnegative, validate_kwargs
+from optbench.registry import Registry
 from optbench.spec import Spec, format_spec, parse_spec
 
 CONSTANT = "constant"
@@ -56,7 +57,9 @@ def _min_lr() -> Param:
     return nonnegative("final (minimum) learning rate, absolute", 0.0)
 
 
-SCHEDULE_PARAMS: dict[str, dict[str, Param]] = {
+# name → its parameters; the torch scheduler each builds is in ``_scheduler``
+SCHEDULE_PARAMS: Registry[dict[str, Param]] = Registry("schedule")
+for _name, _params in {
     "constant": {},
     "cosine": {"min_lr": _min_lr()},
     "linear": {"min_lr": _min_lr()},
@@ -74,7 +77,8 @@ SCHEDULE_PARAMS: dict[str, dict[str, Param]] = {
                                             lambda v: v >= 1, ">= 1"),
                   "anneal": Param("cos", "'cos' or 'linear' annealing", lambda v: v in ("cos", "linear"),
                                   "'cos' or 'linear'", (str,))},
-}
+}.items():
+    SCHEDULE_PARAMS.register(_name, _params)
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,7 @@ class Schedule:
 
 
 def list_schedules() -> list[str]:
-    return list(SCHEDULE_PARAMS)
+    return SCHEDULE_PARAMS.names()
 
 
 def get_schedule(spec: str | Spec | Schedule | None) -> Schedule:
@@ -121,9 +125,7 @@ def _schedule_from_text(text: str) -> Schedule:
 
 
 def _resolve(spec: Spec) -> Schedule:
-    if spec.name not in SCHEDULE_PARAMS:
-        raise unknown_name("schedule", spec.name, SCHEDULE_PARAMS)
-    params = validate_kwargs(f"schedule {spec.name!r}", spec.kwargs, SCHEDULE_PARAMS[spec.name])
+    params = validate_kwargs(f"schedule {spec.name!r}", spec.kwargs, SCHEDULE_PARAMS.get(spec.name))
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.kwargs.items()}
     if isinstance(given.get("warmup"), int):
         params["warmup"] = given["warmup"]  # validate_kwargs turns ints into floats; a step count stays one

@@ -35,9 +35,6 @@ class Spec:
     def __hash__(self) -> int:
         return hash(str(self))
 
-    def with_kwargs(self, **updates: Any) -> Spec:
-        return Spec(self.name, {**self.kwargs, **updates})
-
 
 def format_value(value: Any) -> str:
     """Canonical literal text for a value: floats with repr, tuples kept as tuples."""

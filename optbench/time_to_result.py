@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from optbench.errors import UsageError
+from optbench.formatting import is_missing
 
 RESULT_COLUMNS = ("steps_to_result", "examples_to_result", "seconds_to_result")  # censored: <NA> = never
 TIME_METRICS = RESULT_COLUMNS  # usable as --metric (ranking, profiles, bs × lr grids), lower is better
@@ -113,7 +114,7 @@ def first_hits(target: ResultTarget, values, f_min: float = 0.0):
 
     values = np.asarray(values, dtype=np.float64)
     if target.metric == "loss":
-        values = values - (0.0 if f_min != f_min else f_min)
+        values = values - (0.0 if is_missing(f_min) else f_min)
     met = target.met(values)
     return np.where(met.any(axis=0), met.argmax(axis=0), -1)
 

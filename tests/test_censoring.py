@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench import summary
+from optbench.analysis import summary
+from optbench.analysis.summary import aggregate
 from optbench.censoring import censor, censored_median, format_steps, reached_count
 from optbench.report import grids as g
 from optbench.report.data import best_configs
-from optbench.summary import aggregate
 
 NEVER = None
 
@@ -177,7 +177,7 @@ def test_best_configs_rank_as_the_comparison_table():
     shown = aggregate(_saddle_rows(), best_lr_only=True)
     assert list(best["optimizer_label"]) == list(shown["optimizer_label"])
     assert list(best["lr"]) == list(shown["lr"])
-    assert list(summary.sort_by_rank(table_all)["optimizer_label"])[:2] == ["rmsprop", "adam"]
+    assert list(summary.rank(table_all)["optimizer_label"])[:2] == ["rmsprop", "adam"]
 
 
 def test_saddle_sweep_ranks_rmsprop_ahead_of_nag(tmp_path):

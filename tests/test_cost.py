@@ -10,21 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from optbench.cost import (
-    COST_COLUMNS,
-    StepTimer,
-    overhead_vs_sgd,
-    probe_state_bytes_per_param,
-    state_bytes_per_param,
-    state_memory_regressions,
-)
+from optbench.analysis.cost import overhead_vs_sgd
+from optbench.analysis.summary import aggregate
+from optbench.cost import COST_COLUMNS, StepTimer, probe_state_bytes_per_param, state_bytes_per_param
 from optbench.engines.batched import run_batched
 from optbench.engines.loop import run_loop
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.results import load_summary
 from optbench.runner import run_sweep
-from optbench.summary import aggregate
 from optbench.sweep.spec import Sweep
 
 
@@ -88,15 +82,6 @@ def test_overhead_vs_sgd():
         "optimizer": ["sgd", "sgd", "adam", "adam"], "schedule": ["constant"] * 4,
         "train_step_time_s": [1.0, 3.0, 4.0, 1.0]})
     np.testing.assert_allclose(overhead_vs_sgd(summary), [0.5, 1.5, 2.0, np.nan])
-
-
-def test_state_memory_regressions():
-    base = pd.DataFrame({"problem": ["p", "p"], "optimizer_label": ["adam", "sgd"],
-                         "state_bytes_per_param": [16.0, 0.0]})
-    now = base.assign(state_bytes_per_param=[24.0, 0.0])
-    assert state_memory_regressions(base, base) == []
-    assert state_memory_regressions(base, now) == ["p / adam: optimizer state 24 B/param, was 16"]
-    assert state_memory_regressions(base, now, rel_tol=0.6) == []
 
 
 def test_cost_columns_in_results_and_table(tmp_path):

@@ -23,8 +23,9 @@ from optbench.engines.batched_rules import RULES as TORCH_RULES
 from optbench.engines.loop import run_loop
 from optbench.engines.numpy_rules import RULES as NUMPY_RULES
 from optbench.optimizers import get_optimizer, list_optimizers
-from optbench.problems import derive_seed, get_problem, list_problems
+from optbench.problems import get_problem, list_problems
 from optbench.problems.rng import NormalStream, torch_rand
+from optbench.randomness import derive_seed
 from optbench.sweep.spec import Run
 
 RTOL = 1e-8

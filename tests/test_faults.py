@@ -515,11 +515,11 @@ def test_a_failed_report_leaves_the_previous_one_whole(tmp_path, monkeypatch, cl
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     assert Path("index.html") in before
 
-    def broken(self):
+    def broken(self, figure):  # a figure that fails half-written
         (self.fig_dir / "half.png").write_bytes(b"\x89PNG")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(build_module.Builder, "_curves", broken)
+    monkeypatch.setattr(build_module.Builder, "draw", broken)
     with pytest.raises(OSError) as info:
         build_report([clean_results], out, formats=["png"], figures=["curves"])
     assert info.value.filename == str(out)

@@ -25,8 +25,9 @@ from optbench.engines.batched_rules import RULES
 from optbench.engines.loop import AnalyticClosure, run_loop
 from optbench.errors import SpecError, UserCodeError
 from optbench.optimizers import get_optimizer, list_optimizers
-from optbench.problems import derive_seed, get_problem
+from optbench.problems import get_problem
 from optbench.problems.rng import NormalStream
+from optbench.randomness import derive_seed
 
 ENTRIES = [e for e in list_optimizers() if not e.unsupported]  # unsupported ones: tests/test_catalogue.py
 NAMES = [e.name for e in ENTRIES]

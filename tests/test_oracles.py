@@ -23,7 +23,8 @@ import torch
 from optbench.engines.batched import run_batched, supports_batched
 from optbench.engines.loop import AnalyticClosure, run_loop
 from optbench.optimizers import get_optimizer, list_optimizers
-from optbench.problems import derive_seed, get_problem
+from optbench.problems import get_problem
+from optbench.randomness import derive_seed
 from optbench.sweep.spec import Run
 
 NAMES = [e.name for e in list_optimizers() if not e.unsupported]  # refused as a whole: tests/test_catalogue.py

@@ -46,12 +46,12 @@ def test_display_labels_keep_apart_values_equal_to_four_digits():
 
 
 def test_natural_sort_of_problem_sections():
-    from optbench.summary import sort_by_rank
+    from optbench.analysis.summary import rank
 
     problems = [f"noisy-quadratic(batch_size={b})" for b in (1, 1024, 16, 256, 4, 64)]
     table = pd.DataFrame({"problem": problems, "diverged": 0, "final_loss": 1.0, "best_loss": 1.0,
                           "steps_to_target": np.nan, "reached": 0, "f_min": 0.0})
-    order = list(dict.fromkeys(sort_by_rank(table)["problem"]))
+    order = list(dict.fromkeys(rank(table)["problem"]))
     assert order == [f"noisy-quadratic(batch_size={b})" for b in (1, 4, 16, 64, 256, 1024)]
     assert sorted(["b=10", "b=9.5", "b=1e-3"], key=natural_key) == ["b=1e-3", "b=9.5", "b=10"]
 
@@ -87,7 +87,7 @@ def _render(table, width: int) -> str:
 
 @pytest.mark.parametrize("width", [40, 60, 80, 100, 120, 140])
 def test_no_number_is_ever_cut(width):
-    from optbench.cli.common import fmt_float
+    from optbench.formatting import fmt_num
 
     table = _table(LONG)
     text = _render(table, width)
@@ -95,7 +95,7 @@ def test_no_number_is_ever_cut(width):
     assert max(map(len, text.splitlines())) <= width
     flat = text.replace("\n", " ")
     for _, r in table.iterrows():  # the essential numbers, whole, in every layout
-        for value in (fmt_float(r["lr"], 3), fmt_float(r["final_loss"])):
+        for value in (fmt_num(r["lr"], 3), fmt_num(r["final_loss"])):
             assert re.search(rf"(?<![\d.]){re.escape(value)}(?![\d.e])", flat), (value, width)
     if width >= 140:
         assert "3.43×" in text and "not shown" not in text  # room: nothing dropped

@@ -116,7 +116,7 @@ def test_heatmaps_of_one_problem_share_one_colour_scale_by_default(monkeypatch, 
                             title=None, all_lrs=False, metric="final_loss", heatmap_scale=scale)
         builder.data, builder.fig_dir, builder.table_dir = Data(), tmp_path, tmp_path
         builder.data.summary = summary
-        (section,) = builder._grids()
+        (section,) = g.grids_section(builder)
         norms = {(fig.axes[0].images[0].norm.vmin, fig.axes[0].images[0].norm.vmax) for fig in drawn}
         assert len(drawn) == 2
         labels = [fig.axes[1].get_ylabel() for fig in drawn]
@@ -237,9 +237,9 @@ def test_tune_output_counts_plurals_and_reports_in_phases(monkeypatch, tmp_path)
     import re
 
     (record,) = json.loads((tmp_path / "t" / "manifest.json").read_text())["tuning"]
-    from optbench.cli.common import fmt_float
+    from optbench.formatting import fmt_num
 
-    best = fmt_float(record["studies"][0]["best_params"]["lr"])
+    best = fmt_num(record["studies"][0]["best_params"]["lr"])
     assert re.search(rf"lr={re.escape(best)}(?![\d.e])", text)  # the best lr, whole, on one line
     assert phases and phases[0][:2] == ("report", "loading results") and phases[-1][1] == "writing pages"
 

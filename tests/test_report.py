@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from optbench.analysis.summary import aggregate
 from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
@@ -20,7 +21,6 @@ from optbench.report import build_report
 from optbench.report.style import fmt_num, palette
 from optbench.results import load_summary
 from optbench.runner import run_sweep
-from optbench.summary import aggregate
 from optbench.sweep.spec import Sweep
 
 FRAMES, DPI = 12, 60

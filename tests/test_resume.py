@@ -19,8 +19,8 @@ def _optbench(*args, **kw):
 
 
 def _table(out: Path):
+    from optbench.analysis.summary import aggregate
     from optbench.results import load_summary
-    from optbench.summary import aggregate
 
     s = load_summary(out)
     assert not s["run_id"].duplicated().any()

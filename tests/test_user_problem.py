@@ -311,7 +311,7 @@ def _runs(values: dict[str, list]) -> pd.DataFrame:
 
 
 def test_ranking_by_time_to_result_censors_runs_that_never_reach_it():
-    from optbench.summary import aggregate
+    from optbench.analysis.summary import aggregate
 
     runs = _runs({"lucky": [1.0, None, None], "slow": [5.0, 6.0, 7.0]})
     table = aggregate(runs, metric="seconds_to_result")
@@ -324,7 +324,7 @@ def test_ranking_by_time_to_result_censors_runs_that_never_reach_it():
 
 
 def test_profiles_and_grids_read_time_to_result_censored():
-    from optbench.report.grids import seed_medians
+    from optbench.analysis.grids import seed_medians
     from optbench.report.profiles import performance_ratios
 
     runs = _runs({"a": [1.0, None, 3.0], "b": [2.0, 2.0, None]}).assign(family="p")
@@ -337,7 +337,7 @@ def test_profiles_and_grids_read_time_to_result_censored():
 
 
 def test_summaries_without_time_to_result_still_load(tmp_path):
-    from optbench.summary import aggregate
+    from optbench.analysis.summary import aggregate
 
     old = _runs({"a": [1.0]}).drop(columns=["result_target", "steps_to_result", "examples_to_result",
                                              "seconds_to_result"])

@@ -16,7 +16,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-# (command name, module, function): modules that are not there yet are skipped.
+# (command name, module, function)
 COMMANDS = [
     ("run", "optbench.cli.run", "run"),
     ("list", "optbench.cli.listing", "list_command"),
@@ -29,19 +29,9 @@ COMMANDS = [
 SUBAPPS = [("data", "optbench.cli.data", "app")]
 
 for _name, _module, _attr in COMMANDS:
-    try:
-        _fn = getattr(importlib.import_module(_module), _attr)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module:
-            raise
-        continue
-    app.command(_name)(_fn)
+    app.command(_name)(getattr(importlib.import_module(_module), _attr))
 for _name, _module, _attr in SUBAPPS:
-    try:
-        app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module:
-            raise
+    app.add_typer(getattr(importlib.import_module(_module), _attr), name=_name)
 
 
 def _print_version(value: bool) -> None:
@@ -69,8 +59,11 @@ def without_flag_metavars(command) -> None:
 
 def command():
     """The click command of the app, as ``optbench`` runs it."""
+    from optbench.cli.common import fill_registry_help
+
     built = typer.main.get_command(app)
     without_flag_metavars(built)
+    fill_registry_help(built)
     return built
 
 

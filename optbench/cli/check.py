@@ -17,8 +17,8 @@ from typing import Annotated, Any
 
 import typer
 
-from optbench.cli.common import EXIT_FAILURE, console, err_console, errors_handled, fmt_float
-from optbench.formatting import plural
+from optbench.cli.common import EXIT_FAILURE, console, err_console, errors_handled
+from optbench.formatting import fmt_num, plural
 
 OptOption = Annotated[str | None, typer.Option(
     "--opt", "-o", help="Replace the suite's optimizers: comma-separated specs, user classes included "
@@ -320,7 +320,8 @@ def _print(table, failed, warnings, tolerances: str, base_dir, new_dir, all_rows
     from rich.table import Table
 
     from optbench.check import config_label
-    from optbench.check_output import fmt_band, fmt_change, fmt_value
+    from optbench.check_output import fmt_band
+    from optbench.formatting import fmt_change, fmt_value
 
     for w in warnings:
         err_console.print(f"[yellow]Warning:[/] {w}", markup=True)
@@ -348,4 +349,4 @@ def _print(table, failed, warnings, tolerances: str, base_dir, new_dir, all_rows
                       "Accept it with 'optbench baseline'.")
     else:
         console.print(f"[green]OK[/]: {plural(len(table), 'check')} over {plural(n_configs, 'configuration')} within "
-                      f"tolerance (largest change {fmt_float(table['change_rel'].abs().max(), 3)} relative).")
+                      f"tolerance (largest change {fmt_num(table['change_rel'].abs().max(), 3)} relative).")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 import signal
 import sys
@@ -16,7 +15,6 @@ import typer
 from rich.console import Console
 
 from optbench.errors import os_error_message
-from optbench.formatting import fmt_num
 
 # Outside a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables; COLUMNS, when set, wins.
 # emoji=False: user input such as '--device cuda:abc' must print as typed, not as the emoji ':abc:' names.
@@ -138,18 +136,55 @@ def _internal_error(exc: BaseException) -> None:
     raise typer.Exit(EXIT_FAILURE) from None
 
 
-fmt_float = fmt_num  # the terminal tables use the shared formatter
-
-
-def fmt_int(value: Any) -> str:
-    try:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "—"
-        return str(int(value))
-    except (TypeError, ValueError):
-        return "—"
-
-
 def split_list(text: str) -> list[str]:
     """``'png, gif,'`` → ``['png', 'gif']``: the comma-separated choices of --format, --figures and the like."""
     return [t for t in (s.strip() for s in text.split(",")) if t]
+
+
+def _figure_names() -> str:
+    from optbench.report.figures import figures_help
+
+    return figures_help()
+
+
+def _protocol_names() -> str:
+    from optbench.tuning.protocols import PROTOCOLS
+
+    return ", ".join(p.name + (f" ({p.fixed_trials} trials)" if p.fixed_trials else "") for p in PROTOCOLS.list())
+
+
+def _pruner_names() -> str:
+    from optbench.tuning.protocols import PRUNERS
+
+    return ", ".join(PRUNERS.names())
+
+
+# Help texts name registries with these placeholders; the names are filled in when help is shown (listing the
+# figures imports the figure modules, which ``optbench`` must not pay for on every command).
+REGISTRY_HELP = {"{figures}": _figure_names, "{protocols}": _protocol_names, "{pruners}": _pruner_names}
+
+
+def fill_registry_help(command) -> None:
+    """Make every option of ``command`` (and its subcommands) whose help holds a ``REGISTRY_HELP`` placeholder
+    show the registry's names there when help is rendered."""
+    import types
+
+    for param in getattr(command, "params", []):
+        help_text = getattr(param, "help", None)
+        if help_text and any(key in help_text for key in REGISTRY_HELP):
+            param.get_help_record = types.MethodType(_help_record_with_names, param)
+    for sub in getattr(command, "commands", {}).values():
+        fill_registry_help(sub)
+
+
+def _help_record_with_names(param, ctx):
+    template = param.help
+    filled = template
+    for key, names in REGISTRY_HELP.items():
+        if key in filled:
+            filled = filled.replace(key, names())
+    param.help = filled
+    try:
+        return type(param).get_help_record(param, ctx)
+    finally:
+        param.help = template

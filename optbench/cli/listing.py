@@ -1,4 +1,5 @@
-"""``optbench list problems|optimizers``: names, sources, defaults and docs."""
+"""``optbench list problems|optimizers|figures|protocols|pruners|recipes|schedules``: names, sources, defaults and
+docs, each read from its registry."""
 
 from __future__ import annotations
 
@@ -12,8 +13,33 @@ from rich.table import Table
 from optbench.cli.common import console, errors_handled
 from optbench.spec import format_value
 
-WHAT = ("problems", "optimizers")
+WHAT = ("problems", "optimizers", "figures", "protocols", "pruners", "recipes", "schedules")
 NARROW = 110  # terminal columns below which the optimizer table has three columns instead of six
+
+
+def _registry_rows(what: str) -> list[dict]:
+    """name, doc and parameters of every entry of one of the smaller registries."""
+    if what == "figures":
+        from optbench.report.figures import FIGURES
+
+        return [{"name": f.name, "doc": f.doc, "params": {}} for f in FIGURES.list()]
+    if what == "protocols":
+        from optbench.tuning.protocols import PROTOCOLS
+
+        return [{"name": p.name, "doc": p.doc, "params": {}} for p in PROTOCOLS.list()]
+    if what == "pruners":
+        from optbench.tuning.protocols import PRUNERS
+
+        return [{"name": n, "doc": " ".join((make.__doc__ or "").split()), "params": {}}
+                for n, make in PRUNERS.items()]
+    if what == "recipes":
+        from optbench.recipes import RECIPES
+
+        return [{"name": r.name, "doc": r.doc + (f" (also: {', '.join(r.aliases)})" if r.aliases else ""),
+                 "params": r.params} for r in RECIPES.list()]
+    from optbench.schedules import SCHEDULE_PARAMS
+
+    return [{"name": n, "doc": "", "params": params} for n, params in SCHEDULE_PARAMS.items()]
 
 
 def _params_text(params) -> str:
@@ -28,14 +54,29 @@ def _description(entry) -> str:
 
 @errors_handled
 def list_command(
-    what: Annotated[str, typer.Argument(help="problems or optimizers")],
+    what: Annotated[str, typer.Argument(help="problems, optimizers, figures, protocols, pruners, recipes or "
+                                        "schedules")],
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """List registered problems or optimizers with their parameters and defaults."""
+    """List registered problems, optimizers, figures, protocols, pruners, recipes or schedules, with their
+    parameters and defaults."""
     from optbench.errors import UsageError, suggest
 
     if what not in WHAT:
         raise UsageError(f"Cannot list {what!r}.{suggest(what, WHAT)} Valid: {', '.join(WHAT)}.")
+    if what not in ("problems", "optimizers"):
+        rows = _registry_rows(what)
+        if json_out:
+            print(json.dumps([{**r, "params": {k: {"default": p.default, "doc": p.doc, "valid": p.valid}
+                                               for k, p in r["params"].items()}} for r in rows], indent=2, default=str))
+            return
+        table = Table(title=f"optbench {what}", show_lines=True)
+        for column in ("name", "parameters (defaults)", "description"):
+            table.add_column(column, style="bold" if column == "name" else None)
+        for r in rows:
+            table.add_row(r["name"], _params_text(r["params"]), escape(r["doc"]))
+        console.print(table)
+        return
     if what == "problems":
         from optbench.problems import list_problems
 

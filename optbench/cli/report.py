@@ -18,9 +18,8 @@ def report(
     = None,
     format: Annotated[str, typer.Option("--format", "-f", help="Comma-separated: png, svg, pdf (static "
                                         "figures), gif, mp4 (animations; mp4 needs ffmpeg).")] = "png,gif",
-    figures: Annotated[str, typer.Option(help="Comma-separated figures: race, trajectories, curves, "
-                                         "sensitivity, grids, profiles (default: all that apply).")]
-    = "race,trajectories,curves,sensitivity,grids,profiles",
+    figures: Annotated[str, typer.Option(help="Comma-separated figures, or all (each drawn where the results "
+                                         "allow it): {figures}.")] = "all",
     frames: Annotated[int, typer.Option(help="Frame budget of each animation; longer runs are subsampled.")] = 200,
     fps: Annotated[int, typer.Option(help="Animation frames per second.")] = 20,
     dpi: Annotated[int, typer.Option(help="Resolution of figures and animations (100: a 600×600 px race).")]

@@ -237,8 +237,8 @@ def _maybe_report(outcome, report: bool, quiet: bool) -> None:
 
 
 def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
+    from optbench.analysis.summary import aggregate
     from optbench.results import load_results, load_summary
-    from optbench.summary import aggregate
     from optbench.targets import mixed_targets_warning, with_target
 
     if quiet and not json_out:

@@ -33,11 +33,11 @@ def show(
     """Print the comparison table of saved results (the same table 'optbench run' printed)."""
     from rich.markup import escape
 
+    from optbench.analysis.summary import aggregate
     from optbench.cli.common import err_console
     from optbench.cli.progress import PhaseProgress
     from optbench.cli.tables import render_summary, summary_records
     from optbench.results import check_file_writable, load_results, load_summary
-    from optbench.summary import aggregate
     from optbench.targets import mixed_targets_warning, with_target
     from optbench.time_to_result import check_metric, parse_result_targets, with_result_target
 

@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from optbench.analysis.summary import ranking_note
 from optbench.censoring import format_steps
-from optbench.cli.common import fmt_float, fmt_int
-from optbench.summary import ranking_note
+from optbench.formatting import fmt_int, fmt_num, is_missing
 from optbench.time_to_result import result_columns
 
 _STATUS_STYLE = {"done": "green", "diverged": "red", "escaped": "yellow"}
@@ -78,12 +78,12 @@ def _columns(g, display: dict[str, str]) -> list[_Column]:
     cols = [_Column("#", [str(int(r["rank"])) for _, r in rows]),
             _Column("optimizer", [display.get(str(r["optimizer_label"]), str(r["optimizer_label"])) for _, r in rows],
                     kind="label", justify="left"),
-            _Column("lr", [fmt_float(r["lr"], 3) for _, r in rows])]
+            _Column("lr", [fmt_num(r["lr"], 3) for _, r in rows])]
     if has_bs:
         cols.append(_Column("batch", [fmt_int(r["batch_size"]) for _, r in rows]))
-    cols += [_Column("final loss", [fmt_float(r["final_loss"]) for _, r in rows]),
-             _Column("best loss", [fmt_float(r["best_loss"]) for _, r in rows]),
-             _Column("dist to min", [fmt_float(r["dist_to_min"]) for _, r in rows]),
+    cols += [_Column("final loss", [fmt_num(r["final_loss"]) for _, r in rows]),
+             _Column("best loss", [fmt_num(r["best_loss"]) for _, r in rows]),
+             _Column("dist to min", [fmt_num(r["dist_to_min"]) for _, r in rows]),
              _Column("steps to target", [format_steps(r["steps_to_target"], r["reached"], r["seeds"], fmt_int)
                                          for _, r in rows]),
              _Column("status", [str(r["status"]) for _, r in rows], kind="text", justify="left",
@@ -119,9 +119,9 @@ def render_summary(table, console, title_extra: str = "", metric: str | None = N
         target = g["target"].iloc[0]
         f_min = g["f_min"].iloc[0]
         if math.isnan(f_min):
-            target_text = f"loss ≤ {fmt_float(target)}"
+            target_text = f"loss ≤ {fmt_num(target)}"
         else:
-            target_text = f"loss − f* ≤ {fmt_float(target)}, f* = {fmt_float(f_min)}"
+            target_text = f"loss − f* ≤ {fmt_num(target)}, f* = {fmt_num(f_min)}"
         if result := result_target_text(g):
             target_text += f"; result: {result}"
         title = Text.assemble((str(problem), "bold"), f"  (target: {target_text}){title_extra}")
@@ -211,13 +211,13 @@ def _render_stacked(console, title, columns: list[_Column], notes: list[str]) ->
 def _cost_columns(g) -> list[tuple[tuple[str, Any], str]]:
     """The cost columns (optbench.cost) with values in this table: ((column, formatter), header)."""
     def micro(v):
-        return fmt_float(v * 1e6, 3) if v == v else "—"
+        return fmt_num(v * 1e6, 3) if not is_missing(v) else "—"
 
     def ratio(v):
-        return f"{v:.2f}×" if v == v else "—"
+        return f"{v:.2f}×" if not is_missing(v) else "—"
 
     def plain(v):
-        return fmt_float(v, 3) if v == v else "—"
+        return fmt_num(v, 3) if not is_missing(v) else "—"
 
     wanted = [(("state_bytes_per_param", plain), "state B/param"), (("train_step_time_s", micro), "step µs"),
               (("overhead_vs_sgd", ratio), "vs sgd")]

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import console, errors_handled, fmt_float, split_list
+from optbench.cli.common import console, errors_handled, split_list
 from optbench.cli.progress import PhaseProgress, SweepProgress, TrialProgress
-from optbench.formatting import plural
+from optbench.formatting import fmt_num, plural
 
 
 @errors_handled
@@ -26,8 +26,8 @@ def tune(
                                                "optimizer (default: the protocol's). 'N,NAME=M' gives "
                                                "optimizer NAME its own budget (e.g. '600,sgd=1200'); the "
                                                "table then says the budgets differ.")] = None,
-    protocol: Annotated[str, typer.Option(help="tpe, random, random-small (25), random-large (50) or grid "
-                                          "(DeepOBS lr grid, 36). See docs/tuning.md.")] = "tpe",
+    protocol: Annotated[str, typer.Option(help="How the trial budget is spent: {protocols}. See "
+                                          "docs/tuning.md.")] = "tpe",
     space: Annotated[str | None, typer.Option(help="Extra searched hyperparameters: "
                                               "'momentum=0.5:0.99,lr=1e-4:1:log'. Default: lr in "
                                               "[1e-5, 10], log-uniform. With --schedule, also its "
@@ -44,7 +44,7 @@ def tune(
                                        "engine); 1: one at a time.")] = 64,
     engine: Annotated[str, typer.Option(help="auto, loop or batched.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
-    pruner: Annotated[str, typer.Option(help="none or median (reads the intermediate losses).")] = "none",
+    pruner: Annotated[str, typer.Option(help="{pruners} (median reads the intermediate losses).")] = "none",
     storage: Annotated[str | None, typer.Option(help="Optuna storage shared by tuning processes: "
                                                 "postgresql://USER@HOST/DB, sqlite:///FILE or a journal "
                                                 "file path. Default: OUT/tuning.journal.")] = None,
@@ -63,9 +63,8 @@ def tune(
     force: Annotated[bool, typer.Option(help="Re-run re-runs already complete in --out.")] = False,
     report: Annotated[bool, typer.Option("--report", help="Then write the report of --out into OUT/report "
                                          "in the same process (as 'optbench report OUT').")] = False,
-    report_figures: Annotated[str, typer.Option("--report-figures", help="Figures of --report (as 'optbench "
-                                                "report --figures').")] = "race,trajectories,curves,sensitivity,"
-                                                                          "grids,profiles",
+    report_figures: Annotated[str, typer.Option("--report-figures", help="Figures of --report, comma-separated, "
+                                                "or all (as 'optbench report --figures'): {figures}.")] = "all",
     report_format: Annotated[str, typer.Option("--report-format", help="Formats of --report (as 'optbench "
                                                "report --format').")] = "png,gif",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
@@ -287,9 +286,9 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
            rerun: bool = True) -> None:
     from rich.table import Table
 
+    from optbench.analysis.summary import aggregate
     from optbench.cli.tables import render_summary
     from optbench.results import load_summary
-    from optbench.summary import aggregate
     from optbench.tuning.spaces import SCHEDULE_PREFIX
 
     table = Table(title=f"tuning: protocol {proto.name}, {budget_text}", title_style="bold")
@@ -300,7 +299,7 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
     notes: list[str] = []
     for r in results:
         # the schedule's searched values go in their own column
-        best = ", ".join(f"{k}={fmt_float(v)}" for k, v in (r.best_params or {}).items()
+        best = ", ".join(f"{k}={fmt_num(v)}" for k, v in (r.best_params or {}).items()
                          if not k.startswith(SCHEDULE_PREFIX))
         best = best or ("all trials failed" if r.best_params is None else "—")
         states = ", ".join(f"{k} {v}" for k, v in sorted(r.states.items())) or "none"
@@ -308,7 +307,7 @@ def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tu
             notes.append(f"{r.optimizer} on {r.problem}: the first {r.trials_used} of {r.trials_in_storage} "
                          "in the study")
         rows.append((r.problem, r.optimizer, "; ".join(r.dims), best,
-                     *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_float(r.best_value), states))
+                     *([_short_schedule(r.best_schedule)] if scheduled else []), fmt_num(r.best_value), states))
     for col, width in zip(columns, _fitted_widths(columns, rows, console.width)):
         table.add_column(col, overflow="fold", width=width)  # wraps between words; a long word folds, never cut
     for row in rows:
@@ -360,5 +359,5 @@ def _short_schedule(label: str | None) -> str:
     if label is None:
         return "—"
     sched = get_schedule(label)
-    values = ", ".join(f"{k}={v if isinstance(v, int) else fmt_float(v)}" for k, v in sorted(sched.given.items()))
+    values = ", ".join(f"{k}={v if isinstance(v, int) else fmt_num(v)}" for k, v in sorted(sched.given.items()))
     return f"{sched.name}({values})" if values else sched.name

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from optbench.errors import SpecError, unknown_name
+from optbench.errors import SpecError
 from optbench.params import Param, beta_pair, nonnegative, positive, unit_interval, validate_kwargs
+from optbench.registry import Registry
 from optbench.spec import Spec, format_spec, parse_spec
 
 
@@ -57,7 +58,7 @@ class OptimizerEntry:
         """Instantiate the optimizer on ``params`` with resolved hyperparameters."""
         kwargs = {**self.fixed, **hyperparams}
         if self.seeded:
-            from optbench.problems.base import derive_seed
+            from optbench.randomness import derive_seed
 
             kwargs["seed"] = derive_seed(seed or 0, "directions")
         if self.target.endswith(":AdaFactor") and dtype is not None:
@@ -132,25 +133,22 @@ class OptimizerConfig:
         return OptimizerConfig(self.entry, hp, given)
 
 
-OPTIMIZERS: dict[str, OptimizerEntry] = {}
+OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer")
 USER_DEVIATIONS = "unknown: a user class, which optbench has not compared with any paper"
 
 
 def deviations_of(name: str) -> str:
     """What optimizer ``name`` (a registry name or a user reference, as stored in results) does differently
     from its paper, without importing anything: user classes are not loaded, they are "unknown"."""
-    entry = OPTIMIZERS.get(name)
+    entry = OPTIMIZERS.find(name)
     return entry.deviations if entry is not None else USER_DEVIATIONS
 
 
 def register_optimizer(entry: OptimizerEntry) -> OptimizerEntry:
-    if entry.name in OPTIMIZERS:
-        raise ValueError(f"optimizer {entry.name!r} registered twice")
     if not entry.deviations.strip():
         raise ValueError(f"optimizer {entry.name!r}: state its deviations from {entry.reference or 'its paper'} "
                          "(or 'none known: ...' once checked)")
-    OPTIMIZERS[entry.name] = entry
-    return entry
+    return OPTIMIZERS.register(entry.name, entry)
 
 
 def list_optimizers() -> list[OptimizerEntry]:
@@ -162,9 +160,7 @@ def get_optimizer_entry(name: str) -> OptimizerEntry:
         from optbench.optimizers.user import user_optimizer_entry
 
         return user_optimizer_entry(name)
-    if name not in OPTIMIZERS:
-        raise unknown_name("optimizer", name, OPTIMIZERS)
-    return OPTIMIZERS[name]
+    return OPTIMIZERS.get(name)
 
 
 def get_optimizer(spec: str | Spec) -> OptimizerConfig:

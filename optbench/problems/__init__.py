@@ -2,9 +2,7 @@
 
 from optbench.problems.base import (
     PROBLEMS,
-    NoiseStream,
     ProblemEntry,
-    derive_seed,
     get_problem,
     get_problem_entry,
     list_problems,
@@ -12,6 +10,6 @@ from optbench.problems.base import (
 )
 
 __all__ = [
-    "PROBLEMS", "NoiseStream", "ProblemEntry", "derive_seed", "get_problem", "get_problem_entry",
+    "PROBLEMS", "ProblemEntry", "get_problem", "get_problem_entry",
     "list_problems", "register_problem",
 ]

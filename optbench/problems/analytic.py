@@ -40,8 +40,9 @@ import numpy as np
 
 from optbench.errors import SpecError
 from optbench.params import Param, nonnegative, positive
-from optbench.problems.base import ProblemEntry, derive_seed, register_problem
+from optbench.problems.base import ProblemEntry, register_problem
 from optbench.problems.rng import NormalStream, torch_rand
+from optbench.randomness import derive_seed
 from optbench.spec import Spec
 
 

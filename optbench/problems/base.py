@@ -1,14 +1,14 @@
-"""The problem registry: typed entries, lookup by spec, and the seeded randomness every problem shares."""
+"""The problem registry: typed entries and lookup by spec (the seeded randomness they share: optbench.randomness)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from optbench.errors import SpecError, unknown_name
+from optbench.errors import SpecError
 from optbench.params import Param, validate_kwargs
+from optbench.registry import Registry
 from optbench.spec import Spec, parse_spec
 
 
@@ -97,36 +97,36 @@ class ProblemEntry:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-PROBLEMS: dict[str, ProblemEntry] = {}
+# The modules whose ``register_problem`` calls fill the registry, imported on its first lookup. A new problem
+# module is added here; the network modules are optional at import time (their imports may be missing).
+PROBLEM_MODULES = ("optbench.problems.analytic", "optbench.problems.nets", "optbench.problems.lm")
+OPTIONAL_PROBLEM_MODULES = ("optbench.problems.nets", "optbench.problems.lm")
+
+
+def _import_problem_modules() -> None:
+    import importlib
+
+    for module in PROBLEM_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            if module not in OPTIONAL_PROBLEM_MODULES:
+                raise
+
+
+PROBLEMS: Registry[ProblemEntry] = Registry("problem", load=_import_problem_modules)
 
 
 def register_problem(entry: ProblemEntry) -> ProblemEntry:
-    if entry.name in PROBLEMS:
-        raise ValueError(f"problem {entry.name!r} registered twice")
-    PROBLEMS[entry.name] = entry
-    return entry
-
-
-def _ensure_registered() -> None:
-    # Registration happens on import of the modules that define problems.
-    from optbench.problems import analytic  # noqa: F401
-
-    try:
-        from optbench.problems import lm, nets  # noqa: F401
-    except ImportError:  # the network track is optional at import time
-        pass
+    return PROBLEMS.register(entry.name, entry)
 
 
 def list_problems() -> list[ProblemEntry]:
-    _ensure_registered()
     return sorted(PROBLEMS.values(), key=lambda e: (e.kind, e.name))
 
 
 def get_problem_entry(name: str) -> ProblemEntry:
-    _ensure_registered()
-    if name not in PROBLEMS:
-        raise unknown_name("problem", name, PROBLEMS)
-    return PROBLEMS[name]
+    return PROBLEMS.get(name)
 
 
 def get_problem(spec: str | Spec, **overrides: Any):
@@ -146,41 +146,3 @@ def get_problem(spec: str | Spec, **overrides: Any):
         )
     config = validate_kwargs(f"problem {entry.name!r}", kwargs, entry.params)
     return entry.build(spec=Spec(entry.name, dict(kwargs)), config=config)
-
-
-def derive_seed(seed: int, stream: str) -> int:
-    """A stable 63-bit seed for one named random stream of a run (start point, noise, directions)."""
-    digest = hashlib.sha256(f"{int(seed)}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-class NoiseStream:
-    """Standard-normal draws of shape ``[K, d]`` per step, one independent stream per run seed.
-
-    Each run's stream comes from its own CPU generator, filled in fixed blocks of ``block`` steps, so a
-    run sees the same sequence whether it runs alone (K = 1, the loop engine) or among many (the batched
-    engine). This is what makes a run's seed fix its noise, whichever engine runs it.
-    """
-
-    def __init__(self, seeds: list[int], dim: int, *, stream: str = "noise", dtype=None, device=None,
-                 block: int = 256):
-        import torch
-
-        self.dim, self.block = dim, block
-        self.dtype = dtype or torch.float64
-        self.device = device
-        self.generators = [torch.Generator().manual_seed(derive_seed(s, stream)) for s in seeds]
-        self._buffer = None
-        self._pos = block
-
-    def next(self):
-        import torch
-
-        if self._pos == self.block:
-            blocks = [torch.randn(self.block, self.dim, generator=g, dtype=torch.float64)
-                      for g in self.generators]
-            self._buffer = torch.stack(blocks, dim=1).to(device=self.device, dtype=self.dtype)
-            self._pos = 0
-        out = self._buffer[self._pos]
-        self._pos += 1
-        return out

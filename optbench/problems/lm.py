@@ -31,7 +31,7 @@ from typing import Any
 
 from optbench.errors import DataError, SpecError
 from optbench.params import Param
-from optbench.problems.base import ProblemEntry, derive_seed, register_problem
+from optbench.problems.base import ProblemEntry, register_problem
 from optbench.problems.nets import (
     EvalTarget,
     NetData,
@@ -40,6 +40,7 @@ from optbench.problems.nets import (
     parameter_categories,
     resolve_recipe_options,
 )
+from optbench.randomness import derive_seed
 from optbench.spec import Spec
 
 VOCAB = 256  # byte-level tokens

@@ -43,7 +43,8 @@ from typing import Any
 
 from optbench.errors import SpecError
 from optbench.params import Param
-from optbench.problems.base import ProblemEntry, derive_seed, register_problem
+from optbench.problems.base import ProblemEntry, register_problem
+from optbench.randomness import derive_seed
 from optbench.spec import Spec
 
 TARGET = 0.1  # train mini-batch cross-entropy counted as "reached"

@@ -5,7 +5,7 @@
   normals (numpy's ziggurat: integer arithmetic and table look-ups, the same numbers on every machine, and
   the same sequence whatever the block size). The loop engine (torch, the reference) and both batched
   paths take their draws from it, so a run's seed fixes its noise whichever engine runs it, bit for bit.
-  It replaced ``problems.base.NoiseStream`` (torch's Mersenne Twister through ``torch.randn``) for analytic
+  It replaced the old ``NoiseStream`` (torch's Mersenne Twister through ``torch.randn``) for analytic
   problems: torch's normal transform calls libm's ``log``/``cos``/``sin`` element by element, which numpy
   can only reproduce bit for bit in a Python loop (0.4 s per million draws), while numpy's vectorised
   ``log``/``cos`` differ from libm in the last bit on AVX-512 machines (measured: 8 of 512 draws). Runs
@@ -39,7 +39,7 @@ def torch_rand(seed: int, n: int) -> np.ndarray:
 
 def _pcg64_state(seed: int, stream: str) -> tuple[int, int, int, int]:
     """The PCG64 state (state, increment, has_uint32, uinteger) a run's stream starts from: 128 + 128 bits of
-    ``sha256("{seed}:{stream}")`` (the text :func:`~optbench.problems.base.derive_seed` hashes). Set directly,
+    ``sha256("{seed}:{stream}")`` (the text :func:`~optbench.randomness.derive_seed` hashes). Set directly,
     not through ``SeedSequence`` (~20 µs a run, seconds for 100,000 runs)."""
     digest = hashlib.sha256(f"{int(seed)}:{stream}".encode()).digest()
     return int.from_bytes(digest[:16], "little"), int.from_bytes(digest[16:], "little"), 0, 0

@@ -325,7 +325,7 @@ class UserTrainingProblem(NetworkProblem):
         (every device and dtype starts from the same numbers)."""
         import torch
 
-        from optbench.problems.base import derive_seed
+        from optbench.randomness import derive_seed
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(seed, "init"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-FIGURES = ("race", "trajectories", "curves", "sensitivity", "grids", "profiles")
 STATIC_FORMATS = ("png", "svg", "pdf")
 ANIMATION_FORMATS = ("gif", "mp4")
 FORMATS = STATIC_FORMATS + ANIMATION_FORMATS
@@ -35,12 +34,29 @@ def _choose(kind: str, values: Iterable[str], valid: Sequence[str]) -> list[str]
     return chosen
 
 
+def choose_figures(values: Iterable[str] | None) -> list[str]:
+    """Registered figure names from ``values`` (``all`` or None: every registered figure, in registry order);
+    an unknown name raises SpecError with the nearest ones and the valid ones."""
+    from optbench.errors import UsageError
+    from optbench.report.figures import ALL, FIGURES
+
+    chosen: list[str] = []
+    for v in [ALL] if values is None else values:
+        v = v.strip().lower()
+        for name in FIGURES.names() if v == ALL else [FIGURES.canonical(v)]:
+            if name not in chosen:
+                chosen.append(name)
+    if not chosen:
+        raise UsageError(f"No figure given; valid figures: {ALL}, {', '.join(FIGURES.names())}.")
+    return chosen
+
+
 def validate(formats, figures, metric: str, frames: int, fps: int, dpi: int) -> tuple[list[str], list[str]]:
-    """Check the options before any work; returns (formats, figures) normalised."""
+    """Check the options before any work; returns (formats, figures) normalised (figures None: all)."""
     from optbench.errors import UsageError
 
     formats = _choose("format", formats, FORMATS)
-    figures = _choose("figure", figures, FIGURES)
+    figures = choose_figures(figures)
     if metric not in METRICS:
         raise UsageError(f"Unknown metric {metric!r}. Valid metrics: {', '.join(METRICS)}.")
     if frames < 2:
@@ -57,15 +73,16 @@ def validate(formats, figures, metric: str, frames: int, fps: int, dpi: int) -> 
 
 
 def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
-                 figures: Sequence[str] = FIGURES, frames: int = 200, fps: int = 20, dpi: int = 100,
+                 figures: Sequence[str] | None = None, frames: int = 200, fps: int = 20, dpi: int = 100,
                  title: str | None = None, all_lrs: bool = False, metric: str = "final_loss",
                  target: float | None = None, result_target: str | None = None, progress=None,
                  heatmap_scale: str = "shared") -> Path:
     """Write the report of one or more results directories (merged) into ``out_dir``; returns index.html.
 
-    formats: static figures in png/svg/pdf, animations in gif/mp4 (mp4 needs ffmpeg). figures: any of
-    ``FIGURES``; each is drawn where the results allow it (races for 2-D problems, grids for sweeps over
-    batch size and lr, profiles across several problems or seeds). metric: the bs × lr tables' cell value; a
+    formats: static figures in png/svg/pdf, animations in gif/mp4 (mp4 needs ffmpeg). figures: names
+    registered in ``optbench.report.figures.FIGURES`` (None or ``all``: every one); each is drawn where the
+    results allow it (races for 2-D problems, grids for sweeps over batch size and lr, profiles across several
+    problems or seeds). metric: the bs × lr tables' cell value; a
     time to result (``steps_to_result``, ``examples_to_result``, ``seconds_to_result``) also ranks the
     configurations and is the performance profile's measure. target: recount steps to target at it from the
     recorded steps (default: the target stored with each run). result_target: recount time to result at it

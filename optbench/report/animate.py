@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from optbench.report.style import DIVERGED_MARKER, FIG_SIZE, OptStyle, fit_legend, fmt_num, pyplot
+from optbench.report.figures import ANIMATED, STATIC, figure
+from optbench.report.style import DIVERGED_MARKER, FIG_SIZE, OptStyle, fit_legend, pyplot
 
 TRAIL_FRAMES = 12  # length of the fading trail, in frames
 GRID = 240  # contour grid resolution per axis
@@ -334,8 +335,65 @@ def trajectories(problem, tracks: list[Track], stem: Path, *, formats, dpi: int,
     return save(scene.fig, stem, formats, dpi)
 
 
-def describe_track(label: str, lr, batch_size=None) -> str:
-    text = f"{label} (lr={fmt_num(lr, 3)}"
-    if batch_size is not None and batch_size == batch_size:
-        text += f", bs={int(batch_size)}"
-    return text + ")"
+# ---- the figures: races (animations) and trajectories (their last frame) of the 2-D problems --------------
+
+def two_d_families(data) -> list[str]:
+    """The problem families of the results that are 2-D with recorded coordinates (x0, x1)."""
+    s = data.summary
+    return [p for p in data.families if int(s.loc[s["family"] == p, "dim"].iloc[0]) == 2
+            and {"x0", "x1"} <= set(data.steps.columns)]
+
+
+def tracks_of(report, family: str) -> list[Track]:
+    """Each configuration's track at its best lr (first seed) on ``family``, for races and trajectories."""
+    from optbench.report.curves import config_label
+    from optbench.report.data import best_configs, runs_of
+
+    data = report.data
+    steps, tracks = data.steps, []
+    for _, c in best_configs(data.table_all, family, data.rank_metric).iterrows():
+        runs = runs_of(data.summary, c["problem"], c["optimizer_label"], c["lr"], c["batch_size"])
+        run = runs.sort_values("seed").iloc[0]
+        d = steps[steps["run_id"] == run["run_id"]].sort_values("step")
+        xy = d[["x0", "x1"]].to_numpy(dtype=float)
+        keep = np.isfinite(xy).all(axis=1)
+        diverged = run["status"] == "diverged"
+        label = config_label(data.short(c["optimizer_label"]), c["lr"], c["batch_size"])
+        if diverged:
+            label += f" — diverged at step {int(run['final_step'])}"
+        tracks.append(Track(label, d["step"].to_numpy()[keep], xy[keep], data.styles[c["optimizer_label"]],
+                            diverged))
+    return [t for t in tracks if len(t.steps)]
+
+
+def _has_2d(data) -> bool:
+    return bool(two_d_families(data))
+
+
+@figure("race", doc="animation of the optimizers on each 2-D landscape", needs=ANIMATED, applies=_has_2d)
+def race_section(report) -> list:
+    from optbench.report.page import Section
+    from optbench.report.style import safe_name
+
+    files = []
+    for problem in two_d_families(report.data):
+        tracks = tracks_of(report, problem)
+        for fmt in report.animated:
+            files.append(race(report.problem_of(problem), tracks, report.fig_dir / f"race_{safe_name(problem)}",
+                              fmt=fmt, frames=report.frames, fps=report.fps, dpi=report.dpi,
+                              title=report.title_for(problem)))
+    note = "Each optimizer at its best learning rate, first seed; trail: the last steps, fading."
+    return [Section("Race on the landscape", files, note=note)] if files else []
+
+
+@figure("trajectories", doc="the race's last frame, static", needs=STATIC, applies=_has_2d)
+def trajectories_section(report) -> list:
+    from optbench.report.page import Section
+    from optbench.report.style import safe_name
+
+    files = []
+    for problem in two_d_families(report.data):
+        files += trajectories(report.problem_of(problem), tracks_of(report, problem),
+                              report.fig_dir / f"trajectories_{safe_name(problem)}", formats=report.static,
+                              dpi=report.dpi, title=report.title_for(problem))
+    return [Section("Trajectories", files)] if files else []

@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
+from optbench.formatting import is_missing
 from optbench.report import ANIMATION_FORMATS, STATIC_FORMATS
+from optbench.report.figures import ANIMATED, FIGURES, Figure
 from optbench.report.page import Section, summary_rows, write_html, write_markdown
-from optbench.report.style import safe_name
 
 REPORT_ENTRIES = ("index.html", "report.md", "figures", "tables")  # what a report directory holds
 
@@ -46,7 +45,7 @@ class Builder:
             sections: list[Section] = self._deviations() + self._label_key()
             for done, name in enumerate(self.figures, start=1):
                 self.progress(f"drawing {name}", done, phases)
-                sections += getattr(self, f"_{name}")()
+                sections += self.draw(FIGURES.get(name))
             self.progress("writing pages", phases - 1, phases)
             sections += self._tuning()
             title = self.title or "optbench report"
@@ -55,6 +54,14 @@ class Builder:
             write_html(stage / "index.html", title, meta, summary, sections)
             write_markdown(stage / "report.md", title, meta, summary, sections)
         return self.out / "index.html"
+
+    def draw(self, figure: Figure) -> list[Section]:
+        """The sections of one figure kind, where the formats and the results allow it."""
+        if figure.needs is not None and not (self.animated if figure.needs == ANIMATED else self.static):
+            return []
+        if figure.applies is not None and not figure.applies(self.data):
+            return []
+        return figure.draw(self)
 
     def _meta(self, started: float) -> list[str]:
         from optbench.formatting import plural
@@ -146,7 +153,7 @@ class Builder:
         csv = self.table_dir / "tuning.csv"
         table.to_csv(csv, index=False)
         head = list(table.columns)
-        body = [["—" if v is None or v != v else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r]
+        body = [["—" if is_missing(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r]
                 for r in table.itertuples(index=False, name=None)]
         protocols = ", ".join(sorted(table["protocol"].astype(str).unique()))
         note = (f"Every optimizer was tuned with the same protocol ({protocols}) and trial budget on each problem; "
@@ -156,157 +163,14 @@ class Builder:
         return [Section("Tuning protocol and budget", tables=[("tuning studies", csv, md_table(head, body))],
                         note=note)]
 
-    def _two_d(self) -> list[str]:
-        s = self.data.summary
-        return [p for p in self.data.families if int(s.loc[s["family"] == p, "dim"].iloc[0]) == 2
-                and {"x0", "x1"} <= set(self.data.steps.columns)]
-
-    def _tracks(self, family: str):
-        from optbench.report.animate import Track
-        from optbench.report.curves import config_label
-        from optbench.report.data import best_configs, runs_of
-
-        steps, tracks = self.data.steps, []
-        for _, c in best_configs(self.data.table_all, family, self.data.rank_metric).iterrows():
-            runs = runs_of(self.data.summary, c["problem"], c["optimizer_label"], c["lr"], c["batch_size"])
-            run = runs.sort_values("seed").iloc[0]
-            d = steps[steps["run_id"] == run["run_id"]].sort_values("step")
-            xy = d[["x0", "x1"]].to_numpy(dtype=float)
-            keep = np.isfinite(xy).all(axis=1)
-            diverged = run["status"] == "diverged"
-            label = config_label(self.data.short(c["optimizer_label"]), c["lr"], c["batch_size"])
-            if diverged:
-                label += f" — diverged at step {int(run['final_step'])}"
-            tracks.append(Track(label, d["step"].to_numpy()[keep], xy[keep], self.data.styles[c["optimizer_label"]],
-                                diverged))
-        return [t for t in tracks if len(t.steps)]
-
-    def _race(self) -> list[Section]:
-        from optbench.report.animate import race
-
-        if not self.animated:
-            return []
-        files = []
-        for problem in self._two_d():
-            tracks = self._tracks(problem)
-            for fmt in self.animated:
-                files.append(race(self._problem(problem), tracks, self.fig_dir / f"race_{safe_name(problem)}",
-                                  fmt=fmt, frames=self.frames, fps=self.fps, dpi=self.dpi,
-                                  title=self._title(problem)))
-        note = "Each optimizer at its best learning rate, first seed; trail: the last steps, fading."
-        return [Section("Race on the landscape", files, note=note)] if files else []
-
-    def _trajectories(self) -> list[Section]:
-        from optbench.report.animate import trajectories
-
-        if not self.static:
-            return []
-        files = []
-        for problem in self._two_d():
-            files += trajectories(self._problem(problem), self._tracks(problem),
-                                  self.fig_dir / f"trajectories_{safe_name(problem)}", formats=self.static,
-                                  dpi=self.dpi, title=self._title(problem))
-        return [Section("Trajectories", files)] if files else []
-
-    def _curves(self) -> list[Section]:
-        from optbench.report.curves import loss_curves
-
-        if not self.static:
-            return []
-        files = []
-        for problem in self.data.families:
-            files += loss_curves(self.data, problem, self.fig_dir, formats=self.static, dpi=self.dpi,
-                                 all_lrs=self.all_lrs, title=self._title(problem))
-        return [Section("Loss curves", files)]
-
-    def _sensitivity(self) -> list[Section]:
-        from optbench.report.sensitivity import sensitivity
-
-        if not self.static:
-            return []
-        files = []
-        for problem in self.data.families:
-            files += sensitivity(self.data, problem, self.fig_dir, formats=self.static, dpi=self.dpi,
-                                 metric=self.metric, title=self._title(problem))
-        return [Section("Learning-rate sensitivity", files)]
-
-    def _grids(self) -> list[Section]:
-        from optbench.report import grids as g
-
-        summary = g.with_test_acc(self.data.summary, self.data.steps)
-        found = g.grids(summary, self.metric)
-        if not found:
-            return []
-        section = Section(f"Batch size × learning rate: {g.METRICS[self.metric][0]}",
-                          note="Median over seeds; red frame / bold: best cell; hatched / 'diverged': most seeds "
-                               "diverged; red line: best lr per batch size, against the linear and square-root "
-                               "scaling rules." + (" Steps to target: " + g.grid_caption(found[0]) + "."
-                                                   if self.metric in g.CENSORED else ""))
-        comps = g.rule_comparisons(summary, found)
-        if comps:
-            section.note += " White diamonds: the lr a scaling recipe used at each batch size (η₀ best at B₀)."
-        compared = {(c.tuned.problem, c.rule) for c in comps}  # shown in the comparison below, every base lr
-        drawn = [grid for grid in found if (grid.problem, grid.optimizer) not in compared]
-        scales = {problem: g.color_scale([grid for grid in drawn if grid.problem == problem])
-                  for problem in dict.fromkeys(grid.problem for grid in drawn)} if self.heatmap_scale == "shared" \
-            else {}
-        if any(s is not None and s.shared > 1 for s in scales.values()):
-            section.note += (" The heatmaps of one problem share one colour scale ('report --heatmap-scale each': "
-                             "one scale per heatmap).")
-        for grid in drawn:
-            csv, _md_path, md = g.write_tables(grid, self.table_dir)
-            shown = self.data.short(grid.optimizer)
-            if self.static:
-                rules = [c for c in comps if c.tuned is grid]
-                section.figures += g.heatmap(grid, self.fig_dir, formats=self.static, dpi=self.dpi, rules=rules,
-                                             scale=scales.get(grid.problem), title=shown)
-            section.tables.append((f"{grid.problem}, {shown}", csv, md))
-        return [section] + self._rule_comparison(comps)
-
-    def _rule_comparison(self, comps) -> list[Section]:
-        """Per-batch-size tuning against an lr-scaling recipe, when the results hold both."""
-        from optbench.report import grids as g
-
-        if not comps:
-            return []
-        title = g.METRICS[comps[0].tuned.metric][0]
-        section = Section(
-            "Batch size: tuned per batch size vs lr-scaling recipe",
-            note=f"Black: the best {title} over the lr grid at each batch size (the lr tuned per batch size). "
-                 "Colour: the recipe's runs, lr = η₀·(B/B₀)^p (with its warm-up), solid for the base lr η₀ that is "
-                 "best at the base batch size B₀ (the recipe as practised: tune at B₀, then scale), dashed for the "
-                 "other base lrs, dotted at the recipe's own value at B₀ (which the rule aims to keep); ×: "
-                 f"diverged. Tables: '× tuned' is the recipe's {title} (above f*) over the tuned one, 1.00× where "
-                 "the rule lands on the tuned optimum; '× at B₀' over its own value at B₀.")
-        for problem in dict.fromkeys(c.tuned.problem for c in comps):
-            mine = [c for c in comps if c.tuned.problem == problem]
-            if self.static:
-                section.figures += g.comparison_figure(mine, self.fig_dir, formats=self.static, dpi=self.dpi,
-                                                       label=self.data.short)
-            for comp in mine:
-                csv, md = g.write_comparison(comp, self.table_dir)
-                section.tables.append((g.comparison_caption(comp, label=self.data.short), csv, md))
-        return [section]
-
-    def _profiles(self) -> list[Section]:
-        from optbench.report import profiles
-
-        if not self.static or not profiles.applies(self.data):
-            return []
-        files = profiles.performance_profile(self.data, self.fig_dir, formats=self.static, dpi=self.dpi,
-                                             title=self.title)
-        if self.data.summary["f_min"].notna().any():
-            files += profiles.ecdf(self.data, self.fig_dir, formats=self.static, dpi=self.dpi, title=self.title)
-        return [Section("Across problems", files,
-                        note="Each optimizer at its best configuration per problem; instances: problem × seed.")]
-
-    def _problem(self, family: str):
+    def problem_of(self, family: str):
+        """The problem object of a family (its landscape, for races and trajectories)."""
         from optbench.problems import get_problem
 
         s = self.data.summary
         return get_problem(s.loc[s["family"] == family, "problem"].iloc[0])
 
-    def _title(self, problem: str) -> str:
+    def title_for(self, problem: str) -> str:
         return f"{self.title} — {problem}" if self.title else problem
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from optbench.formatting import is_missing
 from optbench.report.data import ReportData, best_configs, has_bs, runs_of
+from optbench.report.figures import STATIC, figure
 from optbench.report.style import DIVERGED_MARKER, FIG_WIDE, fit_legend, fmt_num, pyplot, safe_name, save
 
 FLOOR = 1e-16  # gaps below this are drawn at it (log axes cannot show 0); the figure says so where it happens
@@ -23,7 +25,7 @@ def config_label(label: str, lr, batch_size=None) -> str:
 def _series(steps, run_ids, f_min: float):
     """Per step: median, min and max over seeds of the loss gap, and the median wall time."""
     d = steps[steps["run_id"].isin(run_ids)]
-    y = d["loss"] - (f_min if f_min == f_min else 0.0)
+    y = d["loss"] - (f_min if not is_missing(f_min) else 0.0)
     d = d.assign(y=y.where(np.isfinite(y)))
     loss = d.pivot_table(index="step", columns="run_id", values="y", aggfunc="first", dropna=False)
     wall = d.groupby("step")["wall_time_s"].median()
@@ -36,7 +38,7 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     plt = pyplot()
     summary, steps = data.summary, data.steps
     f_min = float(summary.loc[summary["family"] == family, "f_min"].iloc[0])
-    bounded = f_min == f_min
+    bounded = not is_missing(f_min)
     fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=FIG_WIDE, dpi=dpi, sharey=True)
     best = best_configs(data.table_all, family, data.rank_metric)
     seeds = int(summary.loc[summary["family"] == family, "seed"].nunique())
@@ -105,3 +107,14 @@ def loss_curves(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     fig.suptitle(f"{title or family}: loss ({which}; {band})", fontsize=11)
     fit_legend(fig, handles + keys, max_cols=3)
     return save(fig, out / f"curves_{safe_name(family)}", formats, dpi)
+
+
+@figure("curves", doc="loss or test accuracy against step, per problem", needs=STATIC)
+def curves_section(report) -> list:
+    from optbench.report.page import Section
+
+    files = []
+    for problem in report.data.families:
+        files += loss_curves(report.data, problem, report.fig_dir, formats=report.static, dpi=report.dpi,
+                             all_lrs=report.all_lrs, title=report.title_for(problem))
+    return [Section("Loss curves", files)]

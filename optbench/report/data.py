@@ -41,8 +41,8 @@ def load(dirs: list[Path], *, all_lrs: bool = False, target: float | None = None
     """``target``: recount steps to target at it from the recorded steps (default: as stored). ``metric``: a
     time-to-result column (optbench.time_to_result.TIME_METRICS) ranks every configuration and drives the
     performance profile; other metrics leave the ranking to the comparison table's rule."""
+    from optbench.analysis.summary import aggregate
     from optbench.results import load_results, load_summary
-    from optbench.summary import aggregate
     from optbench.time_to_result import TIME_METRICS
 
     rank_metric = metric if metric in TIME_METRICS else None
@@ -81,11 +81,11 @@ def family(problem: str) -> str:
 
 def best_configs(table_all, family: str | None = None, metric: str | None = None):
     """The best (lr, batch size) of each optimizer on each problem family, ranked by the comparison table's own
-    rule (``summary.sort_by_rank``: on problems without a minimum, by steps to target, never = ∞)."""
-    from optbench.summary import sort_by_rank
+    rule (``summary.rank``: on problems without a minimum, by steps to target, never = ∞)."""
+    from optbench.analysis.summary import rank
 
     t = table_all if family is None else table_all[table_all["family"] == family]
-    t = sort_by_rank(t, within=(), metric=metric)
+    t = rank(t, within=(), metric=metric)
     t = t.sort_values("family", kind="stable", key=lambda s: s.map({f: i for i, f in enumerate(s.unique())}))
     return t.drop_duplicates(["family", "optimizer_label"], keep="first").reset_index(drop=True)
 
@@ -106,8 +106,3 @@ def has_bs(value) -> bool:
     import pandas as pd
 
     return value is not None and not pd.isna(value)
-
-
-def gap(loss, f_min):
-    """loss − f* where f* is known, else the loss itself."""
-    return loss - f_min if f_min == f_min else loss

@@ -1,4 +1,5 @@
-"""Batch size × learning rate: a table per (problem, optimizer) of one metric, as CSV, Markdown and heatmap.
+"""Batch size × learning rate drawn: a table per (problem, optimizer) of one metric, as CSV, Markdown and heatmap
+(the grids, the critical batch size and the rule comparisons as data: :mod:`optbench.analysis.grids`).
 
 Each cell is the median over seeds; for steps to target the censored median (a seed that never reached the
 target counts as +∞, optbench.censoring), shown with the share of seeds that reached it where some did not:
@@ -28,131 +29,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from optbench.censoring import censored_cells, format_steps
+from optbench.analysis.grids import (
+    CENSORED,
+    CRITICAL_FRACTION,
+    MAJORITY_DIVERGED,
+    METRICS,
+    RULE_TOLERANCE,
+    Grid,
+    RuleComparison,
+    comparison_table,
+    grids,
+    rule_comparisons,
+)
+from optbench.analysis.summary import with_test_acc
+from optbench.censoring import format_steps
+from optbench.formatting import is_missing
+from optbench.report.figures import figure
 from optbench.report.style import DIVERGED_COLOR, fmt_num, pyplot, safe_name, save
-
-METRICS = {  # name: (column title, higher is better)
-    "final_loss": ("final loss", False),
-    "best_loss": ("best loss", False),
-    "steps_to_target": ("steps to target", False),
-    "test_acc": ("test accuracy", True),
-    "steps_to_result": ("steps to result", False),  # time to result (optbench.time_to_result)
-    "examples_to_result": ("examples to result", False),
-    "seconds_to_result": ("seconds to result", False),
-}
-CENSORED = ("steps_to_target", "steps_to_result", "examples_to_result", "seconds_to_result")  # never = +∞
-CRITICAL_FRACTION = 0.9  # measured critical batch size: the first to achieve this fraction of the gain
-
-
-@dataclass
-class Grid:
-    problem: str
-    optimizer: str
-    metric: str
-    values: pd.DataFrame  # index: batch size, columns: lr
-    diverged: pd.DataFrame  # fraction of seeds that diverged, same shape
-    f_min: float
-    noise_scale: float = float("nan")  # predicted critical batch size: median B_simple of the runs (or NaN)
-    reached: pd.DataFrame | None = None  # steps to target: how many seeds reached it, same shape (else None)
-    seeds: pd.DataFrame | None = None  # steps to target: how many seeds the cell has
-
-    @property
-    def higher_is_better(self) -> bool:
-        return METRICS[self.metric][1]
-
-    def eligible(self) -> pd.DataFrame:
-        """Cells that may be chosen as best: most seeds did not diverge and, for steps to target, every seed
-        reached the target (fully successful)."""
-        ok = self.diverged < 0.5
-        if self.reached is not None:
-            ok &= self.reached == self.seeds
-        return ok
-
-    def cell_text(self, bs, lr, fmt) -> str:
-        """A cell's value as text; for steps to target with the share of seeds that reached it, or 'never'."""
-        v = self.values.loc[bs, lr]
-        if self.reached is None or not self.seeds.loc[bs, lr]:
-            return fmt(v)
-        return format_steps(v, int(self.reached.loc[bs, lr]), int(self.seeds.loc[bs, lr]), fmt)
-
-    def best_cell(self):
-        """(batch size, lr) of the best :meth:`eligible` cell, or None."""
-        v = self.values.where(self.eligible())
-        stacked = v.stack().dropna()
-        if stacked.empty:
-            return None
-        return stacked.idxmax() if self.higher_is_better else stacked.idxmin()
-
-    def best_lr_per_batch(self) -> pd.Series:
-        """The best lr of each batch size among its :meth:`eligible` cells (batch sizes without one are left out)."""
-        v = self.values.where(self.eligible())
-        v = v[v.notna().any(axis=1)]  # batch sizes where nothing reached / everything diverged have no best
-        return v.idxmax(axis=1) if self.higher_is_better else v.idxmin(axis=1)
-
-    def measured_critical_batch(self):
-        """The smallest batch size whose best value over learning rates achieves ``CRITICAL_FRACTION`` of the
-        improvement from the smallest batch size to the best one, over :meth:`eligible` cells only; None with
-        fewer than two batch sizes that have one."""
-        v = self.values.where(self.eligible())
-        best = (v.max(axis=1) if self.higher_is_better else v.min(axis=1)).dropna()
-        if len(best) < 2:
-            return None
-        m = best.to_numpy(dtype=float)
-        if self.metric != "test_acc":
-            m = m - self.f_min if self.metric in ("final_loss", "best_loss") and self.f_min == self.f_min else m
-            m = np.log(m) if (m > 0).all() else m
-        gain = (m - m[0]) if self.higher_is_better else (m[0] - m)
-        if not gain.max() > 0:
-            return int(best.index[0])
-        return int(best.index[np.argmax(gain >= CRITICAL_FRACTION * gain.max())])
 
 
 def file_stem(out: Path, *parts: str) -> Path:
     """``out/grid_<problem>_<optimizer>_<metric>``: safe names without dots, which ``with_suffix`` would take for
     the start of a suffix (labels such as ``warmup=0.05`` lost their tail and collided)."""
     return out / "_".join(safe_name(p).replace(".", "_") for p in parts)
-
-
-def with_test_acc(summary, steps):
-    """The summary plus ``test_acc``: each run's last evaluated test accuracy (when the problem has one)."""
-    if "test_acc" not in steps.columns:
-        return summary
-    last = steps.dropna(subset=["test_acc"]).sort_values("step").groupby("run_id")["test_acc"].last()
-    return summary.assign(test_acc=summary["run_id"].map(last))
-
-
-def sweeps_both(summary) -> bool:
-    return summary["batch_size"].nunique() > 1 and summary["lr"].nunique() > 1
-
-
-def grids(summary, metric: str) -> list[Grid]:
-    """Every (problem, optimizer) whose runs sweep both batch size and learning rate."""
-    out = []
-    for (problem, label), g in summary.groupby(["family", "optimizer_label"], sort=True):
-        if not sweeps_both(g) or metric not in g.columns:
-            continue
-        g = g.assign(batch_size=g["batch_size"].astype("int64"), div=(g["status"] == "diverged").astype(float))
-        cells = g.groupby(["batch_size", "lr"])
-        values, reached, seeds = seed_medians(g, ["batch_size", "lr"], metric, "lr")
-        diverged = cells["div"].mean().unstack("lr").reindex_like(values)
-        noise = g.loc[g["status"] != "diverged", "noise_scale"].astype(float) if "noise_scale" in g.columns \
-            else pd.Series(dtype=float)
-        noise = noise[np.isfinite(noise)]
-        out.append(Grid(problem, label, metric, values, diverged, float(g["f_min"].iloc[0]),
-                        float(noise.median()) if len(noise) else float("nan"), reached, seeds))
-    return out
-
-
-def seed_medians(g, keys: list[str], metric: str, column_key: str):
-    """(values, reached, seeds) as batch size × ``column_key`` frames: the median of ``metric`` over each cell's
-    seeds; for steps to target the censored median (never = +∞) and the counts, else (values, None, None)."""
-    if metric not in CENSORED:
-        return g.groupby(keys)[metric].median().unstack(column_key).sort_index().sort_index(axis=1), None, None
-    cells = censored_cells(g, keys, metric)
-    frames = [cells[c].unstack(column_key).sort_index().sort_index(axis=1) for c in ("median", "reached", "seeds")]
-    return frames[0], frames[1].fillna(0).astype(int), frames[2].fillna(0).astype(int)
 
 
 def write_tables(grid: Grid, out: Path) -> tuple[Path, Path, str]:
@@ -167,8 +67,8 @@ def write_tables(grid: Grid, out: Path) -> tuple[Path, Path, str]:
         cells = []
         for lr in grid.values.columns:
             frac = grid.diverged.loc[bs, lr]
-            text = "diverged" if frac >= 0.5 else grid.cell_text(bs, lr, lambda x: fmt_num(x, 3))
-            if 0 < frac < 0.5:
+            text = "diverged" if frac >= MAJORITY_DIVERGED else grid.cell_text(bs, lr, lambda x: fmt_num(x, 3))
+            if 0 < frac < MAJORITY_DIVERGED:
                 text += f" ({frac:.0%} div.)"
             if best is not None and (bs, lr) == best:
                 text = f"**{text}**"
@@ -207,9 +107,9 @@ def _shown_values(grid: Grid) -> np.ndarray:
     """The values a heatmap colours: the gap above f* for losses (when f* is known), NaN where most seeds
     diverged or the value is not finite (never reached)."""
     v = grid.values.to_numpy(dtype=float)
-    div = grid.diverged.to_numpy(dtype=float) >= 0.5
+    div = grid.diverged.to_numpy(dtype=float) >= MAJORITY_DIVERGED
     loss_like = grid.metric in ("final_loss", "best_loss")
-    shown = v - grid.f_min if loss_like and grid.f_min == grid.f_min else v.copy()
+    shown = v - grid.f_min if loss_like and not is_missing(grid.f_min) else v.copy()
     return np.where(div | ~np.isfinite(shown), np.nan, shown)
 
 
@@ -243,7 +143,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
 
     plt = pyplot()
     v = grid.values.to_numpy(dtype=float)
-    div = grid.diverged.to_numpy(dtype=float) >= 0.5
+    div = grid.diverged.to_numpy(dtype=float) >= MAJORITY_DIVERGED
     lrs, bss = grid.values.columns.to_numpy(dtype=float), grid.values.index.to_numpy()
     lrs_index = list(grid.values.columns)
     eligible = grid.eligible().to_numpy(dtype=bool)
@@ -259,7 +159,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
         norm = colors.Normalize(scale.vmin, scale.vmax)
     cmap = plt.get_cmap("viridis" if grid.higher_is_better else "viridis_r").with_extremes(bad="white")
     nr, nc = v.shape
-    min_width = 5.5 if grid.noise_scale != grid.noise_scale else 7.5  # room for the critical-batch legend
+    min_width = 5.5 if is_missing(grid.noise_scale) else 7.5  # room for the critical-batch legend
     if grid.reached is not None:
         min_width = max(min_width, 6.5)  # room for the title's line on censoring
     fig, ax = plt.subplots(figsize=(max(min_width, 0.7 * nc + 2.6), max(3.0, 0.55 * nr + 1.9)), dpi=dpi)
@@ -271,7 +171,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
         cbar.ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         cbar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: fmt_num(x, 2)))
         cbar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-    unit = "− f*" if loss_like and grid.f_min == grid.f_min and grid.f_min != 0 else ""
+    unit = "− f*" if loss_like and not is_missing(grid.f_min) and grid.f_min != 0 else ""
     which = "this grid's own scale" if own or scale.shared == 1 else \
         f"one scale for the {scale.shared} grids of {grid.problem}"
     cbar.set_label(f"{METRICS[grid.metric][0]} {unit}".strip() + f" ({which})", fontsize=8)
@@ -291,7 +191,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
                                      zorder=10))
                 continue
             rgba = cmap(norm(shown[i, j]) if norm is not None else im.norm(shown[i, j]))
-            dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < 0.5
+            dark = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2] < MAJORITY_DIVERGED
             if not eligible[i, j]:  # some seeds never reached the target: coloured by its value, not a candidate
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//", edgecolor="#bbbbbb",
                                        linewidth=0, zorder=2))
@@ -338,7 +238,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
         # below the axes, outside: constrained layout reserves the room, so the rotated lr ticks and the
         # axis label never collide with it, whatever the number of rows
         fig.legend(handles, labels, loc="outside lower center",
-                   ncol=2 if grid.noise_scale == grid.noise_scale or rules else 3, fontsize=8, frameon=False)
+                   ncol=2 if not is_missing(grid.noise_scale) or rules else 3, fontsize=8, frameon=False)
     ax.set_xlim(-0.5, nc - 0.5)
     ax.set_ylim(-0.5, nr - 0.5)
     ax.set_xticks(range(nc), [fmt_num(x, 2) for x in lrs], rotation=45, ha="right")
@@ -437,7 +337,7 @@ def batch_row(bss, b: float) -> float:
 def _critical_batch_marks(ax, grid: Grid, bss) -> None:
     """Predicted (median B_simple) and measured critical batch sizes as horizontal lines on the batch axis;
     a prediction beyond the grid sits on its edge, with an arrow in its label."""
-    if grid.noise_scale != grid.noise_scale:
+    if is_missing(grid.noise_scale):
         return
     nr, nc = len(bss), grid.values.shape[1]  # lines in data coordinates: cut where they pass a value
     measured = grid.measured_critical_batch()
@@ -455,180 +355,7 @@ def _critical_batch_marks(ax, grid: Grid, bss) -> None:
 
 # ---- per-batch-size tuning against an lr-scaling rule (a named recipe, optbench.recipes, or --lr-scaling) ----
 
-RULE_TOLERANCE = 1.5  # a rule "holds" at a batch size while its loss gap is within this factor of the reference
 RULE_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7")
-
-
-@dataclass
-class RuleComparison:
-    """One optimizer's bs × lr grid (tuned: the best lr at each batch size) against its runs whose lr followed a
-    scaling rule η_B = η₀·(B/B₀)^p from several base learning rates η₀.
-
-    ``values``, ``lrs`` and ``diverged`` are indexed by batch size with one column per base lr: the median metric
-    over seeds, the lr the runs used and the fraction of seeds that diverged. ``base_lr`` is the recipe as
-    practised: the η₀ that is best at the base batch size B₀ (at the smallest batch size when B₀ was not run),
-    then scaled to every other batch size.
-    """
-
-    tuned: Grid
-    rule: str  # the optimizer label of the scaled runs
-    name: str  # the recipe's name, or "linear scaling" / "sqrt scaling" when set with --lr-scaling
-    lr_scaling: str
-    base_batch_size: int
-    values: pd.DataFrame
-    lrs: pd.DataFrame
-    diverged: pd.DataFrame
-    base_lr: float
-    reached: pd.DataFrame | None = None  # steps to target: seeds that reached it per cell (else None)
-    seeds: pd.DataFrame | None = None
-
-    def eligible(self) -> pd.DataFrame:
-        """Rule cells that count as a result: most seeds did not diverge and, for steps to target, every seed
-        reached the target (as :meth:`Grid.eligible`)."""
-        ok = self.diverged < 0.5
-        if self.reached is not None:
-            ok &= self.reached == self.seeds
-        return ok
-
-    @property
-    def power(self) -> float:
-        from optbench.engines.recipe import LR_SCALINGS
-
-        return LR_SCALINGS[self.lr_scaling]
-
-    @property
-    def formula(self) -> str:
-        return "η₀·B/B₀" if self.power == 1 else "η₀·√(B/B₀)" if self.power == 0.5 else f"η₀·(B/B₀)^{self.power}"
-
-    def lr_at(self, batch_sizes) -> np.ndarray:
-        return self.base_lr * (np.asarray(batch_sizes, dtype=float) / self.base_batch_size) ** self.power
-
-    def tuned_best(self) -> pd.DataFrame:
-        """Per batch size of the grid: the best lr and its value (NaN where every lr diverged)."""
-        g = self.tuned
-        v = g.values.where(g.eligible())
-        best_lr = g.best_lr_per_batch().reindex(g.values.index)
-        value = v.max(axis=1) if g.higher_is_better else v.min(axis=1)
-        return pd.DataFrame({"lr": best_lr.astype(float), "value": value.astype(float)})
-
-    def relative(self, value, tuned) -> float:
-        """The rule against the tuned value: the ratio of the gaps above f* (losses), of the steps (steps to
-        target), or the difference (accuracy); NaN when either is missing."""
-        if not (value == value and tuned == tuned):
-            return float("nan")
-        if self.tuned.higher_is_better:
-            return float(value - tuned)
-        f_min = self.tuned.f_min if self.tuned.metric in ("final_loss", "best_loss") and \
-            self.tuned.f_min == self.tuned.f_min else 0.0
-        return float((value - f_min) / (tuned - f_min)) if tuned - f_min > 0 else float("nan")
-
-    def base_value(self) -> float:
-        """The chosen base lr's value at B₀ (at the smallest batch size when B₀ was not run); NaN if diverged."""
-        at = self.base_batch_size if self.base_batch_size in self.values.index else self.values.index[0]
-        return float(self.values.loc[at, self.base_lr]) if self.diverged.loc[at, self.base_lr] < 0.5 else np.nan
-
-    def holds_up_to(self, against: str = "tuned"):
-        """The largest batch size ≥ B₀ up to which the chosen base lr stays within ``RULE_TOLERANCE`` of the tuned
-        value at each batch size (``against="tuned"``) or of its own value at B₀ (``"base"``: what the rule
-        promises, Goyal et al.'s criterion of matching the small-batch result). None for accuracy, or when it
-        fails at B₀ already."""
-        if self.tuned.higher_is_better:
-            return None
-        tuned, base, last = self.tuned_best()["value"], self.base_value(), None
-        for b in self.values.index:
-            if b < self.base_batch_size:
-                continue
-            ref = tuned.get(b, np.nan) if against == "tuned" else base
-            ok = self.diverged.loc[b, self.base_lr] < 0.5 and \
-                self.relative(self.values.loc[b, self.base_lr], ref) <= RULE_TOLERANCE
-            if not ok:
-                break
-            last = int(b)
-        return last
-
-
-def _config_key(row) -> tuple:
-    """What makes two configurations the same optimizer: problem family, name, hyperparameters but the lr."""
-    import json
-
-    hp = {k: v for k, v in json.loads(row["hparams"]).items() if k != "lr"}
-    return row["family"], row["optimizer"], json.dumps(hp, sort_keys=True)
-
-
-def rule_comparisons(summary, found: list[Grid]) -> list[RuleComparison]:
-    """Pair every lr-scaled configuration with the grids of the same optimizer (same hyperparameters but the
-    lr) that were not scaled; empty when the results hold no such pair."""
-    import json
-
-    from optbench.engines.recipe import LR_SCALINGS
-
-    if "recipe" not in summary.columns or not found:
-        return []
-    settings = summary["recipe"].fillna("{}").map(json.loads)
-    scaled = summary[settings.map(lambda r: r.get("lr_scaling") in LR_SCALINGS).astype(bool)]
-    if scaled.empty:
-        return []
-    grid_keys: dict[tuple, list[Grid]] = {}
-    for grid in found:
-        rows = summary[(summary["family"] == grid.problem) & (summary["optimizer_label"] == grid.optimizer)]
-        if not rows.empty and not settings[rows.index[0]].get("lr_scaling"):
-            grid_keys.setdefault(_config_key(rows.iloc[0]), []).append(grid)
-    out = []
-    for (_family, label), g in scaled.groupby(["family", "optimizer_label"], sort=True):
-        tuned = grid_keys.get(_config_key(g.iloc[0]), [])
-        if not tuned or g["batch_size"].nunique() < 2:
-            continue
-        recipe = settings[g.index[0]]
-        power, b0 = LR_SCALINGS[recipe["lr_scaling"]], int(recipe["base_batch_size"])
-        bs = g["batch_size"].astype("int64")
-        base = (g["lr"].astype(float) / (bs / b0) ** power).map(lambda x: float(f"{x:.12g}"))
-        g = g.assign(batch_size=bs, base_lr=base, div=(g["status"] == "diverged").astype(float))
-        names = [n for n in g.get("recipe_name", pd.Series(dtype=object)).dropna().unique() if n]
-        name = names[0] if len(names) == 1 else f"{recipe['lr_scaling']} scaling"
-        for grid in tuned:
-            if grid.metric not in g.columns:
-                continue
-            cells = g.groupby(["batch_size", "base_lr"])
-            values, reached, seeds = seed_medians(g, ["batch_size", "base_lr"], grid.metric, "base_lr")
-            diverged = cells["div"].mean().unstack("base_lr").reindex_like(values)
-            lrs = cells["lr"].median().unstack("base_lr").reindex_like(values)
-            comp = RuleComparison(grid, label, name, recipe["lr_scaling"], b0, values, lrs, diverged,
-                                  float(values.columns[0]), reached, seeds)
-            at = b0 if b0 in values.index else values.index[0]
-            ok = values.loc[at].where(comp.eligible().loc[at]).dropna()
-            if len(ok):
-                comp.base_lr = float(ok.idxmax() if grid.higher_is_better else ok.idxmin())
-            out.append(comp)
-    return out
-
-
-def comparison_table(comp: RuleComparison) -> pd.DataFrame:
-    """The comparison as a tidy table: one row per (batch size, tuned | rule at each base lr)."""
-    tuned = comp.tuned_best()
-    metric = comp.tuned.metric
-    at = comp.base_batch_size if comp.base_batch_size in comp.values.index else comp.values.index[0]
-    at_base = comp.values.loc[at].where(comp.diverged.loc[at] < 0.5)  # each base lr's own value at B₀
-    rows = []
-    for b in comp.values.index.union(tuned.index):
-        if b in tuned.index:
-            rows.append({"kind": "tuned", "batch_size": int(b), "base_lr": np.nan, "lr": tuned.loc[b, "lr"],
-                         metric: tuned.loc[b, "value"], "diverged_fraction": np.nan, "chosen": False,
-                         "vs_tuned": np.nan, "vs_base": np.nan})
-        if b not in comp.values.index:
-            continue
-        for base in comp.values.columns:
-            value, frac = comp.values.loc[b, base], comp.diverged.loc[b, base]
-            if value != value and frac != frac:
-                continue
-            rows.append({"kind": "rule", "batch_size": int(b), "base_lr": float(base), "lr": comp.lrs.loc[b, base],
-                         metric: value if frac < 0.5 else np.nan, "diverged_fraction": frac,
-                         "chosen": bool(base == comp.base_lr),
-                         "vs_tuned": comp.relative(value, tuned["value"].get(b, np.nan)) if frac < 0.5 else np.nan,
-                         "vs_base": comp.relative(value, at_base[base]) if frac < 0.5 else np.nan})
-    table = pd.DataFrame(rows)
-    head = {"problem": comp.tuned.problem, "optimizer": comp.tuned.optimizer, "rule_config": comp.rule,
-            "recipe": comp.name, "lr_scaling": comp.lr_scaling, "base_batch_size": comp.base_batch_size}
-    return pd.concat([pd.DataFrame([head] * len(table)), table], axis=1)
 
 
 def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
@@ -645,10 +372,10 @@ def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
     tuned = comp.tuned_best()
 
     def cell(b, base) -> str:
-        if b not in comp.values.index or comp.values.loc[b, base] != comp.values.loc[b, base] \
-                and comp.diverged.loc[b, base] != comp.diverged.loc[b, base]:
+        if b not in comp.values.index or is_missing(comp.values.loc[b, base]) \
+                and is_missing(comp.diverged.loc[b, base]):
             return "—"
-        if comp.diverged.loc[b, base] >= 0.5:
+        if comp.diverged.loc[b, base] >= MAJORITY_DIVERGED:
             return "diverged"
         if comp.reached is None:
             return fmt_num(comp.values.loc[b, base], 3)
@@ -659,11 +386,13 @@ def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
     for b in comp.values.index.union(tuned.index):
         t_lr, t_v = (tuned.loc[b, "lr"], tuned.loc[b, "value"]) if b in tuned.index else (np.nan, np.nan)
         rule_v = comp.values.loc[b, comp.base_lr] if b in comp.values.index else np.nan
-        div = b in comp.values.index and comp.diverged.loc[b, comp.base_lr] >= 0.5
+        div = b in comp.values.index and comp.diverged.loc[b, comp.base_lr] >= MAJORITY_DIVERGED
         rels = [np.nan if div else comp.relative(rule_v, ref) for ref in (t_v, comp.base_value())]
-        rel_texts = ["—" if r != r else (fmt_num(r, 3) if comp.tuned.higher_is_better else f"{r:.2f}×") for r in rels]
+        rel_texts = ["—" if is_missing(r) else (fmt_num(r, 3) if comp.tuned.higher_is_better else f"{r:.2f}×")
+                     for r in rels]
         lr_text = fmt_num(comp.lrs.loc[b, comp.base_lr], 3) if b in comp.values.index else "—"
-        cells = [str(int(b)), fmt_num(t_lr, 3) if t_lr == t_lr else "—", fmt_num(t_v, 3) if t_v == t_v else "—",
+        cells = [str(int(b)), fmt_num(t_lr, 3) if not is_missing(t_lr) else "—",
+                 fmt_num(t_v, 3) if not is_missing(t_v) else "—",
                  lr_text, cell(b, comp.base_lr), *rel_texts] + [cell(b, o) for o in others]
         lines.append("| " + " | ".join(cells) + " |")
     return csv, "\n".join(lines) + "\n"
@@ -693,8 +422,8 @@ def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: i
     panels = list(dict.fromkeys(c.tuned.optimizer for c in comps))
     metric, title = comps[0].tuned.metric, METRICS[comps[0].tuned.metric][0]
     f_min = comps[0].tuned.f_min
-    gap = metric in ("final_loss", "best_loss") and f_min == f_min and f_min != 0
-    shift = f_min if metric in ("final_loss", "best_loss") and f_min == f_min else 0.0
+    gap = metric in ("final_loss", "best_loss") and not is_missing(f_min) and f_min != 0
+    shift = f_min if metric in ("final_loss", "best_loss") and not is_missing(f_min) else 0.0
     fig, axes = plt.subplots(1, len(panels), figsize=(max(6.4, 4.3 * len(panels)), 4.6), dpi=dpi, sharey=True,
                              squeeze=False)
     names = list(dict.fromkeys(c.name for c in comps))
@@ -708,7 +437,7 @@ def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: i
         for comp in mine:
             color = colors[comp.name]
             for base in comp.values.columns:
-                ok = comp.diverged[base] < 0.5
+                ok = comp.diverged[base] < MAJORITY_DIVERGED
                 v = (comp.values[base] - shift).where(ok & np.isfinite(comp.values[base]))  # ∞: never reached
                 chosen = base == comp.base_lr
                 ax.plot(v.index, v, color=color, marker="s" if chosen else None, markersize=5,
@@ -718,13 +447,13 @@ def comparison_figure(comps: list[RuleComparison], out: Path, *, formats, dpi: i
                 last = v.dropna()
                 if len(last):  # each line named by its base lr at its right end (placed once the scale is set)
                     labels.append((ax, last.index[-1], last.iloc[-1], f"η₀={fmt_num(base, 2)}", color, chosen))
-                div = comp.diverged[base][comp.diverged[base] >= 0.5].index
+                div = comp.diverged[base][comp.diverged[base] >= MAJORITY_DIVERGED].index
                 if len(div):
                     ax.plot(div, [0.97] * len(div), linestyle="none", marker="x", markersize=7 if chosen else 5,
                             color=color, alpha=1.0 if chosen else 0.55, transform=ax.get_xaxis_transform(),
                             clip_on=False, zorder=6)
             ax.axvline(comp.base_batch_size, color="#888888", linestyle=":", linewidth=1.0, zorder=1)
-            if comp.base_value() == comp.base_value():  # the rule's promise: the value it reached at B₀
+            if not is_missing(comp.base_value()):  # the rule's promise: the value it reached at B₀
                 ax.axhline(comp.base_value() - shift, color=color, linestyle=":", linewidth=1.1, alpha=0.8, zorder=2)
             ax.text(comp.base_batch_size, 0.02, " B₀", transform=ax.get_xaxis_transform(), fontsize=8,
                     color="#555555", ha="left", va="bottom")
@@ -775,3 +504,67 @@ def _end_labels(labels, dpi: int, gap_pt: float = 8.5) -> None:
             ax.annotate(text, (x, y), xytext=(4, placed[k] - shift - pts[j]), textcoords="offset points",
                         fontsize=7.5 if bold else 7, color=color, va="center", alpha=1.0 if bold else 0.8,
                         fontweight="bold" if bold else "normal")
+
+
+# ---- the figure: bs × lr heatmaps and tables, and the tuned-vs-recipe comparison -----------------------------
+
+@figure("grids", doc="batch size × learning rate heatmaps and tables, scaling rules against tuning", needs=None)
+def grids_section(report) -> list:
+    """Tables always; heatmaps and comparison figures where a static format is asked for."""
+    from optbench.report.page import Section
+
+    summary = with_test_acc(report.data.summary, report.data.steps)
+    found = grids(summary, report.metric)
+    if not found:
+        return []
+    section = Section(f"Batch size × learning rate: {METRICS[report.metric][0]}",
+                      note="Median over seeds; red frame / bold: best cell; hatched / 'diverged': most seeds "
+                           "diverged; red line: best lr per batch size, against the linear and square-root "
+                           "scaling rules." + (" Steps to target: " + grid_caption(found[0]) + "."
+                                               if report.metric in CENSORED else ""))
+    comps = rule_comparisons(summary, found)
+    if comps:
+        section.note += " White diamonds: the lr a scaling recipe used at each batch size (η₀ best at B₀)."
+    compared = {(c.tuned.problem, c.rule) for c in comps}  # shown in the comparison below, every base lr
+    drawn = [grid for grid in found if (grid.problem, grid.optimizer) not in compared]
+    scales = {problem: color_scale([grid for grid in drawn if grid.problem == problem])
+              for problem in dict.fromkeys(grid.problem for grid in drawn)} if report.heatmap_scale == "shared" \
+        else {}
+    if any(s is not None and s.shared > 1 for s in scales.values()):
+        section.note += (" The heatmaps of one problem share one colour scale ('report --heatmap-scale each': "
+                         "one scale per heatmap).")
+    for grid in drawn:
+        csv, _md_path, md = write_tables(grid, report.table_dir)
+        shown = report.data.short(grid.optimizer)
+        if report.static:
+            rules = [c for c in comps if c.tuned is grid]
+            section.figures += heatmap(grid, report.fig_dir, formats=report.static, dpi=report.dpi, rules=rules,
+                                       scale=scales.get(grid.problem), title=shown)
+        section.tables.append((f"{grid.problem}, {shown}", csv, md))
+    return [section] + _rule_comparison_sections(report, comps)
+
+
+def _rule_comparison_sections(report, comps) -> list:
+    """Per-batch-size tuning against an lr-scaling recipe, when the results hold both."""
+    from optbench.report.page import Section
+
+    if not comps:
+        return []
+    title = METRICS[comps[0].tuned.metric][0]
+    section = Section(
+        "Batch size: tuned per batch size vs lr-scaling recipe",
+        note=f"Black: the best {title} over the lr grid at each batch size (the lr tuned per batch size). "
+             "Colour: the recipe's runs, lr = η₀·(B/B₀)^p (with its warm-up), solid for the base lr η₀ that is "
+             "best at the base batch size B₀ (the recipe as practised: tune at B₀, then scale), dashed for the "
+             "other base lrs, dotted at the recipe's own value at B₀ (which the rule aims to keep); ×: "
+             f"diverged. Tables: '× tuned' is the recipe's {title} (above f*) over the tuned one, 1.00× where "
+             "the rule lands on the tuned optimum; '× at B₀' over its own value at B₀.")
+    for problem in dict.fromkeys(c.tuned.problem for c in comps):
+        mine = [c for c in comps if c.tuned.problem == problem]
+        if report.static:
+            section.figures += comparison_figure(mine, report.fig_dir, formats=report.static, dpi=report.dpi,
+                                                 label=report.data.short)
+        for comp in mine:
+            csv, md = write_comparison(comp, report.table_dir)
+            section.tables.append((comparison_caption(comp, label=report.data.short), csv, md))
+    return [section]

@@ -8,9 +8,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optbench.analysis.summary import ranking_note
 from optbench.censoring import format_steps
+from optbench.formatting import is_missing
 from optbench.report.style import fmt_num
-from optbench.summary import ranking_note
 
 SUMMARY_HEAD = ["#", "optimizer", "lr", "batch", "final loss", "best loss", "dist to min", "steps to target",
                 "status"]
@@ -25,15 +26,15 @@ class Section:
 
 
 def _micro(v) -> str:
-    return fmt_num(v * 1e6, 3) if v == v else "—"
+    return fmt_num(v * 1e6, 3) if not is_missing(v) else "—"
 
 
 def _ratio(v) -> str:
-    return f"{v:.2f}×" if v == v else "—"
+    return f"{v:.2f}×" if not is_missing(v) else "—"
 
 
 def _plain(v) -> str:
-    return fmt_num(v, 3) if v == v else "—"
+    return fmt_num(v, 3) if not is_missing(v) else "—"
 
 
 # the cost columns 'optbench run' shows when its results have them (optbench.cost)
@@ -75,7 +76,7 @@ def summary_rows(table, display: dict[str, str] | None = None,
             steps = format_steps(r["steps_to_target"], r["reached"], r["seeds"])
             cells = [str(int(r["rank"])), display.get(str(r["optimizer_label"]), str(r["optimizer_label"])), lr]
             if has_bs:
-                cells.append("—" if r["batch_size"] is None or r["batch_size"] != r["batch_size"]
+                cells.append("—" if is_missing(r["batch_size"])
                              else str(int(r["batch_size"])))
             cells += [fmt_num(r["final_loss"]), fmt_num(r["best_loss"]), fmt_num(r["dist_to_min"]), steps,
                       str(r["status"])]

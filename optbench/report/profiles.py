@@ -22,6 +22,7 @@ import pandas as pd
 from optbench.censoring import censor
 from optbench.formatting import plural
 from optbench.report.data import ReportData, best_configs, runs_of
+from optbench.report.figures import STATIC, figure
 from optbench.report.style import FIG_SIZE, fit_legend, layered, pyplot, save
 
 ECDF_TARGETS = 10.0 ** np.linspace(2, -8, 51)
@@ -129,3 +130,15 @@ def ecdf(data: ReportData, out: Path, *, formats, dpi: int, title: str | None = 
                  wrap=True)
     fit_legend(fig, ax.get_lines(), max_cols=3)
     return save(fig, out / "ecdf", formats, dpi)
+
+
+@figure("profiles", doc="performance profile and ECDF across problems or seeds", needs=STATIC, applies=applies)
+def profiles_section(report) -> list:
+    from optbench.report.page import Section
+
+    data = report.data
+    files = performance_profile(data, report.fig_dir, formats=report.static, dpi=report.dpi, title=report.title)
+    if data.summary["f_min"].notna().any():
+        files += ecdf(data, report.fig_dir, formats=report.static, dpi=report.dpi, title=report.title)
+    return [Section("Across problems", files,
+                    note="Each optimizer at its best configuration per problem; instances: problem × seed.")]

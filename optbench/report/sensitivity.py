@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from optbench.formatting import is_missing
 from optbench.report.data import ReportData, has_bs
+from optbench.report.figures import STATIC, figure
 from optbench.report.style import DIVERGED_COLOR, DIVERGED_MARKER, FIG_SIZE, fit_legend, pyplot, safe_name, save  # noqa: E501
 
 # escaped runs: a down arrow (no optimizer's marker; left the box, unbounded below) in a colour no optimizer has
@@ -31,9 +33,9 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
         return []
     plt = pyplot()
     f_min = float(t["f_min"].iloc[0])
-    t["y"] = t[metric] - (f_min if f_min == f_min else 0.0)
+    t["y"] = t[metric] - (f_min if not is_missing(f_min) else 0.0)
     finite = t["y"][np.isfinite(t["y"])]
-    bounded = f_min == f_min or bool(len(finite) and (finite > 0).all())  # log axis where the values allow
+    bounded = not is_missing(f_min) or bool(len(finite) and (finite > 0).all())  # log axis where the values allow
     batch_sizes = list(dict.fromkeys(t["batch_size"].tolist()))
     batch_sizes = sorted(batch_sizes, key=lambda b: -1 if not has_bs(b) else int(b))
     n = len(batch_sizes)
@@ -106,7 +108,7 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
         ax.set_visible(False)
     what = "final" if metric == "final_loss" else "best"
     for ax in axes[:, 0]:
-        ax.set_ylabel(f"{what} loss − f*" if f_min == f_min else f"{what} loss")
+        ax.set_ylabel(f"{what} loss − f*" if not is_missing(f_min) else f"{what} loss")
     seeds = int(t["seeds"].max())
     note = f" (median over {seeds} seeds)" if seeds > 1 else ""
     fig.suptitle(f"{title or family}: learning-rate sensitivity{note}", fontsize=11)
@@ -131,3 +133,14 @@ def applies(table) -> bool:
         return False
     counts = table.groupby(["optimizer_label", "batch_size"], dropna=False)["lr"].nunique()
     return bool((counts > 1).any())
+
+
+@figure("sensitivity", doc="the metric against the learning rate, per problem", needs=STATIC)
+def sensitivity_section(report) -> list:
+    from optbench.report.page import Section
+
+    files = []
+    for problem in report.data.families:
+        files += sensitivity(report.data, problem, report.fig_dir, formats=report.static, dpi=report.dpi,
+                             metric=report.metric, title=report.title_for(problem))
+    return [Section("Learning-rate sensitivity", files)]

@@ -17,20 +17,42 @@ exactly this: equal budgets per optimizer, with the protocol stated next to the 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from optbench.errors import SpecError, unknown_name
+from optbench.errors import SpecError
+from optbench.registry import Registry
 
 DEEPOBS_GRID = tuple(10 ** (-5 + 7 * i / 35) for i in range(36))  # 1e-5 .. 1e2, 36 values
 
 
+def no_pruner():
+    """No pruning: every trial runs its whole budget (Optuna's ``NopPruner``)."""
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
 @dataclass(frozen=True)
 class Protocol:
+    """A tuning protocol: its budget and how it draws trials.
+
+    ``make_sampler(seed, dims)`` builds the Optuna sampler; its draws are a function of ``seed`` and each
+    trial's budget slot (see :mod:`optbench.tuning.budget`), not of the process, so processes sharing a study
+    draw distinct trials and a slot re-issued after a crash gets the same random point again.
+    ``make_pruner()`` builds the pruner of its studies under ``--pruner none`` (the default); another
+    ``--pruner`` replaces it (:data:`PRUNERS`). Every protocol here prunes nothing. Both are module-level
+    functions or partials of them: a protocol is pickled to worker processes.
+    """
+
     name: str
     doc: str
     default_trials: int
+    make_sampler: Callable[[int, Sequence[Any]], Any]
     fixed_trials: int | None = None  # the protocol defines its budget
-    lr_grid: tuple[float, ...] | None = None
+    lr_grid: tuple[float, ...] | None = None  # the learning rates it evaluates (the study's lr range)
+    make_pruner: Callable[[], Any] = no_pruner
 
     def budget(self, trials: int | None) -> int:
         if self.fixed_trials is not None:
@@ -40,43 +62,63 @@ class Protocol:
             return self.fixed_trials
         return trials if trials is not None else self.default_trials
 
-    def sampler(self, seed: int, dims):
-        """The protocol's sampler; its draws are a function of ``seed`` and each trial's budget slot (see
-        :mod:`optbench.tuning.budget`), not of the process, so processes sharing a study draw distinct
-        trials and a slot re-issued after a crash gets the same random point again."""
-        if self.lr_grid is not None:
-            if [d.name for d in dims] != ["lr"]:
-                raise SpecError(f"Protocol {self.name!r} searches the learning rate only; drop --space "
-                                f"(got {', '.join(d.name for d in dims) or 'no learning rate'}).")
-            # slot s evaluates grid point s; GridSampler's own study.stop() at exhaustion is not allowed
-            # under ask/tell, and its choice of point depends on what this process has seen
-            return slot_random_sampler(seed, grid={"lr": self.lr_grid})
-        if self.name.startswith("random"):
-            return slot_random_sampler(seed)
-        return batch_tpe_sampler(seed, slot_seeded=True)
-
-    def pruner(self):
-        import optuna
-
-        if self.name == "tpe":
-            return optuna.pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=0)
-        return optuna.pruners.NopPruner()
+    def sampler(self, seed: int, dims: Sequence[Any]):
+        """The protocol's sampler for the searched dimensions ``dims``."""
+        return self.make_sampler(seed, dims)
 
 
-PROTOCOLS = {p.name: p for p in (
-    Protocol("tpe", "Optuna TPE with a median pruner; budget --trials", 50),
-    Protocol("random", "random search (Crowded Valley); budget --trials", 50),
-    Protocol("random-small", "random search, Crowded Valley's small budget (25 trials)", 25, fixed_trials=25),
-    Protocol("random-large", "random search, Crowded Valley's large budget (50 trials)", 50, fixed_trials=50),
-    Protocol("grid", "DeepOBS's lr grid: 36 log-spaced rates in [1e-5, 1e2]", 36, fixed_trials=36,
-             lr_grid=DEEPOBS_GRID),
-)}
+def tpe_sampler(seed: int, dims: Sequence[Any]):
+    """Batch TPE drawing from each trial's budget slot (:func:`batch_tpe_sampler`)."""
+    return batch_tpe_sampler(seed, slot_seeded=True)
+
+
+def random_sampler(seed: int, dims: Sequence[Any]):
+    """Uniform random search over ``dims`` (:func:`slot_random_sampler`)."""
+    return slot_random_sampler(seed)
+
+
+def lr_grid_sampler(grid: tuple[float, ...], protocol: str, seed: int, dims: Sequence[Any]):
+    """Slot s evaluates ``grid[s]`` (the learning rate only); bind ``grid`` and ``protocol`` with
+    ``functools.partial`` (a protocol travels to worker processes, so its callables must pickle). GridSampler's
+    own study.stop() at exhaustion is not allowed under ask/tell, and its choice of point depends on what this
+    process has seen."""
+    if [d.name for d in dims] != ["lr"]:
+        raise SpecError(f"Protocol {protocol!r} searches the learning rate only; drop --space "
+                        f"(got {', '.join(d.name for d in dims) or 'no learning rate'}).")
+    return slot_random_sampler(seed, grid={"lr": grid})
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+for _protocol in (
+    Protocol("tpe", "Optuna TPE in rounds (batch TPE: local steps around the best and TPE candidates); "
+             "budget --trials", 50, tpe_sampler),
+    Protocol("random", "random search (Crowded Valley); budget --trials", 50, random_sampler),
+    Protocol("random-small", "random search, Crowded Valley's small budget (25 trials)", 25, random_sampler,
+             fixed_trials=25),
+    Protocol("random-large", "random search, Crowded Valley's large budget (50 trials)", 50, random_sampler,
+             fixed_trials=50),
+    Protocol("grid", "DeepOBS's lr grid: 36 log-spaced rates in [1e-5, 1e2]", 36,
+             functools.partial(lr_grid_sampler, DEEPOBS_GRID, "grid"), fixed_trials=36, lr_grid=DEEPOBS_GRID),
+):
+    PROTOCOLS.register(_protocol.name, _protocol)
 
 
 def get_protocol(name: str) -> Protocol:
-    if name not in PROTOCOLS:
-        raise unknown_name("protocol", name, PROTOCOLS)
-    return PROTOCOLS[name]
+    return PROTOCOLS.get(name)
+
+
+def median_pruner():
+    """Prunes a trial whose intermediate loss is worse than the median of the trials before it at that
+    step, after 5 complete trials (Optuna's ``MedianPruner``)."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=5)
+
+
+# ``--pruner``: name → make_pruner(); "none" leaves the protocol's own (``Protocol.make_pruner``).
+PRUNERS: Registry[Callable[[], Any]] = Registry("pruner")
+PRUNERS.register("none", no_pruner)
+PRUNERS.register("median", median_pruner)
 
 
 def slot_seed(seed: int, slot: int, name: str = "") -> int:
@@ -120,7 +162,7 @@ def _slot_random_class():
 
 def batch_tpe_sampler(seed: int, n_startup_trials: int = 10, slot_seeded: bool = False):
     """A ``BatchTPESampler`` (the class is defined on first use: optuna is imported lazily). ``slot_seeded``:
-    draw from the trial's budget slot (see :meth:`Protocol.sampler`) instead of one stream per process."""
+    draw from the trial's budget slot (see :class:`Protocol`) instead of one stream per process."""
     return _batch_tpe_class()(seed=seed, n_startup_trials=n_startup_trials, slot_seeded=slot_seeded)
 
 

@@ -21,7 +21,7 @@ a slot below the budget is closed at once as failed with the user attribute ``re
 or ``duplicate``) and never evaluated, so the trials evaluated over all processes number exactly the
 budget. A process whose last slots other processes are still evaluating waits for them (or for their
 lease to expire), so its verdict reads the finished study. The samplers draw from each trial's slot,
-not from a per-process stream (:meth:`Protocol.sampler`). A study is read from its first ``budget``
+not from a per-process stream (:class:`Protocol`). A study is read from its first ``budget``
 trials by slot (:func:`summarize`, and the in-memory copy the default storage works on), however many
 more its storage holds.
 """
@@ -52,7 +52,7 @@ from optbench.tuning.budget import (
     used_copies,
     used_trials,
 )
-from optbench.tuning.protocols import Protocol
+from optbench.tuning.protocols import PRUNERS, Protocol
 from optbench.tuning.spaces import (
     SCHEDULE_PREFIX,
     Dim,
@@ -280,17 +280,13 @@ def _evaluate(problem: Problem, configs: list, steps: int, *, batched: bool, dty
             np.concatenate([t.end_loss for t in traces]), [s for t in traces for s in t.status])
 
 
-PRUNERS = ("none", "median")
-
-
 def check_tuning(optimizer, dims, protocol, *, engine: str = "auto", pruner: str = "none"):
     """The searched space of ``optimizer`` (``dims`` resolved against the schedule), after the checks that
     need no study: something left to tune, the engine, the pruner. Commands call it for every optimizer
     before printing or creating anything."""
     from optbench.engines.batched import supports_batched
 
-    if pruner not in PRUNERS:
-        raise UsageError(f"Unknown pruner {pruner!r}; valid: {', '.join(PRUNERS)}.")
+    PRUNERS.get(pruner)  # an unknown name raises, with the valid ones
     space = study_space(optimizer, dims, protocol)
     if not space:
         raise UsageError(f"Nothing to tune for {optimizer.label!r}: its spec fixes every searched "
@@ -344,13 +340,13 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     budget = protocol.budget(trials)
     batched = choose_engine(engine, problem, optimizer, recipe, device) == "batched" and batch > 1
     name = study_name(problem, optimizer, protocol, steps, space, dtype, recipe)
-    sampler = protocol.sampler(seed, space)
+    sampler = protocol.make_sampler(seed, space)
+    make_pruner = protocol.make_pruner if pruner == "none" else PRUNERS.get(pruner)
 
     def new_study(store):
         return optuna.create_study(
             study_name=name, storage=store, sampler=sampler, direction="minimize", load_if_exists=True,
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=5) if pruner == "median"
-            else optuna.pruners.NopPruner())
+            pruner=make_pruner())
 
     shared = storage is not None and persist is None
     record = None

@@ -5,12 +5,13 @@ Columns: problem, optimizer_label, lr, batch_size, seeds, final_loss (median ove
 (median), dist_to_min (median), steps_to_target (censored median over seeds: a seed that never reached the
 target counts as +∞, optbench.censoring; NaN where that median is ∞, i.e. unless more than half the seeds
 reached it), reached (how many seeds reached the target), diverged and escaped (how many seeds ended so),
-status (counts), and rank within the problem (best first, :func:`sort_by_rank`). Cost columns
-(optbench.cost): state_bytes_per_param, step_time_s, train_step_time_s (medians), peak_memory_bytes (max) and
-overhead_vs_sgd (median of each run's train step time over plain SGD's on the same problem, batch size and
-engine; NaN without SGD runs), peak_rss_bytes (max) and examples_per_s (median). Time to result (network runs,
-optbench.time_to_result): result_target, steps_to_result, examples_to_result and seconds_to_result (censored
-medians over seeds, NaN where that median is ∞) and result_reached (how many seeds met the result target).
+status (counts), and rank within the problem (best first, :func:`rank`). Cost columns (optbench.cost,
+aggregated by optbench.analysis.cost): state_bytes_per_param, step_time_s, train_step_time_s (medians),
+peak_memory_bytes (max) and overhead_vs_sgd (median of each run's train step time over plain SGD's on the
+same problem, batch size and engine; NaN without SGD runs), peak_rss_bytes (max) and examples_per_s
+(median). Time to result (network runs, optbench.time_to_result): result_target, steps_to_result,
+examples_to_result and seconds_to_result (censored medians over seeds, NaN where that median is ∞) and
+result_reached (how many seeds met the result target).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from optbench.formatting import is_missing
+
 GROUP = ["problem", "optimizer_label", "lr", "batch_size"]
 
 
 def aggregate(summary, best_lr_only: bool = False, metric: str | None = None):
     """Aggregate the per-run summary over seeds; optionally keep the best learning rate per optimizer.
-    ``metric`` (a time-to-result column, optbench.time_to_result.TIME_METRICS) ranks by it (:func:`sort_by_rank`)."""
+    ``metric`` (a time-to-result column, optbench.time_to_result.TIME_METRICS) ranks by it (:func:`rank`)."""
     import numpy as np
     import pandas as pd
 
@@ -34,7 +37,7 @@ def aggregate(summary, best_lr_only: bool = False, metric: str | None = None):
         df[c] = df[c].astype(str)
     df["batch_size"] = df["batch_size"].astype("Int64")
     df["_ok"] = df["status"] != "diverged"
-    from optbench.cost import AGGREGATE_COLUMNS, add_cost_columns, aggregate_cost
+    from optbench.analysis.cost import AGGREGATE_COLUMNS, add_cost_columns, aggregate_cost
 
     df = add_cost_columns(df)  # state_bytes_per_param, step times, peak memory, overhead_vs_sgd
     from optbench.time_to_result import RESULT_COLUMNS, check_metric
@@ -91,7 +94,7 @@ def aggregate(summary, best_lr_only: bool = False, metric: str | None = None):
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table = sort_by_rank(table, metric=metric)
+    table = rank(table, metric=metric)
     if best_lr_only:
         table["lrs_tried"] = table.groupby(["problem", "optimizer_label", "batch_size"], dropna=False)[
             "lr"].transform("count")
@@ -105,18 +108,18 @@ def _finite_or_nan(value: float) -> float:
 
 
 def ranking_note(f_min, metric: str | None = None) -> str:
-    """The table caption's short statement of how a problem's rows are ranked (the rule: :func:`sort_by_rank`)."""
+    """The table caption's short statement of how a problem's rows are ranked (the rule: :func:`rank`)."""
     if metric is not None:
         return f"ranked by {metric.replace('_', ' ')} (median over seeds, never = ∞; fewer diverged seeds first)"
-    if f_min is None or f_min != f_min:
+    if is_missing(f_min):
         return "no minimum: ranked by steps to target (median over seeds, never = ∞), not by the final loss of " \
                "runs that escaped"
     return "ranked by median final loss (fewer diverged seeds first)"
 
 
-def sort_by_rank(table, within: tuple[str, ...] = ("problem",), metric: str | None = None):
+def rank(table, within: tuple[str, ...] = ("problem",), metric: str | None = None):
     """Rows of the comparison table best first (stable), within each of ``within``; the one ranking rule of the
-    comparison table and of the reporter's best configurations (``report.data.best_configs``).
+    comparison table (:func:`aggregate`) and of the reporter's best configurations (``report.data.best_configs``).
 
     A problem with a known minimum (``f_min``) ranks by fewer diverged seeds, then lower
     median final loss (NaN and ±inf last), then fewer steps to target, then more seeds reaching it.
@@ -157,3 +160,21 @@ def sort_by_rank(table, within: tuple[str, ...] = ("problem",), metric: str | No
 
     ranked = table.assign(**keys).sort_values([*within, *keys], kind="stable", key=numbers_as_numbers)
     return ranked.drop(columns=list(keys))
+
+
+def last_test_accuracy(steps):
+    """Last recorded test accuracy per run (a Series indexed by run_id, as text) from a step table with
+    ``test_acc``; None when the table has no such column."""
+    if steps is None or "test_acc" not in steps:
+        return None
+    df = steps[["run_id", "step", "test_acc"]].dropna(subset=["test_acc"])
+    df = df.assign(run_id=df["run_id"].astype(str)).sort_values(["run_id", "step"])
+    return df.groupby("run_id")["test_acc"].last()
+
+
+def with_test_acc(summary, steps):
+    """The per-run summary plus ``test_acc``: each run's last evaluated test accuracy (when the problem has one)."""
+    last = last_test_accuracy(steps)
+    if last is None:
+        return summary
+    return summary.assign(test_acc=summary["run_id"].astype(str).map(last))
