@@ -167,6 +167,13 @@ class Sweep:
     recipe: str | None = None  # a named recipe (optbench.recipes): sets lr_scaling and the schedule
     target: float | None = None  # steps to target: loss − f* ≤ target; None: each problem's own (optbench.targets)
 
+    def __post_init__(self) -> None:
+        """Problems and optimizers may be given as spec strings or objects (optbench.resolve)."""
+        from optbench.resolve import resolve_optimizers, resolve_problems
+
+        self.problems = resolve_problems(self.problems)
+        self.optimizers = resolve_optimizers(self.optimizers)
+
     def expand(self) -> list[Run]:
         """Every run of the sweep, in order (problem, optimizer, lr, schedule, seed), run ids filled in."""
         runs = []

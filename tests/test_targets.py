@@ -109,7 +109,7 @@ def test_old_summaries_without_the_target_column_get_the_problem_target(tmp_path
 
 
 def test_check_refuses_a_baseline_counted_at_another_target(tmp_path):
-    from optbench.check import Tolerances, compare
+    from optbench.check.compare import Tolerances, compare
 
     run_sweep(sweep(problems=("rosenbrock",)), tmp_path / "base")
     run_sweep(sweep(target=0.5, problems=("rosenbrock",)), tmp_path / "new")

@@ -265,7 +265,7 @@ def test_tune_cli_workers_clip_norm_and_quiet_progress(tmp_path):
 
 
 def test_trial_budgets_parsing():
-    from optbench.cli.tune import trial_budgets
+    from optbench.tuning.orchestrate import trial_budgets
 
     opts = [get_optimizer(o) for o in ("adam", "sgd", "sgd(momentum=0.5)")]
     tpe = get_protocol("tpe")
@@ -287,7 +287,7 @@ def test_trial_budgets_parsing():
        overrides=st.dictionaries(st.sampled_from(["adam", "sgd", "lion"]), st.integers(1, 10**6)),
        spaces=st.sampled_from(["", " "]))
 def test_trial_budgets_round_trip(default, overrides, spaces):
-    from optbench.cli.tune import trial_budgets
+    from optbench.tuning.orchestrate import trial_budgets
 
     opts = [get_optimizer(o) for o in ("adam", "sgd", "lion")]
     parts = ([str(default)] if default is not None else []) + [f"{k}{spaces}={spaces}{v}" for k, v in overrides.items()]

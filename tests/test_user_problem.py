@@ -366,7 +366,7 @@ def test_result_targets_recount_from_the_recorded_rows(tasks, tmp_path):
 
 
 def test_tune_and_check_take_a_user_problem(tasks, tmp_path):
-    from optbench.check import compare, regressions
+    from optbench.check.compare import compare, regressions
     from optbench.suite import load_suite
     from optbench.tuning.protocols import get_protocol
     from optbench.tuning.spaces import parse_space
