@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench.check.compare import ConfigMismatch, Tolerances, compare, environment_differences, hparam_changes, mann_whitney_p
+from optbench.check.compare import (
+    ConfigMismatch,
+    Tolerances,
+    compare,
+    environment_differences,
+    hparam_changes,
+    mann_whitney_p,
+)
 from optbench.check.output import junit_xml, markdown_summary
 from optbench.errors import UsageError
 
