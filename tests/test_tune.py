@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_invoke import invoke
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,8 +60,8 @@ def test_tune_cli_writes_normal_results(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     (record,) = manifest["tuning"]
     assert record["protocol"] == "random" and record["budget"] == 24 and len(record["studies"]) == 2
-    show = _optbench("show", str(out))
-    assert show.returncode == 0 and "adam" in show.stdout
+    show = invoke("show", out)
+    assert show.exit_code == 0 and "adam" in show.stdout
     from optbench.results import load_summary
 
     assert len(load_summary(out)) == 4  # 2 optimizers × 2 fresh seeds
@@ -246,11 +247,11 @@ def test_parallel_workers_match_budget_and_resume(tmp_path):
 
 def test_tune_cli_workers_clip_norm_and_quiet_progress(tmp_path):
     out = tmp_path / "w"
-    r = _optbench("tune", "-p", "rosenbrock(start=(-2.0, 2.0))", "-o", "adam,sgd", "--trials", "30,sgd=40",
-                  "--steps", "50", "--seeds", "1", "--batch", "10", "--workers", "2", "--clip-norm", "1",
-                  "--out", str(out), "--report", "--report-figures", "trajectories", "--report-format", "png",
-                  env={**os.environ, "CI": "1"})
-    assert r.returncode == 0, r.stderr
+    r = invoke("tune", "-p", "rosenbrock(start=(-2.0, 2.0))", "-o", "adam,sgd", "--trials", "30,sgd=40",
+               "--steps", "50", "--seeds", "1", "--batch", "10", "--workers", "2", "--clip-norm", "1",
+               "--out", str(out), "--report", "--report-figures", "trajectories", "--report-format", "png",
+               env={"CI": "1"})
+    assert r.exit_code == 0, r.stderr
     assert "trials:" not in r.stderr and "━" not in r.stderr  # no progress bar in CI / without a terminal
     (record,) = json.loads((out / "manifest.json").read_text())["tuning"]
     assert record["clip_norm"] == 1.0 and record["workers"] == 2 and record["budgets"] == {"adam": 30, "sgd": 40}
@@ -260,8 +261,8 @@ def test_tune_cli_workers_clip_norm_and_quiet_progress(tmp_path):
     assert "unequal budgets adam 30, sgd 40" in " ".join(r.stdout.split())
     assert (out / "report" / "index.html").exists()  # --report: drawn in the same process
     assert list((out / "report" / "figures").glob("trajectories*.png"))
-    bad = _optbench("tune", "-p", "rosenbrock", "-o", "adam", "--clip-norm", "-1", "--out", str(tmp_path / "b"))
-    assert bad.returncode == 2 and "clip-norm" in bad.stderr
+    bad = invoke("tune", "-p", "rosenbrock", "-o", "adam", "--clip-norm", "-1", "--out", str(tmp_path / "b"))
+    assert bad.exit_code == 2 and "clip-norm" in bad.stderr
 
 
 def test_trial_budgets_parsing():
@@ -319,10 +320,10 @@ def test_tune_recipe_options_are_checked_and_recorded(tmp_path, monkeypatch):
     from optbench.data import store
     from optbench.data.synthetic import write_dataset
 
-    bad = _optbench("tune", "-p", "rosenbrock", "-o", "sgd", "--label-smoothing", "0.1", "--out", str(tmp_path / "b"))
-    assert bad.returncode == 2 and "network" in bad.stderr and "Traceback" not in bad.stderr
-    bad = _optbench("tune", "-p", "rosenbrock", "-o", "sgd", "--clip-value", "0", "--out", str(tmp_path / "b"))
-    assert bad.returncode == 2 and "--clip-value" in bad.stderr
+    bad = invoke("tune", "-p", "rosenbrock", "-o", "sgd", "--label-smoothing", "0.1", "--out", str(tmp_path / "b"))
+    assert bad.exit_code == 2 and "network" in bad.stderr and "Traceback" not in bad.stderr
+    bad = invoke("tune", "-p", "rosenbrock", "-o", "sgd", "--clip-value", "0", "--out", str(tmp_path / "b"))
+    assert bad.exit_code == 2 and "--clip-value" in bad.stderr
     write_dataset("mnist", tmp_path / "data" / "mnist", n_train=200, n_test=50)
     monkeypatch.setenv(store.DATA_ENV, str(tmp_path / "data"))
     from typer.testing import CliRunner
