@@ -233,7 +233,8 @@ def run_check(new: str | Path | None = None, against: str | Path | None = None, 
     if isinstance(tolerances, Tolerances):
         import dataclasses
 
-        given = {k: v for k, v in (("mode", mode), ("rtol", rtol), ("atol", atol), ("test", test)) if v is not None}
+        given: dict[str, Any] = {k: v for k, v in (("mode", mode), ("rtol", rtol), ("atol", atol), ("test", test))
+                                 if v is not None}
         tol = dataclasses.replace(tolerances, **given)
     else:
         if not check_table:

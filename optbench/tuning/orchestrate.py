@@ -132,8 +132,9 @@ def run_tuning(problems, optimizers, *, trials: str | int | None = None, protoco
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
     budget = max(budgets)
     budget_text = _budget_text(budgets, [o.label for o in optimizers])
-    options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, clip_norm=clip_norm,
-                   clip_value=clip_value, label_smoothing=label_smoothing, schedule=sched)
+    options: dict[str, Any] = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner,
+                                   clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing,
+                                   schedule=sched)
     t0 = time.perf_counter()
     progress = progress_factory(sum(pair_budgets), len(pairs)) if progress_factory else _Silent()
     try:
