@@ -36,14 +36,14 @@ WORKER = r'''
 import json, math, sys
 import torch
 import optbench.determinism as det
-from optbench.cli.check import _suite_sweeps
+from optbench.check.baseline import suite_sweeps
 from optbench.results import load_summary
 from optbench.runner import run_sweep
 
 suite, out, opt, threads, algos, ulp = sys.argv[1], sys.argv[2], sys.argv[3] or None, int(sys.argv[4]), \
     sys.argv[5] == "1", sys.argv[6] == "1"
 det.DETERMINISTIC_THREADS = threads
-_, sweeps = _suite_sweeps(__import__("pathlib").Path(suite), opt)
+_, sweeps = suite_sweeps(__import__("pathlib").Path(suite), opt)
 torch.use_deterministic_algorithms(algos)
 torch.set_num_threads(threads)
 if ulp:

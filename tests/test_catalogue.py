@@ -112,10 +112,10 @@ def test_catalogue_is_listed_without_importing_the_library(tmp_path):
 
 def test_listing_shows_capabilities_and_support():
     import json
-    import subprocess
 
-    rows = json.loads(subprocess.run(["optbench", "list", "optimizers", "--json"], capture_output=True, text=True,
-                                     check=True).stdout)
+    from cli_invoke import invoke
+
+    rows = json.loads(invoke("list", "optimizers", "--json").stdout)
     row = {r["name"]: r for r in rows}
     assert row["sophiah"]["create_graph"] and row["sophiah"]["needs_hessian"]
     assert row["schedulefreeadamw"]["schedule_free"] and row["prodigy"]["lr_free"]

@@ -9,8 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optbench.check import ConfigMismatch, Tolerances, compare, environment_differences, hparam_changes, mann_whitney_p
-from optbench.check_output import junit_xml, markdown_summary
+from optbench.check.compare import (
+    ConfigMismatch,
+    Tolerances,
+    compare,
+    environment_differences,
+    hparam_changes,
+    mann_whitney_p,
+)
+from optbench.check.output import junit_xml, markdown_summary
 from optbench.errors import UsageError
 
 
@@ -158,7 +165,7 @@ def test_optimizer_state_memory_growth_fails_the_check(tmp_path):
     """An optimizer that starts keeping more state (here: an extra parameter copy) fails even when its
     losses are unchanged; a baseline without the measurement does not block the check."""
     import optbench
-    from optbench.check import compare
+    from optbench.check.compare import compare
     from optbench.runner import run_sweep
     from optbench.sweep.spec import Sweep
 
@@ -201,7 +208,7 @@ def test_losses_of_diverged_runs_are_not_compared_but_divergence_is():
 def test_statistical_noise_of_values_on_a_grid_is_not_zero():
     """Steps to target are recorded every N steps: more than half the seeds can share one value (MAD 0)
     while the rest vary; another draw of seeds must then not be held to equality."""
-    from optbench.check import _median_se
+    from optbench.check.compare import _median_se
 
     assert _median_se([100] * 9 + [110, 120, 130, 90, 80, 140, 150]) > 0
     assert _median_se([100] * 16) == 0

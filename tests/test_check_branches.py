@@ -1,10 +1,10 @@
-"""Hyperparameter-branch variants (optbench.check_branches): a contract over every registry optimizer."""
+"""Hyperparameter-branch variants (optbench.check.branches): a contract over every registry optimizer."""
 
 from __future__ import annotations
 
 import pytest
 
-from optbench.check_branches import NOT_VARIED, alternative_value, branch_variants, candidate_values, probe_losses
+from optbench.check.branches import NOT_VARIED, alternative_value, branch_variants, candidate_values, probe_losses
 from optbench.optimizers import get_optimizer, list_optimizers
 
 

@@ -26,20 +26,20 @@ def _run(directory: Path, file: str, source: str, out: str, monkeypatch, *, firs
     import torch
 
     import optbench.optimizers.user as user
-    from optbench.cli.check import _add_branch_variants, _run_suite, _suite_sweeps
+    from optbench.check.baseline import add_branch_variants, run_suite_sweeps, suite_sweeps
     from optbench.results import load_summary
 
     (directory / "opt").mkdir(parents=True, exist_ok=True)
     (directory / "opt" / file).write_text(source)
     monkeypatch.chdir(directory)
     monkeypatch.setattr(user, "_CACHE", {})  # another directory's file under the same label
-    suite, sweeps = _suite_sweeps(SUITE, f"opt/{file}:{CLASSES[file]}")
+    suite, sweeps = suite_sweeps(SUITE, f"opt/{file}:{CLASSES[file]}")
     if first_sweep_only:
         sweeps = sweeps[:1]
-    variants = _add_branch_variants(suite, sweeps, recorded)
+    variants = add_branch_variants(suite, sweeps, recorded)
     torch.set_num_threads(threads)
     try:
-        run_ids = _run_suite(sweeps, directory / out, "test", quiet=True)
+        run_ids = run_suite_sweeps(sweeps, directory / out, "test")
     finally:
         torch.set_num_threads(1)
     summary = load_summary(directory / out)
@@ -47,7 +47,7 @@ def _run(directory: Path, file: str, source: str, out: str, monkeypatch, *, firs
 
 
 def _failures(new, base, mode: str) -> int:
-    from optbench.check import Tolerances, compare, regressions
+    from optbench.check.compare import Tolerances, compare, regressions
 
     return len(regressions(compare(new, base, Tolerances(mode=mode))))
 

@@ -1,4 +1,5 @@
-"""optbench baseline / check end to end, through the installed ``optbench`` script on the shipped CI suite.
+"""optbench baseline / check on the shipped CI suite, through the Python API (the code the CLI runs), and once
+end to end through the installed ``optbench`` script on a small suite.
 
 The user's optimizer is the point: a correct Adam and heavy-ball SGD written as user files are baselined,
 then deliberately broken versions under the same labels (same file paths) must fail the check.
@@ -83,27 +84,68 @@ def optbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_broken_user_optimizers_fail_the_shipped_suite(tmp_path):
+SMALL_SUITE = """name = "small"
+[[sweep]]
+problems = ["rosenbrock"]
+optimizers = ["adam(lr=0.01)"]
+seeds = 2
+steps = 40
+[check]
+branches = false
+"""
+
+
+def test_baseline_and_check_end_to_end(tmp_path):
+    """The one real-process run of 'optbench baseline' and 'optbench check': exit codes 0, 0, 1 and what they
+    print."""
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt" / "sgd.py").write_text(SGD)
+    (tmp_path / "small.toml").write_text(SMALL_SUITE)
+    opts = "opt/sgd.py:MySGD(lr=0.001)"
+    r = optbench("baseline", "--suite", "small.toml", "--out", "bl", "--opt", opts, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Baseline of suite 'small': 2 runs" in r.stdout and "Commit it" in r.stdout
+    r = optbench("check", "--suite", "small.toml", "--against", "bl", "--opt", opts, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK:" in r.stdout and "within tolerance" in r.stdout
+    (tmp_path / "opt" / "sgd.py").write_text(SGD_MOMENTUM_TWICE)
+    r = optbench("check", "--suite", "small.toml", "--against", "bl", "--opt", opts, "--markdown", "check.md",
+                 cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "REGRESSION" in r.stdout and "opt/sgd.py:MySGD" in r.stdout and "Traceback" not in r.stderr
+    assert (tmp_path / "check.md").read_text().startswith("## ❌")
+
+
+def _failed_labels(result) -> set[str]:
+    return set(result.failed["optimizer_label"].astype(str))
+
+
+def test_broken_user_optimizers_fail_the_shipped_suite(tmp_path, monkeypatch):
+    import optbench
+    import optbench.optimizers.user as user
+
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "opt").mkdir()
     adam, sgd = tmp_path / "opt" / "adam.py", tmp_path / "opt" / "sgd.py"
     adam.write_text(ADAM)
     sgd.write_text(SGD)
     opts = "opt/adam.py:MyAdam,opt/sgd.py:MySGD"
-    r = optbench("baseline", "--suite", SUITE, "--out", "bl", "--opt", opts, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+
+    def check(**kwargs):
+        monkeypatch.setattr(user, "_CACHE", {})  # the user's files changed under the same labels
+        return optbench.check(suite=SUITE, baseline="bl", opt=opts, **kwargs)
+
+    optbench.baseline(SUITE, "bl", opt=opts)
     assert (tmp_path / "bl" / "manifest.json").exists()
 
-    r = optbench("check", "--suite", SUITE, "--against", "bl", "--opt", opts, "--junit", "ok.xml", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr  # a re-run of the same code passes (bitwise)
-    assert "OK:" in r.stdout
+    result = check(junit="ok.xml")
+    assert result.passed, result.failed  # a re-run of the same code passes (bitwise)
     ok = ET.parse(tmp_path / "ok.xml").getroot()
     assert int(ok.get("failures")) == 0 and int(ok.get("tests")) == len(ok.findall(".//testcase")) > 0
 
     adam.write_text(ADAM_NO_BIAS_CORRECTION)
-    r = optbench("check", "--suite", SUITE, "--against", "bl", "--opt", opts, "--junit", "bad.xml",
-                 "--markdown", "report/check.md", cwd=tmp_path)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "REGRESSION" in r.stdout and "opt/adam.py:MyAdam" in r.stdout
+    result = check(junit="bad.xml", markdown="report/check.md")
+    assert not result.passed and "opt/adam.py:MyAdam" in _failed_labels(result)
     root = ET.parse(tmp_path / "bad.xml").getroot()
     failures = root.findall(".//failure")
     assert int(root.get("failures")) == len(failures) > 0
@@ -117,44 +159,51 @@ def test_broken_user_optimizers_fail_the_shipped_suite(tmp_path):
 
     adam.write_text(ADAM)
     sgd.write_text(SGD_MOMENTUM_TWICE)
-    r = optbench("check", "--suite", SUITE, "--against", "bl", "--opt", opts, cwd=tmp_path)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "MySGD" in r.stdout and "MyAdam" not in r.stdout.split("tolerances:")[0]
+    result = check(out="broken-sgd")  # its own directory: the runs of earlier checks (other sources) stay apart
+    assert not result.passed and all("MySGD" in label for label in _failed_labels(result))
 
-    # the same broken SGD also fails the statistical mode (its defaults catch few-percent changes)
-    r = optbench("check", "--suite", SUITE, "--against", "bl", "--opt", opts, "--mode", "statistical",
-                 cwd=tmp_path)
-    assert r.returncode == 1, r.stdout + r.stderr
+    # the same broken SGD also fails the statistical mode (its defaults catch few-percent changes): the same
+    # deterministic runs compared as seed medians
+    statistical = optbench.check(result.new_dir, "bl", mode="statistical")
+    assert statistical.tolerances.mode == "statistical" and not statistical.passed
+    assert all("MySGD" in label for label in _failed_labels(statistical))
 
 
-def test_shipped_baseline_rerun_passes_and_other_seeds_pass_statistically(tmp_path):
-    r = optbench("check", "--suite", SUITE, "--against", BASELINE, "--out", "new", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
+def test_shipped_baseline_rerun_passes_and_other_seeds_pass_statistically(tmp_path, monkeypatch):
+    import optbench
+    from optbench.check.compare import ConfigMismatch
+
+    monkeypatch.chdir(tmp_path)
+    assert optbench.check(suite=SUITE, baseline=BASELINE, out="new").passed
     other = SUITE.read_text().replace("seeds = 16", f"seeds = {list(range(100, 116))}")
     assert other != SUITE.read_text()
     (tmp_path / "other.toml").write_text(other)
-    r = optbench("check", "new", "--against", BASELINE, cwd=tmp_path)  # two directories
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = optbench("check", "--suite", "other.toml", "--against", BASELINE, "--out", "other", "--mode",
-                 "statistical", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = optbench("check", "other", "--against", BASELINE, cwd=tmp_path)  # exact mode: seeds must match
-    assert r.returncode == 2 and "Seeds differ" in r.stderr
+    two_dirs = optbench.check("new", BASELINE)
+    assert two_dirs.passed and two_dirs.tolerances.mode == "exact"  # both deterministic: exact by default
+    assert optbench.check(suite="other.toml", baseline=BASELINE, out="other", mode="statistical").passed
+    with pytest.raises(ConfigMismatch, match="Seeds differ"):  # exact mode: seeds must match
+        optbench.check("other", BASELINE)
 
 
-def test_missing_configurations_exit_2(tmp_path):
-    r = optbench("run", "-p", "rosenbrock", "-o", "adam", "--lr", "0.01", "--steps", "300", "--record-every",
-                 "10", "--deterministic", "--out", "partial", "-q", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+def test_missing_configurations_exit_2(tmp_path, monkeypatch):
+    from cli_invoke import invoke
+
+    import optbench
+    from optbench.errors import UsageError
+
+    monkeypatch.chdir(tmp_path)
+    optbench.run("rosenbrock", "adam", lrs=[0.01], steps=300, record_every=10, deterministic=True, out="partial")
     manifest = (tmp_path / "partial" / "manifest.json").read_text()
     assert '"deterministic": true' in manifest
-    r = optbench("check", "partial", "--against", BASELINE, cwd=tmp_path)
-    assert r.returncode == 2
+    r = invoke("check", "partial", "--against", BASELINE)
+    assert r.exit_code == 2
     assert "missing from the new results" in r.stderr and "himmelblau / sgd-momentum" in r.stderr
-    r = optbench("check", "nowhere", "--against", BASELINE, cwd=tmp_path)
-    assert r.returncode == 2 and "does not exist" in r.stderr
-    r = optbench("check", cwd=tmp_path)
-    assert r.returncode == 2
+    with pytest.raises(UsageError, match="does not exist"):
+        optbench.check("nowhere", BASELINE)
+    r = invoke("check", "nowhere", "--against", BASELINE)
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+    r = invoke("check")
+    assert r.exit_code == 2
 
 
 @pytest.mark.parametrize("args,message", [
@@ -162,6 +211,8 @@ def test_missing_configurations_exit_2(tmp_path):
     (["--dtype", "float32"], "float64"),
 ])
 def test_deterministic_run_refuses_gpu_and_float32(tmp_path, args, message):
-    r = optbench("run", "-p", "rosenbrock", "-o", "adam", "--steps", "5", "--deterministic", *args, "--out", "x",
-                 cwd=tmp_path)
-    assert r.returncode == 2 and message in r.stderr
+    from cli_invoke import invoke
+
+    r = invoke("run", "-p", "rosenbrock", "-o", "adam", "--steps", "5", "--deterministic", *args, "--out",
+               tmp_path / "x")
+    assert r.exit_code == 2 and message in r.stderr

@@ -1,4 +1,6 @@
-"""End-to-end tests of the CLI through a real subprocess of the installed ``optbench`` script."""
+"""The CLI: one end-to-end test per command here through a real subprocess of the installed ``optbench`` script
+(run, show, list; the others beside their features), the rest in-process (tests/cli_invoke.py) or on the Python
+API where they are about numbers."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_invoke import invoke
+
+import optbench
 
 OPTBENCH = shutil.which("optbench") or str(Path(sys.executable).parent / "optbench")
 
@@ -40,25 +45,25 @@ def test_json_summary_and_resume(tmp_path):
     out = tmp_path / "res"
     args = ["run", "-p", "rosenbrock", "-o", "adam,nag", "--lr", "1e-3,1e-2", "--seeds", "2", "--steps", "50",
             "--out", str(out), "--json"]
-    first = cli(*args)
-    assert first.returncode == 0, first.stderr
+    first = invoke(*args)
+    assert first.exit_code == 0, first.stderr
     data = json.loads(first.stdout)
     assert data["runs"] == 8 and data["skipped"] == 0
     labels = {row["optimizer_label"] for row in data["summary"]}
     assert labels == {"adam", "nag"}
-    again = json.loads(cli(*args).stdout)
+    again = json.loads(invoke(*args).stdout)
     assert again["skipped"] == 8
     assert again["summary"] == data["summary"]
 
 
 def test_quiet_prints_nothing(tmp_path):
-    r = cli("run", "-p", "valley", "-o", "sgd", "--steps", "10", "-q", "--out", str(tmp_path / "r"))
-    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+    r = invoke("run", "-p", "valley", "-o", "sgd", "--steps", "10", "-q", "--out", str(tmp_path / "r"))
+    assert r.exit_code == 0 and r.stdout == "" and r.stderr == ""
 
 
 def test_show_and_csv_export(tmp_path):
     out = tmp_path / "res"
-    assert cli("run", "-p", "beale", "-o", "adam", "--steps", "20", "-q", "--out", str(out)).returncode == 0
+    optbench.run("beale", "adam", steps=20, out=out)
     csv = tmp_path / "steps.csv"
     r = cli("show", str(out), "--csv", str(csv))
     assert r.returncode == 0, r.stderr
@@ -72,7 +77,7 @@ def test_list_json():
     assert r.returncode == 0
     names = {e["name"] for e in json.loads(r.stdout)}
     assert {"sgd", "sgd-momentum", "nag", "adam", "lbfgs", "lion", "newton", "spsa", "forward-grad"} <= names
-    r = cli("list", "problems", "--json")
+    r = invoke("list", "problems", "--json")
     names = {e["name"] for e in json.loads(r.stdout)}
     assert {"rosenbrock", "saddle", "monkey-saddle", "valley", "noisy-quadratic"} <= names
 
@@ -80,11 +85,11 @@ def test_list_json():
 def test_list_optimizers_states_deviations_from_the_papers():
     from optbench.optimizers import OPTIMIZERS
 
-    rows = json.loads(cli("list", "optimizers", "--json").stdout)
+    rows = json.loads(invoke("list", "optimizers", "--json").stdout)
     assert {e["name"]: e["deviations"] for e in rows} == {n: e.deviations for n, e in OPTIMIZERS.items()}
     assert all(e["deviations"].strip() for e in rows)
-    r = cli("list", "optimizers")
-    assert r.returncode == 0 and "differs from the paper" in r.stdout
+    r = invoke("list", "optimizers", env={"COLUMNS": "160"})
+    assert r.exit_code == 0 and "differs from the paper" in r.stdout
     words = set(r.stdout.replace("│", " ").split())  # cells wrap: check words of the deviations column
     assert {"lamb-paper.", "sm3-paper", "adafactor-paper.", "maximum", "Zeiler's"} <= words
 
@@ -110,9 +115,10 @@ def test_list_optimizers_states_deviations_from_the_papers():
         (["list", "optimisers"], "Did you mean 'optimizers'"),
     ],
 )
-def test_usage_errors_exit_2_with_one_clear_message(args, needle, tmp_path):
-    r = cli(*args, cwd=tmp_path)
-    assert r.returncode == 2, (r.stdout, r.stderr)
+def test_usage_errors_exit_2_with_one_clear_message(args, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke(*args)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
     assert needle in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -122,24 +128,24 @@ def test_cuda_request_without_cuda_is_a_usage_error(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    r = cli("run", "-p", "saddle", "-o", "adam", "--device", "cuda", cwd=tmp_path)
-    assert r.returncode == 2 and "no CUDA device" in r.stderr
+    r = invoke("run", "-p", "saddle", "-o", "adam", "--device", "cuda", "--out", tmp_path / "r")
+    assert r.exit_code == 2 and "no CUDA device" in r.stderr
 
 
 def test_user_optimizer_error_shows_user_traceback(tmp_path):
     bad = tmp_path / "bad_opt.py"
     bad.write_text("import torch\nraise RuntimeError('boom in user code')\n")
-    r = cli("run", "-p", "saddle", "-o", f"{bad}:Opt", "--steps", "5", cwd=tmp_path)
-    assert r.returncode == 2
+    r = invoke("run", "-p", "saddle", "-o", f"{bad}:Opt", "--steps", "5", "--out", tmp_path / "r")
+    assert r.exit_code == 2
     assert "boom in user code" in r.stderr and "bad_opt.py" in r.stderr
 
 
 def test_every_command_has_help():
-    r = cli("--help")
-    assert r.returncode == 0
-    for command in ("run", "list", "show"):
-        h = cli(command, "--help")
-        assert h.returncode == 0 and "Usage" in h.stdout
+    r = invoke("--help")
+    assert r.exit_code == 0
+    for command in ("run", "list", "show", "report", "tune", "check", "baseline", "data"):
+        h = invoke(command, "--help")
+        assert h.exit_code == 0 and "Usage" in h.stdout
 
 
 def test_an_output_directory_that_cannot_be_created_is_a_usage_error(tmp_path):
@@ -148,7 +154,7 @@ def test_an_output_directory_that_cannot_be_created_is_a_usage_error(tmp_path):
     bad = str(blocker / "out")
     for args in (["run", "-p", "rosenbrock", "-o", "adam", "--steps", "5"],
                  ["tune", "-p", "rosenbrock", "-o", "adam", "--trials", "3", "--steps", "5"]):
-        result = cli(*args, "--out", bad)
-        assert result.returncode == 2, result.stderr
+        result = invoke(*args, "--out", bad)
+        assert result.exit_code == 2, result.stderr
         assert "cannot create this directory" in result.stdout + result.stderr
         assert "Traceback" not in result.stdout + result.stderr

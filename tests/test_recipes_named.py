@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +20,6 @@ from optbench.runner import run_sweep
 from optbench.schedules import budget_steps, get_schedule, lr_sequence
 from optbench.sweep.spec import Sweep
 
-OPTBENCH = shutil.which("optbench") or str(Path(sys.executable).parent / "optbench")
 PROBLEM = "noisy-quadratic(dim=4)"
 STEPS = 40
 
@@ -163,7 +159,9 @@ def test_shipped_batch_size_suite_has_both_studies():
 # ---- command line ----
 
 def _cli(*args):
-    return subprocess.run([OPTBENCH, *args], capture_output=True, text=True, timeout=120)
+    from cli_invoke import invoke
+
+    return invoke(*args)
 
 
 RUN = ["run", "-p", PROBLEM, "-o", "sgd", "--lr", "0.01", "--batch-size", "2,8", "--steps", "10"]
@@ -176,7 +174,7 @@ RUN = ["run", "-p", PROBLEM, "-o", "sgd", "--lr", "0.01", "--batch-size", "2,8",
 ])
 def test_cli_usage_errors(tmp_path, args, message):
     r = _cli(*RUN, "--out", str(tmp_path / "r"), *args)
-    assert r.returncode == 2, r.stderr
+    assert r.exit_code == 2, r.stderr
     assert message in " ".join(r.stderr.split())
     assert "Traceback" not in r.stderr and not (tmp_path / "r").exists()
 
@@ -185,7 +183,7 @@ def test_cli_suite_recipe_error_names_file_line_and_key(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(SUITE.format(extra='recipe = "goyl"'))
     r = _cli("run", "--suite", str(path), "--out", str(tmp_path / "r"))
-    assert r.returncode == 2  # the message is printed as text: rich markup must not eat "[[sweep]]"
+    assert r.exit_code == 2  # the message is printed as text: rich markup must not eat "[[sweep]]"
     assert "s.toml:7: [[sweep]] #1: recipe: Unknown recipe 'goyl'. Did you mean 'goyal'?" in " ".join(r.stderr.split())
 
 
@@ -193,7 +191,7 @@ def test_cli_recipe_with_suite_is_a_usage_error(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(SUITE.format(extra=""))
     r = _cli("run", "--suite", str(path), "--recipe", "linear-warmup", "--out", str(tmp_path / "r"))
-    assert r.returncode == 2 and "--recipe cannot be combined with --suite" in " ".join(r.stderr.split())
+    assert r.exit_code == 2 and "--recipe cannot be combined with --suite" in " ".join(r.stderr.split())
 
 
 # ---- the report: per-batch-size tuned vs recipe ----

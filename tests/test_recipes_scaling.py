@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +12,6 @@ from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
 from optbench.sweep.spec import Sweep
-
-OPTBENCH = str(Path(sys.executable).with_name("optbench"))
 
 
 def _sweep(**kw):
@@ -66,11 +61,12 @@ def test_bad_settings(kw, message):
 
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "r"
-    proc = subprocess.run([OPTBENCH, "run", "-p", "noisy-quadratic(dim=4)", "-o", "sgd", "--lr", "0.01",
-                           "--batch-size", "4,16", "--lr-scaling", "linear", "--steps", "30",
-                           "--schedule", "warmup-linear(warmup=5)", "--out", str(out), "--json"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    from cli_invoke import invoke
+
+    proc = invoke("run", "-p", "noisy-quadratic(dim=4)", "-o", "sgd", "--lr", "0.01", "--batch-size", "4,16",
+                  "--lr-scaling", "linear", "--steps", "30", "--schedule", "warmup-linear(warmup=5)", "--out", out,
+                  "--json")
+    assert proc.exit_code == 0, proc.stderr
     rows = json.loads(proc.stdout)["summary"]
     assert {(r["batch_size"], r["lr"]) for r in rows} == {(4, 0.01), (16, 0.04)}
     assert all(r["optimizer_label"] == "sgd+warmup-linear(warmup=5)+linear-scaling(base_batch_size=4)" for r in rows)

@@ -3,18 +3,12 @@
 from pathlib import Path
 
 import pytest
+from cli_invoke import invoke
 
 from optbench.errors import UsageError
 from optbench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args, cwd=None):
-    import shutil
-    import subprocess
-
-    return subprocess.run([shutil.which("optbench"), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "problems").glob("*.toml")), ids=lambda p: p.name)
@@ -62,16 +56,16 @@ def test_run_suite_cli_and_overrides(tmp_path):
     f = tmp_path / "s.toml"
     f.write_text('[[sweep]]\nproblems = ["rosenbrock"]\noptimizers = ["adam", "sgd"]\nlr = [1e-3]\nsteps = 20\n')
     out = tmp_path / "out"
-    r = run_cli("run", "--suite", str(f), "--out", str(out), "--seeds", "2", "--json")
-    assert r.returncode == 0, r.stderr
+    r = invoke("run", "--suite", str(f), "--out", str(out), "--seeds", "2", "--json")
+    assert r.exit_code == 0, r.stderr
     from optbench.results import load_summary
 
     s = load_summary(out)
     assert len(s) == 4 and set(s["steps"]) == {20}
-    bad = run_cli("run", "--suite", str(f), "--problem", "saddle", "--out", str(out))
-    assert bad.returncode == 2 and "--suite" in bad.stderr
-    neither = run_cli("run", "--out", str(out))
-    assert neither.returncode == 2 and "--suite" in neither.stderr
+    bad = invoke("run", "--suite", str(f), "--problem", "saddle", "--out", str(out))
+    assert bad.exit_code == 2 and "--suite" in bad.stderr
+    neither = invoke("run", "--out", str(out))
+    assert neither.exit_code == 2 and "--suite" in neither.stderr
 
 
 def test_tune_trials_per_optimizer_in_a_suite(tmp_path):

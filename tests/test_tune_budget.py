@@ -4,7 +4,6 @@ trials left RUNNING by a killed process are re-issued."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -138,10 +137,11 @@ def test_tune_cli_states_the_trials_it_used_from_a_larger_study(tmp_path):
     out = tmp_path / "t"
     tune_one(get_problem("rosenbrock"), get_optimizer("adam"), protocol=get_protocol("random"), trials=30,
              dims=parse_space(""), steps=20, out_dir=out)
-    r = subprocess.run([shutil.which("optbench"), "tune", "-p", "rosenbrock", "-o", "adam", "--trials", "10",
-                        "--protocol", "random", "--steps", "20", "--seeds", "1", "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    from cli_invoke import invoke
+
+    r = invoke("tune", "-p", "rosenbrock", "-o", "adam", "--trials", "10", "--protocol", "random", "--steps", "20",
+               "--seeds", "1", "--out", out)
+    assert r.exit_code == 0, r.stderr
     (record,) = json.loads((out / "manifest.json").read_text())["tuning"]
     (study,) = record["studies"]
     assert sum(study["trials"].values()) == 10 and study["budget"] == 10

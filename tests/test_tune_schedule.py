@@ -219,9 +219,10 @@ def test_tune_script_with_a_schedule_in_worker_processes(tmp_path):
     (["--schedule", "cosine,linear"], "--schedule takes one schedule for tuning (got 2)"),
 ])
 def test_usage_errors_exit_2_with_one_sentence(tmp_path, extra, message):
-    r = subprocess.run([shutil.which("optbench"), "tune", "-p", "rosenbrock", "-o", "adam", *extra, "--trials", "5",
-                        "--out", str(tmp_path / "t")], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2, r.stderr
+    from cli_invoke import invoke
+
+    r = invoke("tune", "-p", "rosenbrock", "-o", "adam", *extra, "--trials", "5", "--out", tmp_path / "t")
+    assert r.exit_code == 2, r.stderr
     text = " ".join(r.stderr.split())
     assert text.startswith("Error: ") and message in text and "Traceback" not in r.stderr
     assert text.count(". ") <= 2 and text.endswith(".")  # one sentence (a "Did you mean" hint at most)

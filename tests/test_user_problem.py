@@ -4,9 +4,6 @@ source hash in the run identity, errors reported as the user's; and time to resu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,7 +20,6 @@ from optbench.results import load_results, load_summary
 from optbench.runner import run_sweep
 from optbench.sweep.spec import Run, Sweep
 
-OPTBENCH = str(Path(sys.executable).with_name("optbench"))
 ROOT = Path(__file__).resolve().parents[1]
 
 TASKS = '''
@@ -362,7 +358,7 @@ def test_result_targets_recount_from_the_recorded_rows(tasks, tmp_path):
 
 
 def test_tune_and_check_take_a_user_problem(tasks, tmp_path):
-    from optbench.check import compare, regressions
+    from optbench.check.compare import compare, regressions
     from optbench.suite import load_suite
     from optbench.tuning.protocols import get_protocol
     from optbench.tuning.spaces import parse_space
@@ -388,19 +384,21 @@ def test_tune_and_check_take_a_user_problem(tasks, tmp_path):
     assert len(table) and not len(regressions(table))
 
 
-def test_cli_run_and_report_with_the_example_file(tmp_path):
-    """End to end: the shipped example through `run` and `report`; a broken task exits 2 with the user's traceback."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+def test_cli_run_and_report_with_the_example_file(tmp_path, monkeypatch):
+    """The shipped example through `run` and `report` (in-process); a broken task exits 2 with the user's
+    traceback."""
+    from cli_invoke import invoke
+
+    monkeypatch.chdir(tmp_path)
     example = str(ROOT / "examples" / "my_problem.py")
     out = tmp_path / "res"
-    run = subprocess.run([OPTBENCH, "run", "-p", f"{example}:tilted_bowl,{example}:two_moons(n_train=128)",
-                          "-o", "adam(lr=0.05),sgd-momentum(lr=0.05)", "--steps", "40", "--out", str(out)],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
+    run = invoke("run", "-p", f"{example}:tilted_bowl,{example}:two_moons(n_train=128)",
+                 "-o", "adam(lr=0.05),sgd-momentum(lr=0.05)", "--steps", "40", "--out", out, env={"COLUMNS": "160"})
+    assert run.exit_code == 0, run.stderr
     assert "result: test_acc>=0.95" in run.stdout and "s→result" in run.stdout
-    report = subprocess.run([OPTBENCH, "report", str(out), "--format", "png", "--figures", "trajectories,curves",
-                             "--metric", "seconds_to_result"], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert report.returncode == 0, report.stderr
+    report = invoke("report", out, "--format", "png", "--figures", "trajectories,curves", "--metric",
+                    "seconds_to_result")
+    assert report.exit_code == 0, report.stderr
     figures = {p.name for p in (out / "report" / "figures").glob("*.png")}
     assert any(f.startswith("trajectories_") and f.endswith("my_problem_py_tilted_bowl.png") for f in figures)
     assert len([f for f in figures if f.startswith("curves_")]) == 2  # one per problem of the file

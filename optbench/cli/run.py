@@ -12,11 +12,7 @@ from typing import Annotated
 import typer
 
 from optbench.cli.common import console, err_console, errors_handled
-from optbench.cli.progress import SweepBar, SweepProgress
-
-# the sweep bar and its factory live in cli/progress.py (one set of rules for every wait); check.py imports these
-_Progress = SweepBar
-_SweepProgress = SweepProgress
+from optbench.cli.progress import SweepProgress
 
 
 def default_out_dir() -> Path:
@@ -99,9 +95,8 @@ def run(
                                                      "1GiB): larger sweeps are written in slices of runs.")] = None,
 ) -> None:
     """Run optimizers on problems and print a comparison; results go to a directory others can read."""
+    from optbench.api import run as run_sweeps
     from optbench.errors import UsageError
-    from optbench.runner import run_sweep
-    from optbench.sweep.spec import Sweep
 
     if memory_limit is not None:  # through the environment: suites, re-runs and worker processes all see it
         import os
@@ -113,31 +108,17 @@ def run(
     if recipe is not None:
         _check_recipe_options(ctx, recipe, suite)
     options = sweep_options()
-    command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    progress = SweepProgress(quiet or json_out)
-    out_dir = out or default_out_dir()
     if suite is not None:
-        from optbench.suite import run_suite
-
-        given = [name for name in options if _given(ctx, name)]
-        for name in given:
-            if name in NOT_WITH_SUITE:
+        for name in options:
+            if name in NOT_WITH_SUITE and _given(ctx, name):
                 raise UsageError(f"--{name.replace('_', '-')} cannot be combined with --suite: "
                                  f"{NOT_WITH_SUITE[name]}.")
-        overrides = {options[name]: sweep_value(name, ctx.params[name]) for name in given}
-        outcome = run_suite(suite, out_dir, overrides=overrides, deterministic=deterministic, force=force,
-                            workers=workers, command=command, progress_factory=progress)
-    else:
-        if not problem or not opt:
-            raise UsageError("Give --problem and --opt, or --suite FILE.")
-        values = {field: sweep_value(name, ctx.params[name]) for name, field in options.items()}
-        if deterministic:
-            from optbench.determinism import deterministic_settings, enable_determinism
-
-            values["device"], values["dtype"] = deterministic_settings(values["problems"], device, dtype)
-            enable_determinism()
-        outcome = run_sweep(Sweep.build(**values), out_dir, force=force, command=command, progress_factory=progress,
-                            workers=workers)
+    # without --suite every option (defaults included) sets its Sweep field; with one, only those given here
+    values = {field: ctx.params[name] for name, field in options.items() if suite is None or _given(ctx, name)}
+    outcome = run_sweeps(values.pop("problems", None), values.pop("optimizers", None), suite=suite,
+                         out=out or default_out_dir(), force=force, workers=workers, deterministic=deterministic,
+                         progress=SweepProgress(quiet or json_out),
+                         command="optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **values)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
     _maybe_report(outcome, report, quiet or json_out)
 
@@ -156,42 +137,6 @@ def sweep_options() -> dict[str, str]:
     from optbench.suite import sweep_key, sweep_settings
 
     return {_OPTION_OF_FIELD.get(f.name, sweep_key(f.name)): f.name for f in sweep_settings()}
-
-
-def sweep_value(option: str, value):
-    """A ``run`` option's command-line value → the Sweep field's value, validated (the same code for a plain
-    run and for the overrides of a suite)."""
-    from optbench.errors import UsageError
-    from optbench.spec import parse_float_list, parse_spec_list
-
-    if value is None:
-        return None
-    if option == "problem":
-        from optbench.problems import get_problem
-
-        return [get_problem(s) for s in parse_spec_list(value)]
-    if option == "opt":
-        from optbench.optimizers import get_optimizer
-
-        return [get_optimizer(s) for s in parse_spec_list(value)]
-    if option == "lr":
-        lrs = parse_float_list(value, "--lr")
-        if any(v <= 0 for v in lrs):
-            raise UsageError(f"--lr {value!r}: learning rates must be > 0.")
-        return lrs
-    if option == "seeds":
-        return list(range(value))
-    if option == "batch_size":
-        try:
-            batch_sizes = [int(b) for b in value.split(",")]
-        except ValueError:
-            raise UsageError(f"--batch-size {value!r}: expected integers like '32,128'.") from None
-        if any(b < 1 for b in batch_sizes):
-            raise UsageError(f"--batch-size {value!r}: batch sizes must be >= 1.")
-        return batch_sizes
-    if option == "schedule":
-        return _schedules(value)
-    return value
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -214,14 +159,6 @@ def _check_recipe_options(ctx: typer.Context, recipe: str, suite: Path | None) -
             flag = "--" + option.replace("_", "-") + f" {ctx.params[option]}"
             raise UsageError(f"{flag} conflicts with --recipe {resolved.label}, which sets --lr-scaling "
                              f"{resolved.lr_scaling} and --schedule {resolved.schedule!r}: give one or the other.")
-
-
-def _schedules(text: str) -> list[str]:
-    """``--schedule`` text → canonical schedule labels (validated; duplicates rejected)."""
-    from optbench.schedules import get_schedule
-    from optbench.spec import parse_spec_list
-
-    return [get_schedule(s).label for s in parse_spec_list(text)]
 
 
 def _maybe_report(outcome, report: bool, quiet: bool) -> None:

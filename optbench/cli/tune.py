@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -70,155 +69,37 @@ def tune(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Tune each optimizer's hyperparameters with one Optuna study per problem, with equal budgets."""
-    from optbench.engines.recipe import Recipe
-    from optbench.errors import UsageError
-    from optbench.optimizers import get_optimizer
-    from optbench.problems import get_problem
-    from optbench.results import check_writable, update_manifest
-    from optbench.runner import run_sweep
-    from optbench.spec import parse_spec_list
-    from optbench.sweep.spec import DTYPES, ENGINES, Sweep
-    from optbench.tuning import get_protocol, parse_space, tune_one
-    from optbench.tuning.spaces import check_schedule, check_space, resolve_space
-    from optbench.tuning.study import check_tuning
+    from optbench.api import tune as run_tuning
 
-    def given(name: str) -> bool:
+    def value(name: str):  # with --suite, None where not on the command line: the suite's [tune] table decides
         source = ctx.get_parameter_source(name)
-        return source is not None and source.name == "COMMANDLINE"
+        from_command_line = source is not None and source.name == "COMMANDLINE"
+        return ctx.params[name] if suite is None or from_command_line else None
 
-    seed_list = list(range(seeds))
-    if suite is not None:
-        from optbench.suite import load_suite
-
-        conf = load_suite(suite).tune
-        problem = problem or (",".join(conf["problems"]) if "problems" in conf else None)
-        opt = opt or (",".join(conf["optimizers"]) if "optimizers" in conf else None)
-        trials = trials if given("trials") else (str(conf["trials"]) if "trials" in conf else trials)
-        protocol = protocol if given("protocol") else conf.get("protocol", protocol)
-        space = space if given("space") else conf.get("space", space)
-        schedule = schedule if given("schedule") else conf.get("schedule", schedule)
-        steps = steps if given("steps") else conf.get("steps", steps)
-        batch = batch if given("batch") else conf.get("batch", batch)
-        workers = workers if given("workers") else conf.get("workers", workers)
-        storage = storage if given("storage") else conf.get("storage", storage)
-        seed_list = seed_list if given("seeds") else conf.get("seeds", seed_list)
-    if not problem or not opt:
-        raise UsageError("Give --problem and --opt (or a --suite whose [tune] table lists problems and "
-                         "optimizers).")
-    if engine not in ENGINES:
-        raise UsageError(f"Unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}.")
-    if dtype not in DTYPES:
-        raise UsageError(f"Unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}.")
-    problems = [get_problem(s) for s in parse_spec_list(problem)]
-    optimizers = [get_optimizer(s) for s in parse_spec_list(opt)]
-    proto = get_protocol(protocol)
-    sched = _schedule(schedule)
-    dims = check_space(optimizers, parse_space(space), sched)
-    check_schedule(optimizers, sched, dims, steps, proto)
-    for optimizer in optimizers:  # nothing to tune, a bad pruner or engine: before any output or journal
-        check_tuning(optimizer, resolve_space(dims, sched), proto, engine=engine, pruner=pruner)
-    budgets = trial_budgets(trials, optimizers, proto)
     if report:  # bad figure or format names fail before any work
         from optbench.report import validate as validate_report
 
         validate_report(split_list(report_format), split_list(report_figures), "final_loss", 200, 20, 100)
-    # the recipe options are validated as 'optbench run' validates them (clip values, label smoothing on
-    # networks only), before any trial
-    recipe = Recipe(schedule=sched, clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing)
-    recipe.replace(schedule="constant").validate(problems, optimizers, steps=steps)
-    out_dir = check_writable(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))  # before any trial
-
-    pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
-    pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
-    budget = max(budgets)
-    budget_text = _budget_text(budgets, [o.label for o in optimizers])
-    options = dict(batch=batch, seed=sampler_seed, engine=engine, dtype=dtype, pruner=pruner, recipe=recipe)
-    t0 = time.perf_counter()
-    progress = TrialProgress(sum(pair_budgets), len(pairs), quiet)
-    try:
-        if workers > 1 and len(pairs) > 1:
-            from optbench.tuning.parallel import tune_parallel
-
-            progress.print(f"tuning {plural(len(pairs), 'study', 'studies')} in "
-                           f"{plural(min(workers, len(pairs)), 'process', 'processes')}: {proto.name}, {budget_text}")
-            progress.advance(0)  # the bar (after its delay) while the workers start
-            results = tune_parallel(pairs, workers=workers, protocol=proto, trials=pair_budgets, dims=dims, steps=steps,
-                                    storage=storage, out_dir=out_dir, progress=progress.advance,
-                                    study_done=progress.study_done,
-                                    while_waiting=_import_report_libraries if report else None, **options)
-        else:
-            from optbench.tuning.study import open_storage
-
-            results = []
-            journal = open_storage(None, out_dir) if storage is None else None  # one journal for every study
-            for index, ((prob, optimizer), pair_budget) in enumerate(zip(pairs, pair_budgets), start=1):
-                schedule_text = "" if sched == "constant" else f", schedule {sched}"
-                progress.print(f"tuning {optimizer.label} on {prob.label}: {proto.name}, "
-                               f"{plural(pair_budget, 'trial')}{schedule_text}")
-                progress.begin_study(index, len(pairs))
-                results.append(tune_one(prob, optimizer, protocol=proto, trials=pair_budget, dims=dims, steps=steps,
-                                        storage=storage, out_dir=out_dir, progress=progress.advance, journal=journal,
-                                        **options))
-    finally:
-        progress.close()
-    tune_s = time.perf_counter() - t0
-    used_text = _used_text(results, pair_budgets, budget_text)
-
-    command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    reruns = []
-    for prob in problems:
-        best_by_schedule: dict[str, list] = {}  # each best configuration re-runs with its own best schedule
-        for r in results:
-            if r.problem == prob.label and r.best_config is not None:
-                best_by_schedule.setdefault(r.best_schedule or "constant", []).append(r.best_config)
-        for best_schedule, best in best_by_schedule.items():
-            reruns.append(Sweep([prob], best, seeds=seed_list, steps=steps, engine=engine, dtype=dtype,
-                                recipe=recipe.replace(schedule="constant"), schedules=[best_schedule]))
-    outcomes = []
-    rerun_progress = SweepProgress(quiet, what="re-runs")  # 're-runs 2/3 · runs 4/10' on the sweep bar
-    for index, sweep in enumerate(reruns, start=1):
-        rerun_progress.begin_sweep(index, len(reruns))
-        outcomes.append(run_sweep(sweep, out_dir, force=force, command=command, progress_factory=rerun_progress))
-    update_manifest(out_dir, lambda manifest: manifest.setdefault("tuning", []).append({
-        "command": command, "protocol": proto.name, "protocol_doc": proto.doc, "budget": budget,
-        **({"budgets": {o.label: b for o, b in zip(optimizers, budgets)}} if len(set(budgets)) > 1 else {}),
-        "steps": steps, "clip_norm": clip_norm, "clip_value": clip_value, "label_smoothing": label_smoothing,
-        "schedule": sched, "batch": batch, "workers": workers,
-        "rerun_seeds": seed_list, "storage": storage or str(out_dir / "tuning.journal"),
-        "trials_rule": TRIALS_RULE,
-        "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]}))
+    settings = {name: value(name) for name in ("trials", "protocol", "space", "schedule", "steps", "batch",
+                                               "workers", "storage", "seeds")}
+    outcome = run_tuning(problem, opt, suite=suite, **settings, engine=engine, dtype=dtype, pruner=pruner,
+                         clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing,
+                         sampler_seed=sampler_seed, out=out, force=force,
+                         progress=lambda total, studies: TrialProgress(total, studies, quiet),
+                         rerun_progress=SweepProgress(quiet, what="re-runs"),
+                         while_waiting=_import_report_libraries if report else None,
+                         command="optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if not quiet:
-        _print(results, out_dir, proto, used_text, seed_list, tune_s, time.perf_counter() - t0,
-               rerun=bool(outcomes))
-    if report and outcomes:
-        from optbench.report import build_report
+        _print(outcome.results, outcome.out_dir, outcome.protocol, outcome.used_text, outcome.seeds,
+               outcome.tuning_wall_time_s, outcome.wall_time_s, rerun=bool(outcome.reruns))
+    if report and outcome.reruns:
+        from optbench.api import report as write_report
 
         with PhaseProgress("report", quiet) as phases:  # as 'run --report': each phase of the report
-            index = build_report([out_dir], out_dir / "report", formats=split_list(report_format),
-                                 figures=split_list(report_figures), progress=phases)
+            written = write_report([outcome.out_dir], outcome.out_dir / "report", formats=split_list(report_format),
+                                   figures=split_list(report_figures), progress=phases)
         if not quiet:
-            console.print(f"report → {index}")
-
-
-TRIALS_RULE = ("a study's results are read from its first N trials by budget slot (trial number), N = its "
-               "budget; trials beyond them in the storage are not used")
-
-
-def _budget_text(budgets: list[int], labels: list[str]) -> str:
-    """'50 trials each' ('1 trial each'), or the budget of each optimizer when they differ."""
-    if len(set(budgets)) == 1:
-        return f"{plural(budgets[0], 'trial')} each"
-    return ("unequal budgets " + ", ".join(f"{o} {b}" for o, b in zip(labels, budgets))
-            + " (not an equal-budget comparison)")
-
-
-def _used_text(results, budgets: list[int], budget_text: str) -> str:
-    """The budget text when every study's verdict is read from exactly its budget of trials, else the real
-    number of trials behind each verdict (a study some process is still filling, every trial abandoned)."""
-    if all(r.trials_used == b for r, b in zip(results, budgets)):
-        return budget_text
-    return "trials used " + ", ".join(f"{r.optimizer} on {r.problem} {r.trials_used} of {b}"
-                                      for r, b in zip(results, budgets))
+            console.print(f"report → {written.index}")
 
 
 def _import_report_libraries() -> None:
@@ -233,53 +114,6 @@ def _import_report_libraries() -> None:
         pyplot()
     except Exception:  # noqa: BLE001
         pass
-
-
-def trial_budgets(text: str | None, optimizers, protocol) -> list[int]:
-    """``--trials`` → the budget of each optimizer config, in order. ``'600'`` gives all 600; ``'600,sgd=1200'``
-    gives configs named ``sgd`` 1200 and the others 600; without a plain number the others get the
-    protocol's default. Protocols with a fixed budget (random-small, grid, …) reject other budgets."""
-    from optbench.errors import UsageError
-
-    default: int | None = None
-    overrides: dict[str, int] = {}
-    for part in (p.strip() for p in (text or "").split(",")):
-        if not part:
-            continue
-        name, eq, number = (x.strip() for x in part.rpartition("=")) if "=" in part else ("", "", part)
-        try:
-            value = int(number)
-        except ValueError:
-            raise UsageError(f"--trials {text!r}: {number!r} is not a whole number; write N or N,NAME=M, "
-                             "e.g. '600,sgd=1200'.") from None
-        if value < 1:
-            raise UsageError(f"--trials {text!r}: a budget must be at least 1 trial (got {value}).")
-        if not eq:
-            if default is not None:
-                raise UsageError(f"--trials {text!r}: give one plain budget and NAME=M for the exceptions.")
-            default = value
-            continue
-        names = {o.name: o for o in optimizers}
-        if name not in names:
-            raise UsageError(f"--trials {text!r}: {name!r} is not one of the optimizers tuned here "
-                             f"({', '.join(names)}).")
-        if name in overrides:
-            raise UsageError(f"--trials {text!r}: {name!r} is given twice.")
-        overrides[name] = value
-    return [protocol.budget(overrides.get(o.name, default)) for o in optimizers]
-
-
-def _schedule(text: str | None) -> str:
-    """``--schedule`` text → the canonical label of one validated schedule (``constant`` when absent)."""
-    from optbench.errors import UsageError
-    from optbench.schedules import get_schedule
-    from optbench.spec import parse_spec_list
-
-    specs = parse_spec_list(text) if text else []
-    if len(specs) > 1:
-        raise UsageError(f"--schedule takes one schedule for tuning (got {len(specs)}); tune each schedule in "
-                         "its own command.")
-    return get_schedule(specs[0] if specs else None).label
 
 
 def _print(results, out_dir: Path, proto, budget_text: str, seeds: list[int], tune_s: float, total_s: float,

@@ -7,6 +7,8 @@ curves, learning-rate sensitivity, batch size × lr heatmaps, performance profil
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -109,3 +111,16 @@ def build_report(results_dirs: list[Path], out_dir: Path, *, formats: Sequence[s
     return Builder(dirs, Path(out_dir), formats=formats, figures=figures, frames=frames, fps=fps, dpi=dpi,
                    title=title, all_lrs=all_lrs, metric=metric, target=target,
                    result_target=result_target, progress=progress, heatmap_scale=heatmap_scale).build()
+
+
+class _CallablePackage(types.ModuleType):
+    """``optbench.report(dirs, out)`` (optbench.api.report) is this package called: a submodule import binds
+    ``optbench.report`` to the package, so the package is made callable rather than shadowing the function."""
+
+    def __call__(self, *args, **kwargs):
+        from optbench.api import report
+
+        return report(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -147,6 +147,13 @@ class Sweep:
     recipe_name: str | None = None  # a named recipe (optbench.recipes): sets lr_scaling and the schedule
     target: float | None = None  # steps to target: loss − f* ≤ target; None: each problem's own (optbench.targets)
 
+    def __post_init__(self) -> None:
+        """Problems and optimizers may be given as spec strings or objects (optbench.resolve)."""
+        from optbench.resolve import resolve_optimizers, resolve_problems
+
+        self.problems = resolve_problems(self.problems)
+        self.optimizers = resolve_optimizers(self.optimizers)
+
     @classmethod
     def build(cls, problems: Sequence[Any], optimizers: Sequence[Any], **settings: Any) -> Sweep:
         """A sweep from flat settings, as the command line and suite files give them: the fields of

@@ -300,7 +300,7 @@ def _batch_tpe_class():
                     lo, hi, x0 = dist.low, dist.high, base.params[name]
                     if dist.log:
                         lo, hi, x0 = np.log(lo), np.log(hi), np.log(x0)
-                    x = float(np.clip(x0 + rng.normal() * scale * (hi - lo), lo, hi))
+                    x = _reflect(x0 + rng.normal() * scale * (hi - lo), lo, hi)
                     value = float(np.clip(np.exp(x) if dist.log else x, dist.low, dist.high))
                     if isinstance(dist, IntDistribution):  # onto the grid, else Optuna re-samples it
                         value = int(dist.low + round((value - dist.low) / dist.step) * dist.step)
@@ -322,3 +322,16 @@ def _batch_tpe_class():
             return {**params, name: x0 + dist.step if up else x0 - dist.step}
 
     return BatchTPESampler
+
+
+def _reflect(x: float, lo: float, hi: float) -> float:
+    """``x`` folded back into ``[lo, hi]`` by reflection at the bounds. Clipping would put a point mass on each
+    bound: local steps from a best trial near a bound then propose the bound itself again and again (the same
+    trial evaluated twice, in one process or in two sharing a study); reflection keeps a continuous density."""
+    if lo <= x <= hi:
+        return float(x)  # exactly as drawn (what clipping kept too)
+    span = hi - lo
+    if span <= 0:
+        return float(lo)
+    y = (x - lo) % (2 * span)
+    return float(lo + (span - abs(y - span)))

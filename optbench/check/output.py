@@ -1,6 +1,6 @@
 """What ``optbench check`` hands to CI systems: JUnit XML and a Markdown summary for a PR comment.
 
-Both read a verdict table of :func:`optbench.check.compare` (one row per configuration and metric).
+Both read a verdict table of :func:`optbench.check.compare.compare` (one row per configuration and metric).
 JUnit: one ``<testcase>`` per row, ``classname`` the configuration, ``name`` the metric; a failed row
 carries a ``<failure>`` with the baseline, the new value and the allowed band.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from optbench.check import KEY, config_label
+from optbench.check.compare import KEY, config_label
 from optbench.formatting import fmt_change, fmt_value
 from optbench.results import atomic_write_bytes
 

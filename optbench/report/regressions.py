@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from optbench.check import KEY, config_label
+from optbench.check.compare import KEY, config_label
 
 
 def _safe(text: str) -> str:
@@ -31,7 +31,7 @@ def regression_figure(base_steps, new_steps, base_summary, new_summary, key: tup
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from optbench.check import per_run_metrics
+    from optbench.check.compare import per_run_metrics
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
