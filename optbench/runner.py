@@ -646,12 +646,14 @@ def git_revision(start: Path) -> str | None:
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command: str = "",
-              progress_factory: Callable[[int, int], Any] | None = None, workers: int = 1) -> SweepOutcome:
+              progress_factory: Callable[[int, int], Any] | None = None, workers: int = 1,
+              executor=None) -> SweepOutcome:
     """Run every missing run of ``sweep`` into ``out_dir`` and return counts and timings.
 
     ``progress_factory(total_steps, total_runs)`` may return an object with ``advance(n)`` and ``close()``, and
     optionally ``runs_finished(statuses)``, called with the statuses of each batch of runs written.
-    ``workers > 1`` runs work items in that many processes (see :func:`run_items_parallel`).
+    ``workers > 1`` runs work items in that many processes (see :func:`run_items_parallel`); ``executor`` (an
+    :mod:`optbench.executors` executor, e.g. Dask) runs them where it says instead.
     """
     import uuid
 
@@ -727,8 +729,11 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     writer = _ChunkWriter(out)
     try:
         try:
-            if workers > 1 and len(items) > 1:
-                for engine, statuses in run_items_parallel(items, out, workers, progress):
+            from optbench.executors.local import LocalExecutor
+
+            executor = executor or LocalExecutor(workers)
+            if executor.takes(items):
+                for engine, statuses in executor.run_items(items, out, progress):
                     written(engine, statuses)
                 items = []
             for i, (engine, group) in enumerate(items):
@@ -981,6 +986,10 @@ def resolve_device(name: str) -> str:
     if name == "cpu":
         return "cpu"
     if name.startswith("cuda"):
+        from optbench.executors import DEVICES_ON_WORKERS
+
+        if DEVICES_ON_WORKERS.get() and (name == "cuda" or name[5:].isdigit() and name[4] == ":"):
+            return name  # each worker's own device (optbench.executors.dask checks it there)
         if not torch.cuda.is_available():
             raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu or auto.")
         if ":" in name:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from optbench.cli.common import console, err_console, errors_handled
+from optbench.cli.executors import ExecutorOption, SchedulerFileOption, SchedulerOption, open_executor
 from optbench.cli.progress import SweepBar, SweepProgress
 
 # the sweep bar and its factory live in cli/progress.py (one set of rules for every wait); check.py imports these
@@ -94,6 +95,9 @@ def run(
                                                "see docs/suites.md); options given here override it.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes running independent runs (CPU); one per "
                                          "GPU with --device cuda.")] = 1,
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
 ) -> None:
     """Run optimizers on problems and print a comparison; results go to a directory others can read."""
     from optbench.errors import UsageError
@@ -101,6 +105,7 @@ def run(
 
     if recipe is not None:
         _check_recipe_options(ctx, recipe, suite)
+    runs_on = open_executor(ctx, executor, workers, scheduler, scheduler_file)
     options = sweep_options()
     command = "optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     progress = SweepProgress(quiet or json_out)
@@ -115,7 +120,7 @@ def run(
                                  f"{NOT_WITH_SUITE[name]}.")
         overrides = {options[name]: sweep_value(name, ctx.params[name]) for name in given}
         outcome = run_suite(suite, out_dir, overrides=overrides, deterministic=deterministic, force=force,
-                            workers=workers, command=command, progress_factory=progress)
+                            workers=workers, command=command, progress_factory=progress, executor=runs_on)
     else:
         if not problem or not opt:
             raise UsageError("Give --problem and --opt, or --suite FILE.")
@@ -126,7 +131,7 @@ def run(
             values["device"], values["dtype"] = deterministic_settings(values["problems"], device, dtype)
             enable_determinism()
         outcome = run_sweep(Sweep(**values), out_dir, force=force, command=command, progress_factory=progress,
-                            workers=workers)
+                            workers=workers, executor=runs_on)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
     _maybe_report(outcome, report, quiet or json_out)
 
