@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from optbench.cli.common import console, errors_handled, fmt_float, split_list
+from optbench.cli.executors import ExecutorOption, SchedulerFileOption, SchedulerOption, open_executor
 from optbench.cli.progress import PhaseProgress, SweepProgress, TrialProgress
 from optbench.formatting import plural
 
@@ -56,6 +57,9 @@ def tune(
                                                    "cross-entropy (network problems; trials and re-runs).")] = 0.0,
     workers: Annotated[int, typer.Option(min=1, help="Processes tuning independent studies in parallel "
                                          "(one study per problem × optimizer).")] = 1,
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
     sampler_seed: Annotated[int, typer.Option("--sampler-seed", help="Seed of the sampler.")] = 0,
     suite: Annotated[Path | None, typer.Option(help="Take problems, optimizers and the [tune] table from a "
                                                "suite file; command-line options win.")] = None,
@@ -126,6 +130,7 @@ def tune(
     Sweep(problems, optimizers, seeds=[0], steps=steps, clip_norm=clip_norm, clip_value=clip_value,
           label_smoothing=label_smoothing).check_recipe(problems)
     out_dir = check_writable(out or Path("results") / time.strftime("tune-%Y%m%d-%H%M%S"))  # before any trial
+    runs_on = open_executor(ctx, executor, workers, scheduler, scheduler_file)
 
     pairs = [(prob, optimizer) for prob in problems for optimizer in optimizers]
     pair_budgets = [budgets[j] for _ in problems for j in range(len(optimizers))]
@@ -136,7 +141,16 @@ def tune(
     t0 = time.perf_counter()
     progress = TrialProgress(sum(pair_budgets), len(pairs), quiet)
     try:
-        if workers > 1 and len(pairs) > 1:
+        if runs_on.name == "dask":
+            from optbench.tuning.on_dask import tune_on_dask
+
+            progress.print(f"tuning {plural(len(pairs), 'study', 'studies')} on the Dask cluster at "
+                           f"{runs_on.address}: {proto.name}, {budget_text}")
+            progress.advance(0)
+            results = tune_on_dask(pairs, executor=runs_on, protocol=proto, trials=pair_budgets, dims=dims,
+                                   steps=steps, storage=storage, out_dir=out_dir, progress=progress.advance,
+                                   study_done=progress.study_done, **options)
+        elif workers > 1 and len(pairs) > 1:
             from optbench.tuning.parallel import tune_parallel
 
             progress.print(f"tuning {plural(len(pairs), 'study', 'studies')} in "
@@ -179,12 +193,14 @@ def tune(
     rerun_progress = SweepProgress(quiet, what="re-runs")  # 're-runs 2/3 · runs 4/10' on the sweep bar
     for index, sweep in enumerate(reruns, start=1):
         rerun_progress.begin_sweep(index, len(reruns))
-        outcomes.append(run_sweep(sweep, out_dir, force=force, command=command, progress_factory=rerun_progress))
+        outcomes.append(run_sweep(sweep, out_dir, force=force, command=command, progress_factory=rerun_progress,
+                                  executor=runs_on))
     update_manifest(out_dir, lambda manifest: manifest.setdefault("tuning", []).append({
         "command": command, "protocol": proto.name, "protocol_doc": proto.doc, "budget": budget,
         **({"budgets": {o.label: b for o, b in zip(optimizers, budgets)}} if len(set(budgets)) > 1 else {}),
         "steps": steps, "clip_norm": clip_norm, "clip_value": clip_value, "label_smoothing": label_smoothing,
         "schedule": sched, "batch": batch, "workers": workers,
+        **({"executor": runs_on.name, "scheduler": runs_on.address} if runs_on.name != "local" else {}),
         "rerun_seeds": seed_list, "storage": storage or str(out_dir / "tuning.journal"),
         "trials_rule": TRIALS_RULE,
         "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]}))
