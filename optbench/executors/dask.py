@@ -26,6 +26,7 @@ distributed is imported only when this executor is chosen (``pip install optbenc
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,11 +111,12 @@ class DaskExecutor:
 
         client = self.client
         deterministic = is_deterministic()  # --deterministic: the workers switch torch the same way
+        cwd = os.getcwd()  # relative file specs ('my_opt.py:MyAdam') name files here
         tag = uuid.uuid4().hex[:8]
         pending = {}
         for engine, group in items:
             cid = chunk_id(group)
-            future = client.submit(compute_item, engine, [_portable(r) for r in group], deterministic,
+            future = client.submit(compute_item, engine, [_portable(r) for r in group], deterministic, cwd,
                                    key=f"optbench-item-{cid}-{tag}", pure=False)
             pending[future] = (cid, sum(r.steps for r in group))
         try:
@@ -200,13 +202,15 @@ def worker_error(exc: OptbenchError) -> tuple:
     return ("error", type(exc).__name__, f"{str(exc).rstrip('.')}{where}.", getattr(exc, "user_traceback", ""))
 
 
-def compute_item(engine: str, portables: list[tuple], deterministic: bool = False) -> tuple:
+def compute_item(engine: str, portables: list[tuple], deterministic: bool = False, cwd: str | None = None) -> tuple:
     """One work item on a worker: rebuild its runs, run them on this worker's device, return the chunk's
     tables (``("ok", engine, statuses, steps_table, summary_table)``) or the user's error as a value.
-    ``deterministic``: the client runs ``--deterministic`` (optbench.determinism), and so does this task."""
+    ``deterministic``: the client runs ``--deterministic`` (optbench.determinism), and so does this task;
+    ``cwd``: the client's working directory (see :func:`enter_client_directory`)."""
     from optbench.runner import _rebuild, execute, trace_tables
 
     try:
+        enter_client_directory(cwd)
         use_one_thread(deterministic)
         group = [_rebuild(p, None) for p in portables]
         check_worker_device(group[0].device)
@@ -215,6 +219,15 @@ def compute_item(engine: str, portables: list[tuple], deterministic: bool = Fals
     except OptbenchError as exc:
         return worker_error(exc)
     return "ok", engine, list(trace.status), steps_table, summary_table
+
+
+def enter_client_directory(cwd: str | None) -> None:
+    """Work in the client's working directory when this worker has it (a shared file system, or the same
+    checkout at the same path), so that relative file specs (``my_opt.py:MyAdam``, ``my_task.py:make_task``)
+    name the client's files, as in a local run; the spec strings, hence the run ids, stay as given. The
+    directory is the process's: tasks of clients working in different directories should use absolute paths."""
+    if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
+        os.chdir(cwd)
 
 
 def use_one_thread(deterministic: bool = False) -> None:

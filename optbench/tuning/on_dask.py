@@ -17,6 +17,7 @@ on other hosts cannot reach would otherwise split the study in two). Relative pa
 from __future__ import annotations
 
 import math
+import os
 import queue
 import time
 import uuid
@@ -77,10 +78,10 @@ def probe_error(probe: str | None, token: str, shown: str) -> str | None:
 
 
 def tune_task(problem_label: str, optimizer_label: str, budget: int, options: dict[str, Any], probe: str | None,
-              token: str, shown: str, topic: str) -> tuple:
+              token: str, shown: str, topic: str, cwd: str | None = None) -> tuple:
     """One worker's share of a study: ``tune_one`` in the shared storage until the study holds its budget.
     Returns ``("ok",)`` or the user's error as a value (:func:`optbench.executors.dask.worker_error`)."""
-    from optbench.executors.dask import use_one_thread, worker_error
+    from optbench.executors.dask import enter_client_directory, use_one_thread, worker_error
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.tuning.study import tune_one
@@ -98,6 +99,7 @@ def tune_task(problem_label: str, optimizer_label: str, budget: int, options: di
             pass
 
     try:
+        enter_client_directory(cwd)
         use_one_thread()
         tune_one(get_problem(problem_label), get_optimizer(optimizer_label), trials=budget, progress=report,
                  **options)
@@ -144,8 +146,8 @@ def tune_on_dask(pairs: list[tuple[Any, Any]], *, executor, protocol, trials: in
                 if replica < max(1, math.ceil(budgets[index] / per_round)):
                     problem, optimizer = pairs[index]
                     future = client.submit(tune_task, problem.label, optimizer.label, budgets[index], common, probe,
-                                           token, shown, topic, key=f"optbench-tune-{index}-{replica}-{topic[-8:]}",
-                                           priority=-replica, pure=False)
+                                           token, shown, topic, os.getcwd(), priority=-replica, pure=False,
+                                           key=f"optbench-tune-{index}-{replica}-{topic[-8:]}")
                     pending[future] = index
                     tasks_left[index] += 1
         evaluated = dict.fromkeys(range(len(pairs)), 0)
