@@ -258,11 +258,9 @@ def test_a_worker_reports_the_users_error_as_a_value(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my_opt.py").write_text(BROKEN_OPTIMIZER)
-    run = Run(get_problem("rosenbrock"), get_optimizer("my_opt.py:MySGD"), 0, 5, 1)
-    for name in [m for m in sys.modules if m.startswith("optbench_user_")]:  # as in a fresh worker process
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setenv(BROKEN_ON_WORKERS, "1")
-    result = compute_item("loop", [_portable(run)])
+    problem_spec, batch, _, fields, run_id = _portable(Run(get_problem("rosenbrock"), get_optimizer("sgd"), 0, 5, 1))
+    monkeypatch.setenv(BROKEN_ON_WORKERS, "1")  # the worker's environment: the import fails there
+    result = compute_item("loop", [(problem_spec, batch, "my_opt.py:MySGD", fields, run_id)], False, str(tmp_path))
     assert result[0] == "error" and result[1] == "UserCodeError"
     assert "a_module_only_the_client_has" in result[3]  # the user's traceback travels
 
@@ -290,7 +288,7 @@ def test_device_cuda_is_the_workers_device(monkeypatch):
     from optbench.runner import Sweep
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    sweep = Sweep([get_problem("mnist-mlp(width=16, depth=2)")], [get_optimizer("adam")], steps=5, device="cuda")
+    sweep = Sweep([get_problem("rosenbrock")], [get_optimizer("adam")], steps=5, device="cuda")
     token = DEVICES_ON_WORKERS.set(True)
     try:
         runs = sweep.expand()
