@@ -48,7 +48,18 @@ CONTROL = {
     "quiet": (lambda tmp: ["--quiet"], lambda c, tmp: c["print"]["quiet"] is True),
     "report": (lambda tmp: ["--report"], lambda c, tmp: c["report"] is True),
     "suite": (lambda tmp: [], lambda c, tmp: len(c["sweeps"]) == 2),  # the suite's two sweeps ran
+    "executor": (lambda tmp: ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"],  # connects when it runs
+                 lambda c, tmp: c["run_sweep"]["executor"].name == "dask"),
+    "scheduler": (lambda tmp: ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"],
+                  lambda c, tmp: c["run_sweep"]["executor"].address == "tcp://127.0.0.1:1"),
+    "scheduler_file": (lambda tmp: ["--executor", "dask", "--scheduler-file", _scheduler_file(tmp)],
+                       lambda c, tmp: c["run_sweep"]["executor"].address == "tcp://127.0.0.1:2"),
 }
+
+
+def _scheduler_file(tmp) -> str:
+    (tmp / "scheduler.json").write_text('{"address": "tcp://127.0.0.1:2"}')
+    return str(tmp / "scheduler.json")
 
 
 @pytest.fixture

@@ -19,13 +19,10 @@ SchedulerFileOption = Annotated[Path | None, typer.Option(
 
 
 def open_executor(ctx: typer.Context, name: str, workers: int, scheduler: str | None, scheduler_file: Path | None):
-    """The chosen executor, entered for the rest of the command (connected now: an unreachable scheduler is
-    reported before any work) and closed when the command ends."""
+    """The chosen executor, entered for the rest of the command and closed when it ends. A scheduler is
+    connected to when there is work for it (an unreachable one is then reported before any compute)."""
     from optbench.executors import get_executor
 
     executor = get_executor(name, workers=workers, scheduler=scheduler,
                             scheduler_file=str(scheduler_file) if scheduler_file is not None else None)
-    executor = ctx.with_resource(executor)
-    if executor.name != "local":
-        executor.client  # noqa: B018 - connect (or fail in one sentence) before planning any work
-    return executor
+    return ctx.with_resource(executor)

@@ -49,8 +49,8 @@ class DaskExecutor:
                              "(see docs/distributed.md).")
         self.scheduler = scheduler
         self.scheduler_file = scheduler_file
-        self._client = None
-        self._devices = None  # the token of optbench.executors.DEVICES_ON_WORKERS while entered
+        self._client: Any = None
+        self._devices: Any = None  # the token of optbench.executors.DEVICES_ON_WORKERS while entered
 
     # -- connection ----------------------------------------------------------------------------------
 
@@ -59,7 +59,7 @@ class DaskExecutor:
         """The scheduler's address, as given or as its scheduler file says."""
         if self.scheduler:
             return self.scheduler
-        path = Path(self.scheduler_file).expanduser()
+        path = Path(str(self.scheduler_file)).expanduser()
         try:
             return str(json.loads(path.read_text())["address"])
         except FileNotFoundError:
