@@ -169,9 +169,9 @@ def future_result(future, what: str):
     if future.status == "error":
         exc = future.exception()
         if type(exc).__name__ == "KilledWorker":
-            raise OptbenchError(f"A {what} ({future.key}) was running on every Dask worker that died while "
-                                "running it (3 by default, the scheduler's allowed-failures): it kills its worker "
-                                "(out of memory?); the chunks finished so far are saved.")
+            raise OptbenchError(f"A {what} ({future.key}) was in flight on each of the Dask workers that died "
+                                "(as many as the scheduler's allowed-failures, 3 by default): it may be what kills "
+                                "them (out of memory?); the chunks finished so far are saved.")
         raise OptbenchError(f"A {what} failed on a Dask worker: {type(exc).__name__}: {exc}")
     if future.status == "cancelled":
         raise OptbenchError(f"A {what} ({future.key}) was cancelled on the Dask cluster (the scheduler restarted?); "
