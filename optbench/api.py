@@ -146,7 +146,7 @@ def _sweep_fields() -> tuple[str, ...]:
 def run(problems=None, optimizers=None, *, lrs=None, seeds=None, steps: int | None = None,
         engine: str | None = None, suite: str | Path | None = None, out: str | Path | None = None,
         force: bool = False, workers: int = 1, deterministic: bool = False, progress=None, command: str | None = None,
-        **options: Any) -> RunOutcome:
+        executor=None, **options: Any) -> RunOutcome:
     """Run optimizers on problems into ``out`` (default results/run-DATE-TIME), as ``optbench run``.
 
     ``lrs``: learning rates (None: each optimizer's own); ``seeds``: a count (0..N-1, default 1) or a list;
@@ -178,7 +178,7 @@ def run(problems=None, optimizers=None, *, lrs=None, seeds=None, steps: int | No
         from optbench.suite import apply_overrides, load_suite, run_suite
 
         outcome = run_suite(suite, out_dir, overrides=values, deterministic=deterministic, force=force,
-                            workers=workers, command=command, progress_factory=progress)
+                            workers=workers, command=command, progress_factory=progress, executor=executor)
         sweeps = apply_overrides(load_suite(suite).sweeps, values, deterministic=deterministic)
     else:
         from optbench.runner import run_sweep
@@ -191,7 +191,7 @@ def run(problems=None, optimizers=None, *, lrs=None, seeds=None, steps: int | No
             sweep.device, sweep.dtype = deterministic_settings(sweep.problems, sweep.device, sweep.dtype)
             enable_determinism()
         outcome = run_sweep(sweep, out_dir, force=force, command=command, progress_factory=progress,
-                            workers=workers)
+                            workers=workers, executor=executor)
         sweeps = [sweep]
     run_ids = list(dict.fromkeys(r.run_id for s in sweeps for r in s.expand()))
     return RunOutcome(outcome.out_dir, outcome.runs_total, outcome.runs_skipped, outcome.runs_done,
@@ -207,7 +207,8 @@ def tune(problems=None, optimizers=None, *, suite: str | Path | None = None, tri
          workers: int | None = None, storage: str | None = None, engine: str = "auto", dtype: str = "float64",
          pruner: str = "none", clip_norm: float | None = None, clip_value: float | None = None,
          label_smoothing: float = 0.0, sampler_seed: int = 0, out: str | Path | None = None, force: bool = False,
-         progress=None, rerun_progress=None, while_waiting=None, command: str | None = None) -> TuneOutcome:
+         progress=None, rerun_progress=None, while_waiting=None, command: str | None = None,
+         executor=None) -> TuneOutcome:
     """Tune every optimizer on every problem with the same trial budget, re-run the best configurations over
     fresh seeds into ``out`` (default results/tune-DATE-TIME) and record the tuning in its manifest, as
     ``optbench tune`` (optbench.tuning.orchestrate).
@@ -228,7 +229,7 @@ def tune(problems=None, optimizers=None, *, suite: str | Path | None = None, tri
                       pruner=pruner, clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing,
                       sampler_seed=sampler_seed, out=out, force=force,
                       command=_command("tune") if command is None else command, progress_factory=progress,
-                      rerun_progress=rerun_progress, while_waiting=while_waiting)
+                      rerun_progress=rerun_progress, while_waiting=while_waiting, executor=executor)
 
 
 # ---- report -------------------------------------------------------------------------------------

@@ -35,6 +35,18 @@ def enable_determinism() -> None:
         pass
 
 
+def is_deterministic() -> bool:
+    """Whether :func:`enable_determinism` is in force in this process (an executor passes it on to its
+    workers); False without importing torch when torch is not loaded (nothing can have turned it on)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return False
+    import torch
+
+    return bool(torch.are_deterministic_algorithms_enabled()) and torch.get_num_threads() == DETERMINISTIC_THREADS
+
+
 def deterministic_settings(problems: Sequence[Any], device: str, dtype: str, *,
                            what: str = "--deterministic") -> tuple[str, str]:
     """The (device, dtype) of a deterministic sweep: CPU ('auto' becomes 'cpu'), float64 for analytic problems.

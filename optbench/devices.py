@@ -26,6 +26,10 @@ def resolve_device(name: str) -> str:
     if name == "cpu":
         return "cpu"
     if name.startswith("cuda"):
+        from optbench.executors import DEVICES_ON_WORKERS
+
+        if DEVICES_ON_WORKERS.get() and (name == "cuda" or name[5:].isdigit() and name[4] == ":"):
+            return name  # each worker's own device (optbench.executors.dask checks it there)
         if not torch.cuda.is_available():
             raise UsageError(f"--device {name}: no CUDA device is available here; use --device cpu or auto.")
         if ":" in name:

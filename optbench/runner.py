@@ -19,7 +19,6 @@ from optbench import __version__
 from optbench.sweep import plan
 from optbench.sweep.manifest import environment
 from optbench.sweep.memory import check_memory
-from optbench.sweep.parallel import run_items_parallel
 from optbench.sweep.spec import Sweep
 from optbench.sweep.writer import ChunkWriter
 
@@ -35,12 +34,14 @@ class SweepOutcome:
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command: str = "",
-              progress_factory: Callable[[int, int], Any] | None = None, workers: int = 1) -> SweepOutcome:
+              progress_factory: Callable[[int, int], Any] | None = None, workers: int = 1,
+              executor=None) -> SweepOutcome:
     """Run every missing run of ``sweep`` into ``out_dir`` and return counts and timings.
 
     ``progress_factory(total_steps, total_runs)`` may return an object with ``advance(n)`` and ``close()``, and
     optionally ``runs_finished(statuses)``, called with the statuses of each batch of runs written.
-    ``workers > 1`` runs work items in that many processes (see :func:`run_items_parallel`).
+    ``workers > 1`` runs work items in that many processes (:func:`optbench.sweep.parallel.run_items_parallel`);
+    ``executor`` (an :mod:`optbench.executors` executor, e.g. Dask) runs them where it says instead.
     """
     import uuid
 
@@ -117,8 +118,11 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
     writer = ChunkWriter(out)
     try:
         try:
-            if workers > 1 and len(items) > 1:
-                for engine, statuses in run_items_parallel(items, out, workers, progress):
+            from optbench.executors.local import LocalExecutor
+
+            executor = executor or LocalExecutor(workers)
+            if executor.takes(items):
+                for engine, statuses in executor.run_items(items, out, progress):
                     written(engine, statuses)
                 items = []
             for i, (engine, group) in enumerate(items):

@@ -402,7 +402,7 @@ def apply_overrides(sweeps, overrides: dict[str, Any] | None, *, deterministic: 
 
 def run_suite(path: str | Path, out_dir: str | Path, *, overrides: dict[str, Any] | None = None,
               deterministic: bool = False, force: bool = False, workers: int = 1, command: str = "",
-              progress_factory=None):
+              progress_factory=None, executor=None):
     """Run every sweep of a suite into one results directory, with ``overrides`` ({Sweep field: value})
     applied to every sweep (see :func:`apply_overrides`). Returns a SweepOutcome totalled over the sweeps."""
     import time
@@ -423,7 +423,7 @@ def run_suite(path: str | Path, out_dir: str | Path, *, overrides: dict[str, Any
         if hasattr(progress_factory, "begin_sweep"):  # the CLI's bar says 'sweep 2/5'
             progress_factory.begin_sweep(index, len(sweeps))
         outcome = run_sweep(sweep, out_dir, force=force, command=command, progress_factory=progress_factory,
-                            workers=workers)
+                            workers=workers, executor=executor)
         total.runs_total += outcome.runs_total
         total.runs_skipped += outcome.runs_skipped
         total.runs_done += outcome.runs_done

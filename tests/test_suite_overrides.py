@@ -51,7 +51,18 @@ CONTROL = {
     "suite": (lambda tmp: [], lambda c, tmp: len(c["sweeps"]) == 2),  # the suite's two sweeps ran
     "memory_limit": (lambda tmp: ["--memory-limit", "2GiB"],  # through the environment, to every sweep and worker
                      lambda c, tmp: __import__("os").environ["OPTBENCH_MEMORY_LIMIT"] == "2GiB"),
+    "executor": (lambda tmp: ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"],  # connects when it runs
+                 lambda c, tmp: c["run_sweep"]["executor"].name == "dask"),
+    "scheduler": (lambda tmp: ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"],
+                  lambda c, tmp: c["run_sweep"]["executor"].address == "tcp://127.0.0.1:1"),
+    "scheduler_file": (lambda tmp: ["--executor", "dask", "--scheduler-file", _scheduler_file(tmp)],
+                       lambda c, tmp: c["run_sweep"]["executor"].address == "tcp://127.0.0.1:2"),
 }
+
+
+def _scheduler_file(tmp) -> str:
+    (tmp / "scheduler.json").write_text('{"address": "tcp://127.0.0.1:2"}')
+    return str(tmp / "scheduler.json")
 
 
 @pytest.fixture

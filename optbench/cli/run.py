@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from optbench.cli.common import console, err_console, errors_handled
+from optbench.cli.executors import ExecutorOption, SchedulerFileOption, SchedulerOption, open_executor
 from optbench.cli.progress import SweepProgress
 
 
@@ -93,6 +94,9 @@ def run(
     memory_limit: Annotated[str | None, typer.Option("--memory-limit", help="Peak memory for recording "
                                                      "(e.g. 1GiB, 512MiB; default: $OPTBENCH_MEMORY_LIMIT or "
                                                      "1GiB): larger sweeps are written in slices of runs.")] = None,
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
 ) -> None:
     """Run optimizers on problems and print a comparison; results go to a directory others can read."""
     from optbench.api import run as run_sweeps
@@ -107,6 +111,7 @@ def run(
         os.environ[ENV] = memory_limit
     if recipe is not None:
         _check_recipe_options(ctx, recipe, suite)
+    runs_on = open_executor(ctx, executor, workers, scheduler, scheduler_file)
     options = sweep_options()
     if suite is not None:
         for name in options:
@@ -117,7 +122,7 @@ def run(
     values = {field: ctx.params[name] for name, field in options.items() if suite is None or _given(ctx, name)}
     outcome = run_sweeps(values.pop("problems", None), values.pop("optimizers", None), suite=suite,
                          out=out or default_out_dir(), force=force, workers=workers, deterministic=deterministic,
-                         progress=SweepProgress(quiet or json_out),
+                         progress=SweepProgress(quiet or json_out), executor=runs_on,
                          command="optbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]), **values)
     print_outcome(outcome, target=target, all_lrs=all_lrs, json_out=json_out, quiet=quiet)
     _maybe_report(outcome, report, quiet or json_out)

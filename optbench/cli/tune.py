@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from optbench.cli.common import console, errors_handled, split_list
+from optbench.cli.executors import ExecutorOption, SchedulerFileOption, SchedulerOption, open_executor
 from optbench.cli.progress import PhaseProgress, SweepProgress, TrialProgress
 from optbench.formatting import fmt_num, plural
 
@@ -55,6 +56,9 @@ def tune(
                                                    "cross-entropy (network problems; trials and re-runs).")] = 0.0,
     workers: Annotated[int, typer.Option(min=1, help="Processes tuning independent studies in parallel "
                                          "(one study per problem × optimizer).")] = 1,
+    executor: ExecutorOption = "local",
+    scheduler: SchedulerOption = None,
+    scheduler_file: SchedulerFileOption = None,
     sampler_seed: Annotated[int, typer.Option("--sampler-seed", help="Seed of the sampler.")] = 0,
     suite: Annotated[Path | None, typer.Option(help="Take problems, optimizers and the [tune] table from a "
                                                "suite file; command-line options win.")] = None,
@@ -80,11 +84,12 @@ def tune(
         from optbench.report import validate as validate_report
 
         validate_report(split_list(report_format), split_list(report_figures), "final_loss", 200, 20, 100)
+    runs_on = open_executor(ctx, executor, workers, scheduler, scheduler_file)
     settings = {name: value(name) for name in ("trials", "protocol", "space", "schedule", "steps", "batch",
                                                "workers", "storage", "seeds")}
     outcome = run_tuning(problem, opt, suite=suite, **settings, engine=engine, dtype=dtype, pruner=pruner,
                          clip_norm=clip_norm, clip_value=clip_value, label_smoothing=label_smoothing,
-                         sampler_seed=sampler_seed, out=out, force=force,
+                         sampler_seed=sampler_seed, out=out, force=force, executor=runs_on,
                          progress=lambda total, studies: TrialProgress(total, studies, quiet),
                          rerun_progress=SweepProgress(quiet, what="re-runs"),
                          while_waiting=_import_report_libraries if report else None,

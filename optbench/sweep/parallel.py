@@ -28,7 +28,9 @@ def _rebuild(portable: tuple, device: str | None) -> Run:
     from optbench.problems import get_problem
 
     problem_spec, batch, optimizer_spec, fields, run_id = portable
-    problem = get_problem(problem_spec, **({"batch_size": batch} if batch is not None else {}))
+    problem = get_problem(problem_spec)  # the spec holds a --batch-size given: the label stays the local one
+    if batch is not None and problem.batch_size != batch:
+        problem = get_problem(problem_spec, batch_size=batch)
     run = Run(problem, get_optimizer(optimizer_spec), **fields)
     if run.run_id != run_id:
         raise RuntimeError(f"internal: run {run_id} rebuilt in a worker as {run.run_id}")

@@ -87,7 +87,7 @@ def run_tuning(problems, optimizers, *, trials: str | int | None = None, protoco
                label_smoothing: float = 0.0, workers: int = 1, sampler_seed: int = 0,
                out: str | Path | None = None, force: bool = False, command: str = "",
                progress_factory: Callable[[int, int], Any] | None = None, rerun_progress=None,
-               while_waiting: Callable[[], None] | None = None) -> TuneOutcome:
+               while_waiting: Callable[[], None] | None = None, executor=None) -> TuneOutcome:
     """Tune each optimizer on each problem with equal budgets, re-run the best configurations over ``seeds``
     (a count: 0..N-1, or a list) and record the tuning in ``out``'s manifest; see the module docstring.
 
@@ -139,7 +139,16 @@ def run_tuning(problems, optimizers, *, trials: str | int | None = None, protoco
     t0 = time.perf_counter()
     progress = progress_factory(sum(pair_budgets), len(pairs)) if progress_factory else _Silent()
     try:
-        if workers > 1 and len(pairs) > 1:
+        if executor is not None and executor.name == "dask":
+            from optbench.tuning.on_dask import tune_on_dask
+
+            progress.print(f"tuning {plural(len(pairs), 'study', 'studies')} on the Dask cluster at "
+                           f"{executor.address}: {proto.name}, {budget_text}")
+            progress.advance(0)
+            results = tune_on_dask(pairs, executor=executor, protocol=proto, trials=pair_budgets, dims=dims,
+                                   steps=steps, storage=storage, out_dir=out_dir, progress=progress.advance,
+                                   study_done=progress.study_done, **options)
+        elif workers > 1 and len(pairs) > 1:
             from optbench.tuning.parallel import tune_parallel
 
             progress.print(f"tuning {plural(len(pairs), 'study', 'studies')} in "
@@ -179,12 +188,15 @@ def run_tuning(problems, optimizers, *, trials: str | int | None = None, protoco
     for index, sweep in enumerate(reruns, start=1):
         if hasattr(rerun_progress, "begin_sweep"):  # 're-runs 2/3 · runs 4/10' on the CLI's sweep bar
             rerun_progress.begin_sweep(index, len(reruns))
-        outcomes.append(run_sweep(sweep, out_dir, force=force, command=command, progress_factory=rerun_progress))
+        outcomes.append(run_sweep(sweep, out_dir, force=force, command=command, progress_factory=rerun_progress,
+                                  executor=executor))
     record = {
         "command": command, "protocol": proto.name, "protocol_doc": proto.doc, "budget": budget,
         **({"budgets": {o.label: b for o, b in zip(optimizers, budgets)}} if len(set(budgets)) > 1 else {}),
         "steps": steps, "clip_norm": clip_norm, "clip_value": clip_value, "label_smoothing": label_smoothing,
         "schedule": sched, "batch": batch, "workers": workers,
+        **({"executor": executor.name, "scheduler": executor.address}
+           if executor is not None and executor.name != "local" else {}),
         "rerun_seeds": seed_list, "storage": storage or str(out_dir / "tuning.journal"),
         "trials_rule": TRIALS_RULE,
         "tuning_wall_time_s": round(tune_s, 4), "studies": [r.record() for r in results]}
