@@ -238,7 +238,8 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
               clip_norm: float | None = None, schedules: list[str] | None = None, clip_value: float | None = None,
               label_smoothing: float = 0.0):
     """Run the configs (``schedules[k]``: config k's schedule label; None: constant); returns
-    (recorded steps [R], losses [R, K], final losses [K], statuses [K])."""
+    (recorded steps [R], losses [R, K], final losses [K], statuses [K]). Several loop-engine trials of an
+    analytic problem run side by side (:func:`optbench.engines.trials.run_trials`, equal to one run each)."""
     import numpy as np
     import torch
 
@@ -250,6 +251,15 @@ def _evaluate(problem, configs: list, steps: int, *, batched: bool, dtype: str, 
         trace = run_batched(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
                             device=torch.device(device), dtype=getattr(torch, dtype), clip_norm=clip_norm,
                             clip_value=clip_value, schedule=schedules, measure_cost=False)
+        return trace.steps, trace.loss, trace.end_loss, trace.status
+    if not batched and problem.kind == "analytic" and len(configs) > 1:
+        import torch
+
+        from optbench.engines.trials import run_trials
+
+        trace = run_trials(problem, configs, TUNE_SEED, steps, record_every, device=torch.device(device),
+                           dtype=getattr(torch, dtype), schedules=schedules, clip_norm=clip_norm,
+                           clip_value=clip_value)
         return trace.steps, trace.loss, trace.end_loss, trace.status
     from optbench.engines.network import MAX_NET_GROUP
     from optbench.runner import Run, execute
@@ -288,7 +298,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
              seed: int = 0, engine: str = "auto", dtype: str = "float64", device: str = "cpu",
              pruner: str = "none", clip_norm: float | None = None, clip_value: float | None = None,
              label_smoothing: float = 0.0, schedule: str | None = None, progress=None,
-             persist=None, existing=None, journal=None) -> TuneResult:
+             persist=None, existing=None, journal=None, loop_batch: int = 1) -> TuneResult:
     """Tune ``optimizer`` on ``problem`` until the study holds ``budget`` evaluated trials.
 
     ``schedule`` (a spec) is every trial's lr schedule; ``dims`` may search its parameters
@@ -309,6 +319,9 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     ``journal``: ``open_storage(None, out_dir)`` opened once by a caller that tunes several studies into one
     directory in turn; opening the journal replays every study already in it, so opening it per study
     would cost time quadratic in the number of studies.
+
+    ``loop_batch``: trials asked for together when the loop engine evaluates them (analytic problems: run side
+    by side, :mod:`optbench.engines.trials`); 1 (the default): one ask/tell per trial.
     """
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
@@ -371,7 +384,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                     time.sleep(POLL_S)  # other processes' last trials: the study is finished when they are
                     continue
                 break
-            k = min(batch if batched else 1, len(free) + len(waiting))
+            k = min(batch if batched else loop_batch, len(free) + len(waiting))
             if hasattr(sampler, "start_round"):
                 k = max(1, sampler.next_round_size(study, k))
                 sampler.start_round(k)
