@@ -95,6 +95,8 @@ def skip_reason(entry, problem, dims, protocol) -> str | None:
         return f"meant for matrices: {entry.matrix_only}"
     if entry.max_dim is not None and entry.max_dim < problem.dim:
         return f"practical up to dimension {entry.max_dim}, below {problem.dim}"
+    if "lr" not in entry.params and not set(dims) & set(entry.params):
+        return "nothing to tune: it has no lr hyperparameter, the gallery's search space"
     try:
         check_tuning(get_optimizer(entry.name), dims, protocol)
     except UsageError as exc:

@@ -83,7 +83,7 @@ def draw_trajectory(problem, path: np.ndarray, entry, dest: Path) -> Path:
     ax.set_ylim(y_lo, y_hi)
     ax.set_xlabel("x₀")
     ax.set_ylabel("x₁")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.8)
     status = "" if entry.status == "done" else f" · {entry.status}"
     ax.set_title(f"{entry.optimizer} on {problem.name}: {tuned_text(entry)}\n"
                  f"final loss {fmt_num(entry.final_loss)} · distance to minimum {fmt_num(entry.dist_to_min)} · "
