@@ -326,16 +326,16 @@ def rank_entries(entries: list[GalleryEntry]) -> None:
             e.rank = n
 
 
-def _figure_name(entry: GalleryEntry, ext: str) -> str:
-    import re
+def _figure_name(entry: GalleryEntry, folder: str, ext: str) -> str:
+    from optbench.report.style import safe_name
 
-    safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", entry.optimizer).strip("_")
-    return f"{FIGURES_DIR}/{entry.problem_name}/{safe}.{ext}"
+    return f"{FIGURES_DIR}/{folder}/{safe_name(entry.optimizer)}.{ext}"
 
 
 def _draw_figures(out: Path, entries: list[GalleryEntry], problems, ext: str) -> None:
     """One figure per re-run, from the results files; a figure already drawn for the same run is kept."""
     from optbench.report.gallery import draw_trajectory
+    from optbench.report.style import safe_name
     from optbench.results import load_results
 
     previous = {}
@@ -345,11 +345,13 @@ def _draw_figures(out: Path, entries: list[GalleryEntry], problems, ext: str) ->
                         for e in json.loads((out / INDEX_JSON).read_text())["entries"]}
         except (OSError, ValueError, KeyError, TypeError):
             previous = {}
+    names = [p.name for p in problems]  # a folder per problem: its name, or its whole label when names repeat
+    folders = {p.label: p.name if names.count(p.name) == 1 else safe_name(p.label) for p in problems}
     todo = []
     for e in entries:
         if not e.run_id:
             continue
-        e.figure = _figure_name(e, ext)
+        e.figure = _figure_name(e, folders[e.problem], ext)
         if previous.get((e.problem, e.optimizer)) == (e.run_id, e.figure) and (out / e.figure).exists():
             continue
         todo.append(e)

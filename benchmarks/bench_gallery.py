@@ -1,0 +1,186 @@
+"""The gallery against the peer job it reproduces, side by side on the same optimizers (two tables).
+
+The peer: pytorch_optimizer's ``examples/visualize_optimizers.py`` tunes each optimizer's lr with TPE, one
+trial at a time, each trial a fresh optimizer object on a 2-D float32 point, 200 steps with the gradient
+clipped to norm 1, from (-2, 2) on Rosenbrock and (-2, 3.5) on Rastrigin, objective the final loss; then draws
+each best trajectory. Reproduced as the plain loop of ``bench_tune.peer_study`` (its budget: 600 trials per
+study), with the optimizer class built from the registry entry (library defaults, as the peer) and the same
+search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free methods their multiplier in
+[0.1, 10]).
+
+1. **Speed**: ``optbench gallery --opt SUBSET --trials 600 --steps 200 --dtype float32 --workers W`` (installed
+   script, start-up, re-runs, figures and index included) against the peer on the same optimizers. The peer is
+   timed on its first ``--peer-trials`` trials of every study and extrapolated linearly to 600 (TPE's cost per
+   ask grows with the trials, so this underestimates the peer), plus its plotting measured in full.
+2. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
+   the gallery's tuner (``tune_one`` with the gallery's settings) against the peer's loop, both at
+   ``--quality-trials`` trials.
+
+    python benchmarks/bench_gallery.py [--opt adam,lion,...] [--peer-trials 100] [--seeds 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_tune import FUNCTIONS, rastrigin, rosenbrock  # noqa: E402
+
+# batched rules (torch.optim's, pytorch_optimizer's) and loop-only classes: Adam-like, sign-based, Nesterov-like,
+# lr-free, schedule-free, Hessian (create_graph: evaluated one trial at a time)
+SUBSET = "adam,lion,adopt,adabelief,adan,ranger,prodigy,schedulefreesgd,sophiah"
+STEPS, TRIALS = 200, 600
+
+
+def peer_trajectory(fn, start, name: str, lr: float, steps: int = STEPS):
+    """One peer trial: a fresh library optimizer on a float32 2-D point, gradients clipped to norm 1."""
+    import torch
+
+    from optbench.optimizers import get_optimizer
+
+    entry = get_optimizer(name).entry
+    x = torch.tensor(start, requires_grad=True)
+    kwargs = {**entry.fixed, "lr": lr}
+    optimizer = entry.resolve_class()([x], **kwargs)
+    path = [x.detach().clone()]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        fn(x).backward(create_graph=entry.create_graph)
+        torch.nn.utils.clip_grad_norm_(x, 1.0)
+        optimizer.step()
+        path.append(x.detach().clone())
+    return torch.stack(path), float(fn(x.detach()))
+
+
+def peer_study(fn_name: str, name: str, n_trials: int, seed: int = 0):
+    """The peer's ``study.optimize`` with Optuna's default TPE; returns (best loss, best lr, seconds)."""
+    import optuna
+
+    from optbench.optimizers import get_optimizer
+
+    low, high = (0.1, 10.0) if get_optimizer(name).entry.lr_free else (1e-5, 10.0)
+    fn, (start, _) = {"rosenbrock": rosenbrock, "rastrigin": rastrigin}[fn_name], FUNCTIONS[fn_name]
+
+    def objective(trial):
+        try:
+            loss = peer_trajectory(fn, start, name, trial.suggest_float("lr", low, high, log=True))[1]
+        except (RuntimeError, ValueError):
+            return float("inf")
+        return loss if math.isfinite(loss) else float("inf")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.perf_counter()
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    return study.best_value, study.best_params["lr"], time.perf_counter() - t0
+
+
+def peer_plot_seconds(names: list[str]) -> float:
+    """The peer's plots of every best trajectory (lr fixed at 0.01: the time does not depend on it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        for fn_name, (start, _) in FUNCTIONS.items():
+            fn = {"rosenbrock": rosenbrock, "rastrigin": rastrigin}[fn_name]
+            xs, ys = np.meshgrid(np.linspace(-4.5, 4.5, 250), np.linspace(-4.5, 4.5, 250))
+            z = (1 - xs) ** 2 + 100 * (ys - xs**2) ** 2 if fn_name == "rosenbrock" else (
+                20 + xs**2 - 10 * np.cos(2 * np.pi * xs) + ys**2 - 10 * np.cos(2 * np.pi * ys))
+            for name in names:
+                path = peer_trajectory(fn, start, name, 0.01)[0].numpy()
+                fig, ax = plt.subplots(figsize=(8, 8))
+                ax.contour(xs, ys, z, 90, cmap="jet")
+                ax.plot(path[:, 0], path[:, 1], color="r", marker="x")
+                fig.savefig(Path(out) / f"{fn_name}_{name}.png")
+                plt.close(fig)
+    return time.perf_counter() - t0
+
+
+def gallery_seconds(names: str, workers: int, trials: int) -> tuple[float, Path]:
+    """``optbench gallery`` end to end in a fresh directory (the installed script, as a user runs it)."""
+    out = Path(tempfile.mkdtemp(prefix="bench-gallery-"))
+    exe = shutil.which("optbench")
+    t0 = time.perf_counter()
+    subprocess.run([exe, "gallery", "--opt", names, "--trials", str(trials), "--steps", str(STEPS), "--dtype",
+                    "float32", "--workers", str(workers), "--out", str(out / "g"), "-q"], check=True)
+    return time.perf_counter() - t0, out
+
+
+def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float, float]:
+    """The gallery's tuner on one study (its settings: tpe, clip 1, float32, rounds of 64); (best loss, s)."""
+    from optbench.gallery import CLIP_NORM
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.tuning import get_protocol, parse_space, tune_one
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        r = tune_one(get_problem(FUNCTIONS[fn_name][1]), get_optimizer(name), protocol=get_protocol("tpe"),
+                     trials=trials, dims=parse_space(""), steps=STEPS, out_dir=d, batch=64, loop_batch=64,
+                     seed=seed, dtype="float32", clip_norm=CLIP_NORM)
+        return (r.best_value if r.best_value is not None else math.inf), time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--opt", default=SUBSET, help="optimizers, comma-separated")
+    ap.add_argument("--peer-trials", type=int, default=100, help="peer trials timed per study (extrapolated)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
+    ap.add_argument("--quality-trials", type=int, default=100)
+    ap.add_argument("--only", choices=("speed", "quality"), default=None)
+    args = ap.parse_args()
+    names = args.opt.split(",")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    if args.only != "quality":
+        g_s, out = gallery_seconds(args.opt, args.workers, TRIALS)
+        shutil.rmtree(out, ignore_errors=True)
+        rows, peer_total = [], 0.0
+        for name in names:
+            for fn_name in FUNCTIONS:
+                best, _, secs = peer_study(fn_name, name, args.peer_trials)
+                full = secs * TRIALS / args.peer_trials
+                peer_total += full
+                rows.append((fn_name, name, secs, full, best))
+        plot_s = peer_plot_seconds(names)
+        peer_total += plot_s
+        print(f"\nspeed: {len(names)} optimizers × 2 functions, {TRIALS} trials × {STEPS} steps per study")
+        print("| function | optimizer | peer s (first N trials) | peer s (extrapolated to 600) |")
+        print("|---|---|---:|---:|")
+        for fn_name, name, secs, full, _ in rows:
+            print(f"| {fn_name} | {name} | {secs:.1f} | {full:.1f} |")
+        print(f"\npeer plots: {plot_s:.1f} s; peer total (extrapolated): {peer_total:.1f} s")
+        print(f"optbench gallery, one command, {args.workers} workers: {g_s:.1f} s → speed-up {peer_total / g_s:.1f}×")
+    if args.only != "speed" and args.seeds:
+        print(f"\nquality: best trial loss, median over sampler seeds 0–{args.seeds - 1}, {args.quality_trials} trials"
+              " each side")
+        print("| function | optimizer | peer median | gallery median | no worse | gallery s/study | peer s/study |")
+        print("|---|---|---:|---:|---|---:|---:|")
+        for name in names:
+            for fn_name in FUNCTIONS:
+                peer = [peer_study(fn_name, name, args.quality_trials, seed) for seed in range(args.seeds)]
+                ours = [gallery_best(fn_name, name, args.quality_trials, seed) for seed in range(args.seeds)]
+                p_med = statistics.median(b for b, _, _ in peer)
+                g_med = statistics.median(b for b, _ in ours)
+                print(f"| {fn_name} | {name} | {p_med:.4g} | {g_med:.4g} | {'yes' if g_med <= p_med else 'no'} | "
+                      f"{statistics.median(s for _, s in ours):.2f} | {statistics.median(s for _, _, s in peer):.2f} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
