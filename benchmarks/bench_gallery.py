@@ -8,10 +8,12 @@ study), with the optimizer class built from the registry entry (library defaults
 search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free methods their multiplier in
 [0.1, 10]).
 
-1. **Speed**: ``optbench gallery --opt SUBSET --trials 600 --steps 200 --dtype float32 --workers W`` (installed
-   script, start-up, re-runs, figures and index included) against the peer on the same optimizers. The peer is
-   timed on its first ``--peer-trials`` trials of every study and extrapolated linearly to 600 (TPE's cost per
-   ask grows with the trials, so this underestimates the peer), plus its plotting measured in full.
+1. **Speed**: ``optbench gallery --opt SUBSET --trials N --steps 200 --dtype float32 --workers W`` (installed
+   script, start-up, re-runs, figures and index included) against the peer on the same optimizers at the same
+   budget, both measured in full: wall seconds and CPU seconds (this process and its children: on a shared
+   machine the wall time measures the neighbours too). ``--peer-trials M`` < N times the peer on its first M
+   trials of every study and extrapolates linearly to N instead (TPE's cost per ask grows with the trials, so
+   that underestimates the peer).
 2. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
    the gallery's tuner (``tune_one`` with the gallery's settings) against the peer's loop, both at
    ``--quality-trials`` trials.
@@ -78,9 +80,10 @@ def peer_study(fn_name: str, name: str, n_trials: int, seed: int = 0):
         return loss if math.isfinite(loss) else float("inf")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=n_trials)
+    peer_study.cpu_s = time.process_time() - c0
     return study.best_value, study.best_params["lr"], time.perf_counter() - t0
 
 
@@ -92,7 +95,7 @@ def peer_plot_seconds(names: list[str]) -> float:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as out:
         for fn_name, (start, _) in FUNCTIONS.items():
             fn = {"rosenbrock": rosenbrock, "rastrigin": rastrigin}[fn_name]
@@ -106,17 +109,26 @@ def peer_plot_seconds(names: list[str]) -> float:
                 ax.plot(path[:, 0], path[:, 1], color="r", marker="x")
                 fig.savefig(Path(out) / f"{fn_name}_{name}.png")
                 plt.close(fig)
+    peer_plot_seconds.cpu_s = time.process_time() - c0
     return time.perf_counter() - t0
 
 
-def gallery_seconds(names: str, workers: int, trials: int) -> tuple[float, Path]:
-    """``optbench gallery`` end to end in a fresh directory (the installed script, as a user runs it)."""
+def children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def gallery_seconds(names: str, workers: int, trials: int) -> tuple[float, float, Path]:
+    """``optbench gallery`` end to end in a fresh directory (the installed script, as a user runs it):
+    (wall s, CPU s of the command and its worker processes, the directory)."""
     out = Path(tempfile.mkdtemp(prefix="bench-gallery-"))
     exe = shutil.which("optbench")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), children_cpu_s()
     subprocess.run([exe, "gallery", "--opt", names, "--trials", str(trials), "--steps", str(STEPS), "--dtype",
                     "float32", "--workers", str(workers), "--out", str(out / "g"), "-q"], check=True)
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, children_cpu_s() - c0, out
 
 
 def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float, float]:
@@ -137,7 +149,9 @@ def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--opt", default=SUBSET, help="optimizers, comma-separated")
-    ap.add_argument("--peer-trials", type=int, default=100, help="peer trials timed per study (extrapolated)")
+    ap.add_argument("--trials", type=int, default=TRIALS, help="trials per study, both sides")
+    ap.add_argument("--peer-trials", type=int, default=None, help="peer trials timed per study, extrapolated "
+                    "to --trials (default: all of them)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
     ap.add_argument("--quality-trials", type=int, default=100)
@@ -148,24 +162,28 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     if args.only != "quality":
-        g_s, out = gallery_seconds(args.opt, args.workers, TRIALS)
+        trials, peer_trials = args.trials, args.peer_trials or args.trials
+        g_s, g_cpu, out = gallery_seconds(args.opt, args.workers, trials)
         shutil.rmtree(out, ignore_errors=True)
-        rows, peer_total = [], 0.0
+        rows, peer_wall, peer_cpu = [], 0.0, 0.0
         for name in names:
             for fn_name in FUNCTIONS:
-                best, _, secs = peer_study(fn_name, name, args.peer_trials)
-                full = secs * TRIALS / args.peer_trials
-                peer_total += full
-                rows.append((fn_name, name, secs, full, best))
+                best, _, secs = peer_study(fn_name, name, peer_trials)
+                scale = trials / peer_trials
+                peer_wall, peer_cpu = peer_wall + secs * scale, peer_cpu + peer_study.cpu_s * scale
+                rows.append((fn_name, name, secs * scale, peer_study.cpu_s * scale, best))
         plot_s = peer_plot_seconds(names)
-        peer_total += plot_s
-        print(f"\nspeed: {len(names)} optimizers × 2 functions, {TRIALS} trials × {STEPS} steps per study")
-        print("| function | optimizer | peer s (first N trials) | peer s (extrapolated to 600) |")
-        print("|---|---|---:|---:|")
-        for fn_name, name, secs, full, _ in rows:
-            print(f"| {fn_name} | {name} | {secs:.1f} | {full:.1f} |")
-        print(f"\npeer plots: {plot_s:.1f} s; peer total (extrapolated): {peer_total:.1f} s")
-        print(f"optbench gallery, one command, {args.workers} workers: {g_s:.1f} s → speed-up {peer_total / g_s:.1f}×")
+        peer_wall, peer_cpu = peer_wall + plot_s, peer_cpu + peer_plot_seconds.cpu_s
+        how = "in full" if peer_trials == trials else f"first {peer_trials} trials, extrapolated"
+        print(f"\nspeed: {len(names)} optimizers × 2 functions, {trials} trials × {STEPS} steps per study (peer {how})")
+        print("| function | optimizer | peer wall s | peer CPU s | peer best loss |")
+        print("|---|---|---:|---:|---:|")
+        for fn_name, name, secs, cpu, best in rows:
+            print(f"| {fn_name} | {name} | {secs:.1f} | {cpu:.1f} | {best:.4g} |")
+        print(f"\npeer plots: {plot_s:.1f} s wall, {peer_plot_seconds.cpu_s:.1f} s CPU")
+        print(f"peer total: {peer_wall:.1f} s wall, {peer_cpu:.1f} s CPU")
+        print(f"optbench gallery, one command, {args.workers} workers: {g_s:.1f} s wall, {g_cpu:.1f} s CPU")
+        print(f"speed-up: {peer_wall / g_s:.1f}× wall, {peer_cpu / g_cpu:.1f}× CPU", flush=True)
     if args.only != "speed" and args.seeds:
         print(f"\nquality: best trial loss, median over sampler seeds 0–{args.seeds - 1}, {args.quality_trials} trials"
               " each side")
