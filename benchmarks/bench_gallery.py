@@ -14,7 +14,11 @@ search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free 
    machine the wall time measures the neighbours too). ``--peer-trials M`` < N times the peer on its first M
    trials of every study and extrapolates linearly to N instead (TPE's cost per ask grows with the trials, so
    that underestimates the peer).
-2. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
+2. **What a loop-only trial costs** (``--only costs``): CPU microseconds per trial-step of one trial of an
+   optimizer without a batched rule, 200 steps on Rosenbrock in float32 with clipping, three ways: the peer's
+   loop (fresh optimizer, autograd, ``clip_grad_norm_``), optbench's loop engine one run at a time (what
+   ``optbench tune`` does), and side by side (``engines.trials.run_trials``, K = 32 trials in one pass).
+3. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
    the gallery's tuner (``tune_one`` with the gallery's settings) against the peer's loop, both at
    ``--quality-trials`` trials.
 
@@ -146,6 +150,39 @@ def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float
         return (r.best_value if r.best_value is not None else math.inf), time.perf_counter() - t0
 
 
+def _batched(name: str) -> bool:
+    from optbench.optimizers import get_optimizer
+
+    return get_optimizer(name).entry.batched is not None
+
+
+def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
+    """CPU µs per trial-step of ``trials`` trials (lrs spaced by 5 %) run the peer's way, on optbench's loop engine
+    one at a time, and side by side."""
+    import torch
+
+    from optbench.engines.trials import run_trials
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.runner import Run, execute
+
+    problem = get_problem(FUNCTIONS["rosenbrock"][1])
+    base = get_optimizer(name)
+    configs = [base.with_hyperparams(lr=(base.lr or 1e-3) * 1.05**k) for k in range(trials)]
+    ways = {
+        "peer": lambda: [peer_trajectory(rosenbrock, FUNCTIONS["rosenbrock"][0], name, c.lr) for c in configs],
+        "loop": lambda: [execute("loop", [Run(problem, c, 10_000, STEPS, 20, "float32", "cpu", clip_norm=1.0)])
+                         for c in configs],
+        "side": lambda: run_trials(problem, configs, 10_000, STEPS, 20, dtype=torch.float32, clip_norm=1.0),
+    }
+    out = {}
+    for way, fn in ways.items():
+        c0 = time.process_time()
+        fn()
+        out[way] = (time.process_time() - c0) / (trials * STEPS) * 1e6
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--opt", default=SUBSET, help="optimizers, comma-separated")
@@ -155,7 +192,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
     ap.add_argument("--quality-trials", type=int, default=100)
-    ap.add_argument("--only", choices=("speed", "quality"), default=None)
+    ap.add_argument("--only", choices=("speed", "costs", "quality"), default=None)
     args = ap.parse_args()
     names = args.opt.split(",")
     import warnings
@@ -184,7 +221,15 @@ def main() -> None:
         print(f"peer total: {peer_wall:.1f} s wall, {peer_cpu:.1f} s CPU")
         print(f"optbench gallery, one command, {args.workers} workers: {g_s:.1f} s wall, {g_cpu:.1f} s CPU")
         print(f"speed-up: {peer_wall / g_s:.1f}× wall, {peer_cpu / g_cpu:.1f}× CPU", flush=True)
-    if args.only != "speed" and args.seeds:
+    if args.only in (None, "costs"):
+        print("\nCPU µs per trial-step (rosenbrock, float32, clip 1, 200 steps, 32 trials)")
+        print("| optimizer | peer loop | loop engine, one run at a time | side by side (run_trials) | peer / side |")
+        print("|---|---:|---:|---:|---:|")
+        for name in [n for n in names if not _batched(n)]:
+            costs = trial_step_costs(name)
+            print(f"| {name} | {costs['peer']:.0f} | {costs['loop']:.0f} | {costs['side']:.0f} | "
+                  f"{costs['peer'] / costs['side']:.1f}× |", flush=True)
+    if args.only in (None, "quality") and args.seeds:
         print(f"\nquality: best trial loss, median over sampler seeds 0–{args.seeds - 1}, {args.quality_trials} trials"
               " each side")
         print("| function | optimizer | peer median | gallery median | no worse | gallery s/study | peer s/study |")
