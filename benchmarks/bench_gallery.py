@@ -136,8 +136,8 @@ def gallery_seconds(names: str, workers: int, trials: int) -> tuple[float, float
 
 
 def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float, float]:
-    """The gallery's tuner on one study (its settings: tpe, clip 1, float32, rounds of 64); (best loss, s)."""
-    from optbench.gallery import CLIP_NORM
+    """The gallery's tuner on one study (its settings: tpe, clip 1, float32, its round size); (best loss, s)."""
+    from optbench.gallery import CLIP_NORM, round_size
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
     from optbench.tuning import get_protocol, parse_space, tune_one
@@ -145,7 +145,8 @@ def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         r = tune_one(get_problem(FUNCTIONS[fn_name][1]), get_optimizer(name), protocol=get_protocol("tpe"),
-                     trials=trials, dims=parse_space(""), steps=STEPS, out_dir=d, batch=64, loop_batch=64,
+                     trials=trials, dims=parse_space(""), steps=STEPS, out_dir=d, batch=round_size(trials),
+                     loop_batch=round_size(trials),
                      seed=seed, dtype="float32", clip_norm=CLIP_NORM)
         return (r.best_value if r.best_value is not None else math.inf), time.perf_counter() - t0
 

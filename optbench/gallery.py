@@ -35,6 +35,13 @@ DEFAULT_PROBLEMS = ("rosenbrock(start=(-2.0, 2.0))", "rastrigin(start=(-2.0, 3.5
 DEFAULT_TRIALS = 100  # per function × optimizer, the same for every optimizer
 DEFAULT_STEPS = 200  # per trial and per re-run
 CLIP_NORM = 1.0  # every trial's gradient clipped to this norm, as the peer does
+MAX_ROUND, TPE_ROUNDS = 64, 10  # trials per round: about TPE_ROUNDS rounds whatever the budget, at most MAX_ROUND
+
+
+def round_size(trials: int) -> int:
+    """Trials asked for and evaluated together by default: ``trials // 10`` (at least 8, at most 64), so that a
+    small budget still gets about ten TPE updates (in rounds of 64, 100 trials would be two)."""
+    return max(8, min(MAX_ROUND, trials // TPE_ROUNDS))
 INDEX_JSON, INDEX_HTML, INDEX_MD = "gallery.json", "index.html", "index.md"
 FIGURES_DIR = "figures"
 
@@ -159,7 +166,7 @@ def plan_gallery(problems, names=None, *, dims=None, protocol=None) -> tuple[lis
 
 
 def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: int = DEFAULT_TRIALS,
-                steps: int = DEFAULT_STEPS, workers: int = 1, batch: int = 64, dtype: str = "float64",
+                steps: int = DEFAULT_STEPS, workers: int = 1, batch: int | None = None, dtype: str = "float64",
                 clip_norm: float | None = CLIP_NORM, sampler_seed: int = 0, figure_format: str = "png",
                 progress_factory=None, log=print, command: str = "") -> GalleryOutcome:
     """Tune, re-run and draw the gallery into ``out_dir`` (see the module docstring).
@@ -172,6 +179,7 @@ def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: 
     from optbench.tuning import get_protocol, parse_space
     from optbench.tuning.study import TUNE_SEED
 
+    batch = round_size(trials) if batch is None else batch
     if trials < 1 or steps < 1 or workers < 1 or batch < 1:
         raise UsageError(f"--trials, --steps, --workers and --batch must be at least 1 (got {trials}, {steps}, "
                          f"{workers}, {batch}).")

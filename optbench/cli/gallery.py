@@ -27,7 +27,8 @@ def gallery(
                                         "optimizer.")] = DEFAULT_TRIALS,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per trial and per re-run.")] = DEFAULT_STEPS,
     workers: Annotated[int, typer.Option(min=1, help="Processes tuning studies in parallel.")] = 1,
-    batch: Annotated[int, typer.Option(min=1, help="Trials asked for and evaluated together.")] = 64,
+    batch: Annotated[int | None, typer.Option(min=1, help="Trials asked for and evaluated together (default: "
+                                              "trials/10, at least 8, at most 64: about ten TPE rounds).")] = None,
     dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
     clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Clip every gradient to this norm, as "
                                              "the peer does (0: no clipping).")] = 1.0,
