@@ -23,6 +23,7 @@ COMMANDS = [
     ("show", "optbench.cli.show", "show"),
     ("report", "optbench.cli.report", "report"),
     ("tune", "optbench.cli.tune", "tune"),
+    ("gallery", "optbench.cli.gallery", "gallery"),
     ("check", "optbench.cli.check", "check"),
     ("baseline", "optbench.cli.check", "baseline"),
 ]

@@ -244,7 +244,9 @@ def _evaluate(problem: Problem, configs: list, steps: int, *, batched: bool, dty
     ``batched`` is :func:`optbench.engines.capabilities.choose_engine`'s decision (as for ``run``); the work
     items are then the engine's own (``get_engine(...).max_group`` runs each, through ``plan.execute``). One
     exception: analytic trials of a round go to ``run_batched`` as one group even when their schedules differ
-    (each row its own schedule) and without the cost probe, which the planner would not do."""
+    (each row its own schedule) and without the cost probe, which the planner would not do; and several
+    loop-engine trials of an analytic problem run side by side (:func:`optbench.engines.trials.run_trials`,
+    equal to one run each)."""
     import numpy as np
 
     record_every = max(1, steps // REPORTS)
@@ -265,6 +267,14 @@ def _evaluate(problem: Problem, configs: list, steps: int, *, batched: bool, dty
         trace = run_batched(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
                             device=torch.device(device), dtype=getattr(torch, dtype), recipe=recipe,
                             schedules=schedules, measure_cost=False)
+        return trace.steps, trace.loss, trace.end_loss, trace.status
+    if not batched and problem.kind == "analytic" and len(configs) > 1:
+        import torch
+
+        from optbench.engines.trials import run_trials
+
+        trace = run_trials(problem, configs, TUNE_SEED, steps, record_every, device=torch.device(device),
+                           dtype=getattr(torch, dtype), recipe=recipe, schedules=schedules)
         return trace.steps, trace.loss, trace.end_loss, trace.status
     from optbench.engines.capabilities import get_engine
     from optbench.sweep.plan import execute
@@ -300,7 +310,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
              steps: int = 200, storage=None, out_dir: str | Path = ".", batch: int = DEFAULT_BATCH,
              seed: int = 0, engine: str = "auto", dtype: str = "float64", device: str = "cpu",
              pruner: str = "none", recipe: Recipe = PLAIN, progress=None,
-             persist=None, existing=None, journal=None) -> TuneResult:
+             persist=None, existing=None, journal=None, loop_batch: int = 1) -> TuneResult:
     """Tune ``optimizer`` on ``problem`` until the study holds ``budget`` evaluated trials.
 
     ``recipe`` is every trial's training recipe (clipping, label smoothing); its schedule (a spec) is every
@@ -322,6 +332,9 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     ``journal``: ``open_storage(None, out_dir)`` opened once by a caller that tunes several studies into one
     directory in turn; opening the journal replays every study already in it, so opening it per study
     would cost time quadratic in the number of studies.
+
+    ``loop_batch``: trials asked for together when the loop engine evaluates them (analytic problems: run side
+    by side, :mod:`optbench.engines.trials`); 1 (the default): one ask/tell per trial.
     """
     import optuna
     from optuna.exceptions import UpdateFinishedTrialError
@@ -381,7 +394,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                     time.sleep(POLL_S)  # other processes' last trials: the study is finished when they are
                     continue
                 break
-            k = min(batch if batched else 1, len(free) + len(waiting))
+            k = min(batch if batched else loop_batch, len(free) + len(waiting))
             if hasattr(sampler, "start_round"):
                 k = max(1, sampler.next_round_size(study, k))
                 sampler.start_round(k)

@@ -1,0 +1,254 @@
+"""The gallery against the peer job it reproduces, side by side on the same optimizers (two tables).
+
+The peer: pytorch_optimizer's ``examples/visualize_optimizers.py`` tunes each optimizer's lr with TPE, one
+trial at a time, each trial a fresh optimizer object on a 2-D float32 point, 200 steps with the gradient
+clipped to norm 1, from (-2, 2) on Rosenbrock and (-2, 3.5) on Rastrigin, objective the final loss; then draws
+each best trajectory. Reproduced as the plain loop of ``bench_tune.peer_study`` (its budget: 600 trials per
+study), with the optimizer class built from the registry entry (library defaults, as the peer) and the same
+search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free methods their multiplier in
+[0.1, 10]).
+
+1. **Speed**: ``optbench gallery --opt SUBSET --trials N --steps 200 --dtype float32 --workers W`` (installed
+   script, start-up, re-runs, figures and index included) against the peer on the same optimizers at the same
+   budget, both measured in full: wall seconds and CPU seconds (this process and its children: on a shared
+   machine the wall time measures the neighbours too). ``--peer-trials M`` < N times the peer on its first M
+   trials of every study and extrapolates linearly to N instead (TPE's cost per ask grows with the trials, so
+   that underestimates the peer).
+2. **What a loop-only trial costs** (``--only costs``): CPU microseconds per trial-step of one trial of an
+   optimizer without a batched rule, 200 steps on Rosenbrock in float32 with clipping, three ways: the peer's
+   loop (fresh optimizer, autograd, ``clip_grad_norm_``), optbench's loop engine one run at a time (what
+   ``optbench tune`` does), and side by side (``engines.trials.run_trials``, K = 32 trials in one pass).
+3. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
+   the gallery's tuner (``tune_one`` with the gallery's settings) against the peer's loop, both at
+   ``--quality-trials`` trials.
+
+    python benchmarks/bench_gallery.py [--opt adam,lion,...] [--peer-trials 100] [--seeds 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_tune import FUNCTIONS, rastrigin, rosenbrock  # noqa: E402
+
+# batched rules (torch.optim's, pytorch_optimizer's) and loop-only classes: Adam-like, sign-based, Nesterov-like,
+# lr-free, schedule-free, Hessian (create_graph: evaluated one trial at a time)
+SUBSET = "adam,lion,adopt,adabelief,adan,ranger,prodigy,schedulefreesgd,sophiah"
+STEPS, TRIALS = 200, 600
+
+
+def peer_trajectory(fn, start, name: str, lr: float, steps: int = STEPS):
+    """One peer trial: a fresh library optimizer on a float32 2-D point, gradients clipped to norm 1."""
+    import torch
+
+    from optbench.optimizers import get_optimizer
+
+    entry = get_optimizer(name).entry
+    x = torch.tensor(start, requires_grad=True)
+    kwargs = {**entry.fixed, "lr": lr}
+    optimizer = entry.resolve_class()([x], **kwargs)
+    path = [x.detach().clone()]
+    for _ in range(steps):
+        optimizer.zero_grad()
+        fn(x).backward(create_graph=entry.create_graph)
+        torch.nn.utils.clip_grad_norm_(x, 1.0)
+        optimizer.step()
+        path.append(x.detach().clone())
+    return torch.stack(path), float(fn(x.detach()))
+
+
+def peer_study(fn_name: str, name: str, n_trials: int, seed: int = 0):
+    """The peer's ``study.optimize`` with Optuna's default TPE; returns (best loss, best lr, seconds)."""
+    import optuna
+
+    from optbench.optimizers import get_optimizer
+
+    low, high = (0.1, 10.0) if get_optimizer(name).entry.lr_free else (1e-5, 10.0)
+    fn, (start, _) = {"rosenbrock": rosenbrock, "rastrigin": rastrigin}[fn_name], FUNCTIONS[fn_name]
+
+    def objective(trial):
+        try:
+            loss = peer_trajectory(fn, start, name, trial.suggest_float("lr", low, high, log=True))[1]
+        except (RuntimeError, ValueError):
+            return float("inf")
+        return loss if math.isfinite(loss) else float("inf")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0, c0 = time.perf_counter(), time.process_time()
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=n_trials)
+    peer_study.cpu_s = time.process_time() - c0
+    return study.best_value, study.best_params["lr"], time.perf_counter() - t0
+
+
+def peer_plot_seconds(names: list[str]) -> float:
+    """The peer's plots of every best trajectory (lr fixed at 0.01: the time does not depend on it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as out:
+        for fn_name, (start, _) in FUNCTIONS.items():
+            fn = {"rosenbrock": rosenbrock, "rastrigin": rastrigin}[fn_name]
+            xs, ys = np.meshgrid(np.linspace(-4.5, 4.5, 250), np.linspace(-4.5, 4.5, 250))
+            z = (1 - xs) ** 2 + 100 * (ys - xs**2) ** 2 if fn_name == "rosenbrock" else (
+                20 + xs**2 - 10 * np.cos(2 * np.pi * xs) + ys**2 - 10 * np.cos(2 * np.pi * ys))
+            for name in names:
+                path = peer_trajectory(fn, start, name, 0.01)[0].numpy()
+                fig, ax = plt.subplots(figsize=(8, 8))
+                ax.contour(xs, ys, z, 90, cmap="jet")
+                ax.plot(path[:, 0], path[:, 1], color="r", marker="x")
+                fig.savefig(Path(out) / f"{fn_name}_{name}.png")
+                plt.close(fig)
+    peer_plot_seconds.cpu_s = time.process_time() - c0
+    return time.perf_counter() - t0
+
+
+def children_cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def gallery_seconds(names: str, workers: int, trials: int) -> tuple[float, float, Path]:
+    """``optbench gallery`` end to end in a fresh directory (the installed script, as a user runs it):
+    (wall s, CPU s of the command and its worker processes, the directory)."""
+    out = Path(tempfile.mkdtemp(prefix="bench-gallery-"))
+    exe = shutil.which("optbench")
+    t0, c0 = time.perf_counter(), children_cpu_s()
+    subprocess.run([exe, "gallery", "--opt", names, "--trials", str(trials), "--steps", str(STEPS), "--dtype",
+                    "float32", "--workers", str(workers), "--out", str(out / "g"), "-q"], check=True)
+    return time.perf_counter() - t0, children_cpu_s() - c0, out
+
+
+def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float, float]:
+    """The gallery's tuner on one study (its settings: tpe, clip 1, float32, its round size); (best loss, s)."""
+    from optbench.engines.recipe import Recipe
+    from optbench.gallery import CLIP_NORM, round_size
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.tuning import get_protocol, parse_space, tune_one
+
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        r = tune_one(get_problem(FUNCTIONS[fn_name][1]), get_optimizer(name), protocol=get_protocol("tpe"),
+                     trials=trials, dims=parse_space(""), steps=STEPS, out_dir=d, batch=round_size(trials),
+                     loop_batch=round_size(trials),
+                     seed=seed, dtype="float32", recipe=Recipe(clip_norm=CLIP_NORM))
+        return (r.best_value if r.best_value is not None else math.inf), time.perf_counter() - t0
+
+
+def _batched(name: str) -> bool:
+    from optbench.optimizers import get_optimizer
+
+    return get_optimizer(name).entry.batched is not None
+
+
+def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
+    """CPU µs per trial-step of ``trials`` trials (lrs spaced by 5 %) run the peer's way, on optbench's loop engine
+    one at a time, and side by side."""
+    import torch
+
+    from optbench.engines.recipe import Recipe
+    from optbench.engines.trials import run_trials
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+    from optbench.sweep.plan import execute
+    from optbench.sweep.spec import Run
+
+    problem = get_problem(FUNCTIONS["rosenbrock"][1])
+    base = get_optimizer(name)
+    configs = [base.with_hyperparams(lr=(base.lr or 1e-3) * 1.05**k) for k in range(trials)]
+    ways = {
+        "peer": lambda: [peer_trajectory(rosenbrock, FUNCTIONS["rosenbrock"][0], name, c.lr) for c in configs],
+        "loop": lambda: [execute("loop", [Run(problem, c, 10_000, STEPS, 20, "float32", "cpu", Recipe(clip_norm=1.0))])
+                         for c in configs],
+        "side": lambda: run_trials(problem, configs, 10_000, STEPS, 20, dtype=torch.float32,
+                                   recipe=Recipe(clip_norm=1.0)),
+    }
+    out = {}
+    for way, fn in ways.items():
+        c0 = time.process_time()
+        fn()
+        out[way] = (time.process_time() - c0) / (trials * STEPS) * 1e6
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--opt", default=SUBSET, help="optimizers, comma-separated")
+    ap.add_argument("--trials", type=int, default=TRIALS, help="trials per study, both sides")
+    ap.add_argument("--peer-trials", type=int, default=None, help="peer trials timed per study, extrapolated "
+                    "to --trials (default: all of them)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
+    ap.add_argument("--quality-trials", type=int, default=100)
+    ap.add_argument("--only", choices=("speed", "costs", "quality"), default=None)
+    args = ap.parse_args()
+    names = args.opt.split(",")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    if args.only != "quality":
+        trials, peer_trials = args.trials, args.peer_trials or args.trials
+        g_s, g_cpu, out = gallery_seconds(args.opt, args.workers, trials)
+        shutil.rmtree(out, ignore_errors=True)
+        rows, peer_wall, peer_cpu = [], 0.0, 0.0
+        for name in names:
+            for fn_name in FUNCTIONS:
+                best, _, secs = peer_study(fn_name, name, peer_trials)
+                scale = trials / peer_trials
+                peer_wall, peer_cpu = peer_wall + secs * scale, peer_cpu + peer_study.cpu_s * scale
+                rows.append((fn_name, name, secs * scale, peer_study.cpu_s * scale, best))
+        plot_s = peer_plot_seconds(names)
+        peer_wall, peer_cpu = peer_wall + plot_s, peer_cpu + peer_plot_seconds.cpu_s
+        how = "in full" if peer_trials == trials else f"first {peer_trials} trials, extrapolated"
+        print(f"\nspeed: {len(names)} optimizers × 2 functions, {trials} trials × {STEPS} steps per study (peer {how})")
+        print("| function | optimizer | peer wall s | peer CPU s | peer best loss |")
+        print("|---|---|---:|---:|---:|")
+        for fn_name, name, secs, cpu, best in rows:
+            print(f"| {fn_name} | {name} | {secs:.1f} | {cpu:.1f} | {best:.4g} |")
+        print(f"\npeer plots: {plot_s:.1f} s wall, {peer_plot_seconds.cpu_s:.1f} s CPU")
+        print(f"peer total: {peer_wall:.1f} s wall, {peer_cpu:.1f} s CPU")
+        print(f"optbench gallery, one command, {args.workers} workers: {g_s:.1f} s wall, {g_cpu:.1f} s CPU")
+        print(f"speed-up: {peer_wall / g_s:.1f}× wall, {peer_cpu / g_cpu:.1f}× CPU", flush=True)
+    if args.only in (None, "costs"):
+        print("\nCPU µs per trial-step (rosenbrock, float32, clip 1, 200 steps, 32 trials)")
+        print("| optimizer | peer loop | loop engine, one run at a time | side by side (run_trials) | peer / side |")
+        print("|---|---:|---:|---:|---:|")
+        for name in [n for n in names if not _batched(n)]:
+            costs = trial_step_costs(name)
+            print(f"| {name} | {costs['peer']:.0f} | {costs['loop']:.0f} | {costs['side']:.0f} | "
+                  f"{costs['peer'] / costs['side']:.1f}× |", flush=True)
+    if args.only in (None, "quality") and args.seeds:
+        print(f"\nquality: best trial loss, median over sampler seeds 0–{args.seeds - 1}, {args.quality_trials} trials"
+              " each side")
+        print("| function | optimizer | peer median | gallery median | no worse | gallery s/study | peer s/study |")
+        print("|---|---|---:|---:|---|---:|---:|")
+        for name in names:
+            for fn_name in FUNCTIONS:
+                peer = [peer_study(fn_name, name, args.quality_trials, seed) for seed in range(args.seeds)]
+                ours = [gallery_best(fn_name, name, args.quality_trials, seed) for seed in range(args.seeds)]
+                p_med = statistics.median(b for b, _, _ in peer)
+                g_med = statistics.median(b for b, _ in ours)
+                print(f"| {fn_name} | {name} | {p_med:.4g} | {g_med:.4g} | {'yes' if g_med <= p_med else 'no'} | "
+                      f"{statistics.median(s for _, s in ours):.2f} | {statistics.median(s for _, _, s in peer):.2f} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

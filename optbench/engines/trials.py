@@ -1,0 +1,172 @@
+"""Many loop-engine trials of one analytic problem in one pass: K real optimizer objects, one per configuration,
+stepped side by side while the work around them is done once for all K.
+
+A tuning study of an optimizer without a batched rule evaluates every trial on the loop engine
+(:func:`optbench.engines.loop.run_loop`). For a small analytic problem most of a loop run's time is not the
+optimizer's ``step()`` but what surrounds it: autograd on a ``[d]`` parameter, ``clip_grad_norm_``, the
+recorder's dozen tensor operations, building the run. :func:`run_trials` keeps what must stay per trial (each
+configuration's own optimizer object and its own parameter, so every class runs as the library ships it, with
+no assumption about how its update couples coordinates) and does the rest once per step over a ``[K, d]``
+stack: the loss and gradient (one autograd call on the stack; the gradient of Σₖ f(xₖ) with respect to row k is
+∇f(xₖ)), the record (one :class:`~optbench.engines.recorder.Recorder` of K runs) and the gradient clipping
+(each row clipped as ``clip_grad_norm_`` clips a lone parameter: g · min(1, c / (‖g‖ + 1e-6)), then each
+coordinate to [−v, v]).
+
+It reproduces ``run_loop`` run by run (``tests/test_gallery.py`` checks every registered optimizer it accepts
+against it), and :func:`fast_path_reason` says when it does not apply: noisy problems (each run's own noise
+stream), optimizers that call the closure or backpropagate with ``create_graph`` (their oracles are per
+parameter), lr schedules and recorded costs. Those configurations run ``run_loop`` one by one here, so a
+caller never has to choose.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from optbench.engines.loop import run_loop
+from optbench.engines.recipe import PLAIN, Recipe
+from optbench.engines.recorder import GroupTrace, Recorder
+
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s guard: coefficient max_norm / (total_norm + 1e-6)
+
+
+def fast_path_reason(problem, optimizer, schedule: str | None = None) -> str | None:
+    """Why ``run_trials`` runs ``optimizer`` on ``problem`` one ``run_loop`` at a time, or None when it steps
+    the trials side by side."""
+    entry = optimizer.entry
+    if problem.kind != "analytic":
+        return f"{problem.label} is not an analytic problem"
+    if problem.noise_std() is not None:
+        return f"{problem.label} is noisy: every run draws its own noise stream"
+    if entry.needs_closure:
+        return f"{entry.name!r} calls the loss closure in step()"
+    if entry.create_graph:
+        return f"{entry.name!r} backpropagates with create_graph=True"
+    if schedule not in (None, "constant"):
+        return "an lr schedule sets each run's lr every step"
+    return None
+
+
+def run_trials(problem, configs: list, seed: int, steps: int, record_every: int = 1, *, device="cpu",
+               dtype=torch.float64, recipe: Recipe = PLAIN, schedules: list[str] | None = None) -> GroupTrace:
+    """Run every configuration of ``configs`` (optimizer configs) from the start of ``seed``; returns one trace
+    of K = len(configs) runs, run k equal to ``run_loop(problem, configs[k], seed, ...)`` without cost metrics.
+
+    ``recipe``: every trial's (its clipping; its schedule unless ``schedules[k]`` gives config k's label).
+    Label smoothing and the other network settings do not apply to an analytic problem."""
+    schedules = schedules or [recipe.schedule] * len(configs)
+    clip_norm, clip_value = recipe.clip_norm, recipe.clip_value
+    slow = [k for k, (c, s) in enumerate(zip(configs, schedules)) if fast_path_reason(problem, c, s) is not None]
+    fast = [k for k in range(len(configs)) if k not in set(slow)]
+    traces: dict[int, GroupTrace] = {}
+    for k in slow:
+        traces[k] = run_loop(problem, configs[k], seed, steps, record_every, device=device, dtype=dtype,
+                             recipe=recipe.replace(schedule=schedules[k]), measure_cost=False)
+    if len(slow) == len(configs):
+        return merge_traces([traces[k] for k in range(len(configs))])
+    side_by_side = _side_by_side(problem, [configs[k] for k in fast], seed, steps, record_every, device=device,
+                                 dtype=dtype, clip_norm=clip_norm, clip_value=clip_value)
+    if not slow:
+        return side_by_side
+    for j, k in enumerate(fast):
+        traces[k] = _select(side_by_side, j)
+    return merge_traces([traces[k] for k in range(len(configs))])
+
+
+def _exact_rows(problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f and ∇f at each row of ``x`` [K, d]: one autograd call on the stack."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        loss = problem.loss(xg)
+        (grad,) = torch.autograd.grad(loss.sum(), xg)
+    return loss.detach(), grad
+
+
+def clip_rows_(grad: torch.Tensor, clip_norm: float | None, clip_value: float | None) -> torch.Tensor:
+    """Clip each row of ``grad`` [K, d] in place as ``clip_gradient_`` clips one parameter's gradient."""
+    if clip_norm is not None:
+        norms = torch.linalg.vector_norm(grad, 2.0, dim=-1, keepdim=True)
+        grad.mul_(torch.clamp(clip_norm / (norms + CLIP_EPS), max=1.0))
+    if clip_value is not None:
+        grad.clamp_(min=-clip_value, max=clip_value)
+    return grad
+
+
+def _side_by_side(problem, configs: list, seed: int, steps: int, record_every: int, *, device, dtype,
+                  clip_norm: float | None, clip_value: float | None) -> GroupTrace:
+    """The fast path: K parameters and K optimizer objects; loss, gradient, record and clipping over the stack.
+
+    As in ``run_loop``: a schedule-free class is recorded at the point it reports (``eval()`` before the
+    record from step 1 on) and takes its gradient where it trains (``train()`` after it); a run stops being
+    stepped at the step the recorder ends it (diverged, escaped), and its later rows stay unrecorded (NaN)."""
+    K = len(configs)
+    x0 = problem.start_points([seed], dtype=dtype, device=device)[0]
+    params = [torch.nn.Parameter(x0.clone()) for _ in range(K)]
+    opts = [c.entry.build([p], c.hyperparams, dtype=dtype, seed=seed) for c, p in zip(configs, params)]
+    schedule_free = [c.entry.schedule_free for c in configs]
+    any_schedule_free = any(schedule_free)
+    rec = Recorder(problem, K, steps, record_every, device, dtype)
+    live = list(range(K))
+    for t in range(steps + 1):
+        if any_schedule_free and t > 0:
+            for k in live:
+                if schedule_free[k]:
+                    opts[k].eval()
+        x = torch.stack([p.detach() for p in params])
+        loss, grad = _exact_rows(problem, x)
+        rec.observe(t, x, loss, grad)
+        if t == steps:
+            break
+        active = rec.active.tolist()
+        live = [k for k in live if active[k]]
+        if not live:
+            break
+        if any_schedule_free and t > 0 and any(schedule_free[k] for k in live):
+            for k in live:
+                if schedule_free[k]:
+                    opts[k].train()
+            x = torch.stack([p.detach() for p in params])  # the training points: the gradient is taken there
+            _, grad = _exact_rows(problem, x)
+        if clip_norm is not None or clip_value is not None:
+            clip_rows_(grad, clip_norm, clip_value)
+        for k in live:
+            params[k].grad = grad[k]
+            opts[k].step()
+    trace = rec.finish()
+    _unrecord_after_end(trace)
+    return trace
+
+
+def _unrecord_after_end(trace: GroupTrace) -> None:
+    """Rows after a run's end step as ``run_loop`` leaves them: never recorded (NaN)."""
+    after = trace.steps[:, None] > trace.end_step[None, :]
+    trace.loss[after] = math.nan
+    trace.grad_norm[after] = math.nan
+    if trace.coords is not None:
+        trace.coords[after] = math.nan
+
+
+def _select(trace: GroupTrace, k: int) -> GroupTrace:
+    """Run ``k`` of a trace as a trace of one run."""
+    return GroupTrace(steps=trace.steps, loss=trace.loss[:, k:k + 1], grad_norm=trace.grad_norm[:, k:k + 1],
+                      coords=None if trace.coords is None else trace.coords[:, k:k + 1],
+                      wall_time_s=trace.wall_time_s[:, k:k + 1], status=[trace.status[k]],
+                      end_step=trace.end_step[k:k + 1], end_loss=trace.end_loss[k:k + 1],
+                      end_grad_norm=trace.end_grad_norm[k:k + 1], end_x=trace.end_x[k:k + 1],
+                      end_wall_time_s=trace.end_wall_time_s[k:k + 1])
+
+
+def merge_traces(traces: list[GroupTrace]) -> GroupTrace:
+    """Traces of runs on one record grid, as one trace of all their runs in order."""
+    def cat(name, axis):
+        parts = [getattr(t, name) for t in traces]
+        return None if parts[0] is None else np.concatenate(parts, axis=axis)
+
+    return GroupTrace(steps=traces[0].steps, loss=cat("loss", 1), grad_norm=cat("grad_norm", 1),
+                      coords=cat("coords", 1), wall_time_s=cat("wall_time_s", 1),
+                      status=[s for t in traces for s in t.status], end_step=cat("end_step", 0),
+                      end_loss=cat("end_loss", 0), end_grad_norm=cat("end_grad_norm", 0), end_x=cat("end_x", 0),
+                      end_wall_time_s=cat("end_wall_time_s", 0))

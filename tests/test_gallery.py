@@ -1,0 +1,191 @@
+"""The gallery (optbench.gallery, ``optbench gallery``) and the side-by-side loop trials it tunes with
+(optbench.engines.trials): equal to the loop engine for every registered optimizer, skips read from the
+registry's capabilities, ranking, equal budgets in the written results, resume, and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optbench.optimizers import list_optimizers
+
+OPTBENCH = shutil.which("optbench") or str(Path(sys.executable).parent / "optbench")
+ROSENBROCK = "rosenbrock(start=(-2.0, 2.0))"
+
+
+def _runnable_names() -> list[str]:
+    """Every registered optimizer the gallery would tune on a 2-D analytic problem (static: no torch import)."""
+    return [e.name for e in list_optimizers()
+            if not e.unsupported and not e.matrix_only and (e.max_dim or 2) >= 2 and "lr" in e.params]
+
+
+@pytest.mark.parametrize("name", _runnable_names())
+def test_side_by_side_trials_equal_loop_runs(name, one_thread):
+    """run_trials reproduces run_loop run by run, bitwise (clipped, from a fixed start, two learning rates)
+    for every registered optimizer; classes whose loop runs are not reproducible themselves (they draw from
+    torch's global generator) are compared in their status and record grid only."""
+    import torch
+
+    from optbench.engines.loop import run_loop
+    from optbench.engines.trials import run_trials
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+
+    warnings.filterwarnings("ignore")
+    problem, base = get_problem(ROSENBROCK), get_optimizer(name)
+    lr = base.lr or 1e-3
+    configs = [base.with_hyperparams(lr=lr * 0.3), base.with_hyperparams(lr=lr * 3.0)]
+    from optbench.engines.recipe import Recipe
+
+    kw = dict(recipe=Recipe(clip_norm=1.0), dtype=torch.float64)
+    trace = run_trials(problem, configs, 10_000, 12, 4, **kw)
+    for k, config in enumerate(configs):
+        one = run_loop(problem, config, 10_000, 12, 4, measure_cost=False, **kw)
+        again = run_loop(problem, config, 10_000, 12, 4, measure_cost=False, **kw)
+        assert trace.status[k] == one.status[0]
+        assert np.array_equal(trace.steps, one.steps)
+        if np.array_equal(one.loss, again.loss, equal_nan=True):
+            assert np.array_equal(trace.loss[:, k], one.loss[:, 0], equal_nan=True), name
+            assert np.array_equal(trace.end_loss[k:k + 1], one.end_loss), name
+            assert np.array_equal(trace.coords[:, k], one.coords[:, 0], equal_nan=True), name
+
+
+def test_side_by_side_trials_end_runs_as_the_loop_does(one_thread):
+    """A diverging trial stops where run_loop stops it, its later rows unrecorded; the other keeps going."""
+    import torch
+
+    from optbench.engines.loop import run_loop
+    from optbench.engines.trials import run_trials
+    from optbench.optimizers import get_optimizer
+    from optbench.problems import get_problem
+
+    problem = get_problem(ROSENBROCK)
+    configs = [get_optimizer("adabelief(lr=1e4)"), get_optimizer("adabelief(lr=1e-3)")]
+    trace = run_trials(problem, configs, 10_000, 40, 1, dtype=torch.float64)
+    loop = run_loop(problem, configs[0], 10_000, 40, 1, dtype=torch.float64, measure_cost=False)
+    assert trace.status == [loop.status[0], "done"] and loop.status[0] == "diverged"
+    assert trace.end_step[0] == loop.end_step[0] < 40
+    assert np.array_equal(trace.loss[:, 0], loop.loss[:, 0], equal_nan=True)
+    assert np.isfinite(trace.loss[:, 1]).all()
+
+
+def test_plan_skips_exactly_what_the_capabilities_rule_out():
+    """Every registered optimizer is either tuned on both problems or skipped with the reason its entry gives."""
+    from optbench.gallery import plan_gallery, resolve_problems
+    from optbench.optimizers.registry import get_optimizer_entry
+
+    problems = resolve_problems(None)
+    pairs, skipped = plan_gallery(problems)
+    tuned = {o.name for _, o in pairs}
+    assert len(pairs) == 2 * len(tuned)
+    assert tuned | {s.optimizer for s in skipped} == {e.name for e in list_optimizers()}
+    for s in skipped:
+        entry = get_optimizer_entry(s.optimizer)
+        capability = (f"unsupported: {entry.unsupported}", f"meant for matrices: {entry.matrix_only}")
+        no_lr = "lr" not in entry.params and s.reason.startswith("nothing to tune")
+        assert s.reason in capability or (entry.max_dim is not None and entry.max_dim < 2) or no_lr, s
+    by_name = {s.optimizer: s.reason for s in skipped}
+    assert by_name["lomo"].startswith("unsupported:") and by_name["muon"].startswith("meant for matrices:")
+    assert {"adam", "adabelief", "prodigy", "schedulefreeadamw", "sophiah"} <= tuned
+    entries = {e.name: e for e in list_optimizers()}
+    assert any(entries[n].needs_closure for n in tuned) and any(entries[n].create_graph for n in tuned)
+
+
+def test_plan_rejects_bad_input_before_any_work():
+    from optbench.errors import SpecError, UsageError
+    from optbench.gallery import plan_gallery, resolve_problems
+
+    with pytest.raises(UsageError, match="2-D analytic"):
+        resolve_problems("rosenbrock(dim=3)")
+    with pytest.raises(UsageError, match="2-D analytic"):
+        resolve_problems("rastrigin(dim=3)")
+    with pytest.raises(SpecError, match="adamm"):
+        plan_gallery(resolve_problems(None), "adamm")
+    with pytest.raises(UsageError, match="twice"):
+        plan_gallery(resolve_problems(None), "adam,adam")
+
+
+def test_ranking_orders_by_final_loss_and_leaves_failures_unranked():
+    from optbench.gallery import GalleryEntry, rank_entries
+
+    def entry(opt, loss, status="done", problem="p"):
+        return GalleryEntry(problem, problem, opt, ["lr"], 5, 10, {"lr": 0.1}, loss, final_loss=loss,
+                            dist_to_min=0.0, status=status)
+
+    entries = [entry("c", 3.0), entry("a", 0.5), entry("d", float("nan")), entry("b", 0.5),
+               entry("e", 0.1, "diverged"), entry("f", 9.0, problem="q")]
+    rank_entries(entries)
+    assert {e.optimizer: e.rank for e in entries} == {"a": 1, "b": 2, "c": 3, "d": None, "e": None, "f": 1}
+
+
+def test_gallery_equal_budgets_resume_and_index(tmp_path, one_thread):
+    """A batched (adam) and a loop-only (adabelief) optimizer: every study holds exactly the budget of trials
+    of the same steps, the re-runs have those steps, the index ranks both per problem and links the figures;
+    a second call tunes nothing, re-runs nothing and keeps the figures."""
+    import optuna
+
+    from optbench.gallery import INDEX_JSON, run_gallery
+    from optbench.results import load_summary
+    from optbench.tuning.study import open_storage
+
+    out = tmp_path / "g"
+    kw = dict(optimizers="adam,adabelief", trials=6, steps=20, batch=4, log=lambda _: None)
+    first = run_gallery(out, **kw)
+    assert first.studies_tuned == 4 and first.studies_complete_before == 0
+
+    store, _ = open_storage(None, out)
+    studies = store.get_all_studies()
+    assert len(studies) == 4
+    for s in studies:  # the budget, from the written journal: 6 evaluated trials of 20 steps per study
+        trials = optuna.load_study(study_name=s.study_name, storage=store).get_trials(deepcopy=False)
+        assert sum(t.state.name in ("COMPLETE", "FAIL") for t in trials) == 6, s.study_name
+        assert "|steps=20|" in s.study_name
+    summary = load_summary(out)
+    assert len(summary) == 4 and set(summary["steps"]) == {20} and set(summary["seed"]) == {10_000}
+    data = json.loads((out / INDEX_JSON).read_text())
+    assert {(e["trials"], e["steps"]) for e in data["entries"]} == {(6, 20)}
+    for problem in ("rosenbrock", "rastrigin"):
+        ranks = sorted(e["rank"] for e in data["entries"] if e["problem_name"] == problem)
+        assert ranks == [1, 2]
+        rows = sorted((e for e in data["entries"] if e["problem_name"] == problem), key=lambda e: e["rank"])
+        assert rows[0]["final_loss"] <= rows[1]["final_loss"]
+    md, page = (out / "index.md").read_text(), (out / "index.html").read_text()
+    for e in data["entries"]:
+        assert (out / e["figure"]).stat().st_size > 10_000
+        assert e["figure"] in md and e["figure"] in page
+        row = summary.set_index("run_id").loc[e["run_id"]]
+        assert e["final_loss"] == row["final_loss"] and e["dist_to_min"] == row["dist_to_min"]
+
+    stamps = {e["figure"]: os.stat(out / e["figure"]).st_mtime_ns for e in data["entries"]}
+    second = run_gallery(out, **kw)
+    assert second.studies_tuned == 0 and second.studies_complete_before == 4
+    assert len(load_summary(out)) == 4  # nothing re-run twice
+    assert {e["figure"]: os.stat(out / e["figure"]).st_mtime_ns for e in data["entries"]} == stamps
+    assert [(e.optimizer, e.final_loss) for e in second.entries] == [(e.optimizer, e.final_loss)
+                                                                     for e in first.entries]
+
+
+def test_gallery_command_end_to_end(tmp_path):
+    """The installed script: two optimizers (one skipped with its reason), tiny budget, exit 0, the index
+    and the figures on disk; a bad problem is one sentence and exit 2."""
+    env = {**os.environ, "COLUMNS": "160"}
+    out = tmp_path / "gallery"
+    r = subprocess.run([OPTBENCH, "gallery", "--opt", "adam,lomo", "--trials", "4", "--steps", "10", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "tuning 2 studies" in r.stdout and "lomo" in r.stdout
+    page = (out / "index.html").read_text()
+    assert "figures/rosenbrock/adam.png" in page and "figures/rastrigin/adam.png" in page
+    assert "lomo" in page and "fuses the update into backward" in page
+    assert (out / "figures" / "rastrigin" / "adam.png").exists()
+    bad = subprocess.run([OPTBENCH, "gallery", "--problems", "rosenbrock(dim=3)", "--out", str(tmp_path / "x")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "2-D analytic" in bad.stderr
