@@ -150,14 +150,14 @@ def plan_gallery(problems, names=None, *, dims=None, protocol=None) -> tuple[lis
         if len({(s.name, tuple(sorted(s.kwargs.items()))) for s in specs}) != len(specs):
             raise UsageError("--opt lists an optimizer twice; give each once.")
     entries = [get_optimizer_entry(s.name) for s in specs]  # unknown names fail here, before any work
-    pairs, skipped = [], []
+    pairs: list[tuple[Any, Any]] = []  # (problem, optimizer config)
+    skipped: list[Skipped] = []
     for spec, entry in zip(specs, entries):
         if entry.unsupported:  # get_optimizer refuses it: its reason is the skip reason
             skipped.append(Skipped(spec.name, f"unsupported: {entry.unsupported}"))
             continue
         config = get_optimizer(spec)
-        reasons = {skip_reason(entry, p, dims, protocol) for p in problems}
-        reasons.discard(None)
+        reasons = {r for r in (skip_reason(entry, p, dims, protocol) for p in problems) if r is not None}
         if reasons:
             skipped.append(Skipped(config.label, "; ".join(sorted(reasons))))
             continue
@@ -207,8 +207,9 @@ def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: 
     results: dict[int, Any] = dict(finished)
     t_tune = time.perf_counter()
     progress = progress_factory(trials * len(todo), len(pairs)) if progress_factory is not None else None
-    for _ in finished if progress is not None else ():
-        progress.study_done()
+    if progress is not None:
+        for _ in finished:
+            progress.study_done()
     try:
         _tune(pairs, todo, results, out, protocol, dims, trials, steps, workers, len(finished), progress, options)
     finally:

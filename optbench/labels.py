@@ -79,7 +79,7 @@ def _features(parts) -> dict[tuple, str]:
         part = ("optimizer", optimizer) if i == 0 else ("part", name)
         out[part] = "present"
         for key, value in kwargs.items():
-            out[(*part, key)] = value
+            out[part + (key,)] = value  # not out[(*part, key)]: mypy reads that as 3.11's out[*part, key]
     return out
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import tomllib
@@ -41,6 +41,9 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as a package
     import tomli as tomllib
 
 from optbench.errors import OptbenchError, UsageError, suggest
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 TOP_KEYS = ("name", "description", "sweep", "tune", "check")
 TUNE_KEYS = ("problems", "optimizers", "trials", "protocol", "space", "seeds", "steps", "batch", "storage",
@@ -191,7 +194,7 @@ def sweep_key(field_name: str) -> str:
     return _KEY_OF_FIELD.get(field_name, field_name)
 
 
-def sweep_settings(sweep_class: type | None = None) -> list[Any]:
+def sweep_settings(sweep_class: type[DataclassInstance] | None = None) -> list[Any]:
     """The settings of a sweep as flat fields: every field of ``Sweep`` but ``recipe``, then every field of
     its :class:`~optbench.engines.recipe.Recipe` but ``schedule`` (the sweep's ``schedules`` axis sets it).
     Suite keys and ``optbench run`` options are generated from this list, so a new field of either is a
@@ -201,12 +204,14 @@ def sweep_settings(sweep_class: type | None = None) -> list[Any]:
     from optbench.engines.recipe import Recipe
 
     if sweep_class is None:
-        from optbench.sweep.spec import Sweep as sweep_class
+        from optbench.sweep.spec import Sweep
+
+        sweep_class = Sweep
     return ([f for f in dataclasses.fields(sweep_class) if f.name != "recipe"]
             + [f for f in dataclasses.fields(Recipe) if f.name != "schedule"])
 
 
-def sweep_keys(sweep_class: type | None = None) -> tuple[str, ...]:
+def sweep_keys(sweep_class: type[DataclassInstance] | None = None) -> tuple[str, ...]:
     """The keys of a ``[[sweep]]`` table: name, description and one per setting (:func:`sweep_settings`)."""
     return ("name", "description", *(sweep_key(f.name) for f in sweep_settings(sweep_class)))
 

@@ -21,9 +21,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from optbench.errors import OptbenchError, UsageError
+
+
+@overload
+def check_target(target: float) -> float: ...
+@overload
+def check_target(target: None) -> None: ...
+@overload
+def check_target(target: float | None) -> float | None: ...
 
 
 def check_target(target: float | None) -> float | None:
@@ -153,7 +161,7 @@ def fill_default_targets(summary):
 
 def mixed_targets(summary) -> dict[str, list[float]]:
     """{problem: its stored targets} for problems whose runs were counted at more than one target."""
-    out = {}
+    out: dict[str, list[float]] = {}
     if "target" not in summary or summary.empty:
         return out
     for problem, values in summary.groupby(summary["problem"].astype(str))["target"]:

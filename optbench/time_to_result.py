@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from optbench.errors import UsageError
 from optbench.formatting import is_missing
@@ -192,13 +193,13 @@ def with_result_target(steps, summary, target: ResultTarget):
     return out
 
 
-def result_columns(table) -> list[tuple[str, object]]:
+def result_columns(table) -> list[tuple[str, Callable[[Any], str]]]:
     """The time-to-result and throughput columns of a comparison table (``summary.aggregate``) that hold values,
     as (header, row → text): censored medians shown as steps to target are ('72', '72 (2/3)', 'never (1/3)')."""
     from optbench.censoring import format_steps
     from optbench.formatting import fmt_num
 
-    out: list[tuple[str, object]] = []
+    out: list[tuple[str, Callable[[Any], str]]] = []
     if result_target_text(table):
         def censored(column, fmt):
             return lambda r: format_steps(r[column], r["result_reached"], r["seeds"], fmt)

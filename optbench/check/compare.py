@@ -238,7 +238,7 @@ def coverage(new_runs, base_runs, mode: str) -> ConfigMismatch | None:
     if mode == "exact":
         new_seeds, base_seeds = _per_config(new_runs, "seed"), _per_config(base_runs, "seed")
         for key in sorted(new_keys & base_keys, key=str):
-            a, b = base_seeds.get(key), new_seeds.get(key)
+            a, b = base_seeds.get(key, ()), new_seeds.get(key, ())
             if a != b:
                 seeds.append(f"{config_label(dict(zip(KEY, key, strict=True)))}: baseline seeds {list(a)}, "
                              f"new seeds {list(b)}")

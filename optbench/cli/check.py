@@ -93,6 +93,7 @@ def check(
 
 
 def _print(table, failed, warnings, tolerances: str, base_dir, new_dir, all_rows: bool, quiet: bool) -> None:
+    from rich.console import JustifyMethod
     from rich.table import Table
 
     from optbench.check.compare import config_label
@@ -104,8 +105,10 @@ def _print(table, failed, warnings, tolerances: str, base_dir, new_dir, all_rows
     shown = table if all_rows else failed
     if len(shown):
         out = Table(title=f"optbench check: {new_dir} against {base_dir}", title_justify="left")
-        for name, justify in (("configuration", "left"), ("metric", "left"), ("baseline", "right"),
-                              ("new", "right"), ("allowed", "left"), ("change", "right"), ("verdict", "left")):
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
+            ("configuration", "left"), ("metric", "left"), ("baseline", "right"), ("new", "right"),
+            ("allowed", "left"), ("change", "right"), ("verdict", "left"))
+        for name, justify in columns:
             out.add_column(name, justify=justify, overflow="fold")
         for _, row in shown.iterrows():
             m = row["metric"]

@@ -59,7 +59,7 @@ def gallery(
         return
     for label in outcome.settings["problems"]:
         ranked = sorted((e for e in outcome.entries if e.problem == label and e.rank),
-                        key=lambda e: e.rank)[:5]
+                        key=lambda e: e.rank or 0)[:5]  # (every one here has a rank)
         best = ", ".join(f"{e.rank}. {e.optimizer} {fmt_num(e.final_loss)}" for e in ranked) or "none"
         log(f"{label}: {best}")
     if outcome.skipped:

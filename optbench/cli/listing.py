@@ -4,7 +4,7 @@ docs, each read from its registry."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -77,6 +77,7 @@ def list_command(
             table.add_row(r["name"], _params_text(r["params"]), escape(r["doc"]))
         console.print(table)
         return
+    entries: list[Any]  # ProblemEntry or OptimizerEntry, as `what` says
     if what == "problems":
         from optbench.problems import list_problems
 
@@ -114,6 +115,7 @@ def list_command(
     table.add_column("description", overflow="fold", ratio=2)
     if what == "optimizers" and not narrow:
         table.add_column("differs from the paper", overflow="fold", ratio=2)
+    e: Any  # a ProblemEntry or an OptimizerEntry, as `what` says
     for e in entries:
         if what == "problems":
             table.add_row(e.name, e.kind, _params_text(e.params), e.doc)

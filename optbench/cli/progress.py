@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 DELAY_S = 0.8  # waits shorter than this show no bar
 
@@ -27,7 +31,9 @@ class LiveBar:
         self.quiet = quiet or not self.console.is_terminal or bool(os.environ.get("CI"))
         self.delay_s, self.unit, self.eta = delay_s, unit, eta
         self.start = time.perf_counter()
-        self.bar = self.task = self.timer = None
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None  # set with bar
+        self.timer: threading.Timer | None = None
         self.state = ("", 0.0, 1.0)  # description, completed, total
         self.closed = False
         self.lock = threading.Lock()
@@ -46,6 +52,7 @@ class LiveBar:
                     self.timer.daemon = True
                     self.timer.start()
             if self.bar is not None:
+                assert self.task is not None  # _start sets both, under the lock
                 description, completed, total = self.state
                 self.bar.update(self.task, completed=completed, total=total, description=description)
 
@@ -65,7 +72,8 @@ class LiveBar:
         self.bar = Progress(*columns, console=self.console, transient=True)
         self.bar.start()
         description, completed, total = self.state
-        self.task = self.bar.add_task(description, total=total, completed=completed)
+        # rich counts progress in floats (Task.completed); only add_task's annotation says int
+        self.task = self.bar.add_task(description, total=total, completed=completed)  # type: ignore[arg-type]
 
     def print(self, text: str) -> None:
         """A line above the bar (or plain on the console before it shows); nothing when quiet."""

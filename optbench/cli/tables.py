@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optbench.analysis.summary import ranking_note
 from optbench.censoring import format_steps
 from optbench.formatting import fmt_int, fmt_num, is_missing
 from optbench.time_to_result import result_columns
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 _STATUS_STYLE = {"done": "green", "diverged": "red", "escaped": "yellow"}
 # columns dropped first when the table does not fit, in this order; the others are essential
@@ -38,7 +41,7 @@ class _Column:
     header: str
     cells: list[str]
     kind: str = "number"  # number: never broken; label: may fold; text: wraps at spaces
-    justify: str = "right"
+    justify: JustifyMethod = "right"
     styles: list[str] = field(default_factory=list)
 
     @property

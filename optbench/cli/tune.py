@@ -184,8 +184,8 @@ def _fitted_widths(columns, rows, width: int) -> list[int | None]:
     out = [values.get(k) for k in range(len(columns))]
     share, spare = left // len(texts), left
     for k in sorted(texts, key=lambda k: natural[k]):  # narrow text columns take what they need, the rest share
-        out[k] = min(natural[k], max(share, 1))
-        spare -= out[k]
+        out[k] = w = min(natural[k], max(share, 1))
+        spare -= w
         texts = [t for t in texts if t != k]
         share = spare // len(texts) if texts else 0
     return out

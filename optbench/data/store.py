@@ -64,7 +64,7 @@ class DatasetInfo:
     test_files: tuple[str, ...]
     label_key: str = "labels"  # cifar only
     homepage: str = ""
-    shape: tuple[int, int, int] = (1, 28, 28)
+    shape: tuple[int, ...] = (1, 28, 28)  # [C, H, W] images; () for text corpora
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -295,12 +295,12 @@ def load_dataset(name: str) -> Dataset:
     status, fingerprint = dataset_fingerprint(name)
     if info.format == "text":
         raw = np.frombuffer(status.paths[info.train_files[0]].read_bytes(), dtype=np.uint8)
-        split = len(raw) - int(len(raw) * TEXT_VALIDATION)
-        if split < 2 or len(raw) - split < 2:
+        cut = len(raw) - int(len(raw) * TEXT_VALIDATION)  # training bytes before it, validation after
+        if cut < 2 or len(raw) - cut < 2:
             raise DataError(f"Dataset {name!r}: {status.paths[info.train_files[0]]} holds {len(raw)} bytes; a "
                             "text corpus needs at least 20 to split into training and validation text.")
         tokens = torch.from_numpy(raw.copy())
-        ds = Dataset(name, tokens[:split], None, tokens[split:], None, info.n_classes, status.state == VERIFIED,
+        ds = Dataset(name, tokens[:cut], None, tokens[cut:], None, info.n_classes, status.state == VERIFIED,
                      fingerprint)
         for old in [k for k in _LOADED if k[0] == name]:
             del _LOADED[old]

@@ -4,6 +4,7 @@ and is the reference the batched engine is tested against."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -13,7 +14,7 @@ from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
 
 if TYPE_CHECKING:
-    from optbench.problems.base import Problem
+    from optbench.problems.base import AnalyticProtocol
 
 PROGRESS_EVERY = 50  # steps between progress callbacks
 
@@ -34,7 +35,8 @@ class AnalyticClosure:
         self.problem, self.param = problem, param
         self.noise_std, self.noise_stream = noise_std, noise_stream
         self.calls = 0
-        self.clip = None  # StepRecipe.clip_ with the run's settings, applied to the noisy gradient
+        # StepRecipe.clip_ with the run's settings, applied to the noisy gradient
+        self.clip: Callable[[list[torch.Tensor]], None] | None = None
         self.sample: torch.Tensor | None = None  # ξ_t of the current step (None on a noise-free problem)
         self.anchor: torch.Tensor | None = None  # x_t, where the current step started
         self.create_graph = False  # backward(create_graph=True), for optimizers taking Hessian-vector products
@@ -61,6 +63,7 @@ class AnalyticClosure:
             loss = self.problem.loss(self.param)
             backward(loss, self.create_graph)
         if self.sample is not None:
+            assert self.param.grad is not None  # set by the backward above
             self.param.grad.add_(self.sample)
         if self.clip is not None:
             self.clip([self.param])
@@ -93,7 +96,7 @@ def _exact(problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loss.detach(), grad
 
 
-def run_loop(problem: Problem, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu",
+def run_loop(problem: AnalyticProtocol, optimizer, seed: int, steps: int, record_every: int = 1, *, device="cpu",
              dtype=torch.float64, progress=None, recipe: Recipe = PLAIN, measure_cost: bool = True) -> GroupTrace:
     """Run one analytic run with a real optimizer object; returns its trace (K = 1).
 
@@ -143,6 +146,7 @@ def run_loop(problem: Problem, optimizer, seed: int, steps: int, record_every: i
             with torch.enable_grad():
                 loss = problem.loss(param)
                 backward(loss, create_graph)  # create_graph: Hessian-vector products of .grad
+            assert param.grad is not None  # set by the backward above
             grad = param.grad.detach().clone()
             loss = loss.detach()
             sample = closure.draw_sample()  # ξ_t: the gradient oracle of f̃_t is ∇f(x_t) + ξ_t

@@ -73,7 +73,8 @@ class Augmentation:
         self.generator = torch.Generator().manual_seed(derive_seed(seed, "augment"))
         self.n, self.pad, self.per_epoch, self.device = n, pad, per_epoch, device
         self.epoch = -1
-        self.offsets = self.flips = None
+        self.offsets: torch.Tensor | None = None  # drawn per epoch, on the first call of each
+        self.flips: torch.Tensor | None = None
 
     def __call__(self, t: int, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The augmented inputs ``x`` [b, C, H, W] of the examples ``idx`` at step ``t``."""
@@ -81,6 +82,7 @@ class Augmentation:
             self.epoch = t // self.per_epoch
             self.offsets = torch.randint(0, 2 * self.pad + 1, (self.n, 2), generator=self.generator).to(self.device)
             self.flips = (torch.rand(self.n, generator=self.generator) < 0.5).to(self.device)
+        assert self.offsets is not None and self.flips is not None  # the first call starts epoch 0
         b, _, h, w = x.shape
         padded = F.pad(x, (self.pad,) * 4, mode="reflect")
         off = self.offsets[idx]
@@ -117,13 +119,15 @@ class BatchOrder:
         self.generators = [torch.Generator().manual_seed(derive_seed(s, "batches")) for s in seeds]
         self.n, self.batch_size, self.device = n, batch_size, device
         self.per_epoch = -(-n // batch_size)
-        self.i, self.perm = self.per_epoch, None
+        self.i = self.per_epoch
+        self.perm: torch.Tensor | None = None  # this epoch's order, drawn by the first next() of each
 
     def next(self) -> torch.Tensor:
         if self.i == self.per_epoch:
             perms = [torch.randperm(self.n, generator=g) for g in self.generators]
             self.perm = torch.stack(perms).to(self.device, non_blocking=True)
             self.i = 0
+        assert self.perm is not None  # the first next() starts an epoch
         idx = self.perm[:, self.i * self.batch_size: (self.i + 1) * self.batch_size]
         self.i += 1
         return idx
@@ -163,6 +167,7 @@ class NetRecorder(RecorderBase):
         if t == 0:
             self.blowup = torch.tensor([self.problem.blowup_level(v) for v in loss.tolist()], dtype=torch.float64,
                                        device=self.device)
+        assert self.blowup is not None  # set at step 0
         bad = ~torch.isfinite(loss) | (loss > self.blowup)
         ended = self.active & bad
         ending = self.active if t == self.steps else ended
@@ -330,7 +335,7 @@ def run_network(problem: Problem, optimizer, seed: int, steps: int, record_every
     A ``create_graph`` optimizer gets ``backward(create_graph=True)``; a ``schedule_free`` one is put in
     ``eval()`` for the recorded loss, gradient norm and evaluation of every step (the point it reports) and in
     ``train()`` for a second forward/backward on the same batch that its step uses."""
-    features = getattr(problem, "features", frozenset())
+    features: frozenset[str] = getattr(problem, "features", frozenset())
     if recipe.noise_scale_every and features & {BUFFERS, DROPOUT}:
         from optbench.errors import UsageError
 

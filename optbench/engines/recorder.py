@@ -120,7 +120,7 @@ class Recorder(RecorderBase):
         self.off_grad_norm = torch.full((K,), math.nan, **opts)
         self.off_wall = torch.zeros(K, dtype=torch.float64, device=device)
         self.end_x = torch.full((K, problem.dim), math.nan, **opts)
-        self.blowup = None
+        self.blowup: torch.Tensor | None = None  # set at step 0, from the start losses
         self.escape_lo = self.escape_hi = None
         if problem.unbounded:
             lo, hi = problem.escape_box()

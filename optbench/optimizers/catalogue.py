@@ -316,7 +316,8 @@ def signature_row(cls: type) -> tuple[dict[str, Any], tuple[str, ...], tuple[str
     defaults: dict[str, Any] = {}
     fixed: list[str] = []
     required: list[str] = []
-    for name, p in inspect.signature(cls.__init__).parameters.items():
+    # the class's own constructor, read off the class (mypy flags any __init__ access as unsound)
+    for name, p in inspect.signature(cls.__init__).parameters.items():  # type: ignore[misc]
         if name in ("self", "params") or name in HIDDEN or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.default is p.empty:
@@ -384,7 +385,8 @@ def catalogue_entries(taken: dict[str, Any]) -> list:
 
     curated = {e.target for e in taken.values()}
     entries = []
-    for lib_name, row in catalogue_table.CLASSES.items():
+    classes: dict[str, dict[str, Any]] = catalogue_table.CLASSES  # rows of differently typed fields
+    for lib_name, row in classes.items():
         module, _, cls = row["class"].partition(":")
         if module.startswith("torch.optim") or f"{LIBRARY}:{cls}" in curated:
             continue

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from optbench.errors import SpecError, UserCodeError
 from optbench.optimizers.registry import USER_DEVIATIONS, OptimizerEntry
 from optbench.params import Param, positive
 from optbench.usercode import import_user_module, source_sha, user_traceback
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["UserOptimizerEntry", "user_optimizer_entry", "user_traceback"]
 
@@ -51,7 +54,7 @@ class UserOptimizerEntry(OptimizerEntry):
         return opt
 
 
-def _needs_closure(cls: type) -> bool:
+def _needs_closure(cls: type[torch.optim.Optimizer]) -> bool:
     """True when ``step`` takes a closure without a default (it must re-evaluate the loss itself)."""
     try:
         params = list(inspect.signature(cls.step).parameters.values())[1:]

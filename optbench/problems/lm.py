@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from optbench.errors import DataError, SpecError
 from optbench.params import Param
@@ -146,7 +146,7 @@ class LanguageModelProblem(NetworkProblem):
             cached = (ds, TokenData(train_x.to(device), train_y.to(device), test_x.to(device), test_y.to(device),
                                     None, None))
             nets._DEVICE_DATA[key] = cached
-        return cached[1]
+        return cast(TokenData, cached[1])  # this key (with block_size) is only ever stored with TokenData
 
     @property
     def n_train(self) -> int:

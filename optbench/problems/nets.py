@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from optbench.errors import SpecError
 from optbench.params import Param
@@ -227,7 +227,7 @@ def model_features(model) -> frozenset[str]:
     features = set()
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules):
         features.add(BUFFERS)
-    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in modules) or getattr(model, "dropout_p", 0):
+    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in modules) or bool(getattr(model, "dropout_p", 0)):
         features.add(DROPOUT)
     return frozenset(features)
 
@@ -250,6 +250,20 @@ class NetData:
 
     def inputs(self, images, dtype):
         return images.to(dtype) * self.scale.to(dtype) + self.shift.to(dtype)
+
+
+class DeviceData(Protocol):
+    """What the engines read from ``device_data()``: :class:`NetData` and the user problems' own data."""
+
+    train_x: Any
+    train_y: Any
+    test_x: Any
+    test_y: Any
+
+    @property
+    def n_train(self) -> int: ...
+
+    def inputs(self, images, dtype): ...
 
 
 _DEVICE_DATA: dict[tuple, tuple[Any, NetData]] = {}
@@ -281,7 +295,7 @@ class NetworkProblem:
     config: dict[str, Any]
     dataset: str
     n_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # [C, H, W] images; (block_size,) for language models
     build_model: Callable[[], Any]
     architecture: str
     formula: str = ""
@@ -362,7 +376,7 @@ class NetworkProblem:
         return BLOWUP_FACTOR * max(1.0, start_loss)
 
     # ---- data -----------------------------------------------------------------------------------
-    def device_data(self, device) -> NetData:
+    def device_data(self, device) -> DeviceData:
         """The dataset on ``device`` (cached per process); normalisation statistics from the training set."""
         from optbench.data.store import load_dataset
 

@@ -128,14 +128,14 @@ def _factory(ref: str) -> tuple[Callable[..., Any], dict[str, Param], str, str]:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
         signature = None
-    for key, p in (signature.parameters.items() if signature else ()):
+    for pname, p in (signature.parameters.items() if signature else ()):
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         if p.default is p.empty:
-            raise SpecError(f"Problem factory {ref!r}: parameter {key!r} has no default; every parameter of a "
+            raise SpecError(f"Problem factory {ref!r}: parameter {pname!r} has no default; every parameter of a "
                             "factory needs one (specs set them by name).")
-        params[key] = Param(p.default, "(from the factory signature)",
-                            types=(type(p.default),) if isinstance(p.default, (bool, str)) else ())
+        params[pname] = Param(p.default, "(from the factory signature)",
+                              types=(type(p.default),) if isinstance(p.default, (bool, str)) else ())
     entry = (factory, params, source_sha(module), (inspect.getdoc(factory) or "").split("\n")[0])
     _FACTORIES[key] = entry
     return entry

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,7 @@ class Scene:
         self.fig, ax = plt.subplots(figsize=size, dpi=dpi)
         self.ax = ax
         X, Y, Z, bounded, floor = landscape(problem)
+        levels: np.ndarray | Sequence[float]
         if bounded:  # log-spaced levels of loss − f*: detail near the minimum and on the walls alike
             gap = np.maximum(Z - floor, 0)
             hi = float(np.nanmax(gap))
@@ -179,9 +181,10 @@ class Scene:
                 segs = np.stack([pts[:-1], pts[1:]], axis=1)
                 fade = np.linspace(0.15, 1.0, len(segs))
                 rgba = np.column_stack([np.tile(self.rgb[i], (len(segs), 1)), fade])
-                self.trails[i].set_segments(segs)
-                self.trails[i].set_color(rgba)
-                self.trails[i].set_linewidth(1.0 + 2.5 * fade)
+                # matplotlib's stubs take sequences; arrays of segments, colours and widths are what it accepts
+                self.trails[i].set_segments(segs)  # type: ignore[arg-type]
+                self.trails[i].set_color(rgba)  # type: ignore[arg-type]
+                self.trails[i].set_linewidth(1.0 + 2.5 * fade)  # type: ignore[arg-type]
             else:
                 self.trails[i].set_segments([])
             head = t.xy[last]
@@ -258,6 +261,7 @@ def gif_palette(frames: list, reserved_colors=()):
     for j, i in enumerate(pick):
         sample.paste(frames[i], (0, h * j))
     cut = sample.quantize(colors=256 - len(fixed), method=Image.Quantize.MEDIANCUT).getpalette()
+    assert cut is not None  # a quantized ("P") image has a palette
     rgb = [c for color in fixed for c in color] + cut[:3 * (256 - len(fixed))]
     palette = Image.new("P", (1, 1))
     palette.putpalette(rgb + [0] * (768 - len(rgb)))
@@ -294,6 +298,7 @@ def write_mp4(frames: list, path: Path, fps: int) -> None:
            "-r", str(fps), "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264",
            "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(path)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None  # both are pipes
     try:
         for f in frames:
             proc.stdin.write(f.tobytes())

@@ -90,6 +90,7 @@ class Builder:
         from optbench.labels import label_key
         from optbench.report.page import md_table
 
+        assert self.data.display is not None  # set in ReportData.__post_init__
         rows = [list(pair) for pair in label_key(self.data.display)]
         if not rows:
             return []

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from optbench.report.style import OptStyle, palette
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 @dataclass
 class ReportData:
-    steps: object  # load_results: one row per (run, recorded step)
-    summary: object  # load_summary: one row per run
-    table: object  # aggregate(summary, best_lr_only=not all_lrs): the table 'optbench run' printed
-    table_all: object  # aggregate(summary): every (problem, optimizer, lr, batch size)
+    steps: pd.DataFrame  # load_results: one row per (run, recorded step)
+    summary: pd.DataFrame  # load_summary: one row per run
+    table: pd.DataFrame  # aggregate(summary, best_lr_only=not all_lrs): the table 'optbench run' printed
+    table_all: pd.DataFrame  # aggregate(summary): every (problem, optimizer, lr, batch size)
     styles: dict[str, OptStyle]
     rank_metric: str | None = None  # a time-to-result column ranking the configurations (None: the table's rule)
-    display: dict[str, str] = None  # full optimizer label → its short display label (optbench.labels)
+    display: dict[str, str] | None = None  # full optimizer label → its short display label (optbench.labels)
 
     def __post_init__(self):
         if self.display is None:
@@ -28,6 +32,7 @@ class ReportData:
 
     def short(self, label: str) -> str:
         """The display label of a full optimizer label (figures and pages show it; the data keep the full one)."""
+        assert self.display is not None  # set in __post_init__
         return self.display.get(str(label), str(label))
 
     @property

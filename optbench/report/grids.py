@@ -151,6 +151,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
     shown = _shown_values(grid)
     own = scale is None
     scale = scale or color_scale([grid])
+    norm: colors.Normalize | None
     if scale is None or scale.vmin == scale.vmax:
         norm = None
     elif scale.log:
@@ -172,7 +173,7 @@ def heatmap_figure(grid: Grid, *, dpi: int, rules=(), scale: ColorScale | None =
         cbar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: fmt_num(x, 2)))
         cbar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     unit = "− f*" if loss_like and not is_missing(grid.f_min) and grid.f_min != 0 else ""
-    which = "this grid's own scale" if own or scale.shared == 1 else \
+    which = "this grid's own scale" if own or scale is None or scale.shared == 1 else \
         f"one scale for the {scale.shared} grids of {grid.problem}"
     cbar.set_label(f"{METRICS[grid.metric][0]} {unit}".strip() + f" ({which})", fontsize=8)
     texts = []
@@ -288,7 +289,8 @@ def _cut_lines_at_texts(fig, ax, texts, pad_px: float = 2.0) -> None:
             pieces += [(k, lo, hi) for lo, hi in keep]
         if not cut_any:
             continue
-        path, marks = [], []
+        path: list[np.ndarray] = []
+        marks: list[int] = []
         for k, lo, hi in pieces:  # NaN between pieces: matplotlib breaks the line there
             start, end = xy[k] + (xy[k + 1] - xy[k]) * lo, xy[k] + (xy[k + 1] - xy[k]) * hi
             if not (path and np.array_equal(path[-1], start)):
@@ -341,6 +343,7 @@ def _critical_batch_marks(ax, grid: Grid, bss) -> None:
         return
     nr, nc = len(bss), grid.values.shape[1]  # lines in data coordinates: cut where they pass a value
     measured = grid.measured_critical_batch()
+    at: float
     if measured is not None:
         at = list(bss).index(measured)
         ax.plot([-0.5, nc - 0.5], [at, at], color="#ff7f0e", linestyle="-.", linewidth=2.0, zorder=7,
@@ -377,7 +380,7 @@ def write_comparison(comp: RuleComparison, out: Path) -> tuple[Path, str]:
             return "—"
         if comp.diverged.loc[b, base] >= MAJORITY_DIVERGED:
             return "diverged"
-        if comp.reached is None:
+        if comp.reached is None or comp.seeds is None:  # set together (steps to target)
             return fmt_num(comp.values.loc[b, base], 3)
         return format_steps(comp.values.loc[b, base], int(comp.reached.loc[b, base]), int(comp.seeds.loc[b, base]),
                             lambda x: fmt_num(x, 3))

@@ -174,8 +174,9 @@ def write_html(path: Path, title: str, meta: list[str], summary, sections: list[
             links = " · ".join(f"<a href='{html.escape(r)}'>{html.escape(Path(r).suffix[1:])}</a>" for r in rel)
             parts.append(f"<figcaption>{html.escape(Path(rel[0]).stem)}: {links}</figcaption></figure>")
         for caption, csv, md in s.tables:
-            rel = html.escape(csv.relative_to(root).as_posix())
-            parts.append(f"<p class='note'>{html.escape(caption)} (<a href='{rel}'>csv</a>)</p>{md_grid_to_html(md)}")
+            csv_rel = html.escape(csv.relative_to(root).as_posix())
+            parts.append(f"<p class='note'>{html.escape(caption)} (<a href='{csv_rel}'>csv</a>)</p>"
+                         f"{md_grid_to_html(md)}")
     parts.append("</body></html>")
     path.write_text("\n".join(parts), encoding="utf-8")
 

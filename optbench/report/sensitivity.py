@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,8 @@ def sensitivity(data: ReportData, family: str, out: Path, *, formats, dpi: int, 
     any_div = bool((t["diverged"] > 0).any() or (~np.isfinite(t["y"])).any())
     if not any_div:
         top = y_hi
-    handles, any_escaped = {}, False
+    handles: dict[str, Any] = {}  # optimizer label → its legend line
+    any_escaped = False
     for ax, bs in zip(axes.flat, batch_sizes):
         g = t[(t["batch_size"].isna()) if not has_bs(bs) else (t["batch_size"] == bs).fillna(False)]
         if any_div:

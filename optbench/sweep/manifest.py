@@ -30,6 +30,7 @@ def environment(device: str) -> dict[str, Any]:
     import platform
     import sys
 
+    torch_version: str
     if "torch" in sys.modules or "cuda" in device:
         import torch
 

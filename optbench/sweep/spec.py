@@ -12,13 +12,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from optbench import __version__
 from optbench.devices import problem_device
 from optbench.engines.recipe import PLAIN, Recipe
 from optbench.errors import SpecError, UsageError
-from optbench.problems.base import Problem
+from optbench.problems.base import AnalyticProtocol, Problem
 from optbench.spec import format_spec
 
 ENGINES = ("auto", "loop", "batched")
@@ -76,7 +76,7 @@ class Run:
         (optbench.problems.rng) since both batched paths share them; before, from torch's generator. Its
         identity says so, so results computed before are re-run, never mixed with new ones. Every other run
         keeps its run id."""
-        return getattr(self.problem, "kind", "") == "analytic" and bool(self.problem.is_noisy)
+        return getattr(self.problem, "kind", "") == "analytic" and bool(cast(AnalyticProtocol, self.problem).is_noisy)
 
     @property
     def sees_sampled_oracles(self) -> bool:

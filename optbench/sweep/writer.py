@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 from optbench.sweep.spec import Run
 from optbench.sweep.tables import trace_tables
@@ -28,8 +32,8 @@ class ChunkWriter:
 
     def __init__(self, out: Path):
         self.out = out
-        self.pool = None
-        self.pending = None  # (future, engine, statuses)
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: tuple[Future[Any], str, list[str]] | None = None  # (future, engine, statuses)
 
     def write(self, group: list[Run], trace, engine: str, background: bool = True):
         from concurrent.futures import ThreadPoolExecutor

@@ -86,7 +86,7 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     # exists yet. The parent needs torch anyway for the re-runs that follow.
     import optbench.engines.batched  # noqa: F401
 
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    ctx = multiprocessing.get_context("fork") if sys.platform == "linux" else multiprocessing.get_context("spawn")
     tasks, reports = ctx.Queue(), ctx.Queue()
     for index in sorted(range(len(pairs)), key=lambda i: -budgets[i]):
         problem, optimizer = pairs[index]
@@ -145,7 +145,10 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     wall = time.perf_counter() - t0
     for index, (problem, optimizer) in enumerate(pairs):
         space, name = named(problem, optimizer)
-        study = records.get(index) or optuna.load_study(study_name=name, storage=_url(storage))
+        study = records.get(index)
+        if study is None:  # a --storage study: this process did not open it
+            assert storage is not None  # without --storage every study is in records
+            study = optuna.load_study(study_name=name, storage=_url(storage))
         results.append(summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budgets[index], space,
                                  name, evaluated[index], wall, recipe.schedule))
     return results

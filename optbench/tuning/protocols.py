@@ -269,7 +269,8 @@ def _batch_tpe_class():
             above = sorted(above + bad, key=lambda t: t.number)
             out = self._local(finished, search_space, round(LOCAL_SHARE * k) if k > 1 else 0)
             mpe_below = self._build_parzen_estimator(study, search_space, below, handle_below=True)
-            n, pending = self._n_ei_candidates, []
+            n = self._n_ei_candidates
+            pending: list[FrozenTrial] = []  # this round's candidates, as running trials (the constant liar)
             while len(out) < k:
                 mpe_above = self._build_parzen_estimator(study, search_space, above + pending, handle_below=False)
                 c = min(LIAR_CHUNK, k - len(out))

@@ -519,7 +519,8 @@ def summarize(all_trials, problem, optimizer, protocol: Protocol, budget: int, s
     sched = get_schedule(schedule)
     return TuneResult(problem.label, optimizer.label, name, protocol.name, budget, [str(d) for d in space],
                       best_params, best.value if best else None,
-                      apply(optimizer, best_params) if best else None, states, evaluated, wall_time_s,
+                      apply(optimizer, best_params) if best_params is not None else None, states, evaluated,
+                      wall_time_s,
                       sched.label, schedule_for(sched, best.params).label if best else None,
                       trials_used=len(used), trials_in_storage=sum(map(is_evaluated, all_trials)),
                       not_used=not_used)
