@@ -428,3 +428,15 @@ def test_a_built_in_workload_s_stated_evaluation_target_is_its_result_target():
     assert run_target(resnet, 1e-4) == ResultTarget("test_acc", ">=", 0.94)
     assert run_target(lm, 1e-4) == ResultTarget("test_loss", "<=", 1.47)
     assert run_target(SimpleNamespace(eval_target=None), 0.5) == ResultTarget("loss", "<=", 0.5)
+
+
+def test_a_factory_is_inspected_once_per_source_version():
+    """The factory cache is keyed by (reference, source hash): a factory with hyperparameters was stored under
+    its last parameter's name (a loop variable shadowed the key), so every lookup inspected it again."""
+    from optbench.problems import user
+
+    ref = str(Path(__file__).resolve().parents[1] / "examples" / "my_problem.py") + ":tilted_bowl"
+    first = user._factory(ref)
+    keys = [k for k in user._FACTORIES if k[0] == ref]
+    assert len(keys) == 1 and isinstance(keys[0], tuple) and len(keys[0]) == 2
+    assert user._factory(ref) is first  # the cached entry, not a re-inspection
