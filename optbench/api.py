@@ -180,6 +180,7 @@ def run(problems=None, optimizers=None, *, lrs=None, seeds=None, steps: int | No
         outcome = run_suite(suite, out_dir, overrides=values, deterministic=deterministic, force=force,
                             workers=workers, command=command, progress_factory=progress, executor=executor)
         sweeps = apply_overrides(load_suite(suite).sweeps, values, deterministic=deterministic)
+        run_ids = list(dict.fromkeys(r.run_id for s in sweeps for r in s.expand()))
     else:
         from optbench.runner import run_sweep
         from optbench.sweep.spec import Sweep
@@ -192,8 +193,7 @@ def run(problems=None, optimizers=None, *, lrs=None, seeds=None, steps: int | No
             enable_determinism()
         outcome = run_sweep(sweep, out_dir, force=force, command=command, progress_factory=progress,
                             workers=workers, executor=executor)
-        sweeps = [sweep]
-    run_ids = list(dict.fromkeys(r.run_id for s in sweeps for r in s.expand()))
+        run_ids = list(dict.fromkeys(outcome.run_ids))  # run_sweep expanded the sweep: not a second time
     return RunOutcome(outcome.out_dir, outcome.runs_total, outcome.runs_skipped, outcome.runs_done,
                       outcome.wall_time_s, dict(outcome.engines), run_ids)
 

@@ -94,6 +94,11 @@ class Registry(Generic[T]):
         """The value registered as ``name`` (or an alias), or None."""
         return self._loaded().get(self._aliases.get(name, name))
 
+    def peek(self, name: str) -> T | None:
+        """The value registered as ``name`` (or an alias) so far, or None, without running ``load`` (a caller
+        that can import the one module defining ``name`` looks here first)."""
+        return self._entries.get(self._aliases.get(name, name))
+
     def names(self) -> builtins.list[str]:
         """Registered names (not aliases), in registration order."""
         return list(self._loaded())

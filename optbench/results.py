@@ -108,12 +108,17 @@ STALE_UNOWNED_TMP_S = 3600  # a temporary without a pid in its name (older optbe
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary in the same directory, fsync, then rename.
     The temporary's name carries this process's id (see :func:`remove_stale_temporaries`)."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """:func:`atomic_write_bytes` with ``write(file)`` writing the contents."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), file_mode())
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -203,11 +208,16 @@ def check_file_writable(path: str | Path, option: str) -> None:
         raise UsageError(f"{option} {str(path)!r}: cannot write this file. {os_error_message(exc) or exc}") from None
 
 
+STREAM_TABLE_BYTES = 8 << 20  # atomic_write_table: larger tables are encoded straight into the file
+
+
 def atomic_write_table(path: Path, table) -> None:
     """Write a pyarrow table as Parquet atomically.
 
-    The file is encoded in memory and written with :func:`atomic_write_bytes`: Arrow's own file output
-    costs ~1 ms more per file, a quarter of a small chunk's write.
+    A small table is encoded in memory and written with :func:`atomic_write_bytes`: Arrow's own file output
+    costs ~1 ms more per file, a quarter of a small chunk's write. A large one (over STREAM_TABLE_BYTES) is
+    encoded straight into the temporary file: the in-memory buffer would grow by doubling to twice the file's
+    size, fresh memory that costs more than the file output (the file's bytes are the same either way).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -215,9 +225,13 @@ def atomic_write_table(path: Path, table) -> None:
     # dictionary-encode only the string columns: floats would waste time on a failed dictionary;
     # no column statistics: nothing reads them (results are read whole), and they cost a third of the write
     strings = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type)]
+    options = {"compression": "lz4", "use_dictionary": strings, "write_statistics": False,
+               "write_batch_size": 1 << 17}
+    if table.nbytes > STREAM_TABLE_BYTES:
+        _atomic_write(path, lambda f: pq.write_table(table, f, **options))
+        return
     buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer, compression="lz4", use_dictionary=strings, write_statistics=False,
-                   write_batch_size=1 << 17)
+    pq.write_table(table, buffer, **options)
     atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -31,6 +31,7 @@ class SweepOutcome:
     runs_done: int
     wall_time_s: float
     engines: dict[str, int] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)  # the sweep's runs, in order (skipped ones too)
 
 
 def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command: str = "",
@@ -144,7 +145,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, *, force: bool = False, command
                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                              "interrupted": completed < len(todo)})
         update_manifest(out, finish_record)
-    return SweepOutcome(out, len(runs), len(runs) - len(todo), completed, time.perf_counter() - t0, engines)
+    return SweepOutcome(out, len(runs), len(runs) - len(todo), completed, time.perf_counter() - t0, engines,
+                        [r.run_id for r in runs])
 
 
 def _report_runs(progress, statuses) -> None:

@@ -44,6 +44,26 @@ def test_quiet_run_writes_results_without_pandas_or_matplotlib(tmp_path):
     assert len(load_summary(tmp_path / "out")) == 4 and len(load_results(tmp_path / "out")) == 4 * 21
 
 
+def test_quiet_analytic_run_imports_only_what_it_uses(tmp_path):
+    """`optbench run` on an analytic problem, as the console script runs it, imports the analytic problems
+    only (no network problem module, no torch), its own command only, and neither pyarrow.compute nor
+    numpy.ma; an unknown problem name still gets every registered name as suggestions."""
+    code = ("import sys; from optbench.cli.app import main; "
+            "sys.argv = ['optbench', 'run', '-p', 'rosenbrock(noise=0.1)', '-o', 'adam', '--lr', '1e-3,1e-2', "
+            f"'--seeds', '2', '--steps', '20', '-q', '--out', {str(tmp_path / 'out')!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(','.join(m for m in ('optbench.problems.nets', 'optbench.problems.lm', 'optbench.problems.user', "
+            "'torch', 'optbench.cli.tune', 'optbench.cli.gallery', 'optbench.cli.listing', 'pyarrow.compute', "
+            "'numpy.ma') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "", r.stdout + r.stderr
+    from optbench.errors import SpecError
+    from optbench.problems import get_problem
+
+    with pytest.raises(SpecError, match="Did you mean 'rosenbrock'.*mnist-mlp"):
+        get_problem("rosenbrok")
+
+
 def test_readme_commands_match_packaging():
     readme = (ROOT / "README.md").read_text()
     assert "optbench run --problem saddle --opt adam,sgd-momentum" in readme

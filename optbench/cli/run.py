@@ -179,12 +179,12 @@ def _maybe_report(outcome, report: bool, quiet: bool) -> None:
 
 
 def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
+    if quiet and not json_out:
+        return  # before the imports: -q prints nothing, and needs none of them
     from optbench.analysis.summary import aggregate
     from optbench.results import load_results, load_summary
     from optbench.targets import mixed_targets_warning, with_target
 
-    if quiet and not json_out:
-        return
     summary = load_summary(outcome.out_dir)
     if target is not None:  # this sweep's runs are stored at it; others in the directory are recounted
         summary = with_target(load_results(outcome.out_dir, columns=["run_id", "step", "loss"]), summary, target)

@@ -31,8 +31,7 @@ from optbench.engines.batched_rules import JOINT, LAYERS
 from optbench.engines.loop import backward
 from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, RecorderBase, StepTicker, record_steps
-from optbench.problems.base import Problem
-from optbench.problems.nets import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS
+from optbench.problems.base import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS, Problem
 from optbench.randomness import derive_seed
 
 SYNC_EVERY = 50  # steps between host checks for "every run has ended" and progress updates

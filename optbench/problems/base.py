@@ -84,6 +84,12 @@ def protocol_members(protocol: type) -> tuple[str, ...]:
     return tuple(names)
 
 
+# model features the engines must know about (engines.capabilities): running statistics updated in the
+# forward pass, random masks, on-device data augmentation, more than one optimizer parameter group
+# (here, not in problems.nets: the sweep expansion checks them without importing the network modules)
+BUFFERS, DROPOUT, AUGMENTATION, PARAM_GROUPS = "batchnorm-buffers", "dropout", "augmentation", "param-groups"
+
+
 @dataclass(frozen=True)
 class ProblemEntry:
     """A registered problem: how to build it from validated kwargs, its parameters and its doc."""
@@ -97,8 +103,9 @@ class ProblemEntry:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-# The modules whose ``register_problem`` calls fill the registry, imported on its first lookup. A new problem
-# module is added here; the network modules are optional at import time (their imports may be missing).
+# The modules whose ``register_problem`` calls fill the registry, imported on its first lookup or listing. A new
+# problem module is added here; the network modules are optional at import time (their imports may be missing).
+# A lookup imports the first module alone first: an analytic sweep never imports the network modules.
 PROBLEM_MODULES = ("optbench.problems.analytic", "optbench.problems.nets", "optbench.problems.lm")
 OPTIONAL_PROBLEM_MODULES = ("optbench.problems.nets", "optbench.problems.lm")
 
@@ -126,7 +133,13 @@ def list_problems() -> list[ProblemEntry]:
 
 
 def get_problem_entry(name: str) -> ProblemEntry:
-    return PROBLEMS.get(name)
+    entry = PROBLEMS.peek(name)
+    if entry is None:
+        import importlib
+
+        importlib.import_module(PROBLEM_MODULES[0])  # the analytic problems register themselves
+        entry = PROBLEMS.peek(name)
+    return entry if entry is not None else PROBLEMS.get(name)  # else every module: the name or suggestions
 
 
 def get_problem(spec: str | Spec, **overrides: Any):

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from optbench.errors import SpecError
 from optbench.params import Param
-from optbench.problems.base import ProblemEntry, register_problem
+from optbench.problems.base import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS, ProblemEntry, register_problem
 from optbench.randomness import derive_seed
 from optbench.spec import Spec
 
@@ -52,9 +52,6 @@ BLOWUP_FACTOR = 100.0  # diverged: loss above this multiple of max(1, the loss a
 PRECISIONS = ("float32", "float64", "bf16")
 BN_MOMENTUM = 0.4  # airbench94's running-statistics momentum (its 0.6 is torch's 1 − 0.4)
 NO_DECAY_CATEGORIES = ("bias", "norm", "embedding")
-# model features the engines must know about (engines.capabilities): running statistics updated in the
-# forward pass, random masks, on-device data augmentation, more than one optimizer parameter group
-BUFFERS, DROPOUT, AUGMENTATION, PARAM_GROUPS = "batchnorm-buffers", "dropout", "augmentation", "param-groups"
 
 
 def _positive_int(doc: str, default: Any = None) -> Param:

@@ -194,7 +194,7 @@ class Sweep:
         """The runs of the sweep as blocks that differ only in their seed."""
         from optbench.optimizers.registry import check_lr_override
         from optbench.problems import get_problem
-        from optbench.problems.nets import BUFFERS
+        from optbench.problems.base import BUFFERS
 
         if self.recipe_name is not None:
             import dataclasses

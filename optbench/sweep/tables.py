@@ -41,7 +41,7 @@ def trace_tables(runs: list[Run], trace, engine: str):
 
     run_idx = np.repeat(np.arange(K, dtype=np.int32), counts)
     loss = col(trace.loss, trace.end_loss)
-    step = col(np.broadcast_to(trace.steps[:, None], (len(trace.steps), K)), end).astype(np.int64)
+    step = col(np.broadcast_to(trace.steps[:, None], (len(trace.steps), K)), end).astype(np.int64, copy=False)
     configs = _RunConfigs(runs)
 
     def per_run(values, dtype):
@@ -61,7 +61,7 @@ def trace_tables(runs: list[Run], trace, engine: str):
         "loss": arrow.numeric(loss),
         "grad_norm": arrow.numeric(col(trace.grad_norm, trace.end_grad_norm)),
         "wall_time_s": arrow.numeric(col(trace.wall_time_s, trace.end_wall_time_s)),
-        "status": arrow.dictionary(*arrow.codes(trace.status, run_idx)),
+        "status": _row_codes(trace.status, run_idx),
     }
     if trace.coords is not None:
         for i in range(trace.coords.shape[-1]):
@@ -80,6 +80,16 @@ def trace_tables(runs: list[Run], trace, engine: str):
     steps_table = arrow.table(columns)
     summary = summarize_trace(runs, trace, run_idx, step, loss, engine, configs)
     return steps_table, summary
+
+
+def _row_codes(values, run_idx):
+    """A per-run string column repeated over each run's rows, dictionary-encoded (one value: zero indices)."""
+    import numpy as np
+
+    from optbench import columns as arrow
+
+    indices, uniq = arrow.codes(values)
+    return arrow.dictionary(np.zeros(len(run_idx), np.int32) if len(uniq) == 1 else indices[run_idx], uniq)
 
 
 class _RunConfigs:
@@ -121,14 +131,22 @@ class _RunConfigs:
 
     def dictionary(self, name: str, run_idx=None):
         """Column ``name`` dictionary-encoded, one entry per run (or per row, given each row's run index)."""
+        import numpy as np
+
         from optbench import columns as arrow
 
         indices, uniq = arrow.codes([row[name] for row in self.rows], self.of_run)
-        return arrow.dictionary(indices if run_idx is None else indices[run_idx], uniq)
+        if run_idx is not None:
+            # one value (one problem, one optimizer...): zeros, which cost no fresh memory until read
+            indices = np.zeros(len(run_idx), np.int32) if len(uniq) == 1 else indices[run_idx]
+        return arrow.dictionary(indices, uniq)
 
     def strings(self, name: str):
-        """Column ``name`` as plain strings, one per run."""
-        return self.dictionary(name).dictionary_decode()
+        """Column ``name`` as plain strings, one per run (built directly: ``dictionary_decode`` would import
+        ``pyarrow.compute``, ~50 ms, on a path that needs nothing else from it)."""
+        from optbench import columns as arrow
+
+        return arrow.strings(self.values(name))
 
 
 def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfigs | None = None):
@@ -182,7 +200,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
         "f_min": same(f_min, np.float64),
         "target": arrow.numeric(targets),
         "status": arrow.strings(list(trace.status)),
-        "engine": arrow.dictionary(np.zeros(K, np.int32), [engine]).dictionary_decode(),
+        "engine": arrow.strings([engine] * K),
         "wall_time_s": arrow.numeric(trace.end_wall_time_s, np.float64),
         "hparams": configs.strings("hparams"),
         "dim": same(problem.dim, np.int64),
