@@ -52,11 +52,13 @@ def build_app(commands=COMMANDS, subapps=SUBAPPS) -> typer.Typer:
     return built
 
 
+_FULL: list[typer.Typer] = []  # the app of every command, once built
+
+
 def _full_app() -> typer.Typer:
-    global app
-    if "app" not in globals():
-        app = build_app()
-    return app
+    if not _FULL:
+        _FULL.append(build_app())
+    return _FULL[0]
 
 
 def __getattr__(name: str):
