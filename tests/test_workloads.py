@@ -241,3 +241,37 @@ def test_language_model_target_and_corpora(data_dir):
     assert (nano.eval_target.column, nano.eval_target.value) == ("test_loss", 1.47)
     with pytest.raises(SpecError, match="multiple of n_head"):
         get_problem("text-lm(corpus='text', n_embd=10, n_head=4)")
+
+
+# ---- on a GPU (deselected by default: python -m pytest -m gpu, on a machine with CUDA) ------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_every_network_problem_trains_on_cuda(data_dir, name):
+    """The CUDA path of every network problem: data on the device, the loss falls, the accuracy rises, and a
+    second run with the same seed repeats the first to the float tolerance of the device's kernels."""
+    p = get_problem(TINY[name])
+    epochs = 4
+    trace = run_network(p, get_optimizer("adam(lr=3e-3)"), 0, epochs * p.steps_per_epoch(), 5, device="cuda")
+    assert trace.status == ["done"]
+    loss, acc = _evaluated(trace, "test_loss"), _evaluated(trace)
+    assert loss[-1] < 0.95 * loss[0], loss
+    assert acc[-1] > acc[0] + 0.03, acc
+    again = run_network(p, get_optimizer("adam(lr=3e-3)"), 0, epochs * p.steps_per_epoch(), 5, device="cuda")
+    np.testing.assert_allclose(again.loss, trace.loss, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_batched_mlp_on_cuda_equals_its_loop_runs(data_dir):
+    """K configurations batched on the GPU train as the same K loop runs on the GPU (float tolerance)."""
+    p = get_problem(TINY["mnist-mlp"])
+    configs = [get_optimizer(f"adam(lr={lr})") for lr in (1e-3, 3e-3, 1e-2)]
+    batched = run_network_batched(p, configs, [0, 1, 2], 20, 5, device="cuda")
+    for k, config in enumerate(configs):
+        loop = run_network(p, config, k, 20, 5, device="cuda")
+        np.testing.assert_allclose(batched.loss[:, k], loop.loss[:, 0], rtol=1e-3, atol=1e-4)
