@@ -67,6 +67,14 @@ class OptimizerEntry:
             params = muon_groups(params)
         return self.resolve_class()(params, **kwargs)
 
+    @property
+    def stacks(self) -> bool:
+        """Whether K analytic trials of it that differ only in lr share one object over a stacked parameter
+        (measured per class: :mod:`optbench.engines.stacked`, :data:`optbench.optimizers.stacking.STACKABLE`)."""
+        from optbench.optimizers.stacking import STACKABLE
+
+        return self.name in STACKABLE
+
     def capabilities(self) -> list[str]:
         """Short statements of what the engines do for this optimizer beyond setting ``.grad`` and ``step()``."""
         out = []
@@ -85,6 +93,8 @@ class OptimizerEntry:
             out.append(f"meant for matrices: {self.matrix_only}")
         if self.unsupported:
             out.append(f"unsupported: {self.unsupported}")
+        if self.stacks:
+            out.append("elementwise and linear in lr (measured): analytic trials of it share one object")
         return out
 
 

@@ -1,0 +1,170 @@
+"""Stacked trials (optbench.engines.stacked): K lr-only configurations of a class verified to be elementwise and
+linear in lr share one library object. The verifier is tested on classes built to break each assumption, every
+listed class is re-verified, and stacked runs are compared with one object per trial."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from optbench.engines.stacked import can_stack, run_stacked, stack_groups, stacking_mismatch
+from optbench.engines.trials import _side_by_side, run_trials
+from optbench.optimizers import get_optimizer, get_optimizer_entry, list_optimizers
+from optbench.optimizers.stacking import STACKABLE
+from optbench.problems import get_problem
+
+ROSENBROCK = "rosenbrock(start=(-2.0, 2.0))"
+
+
+class _Elementwise(torch.optim.Optimizer):
+    """Momentum SGD with a per-coordinate RMS denominator: elementwise and linear in lr (stacks)."""
+
+    def __init__(self, params, lr=0.01):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state[p]
+                if not state:
+                    state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+                state["m"].mul_(0.9).add_(p.grad)
+                state["v"].mul_(0.99).addcmul_(p.grad, p.grad, value=0.01)
+                p.addcdiv_(state["m"], state["v"].sqrt().add_(1e-8), value=-group["lr"])
+
+
+class _TensorNorm(_Elementwise):
+    """Divides by the gradient's norm over the whole tensor: couples the rows of a stacked parameter."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(p.grad / (p.grad.norm() + 1e-12), alpha=-group["lr"])
+
+
+class _LrSquared(_Elementwise):
+    """Steps by lr² · g: elementwise but not linear in lr."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(p.grad, alpha=-group["lr"] ** 2)
+
+
+class _ProjectsWhenOrthogonal(_Elementwise):
+    """Plain SGD, except that when the gradient is nearly orthogonal to the point (cosine over the tensor below
+    0.05) it also shrinks the point: a coupling that the gradients of the usual problems rarely trigger."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                cosine = (p * p.grad).sum() / (p.norm() * p.grad.norm() + 1e-30)
+                if abs(float(cosine)) < 0.05:
+                    p.mul_(0.5)
+                p.add_(p.grad, alpha=-group["lr"])
+
+
+def _entry(cls):
+    base = get_optimizer_entry("sgd")
+    from optbench.params import positive
+
+    return replace(base, name=f"test:{cls.__name__}", target=f"{__name__}:{cls.__name__}", source="user",
+                   params={"lr": positive("learning rate", 0.01)}, batched=None, fixed={})
+
+
+def test_the_verifier_accepts_an_elementwise_lr_linear_class():
+    assert stacking_mismatch(_entry(_Elementwise), steps=20) is None
+
+
+@pytest.mark.parametrize("cls", [_TensorNorm, _LrSquared, _ProjectsWhenOrthogonal])
+def test_the_verifier_refuses_each_broken_assumption(cls):
+    reason = stacking_mismatch(_entry(cls), steps=20)
+    assert reason is not None and "differs" in reason
+
+
+def test_the_verifier_finds_a_rare_coupling_that_no_verification_problem_triggers():
+    """The adversarial gradient streams catch a projection that the three problems' gradients never trigger."""
+    entry = _entry(_ProjectsWhenOrthogonal)
+    assert stacking_mismatch(entry, steps=20, problems=(ROSENBROCK,), lrs=(1e-3, 0.1)).startswith("adversarial")
+
+
+def test_capabilities_that_need_one_object_per_run_are_never_stacked():
+    for name in ("sophiah", "schedulefreesgd", "alig", "spsa"):
+        assert "capabilities" in stacking_mismatch(name)
+        assert name not in STACKABLE
+
+
+@pytest.mark.parametrize("name", sorted(STACKABLE))
+def test_every_listed_class_still_stacks(name):
+    """Every entry of STACKABLE passes the verifier again (a library upgrade that couples rows fails here);
+    shortened: one problem with clipping and the adversarial streams, 25 steps."""
+    assert stacking_mismatch(name, steps=25, problems=(ROSENBROCK,)) is None
+
+
+@pytest.mark.slow
+def test_the_list_is_exactly_the_classes_that_pass():
+    """Complete: every class without a batched rule that passes the full verification is listed, and no other."""
+    passing = {e.name for e in list_optimizers() if e.batched is None and stacking_mismatch(e.name) is None}
+    assert passing == set(STACKABLE)
+
+
+@pytest.mark.parametrize("name", ["adabelief", "tiger", "sgdw", "ademamix"])
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_stacked_runs_equal_one_object_per_trial(name, clip):
+    """Whole recorded trajectories, statuses and end steps, with a run that diverges (lr 30 unclipped)."""
+    problem = get_problem(ROSENBROCK)
+    configs = [get_optimizer(name).with_hyperparams(lr=lr) for lr in (1e-4, 3e-3, 0.1, 30.0)]
+    want = _side_by_side(problem, configs, 0, 40, 1, device="cpu", dtype=torch.float64, clip_norm=clip,
+                         clip_value=None)
+    got = run_stacked(problem, configs, 0, 40, 1, dtype=torch.float64, clip_norm=clip)
+    assert got.status == want.status and np.array_equal(got.end_step, want.end_step)
+    np.testing.assert_allclose(got.loss, want.loss, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(got.coords, want.coords, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(got.end_loss, want.end_loss, rtol=1e-8, atol=1e-12)
+
+
+def test_a_run_that_ends_stops_moving_and_leaves_no_nan_in_the_others():
+    problem = get_problem(ROSENBROCK)
+    configs = [get_optimizer("sgdw").with_hyperparams(lr=lr) for lr in (1e-3, 50.0)]
+    trace = run_stacked(problem, configs, 0, 30, 1, dtype=torch.float64)
+    assert trace.status == ["done", "diverged"]
+    assert np.isfinite(trace.loss[:, 0]).all()
+    assert np.isnan(trace.loss[int(trace.end_step[1]) + 1:, 1]).all()
+
+
+def test_only_lr_only_configs_of_listed_classes_stack():
+    assert can_stack(get_optimizer("adabelief(lr=0.01)"))
+    assert not can_stack(get_optimizer("adabelief(lr=0.01, weight_decay=0.1)"))  # not what was verified
+    assert not can_stack(get_optimizer("adam"))  # a batched rule, not listed
+    configs = [get_optimizer(s) for s in ("adabelief(lr=0.1)", "tiger", "adabelief(lr=1e-3)", "madgrad",
+                                          "adabelief(eps=1e-8)")]
+    groups, rest = stack_groups(configs)
+    assert groups == [[0, 2]] and rest == [1, 3, 4]
+
+
+def test_run_trials_stacks_what_it_can_and_keeps_the_order():
+    """A round mixing a stacked class, a side-by-side one and a set hyperparameter: each run equals its
+    one-object-per-trial run, in the caller's order."""
+    problem = get_problem(ROSENBROCK)
+    specs = ["adabelief(lr=0.1)", "madgrad(lr=0.01)", "adabelief(lr=0.003)", "adabelief(lr=0.01, eps=1e-8)",
+             "tiger(lr=0.01)", "tiger(lr=0.001)"]
+    configs = [get_optimizer(s) for s in specs]
+    got = run_trials(problem, configs, 0, 30, 5, dtype=torch.float64)
+    want = _side_by_side(problem, configs, 0, 30, 5, device="cpu", dtype=torch.float64, clip_norm=None,
+                         clip_value=None)
+    np.testing.assert_allclose(got.loss, want.loss, rtol=1e-8)
+    assert got.status == want.status
+
+
+def test_listing_states_the_capability():
+    entry = get_optimizer_entry("adabelief")
+    assert entry.stacks and any("linear in lr" in c for c in entry.capabilities())
+    assert not get_optimizer_entry("madgrad").stacks
+    assert len(STACKABLE) >= 40
