@@ -55,7 +55,7 @@ def test_side_by_side_trials_equal_loop_runs(name, one_thread):
         assert np.array_equal(trace.steps, one.steps)
         if not np.array_equal(one.loss, again.loss, equal_nan=True):
             continue
-        if config.entry.stacks:  # one object over a stacked parameter: x − η(x − P) rounds differently
+        if config.entry.shared_layout:  # one object for the trials: x − η(x − P) rounds differently
             np.testing.assert_allclose(trace.loss[:, k], one.loss[:, 0], rtol=1e-10, err_msg=name)
             np.testing.assert_allclose(trace.end_loss[k:k + 1], one.end_loss, rtol=1e-10, err_msg=name)
             np.testing.assert_allclose(trace.coords[:, k], one.coords[:, 0], rtol=1e-10, atol=1e-14, err_msg=name)

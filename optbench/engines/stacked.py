@@ -1,30 +1,37 @@
-"""K trials of one optimizer that differ only in lr, as **one** real optimizer object over a stacked parameter.
+"""K trials of one optimizer that differ only in lr, as **one** real optimizer object.
 
 The side-by-side pass (:mod:`optbench.engines.trials`) keeps one optimizer object per trial, so its floor is
-the library's own ``step()`` once per trial and step. Most optimizers of the catalogue are **elementwise and
-linear in lr**: each coordinate's update depends only on that coordinate's gradients, state and value, and
-the step is ``x ← x − η·u`` where the direction ``u`` does not depend on η (the decoupled decay
-``x ← x(1 − ηλ)`` is of that form too: ``u`` holds ``λx``). For such a class, K configurations that differ
-only in η are one object over a ``[K·d]`` parameter stepped with η = 1:
+the library's own ``step()`` once per trial and step, framework overhead included. Many optimizers of the
+catalogue are **linear in lr**: the step is ``x ← x − η·u`` where the direction ``u`` does not depend on η (the
+decoupled decay ``x ← x(1 − ηλ)`` is of that form too: ``u`` holds ``λx``). K configurations of such a class that
+differ only in η share one object stepped with η = 1, and each trial's point is rescaled after the step:
 
-    P ← x (all K rows, flattened);  P.grad ← g;  step() with lr = 1;  u = x − P;  x ← x − η_k u  (row k)
+    P ← x;  P.grad ← g;  step() with lr = 1;  u = x − P;  x ← x − η_k u   (trial k)
 
-so every step costs one library ``step()`` for all K trials, and the update is the library's own code, not a
-re-implementation. Rows that ended (diverged, escaped) stop moving, and their slots in the object get a zero
-point and a zero gradient, so no non-finite value reaches the shared state.
+so the update is the library's own code, not a re-implementation. Two layouts (:data:`LAYOUTS`):
 
-Which classes qualify is not assumed: it is **measured**. :func:`stacking_mismatch` runs a class both ways
-(stacked, and one object per trial as the library ships it) over lrs from 1e-5 to 3, on the gradients of three
-problems with and without clipping and on adversarial gradient streams (rows of scales 1e-4 to 1e4, gradients
-orthogonal or parallel to the point, zero gradients), and :data:`optbench.optimizers.stacking.STACKABLE` lists the
-entries that agree to 1e-9 relative in float64 (``python -m optbench.engines.stacked`` regenerates it;
-``tests/test_stacking.py`` checks every listed entry, and, marked slow, that the list is complete). Any class that
-couples coordinates (a norm over the tensor, a projection on the parameter), keeps copies of the parameter
-(Lookahead's slow weights), uses η other than as a factor of the step (AdaBound's bounds, D-Adaptation's estimate)
-or draws random numbers fails that comparison and keeps one object per trial.
+- ``stacked``: one ``[K·d]`` parameter for all K trials, for classes that are also **elementwise** (each
+  coordinate's update depends only on that coordinate): one library ``step()`` does every trial's work;
+- ``tensors``: K parameters ``[d]`` in one parameter group, for classes whose statistics are per tensor (a norm,
+  an RMS, a factored second moment): one ``step()`` call, the class's loop over its parameters inside it.
 
-Only configurations at the class's defaults (nothing but ``lr`` set) stack: that is what was verified. In
-float32 the result differs from one object per trial by rounding only (``x − η(x − P)`` against ``x − ηu``).
+Rows that ended (diverged, escaped) stop moving, and their slots get a zero point and a zero gradient, so no
+non-finite value reaches the shared state. Every trial starts from the same point (one seed), as the
+verification does.
+
+Which classes qualify, and in which layout, is not assumed: it is **measured**. :func:`sharing_mismatch` runs a
+class both ways (shared, and one object per trial as the library ships it) over lrs from 1e-5 to 3, on the
+gradients of three problems with and without clipping and on adversarial gradient streams (rows of scales 1e-4
+to 1e4, gradients orthogonal or parallel to the point, zero gradients), comparing the update map step by step;
+:data:`optbench.optimizers.stacking.SHARED` holds each class that agrees to 1e-12 relative in float64 with the
+fastest layout it passes (``python -m optbench.engines.stacked`` regenerates it; ``tests/test_stacking.py``
+re-checks every entry, and, marked slow, that the table is complete). A class that couples its parameters
+(D-Adaptation's estimate over all of them), keeps copies of the parameter (Lookahead's slow weights), uses η
+other than as a factor of the step (AdaBound's bounds) or draws random numbers fails that comparison and keeps
+one object per trial.
+
+Only configurations at the class's defaults (nothing but ``lr`` set) share an object: that is what was
+verified. The result differs from one object per trial by rounding only (``x − η(x − P)`` against ``x − ηu``).
 """
 
 from __future__ import annotations
@@ -38,20 +45,22 @@ from optbench.engines.recorder import GroupTrace, Recorder
 VERIFY_LRS = (1e-5, 1e-3, 0.1, 3.0)
 VERIFY_PROBLEMS = ("rosenbrock(start=(-2.0, 2.0))", "rastrigin(start=(-2.0, 3.5))", "styblinski-tang(dim=3)")
 VERIFY_STEPS = 60
-VERIFY_RTOL = 1e-9
+VERIFY_RTOL = 1e-12  # every listed class agrees to 1e-13 here; an ill-conditioned update (DASH's matrix roots) does not
+STACKED, TENSORS = "stacked", "tensors"
+LAYOUTS = (STACKED, TENSORS)  # fastest first
 
 
-def can_stack(optimizer) -> bool:
-    """Whether ``optimizer`` (a config) may share a stacked object: a verified class, nothing but lr set."""
-    return optimizer.entry.stacks and set(optimizer.given) <= {"lr"}
+def can_share(optimizer) -> bool:
+    """Whether ``optimizer`` (a config) may share an object: a verified class, nothing but lr set."""
+    return optimizer.entry.shared_layout is not None and set(optimizer.given) <= {"lr"}
 
 
-def stack_groups(configs: list) -> tuple[list[list[int]], list[int]]:
-    """(groups of indices that stack, each of two or more configs of one class; the other indices)."""
+def share_groups(configs: list) -> tuple[list[list[int]], list[int]]:
+    """(groups of indices that share an object, each of two or more configs of one class; the other indices)."""
     by_name: dict[str, list[int]] = {}
     rest = []
     for k, config in enumerate(configs):
-        if can_stack(config):
+        if can_share(config):
             by_name.setdefault(config.entry.name, []).append(k)
         else:
             rest.append(k)
@@ -60,10 +69,46 @@ def stack_groups(configs: list) -> tuple[list[list[int]], list[int]]:
     return groups, sorted(rest)
 
 
-def run_stacked(problem, configs: list, seed: int, steps: int, record_every: int = 1, *, device="cpu",
-                dtype=torch.float64, clip_norm: float | None = None, clip_value: float | None = None) -> GroupTrace:
+class SharedObject:
+    """One library object at lr = 1 holding K trials' points in ``layout``; :meth:`step` moves trial k from x to
+    x − η_k(x − P) and leaves ended trials where they are."""
+
+    def __init__(self, entry, hyperparams: dict, layout: str, x: torch.Tensor, seed: int):
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}")
+        self.layout, (self.K, self.d) = layout, x.shape
+        if layout == STACKED:
+            self.params = [torch.nn.Parameter(x.reshape(-1).clone())]
+        else:
+            self.params = [torch.nn.Parameter(row.clone()) for row in x]
+        self.optimizer = entry.build(self.params, {**hyperparams, "lr": 1.0}, dtype=x.dtype, seed=seed)
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """The points after one step from ``x`` [K, d] with gradients ``grad``, lrs ``lr`` [K, 1], for the trials
+        where ``live`` [K, 1] holds (the others keep their point)."""
+        with torch.no_grad():
+            points, grads = torch.where(live, x, 0.0), torch.where(live, grad, 0.0)
+            if self.layout == STACKED:
+                self.params[0].copy_(points.reshape(-1))
+                self.params[0].grad = grads.reshape(-1)
+            else:
+                for k, p in enumerate(self.params):
+                    p.copy_(points[k])
+                    p.grad = grads[k].clone()
+        self.optimizer.step()
+        with torch.no_grad():
+            moved = (self.params[0].detach().view(self.K, self.d) if self.layout == STACKED
+                     else torch.stack([p.detach() for p in self.params]))
+            direction = x - moved
+            return torch.where(live, x - lr * direction, x), direction
+
+
+def run_shared(problem, configs: list, seed: int, steps: int, record_every: int = 1, *, device="cpu",
+               dtype=torch.float64, clip_norm: float | None = None, clip_value: float | None = None,
+               layout: str | None = None) -> GroupTrace:
     """Run K = len(configs) configurations of one class (differing in lr only) from the start of ``seed`` as one
-    object over a ``[K·d]`` parameter; run k equals the side-by-side run of ``configs[k]`` (without cost metrics).
+    object in the class's layout (or ``layout``); run k equals the side-by-side run of ``configs[k]`` (without
+    cost metrics).
 
     As in the side-by-side pass: every row's loss and gradient in one autograd call, each row clipped as
     ``clip_grad_norm_`` clips a lone parameter, and a run stops at the step the recorder ends it."""
@@ -71,13 +116,11 @@ def run_stacked(problem, configs: list, seed: int, steps: int, record_every: int
 
     entry = configs[0].entry
     if any(c.entry.name != entry.name for c in configs):
-        raise ValueError("run_stacked: one optimizer class per call")
+        raise ValueError("run_shared: one optimizer class per call")
     K = len(configs)
     x = problem.start_points([seed], dtype=dtype, device=device)[0].expand(K, -1).clone()
-    d = x.shape[-1]
     lr = torch.tensor([float(c.hyperparams["lr"]) for c in configs], dtype=dtype, device=device)[:, None]
-    stacked = torch.nn.Parameter(x.reshape(-1).clone())
-    optimizer = entry.build([stacked], {**configs[0].hyperparams, "lr": 1.0}, dtype=dtype, seed=seed)
+    shared = SharedObject(entry, configs[0].hyperparams, layout or entry.shared_layout, x, seed)
     rec = Recorder(problem, K, steps, record_every, device, dtype)
     for t in range(steps + 1):
         loss, grad = _exact_rows(problem, x)
@@ -89,13 +132,7 @@ def run_stacked(problem, configs: list, seed: int, steps: int, record_every: int
             break
         if clip_norm is not None or clip_value is not None:
             clip_rows_(grad, clip_norm, clip_value)
-        with torch.no_grad():
-            stacked.copy_(torch.where(live, x, 0.0).reshape(-1))
-        stacked.grad = torch.where(live, grad, 0.0).reshape(-1)
-        optimizer.step()
-        with torch.no_grad():
-            direction = x - stacked.detach().view(K, d)
-            x = torch.where(live, x - lr * direction, x)
+        x, _ = shared.step(x, grad, lr, live)
     trace = rec.finish()
     _unrecord_after_end(trace)
     return trace
@@ -134,16 +171,16 @@ def _adversarial_source(seed: int):
     return gradients
 
 
-def _update_mismatch(entry, base, lrs, x0: torch.Tensor, gradients, steps: int) -> str | None:
-    """Step one library object per lr and one stacked object on the same points and gradients; the first
-    disagreement of ``x − η(x − P)`` with the per-lr objects' points, or None."""
+def _update_mismatch(entry, base, lrs, layout: str, x0: torch.Tensor, gradients, steps: int,
+                     rtol: float) -> str | None:
+    """Step one library object per lr and one shared object on the same points and gradients; the first
+    disagreement of the shared object's points with the per-lr objects' points, or None."""
     dtype, K = x0.dtype, len(lrs)
     configs = [base.with_hyperparams(lr=lr) for lr in lrs]
     lr = torch.tensor([float(c.hyperparams["lr"]) for c in configs], dtype=dtype)[:, None]
     params = [torch.nn.Parameter(x0.clone()) for _ in configs]
     each = [c.entry.build([p], c.hyperparams, dtype=dtype, seed=0) for c, p in zip(configs, params)]
-    stacked = torch.nn.Parameter(x0.repeat(K))
-    shared = entry.build([stacked], {**base.hyperparams, "lr": 1.0}, dtype=dtype, seed=0)
+    shared = SharedObject(entry, base.hyperparams, layout, x0.expand(K, -1), seed=0)
     live = torch.ones(K, 1, dtype=torch.bool)
     for t in range(steps):
         x = torch.stack([p.detach().clone() for p in params])
@@ -155,28 +192,25 @@ def _update_mismatch(entry, base, lrs, x0: torch.Tensor, gradients, steps: int) 
             if live[k]:
                 params[k].grad = grad[k].clone()
                 each[k].step()
+        predicted, direction = shared.step(x, grad, lr, live)
         with torch.no_grad():
-            stacked.copy_(torch.where(live, x, 0.0).reshape(-1))
-        stacked.grad = torch.where(live, grad, 0.0).reshape(-1)
-        shared.step()
-        with torch.no_grad():
-            direction = x - stacked.detach().view_as(x)
-            predicted = x - lr * direction
             want = torch.stack([p.detach() for p in params])
             scale = torch.maximum(x.abs(), direction.abs()).clamp(min=1.0)
             gap = ((predicted - want).abs() / scale)[live.expand_as(x)]
-        if gap.numel() and not bool((gap <= VERIFY_RTOL).all()):
-            return f"step {t + 1}: the stacked update differs by {float(gap.nan_to_num(math.inf).max()):.1e} relative"
+        if gap.numel() and not bool((gap <= rtol).all()):
+            return f"step {t + 1}: the shared update differs by {float(gap.nan_to_num(math.inf).max()):.1e} relative"
     return None
 
 
-def stacking_mismatch(name, *, steps: int = VERIFY_STEPS, problems=VERIFY_PROBLEMS, lrs=VERIFY_LRS) -> str | None:
-    """Why registry entry ``name`` must not be stacked (the first step where the stacked object's update
-    disagrees with one object per trial, or the error it raised), or None when every step agrees.
+def sharing_mismatch(name, layout: str = STACKED, *, steps: int = VERIFY_STEPS, problems=VERIFY_PROBLEMS,
+                     lrs=VERIFY_LRS, rtol: float = VERIFY_RTOL) -> str | None:
+    """Why registry entry ``name`` (a name or an entry) must not share an object in ``layout`` (the first step
+    where the shared object's update disagrees with one object per trial, or the error it raised), or None when
+    every step agrees.
 
     The comparison is of the update map, not of whole trajectories (on Rastrigin at lr = 3 rounding alone grows
     by orders of magnitude in 60 steps): one library object per lr runs as shipped, and at every step the
-    stacked object is given the same points and gradients; its next points ``x − η(x − P)`` must equal theirs
+    shared object is given the same points and gradients; its next points ``x − η(x − P)`` must equal theirs
     to ``VERIFY_RTOL`` · max(1, |x|, |u|) per coordinate (the rounding of ``x − P`` grows with both). The
     gradients come from each of ``problems``, with and without clipping to norm 1, and from adversarial streams
     (:func:`_adversarial_source`) at dimensions 2 and 5 that no real problem needs to hit: rows of scales 1e-4 to
@@ -186,7 +220,7 @@ def stacking_mismatch(name, *, steps: int = VERIFY_STEPS, problems=VERIFY_PROBLE
     from optbench.params import validate_kwargs
     from optbench.problems import get_problem
 
-    entry = get_optimizer_entry(name) if isinstance(name, str) else name  # a name or a registry entry
+    entry = get_optimizer_entry(name) if isinstance(name, str) else name
     if entry.unsupported or entry.needs_closure or entry.create_graph or entry.schedule_free or entry.seeded:
         return "its capabilities (closure, create_graph, schedule-free or random directions) need one object per run"
     if "lr" not in entry.params:
@@ -203,12 +237,22 @@ def stacking_mismatch(name, *, steps: int = VERIFY_STEPS, problems=VERIFY_PROBLE
         cases.append((f"adversarial gradients, d = {d}", x0, _adversarial_source(d)))
     for label, x0, gradients in cases:
         try:
-            reason = _update_mismatch(entry, base, lrs, x0, gradients, steps)
-        except Exception as exc:  # a class that fails here is simply not stacked
+            reason = _update_mismatch(entry, base, lrs, layout, x0, gradients, steps, rtol)
+        except Exception as exc:  # a class that fails here is simply not shared
             return f"{label}: {type(exc).__name__}: {exc}"
         if reason is not None:
             return f"{label}, {reason}"
     return None
+
+
+def fastest_layout(name) -> tuple[str | None, str]:
+    """(the fastest layout ``name`` passes in, or None; the last refusal's reason)."""
+    reason = ""
+    for layout in LAYOUTS:
+        reason = sharing_mismatch(name, layout) or ""
+        if not reason:
+            return layout, ""
+    return None, reason
 
 
 def main() -> None:
@@ -218,18 +262,20 @@ def main() -> None:
     import optbench.optimizers.stacking as target
     from optbench.optimizers import list_optimizers
 
-    names, refused = [], {}
+    found: dict[str, str] = {}
     for entry in list_optimizers():
         if entry.batched is not None or entry.source == "user":
             continue  # a batched rule is faster still; user classes are not in the registry
-        reason = stacking_mismatch(entry.name)
-        (refused.__setitem__(entry.name, reason) if reason else names.append(entry.name))
-        print(f"{entry.name:24s} {'stacks' if reason is None else 'no: ' + reason}")
-    body = "".join(f"    {n!r},\n" for n in sorted(names))
+        layout, reason = fastest_layout(entry.name)
+        if layout is not None:
+            found[entry.name] = layout
+        print(f"{entry.name:24s} {layout or 'no: ' + reason}", flush=True)
+    body = "".join(f"    {n!r}: {found[n]!r},\n" for n in sorted(found))
     text = Path(target.__file__).read_text()
-    head = text[: text.index("STACKABLE")]
-    Path(target.__file__).write_text(f"{head}STACKABLE = frozenset({{\n{body}}})\n")
-    print(f"{len(names)} stack, {len(refused)} do not")
+    head = text[: text.index("SHARED")]
+    Path(target.__file__).write_text(f"{head}SHARED = {{\n{body}}}\n")
+    counts = {layout: sum(v == layout for v in found.values()) for layout in LAYOUTS}
+    print(f"{counts}; {sum(counts.values())} share an object")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ stack: the loss and gradient (one autograd call on the stack; the gradient of Σ
 (each row clipped as ``clip_grad_norm_`` clips a lone parameter: g · min(1, c / (‖g‖ + 1e-6)), then each
 coordinate to [−v, v]).
 
-Trials of a class that :mod:`optbench.engines.stacked` verified to be elementwise and linear in lr (and that set
-nothing but lr) go further: one object for all of them over a stacked parameter (:func:`run_stacked`).
+Trials of a class that :mod:`optbench.engines.stacked` verified to be linear in lr (and that set nothing but lr)
+go further: one object for all of them (:func:`~optbench.engines.stacked.run_shared`).
 
-It reproduces ``run_loop`` run by run, bitwise side by side and to rounding when stacked
+It reproduces ``run_loop`` run by run, bitwise side by side and to rounding when sharing an object
 (``tests/test_gallery.py`` checks every registered optimizer it accepts against it), and :func:`fast_path_reason`
 says when it does not apply: noisy problems (each run's own noise stream), optimizers that call the closure or
 backpropagate with ``create_graph`` (their oracles are per parameter), lr schedules and recorded costs. Those
@@ -70,11 +70,11 @@ def run_trials(problem, configs: list, seed: int, steps: int, record_every: int 
                              recipe=recipe.replace(schedule=schedules[k]), measure_cost=False)
     if len(slow) == len(configs):
         return merge_traces([traces[k] for k in range(len(configs))])
-    from optbench.engines.stacked import run_stacked, stack_groups
+    from optbench.engines.stacked import run_shared, share_groups
 
-    groups, single = stack_groups([configs[k] for k in fast])
-    for group in groups:  # verified elementwise, lr-linear classes: one object for the group
-        stacked = run_stacked(problem, [configs[fast[j]] for j in group], seed, steps, record_every, device=device,
+    groups, single = share_groups([configs[k] for k in fast])
+    for group in groups:  # classes verified to be linear in lr: one object for the group
+        stacked = run_shared(problem, [configs[fast[j]] for j in group], seed, steps, record_every, device=device,
                               dtype=dtype, clip_norm=clip_norm, clip_value=clip_value)
         for i, j in enumerate(group):
             traces[fast[j]] = _select(stacked, i)

@@ -68,12 +68,12 @@ class OptimizerEntry:
         return self.resolve_class()(params, **kwargs)
 
     @property
-    def stacks(self) -> bool:
-        """Whether K analytic trials of it that differ only in lr share one object over a stacked parameter
-        (measured per class: :mod:`optbench.engines.stacked`, :data:`optbench.optimizers.stacking.STACKABLE`)."""
-        from optbench.optimizers.stacking import STACKABLE
+    def shared_layout(self) -> str | None:
+        """How K analytic trials of it that differ only in lr share one object ("stacked": one parameter for all;
+        "tensors": one per trial), or None (measured per class: :mod:`optbench.engines.stacked`)."""
+        from optbench.optimizers.stacking import SHARED
 
-        return self.name in STACKABLE
+        return SHARED.get(self.name)
 
     def capabilities(self) -> list[str]:
         """Short statements of what the engines do for this optimizer beyond setting ``.grad`` and ``step()``."""
@@ -93,8 +93,9 @@ class OptimizerEntry:
             out.append(f"meant for matrices: {self.matrix_only}")
         if self.unsupported:
             out.append(f"unsupported: {self.unsupported}")
-        if self.stacks:
-            out.append("elementwise and linear in lr (measured): analytic trials of it share one object")
+        if self.shared_layout is not None:
+            what = "elementwise and linear in lr" if self.shared_layout == "stacked" else "linear in lr, per tensor"
+            out.append(f"{what} (measured): analytic trials of it share one object")
         return out
 
 
