@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from optbench.engines.stacked import STACKED, TENSORS, can_share, run_shared, share_groups, sharing_mismatch
+from optbench.engines.stacked import GROUPS, STACKED, TENSORS, can_share, run_shared, share_groups, sharing_mismatch
 from optbench.engines.trials import _side_by_side, run_trials
 from optbench.optimizers import get_optimizer, get_optimizer_entry, list_optimizers
 from optbench.optimizers.stacking import SHARED
@@ -92,7 +92,7 @@ class _JointNorm(_Elementwise):
                 p.add_(p.grad / total, alpha=-group["lr"])
 
 
-@pytest.mark.parametrize("layout", [STACKED, TENSORS])
+@pytest.mark.parametrize("layout", [STACKED, TENSORS, GROUPS])
 def test_the_verifier_accepts_an_elementwise_lr_linear_class(layout):
     assert sharing_mismatch(_entry(_Elementwise), layout, steps=20) is None
 
@@ -102,8 +102,15 @@ def test_a_per_tensor_statistic_shares_only_as_one_tensor_per_trial():
     assert sharing_mismatch(_entry(_TensorNorm), TENSORS, steps=20) is None
 
 
-@pytest.mark.parametrize("cls", [_LrSquared, _ProjectsWhenOrthogonal, _JointNorm])
-@pytest.mark.parametrize("layout", [STACKED, TENSORS])
+@pytest.mark.parametrize("cls", [_LrSquared, _ProjectsWhenOrthogonal])  # η², a step that is not x − ηu
+def test_an_lr_nonlinear_class_shares_only_as_one_group_per_trial(cls):
+    for layout in (STACKED, TENSORS):
+        assert "differs" in sharing_mismatch(_entry(cls), layout, steps=20)
+    assert sharing_mismatch(_entry(cls), GROUPS, steps=20) is None
+
+
+@pytest.mark.parametrize(("cls", "layout"), [(_ProjectsWhenOrthogonal, STACKED), (_ProjectsWhenOrthogonal, TENSORS),
+                                             (_JointNorm, STACKED), (_JointNorm, TENSORS), (_JointNorm, GROUPS)])
 def test_the_verifier_refuses_each_broken_assumption(cls, layout):
     reason = sharing_mismatch(_entry(cls), layout, steps=20)
     assert reason is not None and "differs" in reason
@@ -142,7 +149,7 @@ def test_the_table_is_exactly_the_classes_that_pass_in_their_fastest_layout():
     assert found == SHARED
 
 
-@pytest.mark.parametrize("name", ["adabelief", "tiger", "sgdw", "ademamix", "came", "novograd"])
+@pytest.mark.parametrize("name", ["adabelief", "tiger", "sgdw", "ademamix", "came", "novograd", "adabound", "soap"])
 @pytest.mark.parametrize("clip", [None, 1.0])
 def test_shared_runs_equal_one_object_per_trial(name, clip):
     """Whole recorded trajectories, statuses and end steps, with a run that diverges (lr 30 unclipped)."""
@@ -170,7 +177,7 @@ def test_only_lr_only_configs_of_listed_classes_share():
     assert can_share(get_optimizer("adabelief(lr=0.01)"))
     assert not can_share(get_optimizer("adabelief(lr=0.01, weight_decay=0.1)"))  # not what was verified
     assert not can_share(get_optimizer("adam"))  # a batched rule, not listed
-    configs = [get_optimizer(s) for s in ("adabelief(lr=0.1)", "tiger", "adabelief(lr=1e-3)", "madgrad",
+    configs = [get_optimizer(s) for s in ("adabelief(lr=0.1)", "tiger", "adabelief(lr=1e-3)", "mars",
                                           "adabelief(eps=1e-8)")]
     groups, rest = share_groups(configs)
     assert groups == [[0, 2]] and rest == [1, 3, 4]
@@ -180,8 +187,9 @@ def test_run_trials_shares_what_it_can_and_keeps_the_order():
     """A round mixing shared classes, a side-by-side one and a set hyperparameter: each run equals its
     one-object-per-trial run, in the caller's order."""
     problem = get_problem(ROSENBROCK)
-    specs = ["adabelief(lr=0.1)", "madgrad(lr=0.01)", "adabelief(lr=0.003)", "adabelief(lr=0.01, eps=1e-8)",
-             "tiger(lr=0.01)", "came(lr=0.01)", "tiger(lr=0.001)", "came(lr=0.1)"]
+    specs = ["adabelief(lr=0.1)", "mars(lr=0.01)", "adabelief(lr=0.003)", "adabelief(lr=0.01, eps=1e-8)",
+             "tiger(lr=0.01)", "came(lr=0.01)", "tiger(lr=0.001)", "came(lr=0.1)", "madgrad(lr=0.1)",
+             "madgrad(lr=0.01)"]
     configs = [get_optimizer(s) for s in specs]
     got = run_trials(problem, configs, 0, 30, 5, dtype=torch.float64)
     want = _side_by_side(problem, configs, 0, 30, 5, device="cpu", dtype=torch.float64, clip_norm=None,
@@ -194,5 +202,6 @@ def test_listing_states_the_capability():
     entry = get_optimizer_entry("adabelief")
     assert entry.shared_layout == STACKED and any("elementwise and linear in lr" in c for c in entry.capabilities())
     assert get_optimizer_entry("came").shared_layout == TENSORS
-    assert get_optimizer_entry("madgrad").shared_layout is None
-    assert len(SHARED) >= 60
+    assert get_optimizer_entry("madgrad").shared_layout == GROUPS
+    assert get_optimizer_entry("mars").shared_layout is None
+    assert len(SHARED) >= 75

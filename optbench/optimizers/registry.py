@@ -70,7 +70,8 @@ class OptimizerEntry:
     @property
     def shared_layout(self) -> str | None:
         """How K analytic trials of it that differ only in lr share one object ("stacked": one parameter for all;
-        "tensors": one per trial), or None (measured per class: :mod:`optbench.engines.stacked`)."""
+        "tensors": one per trial; "groups": one parameter group per trial), or None (measured per class:
+        :mod:`optbench.engines.stacked`)."""
         from optbench.optimizers.stacking import SHARED
 
         return SHARED.get(self.name)
@@ -94,7 +95,8 @@ class OptimizerEntry:
         if self.unsupported:
             out.append(f"unsupported: {self.unsupported}")
         if self.shared_layout is not None:
-            what = "elementwise and linear in lr" if self.shared_layout == "stacked" else "linear in lr, per tensor"
+            what = {"stacked": "elementwise and linear in lr", "tensors": "linear in lr, per tensor",
+                    "groups": "per parameter group"}[self.shared_layout]
             out.append(f"{what} (measured): analytic trials of it share one object")
         return out
 
