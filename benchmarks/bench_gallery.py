@@ -152,6 +152,21 @@ def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float
         return (r.best_value if r.best_value is not None else math.inf), time.perf_counter() - t0
 
 
+def trial_path(name: str) -> str:
+    """How the gallery runs a round of ``name``'s trials: a batched rule, one shared object in a layout
+    (engines.stacked), side by side (one object per trial), or one run at a time (engines.trials' reasons)."""
+    from optbench.optimizers import get_optimizer
+
+    entry = get_optimizer(name).entry
+    if entry.batched is not None:
+        return "batched rule"
+    if entry.shared_layout is not None:
+        return f"shared ({entry.shared_layout})"
+    if entry.needs_closure or entry.create_graph:
+        return "one run at a time"
+    return "side by side"
+
+
 def _batched(name: str) -> bool:
     from optbench.optimizers import get_optimizer
 
@@ -190,7 +205,7 @@ def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--opt", default=SUBSET, help="optimizers, comma-separated")
+    ap.add_argument("--opt", default=SUBSET, help="optimizers, comma-separated, or all (the whole gallery)")
     ap.add_argument("--trials", type=int, default=TRIALS, help="trials per study, both sides")
     ap.add_argument("--peer-trials", type=int, default=None, help="peer trials timed per study, extrapolated "
                     "to --trials (default: all of them)")
@@ -199,6 +214,11 @@ def main() -> None:
     ap.add_argument("--quality-trials", type=int, default=100)
     ap.add_argument("--only", choices=("speed", "costs", "quality"), default=None)
     args = ap.parse_args()
+    if args.opt == "all":  # the whole catalogue: what `optbench gallery` without --opt tunes
+        from optbench.gallery import plan_gallery, resolve_problems
+
+        pairs, _ = plan_gallery(resolve_problems(None))
+        args.opt = ",".join(dict.fromkeys(o.name for _, o in pairs))
     names = args.opt.split(",")
     import warnings
 
@@ -222,6 +242,10 @@ def main() -> None:
         print("|---|---|---:|---:|---:|")
         for fn_name, name, secs, cpu, best in rows:
             print(f"| {fn_name} | {name} | {secs:.1f} | {cpu:.1f} | {best:.4g} |")
+        by_path: dict[str, int] = {}
+        for name in names:
+            by_path[trial_path(name)] = by_path.get(trial_path(name), 0) + 1
+        print("how optbench runs a round of trials: " + ", ".join(f"{k} {v}" for k, v in sorted(by_path.items())))
         print(f"\npeer plots: {plot_s:.1f} s wall, {peer_plot_seconds.cpu_s:.1f} s CPU")
         print(f"peer total: {peer_wall:.1f} s wall, {peer_cpu:.1f} s CPU")
         print(f"optbench gallery, one command, {args.workers} workers: {g_s:.1f} s wall, {g_cpu:.1f} s CPU")
