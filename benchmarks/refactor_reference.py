@@ -62,6 +62,12 @@ CASES: dict[str, list[str]] = {
              "--batch", "4", "--clip-norm", "2.0", "--schedule", "cosine"],
     "tune-loop": ["tune", "-p", "rosenbrock", "-o", "adam", "--trials", "4", "--steps", "30", "--seeds", "1",
                   "--engine", "loop", "--clip-value", "1.0"],
+    # a round whose trials each have their own schedule (searched warm-up), batched
+    "tune-schedule-space": ["tune", "-p", "rosenbrock", "-o", "adam", "--trials", "8", "--steps", "40", "--seeds",
+                            "1", "--batch", "4", "--schedule", "warmup-cosine", "--space", "warmup=0:20"],
+    # loop-only classes: shared objects (stacked, groups), side by side, schedule-free; and a noisy problem
+    "tune-trials": ["tune", "-p", "rosenbrock,noisy-quadratic(dim=3)", "-o", "adabelief,madgrad,mars,schedulefreesgd",
+                    "--trials", "6", "--steps", "30", "--seeds", "1", "--batch", "3", "--clip-norm", "1.0"],
 }
 MLP = "mnist-mlp(width=16, depth=2, batch_size=50, train_size=400, test_size=100)"  # synthetic data
 VARYING = ("time", "memory", "bytes", "examples_per_s", "rss")  # columns that differ between any two runs

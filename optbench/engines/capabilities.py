@@ -21,9 +21,9 @@ a CPU for rules with a fused kernel (Adam, AdamW: :mod:`optbench.engines.fused`)
 
 Every engine is an :class:`Engine` value in :data:`ENGINES`, looked up by (name, track) with
 :func:`get_engine`: it says whether it runs a configuration (``supports``: the reason it cannot, or None), how
-many runs one work item holds (``max_group``) and runs a work item (``run``). The planner
-(:func:`optbench.sweep.plan.plan_groups`) and :func:`optbench.sweep.plan.execute` ask it; nothing else
-branches on engine names.
+many runs one work item holds (``max_group``) and runs a work item (``run``). The planners
+(:func:`optbench.sweep.plan.plan_groups` for sweeps, :func:`optbench.sweep.plan.plan_round` for a tuning
+round) and :func:`optbench.sweep.plan.execute` ask it; nothing else branches on engine names.
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ class Engine(Protocol):
     """What the planner and the executor know of an engine."""
 
     @property
-    def name(self) -> str: ...  # "loop" or "batched" (--engine)
+    def name(self) -> str: ...  # "loop" or "batched" (--engine); "trials" (the tuner's rounds)
     @property
     def track(self) -> str: ...  # ANALYTIC or NETWORK
     @property
     def max_group(self) -> int: ...  # runs one work item holds (bounded memory)
     def supports(self, problem: Any, optimizer: Any, recipe: RecipeLike) -> str | None: ...  # why not, or None
-    def run(self, runs: Sequence[Any], progress: Callable[[int], None] | None = None) -> Any: ...  # GroupTrace
+    def run(self, runs: Sequence[Any], progress: Callable[[int], None] | None = None,
+            measure_cost: bool = True) -> Any: ...  # GroupTrace; measure_cost False: no cost metrics (tuning)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class LoopEngine:
     def supports(self, problem, optimizer, recipe: RecipeLike) -> str | None:
         return None
 
-    def run(self, runs, progress=None):
+    def run(self, runs, progress=None, measure_cost=True):
         import torch
 
         (run,) = runs
@@ -77,11 +78,38 @@ class LoopEngine:
             from optbench.engines.loop import run_loop
 
             return run_loop(run.problem, run.optimizer, run.seed, run.steps, run.record_every, device=device,
-                            dtype=dtype, progress=progress, recipe=run.recipe)
+                            dtype=dtype, progress=progress, recipe=run.recipe, measure_cost=measure_cost)
         from optbench.engines.network import run_network
 
         return run_network(run.problem, run.optimizer, run.seed, run.steps, run.record_every, device=device,
                            dtype=dtype, progress=progress, recipe=run.recipe)
+
+
+@dataclass(frozen=True)
+class TrialsEngine:
+    """Loop-engine runs of one analytic problem from one seed, as a tuning round: side by side, or one shared
+    optimizer object where the class allows it (:func:`optbench.engines.trials.run_trials`, equal to one loop
+    run each); no cost metrics, so ``run`` sweeps never use it."""
+
+    track: str = ANALYTIC
+    name: str = "trials"
+    max_group: int = 1 << 16
+
+    def supports(self, problem, optimizer, recipe: RecipeLike) -> str | None:
+        return None if problem.kind == ANALYTIC else f"{problem.label} is not an analytic problem"
+
+    def run(self, runs, progress=None, measure_cost=False):
+        import torch
+
+        first = runs[0]
+        if measure_cost or any((r.seed, r.steps, r.record_every) != (first.seed, first.steps, first.record_every)
+                               for r in runs):
+            raise ValueError("the trials engine runs one seed, step count and record grid, without costs")
+        from optbench.engines.trials import run_trials
+
+        return run_trials(first.problem, [r.optimizer for r in runs], first.seed, first.steps, first.record_every,
+                          device=torch.device(first.device), dtype=getattr(torch, first.dtype), recipe=first.recipe,
+                          schedules=[r.recipe.schedule for r in runs])
 
 
 @dataclass(frozen=True)
@@ -105,9 +133,13 @@ class BatchedEngine:
     def supports(self, problem, optimizer, recipe: RecipeLike) -> str | None:
         return batched_unsupported_reason(problem, optimizer, recipe)
 
-    def run(self, runs, progress=None):
+    def run(self, runs, progress=None, measure_cost=True):
+        """One work item; an analytic item may mix schedules (a tuning round searching schedule parameters):
+        each run then follows its own, and the rest of the recipe is the first run's."""
         first = runs[0]
         optimizers, seeds = [r.optimizer for r in runs], [r.seed for r in runs]
+        schedules = [r.recipe.schedule for r in runs]
+        mixed = len(set(schedules)) > 1
         if self.track == ANALYTIC:
             from optbench.engines import batched_numpy
 
@@ -117,7 +149,8 @@ class BatchedEngine:
                 recipe = first.recipe
                 return batched_numpy.run_batched_numpy(
                     first.problem, optimizers, seeds, first.steps, first.record_every, progress=progress,
-                    schedule=recipe.schedule, clip_norm=recipe.clip_norm, clip_value=recipe.clip_value)
+                    schedule=schedules if mixed else recipe.schedule, clip_norm=recipe.clip_norm,
+                    clip_value=recipe.clip_value, measure_cost=measure_cost)
         import torch
 
         device, dtype = torch.device(first.device), getattr(torch, first.dtype)
@@ -125,7 +158,8 @@ class BatchedEngine:
             from optbench.engines.batched import run_batched
 
             return run_batched(first.problem, optimizers, seeds, first.steps, first.record_every, device=device,
-                               dtype=dtype, progress=progress, recipe=first.recipe)
+                               dtype=dtype, progress=progress, recipe=first.recipe,
+                               schedules=schedules if mixed else None, measure_cost=measure_cost)
         from optbench.engines.network import run_network_batched
 
         return run_network_batched(first.problem, optimizers, seeds, first.steps, first.record_every,
@@ -133,12 +167,13 @@ class BatchedEngine:
 
 
 ENGINES: dict[tuple[str, str], Engine] = {(e.name, e.track): e for e in (
-    LoopEngine(ANALYTIC), BatchedEngine(ANALYTIC), LoopEngine(NETWORK), BatchedEngine(NETWORK))}
+    LoopEngine(ANALYTIC), BatchedEngine(ANALYTIC), LoopEngine(NETWORK), BatchedEngine(NETWORK), TrialsEngine())}
 ENGINE_NAMES = ("loop", "batched")  # --engine also takes "auto": batched where supported, else loop
 
 
 def get_engine(name: str, kind: str) -> Engine:
-    """The engine ``name`` (``loop`` or ``batched``) of a problem kind's track."""
+    """The engine ``name`` (``loop``, ``batched``, or ``trials`` for analytic tuning rounds) of a problem kind's
+    track."""
     try:
         return ENGINES[(name, track(kind))]
     except KeyError:

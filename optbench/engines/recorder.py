@@ -44,6 +44,29 @@ class GroupTrace:
         return len(self.status)
 
 
+def select_run(trace: GroupTrace, k: int) -> GroupTrace:
+    """Run ``k`` of a trace as a trace of one run."""
+    return GroupTrace(steps=trace.steps, loss=trace.loss[:, k:k + 1], grad_norm=trace.grad_norm[:, k:k + 1],
+                      coords=None if trace.coords is None else trace.coords[:, k:k + 1],
+                      wall_time_s=trace.wall_time_s[:, k:k + 1], status=[trace.status[k]],
+                      end_step=trace.end_step[k:k + 1], end_loss=trace.end_loss[k:k + 1],
+                      end_grad_norm=trace.end_grad_norm[k:k + 1], end_x=trace.end_x[k:k + 1],
+                      end_wall_time_s=trace.end_wall_time_s[k:k + 1])
+
+
+def merge_traces(traces: list[GroupTrace]) -> GroupTrace:
+    """Traces of runs on one record grid, as one trace of all their runs in order."""
+    def cat(name, axis):
+        parts = [getattr(t, name) for t in traces]
+        return None if parts[0] is None else np.concatenate(parts, axis=axis)
+
+    return GroupTrace(steps=traces[0].steps, loss=cat("loss", 1), grad_norm=cat("grad_norm", 1),
+                      coords=cat("coords", 1), wall_time_s=cat("wall_time_s", 1),
+                      status=[s for t in traces for s in t.status], end_step=cat("end_step", 0),
+                      end_loss=cat("end_loss", 0), end_grad_norm=cat("end_grad_norm", 0), end_x=cat("end_x", 0),
+                      end_wall_time_s=cat("end_wall_time_s", 0))
+
+
 def record_steps(steps: int, record_every: int) -> list[int]:
     grid = list(range(0, steps + 1, record_every))
     if grid[-1] != steps:

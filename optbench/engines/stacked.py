@@ -92,9 +92,10 @@ class SharedObject:
             groups = [{"params": [p], "lr": float(lr)} for p, lr in zip(self.params, lrs.reshape(-1).tolist())]
         self.optimizer = entry.build(groups, {**hyperparams, "lr": 1.0}, dtype=x.dtype, seed=seed)
 
-    def step(self, x: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
-        """The points after one step from ``x`` [K, d] with gradients ``grad``, lrs ``lr`` [K, 1], for the trials
-        where ``live`` [K, 1] holds (the others keep their point)."""
+    def step(self, x: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor,
+             live: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the points after one step from ``x`` [K, d] with gradients ``grad``, lrs ``lr`` [K, 1], for the trials
+        where ``live`` [K, 1] holds (the others keep their point); the direction x − P the object took)."""
         with torch.no_grad():
             points, grads = torch.where(live, x, 0.0), torch.where(live, grad, 0.0)
             if self.layout == STACKED:

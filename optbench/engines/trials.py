@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from optbench.engines.loop import run_loop
 from optbench.engines.recipe import PLAIN, Recipe
-from optbench.engines.recorder import GroupTrace, Recorder
+from optbench.engines.recorder import GroupTrace, Recorder, merge_traces, select_run
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s guard: coefficient max_norm / (total_norm + 1e-6)
 
@@ -77,14 +76,14 @@ def run_trials(problem, configs: list, seed: int, steps: int, record_every: int 
         stacked = run_shared(problem, [configs[fast[j]] for j in group], seed, steps, record_every, device=device,
                               dtype=dtype, clip_norm=clip_norm, clip_value=clip_value)
         for i, j in enumerate(group):
-            traces[fast[j]] = _select(stacked, i)
+            traces[fast[j]] = select_run(stacked, i)
     if single:
         side_by_side = _side_by_side(problem, [configs[fast[j]] for j in single], seed, steps, record_every,
                                      device=device, dtype=dtype, clip_norm=clip_norm, clip_value=clip_value)
         if len(single) == len(configs):
             return side_by_side
         for i, j in enumerate(single):
-            traces[fast[j]] = _select(side_by_side, i)
+            traces[fast[j]] = select_run(side_by_side, i)
     return merge_traces([traces[k] for k in range(len(configs))])
 
 
@@ -159,26 +158,3 @@ def _unrecord_after_end(trace: GroupTrace) -> None:
     trace.grad_norm[after] = math.nan
     if trace.coords is not None:
         trace.coords[after] = math.nan
-
-
-def _select(trace: GroupTrace, k: int) -> GroupTrace:
-    """Run ``k`` of a trace as a trace of one run."""
-    return GroupTrace(steps=trace.steps, loss=trace.loss[:, k:k + 1], grad_norm=trace.grad_norm[:, k:k + 1],
-                      coords=None if trace.coords is None else trace.coords[:, k:k + 1],
-                      wall_time_s=trace.wall_time_s[:, k:k + 1], status=[trace.status[k]],
-                      end_step=trace.end_step[k:k + 1], end_loss=trace.end_loss[k:k + 1],
-                      end_grad_norm=trace.end_grad_norm[k:k + 1], end_x=trace.end_x[k:k + 1],
-                      end_wall_time_s=trace.end_wall_time_s[k:k + 1])
-
-
-def merge_traces(traces: list[GroupTrace]) -> GroupTrace:
-    """Traces of runs on one record grid, as one trace of all their runs in order."""
-    def cat(name, axis):
-        parts = [getattr(t, name) for t in traces]
-        return None if parts[0] is None else np.concatenate(parts, axis=axis)
-
-    return GroupTrace(steps=traces[0].steps, loss=cat("loss", 1), grad_norm=cat("grad_norm", 1),
-                      coords=cat("coords", 1), wall_time_s=cat("wall_time_s", 1),
-                      status=[s for t in traces for s in t.status], end_step=cat("end_step", 0),
-                      end_loss=cat("end_loss", 0), end_grad_norm=cat("end_grad_norm", 0), end_x=cat("end_x", 0),
-                      end_wall_time_s=cat("end_wall_time_s", 0))

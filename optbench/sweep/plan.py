@@ -60,9 +60,28 @@ def plan_groups(runs: Sequence[Run], engine: str) -> list[tuple[str, list[Run]]]
     return items
 
 
-def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None = None):
-    """Run one work item on its engine (:func:`optbench.engines.capabilities.get_engine`); returns its
-    GroupTrace."""
+def plan_round(runs: Sequence[Run], engine: str) -> list[tuple[str, list[int]]]:
+    """A tuning round as (engine, indices into ``runs``) work items. The round's runs are trials of one problem
+    and optimizer from one seed (each its own hyperparameters, perhaps its own schedule); ``engine`` is
+    :func:`optbench.engines.capabilities.choose_engine`'s decision for the study, as for ``run``:
+
+    - ``batched``: the whole round, in items of the engine's ``max_group`` (schedules may differ within one);
+    - ``loop`` on an analytic problem: the whole round on the ``trials`` engine (side by side, or one shared
+      optimizer object: :mod:`optbench.engines.trials`), equal to one loop run each;
+    - ``loop`` otherwise: one run per item."""
     from optbench.engines.capabilities import get_engine
 
-    return get_engine(engine, runs[0].problem.kind).run(runs, progress)
+    n = len(runs)
+    if engine == "loop" and runs[0].problem.kind == "analytic" and n > 1:
+        engine = "trials"
+    size = get_engine(engine, runs[0].problem.kind).max_group
+    return [(engine, list(range(i, min(i + size, n)))) for i in range(0, n, size)]
+
+
+def execute(engine: str, runs: list[Run], progress: Callable[[int], None] | None = None, *,
+            measure_cost: bool = True):
+    """Run one work item on its engine (:func:`optbench.engines.capabilities.get_engine`); returns its
+    GroupTrace (without cost metrics when ``measure_cost`` is False: tuning compares losses)."""
+    from optbench.engines.capabilities import get_engine
+
+    return get_engine(engine, runs[0].problem.kind).run(runs, progress, measure_cost=measure_cost)

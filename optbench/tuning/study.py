@@ -236,58 +236,33 @@ def study_name(problem: Problem, optimizer, protocol: Protocol, steps: int, dims
             f"{sched_part}")
 
 
-def _evaluate(problem: Problem, configs: list, steps: int, *, batched: bool, dtype: str, device: str,
+def _evaluate(problem: Problem, configs: list, steps: int, *, engine: str, dtype: str, device: str,
               recipe: Recipe = PLAIN, schedules: list[str] | None = None):
     """Run the configs with ``recipe`` (``schedules[k]``: config k's schedule label in place of the recipe's);
     returns (recorded steps [R], losses [R, K], final losses [K], statuses [K]).
 
-    ``batched`` is :func:`optbench.engines.capabilities.choose_engine`'s decision (as for ``run``); the work
-    items are then the engine's own (``get_engine(...).max_group`` runs each, through ``plan.execute``). One
-    exception: analytic trials of a round go to ``run_batched`` as one group even when their schedules differ
-    (each row its own schedule) and without the cost probe, which the planner would not do; and several
-    loop-engine trials of an analytic problem run side by side (:func:`optbench.engines.trials.run_trials`,
-    equal to one run each)."""
-    import numpy as np
-
-    record_every = max(1, steps // REPORTS)
-    if batched and problem.kind == "analytic":
-        from optbench.engines import batched_numpy
-
-        settings = recipe.settings() | ({"schedule"} if schedules else set())
-        if batched_numpy.supports(problem, configs[0].entry.batched, settings, device, dtype):  # no torch import
-            trace = batched_numpy.run_batched_numpy(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
-                                                    clip_norm=recipe.clip_norm, clip_value=recipe.clip_value,
-                                                    schedule=schedules or recipe.schedule, measure_cost=False)
-            return trace.steps, trace.loss, trace.end_loss, trace.status
-        import torch
-
-        from optbench.engines.batched import run_batched
-
-        # cost probes off: tuning compares losses, and the probe builds a torch optimizer per round
-        trace = run_batched(problem, configs, [TUNE_SEED] * len(configs), steps, record_every,
-                            device=torch.device(device), dtype=getattr(torch, dtype), recipe=recipe,
-                            schedules=schedules, measure_cost=False)
-        return trace.steps, trace.loss, trace.end_loss, trace.status
-    if not batched and problem.kind == "analytic" and len(configs) > 1:
-        import torch
-
-        from optbench.engines.trials import run_trials
-
-        trace = run_trials(problem, configs, TUNE_SEED, steps, record_every, device=torch.device(device),
-                           dtype=getattr(torch, dtype), recipe=recipe, schedules=schedules)
-        return trace.steps, trace.loss, trace.end_loss, trace.status
-    from optbench.engines.capabilities import get_engine
-    from optbench.sweep.plan import execute
+    ``engine`` is :func:`optbench.engines.capabilities.choose_engine`'s decision for the study (as for ``run``);
+    :func:`optbench.sweep.plan.plan_round` makes the round's work items and :func:`~optbench.sweep.plan.execute`
+    runs each on its engine without cost metrics: batched rounds as one group (each trial its own schedule),
+    analytic loop rounds side by side or sharing one object (the ``trials`` engine), the rest one run each."""
+    from optbench.engines.recorder import merge_traces, select_run
+    from optbench.sweep.plan import execute, plan_round
     from optbench.sweep.spec import Run
 
-    schedules = schedules or [recipe.schedule] * len(configs)
+    record_every = max(1, steps // REPORTS)
+    labels = schedules or [recipe.schedule] * len(configs)
     runs = [Run(problem, c, TUNE_SEED, steps, record_every, dtype, device, recipe.replace(schedule=s))
-            for c, s in zip(configs, schedules)]
-    engine = "batched" if batched else "loop"
-    size = get_engine(engine, problem.kind).max_group
-    traces = [execute(engine, runs[i: i + size]) for i in range(0, len(runs), size)]
-    return (traces[0].steps, np.concatenate([t.loss for t in traces], axis=1),
-            np.concatenate([t.end_loss for t in traces]), [s for t in traces for s in t.status])
+            for c, s in zip(configs, labels)]
+    items = plan_round(runs, engine)
+    if len(items) == 1:
+        trace = execute(items[0][0], runs, measure_cost=False)
+    else:
+        parts: dict[int, Any] = {}
+        for name, indices in items:
+            part = execute(name, [runs[i] for i in indices], measure_cost=False)
+            parts.update({i: select_run(part, j) for j, i in enumerate(indices)})
+        trace = merge_traces([parts[i] for i in range(len(runs))])
+    return trace.steps, trace.loss, trace.end_loss, trace.status
 
 
 def check_tuning(optimizer, dims, protocol, *, engine: str = "auto", pruner: str = "none"):
@@ -352,6 +327,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
     check_schedule([optimizer], sched, dims, steps, protocol)
     budget = protocol.budget(trials)
     batched = choose_engine(engine, problem, optimizer, recipe, device) == "batched" and batch > 1
+    round_engine = "batched" if batched else "loop"
     name = study_name(problem, optimizer, protocol, steps, space, dtype, recipe)
     sampler = protocol.make_sampler(seed, space)
     make_pruner = protocol.make_pruner if pruner == "none" else PRUNERS.get(pruner)
@@ -423,7 +399,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
             values = [{d.name: suggest(t, d) for d in space} for t in live]
             configs = [apply(optimizer, v) for v in values]
             schedules = None if sched.is_constant else [schedule_for(sched, v).label for v in values]
-            steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, batched=batched, dtype=dtype,
+            steps_rec, losses, finals, statuses = _evaluate(problem, configs, steps, engine=round_engine, dtype=dtype,
                                                            device=device, recipe=recipe, schedules=schedules)
             failed = told = 0
             for k, trial in enumerate(live):
