@@ -6,18 +6,8 @@ optimizer, so both engines use exactly the values torch would produce: the loop 
 ``param_group["lr"]`` before update ``t``, the batched engine sets ``hp["lr"]`` from the same floats.
 ``lr_sequence(schedule, steps, base_lr)[t]`` is the learning rate of update ``t`` (t = 0 … steps−1), i.e.
 the value after ``t`` calls of ``scheduler.step()``, as in a training loop that steps the scheduler after
-every optimizer step. Formulas (η = base lr, T = steps, W = warmup steps, η_min = ``min_lr``):
-
-=================  ======================================================================================
-constant           η
-cosine             η_min + (η − η_min)(1 + cos(π t/T))/2                         (CosineAnnealingLR)
-linear             η + (η_min − η) t/T                                            (LinearLR)
-step               η γ^(number of milestones ≤ t)                                 (MultiStepLR)
-warmup-cosine      η (t+1)/(W+1) for t < W, then cosine over the remaining T − W  (LinearLR → Cosine…)
-warmup-linear      η (t+1)/(W+1) for t < W, then linear decay to η_min            (LinearLR → LinearLR)
-warmup-constant    η (t+1)/(W+1) for t < W, then η (Goyal et al. 2017's warm-up)  (LinearLR)
-one-cycle          η/div up to η over pct_start·T, then down to η/(div·final_div)  (OneCycleLR, lr only)
-=================  ======================================================================================
+every optimizer step. The formula of each is in :data:`SCHEDULE_DOCS` (what ``optbench list schedules``
+prints).
 
 ``warmup`` and step ``milestones`` are integers (steps) or fractions in (0, 1) of the step budget.
 ``min_lr`` is an absolute learning rate (it must not exceed the base learning rate). ``one-cycle`` does not
@@ -79,6 +69,19 @@ for _name, _params in {
                                   "'cos' or 'linear'", (str,))},
 }.items():
     SCHEDULE_PARAMS.register(_name, _params)
+
+# what each schedule does to the lr η of update t of T (W: warm-up steps), for `optbench list schedules`
+SCHEDULE_DOCS = {
+    "constant": "η at every step",
+    "cosine": "min_lr + (η − min_lr)(1 + cos(πt/T))/2 (torch CosineAnnealingLR)",
+    "linear": "η + (min_lr − η)t/T (torch LinearLR)",
+    "step": "η · gamma^(milestones passed) (torch MultiStepLR; milestones in steps or budget fractions)",
+    "warmup-cosine": "η(t+1)/(W+1) for the first W steps, then cosine to min_lr over the remaining T − W",
+    "warmup-linear": "η(t+1)/(W+1) for the first W steps, then linear to min_lr over the remaining T − W",
+    "warmup-constant": "η(t+1)/(W+1) for the first W steps, then η (Goyal et al. 2017's warm-up)",
+    "one-cycle": "η/div_factor up to η over pct_start·T, then annealed to η/(div_factor·final_div_factor) "
+                 "(torch OneCycleLR, the lr only: no momentum cycling)",
+}
 
 
 @dataclass(frozen=True)

@@ -182,3 +182,12 @@ def test_sweep_schedule_axis_and_validation():
     with pytest.raises(SpecError, match="leaves nothing"):
         Sweep([get_problem("valley")], [get_optimizer("sgd")], steps=10,
               schedules=["warmup-cosine(warmup=20)"]).expand()
+
+
+def test_every_schedule_is_listed_with_its_formula():
+    """`optbench list schedules` describes each built-in schedule (SCHEDULE_DOCS is its one description)."""
+    from optbench.cli.listing import _registry_rows
+    from optbench.schedules import SCHEDULE_DOCS, SCHEDULE_PARAMS
+
+    assert set(SCHEDULE_DOCS) == set(SCHEDULE_PARAMS.names())
+    assert all(row["doc"] for row in _registry_rows("schedules"))

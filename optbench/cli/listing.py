@@ -37,9 +37,9 @@ def _registry_rows(what: str) -> list[dict]:
 
         return [{"name": r.name, "doc": r.doc + (f" (also: {', '.join(r.aliases)})" if r.aliases else ""),
                  "params": r.params} for r in RECIPES.list()]
-    from optbench.schedules import SCHEDULE_PARAMS
+    from optbench.schedules import SCHEDULE_DOCS, SCHEDULE_PARAMS
 
-    return [{"name": n, "doc": "", "params": params} for n, params in SCHEDULE_PARAMS.items()]
+    return [{"name": n, "doc": SCHEDULE_DOCS.get(n, ""), "params": params} for n, params in SCHEDULE_PARAMS.items()]
 
 
 def _params_text(params) -> str:
