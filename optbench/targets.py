@@ -54,8 +54,14 @@ def first_steps_within(run_idx, step, loss, f_min, target, n_runs: int) -> list[
     loss = np.asarray(loss)
     dtype = loss.dtype if np.issubdtype(loss.dtype, np.floating) else np.float64
     run_idx = np.asarray(run_idx)
-    gap = loss.astype(dtype, copy=False) - np.asarray(f_min, dtype=np.float64).astype(dtype)[run_idx]
-    hits = np.flatnonzero(gap <= np.asarray(target, dtype=np.float64).astype(dtype)[run_idx])
+    f_min = np.asarray(f_min, dtype=np.float64).astype(dtype)
+    target = np.asarray(target, dtype=np.float64).astype(dtype)
+    # one value for every run (a sweep of one problem): a scalar of the same dtype, the same bits per row,
+    # without two row-sized gathers
+    f_rows = f_min[0] if f_min.size and (f_min == f_min[0]).all() else f_min[run_idx]
+    target_rows = target[0] if target.size and (target == target[0]).all() else target[run_idx]
+    gap = loss.astype(dtype, copy=False) - f_rows
+    hits = np.flatnonzero(gap <= target_rows)
     out: list[int | None] = [None] * n_runs
     if not hits.size:
         return out

@@ -177,8 +177,10 @@ def run_batched_numpy(problem, optimizers: Sequence[Any], seeds: Sequence[int], 
     row_of = {s: i for i, s in enumerate(grid)}
     R = len(grid)
     ncoords = d if d <= MAX_COORDS else 0
-    trace = {"loss": np.full((R, K), np.nan), "grad_norm": np.full((R, K), np.nan),
-             "coords": np.full((R, K, ncoords), np.nan), "wall": np.zeros((R, K)),
+    # recorded rows are held run-major ([K, R] buffers seen as [R, K]): a run's rows are then contiguous, which
+    # is the order of the result tables, so sweep.tables takes each column as a view instead of a transposed copy
+    trace = {"loss": np.full((K, R), np.nan).T, "grad_norm": np.full((K, R), np.nan).T,
+             "coords": np.full((ncoords, K, R), np.nan).transpose(2, 1, 0), "wall": np.zeros((K, R)).T,
              "end_step": np.full(K, steps, dtype=np.int64), "end_x": np.full((K, d), np.nan),
              "off_loss": np.full(K, np.nan), "off_grad_norm": np.full(K, np.nan), "off_wall": np.zeros(K)}
     diverged, escaped = np.zeros(K, bool), np.zeros(K, bool)
