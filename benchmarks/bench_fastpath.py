@@ -127,7 +127,7 @@ def _write_by_hand(out: Path, loss, grad_norm, coords, lr) -> None:
                "x0": pa.array(coords[..., 0].T.reshape(-1)), "x1": pa.array(coords[..., 1].T.reshape(-1))}
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table(columns), out / "steps.parquet", compression="lz4", use_dictionary=False,
-                   write_statistics=False)
+                   write_statistics=False, use_byte_stream_split=["loss", "grad_norm", "wall_time_s", "x0", "x1"])
 
 
 def torch_bare(K: int = 1000, steps: int = STEPS, noise: float = 0.1) -> float:
