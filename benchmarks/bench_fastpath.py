@@ -222,6 +222,7 @@ def main(argv=None) -> None:
     parser.add_argument("--k", default="100,1000,1024,1025,10000,100000")
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true", help="only the K scaling")
+    parser.add_argument("--skip-k", action="store_true", help="only the sweep tables")
     parser.add_argument("--k-repeat", type=int, default=None, help="repetitions of the K scaling (repeat // 2)")
     parser.add_argument("--k-record-every", type=int, default=1, help="record interval in the K scaling")
     parser.add_argument("--skip-torch-k", action="store_true", help="K scaling on the chosen path only")
@@ -232,7 +233,8 @@ def main(argv=None) -> None:
     print(f"python -c 'import torch': {_import_torch_cpu():.3f} s CPU (a floor the numpy path does not pay)")
     if not args.skip_sweep:
         sweep_tables(args)
-    k_scaling(args)
+    if not args.skip_k:
+        k_scaling(args)
     print(f"\nafter: {_uptime()}")
 
 
