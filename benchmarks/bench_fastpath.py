@@ -21,6 +21,7 @@ State the machine load (``uptime``) with the numbers: the script prints it befor
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import platform
@@ -182,23 +183,25 @@ def _k_steps(K: int) -> int:
     return max(200, min(1000, 20_000_000 // K))
 
 
-def engine_per_config_step(K: int, path: str, record_every: int = 1) -> tuple[float, float]:
-    """(wall, CPU) seconds per configuration-step of the engine alone for a group of K (the ``auto`` path,
-    numpy here, or ``torch``)."""
+def engine_per_config_step(K: int, path: str, record_every: int = 1) -> tuple[float, float, float]:
+    """(wall, CPU, user CPU) seconds per configuration-step of the engine alone for a group of K (the ``auto``
+    path, numpy here, or ``torch``)."""
     from optbench.sweep.plan import execute
 
     steps = _k_steps(K)
     lrs = [10 ** (-4 + 3 * i / 99) for i in range(100)]
     seeds = list(range(math.ceil(K / len(lrs))))
     runs = _sweep_runs(lrs, seeds, steps, record_every=record_every)[:K]
-    t0, c0 = time.perf_counter(), time.process_time()
-    if path == "torch":
-        from optbench.engines.batched import run_batched
 
-        run_batched(runs[0].problem, [r.optimizer for r in runs], [r.seed for r in runs], steps, record_every)
-    else:
-        execute("batched", runs)
-    return (time.perf_counter() - t0) / (K * steps), (time.process_time() - c0) / (K * steps)
+    def engine():
+        if path == "torch":
+            from optbench.engines.batched import run_batched
+
+            run_batched(runs[0].problem, [r.optimizer for r in runs], [r.seed for r in runs], steps, record_every)
+        else:
+            execute("batched", runs)
+
+    return _per_config_step(engine, K)
 
 
 def _import_torch_cpu() -> float:
@@ -270,6 +273,21 @@ def sweep_tables(args) -> None:
         print(f"CLI end to end: {wall:.3f} s wall, {cpu:.3f} s CPU (goal < 1 s)")
 
 
+def _per_config_step(measure, K: int) -> tuple[float, float, float]:
+    """(wall, CPU, user CPU) seconds per configuration-step of ``measure()`` for a group of K. User time leaves
+    out the kernel's (system) time, most of which is providing fresh memory for the recorded rows: in the VM
+    this was measured on, the same 800 MB cost 0.1–3.5 s of system time from one run to the next."""
+    import resource
+
+    steps = _k_steps(K)
+    u0 = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    t0, c0 = time.perf_counter(), time.process_time()
+    measure()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    user = resource.getrusage(resource.RUSAGE_SELF).ru_utime - u0
+    return wall / (K * steps), cpu / (K * steps), user / (K * steps)
+
+
 def k_scaling(args) -> None:
     """Engine time per configuration-step in K, beside the hand-written numpy loop at the same K, steps and
     recording: where the hand loop's time per configuration-step changes with K as much as the engine's, the
@@ -281,33 +299,33 @@ def k_scaling(args) -> None:
     for path in paths:  # warm-up: imports (torch: seconds) and first calls are not measured
         engine_per_config_step(100, path)
     numpy_by_hand(K=100, steps=10)
-    per: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    per: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+    every = args.k_record_every
     for _ in range(repeat):
         for K in ks:
             for path in paths:
-                per.setdefault((path, K), []).append(engine_per_config_step(K, path, args.k_record_every))
-            steps = _k_steps(K)
-            wall, cpu = numpy_by_hand(K=K, steps=steps, record_every=args.k_record_every)
-            per.setdefault(("numpy by hand", K), []).append((wall / (K * steps), cpu / (K * steps)))
+                per.setdefault((path, K), []).append(engine_per_config_step(K, path, every))
+            by_hand = functools.partial(numpy_by_hand, K=K, steps=_k_steps(K), record_every=every)
+            per.setdefault(("numpy by hand", K), []).append(_per_config_step(by_hand, K))
     columns = paths + ["numpy by hand"]
-    median = {key: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for key, v in per.items()}
+    median = {key: tuple(statistics.median(m[i] for m in v) for i in range(3)) for key, v in per.items()}
     rows = []
     for K in ks:
         row = [f"{K:,}", str(_k_steps(K))]
         for path in columns:
-            wall, cpu = median[(path, K)]
-            row += [f"{wall * 1e9:.0f} ns", f"{cpu * 1e9:.0f} ns"]
-        row.append(f"{median[('auto', K)][1] / median[('numpy by hand', K)][1]:.2f}×")
+            row += [f"{value * 1e9:.0f} ns" for value in median[(path, K)]]
+        row.append(f"{median[('auto', K)][2] / median[('numpy by hand', K)][2]:.2f}×")
         rows.append(row)
-    print(f"\nengine time per configuration-step (median of {repeat}, interleaved; record every "
-          f"{args.k_record_every})")
-    print(_table(["K", "steps"] + [f"{p} path, {kind}" if p != "numpy by hand" else f"{p}, {kind}"
-                                   for p in columns for kind in ("wall", "CPU")] + ["auto / by hand, CPU"], rows))
+    print(f"\nengine time per configuration-step (median of {repeat}, interleaved; record every {every})")
+    print(_table(["K", "steps"] + [f"{p}{' path' if p != 'numpy by hand' else ''}, {kind}"
+                                   for p in columns for kind in ("wall", "CPU", "user")] + ["auto / by hand, user"],
+                 rows))
     reference = 1000 if 1000 in ks else ks[0]
     for label in ("auto", "numpy by hand"):
-        base = median[(label, reference)][1]
-        spread = ", ".join(f"K={K:,}: {median[(label, K)][1] / base:.2f}" for K in ks)
-        print(f"{label}: CPU per configuration-step relative to K={reference:,} ({spread}); flat means 0.8–1.2")
+        for i, kind in ((1, "CPU"), (2, "user CPU")):
+            base = median[(label, reference)][i]
+            spread = ", ".join(f"K={K:,}: {median[(label, K)][i] / base:.2f}" for K in ks)
+            print(f"{label}: {kind} per configuration-step relative to K={reference:,} ({spread}); flat: 0.8–1.2")
 
 
 if __name__ == "__main__":
