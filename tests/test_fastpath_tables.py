@@ -123,3 +123,21 @@ def test_written_chunk_reads_back_as_built_with_floats_byte_stream_split(tmp_pat
             column = columns.column(i)
             if column.physical_type == "DOUBLE":
                 assert "BYTE_STREAM_SPLIT" in column.encodings, column.path_in_schema
+
+
+def test_rows_after_every_run_of_a_block_ended_are_nan():
+    """The recorded buffers are not filled in advance: rows never observed (every run of the block ended, the
+    block stopped at the next check) are NaN, as an unreached row always was, and the wall clock 0."""
+    from optbench.engines.batched_numpy import SYNC_EVERY
+
+    engine, group, trace = _group([30.0, 100.0], steps=3 * SYNC_EVERY)
+    assert set(trace.status) == {"diverged"} and trace.end_step.max() < SYNC_EVERY
+    unobserved = trace.steps > SYNC_EVERY - 1  # the block stops after the step of the first check
+    assert unobserved.any() and not unobserved.all()
+    for recorded in (trace.loss, trace.grad_norm, trace.coords):
+        assert np.isnan(recorded[unobserved]).all()
+        assert not np.isnan(recorded[~unobserved]).all()
+    assert (trace.wall_time_s[unobserved] == 0).all()
+    steps, summary = trace_tables(group, trace, engine)
+    ref_steps, ref_summary = trace_tables(group, _row_major(trace), engine)
+    assert _same_table(steps, ref_steps) and _same_table(summary, ref_summary)
