@@ -56,12 +56,15 @@ def first_steps_within(run_idx, step, loss, f_min, target, n_runs: int) -> list[
     run_idx = np.asarray(run_idx)
     f_min = np.asarray(f_min, dtype=np.float64).astype(dtype)
     target = np.asarray(target, dtype=np.float64).astype(dtype)
-    # one value for every run (a sweep of one problem): a scalar of the same dtype, the same bits per row,
-    # without two row-sized gathers
-    f_rows = f_min[0] if f_min.size and (f_min == f_min[0]).all() else f_min[run_idx]
-    target_rows = target[0] if target.size and (target == target[0]).all() else target[run_idx]
-    gap = loss.astype(dtype, copy=False) - f_rows
-    hits = np.flatnonzero(gap <= target_rows)
+    loss = loss.astype(dtype, copy=False)
+    if f_min.size and (f_min == f_min[0]).all() and (target == target[0]).all():
+        # one f* and one target for every run (a sweep of one problem): scalars of the same dtype, the same bits
+        # per row, over slices of rows, so the gaps never take a row-sized array of fresh memory
+        rows = 1 << 16
+        hits = np.concatenate([np.flatnonzero(loss[i:i + rows] - f_min[0] <= target[0]) + i
+                               for i in range(0, len(loss), rows)] or [np.zeros(0, np.int64)])
+    else:
+        hits = np.flatnonzero(loss - f_min[run_idx] <= target[run_idx])
     out: list[int | None] = [None] * n_runs
     if not hits.size:
         return out

@@ -111,6 +111,16 @@ def test_steps_to_target_with_shared_and_per_run_targets_agree():
     assert shared == per_run and any(s is not None for s in shared)
 
 
+def test_steps_to_target_over_several_slices_of_rows():
+    K, rows = 3, 30_000  # 90,000 rows: two slices of 65,536
+    run_idx = np.repeat(np.arange(K), rows)
+    step = np.tile(np.arange(rows) * 2, K)
+    loss = np.ones(K * rows)
+    loss[rows + 5] = loss[rows + 7] = 0.05  # run 1: rows 5 and 7
+    loss[2 * rows + 20_000] = 0.05  # run 2: row 20,000, in the second slice
+    assert first_steps_within(run_idx, step, loss, np.zeros(K), np.full(K, 0.1), K) == [None, 10, 40_000]
+
+
 def test_written_chunk_reads_back_as_built_with_floats_byte_stream_split(tmp_path):
     engine, group, trace = _group([1e-3, 1e-2, 3.0])
     steps, summary = trace_tables(group, trace, engine)
