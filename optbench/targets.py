@@ -54,8 +54,17 @@ def first_steps_within(run_idx, step, loss, f_min, target, n_runs: int) -> list[
     loss = np.asarray(loss)
     dtype = loss.dtype if np.issubdtype(loss.dtype, np.floating) else np.float64
     run_idx = np.asarray(run_idx)
-    gap = loss.astype(dtype, copy=False) - np.asarray(f_min, dtype=np.float64).astype(dtype)[run_idx]
-    hits = np.flatnonzero(gap <= np.asarray(target, dtype=np.float64).astype(dtype)[run_idx])
+    f_min = np.asarray(f_min, dtype=np.float64).astype(dtype)
+    target = np.asarray(target, dtype=np.float64).astype(dtype)
+    loss = loss.astype(dtype, copy=False)
+    if f_min.size and (f_min == f_min[0]).all() and (target == target[0]).all():
+        # one f* and one target for every run (a sweep of one problem): scalars of the same dtype, the same bits
+        # per row, over slices of rows, so the gaps never take a row-sized array of fresh memory
+        rows = 1 << 16
+        hits = np.concatenate([np.flatnonzero(loss[i:i + rows] - f_min[0] <= target[0]) + i
+                               for i in range(0, len(loss), rows)] or [np.zeros(0, np.int64)])
+    else:
+        hits = np.flatnonzero(loss - f_min[run_idx] <= target[run_idx])
     out: list[int | None] = [None] * n_runs
     if not hits.size:
         return out

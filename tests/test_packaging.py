@@ -54,7 +54,7 @@ def test_quiet_analytic_run_imports_only_what_it_uses(tmp_path):
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "print(','.join(m for m in ('optbench.problems.nets', 'optbench.problems.lm', 'optbench.problems.user', "
             "'torch', 'optbench.cli.tune', 'optbench.cli.gallery', 'optbench.cli.listing', 'pyarrow.compute', "
-            "'numpy.ma') if m in sys.modules))")
+            "'numpy.ma', 'rich') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "", r.stdout + r.stderr
     from optbench.errors import SpecError

@@ -9,18 +9,48 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console
 
 from optbench.errors import os_error_message
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    console: Console
+    err_console: Console
 
 # Outside a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables; COLUMNS, when set, wins.
 # emoji=False: user input such as '--device cuda:abc' must print as typed, not as the emoji ':abc:' names.
 _PIPE_WIDTH = None if "COLUMNS" in os.environ else 140
-console = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
-err_console = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
+_CONSOLES = {"console": False, "err_console": True}  # name: writes to stderr
+
+
+def __getattr__(name: str) -> Any:
+    """``console`` (stdout) and ``err_console`` (stderr), each built on first use: importing rich (~30 ms) is then
+    paid by a command that prints, not by ``optbench run -q``."""
+    if name not in _CONSOLES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    stderr = _CONSOLES[name]
+    stream = sys.stderr if stderr else sys.stdout
+    built = Console(stderr=stderr, highlight=False, emoji=False, width=None if stream.isatty() else _PIPE_WIDTH)
+    globals()[name] = built
+    return built
+
+
+def _err_console() -> Console:
+    built = globals().get("err_console")
+    return __getattr__("err_console") if built is None else built
+
+
+def _escape(text: str) -> str:
+    """Text shown as typed inside rich markup: messages quote "[[sweep]]", "[tune]"."""
+    from rich.markup import escape
+
+    return escape(text)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as a shell reports them
@@ -59,8 +89,6 @@ def errors_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from rich.markup import escape  # messages quote "[[sweep]]", "[tune]": text, not markup
-
         from optbench.errors import OptbenchError, OptbenchWarning, UsageError, UserCodeError
 
         previous = None
@@ -74,32 +102,32 @@ def errors_handled(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (typer.Exit, typer.Abort):
             raise
         except UserCodeError as exc:
-            err_console.print(f"[bold red]Error in your code:[/] {escape(shorten(str(exc)))}", markup=True)
+            _err_console().print(f"[bold red]Error in your code:[/] {_escape(shorten(str(exc)))}", markup=True)
             if exc.user_traceback:
-                err_console.print(exc.user_traceback, markup=False)
+                _err_console().print(exc.user_traceback, markup=False)
             raise typer.Exit(EXIT_USAGE) from None
         except UsageError as exc:
-            err_console.print(f"[bold red]Error:[/] {escape(shorten(str(exc)))}", markup=True)
+            _err_console().print(f"[bold red]Error:[/] {_escape(shorten(str(exc)))}", markup=True)
             raise typer.Exit(EXIT_USAGE) from None
         except OptbenchError as exc:
-            err_console.print(f"[bold red]Failed:[/] {escape(shorten(str(exc)))}", markup=True)
+            _err_console().print(f"[bold red]Failed:[/] {_escape(shorten(str(exc)))}", markup=True)
             raise typer.Exit(EXIT_FAILURE) from None
         except KeyboardInterrupt as exc:
             how = "Terminated (SIGTERM)" if isinstance(exc, Terminated) else "Interrupted"
-            err_console.print(f"{how}: finished runs are saved; run the same command again to resume.")
+            _err_console().print(f"{how}: finished runs are saved; run the same command again to resume.")
             raise typer.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED) from None
         except BrokenPipeError:
             quiet_broken_pipe()
             raise typer.Exit(EXIT_FAILURE) from None
         except MemoryError as exc:
-            err_console.print(f"[bold red]Error:[/] out of memory ({escape(shorten(str(exc) or 'MemoryError'))}); "
-                              "use a smaller sweep: fewer steps, runs or workers.", markup=True)
+            _err_console().print(f"[bold red]Error:[/] out of memory ({_escape(shorten(str(exc) or 'MemoryError'))}); "
+                                 "use a smaller sweep: fewer steps, runs or workers.", markup=True)
             raise typer.Exit(EXIT_USAGE) from None
         except OSError as exc:  # the environment (disk full, permissions, ...), not a bug: one sentence
             message = os_error_message(exc)
             if message is None:
                 _internal_error(exc)
-            err_console.print(f"[bold red]Error:[/] {escape(message)}", markup=True)
+            _err_console().print(f"[bold red]Error:[/] {_escape(message)}", markup=True)
             raise typer.Exit(EXIT_USAGE) from None
         except Exception as exc:  # an optbench bug: say so, with what is needed to report it
             _internal_error(exc)
@@ -115,7 +143,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     from optbench.errors import OptbenchWarning
 
     if issubclass(category, OptbenchWarning):
-        err_console.print(f"Note: {shorten(str(message))}", markup=False)
+        _err_console().print(f"Note: {shorten(str(message))}", markup=False)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
@@ -129,10 +157,10 @@ def threading_is_main() -> bool:
 def _internal_error(exc: BaseException) -> NoReturn:
     from optbench import __version__
 
-    err_console.print(
+    _err_console().print(
         f"[bold red]Internal error[/] (optbench {__version__}, Python {sys.version.split()[0]}): "
         f"{type(exc).__name__}: {shorten(str(exc))}\nPlease report this with the traceback below.", markup=True)
-    err_console.print(traceback.format_exc(), markup=False)
+    _err_console().print(traceback.format_exc(), markup=False)
     raise typer.Exit(EXIT_FAILURE) from None
 
 

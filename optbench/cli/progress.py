@@ -25,9 +25,7 @@ class LiveBar:
 
     def __init__(self, quiet: bool = False, console=None, delay_s: float = DELAY_S, unit: str = "",
                  eta: bool = True):
-        from optbench.cli.common import err_console
-
-        self.console = console or err_console
+        self._console = console
         self.quiet = quiet or not self.console.is_terminal or bool(os.environ.get("CI"))
         self.delay_s, self.unit, self.eta = delay_s, unit, eta
         self.start = time.perf_counter()
@@ -37,6 +35,15 @@ class LiveBar:
         self.state = ("", 0.0, 1.0)  # description, completed, total
         self.closed = False
         self.lock = threading.Lock()
+
+    @property
+    def console(self):
+        """The console given, else stderr's (built on first use: a quiet bar never imports rich)."""
+        if self._console is None:
+            from optbench.cli.common import err_console
+
+            self._console = err_console
+        return self._console
 
     def show(self, description: str, completed: float, total: float) -> None:
         self.state = (description, completed, max(total, 1))

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from optbench.cli.common import console, err_console, errors_handled
+from optbench.cli import common
+from optbench.cli.common import errors_handled
 from optbench.cli.executors import ExecutorOption, SchedulerFileOption, SchedulerOption, open_executor
 from optbench.cli.progress import SweepProgress
 
@@ -175,7 +176,7 @@ def _maybe_report(outcome, report: bool, quiet: bool) -> None:
     with PhaseProgress("report", quiet) as progress:
         index = build_report([outcome.out_dir], outcome.out_dir / "report", progress=progress)
     if not quiet:
-        err_console.print(f"report → {index}")
+        common.err_console.print(f"report → {index}")
 
 
 def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
@@ -189,7 +190,7 @@ def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
     if target is not None:  # this sweep's runs are stored at it; others in the directory are recounted
         summary = with_target(load_results(outcome.out_dir, columns=["run_id", "step", "loss"]), summary, target)
     elif not json_out and (warning := mixed_targets_warning(summary)):
-        err_console.print(f"[yellow]Warning:[/] {warning}", markup=True)
+        common.err_console.print(f"[yellow]Warning:[/] {warning}", markup=True)
     table = aggregate(summary, best_lr_only=not all_lrs)
     if json_out:
         from optbench.cli.tables import summary_records
@@ -201,8 +202,8 @@ def print_outcome(outcome, *, target, all_lrs, json_out, quiet) -> None:
     from optbench.cli.tables import render_summary
     from optbench.formatting import plural
 
-    render_summary(table, console)
+    render_summary(table, common.console)
     skipped = f", {outcome.runs_skipped} already complete" if outcome.runs_skipped else ""
     engines = ", ".join(f"{n} {e}" for e, n in outcome.engines.items())
-    console.print(f"{plural(outcome.runs_total, 'run')}{skipped} ({engines or 'nothing to run'}) in "
+    common.console.print(f"{plural(outcome.runs_total, 'run')}{skipped} ({engines or 'nothing to run'}) in "
                   f"{outcome.wall_time_s:.2f} s → {outcome.out_dir}")

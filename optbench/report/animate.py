@@ -155,6 +155,11 @@ class Scene:
         self.counter = ax.text(0.02, 0.98, "", transform=ax.transAxes, va="top", ha="left", fontsize=10,
                                animated=True, zorder=7, family="monospace",
                                bbox=dict(boxstyle="round,pad=0.3", facecolor="white", alpha=0.85, linewidth=0))
+        # the moving artists take no part in the layout: an unclipped head without data yet has a marker-sized
+        # extent at the figure's origin, which constrained layout took for a decoration of the axes and reserved
+        # space for, leaving an empty band (a sixth of the figure) between the axes and the legend
+        for artist in self.artists():
+            artist.set_in_layout(False)
         self.rgb = [np.array(self._to_rgb(t.style.color)) for t in tracks]
         self.lo = np.array([x_lo, y_lo])
         self.hi = np.array([x_hi, y_hi])

@@ -2,14 +2,15 @@
 
 Recorded rows cost memory three times over while a group of runs is in flight: the recorder's buffers
 (:class:`optbench.engines.recorder.Recorder`, preallocated for every recorded step), their numpy copies
-(``GroupTrace``) and the Arrow tables built from them (``sweep.tables.trace_tables``), which Parquet then encodes;
-the writer thread holds one finished chunk while the next group computes. Measured (peak RSS of whole sweeps,
-``benchmarks/bench_memory.py``) that is ~150 B per (run, recorded row) for a 2-D problem, growing with the
-recorded coordinates (dimension ≤ 3). A sweep whose rows would not fit the budget is cut into slices of runs,
-each its own chunk (written atomically, complete or absent on resume). The runs of a batched group compute
-independently of each other, and slices of multiples of ``ALIGN_RUNS`` runs keep them bitwise equal to the
-unsliced group's on one thread (with several threads the group's own values already depend on how torch splits
-it; a slice below 64 runs, when one run's rows take more than 1/128 of the budget, agrees to rounding).
+(``GroupTrace``) and the Arrow tables built from them (``sweep.tables.trace_tables``; on the numpy path the float
+columns of the steps table are views of the recorded buffers, so the estimate below is an upper bound there), which
+Parquet then encodes; the writer thread holds one finished chunk while the next group computes. Measured (peak RSS
+of whole sweeps, ``benchmarks/bench_memory.py``) that is ~150 B per (run, recorded row) for a 2-D problem, growing
+with the recorded coordinates (dimension ≤ 3). A sweep whose rows would not fit the budget is cut into slices of
+runs, each its own chunk (written atomically, complete or absent on resume). The runs of a batched group compute
+independently of each other, and slices of multiples of ``ALIGN_RUNS`` runs keep them bitwise equal to the unsliced
+group's on one thread (with several threads the group's own values already depend on how torch splits it; a slice
+below 64 runs, when one run's rows take more than 1/128 of the budget, agrees to rounding).
 
 The limit is the process's peak memory for the recorded rows plus the libraries (torch, pyarrow, ~0.4 GiB:
 ``RESIDENT_BYTES``): ``--memory-limit`` on ``optbench run`` or the environment variable

@@ -32,6 +32,10 @@ def trace_tables(runs: list[Run], trace, engine: str):
         m = int(kept[0])
 
         def col(grid_values, end_values):
+            if m < len(grid_values) and _same_bits(grid_values[m], end_values):
+                # every run ends on grid row m (no run stopped between recorded steps): the column is the first
+                # m + 1 rows, run by run; a view, without a copy, of run-major buffers (engines.batched_numpy)
+                return grid_values[: m + 1].T.reshape(-1)
             return np.concatenate([grid_values[:m].T, end_values[:, None]], axis=1).reshape(-1)
     else:
         keep = np.concatenate([before_end, np.ones((K, 1), bool)], axis=1)  # [K, R + 1]
@@ -80,6 +84,15 @@ def trace_tables(runs: list[Run], trace, engine: str):
     steps_table = arrow.table(columns)
     summary = summarize_trace(runs, trace, run_idx, step, loss, engine, configs)
     return steps_table, summary
+
+
+def _same_bits(a, b) -> bool:
+    """Whether two arrays hold the same dtype, shape and bytes (NaN payloads and signed zeros included)."""
+    import numpy as np
+
+    a, b = np.asarray(a), np.asarray(b)
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and bool((np.ascontiguousarray(a).view(np.uint8) == np.ascontiguousarray(b).view(np.uint8)).all()))
 
 
 def _row_codes(values, run_idx):
@@ -163,15 +176,7 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
     f_min = problem.f_min if problem.f_min is not None else np.nan
     # per run (rows are grouped by run, every run has at least its end row): the first minimum of the
     # finite losses, and the first step within the target
-    starts = np.searchsorted(run_idx, np.arange(K))
-    finite = np.where(np.isfinite(loss), loss, np.inf)
-    seg_min = np.minimum.reduceat(finite, starts)
-    at_min = np.flatnonzero(finite == seg_min[run_idx])
-    runs_at_min, first = np.unique(run_idx[at_min], return_index=True)
-    best_loss, best_step = np.full(K, np.nan), np.zeros(K, np.int64)
-    has_best = np.isfinite(seg_min[runs_at_min])
-    best_loss[runs_at_min[has_best]] = loss[at_min[first]][has_best]
-    best_step[runs_at_min[has_best]] = step[at_min[first]][has_best]
+    best_loss, best_step = _first_minima(run_idx, step, loss, K)
     targets = np.array([r.resolved_target for r in runs], dtype=np.float64)
     to_target = first_steps_within(run_idx, step, loss, np.zeros(K) if problem.f_min is None
                                    else np.full(K, problem.f_min), targets, K)
@@ -216,6 +221,41 @@ def summarize_trace(runs, trace, run_idx, step, loss, engine, configs: _RunConfi
         **{c: arrow.numeric(np.asarray(trace.cost.get(c, np.full(K, np.nan)), np.float64))
            for c in SUMMARY_COST_COLUMNS},
     })
+
+
+def _first_minima(run_idx, step, loss, K: int):
+    """Per run: the first minimum of its finite losses and its step (NaN and 0 when none is finite).
+
+    Rows are grouped by run. When every run has the same number of rows (no run stopped early) the rows are a
+    [K, rows] array and this is an ``argmin`` per row (the first of equal minima, as the general path), with no
+    fresh row-sized arrays when every loss is finite."""
+    import numpy as np
+
+    best_loss, best_step = np.full(K, np.nan), np.zeros(K, np.int64)
+    rows = len(loss) // K if K else 0
+    # run_idx does not decrease, so blocks of `rows` that each start and end with their own run are its rows
+    if rows and rows * K == len(loss) and (run_idx[::rows] == np.arange(K)).all() \
+            and (run_idx[rows - 1::rows] == np.arange(K)).all():
+        losses = loss.reshape(K, rows)
+        finite = np.isfinite(losses)
+        if not finite.all():
+            losses = np.where(finite, losses, np.inf)
+        at = losses.argmin(axis=1)
+        runs = np.arange(K)
+        lowest = losses[runs, at]
+        has_best = np.isfinite(lowest)
+        best_loss[has_best] = lowest[has_best]
+        best_step[has_best] = step.reshape(K, rows)[runs, at][has_best]
+        return best_loss, best_step
+    starts = np.searchsorted(run_idx, np.arange(K))
+    finite_loss = np.where(np.isfinite(loss), loss, np.inf)
+    seg_min = np.minimum.reduceat(finite_loss, starts)
+    at_min = np.flatnonzero(finite_loss == seg_min[run_idx])
+    runs_at_min, first = np.unique(run_idx[at_min], return_index=True)
+    has_best = np.isfinite(seg_min[runs_at_min])
+    best_loss[runs_at_min[has_best]] = loss[at_min[first]][has_best]
+    best_step[runs_at_min[has_best]] = step[at_min[first]][has_best]
+    return best_loss, best_step
 
 
 def _last_finite(values, steps, end_step):
