@@ -441,7 +441,7 @@ def test_no_worker_outlives_its_parent(tmp_path, sig):
         assert manifest["sweeps"][-1]["interrupted"] is True
     kept = len(list((out / "steps").glob("*.parquet")))
     assert kept >= 1
-    r = _optbench(*WORKER_ARGS[:-2], "--out", out, "--json")  # resume (serial: no second start-up of workers)
+    r = _optbench_here(*WORKER_ARGS[:-2], "--out", out, "--json")  # resume here (serial: no start-up of workers)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["skipped"] == kept
     assert not list(out.rglob(".*.tmp")), "temporaries of killed workers are removed on resume"
