@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("distributed")
-pytestmark = pytest.mark.xdist_group("dask")  # one test process starts the module's cluster, once (pyproject addopts)
 
 LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 TIMING_COLUMNS = {"wall_time_s", "train_time_s", "seconds_to_result", "step_time_s", "train_step_time_s",

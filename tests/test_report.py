@@ -24,7 +24,6 @@ from optbench.runner import run_sweep
 from optbench.sweep.spec import Sweep
 
 FRAMES, DPI = 12, 60
-pytestmark = pytest.mark.xdist_group("report")  # one test process draws the module's sweeps and report, once
 
 
 @pytest.fixture(scope="module")
