@@ -1,7 +1,31 @@
-"""Shared test settings: hypothesis without deadlines (torch warm-up makes first calls slow); the one-thread fixture."""
+"""Shared test settings: hypothesis without deadlines (torch warm-up makes first calls slow); the one-thread fixture;
+xdist workers with the terminal variables of the command that started them."""
+
+import os
 
 import pytest
 from hypothesis import settings
+
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 in their environment whatever the parent's (measured:
+# unset in the parent); the CLI wraps its messages at COLUMNS, and the tests read messages at the width a plain
+# pytest run gives them.
+_TERMINAL_VARIABLES = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """In the xdist controller: hand each worker this process's terminal variables."""
+    node.workerinput["terminal_variables"] = {name: os.environ.get(name) for name in _TERMINAL_VARIABLES}
+
+
+def pytest_configure(config):
+    """In an xdist worker: the controller's terminal variables, so messages wrap as in a serial run."""
+    for name, value in getattr(config, "workerinput", {}).get("terminal_variables", {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
 
 settings.register_profile("optbench", deadline=None, max_examples=100)
 settings.load_profile("optbench")

@@ -26,8 +26,19 @@ LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux f
 
 
 def _optbench(*args, timeout=180, **kw):
+    """The installed ``optbench`` in a real process: for the faults that need one (signals, another user, a
+    full disk, a closed pipe)."""
     return subprocess.run([shutil.which("optbench"), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, **kw)
+
+
+def _optbench_here(*args, env=None):
+    """``optbench ARGS`` in this process (click's CliRunner, tests/cli_invoke.py): the exit code, stdout and stderr
+    a user sees, without a Python + torch start-up, for the messages that need no real process."""
+    from cli_invoke import invoke
+
+    r = invoke(*args, env=env)
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 def _assert_one_sentence(r, *needles, code=2):
@@ -94,7 +105,7 @@ def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
 
 
 def test_long_messages_are_shortened(capsys):
-    r = _optbench("run", "-p", "rosenbrock(" + "a" * 100_000 + "=1)", "-o", "adam")
+    r = _optbench_here("run", "-p", "rosenbrock(" + "a" * 100_000 + "=1)", "-o", "adam")
     _assert_one_sentence(r, "characters left out")
     assert len(r.stderr) < 4000
 
@@ -138,7 +149,7 @@ def test_a_full_disk_in_run_is_one_sentence_and_resumable(tmp_path):
 @LINUX
 def test_a_full_disk_in_report_leaves_no_partial_report(tmp_path):
     results = tmp_path / "res"
-    assert _optbench("run", *TINY, "--out", results).returncode == 0
+    assert _optbench_here("run", *TINY, "--out", results).returncode == 0
     with _small_fs(tmp_path / "disk", "32k") as disk:
         r = _optbench("report", results, "--out", disk / "report", "--format", "png", "--figures", "curves")
         _assert_one_sentence(r, "no space left")
@@ -204,17 +215,18 @@ def test_an_unwritable_out_fails_before_any_compute(shared_tmp, where):
 @pytest.mark.parametrize("option", ["--csv", "--summary-csv"])
 def test_an_unwritable_export_path_is_one_sentence(shared_tmp, option):
     results = shared_tmp / "res"
-    assert _optbench("run", *TINY, "--out", results).returncode == 0
+    assert _optbench_here("run", *TINY, "--out", results).returncode == 0
     (shared_tmp / "locked").mkdir(mode=0o755)
     r = _as_nobody([shutil.which("optbench"), "show", results, option, shared_tmp / "locked" / "x.csv"])
     _assert_one_sentence(r, option, "ermission denied")
 
 
-def test_check_outputs_are_checked_before_the_suite_runs(tmp_path):
+def test_check_outputs_are_checked_before_the_suite_runs(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
+    monkeypatch.chdir(Path(__file__).parents[1])
     for option in ("--junit", "--markdown"):
-        r = _optbench("check", "--suite", "problems/ci.toml", "--against", "results/baselines/ci", option,
-                      tmp_path / "file" / "out.xml", cwd=Path(__file__).parents[1])
+        r = _optbench_here("check", "--suite", "problems/ci.toml", "--against", "results/baselines/ci", option,
+                           tmp_path / "file" / "out.xml")
         _assert_one_sentence(r, option, "not a directory")
 
 
@@ -240,7 +252,7 @@ def test_another_user_can_read_shared_results(shared_tmp):
     results = shared_tmp / "res"
     old = os.umask(0o022)
     try:
-        assert _optbench("run", *TINY, "--out", results).returncode == 0
+        assert _optbench_here("run", *TINY, "--out", results).returncode == 0
     finally:
         os.umask(old)
     r = _as_nobody([shutil.which("optbench"), "show", results, "--json"])
@@ -311,12 +323,12 @@ def test_a_damaged_chunk_is_set_aside_and_its_runs_run_again(tmp_path, clean_res
 
 def test_the_cli_says_in_one_line_which_chunk_it_set_aside(tmp_path):
     out = tmp_path / "res"
-    assert _optbench("run", *TINY, "--out", out).returncode == 0
+    assert _optbench_here("run", *TINY, "--out", out).returncode == 0
     chunk = sorted((out / "steps").glob("*.parquet"))[0]
     chunk.write_bytes(b"")
-    r = _optbench("report", out, "--out", tmp_path / "rep", "--figures", "curves", "--format", "png")
+    r = _optbench_here("report", out, "--out", tmp_path / "rep", "--figures", "curves", "--format", "png")
     _assert_one_sentence(r, chunk.stem, "damaged")
-    r = _optbench("run", *TINY, "--out", out)
+    r = _optbench_here("run", *TINY, "--out", out)
     assert r.returncode == 0, r.stderr
     notes = [line for line in r.stderr.splitlines() if line.startswith("Note:")]
     assert len(notes) == 1 and chunk.stem in notes[0]
@@ -343,11 +355,11 @@ def test_a_damaged_manifest_is_named_then_set_aside_before_the_work(tmp_path, cl
 
 def test_the_cli_names_a_damaged_manifest(tmp_path):
     out = tmp_path / "res"
-    assert _optbench("run", *TINY, "--out", out).returncode == 0
+    assert _optbench_here("run", *TINY, "--out", out).returncode == 0
     _truncate(out / "manifest.json")
-    r = _optbench("report", out, "--out", tmp_path / "rep", "--figures", "curves", "--format", "png")
+    r = _optbench_here("report", out, "--out", tmp_path / "rep", "--figures", "curves", "--format", "png")
     _assert_one_sentence(r, "manifest.json", "damaged")
-    r = _optbench("run", *TINY, "--out", out)
+    r = _optbench_here("run", *TINY, "--out", out)
     assert r.returncode == 0 and "manifest.json.damaged" in r.stderr, r.stderr
 
 
@@ -429,7 +441,7 @@ def test_no_worker_outlives_its_parent(tmp_path, sig):
         assert manifest["sweeps"][-1]["interrupted"] is True
     kept = len(list((out / "steps").glob("*.parquet")))
     assert kept >= 1
-    r = _optbench(*WORKER_ARGS[:-2], "--out", out, "--json")  # resume (serial: no second start-up of workers)
+    r = _optbench_here(*WORKER_ARGS[:-2], "--out", out, "--json")  # resume here (serial: no start-up of workers)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["skipped"] == kept
     assert not list(out.rglob(".*.tmp")), "temporaries of killed workers are removed on resume"
@@ -582,8 +594,8 @@ def test_sys_exit_in_a_user_step_is_the_users_error(tmp_path):
             def step(self, closure=None):
                 sys.exit(3)
     """))
-    r = _optbench("run", "-p", "rosenbrock", "-o", f"{tmp_path / 'quitter.py'}:Quitter", "--steps", "5",
-                  "--out", tmp_path / "res", "--engine", "loop")
+    r = _optbench_here("run", "-p", "rosenbrock", "-o", f"{tmp_path / 'quitter.py'}:Quitter", "--steps", "5",
+                       "--out", tmp_path / "res", "--engine", "loop")
     assert r.returncode == 2 and "Error in your code" in r.stderr and "SystemExit" in r.stderr, r.stderr
 
 
@@ -597,7 +609,7 @@ def test_importing_random_bytes_fails_at_import_naming_the_file(tmp_path, datase
     for f in info.files:
         (source / f).write_bytes(os.urandom(4096))
     data = tmp_path / "data"
-    r = _optbench("data", "import", dataset, source, env={**os.environ, "OPTBENCH_DATA": str(data)})
+    r = _optbench_here("data", "import", dataset, source, env={"OPTBENCH_DATA": str(data)})
     _assert_one_sentence(r, info.files[0], "Nothing was installed")
     assert not (data / dataset).exists() or not any((data / dataset).iterdir())
 
@@ -605,18 +617,18 @@ def test_importing_random_bytes_fails_at_import_naming_the_file(tmp_path, datase
 def test_a_suite_file_that_is_not_utf8(tmp_path):
     suite = tmp_path / "s.toml"
     suite.write_bytes(b'name = "caf\xe9"\n')
-    r = _optbench("run", "--suite", suite, "--out", tmp_path / "res")
+    r = _optbench_here("run", "--suite", suite, "--out", tmp_path / "res")
     _assert_one_sentence(r, str(suite), "UTF-8")
 
 
 def test_an_absurd_step_budget_is_refused_up_front(tmp_path):
-    r = _optbench("run", "-p", "saddle", "-o", "adam", "--steps", "1000000000000", "--out", tmp_path / "res")
+    r = _optbench_here("run", "-p", "saddle", "-o", "adam", "--steps", "1000000000000", "--out", tmp_path / "res")
     _assert_one_sentence(r, "--steps 1000000000000", "GiB")
 
 
 @pytest.mark.parametrize("extra", [["--pruner", "hyperband"], ["-o", "adam(lr=0.1)"]])
 def test_tune_validates_before_printing_or_creating_anything(tmp_path, extra):
     args = ["tune", "-p", "rosenbrock", "-o", "adam", "--trials", "4", "--out", tmp_path / "t", *extra]
-    r = _optbench(*args)
+    r = _optbench_here(*args)
     _assert_one_sentence(r)
     assert "tuning" not in r.stderr.lower().replace("nothing to tune", "") and not (tmp_path / "t").exists()

@@ -271,36 +271,44 @@ def test_resolved_label_equates_spellings_of_one_file(tmp_path):
         assert resolved_label(plain, root=tmp_path) == plain
 
 
-def test_check_treats_two_spellings_of_one_file_as_one_configuration(tmp_path):
-    from tests.test_check_cli import ADAM, optbench
+def _in_user_folder(tmp_path, monkeypatch):
+    """``tmp_path`` as the working directory, holding opt/adam.py and tiny.toml; user classes imported afresh
+    (the in-process cache of user entries is keyed by the spelling, which other tests reuse for other files)."""
+    import optbench.optimizers.user as user
+    from tests.test_check_cli import ADAM
 
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(user, "_CACHE", {})
     (tmp_path / "opt").mkdir()
     (tmp_path / "opt" / "adam.py").write_text(ADAM)
     (tmp_path / "tiny.toml").write_text(TINY_SUITE)
-    base = optbench("baseline", "--suite", "tiny.toml", "--opt", "./opt/adam.py:MyAdam", "--out", "base",
-                    cwd=tmp_path)
-    assert base.returncode == 0, base.stderr
+
+
+def test_check_treats_two_spellings_of_one_file_as_one_configuration(tmp_path, monkeypatch):
+    from cli_invoke import invoke
+
+    _in_user_folder(tmp_path, monkeypatch)
+    base = invoke("baseline", "--suite", "tiny.toml", "--opt", "./opt/adam.py:MyAdam", "--out", "base")
+    assert base.exit_code == 0, base.stderr
     assert "'tiny': 1 run in" in base.stdout  # not '1 runs'
-    r = optbench("check", "--suite", "tiny.toml", "--opt", "opt/adam.py:MyAdam", "--against", "base", "--out",
-                 "new", cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = invoke("check", "--suite", "tiny.toml", "--opt", "opt/adam.py:MyAdam", "--against", "base", "--out", "new")
+    assert r.exit_code == 0, r.stdout + r.stderr
     assert "OK: 5 checks over 1 configuration within tolerance" in " ".join(r.stdout.split())
     said = " ".join(r.stderr.split())
     assert "'opt/adam.py:MyAdam' and the baseline's './opt/adam.py:MyAdam' name the same file" in said
 
 
-def test_check_of_other_configurations_fails_before_running_anything(tmp_path):
-    from tests.test_check_cli import ADAM, optbench
+def test_check_of_other_configurations_fails_before_running_anything(tmp_path, monkeypatch):
+    from cli_invoke import invoke
 
-    (tmp_path / "opt").mkdir()
-    (tmp_path / "opt" / "adam.py").write_text(ADAM)
+    from tests.test_check_cli import ADAM
+
+    _in_user_folder(tmp_path, monkeypatch)
     (tmp_path / "opt" / "adam2.py").write_text(ADAM)
-    (tmp_path / "tiny.toml").write_text(TINY_SUITE)
-    assert optbench("baseline", "--suite", "tiny.toml", "--opt", "opt/adam.py:MyAdam", "--out", "base", "-q",
-                    cwd=tmp_path).returncode == 0
-    r = optbench("check", "--suite", "tiny.toml", "--opt", "opt/adam2.py:MyAdam", "--against", "base", "--out",
-                 "new", cwd=tmp_path)
-    assert r.returncode == 2, r.stdout + r.stderr
+    assert invoke("baseline", "--suite", "tiny.toml", "--opt", "opt/adam.py:MyAdam", "--out", "base",
+                  "-q").exit_code == 0
+    r = invoke("check", "--suite", "tiny.toml", "--opt", "opt/adam2.py:MyAdam", "--against", "base", "--out", "new")
+    assert r.exit_code == 2, r.stdout + r.stderr
     assert "do not cover the same configurations" in r.stderr and "opt/adam2.py:MyAdam" in r.stderr
     assert not (tmp_path / "new").exists()  # nothing was run
 

@@ -40,11 +40,30 @@ def sweeps(tmp_path_factory):
     return root / "land", root / "grid"
 
 
+# `optbench report` in a fresh interpreter that says at exit whether torch was imported
+_REPORT_WITHOUT_TORCH = ("import atexit, sys\n"
+                         "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'))\n"
+                         "from optbench.cli.app import main\n"
+                         "sys.argv = ['optbench', 'report', *sys.argv[1:]]\n"
+                         "main()\n")
+
+
 @pytest.fixture(scope="module")
-def report(sweeps, tmp_path_factory):
+def report_process(sweeps, tmp_path_factory):
+    """Every figure of both sweeps, drawn once for every test of the report's files: by `optbench report` in its
+    own interpreter, which also tells whether torch was imported."""
     out = tmp_path_factory.mktemp("report")
-    index = build_report(list(sweeps), out, formats=["png", "gif"], frames=FRAMES, dpi=DPI, title="test")
-    return index
+    done = subprocess.run([sys.executable, "-c", _REPORT_WITHOUT_TORCH, str(sweeps[0]), str(sweeps[1]), "--out",
+                           str(out), "--format", "png,gif", "--frames", str(FRAMES), "--dpi", str(DPI), "--title",
+                           "test"], capture_output=True, text=True)
+    return out, done
+
+
+@pytest.fixture(scope="module")
+def report(report_process):
+    out, done = report_process
+    assert done.returncode == 0, done.stderr
+    return out / "index.html"
 
 
 def test_writes_pages_and_figures(report):
@@ -257,19 +276,13 @@ def test_cli(sweeps, tmp_path):
     assert "Unknown figure 'curvez'" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_report_on_analytic_results_does_not_import_torch(sweeps, tmp_path):
+def test_report_on_analytic_results_does_not_import_torch(report_process):
     """`optbench report` of every figure (races and trajectories on Rosenbrock, the saddle and the 2-D noisy
     quadratic, curves, grids) evaluates landscapes with numpy (report.animate.landscape_grid): torch is never
     imported (it costs 1.3–1.5 s)."""
-    code = ("import atexit, sys\n"
-            "atexit.register(lambda: print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'))\n"
-            "from optbench.cli.app import main\n"
-            "sys.argv = ['optbench', 'report', *sys.argv[1:]]\n"
-            "main()\n")
-    done = subprocess.run([sys.executable, "-c", code, str(sweeps[0]), str(sweeps[1]), "--out", str(tmp_path),
-                           "--format", "png,gif", "--frames", "4", "--dpi", str(DPI)], capture_output=True, text=True)
+    out, done = report_process
     assert done.returncode == 0, done.stderr
-    assert list((tmp_path / "figures").glob("race_*.gif")) and list((tmp_path / "figures").glob("trajectories_*"))
+    assert list((out / "figures").glob("race_*.gif")) and list((out / "figures").glob("trajectories_*"))
     assert done.stdout.strip().splitlines()[-1] == "NO-TORCH"
 
 
