@@ -76,6 +76,9 @@ def _file_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+file_sha = _file_sha  # sha256 (16 hex digits) of a file's bytes: what a file-imported module records
+
+
 def source_sha(module) -> str:
     """sha256 (16 hex digits) of the module's source file as it was imported, or "" when it has none."""
     if hasattr(module, _SHA):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from optbench.errors import SpecError, UserCodeError
@@ -73,10 +74,26 @@ def _param_from_default(name: str, default: Any) -> Param:
                  "left at its default (not a literal)")
 
 
+def _cache_key(ref: str) -> str:
+    """What a cached entry is valid for: a module reference as given; a file reference as the file it names now
+    (resolved path and content hash), so a relative path from another directory, or an edited file, is loaded
+    afresh."""
+    from optbench.usercode import file_sha, is_file_ref
+
+    module_ref, _, class_name = ref.rpartition(":")
+    if not is_file_ref(module_ref):
+        return ref
+    path = Path(module_ref).expanduser()
+    if not path.is_file():
+        return ref  # import_user_module raises the error
+    return f"{path.resolve()}@{file_sha(path)}:{class_name}"
+
+
 def user_optimizer_entry(ref: str) -> OptimizerEntry:
     """The registry entry for a user class ``module:Class`` or ``file.py:Class``."""
-    if ref in _CACHE:
-        return _CACHE[ref]
+    key = _cache_key(ref)
+    if key in _CACHE:
+        return _CACHE[key]
     module_ref, _, class_name = ref.rpartition(":")
     module = import_user_module(module_ref)
     cls = getattr(module, class_name, None)
@@ -99,5 +116,5 @@ def user_optimizer_entry(ref: str) -> OptimizerEntry:
     entry = UserOptimizerEntry(ref, f"{module.__name__}:{class_name}", "user", params,
                                (inspect.getdoc(cls) or "").split("\n")[0], needs_closure=_needs_closure(cls),
                                deviations=USER_DEVIATIONS, source_sha=sha)
-    _CACHE[ref] = entry
+    _CACHE[key] = entry
     return entry
