@@ -223,7 +223,7 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    if args.only != "quality":
+    if args.only in (None, "speed"):
         trials, peer_trials = args.trials, args.peer_trials or args.trials
         g_s, g_cpu, out = gallery_seconds(args.opt, args.workers, trials)
         shutil.rmtree(out, ignore_errors=True)
