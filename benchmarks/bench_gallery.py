@@ -16,8 +16,9 @@ search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free 
    that underestimates the peer).
 2. **What a loop-only trial costs** (``--only costs``): CPU microseconds per trial-step of one trial of an
    optimizer without a batched rule, 200 steps on Rosenbrock in float32 with clipping, three ways: the peer's
-   loop (fresh optimizer, autograd, ``clip_grad_norm_``), optbench's loop engine one run at a time (what
-   ``optbench tune`` does), and side by side (``engines.trials.run_trials``, K = 32 trials in one pass).
+   loop (fresh optimizer, autograd, ``clip_grad_norm_``), optbench's loop engine one run at a time, and as a
+   gallery round (``engines.trials.run_trials``, K = 32 trials in one pass: one shared object where
+   ``engines.stacked`` measured the class to allow it, else side by side).
 3. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
    the gallery's tuner (``tune_one`` with the gallery's settings) against the peer's loop, both at
    ``--quality-trials`` trials.
@@ -175,7 +176,8 @@ def _batched(name: str) -> bool:
 
 def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
     """CPU µs per trial-step of ``trials`` trials (lrs spaced by 5 %) run the peer's way, on optbench's loop engine
-    one at a time, and side by side."""
+    one at a time, and as the gallery runs a round (``run_trials``: one shared object where the class allows it,
+    else side by side)."""
     import torch
 
     from optbench.engines.recipe import Recipe
@@ -252,11 +254,11 @@ def main() -> None:
         print(f"speed-up: {peer_wall / g_s:.1f}× wall, {peer_cpu / g_cpu:.1f}× CPU", flush=True)
     if args.only in (None, "costs"):
         print("\nCPU µs per trial-step (rosenbrock, float32, clip 1, 200 steps, 32 trials)")
-        print("| optimizer | peer loop | loop engine, one run at a time | side by side (run_trials) | peer / side |")
-        print("|---|---:|---:|---:|---:|")
+        print("| optimizer | round of trials | peer loop | loop engine, one run at a time | run_trials | peer / run_trials |")
+        print("|---|---|---:|---:|---:|---:|")
         for name in [n for n in names if not _batched(n)]:
             costs = trial_step_costs(name)
-            print(f"| {name} | {costs['peer']:.0f} | {costs['loop']:.0f} | {costs['side']:.0f} | "
+            print(f"| {name} | {trial_path(name)} | {costs['peer']:.0f} | {costs['loop']:.0f} | {costs['side']:.0f} | "
                   f"{costs['peer'] / costs['side']:.1f}× |", flush=True)
     if args.only in (None, "quality") and args.seeds:
         print(f"\nquality: best trial loss, median over sampler seeds 0–{args.seeds - 1}, {args.quality_trials} trials"
