@@ -254,7 +254,8 @@ def main() -> None:
         print(f"speed-up: {peer_wall / g_s:.1f}× wall, {peer_cpu / g_cpu:.1f}× CPU", flush=True)
     if args.only in (None, "costs"):
         print("\nCPU µs per trial-step (rosenbrock, float32, clip 1, 200 steps, 32 trials)")
-        print("| optimizer | round of trials | peer loop | loop engine, one run at a time | run_trials | peer / run_trials |")
+        print("| optimizer | round of trials | peer loop | loop engine, one run at a time | run_trials "
+              "| peer / run_trials |")
         print("|---|---|---:|---:|---:|---:|")
         for name in [n for n in names if not _batched(n)]:
             costs = trial_step_costs(name)
