@@ -19,7 +19,11 @@ search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free 
    loop (fresh optimizer, autograd, ``clip_grad_norm_``), optbench's loop engine one run at a time, and as a
    gallery round (``engines.trials.run_trials``, K = 32 trials in one pass: one shared object where
    ``engines.stacked`` measured the class to allow it, else side by side).
-3. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
+3. **The whole catalogue by path** (``--only by-path``): a sample of optimizers grouped by how the gallery runs
+   their rounds (batched rule, shared object in each layout, side by side, one run at a time), one gallery per
+   group against the peer on the same optimizers, and the whole gallery's speed-up estimated by weighting each
+   group's CPU seconds per optimizer with the number of the gallery's optimizers that run that way.
+4. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
    the gallery's tuner (``tune_one`` with the gallery's settings) against the peer's loop, both at
    ``--quality-trials`` trials.
 
@@ -205,6 +209,44 @@ def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
     return out
 
 
+def by_path_estimate(names: list[str], trials: int, peer_trials: int, workers: int) -> None:
+    """The whole catalogue's speed-up estimated from a sample: the sample's optimizers grouped by how the gallery
+    runs their rounds (:func:`trial_path`), one ``optbench gallery`` per group (its start-up, re-runs and figures
+    included, so small groups read slow) against the peer on the same optimizers (first ``peer_trials`` trials
+    per study, extrapolated), each group's CPU seconds per optimizer weighted by how many of the gallery's
+    optimizers run that way."""
+    from collections import Counter
+
+    from optbench.gallery import plan_gallery, resolve_problems
+
+    pairs, _ = plan_gallery(resolve_problems(None))
+    counts = Counter(trial_path(n) for n in dict.fromkeys(o.name for _, o in pairs))
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(trial_path(name), []).append(name)
+    print(f"\nby path: {trials} trials × {STEPS} steps per study, peer timed on {peer_trials} trials and extrapolated; "
+          "CPU seconds per optimizer (both functions)")
+    print("| round of trials | sample | in the gallery | peer CPU s | gallery CPU s | peer / gallery |")
+    print("|---|---|---:|---:|---:|---:|")
+    peer_total = ours_total = 0.0
+    for path, members in sorted(groups.items()):
+        _, g_cpu, out = gallery_seconds(",".join(members), workers, trials)
+        shutil.rmtree(out, ignore_errors=True)
+        p_cpu = 0.0
+        for name in members:
+            for fn_name in FUNCTIONS:
+                peer_study(fn_name, name, peer_trials)
+                p_cpu += peer_study.cpu_s * trials / peer_trials
+        peer_each, ours_each = p_cpu / len(members), g_cpu / len(members)
+        peer_total, ours_total = peer_total + counts[path] * peer_each, ours_total + counts[path] * ours_each
+        print(f"| {path} | {', '.join(members)} | {counts[path]} | {peer_each:.1f} | {ours_each:.1f} | "
+              f"{peer_each / ours_each:.1f}× |", flush=True)
+    missing = sorted(set(counts) - set(groups))
+    print(f"whole gallery ({sum(counts.values())} optimizers), estimated: peer {peer_total:.0f} s CPU, optbench "
+          f"{ours_total:.0f} s CPU: {peer_total / ours_total:.1f}×" + (f" (no sample for: {', '.join(missing)})"
+                                                                        if missing else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--opt", default=SUBSET, help="optimizers, comma-separated, or all (the whole gallery)")
@@ -214,7 +256,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
     ap.add_argument("--quality-trials", type=int, default=100)
-    ap.add_argument("--only", choices=("speed", "costs", "quality"), default=None)
+    ap.add_argument("--only", choices=("speed", "costs", "quality", "by-path"), default=None)
     args = ap.parse_args()
     if args.opt == "all":  # the whole catalogue: what `optbench gallery` without --opt tunes
         from optbench.gallery import plan_gallery, resolve_problems
@@ -225,6 +267,9 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    if args.only == "by-path":
+        by_path_estimate(names, args.trials, args.peer_trials or args.trials, args.workers)
+        return
     if args.only in (None, "speed"):
         trials, peer_trials = args.trials, args.peer_trials or args.trials
         g_s, g_cpu, out = gallery_seconds(args.opt, args.workers, trials)
