@@ -107,7 +107,9 @@ def test_the_batched_engine_takes_a_setting_only_if_it_implements_it(field):
 
 
 def test_every_engine_is_registered_once_per_track():
-    assert set(ENGINES) == {(name, track) for name in ("loop", "batched") for track in ("analytic", "network")}
+    # loop and batched on both tracks (--engine), and the tuner's trials engine for analytic rounds
+    assert set(ENGINES) == {(name, track) for name in ("loop", "batched") for track in ("analytic", "network")} | {
+        ("trials", "analytic")}
     for (name, track), engine in ENGINES.items():
         assert engine.name == name and engine.track == track and engine.max_group >= 1
         assert get_engine(name, "analytic" if track == "analytic" else "network") is engine
@@ -131,3 +133,26 @@ def test_execute_runs_the_looked_up_engine():
     for k, run in enumerate(runs):
         alone = execute("loop", [dataclasses.replace(run)])
         np.testing.assert_allclose(together.loss[:, k], alone.loss[:, 0], rtol=1e-10)
+
+
+def test_a_tuning_round_is_planned_by_the_sweep_planner():
+    """plan_round: a batched round is one batched item (schedules may differ); an analytic loop round is one
+    trials item, equal run by run to the loop engine; a network loop round is one loop item per run."""
+    import numpy as np
+
+    from optbench.sweep.plan import execute, plan_round
+    from optbench.sweep.spec import Run
+
+    problem = get_problem("rosenbrock")
+    configs = [get_optimizer(f"adabelief(lr={lr})") for lr in (1e-3, 1e-2, 0.1)]
+    runs = [Run(problem, c, 0, 20, 5) for c in configs]
+    assert plan_round(runs, "loop") == [("trials", [0, 1, 2])]
+    assert plan_round(runs, "batched") == [("batched", [0, 1, 2])]
+    trace = execute("trials", runs, measure_cost=False)
+    for k, run in enumerate(runs):
+        one = execute("loop", [run], measure_cost=False)
+        np.testing.assert_allclose(trace.loss[:, k], one.loss[:, 0], rtol=1e-10)
+    from types import SimpleNamespace
+
+    net = SimpleNamespace(kind="classification")  # plan_round reads the problem's kind only
+    assert plan_round([Run(net, c, 0, 2, 1) for c in configs[:2]], "loop") == [("loop", [0]), ("loop", [1])]

@@ -75,9 +75,9 @@ def _param_from_default(name: str, default: Any) -> Param:
 
 
 def _cache_key(ref: str) -> str:
-    """What a cached entry is valid for: a module reference as given; a file reference as the file it names now
-    (resolved path and content hash), so a relative path from another directory, or an edited file, is loaded
-    afresh."""
+    """What a cached entry is valid for: a module reference as given; a file reference as spelled (the entry's
+    name and label) and the file it names now (resolved path and content hash), so a relative path from another
+    directory, or an edited file, is loaded afresh."""
     from optbench.usercode import file_sha, is_file_ref
 
     module_ref, _, class_name = ref.rpartition(":")
@@ -86,7 +86,7 @@ def _cache_key(ref: str) -> str:
     path = Path(module_ref).expanduser()
     if not path.is_file():
         return ref  # import_user_module raises the error
-    return f"{path.resolve()}@{file_sha(path)}:{class_name}"
+    return f"{ref}|{path.resolve()}@{file_sha(path)}"
 
 
 def user_optimizer_entry(ref: str) -> OptimizerEntry:
