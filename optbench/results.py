@@ -130,13 +130,19 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` can still write: it exists and has not exited. A zombie (exited, not yet reaped:
+    a killed worker whose parent died too waits for init to reap it) writes nothing more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:  # Linux: the state follows the command name's closing parenthesis in /proc/PID/stat
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (another system): os.kill said it exists
+    return state not in (b"Z", b"X")
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

@@ -447,6 +447,30 @@ def test_no_worker_outlives_its_parent(tmp_path, sig):
     assert not list(out.rglob(".*.tmp")), "temporaries of killed workers are removed on resume"
 
 
+@LINUX
+def test_a_zombie_writers_temporary_is_stale(tmp_path):
+    """A writer that exited but is not yet reaped (a killed worker whose parent died too, waiting for init) writes
+    nothing more: its temporaries are removed; a live writer's are kept."""
+    from optbench.results import remove_stale_temporaries
+
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    deadline = time.time() + 10
+    while time.time() < deadline and _alive(child):  # until it has exited (a zombie: not reaped below)
+        time.sleep(0.01)
+    try:
+        zombie = tmp_path / f".chunk.parquet.{child}.abc.tmp"
+        live = tmp_path / f".chunk.parquet.{os.getpid()}.abc.tmp"
+        zombie.write_bytes(b"x")
+        live.write_bytes(b"x")
+        assert Path(f"/proc/{child}").exists()  # still a process entry: os.kill(pid, 0) alone says alive
+        assert remove_stale_temporaries(tmp_path) == [zombie]
+        assert live.exists()
+    finally:
+        os.waitpid(child, 0)
+
+
 def test_sigterm_in_a_serial_run_acts_like_ctrl_c(tmp_path):
     out = tmp_path / "res"
     args = ["run", "-p", "rosenbrock", "-o", "adam,sgd,nag,rmsprop", "--lr", "1e-4:1e-1:8", "--steps", "4000",
