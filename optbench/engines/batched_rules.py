@@ -521,4 +521,4 @@ class _LAMB:
         x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)
 
 
-from optbench.engines import batched_rules_modern, rules_zeroorder  # noqa: E402,F401  (Muon, Shampoo, Prodigy; SPSA, forward-grad)
+from optbench.engines import batched_rules_modern, rules_zeroorder  # noqa: E402,F401  (they register rules)
