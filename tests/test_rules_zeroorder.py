@@ -144,3 +144,20 @@ def test_the_batched_engine_value_runs_the_torch_path():
     for k, run in enumerate(runs):
         loop = run_loop(problem, run.optimizer, 3, 10, 5, measure_cost=False)
         np.testing.assert_allclose(trace.end_x[k], loop.end_x[0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("shapes", [[(2,)], [(3, 2), (5,)], [(40_000,)]])
+def test_bits_drawn_ahead_are_the_bits_drawn_step_by_step(shapes):
+    """SPSA's rule draws ``randint(0, 2)`` for several steps at once per configuration; torch's CPU sampler fills
+    element by element, so the block is what the class draws step by step, parameter tensor by tensor."""
+    from optbench.engines.rules_zeroorder import _rademacher_bits
+
+    size = sum(int(np.prod(s)) for s in shapes)
+    x = torch.zeros(3, size)
+    state = {"seeds": [0, 1, 7]}
+    drawn = torch.stack([_rademacher_bits(state, x) for _ in range(70)])  # more than one block
+    for k, seed in enumerate(state["seeds"]):
+        generator = _generator(seed)
+        for t in range(70):
+            expected = torch.cat([torch.randint(0, 2, s, generator=generator).reshape(-1) for s in shapes])
+            assert torch.equal(drawn[t, k], expected), (seed, t)

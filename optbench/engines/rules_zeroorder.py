@@ -9,8 +9,10 @@ Both classes draw their random directions from a ``torch.Generator`` of their ow
 ``derive_seed(run seed, "directions")`` (``OptimizerEntry.build`` of a ``seeded=True`` entry), one draw per
 parameter tensor per step, on the CPU in the parameter's dtype (randn) or as int64 (randint), then moved to the
 parameter's device. The rules keep one such generator per configuration (``SEEDS``: the engine hands them the run
-seeds) and draw the same shapes in the same order (``LAYERS``: one draw per parameter tensor of the layout; an
-analytic problem's point is one ``[d]`` tensor), so each configuration sees the directions its loop run sees.
+seeds) and draw the same values in the same order, so each configuration sees the directions its loop run sees:
+the forward gradient's normal draws one parameter tensor at a time (``LAYERS``: the tensors of the layout; an
+analytic problem's point is one ``[d]`` tensor), SPSA's ±1 bits several steps at a time (an element-by-element
+draw, the same whatever the shapes).
 
 Both take an inner product over all parameters of a configuration (``JOINT``), and both take their oracles from
 the step's sampled function f̃_t(x) = f(x) + ⟨ξ_t, x − x_t⟩ (``CLOSURE``: ``state["loss_at"]`` and
@@ -38,18 +40,39 @@ def _generators(state) -> list[torch.Generator]:
     return state["generators"]
 
 
-def _draw(state, x: torch.Tensor, draw) -> torch.Tensor:
-    """``[K, P]`` directions: for each configuration, ``draw(shape, generator)`` for each parameter tensor of the
-    layout in order (as the class loops over its parameters), flattened and concatenated, moved to ``x``'s device."""
-    shapes = state["layout"].shapes
-    rows = []
-    for generator in _generators(state):
-        parts = [draw(shape, generator).reshape(-1) for shape in shapes]
-        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+def _normal_directions(state, x: torch.Tensor) -> torch.Tensor:
+    """``[K, P]`` v ~ N(0, I): for each configuration, ``randn(shape)`` in ``x``'s dtype for each parameter tensor
+    of the layout in order (as the class loops over its parameters), flattened and concatenated, moved to ``x``'s
+    device. One generator call per configuration and tensor, step by step: torch's CPU normal sampler takes another
+    path from 16 values on, so draws of several steps at once would not be the class's."""
+    layout = state["layout"]
+    rows = [torch.cat([torch.randn(shape, generator=gen, dtype=x.dtype).reshape(-1) for shape in layout.shapes])
+            if not layout.single else torch.randn(layout.shapes[0], generator=gen, dtype=x.dtype)
+            for gen in _generators(state)]
     return torch.stack(rows).to(x.device)
 
 
-@_rule("spsa", needs=[CLOSURE, SEEDS, LAYERS, JOINT])
+BIT_BLOCK_ELEMENTS = 1 << 20  # int64 bits drawn ahead for all K configurations: 8 MiB at most
+BIT_BLOCK_STEPS = 64  # steps of bits per generator call
+
+
+def _rademacher_bits(state, x: torch.Tensor) -> torch.Tensor:
+    """``[K, P]`` this step's ``randint(0, 2)`` of every parameter tensor of the layout in order, per
+    configuration, as the class draws them. torch's CPU ``randint`` fills a tensor element by element from the
+    generator (serially), so one ``[B, P]`` draw is B steps' draws of every tensor in turn (a test checks it
+    against step-by-step draws): one generator call per configuration every B steps instead of every step."""
+    if state.get("bits_used", 0) == len(state.get("bits", ())):
+        K, P = len(state["seeds"]), x.shape[-1]
+        block = max(1, min(BIT_BLOCK_STEPS, BIT_BLOCK_ELEMENTS // (K * P)))
+        state["bits"] = torch.stack([torch.randint(0, 2, (block, P), generator=gen)
+                                     for gen in _generators(state)], dim=1).to(x.device)  # [B, K, P]
+        state["bits_used"] = 0
+    bits = state["bits"][state["bits_used"]]
+    state["bits_used"] += 1
+    return bits
+
+
+@_rule("spsa", needs=[CLOSURE, SEEDS, JOINT])
 class _SPSA:
     """SPSA (optbench.optimizers.handwritten.SPSA; Spall 1992, "Multivariate stochastic approximation using a
     simultaneous perturbation gradient approximation"): at step t (from 1), a_t = η/t^α, c_t = c/t^γ,
@@ -68,7 +91,7 @@ class _SPSA:
     def step(x, g, state, hp, t):
         a_t = hp["lr"] / t ** hp["alpha"]
         c_t = hp["c"] / t ** hp["gamma"]
-        delta = _draw(state, x, lambda shape, gen: torch.randint(0, 2, shape, generator=gen) * 2 - 1).to(x.dtype)
+        delta = (_rademacher_bits(state, x) * 2 - 1).to(x.dtype)  # the class's randint · 2 − 1 in int64, then its dtype
         loss_at = state["loss_at"]
         plus = loss_at(x + c_t * delta)
         minus = loss_at(x - c_t * delta)
@@ -93,6 +116,6 @@ class _ForwardGradient:
 
     @staticmethod
     def step(x, g, state, hp, t):
-        v = _draw(state, x, lambda shape, gen: torch.randn(shape, generator=gen, dtype=x.dtype))
+        v = _normal_directions(state, x)
         slope = (state["sampled_grad"] * v).sum(-1, keepdim=True)
         x.sub_(hp["lr"] * (slope * v))
