@@ -96,7 +96,7 @@ class _SPSA:
         plus = loss_at(x + c_t * delta)
         minus = loss_at(x - c_t * delta)
         slope = (plus - minus)[:, None] / (2 * c_t)
-        x.sub_(a_t * (slope * delta))
+        x.addcmul_(slope * delta, -a_t)  # the class's p.add_(slope·Δ, alpha=−a_t), to the bit (one rounding)
 
 
 @_rule("forward-grad", needs=[CLOSURE, SEEDS, LAYERS, JOINT])
@@ -118,4 +118,4 @@ class _ForwardGradient:
     def step(x, g, state, hp, t):
         v = _normal_directions(state, x)
         slope = (state["sampled_grad"] * v).sum(-1, keepdim=True)
-        x.sub_(hp["lr"] * (slope * v))
+        x.addcmul_(slope * v, -hp["lr"])  # the class's p.add_(slope·v, alpha=−η), to the bit (one rounding)
