@@ -161,3 +161,13 @@ def test_bits_drawn_ahead_are_the_bits_drawn_step_by_step(shapes):
         for t in range(70):
             expected = torch.cat([torch.randint(0, 2, s, generator=generator).reshape(-1) for s in shapes])
             assert torch.equal(drawn[t, k], expected), (seed, t)
+
+
+@pytest.mark.parametrize("name", ["spsa", "forward-grad"])
+def test_the_numpy_path_refuses_the_zero_order_rules(name):
+    """No numpy port (the numpy path has no closure and no generators): handed one, it refuses by name."""
+    from optbench.engines.batched_numpy import run_batched_numpy
+    from optbench.errors import UsageError
+
+    with pytest.raises(UsageError, match=f"numpy batched path does not support '{name}'"):
+        run_batched_numpy(get_problem("rosenbrock"), [get_optimizer(name)], [0], 3)
