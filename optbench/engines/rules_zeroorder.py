@@ -76,7 +76,8 @@ def _rademacher_bits(state, x: torch.Tensor) -> torch.Tensor:
 class _SPSA:
     """SPSA (optbench.optimizers.handwritten.SPSA; Spall 1992, "Multivariate stochastic approximation using a
     simultaneous perturbation gradient approximation"): at step t (from 1), a_t = η/t^α, c_t = c/t^γ,
-    Δ with independent ±1 entries (``randint(0, 2) · 2 − 1`` from the configuration's generator),
+    Δ with independent ±1 entries (``randint(0, 2) · 2 − 1`` from the configuration's generator, drawn 64 steps
+    ahead: :func:`_rademacher_bits`),
     ĝ = (f̃_t(x + c_tΔ) − f̃_t(x − c_tΔ)) / (2c_t) · Δ (1/Δ_i = Δ_i), x ← x − a_t ĝ. Two loss evaluations per
     step, no gradient. Deviation from the paper (as the class): Spall's gains a_k = a/(k + 1 + A)^α,
     c_k = c/(k + 1)^γ with A = 0 and k + 1 = t; the defaults α = γ = 0 are constant gains."""
@@ -105,8 +106,9 @@ class _ForwardGradient:
     without Backpropagation", Algorithm 1): v ~ N(0, I) (``randn`` in the parameters' dtype from the
     configuration's generator), the directional derivative ∇f̃_t(x_t)·v, ĝ = (∇f̃_t·v) v, x ← x − η ĝ. The class
     takes ∇f̃_t·v by a forward-mode JVP of ``loss_at``; it is ⟨∇f̃_t(x_t), v⟩ = ⟨∇f(x_t) + ξ_t, v⟩, the inner
-    product with the engine's unclipped noisy gradient (tests check the JVP against it, noise on and off).
-    No documented deviation from the paper."""
+    product with the engine's unclipped noisy gradient (tests check the JVP against it, noise on and off; equal to
+    rounding, not to the bit: forward mode and the closed-form gradient add in another order, and a JVP per step
+    would triple the rule's cost). No documented deviation from the paper."""
 
     slots = staticmethod(lambda hp: 0)  # the class keeps its generator, no parameter-sized state
 
