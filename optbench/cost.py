@@ -72,33 +72,43 @@ def probe_state_bytes_per_param(optimizer_config, dim: int, dtype, device="cpu",
     key = (optimizer_config.name, repr(sorted(optimizer_config.hyperparams.items())), dim, str(dtype),
            torch.device(device).type)
     if key not in _PROBES:
-        param = torch.nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
-        opt = optimizer_config.entry.build([param], optimizer_config.hyperparams, dtype=dtype, seed=0)
+        from optbench.engines.step_rng import isolated
 
-        class Closure:
-            """½‖x‖² with backward, and ``loss_at(tensors)``: the same loss at other values, functionally, as the
-            engines' closures offer it (the forward gradient needs it: optimizers.handwritten)."""
-
-            def __call__(self):
-                param.grad = None
-                with torch.enable_grad():
-                    loss = 0.5 * (param * param).sum()
-                    loss.backward()
-                return loss.detach()
-
-            @staticmethod
-            def loss_at(tensors):
-                return 0.5 * (tensors[0] * tensors[0]).sum()
-
-        closure = Closure()
-        for _ in range(steps):
-            if optimizer_config.entry.needs_closure:
-                opt.step(closure)
-            else:
-                closure()
-                opt.step()
-        _PROBES[key] = state_bytes_per_param(opt)
+        with isolated(device):  # a class drawing from the global generator leaves the caller's stream alone
+            _PROBES[key] = _probe(optimizer_config, dim, dtype, device, steps)
     return _PROBES[key]
+
+
+def _probe(optimizer_config, dim: int, dtype, device, steps: int) -> float:
+    """The state bytes per parameter of the real class after ``steps`` steps on ½‖x‖² (see above)."""
+    import torch
+
+    param = torch.nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
+    opt = optimizer_config.entry.build([param], optimizer_config.hyperparams, dtype=dtype, seed=0)
+
+    class Closure:
+        """½‖x‖² with backward, and ``loss_at(tensors)``: the same loss at other values, functionally, as the
+        engines' closures offer it (the forward gradient needs it: optimizers.handwritten)."""
+
+        def __call__(self):
+            param.grad = None
+            with torch.enable_grad():
+                loss = 0.5 * (param * param).sum()
+                loss.backward()
+            return loss.detach()
+
+        @staticmethod
+        def loss_at(tensors):
+            return 0.5 * (tensors[0] * tensors[0]).sum()
+
+    closure = Closure()
+    for _ in range(steps):
+        if optimizer_config.entry.needs_closure:
+            opt.step(closure)
+        else:
+            closure()
+            opt.step()
+    return state_bytes_per_param(opt)
 
 
 class StepTimer:

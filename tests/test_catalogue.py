@@ -201,9 +201,22 @@ def test_unsupported_is_one_sentence_and_exit_2_from_the_cli(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.parquet"))
 
 
+def _assert_reproducible(trace, run_again) -> None:
+    """The run again from another state of torch's global generator gives the same trace and leaves that state
+    alone: whatever a class draws from it is fixed by the run (optbench.engines.step_rng)."""
+    torch.manual_seed(2)
+    torch.rand(100)
+    caller = torch.get_rng_state()
+    again = run_again()
+    assert torch.equal(torch.get_rng_state(), caller), "the run moved the caller's global generator"
+    assert np.array_equal(trace.loss, again.loss, equal_nan=True), "not reproducible: it depends on what ran before"
+
+
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_runs_on_rosenbrock(name):
+    torch.manual_seed(1)
     trace = run_loop(get_problem("rosenbrock"), get_optimizer(name), seed=0, steps=5)
+    _assert_reproducible(trace, lambda: run_loop(get_problem("rosenbrock"), get_optimizer(name), seed=0, steps=5))
     if name in DIVERGE_ON_ROSENBROCK:
         assert trace.status == ["diverged"], f"{name} no longer diverges: drop it from DIVERGE_ON_ROSENBROCK"
         return
@@ -217,7 +230,9 @@ def test_runs_on_rosenbrock(name):
 
 @pytest.mark.parametrize("name", SUPPORTED)
 def test_runs_on_a_tiny_mlp(network_data, name):
+    torch.manual_seed(1)
     trace = run_network(get_problem(MLP), get_optimizer(name), seed=0, steps=4)
+    _assert_reproducible(trace, lambda: run_network(get_problem(MLP), get_optimizer(name), seed=0, steps=4))
     assert trace.status == ["done"], name
     assert np.isfinite(trace.loss).all() and np.isfinite(trace.extra["test_loss"][np.isfinite(
         trace.extra["test_loss"])]).all()
@@ -246,18 +261,22 @@ def test_closure_is_handed_to_optimizers_that_need_it(monkeypatch):
 @pytest.mark.parametrize("spec", ["adahessian(lr=0.05)", "sophiah(lr=0.01, update_period=1)"])
 def test_hessian_methods_get_create_graph_and_match_the_class(spec):
     """The loop engine backpropagates with create_graph=True (without it these classes raise) and reproduces
-    the class driven by hand; its Hutchinson directions come from torch's global generator, seeded alike."""
+    the class driven by hand; its Hutchinson directions come from torch's global generator, which the engine
+    seeds with derive_seed(seed, "optimizer") + t + 1 before step t (t = -1: construction; engines.step_rng)."""
+    from optbench.randomness import derive_seed
+
     config = get_optimizer(spec)
     assert config.entry.create_graph and config.entry.needs_hessian
-    torch.manual_seed(0)
     trace = run_loop(get_problem("rosenbrock"), config, seed=0, steps=6, measure_cost=False)
-    torch.manual_seed(0)
+    base = derive_seed(0, "optimizer")
+    torch.manual_seed(base)
     x = _rosenbrock_param()
     opt = config.entry.build([x], config.hyperparams)
     expected = [x.detach().clone()]
-    for _ in range(6):
+    for t in range(6):
         x.grad = None
         _rosenbrock(x).backward(create_graph=True)
+        torch.manual_seed(base + t + 1)
         opt.step()
         expected.append(x.detach().clone())
     np.testing.assert_allclose(trace.coords[:, 0], torch.stack(expected).numpy(), rtol=1e-12, atol=1e-300)

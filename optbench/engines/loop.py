@@ -12,6 +12,7 @@ import torch
 from optbench.cost import StepTimer, state_bytes_per_param
 from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
 from optbench.engines.recorder import GroupTrace, Recorder, StepTicker
+from optbench.engines.step_rng import StepRandomness, isolated
 
 if TYPE_CHECKING:
     from optbench.problems.base import AnalyticProtocol
@@ -109,8 +110,17 @@ def run_loop(problem: AnalyticProtocol, optimizer, seed: int, steps: int, record
     (the row is the loss, gradient and coordinates of the point the method reports) and ``opt.train()``
     before the training gradient, one extra evaluation per step.
     """
+    with isolated(device):
+        return _run_loop(problem, optimizer, seed, steps, record_every, device, dtype, progress, recipe,
+                         measure_cost)
+
+
+def _run_loop(problem, optimizer, seed, steps, record_every, device, dtype, progress, recipe: Recipe,
+              measure_cost: bool) -> GroupTrace:
     x0 = problem.start_points([seed], dtype=dtype, device=device)[0]
     param = torch.nn.Parameter(x0.clone())
+    randomness = StepRandomness(seed, device)  # what the class draws from torch's global generator
+    randomness.before(-1)
     opt = optimizer.entry.build([param], optimizer.hyperparams, dtype=dtype, seed=seed)
     noise_std = problem.noise_std(dtype=dtype, device=device)
     closure = AnalyticClosure(problem, param, noise_std, problem.noise_stream([seed], dtype=dtype, device=device))
@@ -159,6 +169,7 @@ def run_loop(problem: AnalyticProtocol, optimizer, seed: int, steps: int, record
         per_step.set_lr(t)
         if per_step.clips and not needs_closure:
             per_step.clip_([param])
+        randomness.before(t)  # the engine's work, outside the optimizer's step time
         if timer is not None:
             mid = timer.clock(t)
         if needs_closure:

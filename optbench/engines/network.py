@@ -31,6 +31,7 @@ from optbench.engines.batched_rules import JOINT, LAYERS
 from optbench.engines.loop import backward
 from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, RecorderBase, StepTicker, record_steps
+from optbench.engines.step_rng import StepRandomness, isolated
 from optbench.problems.base import AUGMENTATION, BUFFERS, DROPOUT, PARAM_GROUPS, Problem
 from optbench.randomness import derive_seed
 
@@ -341,9 +342,7 @@ def run_network(problem: Problem, optimizer, seed: int, steps: int, record_every
         raise UsageError(f"--noise-scale-every needs a model without BatchNorm or dropout; {problem.label} has "
                          f"{', '.join(sorted(features & {BUFFERS, DROPOUT}))}.")
     device = torch.device(device)
-    rng = (torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], device_type=device.type)
-           if DROPOUT in features else contextlib.nullcontext())
-    with rng:
+    with isolated(device):  # dropout masks and the optimizer's own draws seed the global generator
         return _run_network(problem, optimizer, seed, steps, record_every, device, progress, recipe, features)
 
 
@@ -361,6 +360,8 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
     params = list(model.parameters())
     groups = (problem.param_groups(model, "weight_decay" in optimizer.hyperparams)
               if PARAM_GROUPS in features else params)
+    randomness = StepRandomness(seed, device)  # what the class draws from torch's global generator
+    randomness.before(-1)
     opt = optimizer.entry.build(groups, optimizer.hyperparams, dtype=dtype, seed=seed)
     forward = torch.compile(model) if problem.config["compile"] and device.type == "cuda" else model
     amp = _autocast(problem, device)
@@ -437,6 +438,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
             break
         per_step.clip_(params)
         per_step.set_lr(t)
+        randomness.before(t)
         if needs_closure:
             closure.x, closure.y = x, y
             kept = [b.clone() for b in buffers]  # running statistics after this step's own forward pass

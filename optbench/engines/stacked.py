@@ -43,6 +43,7 @@ import math
 import torch
 
 from optbench.engines.recorder import GroupTrace, Recorder
+from optbench.engines.step_rng import StepRandomness, isolated
 
 VERIFY_LRS = (1e-5, 1e-3, 0.1, 3.0)
 VERIFY_PROBLEMS = ("rosenbrock(start=(-2.0, 2.0))", "rastrigin(start=(-2.0, 3.5))", "styblinski-tang(dim=3)")
@@ -132,19 +133,23 @@ def run_shared(problem, configs: list, seed: int, steps: int, record_every: int 
     K = len(configs)
     x = problem.start_points([seed], dtype=dtype, device=device)[0].expand(K, -1).clone()
     lr = torch.tensor([float(c.hyperparams["lr"]) for c in configs], dtype=dtype, device=device)[:, None]
-    shared = SharedObject(entry, configs[0].hyperparams, layout or entry.shared_layout, x, seed, lrs=lr)
-    rec = Recorder(problem, K, steps, record_every, device, dtype)
-    for t in range(steps + 1):
-        loss, grad = _exact_rows(problem, x)
-        rec.observe(t, x, loss, grad)
-        if t == steps:
-            break
-        live = rec.active[:, None]
-        if not bool(live.any()):
-            break
-        if clip_norm is not None or clip_value is not None:
-            clip_rows_(grad, clip_norm, clip_value)
-        x, _ = shared.step(x, grad, lr, live)
+    with isolated(device):
+        randomness = StepRandomness(seed, device)  # as run_loop seeds it (a class that draws does not share)
+        randomness.before(-1)
+        shared = SharedObject(entry, configs[0].hyperparams, layout or entry.shared_layout, x, seed, lrs=lr)
+        rec = Recorder(problem, K, steps, record_every, device, dtype)
+        for t in range(steps + 1):
+            loss, grad = _exact_rows(problem, x)
+            rec.observe(t, x, loss, grad)
+            if t == steps:
+                break
+            live = rec.active[:, None]
+            if not bool(live.any()):
+                break
+            if clip_norm is not None or clip_value is not None:
+                clip_rows_(grad, clip_norm, clip_value)
+            randomness.before(t)
+            x, _ = shared.step(x, grad, lr, live)
     trace = rec.finish()
     _unrecord_after_end(trace)
     return trace
@@ -191,8 +196,19 @@ def _update_mismatch(entry, base, lrs, layout: str, x0: torch.Tensor, gradients,
     configs = [base.with_hyperparams(lr=lr) for lr in lrs]
     lr = torch.tensor([float(c.hyperparams["lr"]) for c in configs], dtype=dtype)[:, None]
     params = [torch.nn.Parameter(x0.clone()) for _ in configs]
-    each = [c.entry.build([p], c.hyperparams, dtype=dtype, seed=0) for c, p in zip(configs, params)]
-    shared = SharedObject(entry, base.hyperparams, layout, x0.expand(K, -1), seed=0, lrs=lr)
+    with isolated(x0.device):  # both sides draw what the engines would give them (engines.step_rng)
+        randomness = StepRandomness(0, x0.device)
+        each = []
+        for c, p in zip(configs, params):
+            randomness.before(-1)
+            each.append(c.entry.build([p], c.hyperparams, dtype=dtype, seed=0))
+        randomness.before(-1)
+        shared = SharedObject(entry, base.hyperparams, layout, x0.expand(K, -1), seed=0, lrs=lr)
+        return _first_mismatch(each, params, shared, lr, gradients, steps, rtol, randomness)
+
+
+def _first_mismatch(each, params, shared, lr, gradients, steps: int, rtol: float, randomness) -> str | None:
+    K = len(each)
     live = torch.ones(K, 1, dtype=torch.bool)
     for t in range(steps):
         x = torch.stack([p.detach().clone() for p in params])
@@ -203,7 +219,9 @@ def _update_mismatch(entry, base, lrs, layout: str, x0: torch.Tensor, gradients,
         for k in range(K):
             if live[k]:
                 params[k].grad = grad[k].clone()
+                randomness.before(t)
                 each[k].step()
+        randomness.before(t)
         predicted, direction = shared.step(x, grad, lr, live)
         with torch.no_grad():
             want = torch.stack([p.detach() for p in params])

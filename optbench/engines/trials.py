@@ -31,6 +31,7 @@ import torch
 from optbench.engines.loop import run_loop
 from optbench.engines.recipe import PLAIN, Recipe
 from optbench.engines.recorder import GroupTrace, Recorder, merge_traces, select_run
+from optbench.engines.step_rng import StepRandomness, isolated
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s guard: coefficient max_norm / (total_norm + 1e-6)
 
@@ -78,8 +79,9 @@ def run_trials(problem, configs: list, seed: int, steps: int, record_every: int 
         for i, j in enumerate(group):
             traces[fast[j]] = select_run(stacked, i)
     if single:
-        side_by_side = _side_by_side(problem, [configs[fast[j]] for j in single], seed, steps, record_every,
-                                     device=device, dtype=dtype, clip_norm=clip_norm, clip_value=clip_value)
+        with isolated(device):
+            side_by_side = _side_by_side(problem, [configs[fast[j]] for j in single], seed, steps, record_every,
+                                         device=device, dtype=dtype, clip_norm=clip_norm, clip_value=clip_value)
         if len(single) == len(configs):
             return side_by_side
         for i, j in enumerate(single):
@@ -116,7 +118,11 @@ def _side_by_side(problem, configs: list, seed: int, steps: int, record_every: i
     K = len(configs)
     x0 = problem.start_points([seed], dtype=dtype, device=device)[0]
     params = [torch.nn.Parameter(x0.clone()) for _ in range(K)]
-    opts = [c.entry.build([p], c.hyperparams, dtype=dtype, seed=seed) for c, p in zip(configs, params)]
+    randomness = StepRandomness(seed, device)  # each trial draws what it would draw alone (run_loop)
+    opts = []
+    for c, p in zip(configs, params):
+        randomness.before(-1)
+        opts.append(c.entry.build([p], c.hyperparams, dtype=dtype, seed=seed))
     schedule_free = [c.entry.schedule_free for c in configs]
     any_schedule_free = any(schedule_free)
     rec = Recorder(problem, K, steps, record_every, device, dtype)
@@ -145,6 +151,7 @@ def _side_by_side(problem, configs: list, seed: int, steps: int, record_every: i
             clip_rows_(grad, clip_norm, clip_value)
         for k in live:
             params[k].grad = grad[k]
+            randomness.before(t)
             opts[k].step()
     trace = rec.finish()
     _unrecord_after_end(trace)

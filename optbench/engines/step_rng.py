@@ -1,0 +1,56 @@
+"""The random numbers an optimizer draws from torch's *global* generator, fixed by the run's seed.
+
+Some library classes draw inside ``step()`` from the global generator rather than from one of their own:
+AdaHessian's and Sophia-H's Hutchinson probes (``torch.randn_like``), Kron's coin for updating its
+preconditioner and its whitening noise, Gravity's initial velocity, and any user class may. Left alone, such a
+run depends on whatever drew from that generator before it in the process: the same seed gives another
+trajectory, a resumed sweep differs from an uninterrupted one, and K trials run side by side take their draws
+from one stream in turn, so a trial's result depends on its place in the round.
+
+So every engine that steps a real optimizer object runs it inside :func:`isolated` (the caller's generator
+state is put back afterwards) and seeds the global generator of the run's device before building the object
+and before every step, from the run seed and the step number (:class:`StepRandomness`):
+
+    s_t = (derive_seed(seed, "optimizer") + t + 1) mod 2⁶³,  t = −1 for construction, 0, 1, … for the steps.
+
+A run's draws are then a function of (seed, t) only: the same in a run alone, in a round of trials side by
+side (every trial of a round shares the round's seed, so they see common random numbers, like their common
+gradient noise), after a resume, and in another process. Classes that draw nothing are unaffected bit for bit.
+A closure method draws inside its one ``step()`` call, so its evaluations within a step share s_t's stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from optbench.randomness import derive_seed
+
+_SEED_SPACE = 1 << 63
+
+
+def isolated(device) -> contextlib.AbstractContextManager:
+    """Keep the caller's global generator state (CPU, and the CUDA device's when it is one) as it was."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.random.fork_rng(devices=[device], device_type="cuda")
+    return torch.random.fork_rng(devices=[])
+
+
+class StepRandomness:
+    """Seeds torch's global generator of ``device`` from (run seed, step) before an optimizer draws from it."""
+
+    def __init__(self, seed: int, device="cpu"):
+        self.base = derive_seed(seed, "optimizer")
+        device = torch.device(device)
+        self.cuda = (torch.cuda.default_generators[device.index if device.index is not None
+                                                   else torch.cuda.current_device()]
+                     if device.type == "cuda" else None)
+
+    def before(self, t: int) -> None:
+        """Seed for step ``t`` (``t = -1``: the optimizer's construction)."""
+        s = (self.base + t + 1) % _SEED_SPACE
+        torch.default_generator.manual_seed(s)
+        if self.cuda is not None:
+            self.cuda.manual_seed(s)
