@@ -1,0 +1,156 @@
+"""Batched rules of five pytorch_optimizer classes that ran side by side only: DualAdam, AvaGrad, SPlus,
+ApolloDQN and AdaGC.
+
+Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table): ``x`` and ``g`` are
+``[K, P]``, float hyperparameters ``[K, 1]`` tensors (integer ones too: ``warmup_steps``), strings and booleans
+shared by the group. Each rule follows the code path the loop engine's class object takes on a CPU (the
+``foreach`` path where the class enables it there, else the per-parameter loop), operation for operation; the
+contract of ``tests/test_engine_contract.py`` checks each against the class to 1e-8 in float64, and
+``tests/test_rules_misc.py`` against its paper's formula written independently.
+
+Per-parameter-tensor statistics (ApolloDQN's curvature estimate, AdaGC's clipping thresholds, AvaGrad's global
+step size) are reduced one tensor at a time over the ``LAYERS`` layout, in the class's order; a statistic over
+all tensors (AvaGrad's γ, AdaGC's warm-up norm) is declared ``JOINT``. On an analytic problem the layout is one
+1-D tensor.
+
+Not here: DASH (``dash``) estimates its matrices' scales by power iteration from ``torch.randn`` on torch's
+global generator at its defaults (``matrix_scaling='power'``), and Gravity draws its initial velocity from it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from optbench.engines.batched_rules import JOINT, LAYERS, REPORTED, _rule
+
+
+def _zeros(x):
+    return torch.zeros_like(x)
+
+
+def _per_tensor(values: torch.Tensor, layout, reduce) -> torch.Tensor:
+    """``reduce`` (a ``[K, n] -> [K]`` reduction) of each parameter tensor's columns: ``[K, L]``."""
+    if layout.single:
+        return reduce(values)[:, None]
+    return torch.stack([reduce(part) for part in values.split(layout.sizes, dim=-1)], dim=-1)
+
+
+def _decay(x, g, hp, lr):
+    """pytorch_optimizer's ``apply_weight_decay``: decoupled x ← x(1 − λ(1 if fixed_decay else lr)), or coupled
+    g ← g + λx; returns the gradient."""
+    wd = hp["weight_decay"]
+    if hp["weight_decouple"]:
+        x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else lr))
+        return g
+    return g + wd * x
+
+
+# ---- DualAdam -------------------------------------------------------------------------------------------
+
+@_rule("dualadam")
+class _DualAdam:
+    """DualAdam (pytorch_optimizer.DualAdam; "Combining Adam and its Inverse Counterpart to Enhance
+    Generalization of Deep Learning Optimizers", arXiv:2603.07122): decay (coupled by default, decoupled with
+    ``weight_decouple``), m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², m̂ = m/(1 − β₁ᵗ), D = √(v/(1 − β₂ᵗ)) + ε.
+    With the inverse-Adam weight r_t = max(0, 1 − t·s) (s = ``switch_rate``): while r_t ≥ s,
+    x ← x − η m̂ ((1 − r_t)/D + r_t D), the library's ``lerp(1/D, D, r_t)``; afterwards plain Adam, x ← x − η m̂/D.
+    The mix decays linearly from (nearly) inverse Adam, m̂·D, to Adam over 1/s steps; the switch happens once
+    r_t < s, so the last mixed step has weight ≥ s on the inverse term."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2, switch = hp["lr"], hp["beta1"], hp["beta2"], hp["switch_rate"]
+        g = _decay(x, g, hp, lr)
+        m, v = state["m"], state["v"]
+        m.add_((1 - beta1) * (g - m))  # m.lerp_(g, 1 − β₁)
+        v.mul_(beta2).add_((1 - beta2) * g * g)
+        m_hat = m / (1 - beta1 ** t)
+        denom = (v / (1 - beta2 ** t)).sqrt() + hp["eps"]
+        rate = (1.0 - t * switch).clamp_min(0.0)
+        inverse = 1.0 / denom
+        mixed = m_hat * (inverse + rate * (denom - inverse))  # reciprocal().lerp_(D, r_t)
+        x.sub_(lr * torch.where(rate >= switch, mixed, m_hat / denom))
+
+
+# ---- AvaGrad --------------------------------------------------------------------------------------------
+
+@_rule("avagrad", needs=[LAYERS, JOINT])
+class _AvaGrad:
+    """AvaGrad (pytorch_optimizer.AvaGrad; Savarese et al. 2021, "Domain-independent Dominance of Adaptive
+    Methods", Algorithm 2): decay (decoupled by default), m ← β₁m + (1 − β₁)g; for t > 1,
+    x ← x − γ_{t−1} η/(1 − β₁ᵗ) · m/(√v_{t−1}/√(1 − β₂^(t−1)) + ε) (no move at t = 1); then v ← β₂v + (1 − β₂)g² and
+    the global step-size normaliser γ_t = 1/√(Σ_i r_i⁻²/P) over all P parameters, with the per-parameter rates
+    r = √v_{t−1}/√(1 − β₂ᵗ) + ε. The library's deviations from the paper: r uses the second moment *before* this
+    step's update with the *current* bias correction (the paper's η_t = 1/(√v_t + ε) uses v_t), and m is bias
+    corrected (adam_debias off); Σ r⁻² is summed one parameter tensor at a time as ``norm(r, −2)^(−2)``, and γ is
+    the Python float ``1/math.sqrt(…)`` (here a float64 ``[K, 1]`` column)."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "gamma": torch.zeros_like(x[:, :1], dtype=torch.float64)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        g = _decay(x, g, hp, lr)
+        m, v = state["m"], state["v"]
+        m.add_((1 - beta1) * (g - m))  # m.lerp_(g, 1 − β₁)
+        roots = v.sqrt()
+        if t > 1:
+            step_size = state["gamma"].to(x.dtype) * lr / (1 - beta1 ** t)
+            x.sub_(step_size * m / (roots / (1 - beta2 ** (t - 1)).sqrt() + hp["eps"]))
+        v.mul_(beta2).add_((1 - beta2) * g * g)
+        rates = roots / (1 - beta2 ** t).sqrt() + hp["eps"]
+        inverse_squares = _per_tensor(rates, state["layout"],
+                                      lambda r: torch.linalg.vector_norm(r, ord=-2, dim=-1).pow(-2))
+        squared_norm = inverse_squares.sum(-1, keepdim=True)
+        state["gamma"] = 1.0 / (squared_norm / x.shape[-1]).double().sqrt()
+
+
+# ---- SPlus ----------------------------------------------------------------------------------------------
+
+@_rule("splus", needs=[REPORTED])
+class _SPlus:
+    """SPlus (pytorch_optimizer.SPlus; Frans, Levine & Abbeel 2025, "A Stable Whitening Optimizer for Efficient
+    Neural Network Training"), on vector parameters, where it is sign-momentum descent with an EMA (the
+    eigenbasis whitening is for 2-D parameters, which no engine hands this rule: the network engine does not
+    provide ``REPORTED``). With η_s = η·c (c = ``nonstandard_constant``): coupled decay g ← g + λx, or none here;
+    m ← β₁m + (1 − β₁)g; x ← x − η_s sign(m); e ← ρe + (1 − ρ)x (ρ = ``ema_rate``); decoupled decay
+    x ← x(1 − λ(1 if fixed_decay else η_s)) after the EMA. Trains at x, reports the bias-corrected EMA
+    e/(1 − ρᵗ) (the class's ``eval()``; before the first step, x₀). The library's decoupled decay follows the EMA
+    update, so e averages the iterates before their decay."""
+
+    slots = staticmethod(lambda hp: 2)  # momentum, ema
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "ema": _zeros(x), "t": 0}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        scaled_lr = hp["lr"] * hp["nonstandard_constant"]
+        wd = hp["weight_decay"]
+        if not hp["weight_decouple"]:
+            g = g + wd * x
+        m, ema = state["m"], state["ema"]
+        m.add_((1 - hp["beta1"]) * (g - m))  # m.lerp_(g, 1 − β₁)
+        x.sub_(scaled_lr * m.sign())
+        ema.add_((1 - hp["ema_rate"]) * (x - ema))  # ema.lerp_(x, 1 − ρ)
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else scaled_lr))
+        state["t"] = t
+
+    @staticmethod
+    def reported(x, state, hp):
+        t = state["t"]
+        if t == 0:
+            return x
+        return state["ema"] * (1.0 / (1.0 - hp["ema_rate"] ** t))
