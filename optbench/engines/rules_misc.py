@@ -154,3 +154,58 @@ class _SPlus:
         if t == 0:
             return x
         return state["ema"] * (1.0 / (1.0 - hp["ema_rate"] ** t))
+
+
+# ---- ApolloDQN ------------------------------------------------------------------------------------------
+
+@_rule("apollodqn", needs=[LAYERS])
+class _ApolloDQN:
+    """Apollo (pytorch_optimizer.ApolloDQN; Ma 2020, "Apollo: An Adaptive Parameter-wise Diagonal Quasi-Newton
+    Method for Nonconvex Stochastic Optimization", Algorithm 1), per parameter tensor. Learning rate with linear
+    warm-up from η₀ = ``init_lr`` (None: η/1000) to the constructor's η over ``warmup_steps`` steps (after it, the
+    group's lr, which a schedule moves); α = (1 − β)/(1 − βᵗ); ε' = ε/0.01 with the 'constant' rebound. With
+    coupled ('l2') decay g ← g + λx; δg = g − m; m ← m + αδg; with d the last step direction,
+    D = ‖d‖₄ + ε', d ← d/D; B ← B − (α⟨δg/D, d⟩ + ⟨B, d²⟩)·d² (the diagonal quasi-Newton update of the curvature
+    B; both inner products over the tensor); rectified D = max(|B|, σ) with σ = 0.01 ('constant') or
+    σ = ‖δg‖_∞ and D ← D + ε'/α ('belief'); d ← m/D; decoupled decay d ← d + λx ('decoupled') or
+    d ← d + λ/mean(D)·x ('stable'); x ← x − η_t d."""
+
+    slots = staticmethod(lambda hp: 3)  # exp_avg_grad, approx_hessian, update
+
+    @staticmethod
+    def init(x, hp):
+        base_lr = hp["lr"].clone()  # the class keeps the constructor's lr for its warm-up (self.lr)
+        init_lr = base_lr / 1000.0 if hp["init_lr"] is None else hp["init_lr"]
+        return {"m": _zeros(x), "b": _zeros(x), "d": _zeros(x), "base_lr": base_lr, "init_lr": init_lr}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        warmup, init_lr, wd = hp["warmup_steps"], state["init_lr"], hp["weight_decay"]
+        current_lr = torch.where(t >= warmup, hp["lr"], (state["base_lr"] - init_lr) * t / warmup + init_lr)
+        belief = hp["rebound"] == "belief"
+        eps = hp["eps"] if belief else hp["eps"] / 1e-2
+        alpha = (1.0 - hp["beta"]) / (1 - hp["beta"] ** t)
+        decay_type = hp["weight_decay_type"]
+        if decay_type == "l2":
+            g = g + wd * x
+        m, b, d = state["m"], state["b"], state["d"]
+        delta_grad = g - m
+        m.add_(alpha * delta_grad)
+        denom = layout.spread(_per_tensor(d, layout, lambda v: torch.linalg.vector_norm(v, ord=4, dim=-1)) + eps)
+        d.div_(denom)
+        v_sq = d * d
+        along = _per_tensor(delta_grad / denom * d, layout, lambda v: v.sum(-1)) * -alpha
+        delta = along - _per_tensor(b * v_sq, layout, lambda v: v.sum(-1))
+        b.add_(v_sq * layout.spread(delta))
+        if belief:
+            rebound = _per_tensor(delta_grad, layout, lambda v: torch.linalg.vector_norm(v, ord=float("inf"), dim=-1))
+            rectified = torch.maximum(b.abs(), layout.spread(rebound)) + eps / alpha
+        else:
+            rectified = b.abs().clamp(min=1e-2)
+        d.copy_(m / rectified)
+        if decay_type == "stable":
+            d.add_(layout.spread(wd / _per_tensor(rectified, layout, lambda v: v.mean(-1))) * x)
+        elif decay_type == "decoupled":
+            d.add_(wd * x)
+        x.sub_(current_lr * d)

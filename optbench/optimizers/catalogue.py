@@ -69,6 +69,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "ADOPT": {"batched": "adopt"},
     "DualAdam": {"batched": "dualadam"},
     "AvaGrad": {"batched": "avagrad"},
+    "ApolloDQN": {"batched": "apollodqn"},
     "Prodigy": {"lr_free": True, "batched": "prodigy"},
     "DAdaptAdaGrad": {"lr_free": True},
     "DAdaptAdam": {"lr_free": True},
