@@ -209,3 +209,68 @@ class _ApolloDQN:
         elif decay_type == "decoupled":
             d.add_(wd * x)
         x.sub_(current_lr * d)
+
+
+# ---- AdaGC ----------------------------------------------------------------------------------------------
+
+def _warmup_norm(raw: torch.Tensor, decayed: torch.Tensor, coupled: bool) -> torch.Tensor:
+    """AdaGC's global gradient norm per parameter tensor l, ``[K, L]``: √(Σ_j ‖g_j‖²) + … in float32 as
+    ``get_global_gradient_norm`` (each tensor's norm cast to float32, squared and summed in float32). With coupled
+    decay the class recomputes it at every tensor after adding λx to that tensor's gradient in place, so tensor l
+    sees the decayed gradients of tensors j ≤ l and the raw ones of j > l; else it is computed once, from the raw
+    gradients (decoupled decay does not touch them)."""
+    raw32, decayed32 = raw.float().square(), decayed.float().square()
+    L = raw.shape[-1]
+    if not coupled or L == 1:
+        return (decayed32 if coupled else raw32).sum(-1, keepdim=True).sqrt().expand(-1, L)
+    seen = torch.arange(L, device=raw.device)[None, :] <= torch.arange(L, device=raw.device)[:, None]  # [l, j]
+    mixed = torch.where(seen[None], decayed32[:, None, :], raw32[:, None, :])  # [K, l, j]
+    return mixed.sum(-1).sqrt()
+
+
+@_rule("adagc", needs=[LAYERS, JOINT])
+class _AdaGC:
+    """AdaGC (pytorch_optimizer.AdaGC; Wang et al. 2025, "AdaGC: Improving Training Stability for Large Language
+    Model Pretraining", Algorithm 1): Adam on adaptively clipped gradients, with a clipping threshold γ per
+    parameter tensor. Decay first (decoupled x ← x(1 − λ(1 if fixed_decay else η)) by default, or g ← g + λx).
+    Warm-up (the first step, and while t < ``warmup_steps``): global clipping ĝ = g·min(1, λ_abs/(‖G‖ + ε)) with
+    ‖G‖ the norm of all gradients (float32, :func:`_warmup_norm`), and γ ← ‖ĝ‖ (first step) or min(γ, ‖ĝ‖).
+    Afterwards, per tensor: ĝ = g·min(1, λ_rel·max(γ, ε)/max(‖g‖, ε)) and γ ← βγ + (1 − β)‖ĝ‖. Then
+    m ← β₁m + (1 − β₁)ĝ, v ← β₂v + (1 − β₂)ĝ², x ← x − η/(1 − β₁ᵗ) · m/(√v/√(1 − β₂ᵗ) + ε). The paper's warm-up
+    keeps the minimum of the clipped norms, as here; its γ update uses the clipped norm, as here."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (gamma is one value per tensor)
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "gamma": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, eps, beta1, beta2 = hp["lr"], hp["eps"], hp["beta1"], hp["beta2"]
+        coupled = not hp["weight_decouple"]
+        raw_norms = None if not coupled else _per_tensor(g, layout, lambda v: torch.linalg.vector_norm(v, dim=-1))
+        g = _decay(x, g, hp, lr)
+        norms = _per_tensor(g, layout, lambda v: torch.linalg.vector_norm(v, dim=-1))  # [K, L]
+        # warm-up: global clipping, the scale in float32 (λ_abs / t is reciprocal() · λ_abs in torch)
+        global_norm = _warmup_norm(norms if raw_norms is None else raw_norms, norms, coupled)
+        scale = (global_norm + eps.float()).reciprocal() * hp["lambda_abs"].float()
+        warm_hat = g * layout.spread(scale.clamp(max=1.0).to(g.dtype))
+        warm_norms = _per_tensor(warm_hat, layout, lambda v: torch.linalg.vector_norm(v, dim=-1))
+        if state["gamma"] is None:  # the first step is always a warm-up step
+            state["gamma"] = warm_norms
+            g_hat = warm_hat
+        else:
+            gamma = state["gamma"]
+            ratio = (gamma.clamp_min(eps) * hp["lambda_rel"] / norms.clamp_min(eps)).clamp_max(1.0)
+            clipped = g * layout.spread(ratio)
+            clipped_norms = _per_tensor(clipped, layout, lambda v: torch.linalg.vector_norm(v, dim=-1))
+            warm = t < hp["warmup_steps"]  # [K, 1]
+            state["gamma"] = torch.where(warm, torch.minimum(gamma, warm_norms),
+                                         gamma + (1 - hp["beta"]) * (clipped_norms - gamma))
+            g_hat = torch.where(warm, warm_hat, clipped)
+        m, v = state["m"], state["v"]
+        m.add_((1 - beta1) * (g_hat - m))  # m.lerp_(ĝ, 1 − β₁)
+        v.mul_(beta2).add_((1 - beta2) * g_hat * g_hat)
+        x.sub_(lr / (1 - beta1 ** t) * m / (v.sqrt() / (1 - beta2 ** t).sqrt() + eps))

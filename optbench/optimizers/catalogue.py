@@ -70,6 +70,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "DualAdam": {"batched": "dualadam"},
     "AvaGrad": {"batched": "avagrad"},
     "ApolloDQN": {"batched": "apollodqn"},
+    "AdaGC": {"batched": "adagc"},
     "Prodigy": {"lr_free": True, "batched": "prodigy"},
     "DAdaptAdaGrad": {"lr_free": True},
     "DAdaptAdam": {"lr_free": True},
