@@ -83,13 +83,13 @@ class _DualAdam:
 @_rule("avagrad", needs=[LAYERS, JOINT])
 class _AvaGrad:
     """AvaGrad (pytorch_optimizer.AvaGrad; Savarese et al. 2021, "Domain-independent Dominance of Adaptive
-    Methods", Algorithm 2): decay (decoupled by default), m ← β₁m + (1 − β₁)g; for t > 1,
-    x ← x − γ_{t−1} η/(1 − β₁ᵗ) · m/(√v_{t−1}/√(1 − β₂^(t−1)) + ε) (no move at t = 1); then v ← β₂v + (1 − β₂)g² and
-    the global step-size normaliser γ_t = 1/√(Σ_i r_i⁻²/P) over all P parameters, with the per-parameter rates
-    r = √v_{t−1}/√(1 − β₂ᵗ) + ε. The library's deviations from the paper: r uses the second moment *before* this
-    step's update with the *current* bias correction (the paper's η_t = 1/(√v_t + ε) uses v_t), and m is bias
-    corrected (adam_debias off); Σ r⁻² is summed one parameter tensor at a time as ``norm(r, −2)^(−2)``, and γ is
-    the Python float ``1/math.sqrt(…)`` (here a float64 ``[K, 1]`` column)."""
+    Methods", Algorithm 2): decay (decoupled by default); m ← β₁m + (1 − β₁)g; for t > 1
+    x ← x − γ_{t−1}·η/(1 − β₁ᵗ) · m/(√v_{t−1}/√(1 − β₂^(t−1)) + ε), no move at t = 1; then v ← β₂v + (1 − β₂)g²
+    and the normaliser γ_t = 1/√(Σ_i r_i⁻²/P) over all P parameters (JOINT) of the rates
+    r = √v_{t−1}/√(1 − β₂ᵗ) + ε. The paper's step is η·(e_t/‖e_t/√P‖₂)⊙m with e_t = 1/(√v_{t−1} + ε) normalised
+    by its own norm; the library normalises with the norm of the previous step's rates (from v_{t−2}) and adds
+    bias corrections to m and v. Σ r⁻² is summed one parameter tensor at a time as ``norm(r, −2)^(−2)``, as
+    the class does, and γ is the class's Python float ``1/math.sqrt(…)`` (here a float64 ``[K, 1]`` column)."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
@@ -230,14 +230,13 @@ def _warmup_norm(raw: torch.Tensor, decayed: torch.Tensor, coupled: bool) -> tor
 
 @_rule("adagc", needs=[LAYERS, JOINT])
 class _AdaGC:
-    """AdaGC (pytorch_optimizer.AdaGC; Wang et al. 2025, "AdaGC: Improving Training Stability for Large Language
-    Model Pretraining", Algorithm 1): Adam on adaptively clipped gradients, with a clipping threshold γ per
+    """AdaGC (pytorch_optimizer.AdaGC; "AdaGC: Improving Training Stability for Large Language Model
+    Pretraining", 2025): Adam on adaptively clipped gradients, with a clipping threshold γ per
     parameter tensor. Decay first (decoupled x ← x(1 − λ(1 if fixed_decay else η)) by default, or g ← g + λx).
     Warm-up (the first step, and while t < ``warmup_steps``): global clipping ĝ = g·min(1, λ_abs/(‖G‖ + ε)) with
     ‖G‖ the norm of all gradients (float32, :func:`_warmup_norm`), and γ ← ‖ĝ‖ (first step) or min(γ, ‖ĝ‖).
     Afterwards, per tensor: ĝ = g·min(1, λ_rel·max(γ, ε)/max(‖g‖, ε)) and γ ← βγ + (1 − β)‖ĝ‖. Then
-    m ← β₁m + (1 − β₁)ĝ, v ← β₂v + (1 − β₂)ĝ², x ← x − η/(1 − β₁ᵗ) · m/(√v/√(1 − β₂ᵗ) + ε). The paper's warm-up
-    keeps the minimum of the clipped norms, as here; its γ update uses the clipped norm, as here."""
+    m ← β₁m + (1 − β₁)ĝ, v ← β₂v + (1 − β₂)ĝ², x ← x − η/(1 − β₁ᵗ) · m/(√v/√(1 − β₂ᵗ) + ε) (arXiv:2502.11034)."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (gamma is one value per tensor)
 
