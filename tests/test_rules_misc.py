@@ -1,5 +1,6 @@
-"""DualAdam, AvaGrad, SPlus, ApolloDQN and AdaGC (engines/rules_misc.py): each rule against its paper's formula,
-written here independently in numpy float64 for one or two steps on a tiny input, and against the class on the
+"""DualAdam, AvaGrad, SPlus, ApolloDQN and AdaGC (engines/rules_misc.py): each rule against the update formula its
+docstring states (the paper's, with the library's documented changes), written here independently in numpy
+float64 for one or two steps on a tiny input, and against the class on the
 branches the registry defaults of tests/test_engine_contract.py do not reach (decay variants, the inverse-Adam
 switch, Apollo's belief rebound and stable decay, AdaGC after its warm-up, a schedule during Apollo's warm-up)."""
 

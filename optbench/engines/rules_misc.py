@@ -6,7 +6,8 @@ Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RU
 shared by the group. Each rule follows the code path the loop engine's class object takes on a CPU (the
 ``foreach`` path where the class enables it there, else the per-parameter loop), operation for operation; the
 contract of ``tests/test_engine_contract.py`` checks each against the class to 1e-8 in float64, and
-``tests/test_rules_misc.py`` against its paper's formula written independently.
+``tests/test_rules_misc.py`` against the update formula of its docstring, written independently in numpy for one
+or two steps, and against the class on the branches the registry defaults do not reach.
 
 Per-parameter-tensor statistics (ApolloDQN's curvature estimate, AdaGC's clipping thresholds, AvaGrad's global
 step size) are reduced one tensor at a time over the ``LAYERS`` layout, in the class's order; a statistic over
