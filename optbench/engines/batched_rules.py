@@ -513,4 +513,5 @@ class _LAMB:
         x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)
 
 
-from optbench.engines import batched_rules_modern  # noqa: E402,F401  (registers Muon, Shampoo, Prodigy)
+from optbench.engines import batched_rules_modern  # noqa: E402,F401,I001  (registers Muon, Shampoo, Prodigy)
+from optbench.engines import rules_misc  # noqa: E402,F401  (DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC)
