@@ -513,4 +513,8 @@ class _LAMB:
         x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)
 
 
-from optbench.engines import batched_rules_modern  # noqa: E402,F401  (registers Muon, Shampoo, Prodigy)
+from optbench.engines import (  # noqa: E402,F401  (each module registers its rules)
+    batched_rules_modern,  # Muon, Shampoo, Prodigy
+    rules_schedulefree,  # Schedule-Free SGD and RAdam
+    rules_variance,  # MARS, Adai, AdamS
+)
