@@ -20,15 +20,18 @@ from typing import cast
 
 import torch
 
-from optbench.engines import batched_rules_modern
 from optbench.engines.batched_rules import JOINT, LAYERS, _rule
-from optbench.engines.batched_rules_modern import _tensors, newton_schulz
 
 AMS_BOUND_EPS = 1e-15  # BaseOptimizer.apply_ams_bound's exp_avg_sq_eps, under the square root of every denominator
 # MARS's shampoo type orthogonalises with zero_power_via_newton_schulz_5's defaults: 5 steps of these coefficients
 # (in batched_rules_modern.NEWTON_SCHULZ_DTYPE["newton_schulz"], bfloat16, as Muon), with the group's eps as the
 # lower bound of the norm
 MARS_NEWTON_SCHULZ = ((3.4445, -4.7750, 2.0315),) * 5
+
+
+def _tensors(x, layout):
+    """Column slices ``[K, size]`` of ``x`` per parameter tensor of the layout (views), with each tensor's shape."""
+    return list(zip(x.split(layout.sizes, dim=-1), layout.shapes))
 
 
 def _cautious(update: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -91,11 +94,14 @@ class _MARS:
             if mixed and mars_type == "lion":
                 update = update.sign()
             elif mixed and mars_type == "shampoo" and matrix:
+                # imported here: batched_rules_modern may be the module whose import is registering this one
+                from optbench.engines import batched_rules_modern
+
                 dtype = batched_rules_modern.NEWTON_SCHULZ_DTYPE["newton_schulz"]
                 rows = shape[0]
                 eps = cast(float, hp["eps"][:, :, None].to(dtype))  # [K, 1, 1]: each configuration's bound
-                ortho = newton_schulz((update * (1.0 / (1.0 - beta1))).reshape(-1, rows, update.shape[-1] // rows),
-                                      MARS_NEWTON_SCHULZ, dtype, eps)
+                scaled = (update * (1.0 / (1.0 - beta1))).reshape(-1, rows, update.shape[-1] // rows)
+                ortho = batched_rules_modern.newton_schulz(scaled, MARS_NEWTON_SCHULZ, dtype, eps)
                 update = (ortho * math.sqrt(max(1.0, rows / shape[1]))).reshape(update.shape).to(p.dtype)
             else:
                 v.mul_(beta2).add_((1.0 - beta2) * correction * correction)
