@@ -287,3 +287,15 @@ def test_adai_and_adams_take_the_mean_over_the_whole_model(spec):
                        for columns, n in ((slice(0, 2), 2), (slice(2, 5), 3))], dim=-1)
     np.testing.assert_allclose(joint.numpy(), whole.numpy(), rtol=1e-14)
     assert not np.allclose(joint.numpy(), alone.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("spec", ["schedulefreesgd", "schedulefreeradam", "mars", "mars(ams_bound=True)",
+                                  "mars(optimize_1d=True, mars_type='lion')", "adai", "adams",
+                                  "adams(ams_bound=True)"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sfmars_rules_declare_the_state_their_class_keeps(spec, dtype):
+    from optbench.cost import probe_state_bytes_per_param
+
+    config = get_optimizer(spec)
+    declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
+    assert declared == probe_state_bytes_per_param(config, 5, dtype)
