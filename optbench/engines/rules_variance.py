@@ -62,8 +62,11 @@ class _MARS:
     so every analytic problem) gets plain AdamW on g with η₁ = η·lr_1d/η₀ (η₀ the lr at construction, so a
     schedule scales both), ``betas_1d`` and λ₁ = ``weight_decay_1d``. Then decay (decoupled x ← x(1 − λη), η
     unscaled with ``fixed_decay``, or coupled g ← g + λx, which only changes the stored g_prev), x ← x − ηu,
-    g_prev ← g. Deviation from the paper: the correction is clipped to unit norm per tensor, as the authors' code
-    does; the 1-D AdamW fallback is the authors' too."""
+    g_prev ← g (zero before the first step). Deviations from the paper's Algorithm 1: the library implements
+    MARS-approx, the previous step's gradient g_prev in place of the gradient at the previous point on the current
+    sample (one gradient per step); the clip of c to unit norm is per parameter tensor; ε is added before the
+    bias correction of v (so it is ε/√(1 − β₂ᵗ) after it); vectors take the AdamW fallback unless ``optimize_1d``
+    (as the authors' code)."""
 
     slots = staticmethod(lambda hp: 3 + int(hp["ams_bound"]))  # exp_avg, exp_avg_sq, last_grad (, max_exp_avg_sq)
 
