@@ -21,21 +21,22 @@ from optbench.engines.batched_rules import REPORTED, _rule
 def _averaging_weight(lr, state, hp, t):
     """The class's c_t: η_max ← max(η_max, η_t), w_t = t^r η_max^p, W ← W + w_t, c_t = w_t/W (0 while W = 0)."""
     state["lr_max"] = lr_max = torch.maximum(lr, state["lr_max"])
-    weight = (t ** hp["r"]) * lr_max ** hp["weight_lr_power"]
+    weight = (t ** hp["r"].double()) * lr_max ** hp["weight_lr_power"].double()
     state["weight_sum"] = weight_sum = state["weight_sum"] + weight
     return torch.where(weight_sum != 0, weight / weight_sum, torch.zeros_like(weight))
 
 
 def _schedule_free_update(x, u, z, lr, checkpoint, beta):
     """``_apply_schedule_free_update`` of the library (after its weight decay): y ← lerp(y, z, c_t),
-    y ← y + η_t(β(1 − c_t) − 1)u, z ← z − η_t u."""
-    x.lerp_(z, checkpoint)
-    x.add_(lr * (beta * (1.0 - checkpoint) - 1.0) * u)
-    z.sub_(lr * u)
+    y ← y + η_t(β(1 − c_t) − 1)u, z ← z − η_t u. The scalars are float64 ``[K, 1]`` columns (the class's Python
+    floats), each rounded to the run's dtype where it meets a tensor, as a Python float does."""
+    x.lerp_(z, checkpoint.to(x.dtype))
+    x.add_((lr * (beta.double() * (1.0 - checkpoint) - 1.0)).to(x.dtype) * u)
+    z.sub_(lr.to(x.dtype) * u)
 
 
 def _init(x):
-    column = torch.zeros_like(x[:, :1])
+    column = torch.zeros_like(x[:, :1], dtype=torch.float64)  # lr_max and weight_sum: Python floats in the class
     return {"z": x.clone(), "v": torch.zeros_like(x), "weight_sum": column.clone(), "lr_max": column - 1.0}
 
 
@@ -57,8 +58,8 @@ class _ScheduleFreeSGD:
 
     @staticmethod
     def step(x, g, state, hp, t):
-        warmup = hp["warmup_steps"]
-        lr = hp["lr"] * torch.where(t < warmup, t / warmup, torch.ones_like(warmup))
+        warmup = hp["warmup_steps"].double()
+        lr = hp["lr"].double() * torch.where(t < warmup, t / warmup, torch.ones_like(warmup))
         checkpoint = _averaging_weight(lr, state, hp, t)
         u = g + hp["weight_decay"] * x
         _schedule_free_update(x, u, state["z"], lr, checkpoint, hp["momentum"])
@@ -89,21 +90,24 @@ class _ScheduleFreeRAdam:
     @staticmethod
     def step(x, g, state, hp, t):
         beta1, beta2 = hp["beta1"], hp["beta2"]
-        bias_correction2_sq = (1.0 - beta2 ** t) ** 0.5
+        # the class's Python floats: in float64, as ρ_t = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ) cancels to ≈ t (in float32 ρ₅ would
+        # be off by 1e-2, and r_t with it)
+        beta2_64 = beta2.double()
+        bias_correction2_sq = (1.0 - beta2_64 ** t) ** 0.5
         # BaseOptimizer.get_rectify_step_size(is_rectify=True, n_sma_threshold=4, degenerated_to_sgd=False)
-        n_sma_max = 2.0 / (1.0 - beta2) - 1.0
-        beta2_t = beta2 ** t
+        n_sma_max = 2.0 / (1.0 - beta2_64) - 1.0
+        beta2_t = beta2_64 ** t
         n_sma = n_sma_max - 2 * t * beta2_t / (1.0 - beta2_t)
         rt = ((1.0 - beta2_t) * (n_sma - 4) / (n_sma_max - 4) * (n_sma - 2) / n_sma * n_sma_max
               / (n_sma_max - 2)).clamp_min(0.0).sqrt()
-        lr = hp["lr"] * torch.where(n_sma >= 4, rt, -1.0)
+        lr = hp["lr"].double() * torch.where(n_sma >= 4, rt, -1.0)
         sgd_phase = torch.full_like(lr, float(not hp["silent_sgd_phase"]))
         rectified = n_sma > 4.0
         lr = torch.where(lr < 0.0, sgd_phase, torch.where(rectified, lr / bias_correction2_sq, lr))
         checkpoint = _averaging_weight(lr, state, hp, t)
         v = state["v"]
         v.mul_(beta2).add_((1.0 - beta2) * g * g)
-        u = torch.where(rectified, g / (v.sqrt() / bias_correction2_sq + hp["eps"]), g)
+        u = torch.where(rectified, g / (v.sqrt() / bias_correction2_sq.to(x.dtype) + hp["eps"]), g)
         u = u + hp["weight_decay"] * x
         _schedule_free_update(x, u, state["z"], lr, checkpoint, beta1)
 
