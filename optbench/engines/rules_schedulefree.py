@@ -5,8 +5,9 @@ Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RU
 there: they train at y (``x`` here), keep the base sequence z, and report x = y + (1 − 1/β)(z − y), which is
 what the class's ``eval()`` puts into the parameters (``p.lerp_(z, 1 − 1/β)``) and what the loop engine records.
 Each mirrors the class's foreach code path (the one it takes for dense real tensors) operation for operation:
-the per-step scalars the class computes as Python floats (warm-up, lr_max, the averaging weight c_t) are
-``[K, 1]`` tensors in the run's dtype, the same numbers in float64. Every option of both classes is reproduced.
+the per-step scalars the class computes as Python floats (warm-up, ρ_t and r_t, lr_max, the averaging weight c_t)
+are float64 ``[K, 1]`` tensors whatever the run's dtype, rounded to it where they meet a parameter-sized tensor, as
+a Python float is. Every option of both classes is reproduced.
 
 Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky 2024, "The Road Less Scheduled" (arXiv:2405.15682).
 """
@@ -18,10 +19,15 @@ import torch
 from optbench.engines.batched_rules import REPORTED, _rule
 
 
+def _scalars(x) -> torch.dtype:
+    """The dtype of the per-step scalars the classes keep as Python floats: float64 (MPS has none: float32)."""
+    return torch.float32 if x.device.type == "mps" else torch.float64
+
+
 def _averaging_weight(lr, state, hp, t):
     """The class's c_t: η_max ← max(η_max, η_t), w_t = t^r η_max^p, W ← W + w_t, c_t = w_t/W (0 while W = 0)."""
     state["lr_max"] = lr_max = torch.maximum(lr, state["lr_max"])
-    weight = (t ** hp["r"].double()) * lr_max ** hp["weight_lr_power"].double()
+    weight = (t ** hp["r"].to(lr.dtype)) * lr_max ** hp["weight_lr_power"].to(lr.dtype)
     state["weight_sum"] = weight_sum = state["weight_sum"] + weight
     return torch.where(weight_sum != 0, weight / weight_sum, torch.zeros_like(weight))
 
@@ -31,12 +37,12 @@ def _schedule_free_update(x, u, z, lr, checkpoint, beta):
     y ← y + η_t(β(1 − c_t) − 1)u, z ← z − η_t u. The scalars are float64 ``[K, 1]`` columns (the class's Python
     floats), each rounded to the run's dtype where it meets a tensor, as a Python float does."""
     x.lerp_(z, checkpoint.to(x.dtype))
-    x.add_((lr * (beta.double() * (1.0 - checkpoint) - 1.0)).to(x.dtype) * u)
+    x.add_((lr * (beta.to(lr.dtype) * (1.0 - checkpoint) - 1.0)).to(x.dtype) * u)
     z.sub_(lr.to(x.dtype) * u)
 
 
 def _init(x):
-    column = torch.zeros_like(x[:, :1], dtype=torch.float64)  # lr_max and weight_sum: Python floats in the class
+    column = torch.zeros_like(x[:, :1], dtype=_scalars(x))  # lr_max and weight_sum: Python floats in the class
     return {"z": x.clone(), "v": torch.zeros_like(x), "weight_sum": column.clone(), "lr_max": column - 1.0}
 
 
@@ -58,8 +64,8 @@ class _ScheduleFreeSGD:
 
     @staticmethod
     def step(x, g, state, hp, t):
-        warmup = hp["warmup_steps"].double()
-        lr = hp["lr"].double() * torch.where(t < warmup, t / warmup, torch.ones_like(warmup))
+        warmup = hp["warmup_steps"].to(_scalars(x))
+        lr = hp["lr"].to(warmup.dtype) * torch.where(t < warmup, t / warmup, torch.ones_like(warmup))
         checkpoint = _averaging_weight(lr, state, hp, t)
         u = g + hp["weight_decay"] * x
         _schedule_free_update(x, u, state["z"], lr, checkpoint, hp["momentum"])
@@ -92,7 +98,7 @@ class _ScheduleFreeRAdam:
         beta1, beta2 = hp["beta1"], hp["beta2"]
         # the class's Python floats: in float64, as ρ_t = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ) cancels to ≈ t (in float32 ρ₅ would
         # be off by 1e-2, and r_t with it)
-        beta2_64 = beta2.double()
+        beta2_64 = beta2.to(_scalars(x))
         bias_correction2_sq = (1.0 - beta2_64 ** t) ** 0.5
         # BaseOptimizer.get_rectify_step_size(is_rectify=True, n_sma_threshold=4, degenerated_to_sgd=False)
         n_sma_max = 2.0 / (1.0 - beta2_64) - 1.0
@@ -100,7 +106,7 @@ class _ScheduleFreeRAdam:
         n_sma = n_sma_max - 2 * t * beta2_t / (1.0 - beta2_t)
         rt = ((1.0 - beta2_t) * (n_sma - 4) / (n_sma_max - 4) * (n_sma - 2) / n_sma * n_sma_max
               / (n_sma_max - 2)).clamp_min(0.0).sqrt()
-        lr = hp["lr"].double() * torch.where(n_sma >= 4, rt, -1.0)
+        lr = hp["lr"].to(beta2_64.dtype) * torch.where(n_sma >= 4, rt, -1.0)
         sgd_phase = torch.full_like(lr, float(not hp["silent_sgd_phase"]))
         rectified = n_sma > 4.0
         lr = torch.where(lr < 0.0, sgd_phase, torch.where(rectified, lr / bias_correction2_sq, lr))
