@@ -513,5 +513,9 @@ class _LAMB:
         x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)
 
 
-from optbench.engines import batched_rules_modern  # noqa: E402,F401,I001  (registers Muon, Shampoo, Prodigy)
-from optbench.engines import rules_misc  # noqa: E402,F401  (DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC)
+from optbench.engines import (  # noqa: E402,F401  (each module registers its rules)
+    batched_rules_modern,  # Muon, Shampoo, Prodigy
+    rules_misc,  # DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC
+    rules_schedulefree,  # Schedule-Free SGD and RAdam
+    rules_variance,  # MARS, Adai, AdamS
+)
