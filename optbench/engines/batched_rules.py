@@ -521,4 +521,10 @@ class _LAMB:
         x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)
 
 
-from optbench.engines import batched_rules_modern, rules_zeroorder  # noqa: E402,F401  (they register rules)
+from optbench.engines import (  # noqa: E402,F401  (each module registers its rules)
+    batched_rules_modern,  # Muon, Shampoo, Prodigy
+    rules_misc,  # DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC
+    rules_schedulefree,  # Schedule-Free SGD and RAdam
+    rules_variance,  # MARS, Adai, AdamS
+    rules_zeroorder,  # SPSA, forward gradient
+)
