@@ -514,3 +514,4 @@ class _LAMB:
 
 
 from optbench.engines import batched_rules_modern  # noqa: E402,F401  (registers Muon, Shampoo, Prodigy)
+from optbench.engines import rules_dadapt  # noqa: E402,F401  (registers the D-Adaptation rules)
