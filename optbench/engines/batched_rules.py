@@ -513,5 +513,5 @@ class _LAMB:
         x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)
 
 
+import optbench.engines.rules_dadapt  # noqa: E402,F401  (registers the D-Adaptation rules)
 from optbench.engines import batched_rules_modern  # noqa: E402,F401  (registers Muon, Shampoo, Prodigy)
-from optbench.engines import rules_dadapt  # noqa: E402,F401  (registers the D-Adaptation rules)

@@ -24,9 +24,20 @@ from __future__ import annotations
 import torch
 
 from optbench.engines.batched_rules import JOINT, LAYERS, _rule
-from optbench.engines.batched_rules_modern import _scalar_dtype, _tensors
 
 NEEDS = (LAYERS, JOINT)
+
+
+# (batched_rules_modern has the same two helpers; importing them from there would be circular when that module is
+# the first one imported, since batched_rules registers this module at its end)
+def _tensors(x, layout):
+    """Column slices ``[K, size]`` of ``x`` per parameter tensor of the layout, with each tensor's shape."""
+    return list(zip(x.split(layout.sizes, dim=-1), layout.shapes))
+
+
+def _scalar_dtype():
+    """The dtype of the classes' ``torch.tensor([0.0])`` statistics: float32 unless the default is float64."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def _zeros(x):
