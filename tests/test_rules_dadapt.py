@@ -273,3 +273,18 @@ def test_a_zero_gradient_does_not_move_its_configuration():
         rule.step(x, torch.tensor([[0.0, 0.0], [1.0, 2.0]], dtype=torch.float64), state, hp, 1)
         assert torch.equal(x[0], torch.tensor([0.5, -1.0], dtype=torch.float64)), name
         assert not torch.equal(x[1], x[0]), name
+
+
+@pytest.mark.parametrize("name", sorted(FORMULAS))
+def test_schedule_and_clipping(name):
+    """The engine's scheduled lr (a multiplier here, decaying to 0: the classes' ``lr > 0`` test) and clipped
+    gradient reach the rule as the loop engine hands them to the class."""
+    from optbench.engines.recipe import Recipe
+
+    problem, recipe = get_problem("beale"), Recipe(schedule="cosine", clip_norm=1.0)
+    configs, seeds = [get_optimizer(name), get_optimizer(name).with_hyperparams(lr=3.0)], [0, 7]
+    batched = run_batched(problem, configs, seeds, 20, 1, recipe=recipe, measure_cost=False)
+    for k, (config, seed) in enumerate(zip(configs, seeds)):
+        loop = run_loop(problem, config, seed, 20, 1, recipe=recipe, measure_cost=False)
+        _close(batched.loss[:, k], loop.loss[:, 0], f"{config.label} loss")
+        _close(batched.end_x[k], loop.end_x[0], f"{config.label} final parameters")
