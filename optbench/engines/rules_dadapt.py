@@ -259,8 +259,9 @@ class _DAdaptAdaGrad:
     or decoupled x ← x(1 − λ(1 if ``fixed_decay`` else lr))); α ← α + g² (α₀ = 1e-6 per coordinate);
     s ← s + dη g; with a = √α + ε the class tracks Σ s²/a (its change this step), γ ← γ + dη²Σ g²/a and
     ‖s‖₁; unless ‖s‖₁ = 0, d̂ = (Σ s²/a − γ)/‖s‖₁, d ← max(d, min(d̂, d·growth_rate)) when lr > 0, and
-    z = x₀ − s/a, x ← z (μ = momentum > 0: x ← x + (1 − μ)(z − x)). The paper's d̂ has a factor the library
-    drops (its ‖s‖₁ is not halved); the statistics are float32 sums of per-tensor float64 sums and changes."""
+    z = x₀ − s/a, x ← z (μ = momentum > 0: x ← x + (1 − μ)(z − x)). The class keeps Σ s²/a as a running sum of
+    its per-tensor changes (new a and s against old), in float32; the rule adds the same changes in the same order
+    (tests/test_rules_dadapt.py checks the formula above, written directly, to the class)."""
 
     slots = staticmethod(lambda hp: 3)  # alpha_k, sk, x0
 
