@@ -523,6 +523,7 @@ class _LAMB:
 
 from optbench.engines import (  # noqa: E402,F401  (each module registers its rules)
     batched_rules_modern,  # Muon, Shampoo, Prodigy
+    rules_dadapt,  # the five D-Adaptation classes
     rules_misc,  # DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC
     rules_schedulefree,  # Schedule-Free SGD and RAdam
     rules_variance,  # MARS, Adai, AdamS
