@@ -14,11 +14,13 @@ search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free 
    machine the wall time measures the neighbours too). ``--peer-trials M`` < N times the peer on its first M
    trials of every study and extrapolates linearly to N instead (TPE's cost per ask grows with the trials, so
    that underestimates the peer).
-2. **What a loop-only trial costs** (``--only costs``): CPU microseconds per trial-step of one trial of an
-   optimizer without a batched rule, 200 steps on Rosenbrock in float32 with clipping, three ways: the peer's
-   loop (fresh optimizer, autograd, ``clip_grad_norm_``), optbench's loop engine one run at a time, and as a
-   gallery round (``engines.trials.run_trials``, K = 32 trials in one pass: one shared object where
-   ``engines.stacked`` measured the class to allow it, else side by side).
+2. **What a trial costs** (``--only costs``): CPU microseconds per trial-step of one trial, 200 steps on
+   Rosenbrock in float32 with clipping, three ways: the peer's loop (fresh optimizer, autograd,
+   ``clip_grad_norm_``; n/a for classes whose ``step()`` needs optbench's closure, which the peer's loop cannot
+   run: SPSA, the forward gradient), optbench's loop engine one run at a time, and as a gallery round of K = 32
+   trials in one pass (:func:`trial_path`: the batched engine for an optimizer with a batched rule, else
+   ``engines.trials.run_trials``: one shared object where ``engines.stacked`` measured the class to allow it,
+   else side by side, else one run at a time).
 3. **The whole catalogue by path** (``--only by-path``): a sample of optimizers grouped by how the gallery runs
    their rounds (batched rule, shared object in each layout, side by side, one run at a time), one gallery per
    group against the peer on the same optimizers, and the whole gallery's speed-up estimated by weighting each
@@ -172,16 +174,11 @@ def trial_path(name: str) -> str:
     return "side by side"
 
 
-def _batched(name: str) -> bool:
-    from optbench.optimizers import get_optimizer
-
-    return get_optimizer(name).entry.batched is not None
-
-
 def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
-    """CPU µs per trial-step of ``trials`` trials (lrs spaced by 5 %) run the peer's way, on optbench's loop engine
-    one at a time, and as the gallery runs a round (``run_trials``: one shared object where the class allows it,
-    else side by side)."""
+    """CPU µs per trial-step of ``trials`` trials (lrs spaced by 5 %) run the peer's way (NaN where the peer's loop
+    cannot run the class), on optbench's loop engine one at a time, and as the gallery runs a round (the batched
+    engine for a batched rule, else ``run_trials``: one shared object where the class allows it, else side by
+    side)."""
     import torch
 
     from optbench.engines.recipe import Recipe
@@ -194,17 +191,23 @@ def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
     problem = get_problem(FUNCTIONS["rosenbrock"][1])
     base = get_optimizer(name)
     configs = [base.with_hyperparams(lr=(base.lr or 1e-3) * 1.05**k) for k in range(trials)]
+    runs = [Run(problem, c, 10_000, STEPS, 20, "float32", "cpu", Recipe(clip_norm=1.0)) for c in configs]
     ways = {
         "peer": lambda: [peer_trajectory(rosenbrock, FUNCTIONS["rosenbrock"][0], name, c.lr) for c in configs],
-        "loop": lambda: [execute("loop", [Run(problem, c, 10_000, STEPS, 20, "float32", "cpu", Recipe(clip_norm=1.0))])
-                         for c in configs],
-        "side": lambda: run_trials(problem, configs, 10_000, STEPS, 20, dtype=torch.float32,
-                                   recipe=Recipe(clip_norm=1.0)),
+        "loop": lambda: [execute("loop", [run]) for run in runs],
+        "round": (lambda: execute("batched", runs, measure_cost=False)) if base.entry.batched is not None else
+        (lambda: run_trials(problem, configs, 10_000, STEPS, 20, dtype=torch.float32, recipe=Recipe(clip_norm=1.0))),
     }
     out = {}
     for way, fn in ways.items():
         c0 = time.process_time()
-        fn()
+        try:
+            fn()
+        except RuntimeError:  # the peer's loop calls step() without a closure
+            if way != "peer" or not base.entry.needs_closure:
+                raise
+            out[way] = math.nan
+            continue
         out[way] = (time.process_time() - c0) / (trials * STEPS) * 1e6
     return out
 
@@ -299,13 +302,15 @@ def main() -> None:
         print(f"speed-up: {peer_wall / g_s:.1f}× wall, {peer_cpu / g_cpu:.1f}× CPU", flush=True)
     if args.only in (None, "costs"):
         print("\nCPU µs per trial-step (rosenbrock, float32, clip 1, 200 steps, 32 trials)")
-        print("| optimizer | round of trials | peer loop | loop engine, one run at a time | run_trials "
-              "| peer / run_trials |")
-        print("|---|---|---:|---:|---:|---:|")
-        for name in [n for n in names if not _batched(n)]:
+        print("| optimizer | round of trials | peer loop | loop engine, one run at a time | gallery round "
+              "| peer / round | loop / round |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for name in names:
             costs = trial_step_costs(name)
-            print(f"| {name} | {trial_path(name)} | {costs['peer']:.0f} | {costs['loop']:.0f} | {costs['side']:.0f} | "
-                  f"{costs['peer'] / costs['side']:.1f}× |", flush=True)
+            peer = "n/a" if math.isnan(costs["peer"]) else f"{costs['peer']:.0f}"
+            ratio = "n/a" if math.isnan(costs["peer"]) else f"{costs['peer'] / costs['round']:.1f}×"
+            print(f"| {name} | {trial_path(name)} | {peer} | {costs['loop']:.0f} | {costs['round']:.1f} | {ratio} | "
+                  f"{costs['loop'] / costs['round']:.1f}× |", flush=True)
     if args.only in (None, "quality") and args.seeds:
         print(f"\nquality: best trial loss, median over sampler seeds 0–{args.seeds - 1}, {args.quality_trials} trials"
               " each side")

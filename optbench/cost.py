@@ -86,13 +86,22 @@ def _probe(optimizer_config, dim: int, dtype, device, steps: int) -> float:
     param = torch.nn.Parameter(torch.ones(dim, dtype=dtype, device=device))
     opt = optimizer_config.entry.build([param], optimizer_config.hyperparams, dtype=dtype, seed=0)
 
-    def closure():
-        param.grad = None
-        with torch.enable_grad():
-            loss = 0.5 * (param * param).sum()
-            loss.backward()
-        return loss.detach()
+    class Closure:
+        """½‖x‖² with backward, and ``loss_at(tensors)``: the same loss at other values, functionally, as the
+        engines' closures offer it (the forward gradient needs it: optimizers.handwritten)."""
 
+        def __call__(self):
+            param.grad = None
+            with torch.enable_grad():
+                loss = 0.5 * (param * param).sum()
+                loss.backward()
+            return loss.detach()
+
+        @staticmethod
+        def loss_at(tensors):
+            return 0.5 * (tensors[0] * tensors[0]).sum()
+
+    closure = Closure()
     for _ in range(steps):
         if optimizer_config.entry.needs_closure:
             opt.step(closure)

@@ -19,7 +19,7 @@ from optbench.data.synthetic import write_dataset
 from optbench.engines.batched import run_batched
 from optbench.engines.batched_numpy import run_batched_numpy
 from optbench.engines.batched_numpy import supports as numpy_path_supports
-from optbench.engines.batched_rules import CLOSURE, HESSIAN, LAYERS, NEED_DESCRIPTIONS, REPORTED, RULES
+from optbench.engines.batched_rules import CLOSURE, HESSIAN, LAYERS, NEED_DESCRIPTIONS, REPORTED, RULES, SEEDS
 from optbench.engines.capabilities import choose_engine, engine_supports
 from optbench.engines.loop import run_loop
 from optbench.engines.network import run_network, run_network_batched
@@ -127,6 +127,8 @@ def test_entry_flags_agree_with_the_needs_of_its_rule(name):
     assert entry.schedule_free == (REPORTED in rule.needs), f"{name}: schedule-free entries record a reported point"
     if entry.needs_closure:  # the loop engine's closure computes something the batched engine must supply
         assert rule.needs & {HESSIAN, CLOSURE}, f"{name} calls a closure but its rule declares no need for one"
+    # random directions from the class's own generator, seeded from the run seed: the rule needs the run seeds
+    assert entry.seeded == (SEEDS in rule.needs), f"{name}: seeded entries and the SEEDS need go together"
 
 
 def test_every_rule_serves_an_entry():
@@ -253,6 +255,9 @@ def test_plan_groups_takes_the_capability_decision(network_data, engine, device)
     ("adam", {"label_smoothing": 0.1}, "cuda", "batched", "does not implement label_smoothing"),
     ("newton", {}, "cuda", "batched", "the Hessian of the loss"),
     ("newton", {}, "cuda", "auto", "loop"),
+    ("spsa", {}, "cuda", "batched", "loss evaluations at other points within a step"),  # no closure on networks
+    ("forward-grad", {}, "cuda", "batched", "the run seeds"),
+    ("spsa", {}, "cuda", "auto", "loop"),
     ("lbfgs", {}, "cuda", "batched", "has no batched rule"),
 ])
 def test_network_engine_choices(network_data, name, recipe, device, engine, expected):

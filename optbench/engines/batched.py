@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from optbench.cost import StepTimer
-from optbench.engines.batched_rules import HESSIAN, JOINT, LAYERS, REPORTED, RULES, check_needs
+from optbench.engines.batched_rules import CLOSURE, HESSIAN, JOINT, LAYERS, REPORTED, RULES, SEEDS, check_needs
 from optbench.engines.grouping import group_key  # noqa: F401  (re-exported: engines.grouping)
 from optbench.engines.grouping import is_float_like as _is_float_like
 from optbench.engines.intraop import cpu_threads_for
@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 from optbench.engines.grouping import MAX_GROUP  # noqa: E402,F401  (re-exported)
 
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
-# what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
-# the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine
-PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT})  # JOINT: an analytic point is one tensor
+# what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, the layout of the
+# [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine, the step's sampled
+# function as a closure (loss_at, as the loop engine's AnalyticClosure) and the run seeds
+PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT, CLOSURE, SEEDS})  # JOINT: an analytic point is one tensor
 # the training-recipe settings (Recipe.settings()) it implements; lr scaling is already in each lr
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 
@@ -72,6 +73,13 @@ def _batched_hessian(problem, x: torch.Tensor) -> torch.Tensor:
         (g,) = torch.autograd.grad(problem.loss(xg).sum(), xg, create_graph=True)
         rows = [torch.autograd.grad(g[:, i].sum(), xg, retain_graph=True)[0] for i in range(x.shape[-1])]
     return torch.stack(rows, dim=1)
+
+
+def _sampled_loss_at(problem, x: torch.Tensor, sample: torch.Tensor | None):
+    """``loss_at(points [K, d]) -> [K]``: each configuration's step's sampled function f̃_t(x) = f(x) + ⟨ξ_t, x − x_t⟩
+    (``problem.sampled_loss``) with x_t the rows of ``x`` now (copied: the rule updates ``x`` in place)."""
+    anchor = None if sample is None else x.clone()
+    return lambda points: problem.sampled_loss(points, anchor, sample)
 
 
 def clip_rows(grad: torch.Tensor, clip_norm: float | None, clip_value: float | None) -> torch.Tensor:
@@ -139,6 +147,9 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
     state = rule.init(x, hp)
     if LAYERS in rule.needs:
         state["layout"] = ParamLayout.vector(x.shape[-1], device)
+    if SEEDS in rule.needs:
+        state["seeds"] = list(seeds)
+    closure = CLOSURE in rule.needs
     rec = Recorder(problem, K, steps, record_every, device, dtype)
     lr_table, lr_index = _lr_schedule(optimizers, recipe.schedule if schedules is None else schedules, steps,
                                       dtype, device)
@@ -161,8 +172,12 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
             rec.observe(t, x, loss, grad)
             if t == steps:
                 break
-        if noise_std is not None:
-            grad = grad + noise_std * noise.next()
+        sample = None if noise_std is None else noise_std * noise.next()  # ξ_t of every run
+        if sample is not None:
+            grad = grad + sample
+        if closure:  # the oracles of f̃_t, as AnalyticClosure.loss_at; unclipped, as the loop engine's loss_at
+            state["loss_at"] = _sampled_loss_at(problem, x, sample)
+            state["sampled_grad"] = grad
         if clip:
             grad = clip_rows(grad, clip_norm, clip_value)
         if lr_table is not None:

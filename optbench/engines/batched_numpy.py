@@ -33,6 +33,7 @@ import numpy as np
 
 from optbench.engines.numpy_rules import RULES, stack_hyperparams
 from optbench.engines.recorder import DIVERGED, DONE, ESCAPED, MAX_COORDS, GroupTrace, StepTicker, record_steps
+from optbench.errors import UsageError
 
 SYNC_EVERY = 100  # steps between progress updates and the "every run has ended" check, as the torch path
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
@@ -167,6 +168,9 @@ def run_batched_numpy(problem, optimizers: Sequence[Any], seeds: Sequence[int], 
 
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
+    if optimizers[0].entry.batched not in RULES:  # no numpy port: the torch path (engines.batched) runs it
+        raise UsageError(f"The numpy batched path does not support {optimizers[0].name!r}: its rule has no numpy "
+                         "port (the torch path of the batched engine runs it).")
     rule = RULES[optimizers[0].entry.batched]
     K, d = len(seeds), problem.dim
     hp_all = stack_hyperparams(optimizers)

@@ -15,7 +15,13 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
 - ``HESSIAN``: ``state["hessian"]``, the ``[K, d, d]`` Hessians at ``x``, before every step;
 - ``LAYERS``: ``state["layout"]``, a :class:`~optbench.engines.layout.ParamLayout` saying which columns of
   ``x`` belong to which parameter tensor (layer-wise rules take one norm per parameter tensor);
-- ``CLOSURE``: re-evaluating the loss at other points within a step (no batched engine provides it);
+- ``CLOSURE``: re-evaluating the loss at other points within a step: ``state["loss_at"]``, a function of ``[K, d]``
+  points giving each configuration's loss of the step's sampled function f̃_t (what the loop engine's
+  ``AnalyticClosure.loss_at`` computes), and ``state["sampled_grad"]``, ∇f̃_t(x_t) ``[K, d]`` (the noisy gradient
+  before any clipping: the loop engine clips only what ``closure()`` leaves in ``.grad``), set before every step
+  (the analytic batched engine provides it; the network engine does not);
+- ``SEEDS``: ``state["seeds"]``, the K run seeds, before the first step (rules of classes that draw random
+  directions from their own generator, seeded as ``OptimizerEntry.build`` seeds it: ``seeded=True`` entries);
 - ``REPORTED``: the rule trains at ``x`` but reports another point, ``reported(x, state, hp)`` (Schedule-Free's
   average); the engine records loss, gradient and coordinates at the reported point (one more evaluation per
   step) and takes the training gradient at ``x``, as the loop engine does around ``eval()``/``train()``.
@@ -38,12 +44,14 @@ LAYERS = "layers"
 CLOSURE = "closure"
 REPORTED = "reported"
 JOINT = "joint"  # a statistic over all parameter tensors at once (Prodigy's d): the rule steps them together
+SEEDS = "seeds"  # the run seeds: random directions from a generator per configuration
 NEED_DESCRIPTIONS = {
     HESSIAN: "the Hessian of the loss",
     LAYERS: "one norm per parameter tensor (a layer-wise rule)",
     CLOSURE: "loss evaluations at other points within a step (a closure)",
     REPORTED: "records at a reported point other than the trained one (schedule-free)",
     JOINT: "all parameter tensors in one step (a statistic over the whole model)",
+    SEEDS: "the run seeds (random directions from each run's own generator)",
 }
 
 
@@ -51,7 +59,7 @@ NEED_DESCRIPTIONS = {
 class Rule:
     init: Callable[[torch.Tensor, dict[str, Any]], State]
     step: Callable[[torch.Tensor, torch.Tensor, State, dict[str, Any], int], None]
-    needs: frozenset[str] = frozenset()  # of HESSIAN, LAYERS, CLOSURE: what the engine must provide
+    needs: frozenset[str] = frozenset()  # of NEED_DESCRIPTIONS' keys: what the engine must provide
     # parameter-sized state tensors the mirrored class keeps for one configuration's hyperparameters
     # (its memory cost; tests check it against the real class's optimizer.state)
     state_slots: Callable[[dict[str, Any]], int] = lambda hp: 0
@@ -519,4 +527,5 @@ from optbench.engines import (  # noqa: E402,F401  (each module registers its ru
     rules_misc,  # DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC
     rules_schedulefree,  # Schedule-Free SGD and RAdam
     rules_variance,  # MARS, Adai, AdamS
+    rules_zeroorder,  # SPSA, forward gradient
 )

@@ -445,15 +445,15 @@ register_optimizer(OptimizerEntry(
      "alpha": nonnegative("decay exponent of the step a_t = η / t^α (0: constant)", 0.0),
      "gamma": nonnegative("decay exponent of the perturbation c_t = c / t^γ (0: constant)", 0.0)},
     "SPSA, zero-order: Δ ~ Rademacher, ĝ = (f(x + cΔ) − f(x − cΔ)) / (2c) · Δ, x ← x − η ĝ. "
-    "Two loss evaluations per step, no gradients.", "Spall 1992", needs_closure=True, seeded=True,
+    "Two loss evaluations per step, no gradients.", "Spall 1992", batched="spsa", needs_closure=True, seeded=True,
     deviations="Spall's gains a_k = a/(k + 1 + A)^α, c_k = c/(k + 1)^γ with stability constant A = 0; the "
                "defaults α = γ = 0 are constant gains, where Spall recommends α = 0.602, γ = 0.101."))
 register_optimizer(OptimizerEntry(
     "forward-grad", "optbench.optimizers.handwritten:ForwardGradient", "optbench",
     {"lr": _lr(1e-3)},
     "Forward gradient descent: v ~ N(0, I), ĝ = (∇f·v) v from one forward-mode JVP (no backprop), "
-    "x ← x − η ĝ. ĝ is an unbiased estimate of ∇f.", "Baydin et al. 2022", needs_closure=True,
-    seeded=True, deviations="none known: Algorithm 1 of Baydin et al. with v ~ N(0, I)."))
+    "x ← x − η ĝ. ĝ is an unbiased estimate of ∇f.", "Baydin et al. 2022", batched="forward-grad",
+    needs_closure=True, seeded=True, deviations="none known: Algorithm 1 of Baydin et al. with v ~ N(0, I)."))
 
 
 def check_lr_override(config: OptimizerConfig, lrs: list[float] | None) -> None:
