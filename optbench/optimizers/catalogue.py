@@ -71,6 +71,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AvaGrad": {"batched": "avagrad"},
     "ApolloDQN": {"batched": "apollodqn"},
     "AdaGC": {"batched": "adagc"},
+    "Gravity": {"batched": "gravity"},
     "MARS": {"batched": "mars"},
     "Adai": {"batched": "adai"},
     "AdamS": {"batched": "adams"},
