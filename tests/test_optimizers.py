@@ -273,7 +273,8 @@ def test_noise_changes_the_trajectory_and_depends_on_seed():
 BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsprop": 1e-2, "adadelta": 1.0,
            "adam": 1e-2, "adamw": 1e-2, "adamax": 1e-2, "nadam": 1e-2, "radam": 1e-2, "lion": 1e-2, "newton": 0.5,
            "lars": 1e-3, "lamb": 1e-2, "novograd": 1e-2, "sm3": 0.1, "adopt": 1e-2,
-           "schedulefreeadamw": 1e-2, "muon": 0.02, "shampoo": 1e-2, "prodigy": 1.0}
+           "schedulefreeadamw": 1e-2, "muon": 0.02, "shampoo": 1e-2, "prodigy": 1.0,
+           "sophiah": 1e-2, "adahessian": 0.05}
 BATCH_PROBLEMS = ["rosenbrock(noise=0.1)", "saddle", "noisy-quadratic(dim=5, batch_size=4)", "beale(start='random')"]
 
 

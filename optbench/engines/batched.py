@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from optbench.cost import StepTimer
-from optbench.engines.batched_rules import HESSIAN, JOINT, LAYERS, REPORTED, RULES, check_needs
+from optbench.engines.batched_rules import HESSIAN, JOINT, LAYERS, REPORTED, RULES, STEP_SEEDS, check_needs
 from optbench.engines.grouping import group_key  # noqa: F401  (re-exported: engines.grouping)
 from optbench.engines.grouping import is_float_like as _is_float_like
 from optbench.engines.intraop import cpu_threads_for
@@ -32,7 +32,7 @@ from optbench.engines.grouping import MAX_GROUP  # noqa: E402,F401  (re-exported
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, and the layout of
 # the [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine
-PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT})  # JOINT: an analytic point is one tensor
+PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT, STEP_SEEDS})  # JOINT: an analytic point is one tensor
 # the training-recipe settings (Recipe.settings()) it implements; lr scaling is already in each lr
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 
@@ -139,6 +139,8 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
     state = rule.init(x, hp)
     if LAYERS in rule.needs:
         state["layout"] = ParamLayout.vector(x.shape[-1], device)
+    if STEP_SEEDS in rule.needs:  # what the class draws from the global generator, seeded per run and step
+        state["step_seeds"] = list(seeds)
     rec = Recorder(problem, K, steps, record_every, device, dtype)
     lr_table, lr_index = _lr_schedule(optimizers, recipe.schedule if schedules is None else schedules, steps,
                                       dtype, device)

@@ -18,7 +18,9 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
 - ``CLOSURE``: re-evaluating the loss at other points within a step (no batched engine provides it);
 - ``REPORTED``: the rule trains at ``x`` but reports another point, ``reported(x, state, hp)`` (Schedule-Free's
   average); the engine records loss, gradient and coordinates at the reported point (one more evaluation per
-  step) and takes the training gradient at ``x``, as the loop engine does around ``eval()``/``train()``.
+  step) and takes the training gradient at ``x``, as the loop engine does around ``eval()``/``train()``;
+- ``STEP_SEEDS``: ``state["step_seeds"]``, the run seed of each row, for rules that reproduce what their class
+  draws from torch's global generator, which the engines seed per run and step (:mod:`optbench.engines.step_rng`).
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ LAYERS = "layers"
 CLOSURE = "closure"
 REPORTED = "reported"
 JOINT = "joint"  # a statistic over all parameter tensors at once (Prodigy's d): the rule steps them together
+STEP_SEEDS = "step_seeds"  # the run seed of each row: the class's own draws from the seeded global generator
 NEED_DESCRIPTIONS = {
     HESSIAN: "the Hessian of the loss",
     LAYERS: "one norm per parameter tensor (a layer-wise rule)",
     CLOSURE: "loss evaluations at other points within a step (a closure)",
     REPORTED: "records at a reported point other than the trained one (schedule-free)",
     JOINT: "all parameter tensors in one step (a statistic over the whole model)",
+    STEP_SEEDS: "each configuration's run seed (the optimizer's own random draws, seeded per step)",
 }
 
 
@@ -513,4 +517,5 @@ class _LAMB:
         x.sub_(lr / (1 - beta1**t) * layout.spread(trust) * update)
 
 
+import optbench.engines.rules_hessian  # noqa: E402,F401  (registers Sophia-H, AdaHessian)
 from optbench.engines import batched_rules_modern  # noqa: E402,F401  (registers Muon, Shampoo, Prodigy)

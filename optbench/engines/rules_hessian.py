@@ -1,0 +1,217 @@
+"""Batched rules of the Hutchinson-Hessian methods: Sophia-H and AdaHessian (pytorch_optimizer).
+
+Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table): ``x`` and ``g`` are
+``[K, d]``, float hyperparameters ``[K, 1]`` tensors (``update_period`` and ``num_samples`` too: they are numbers),
+one row per configuration. Both classes estimate the Hessian diagonal with Hutchinson's estimator
+(``BaseOptimizer.compute_hutchinson_hessian``)
+
+    D̂ = (1/n) Σᵢ (H zᵢ) ⊙ zᵢ,   zᵢ ~ N(0, I) (``gaussian``) or uniform on {−1, 1}ᵈ (``rademacher``),
+
+where the class takes H zᵢ by double backward through ``.grad``. The rules take it from the engine's exact
+Hessians (``HESSIAN``: ``state["hessian"]``, ``[K, d, d]`` at ``x``) as zᵢᵀH, the vector-Jacobian product the
+class's ``autograd.grad(grads, params, grad_outputs=z)`` computes, equal up to rounding. The probes come from
+torch's global generator, which the engines seed per run and step (:mod:`optbench.engines.step_rng`); the rules
+need each row's run seed (``STEP_SEEDS``: ``state["step_seeds"]``) and draw, inside
+:func:`~optbench.engines.step_rng.isolated`, exactly what the class draws after the loop engine's
+``StepRandomness.before(t − 1)``: n probes in turn, each by the class's own expression on a ``[d]`` tensor of
+the run's dtype and device, nothing on a step that does not update the estimate. Rows with the same seed draw
+the same probes (a tuning round's trials share one seed: one draw serves them all).
+
+The class's estimate is the Hessian of the loss whatever the engine did to ``.grad`` after backward: gradient
+noise and ``clip_grad_norm_``/``clip_grad_value_`` (run under ``no_grad``) change ``.grad`` but not its graph,
+so H zᵢ is unclipped, and so is the rule's (tests check both recipes). Python-float statistics of the classes
+(AdaHessian's bias corrections ``1 − math.pow(β, t)``, the exponent ``hessian_power / 2``, the sample weight
+``1 / n``) are computed as Python floats here too.
+
+Only the analytic torch engine provides ``STEP_SEEDS`` (and ``HESSIAN``): the network batched engine refuses
+these rules, and ``--engine auto`` runs them on the loop engine there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from optbench.engines.batched_rules import HESSIAN, STEP_SEEDS, _rule
+from optbench.engines.step_rng import StepRandomness, isolated
+from optbench.errors import UsageError
+
+DISTRIBUTIONS = ("gaussian", "rademacher")  # compute_hutchinson_hessian's; anything else raises there
+
+
+def _zeros(x):
+    return torch.zeros_like(x)
+
+
+def _host(state, hp, key) -> list[float]:
+    """The rows of the ``[K, 1]`` hyperparameter column ``key`` as Python floats (read once: only ``lr`` changes
+    during a run, under a schedule)."""
+    cache = state.setdefault("host", {})
+    if key not in cache:
+        cache[key] = [float(v) for v in hp[key][:, 0].tolist()]
+    return cache[key]
+
+
+def _check_init(hp, name: str) -> None:
+    """Refuse what the class would refuse or crash on, with the option's name."""
+    if hp["hessian_distribution"] not in DISTRIBUTIONS:
+        raise UsageError(f"{name}: hessian_distribution must be one of {', '.join(DISTRIBUTIONS)}, not "
+                         f"{hp['hessian_distribution']!r}.")
+    samples = [float(v) for v in hp["num_samples"][:, 0].tolist()]
+    if any(n != int(n) or n < 0 for n in samples):
+        raise UsageError(f"{name}: num_samples must be a whole number of probes, not {samples}.")
+    periods = [float(v) for v in hp["update_period"][:, 0].tolist()]
+    if any(p <= 0 for p in periods):
+        raise UsageError(f"{name}: update_period must be > 0, not {periods}.")
+
+
+def _updating(state, hp, t) -> list[bool]:
+    """Per row: whether step ``t`` refreshes the Hessian estimate, as the class decides it in Python:
+    ``(step − 1) % update_period == 0``."""
+    return [(t - 1) % period == 0 for period in _host(state, hp, "update_period")]
+
+
+def _probe(like: torch.Tensor, distribution: str) -> torch.Tensor:
+    """One Hutchinson probe shaped like ``like``, by the expression of ``compute_hutchinson_hessian``."""
+    if distribution == "rademacher":
+        return torch.randint_like(like, 0, 2) * 2.0 - 1.0
+    return torch.randn_like(like)
+
+
+def hutchinson_diagonal(x: torch.Tensor, state, hp, t: int, updating: list[bool]) -> torch.Tensor:
+    """D̂ = Σᵢ (1/n)·(zᵢᵀH) ⊙ zᵢ per row that ``updating`` marks (zero elsewhere), H = ``state["hessian"]``,
+    with the probes the class draws at step ``t`` of the row's run (module docstring)."""
+    seeds, distribution = state["step_seeds"], hp["hessian_distribution"]
+    samples = [int(n) for n in _host(state, hp, "num_samples")]
+    rows = [k for k, update in enumerate(updating) if update]
+    wanted: dict[int, int] = {}  # run seed → probes its rows use (a prefix of one stream serves fewer)
+    for k in rows:
+        wanted[seeds[k]] = max(wanted.get(seeds[k], 0), samples[k])
+    generators = state.setdefault("step_rng", {})
+    like = x[0]  # the class's parameter: one [d] tensor of the run's dtype and device
+    draws: dict[int, list[torch.Tensor]] = {}
+    with isolated(x.device):
+        for seed, n in wanted.items():
+            if seed not in generators:
+                generators[seed] = StepRandomness(seed, x.device)
+            generators[seed].before(t - 1)  # what the loop engine seeds before the class's step() at t − 1
+            draws[seed] = [_probe(like, distribution) for _ in range(n)]
+    estimate = _zeros(x)
+    order = list(wanted)
+    row_of_seed = torch.tensor([order.index(seeds[k]) if seeds[k] in wanted else 0 for k in range(len(seeds))],
+                               device=x.device)
+    hessian = state["hessian"]
+    for i in range(max(samples[k] for k in rows) if rows else 0):
+        table = torch.stack([draws[seed][i] if i < len(draws[seed]) else torch.zeros_like(like) for seed in order])
+        z = table.index_select(0, row_of_seed)
+        hz = torch.bmm(z[:, None, :], hessian).squeeze(1)  # zᵀH: the class's vector-Jacobian product
+        takes = [updating[k] and i < samples[k] for k in range(len(samples))]
+        weight = torch.tensor([1.0 / samples[k] if takes[k] else 0.0 for k in range(len(samples))],
+                              dtype=x.dtype, device=x.device)[:, None]
+        mask = torch.tensor(takes, device=x.device)[:, None]
+        estimate = torch.where(mask, estimate + weight * hz * z, estimate)  # hessian.addcmul_(h_z, z, value=1/n)
+    return estimate
+
+
+def _decay(x, g, hp):
+    """``BaseOptimizer.apply_weight_decay``: decoupled x ← x(1 − λη) (λ with ``fixed_decay``), or coupled
+    g ← g + λx where λ > 0; nothing where λ = 0."""
+    wd = hp["weight_decay"]
+    if hp["weight_decouple"]:
+        x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else hp["lr"]))
+        return g
+    return torch.where(wd > 0, g + wd * x, g)
+
+
+def _row_mask(updating, x):
+    return torch.tensor(updating, device=x.device)[:, None]
+
+
+@_rule("sophiah", needs=[HESSIAN, STEP_SEEDS])
+class _SophiaH:
+    """Sophia-H (pytorch_optimizer.SophiaH; Liu et al. 2023, "Sophia: A Scalable Stochastic Second-order Optimizer
+    for Language Model Pre-training", arXiv:2305.14342, Algorithm 3 with the Hutchinson estimator). Decay first
+    (:func:`_decay`); m ← β₁m + (1 − β₁)g; on steps t with (t − 1) mod k = 0 (k = ``update_period``)
+    h ← β₂h + (1 − β₂)D̂ with D̂ the Hutchinson diagonal (:func:`hutchinson_diagonal`, n = ``num_samples`` probes
+    of ``hessian_distribution``); x ← x − η·clip(m / max(h, ε), ±p).
+
+    The library against the paper: the paper's step is η·clip(m / max(γh, ε), 1), the library's η·clip(m / max(h,
+    ε), p), the same up to reparametrisation (p = γ, η ← η/γ, ε ← ε/γ); h starts at 0 and decays only on
+    refresh steps, as in the paper; averaging n > 1 probes and Gaussian probes by default (the paper's
+    Hutchinson estimator uses Gaussian u) are as written there. Coupled decay (``weight_decouple=False``) is a
+    library option."""
+
+    slots = staticmethod(lambda hp: 3)  # momentum, hessian_moment, and the last estimate ("hessian"), kept
+
+    @staticmethod
+    def init(x, hp):
+        _check_init(hp, "sophiah")
+        return {"m": _zeros(x), "h": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        g = _decay(x, g, hp)
+        m, h = state["m"], state["h"]
+        m.lerp_(g, 1 - hp["beta1"])
+        updating = _updating(state, hp, t)
+        if any(updating):
+            estimate = hutchinson_diagonal(x, state, hp, t, updating)
+            state["h"] = h = torch.where(_row_mask(updating, x), torch.lerp(h, estimate, 1 - hp["beta2"]), h)
+        bound = hp["p"]
+        update = (m / h.clamp(min=hp["eps"])).clamp(-bound, bound)
+        x.sub_(hp["lr"] * update)
+
+
+def _column(values: list[float], x: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, dtype=x.dtype, device=x.device)[:, None]
+
+
+def _pow_rows(base: torch.Tensor, exponents: list[float]) -> torch.Tensor:
+    """Row k of ``base`` to the Python-float power ``exponents[k]`` (one ``pow`` per distinct exponent, as the
+    class's ``pow_(hessian_power / 2)``: torch's kernel treats 0.5 as a square root)."""
+    distinct = list(dict.fromkeys(exponents))
+    if len(distinct) == 1:
+        return base.pow(distinct[0])
+    out = torch.empty_like(base)
+    for exponent in distinct:
+        rows = torch.tensor([k for k, e in enumerate(exponents) if e == exponent], device=base.device)
+        out.index_copy_(0, rows, base.index_select(0, rows).pow(exponent))
+    return out
+
+
+@_rule("adahessian", needs=[HESSIAN, STEP_SEEDS])
+class _AdaHessian:
+    """AdaHessian (pytorch_optimizer.AdaHessian; Yao et al. 2021, "ADAHESSIAN: An Adaptive Second Order Optimizer
+    for Machine Learning", arXiv:2006.00719, Algorithm 1). Decay first (:func:`_decay`); m ← β₁m + (1 − β₁)g; on
+    steps t with (t − 1) mod k = 0 (k = ``update_period``) v ← β₂v + (1 − β₂)D̂² with D̂ the Hutchinson diagonal
+    (:func:`hutchinson_diagonal`, n = ``num_samples`` probes, Rademacher by default); then with the Python floats
+    b₁ = 1 − β₁ᵗ, b₂ = 1 − β₂ᵗ and κ = ``hessian_power``: x ← x − (η/b₁)·m / ((v/b₂)^(κ/2) + ε).
+
+    The library against the paper: no spatial averaging of D̂ over convolution kernels (the paper's, for
+    ndim-4 weights; a vector, every analytic problem, has none); the bias correction b₂ counts every step even
+    when v was refreshed only every k steps (the paper refreshes every step); decay is decoupled by default
+    (the paper's is AdamW-like too); ε is added after the power."""
+
+    slots = staticmethod(lambda hp: 3)  # exp_avg, exp_hessian_diag_sq, and the last estimate ("hessian"), kept
+
+    @staticmethod
+    def init(x, hp):
+        _check_init(hp, "adahessian")
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        g = _decay(x, g, hp)
+        m, v = state["m"], state["v"]
+        beta2 = hp["beta2"]
+        m.lerp_(g, 1 - hp["beta1"])
+        updating = _updating(state, hp, t)
+        if any(updating):
+            estimate = hutchinson_diagonal(x, state, hp, t, updating)
+            refreshed = v * beta2 + (1 - beta2) * estimate * estimate  # mul_(β₂).addcmul_(D̂, D̂, value=1 − β₂)
+            state["v"] = v = torch.where(_row_mask(updating, x), refreshed, v)
+        bias1 = _column([1.0 - math.pow(b, t) for b in _host(state, hp, "beta1")], x)
+        bias2 = _column([1.0 - math.pow(b, t) for b in _host(state, hp, "beta2")], x)
+        denominator = _pow_rows(v / bias2, [p / 2 for p in _host(state, hp, "hessian_power")]) + hp["eps"]
+        x.sub_(hp["lr"] / bias1 * (m / denominator))
