@@ -53,17 +53,16 @@ def _host(state, hp, key) -> list[float]:
     return cache[key]
 
 
-def _check_init(hp, name: str) -> None:
-    """Refuse what the class would refuse or crash on, with the option's name."""
+def _check_init(hp, name: str, limits) -> None:
+    """Refuse (``UsageError``, naming the option) what the class refuses at construction or fails on in
+    ``step()``; ``limits`` holds (key, accepts(value), the accepted range) for the number-valued options."""
     if hp["hessian_distribution"] not in DISTRIBUTIONS:
         raise UsageError(f"{name}: hessian_distribution must be one of {', '.join(DISTRIBUTIONS)}, not "
                          f"{hp['hessian_distribution']!r}.")
-    samples = [float(v) for v in hp["num_samples"][:, 0].tolist()]
-    if any(n != int(n) or n < 0 for n in samples):
-        raise UsageError(f"{name}: num_samples must be a whole number of probes, not {samples}.")
-    periods = [float(v) for v in hp["update_period"][:, 0].tolist()]
-    if any(p <= 0 for p in periods):
-        raise UsageError(f"{name}: update_period must be > 0, not {periods}.")
+    for key, accepts, valid in (("num_samples", lambda n: n == int(n), "a whole number"), *limits):
+        bad = [v for v in dict.fromkeys(float(v) for v in hp[key][:, 0].tolist()) if not accepts(v)]
+        if bad:
+            raise UsageError(f"{name}: {key} must be {valid}, not {bad[0]:g}.")
 
 
 def _updating(state, hp, t) -> list[bool]:
@@ -146,7 +145,9 @@ class _SophiaH:
 
     @staticmethod
     def init(x, hp):
-        _check_init(hp, "sophiah")
+        # validate_non_negative(p), validate_step(update_period), validate_positive(num_samples)
+        _check_init(hp, "sophiah", [("p", lambda v: v >= 0, ">= 0"), ("update_period", lambda v: v >= 1, ">= 1"),
+                                    ("num_samples", lambda v: v > 0, "> 0")])
         return {"m": _zeros(x), "h": _zeros(x)}
 
     @staticmethod
@@ -197,7 +198,9 @@ class _AdaHessian:
 
     @staticmethod
     def init(x, hp):
-        _check_init(hp, "adahessian")
+        # validate_range(hessian_power, 0, 1, '(]'); update_period 0 divides by zero in step()
+        _check_init(hp, "adahessian", [("hessian_power", lambda v: 0 < v <= 1, "in (0, 1]"),
+                                       ("update_period", lambda v: v != 0, "nonzero")])
         return {"m": _zeros(x), "v": _zeros(x)}
 
     @staticmethod
