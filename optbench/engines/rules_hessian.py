@@ -97,12 +97,11 @@ def hutchinson_diagonal(x: torch.Tensor, state, hp, t: int, updating: list[bool]
             generators[seed].before(t - 1)  # what the loop engine seeds before the class's step() at t − 1
             draws[seed] = [_probe(like, distribution) for _ in range(n)]
     estimate = _zeros(x)
-    order = list(wanted)
-    row_of_seed = torch.tensor([order.index(seeds[k]) if seeds[k] in wanted else 0 for k in range(len(seeds))],
-                               device=x.device)
+    position = {seed: j for j, seed in enumerate(wanted)}  # a row of the probe table per distinct seed
+    row_of_seed = torch.tensor([position.get(seed, 0) for seed in seeds], device=x.device)
     hessian = state["hessian"]
     for i in range(max(samples[k] for k in rows) if rows else 0):
-        table = torch.stack([draws[seed][i] if i < len(draws[seed]) else torch.zeros_like(like) for seed in order])
+        table = torch.stack([draws[seed][i] if i < len(draws[seed]) else torch.zeros_like(like) for seed in wanted])
         z = table.index_select(0, row_of_seed)
         hz = torch.bmm(z[:, None, :], hessian).squeeze(1)  # zᵀH: the class's vector-Jacobian product
         takes = [updating[k] and i < samples[k] for k in range(len(samples))]
