@@ -14,11 +14,11 @@ search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free 
    machine the wall time measures the neighbours too). ``--peer-trials M`` < N times the peer on its first M
    trials of every study and extrapolates linearly to N instead (TPE's cost per ask grows with the trials, so
    that underestimates the peer).
-2. **What a trial costs** (``--only costs``): CPU microseconds per trial-step of one trial of an optimizer,
-   200 steps on Rosenbrock in float32 with clipping, three ways: the peer's loop (fresh optimizer, autograd,
-   ``clip_grad_norm_``), optbench's loop engine one run at a time, and as a gallery round of K = 32 trials in one
-   pass (a class with a batched rule: the batched engine; else ``engines.trials.run_trials``: one shared object
-   where ``engines.stacked`` measured the class to allow it, else side by side).
+2. **What a loop-only trial costs** (``--only costs``): CPU microseconds per trial-step of one trial of an
+   optimizer without a batched rule, 200 steps on Rosenbrock in float32 with clipping, three ways: the peer's
+   loop (fresh optimizer, autograd, ``clip_grad_norm_``), optbench's loop engine one run at a time, and as a
+   gallery round (``engines.trials.run_trials``, K = 32 trials in one pass: one shared object where
+   ``engines.stacked`` measured the class to allow it, else side by side).
 3. **The whole catalogue by path** (``--only by-path``): a sample of optimizers grouped by how the gallery runs
    their rounds (batched rule, shared object in each layout, side by side, one run at a time), one gallery per
    group against the peer on the same optimizers, and the whole gallery's speed-up estimated by weighting each
@@ -198,11 +198,8 @@ def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
         "peer": lambda: [peer_trajectory(rosenbrock, FUNCTIONS["rosenbrock"][0], name, c.lr) for c in configs],
         "loop": lambda: [execute("loop", [Run(problem, c, 10_000, STEPS, 20, "float32", "cpu", Recipe(clip_norm=1.0))])
                          for c in configs],
-        # the gallery's round: the batched engine for a class with a rule, else run_trials
-        "side": (lambda: execute("batched", [Run(problem, c, 10_000, STEPS, 20, "float32", "cpu", Recipe(clip_norm=1.0))
-                                             for c in configs], measure_cost=False)) if _batched(name) else
-                (lambda: run_trials(problem, configs, 10_000, STEPS, 20, dtype=torch.float32,
-                                    recipe=Recipe(clip_norm=1.0))),
+        "side": lambda: run_trials(problem, configs, 10_000, STEPS, 20, dtype=torch.float32,
+                                   recipe=Recipe(clip_norm=1.0)),
     }
     out = {}
     for way, fn in ways.items():
@@ -302,10 +299,10 @@ def main() -> None:
         print(f"speed-up: {peer_wall / g_s:.1f}× wall, {peer_cpu / g_cpu:.1f}× CPU", flush=True)
     if args.only in (None, "costs"):
         print("\nCPU µs per trial-step (rosenbrock, float32, clip 1, 200 steps, 32 trials)")
-        print("| optimizer | round of trials | peer loop | loop engine, one run at a time | gallery round "
-              "| peer / gallery round |")
+        print("| optimizer | round of trials | peer loop | loop engine, one run at a time | run_trials "
+              "| peer / run_trials |")
         print("|---|---|---:|---:|---:|---:|")
-        for name in names:
+        for name in [n for n in names if not _batched(n)]:
             costs = trial_step_costs(name)
             print(f"| {name} | {trial_path(name)} | {costs['peer']:.0f} | {costs['loop']:.0f} | {costs['side']:.0f} | "
                   f"{costs['peer'] / costs['side']:.1f}× |", flush=True)
