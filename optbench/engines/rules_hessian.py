@@ -78,15 +78,35 @@ def _probe(like: torch.Tensor, distribution: str) -> torch.Tensor:
     return torch.randn_like(like)
 
 
+def _probe_plan(state, hp, updating: list[bool], device):
+    """What step's probes serve which rows, for one pattern of refreshing rows (cached: the pattern repeats):
+    (run seed → probes drawn, each row's index into the table of distinct seeds, and per probe i the weight
+    1/n of the rows that take it, with their mask, None where every row does)."""
+    plans = state.setdefault("probe_plans", {})
+    key = tuple(updating)
+    if key not in plans:
+        seeds = state["step_seeds"]
+        samples = [int(n) for n in _host(state, hp, "num_samples")]
+        wanted: dict[int, int] = {}  # run seed → probes its rows use (a prefix of one stream serves fewer)
+        for k, update in enumerate(updating):
+            if update:
+                wanted[seeds[k]] = max(wanted.get(seeds[k], 0), samples[k])
+        position = {seed: j for j, seed in enumerate(wanted)}
+        rows = torch.tensor([position.get(seed, 0) for seed in seeds], device=device)
+        per_probe = []
+        for i in range(max(wanted.values(), default=0)):
+            takes = [update and i < n for update, n in zip(updating, samples)]
+            weight = [1.0 / n if take else 0.0 for take, n in zip(takes, samples)]
+            per_probe.append((torch.tensor(weight, dtype=hp["lr"].dtype, device=device)[:, None],
+                              None if all(takes) else torch.tensor(takes, device=device)[:, None]))
+        plans[key] = (wanted, rows, per_probe)
+    return plans[key]
+
+
 def hutchinson_diagonal(x: torch.Tensor, state, hp, t: int, updating: list[bool]) -> torch.Tensor:
     """D̂ = Σᵢ (1/n)·(zᵢᵀH) ⊙ zᵢ per row that ``updating`` marks (zero elsewhere), H = ``state["hessian"]``,
     with the probes the class draws at step ``t`` of the row's run (module docstring)."""
-    seeds, distribution = state["step_seeds"], hp["hessian_distribution"]
-    samples = [int(n) for n in _host(state, hp, "num_samples")]
-    rows = [k for k, update in enumerate(updating) if update]
-    wanted: dict[int, int] = {}  # run seed → probes its rows use (a prefix of one stream serves fewer)
-    for k in rows:
-        wanted[seeds[k]] = max(wanted.get(seeds[k], 0), samples[k])
+    wanted, rows, per_probe = _probe_plan(state, hp, updating, x.device)
     generators = state.setdefault("step_rng", {})
     like = x[0]  # the class's parameter: one [d] tensor of the run's dtype and device
     draws: dict[int, list[torch.Tensor]] = {}
@@ -95,20 +115,18 @@ def hutchinson_diagonal(x: torch.Tensor, state, hp, t: int, updating: list[bool]
             if seed not in generators:
                 generators[seed] = StepRandomness(seed, x.device)
             generators[seed].before(t - 1)  # what the loop engine seeds before the class's step() at t − 1
-            draws[seed] = [_probe(like, distribution) for _ in range(n)]
+            draws[seed] = [_probe(like, hp["hessian_distribution"]) for _ in range(n)]
     estimate = _zeros(x)
-    position = {seed: j for j, seed in enumerate(wanted)}  # a row of the probe table per distinct seed
-    row_of_seed = torch.tensor([position.get(seed, 0) for seed in seeds], device=x.device)
     hessian = state["hessian"]
-    for i in range(max(samples[k] for k in rows) if rows else 0):
-        table = torch.stack([draws[seed][i] if i < len(draws[seed]) else torch.zeros_like(like) for seed in wanted])
-        z = table.index_select(0, row_of_seed)
+    for i, (weight, mask) in enumerate(per_probe):
+        if len(wanted) == 1:
+            z = draws[next(iter(wanted))][i].expand_as(x)
+        else:
+            z = torch.stack([draws[seed][i] if i < len(draws[seed]) else torch.zeros_like(like)
+                             for seed in wanted]).index_select(0, rows)
         hz = torch.bmm(z[:, None, :], hessian).squeeze(1)  # zᵀH: the class's vector-Jacobian product
-        takes = [updating[k] and i < samples[k] for k in range(len(samples))]
-        weight = torch.tensor([1.0 / samples[k] if takes[k] else 0.0 for k in range(len(samples))],
-                              dtype=x.dtype, device=x.device)[:, None]
-        mask = torch.tensor(takes, device=x.device)[:, None]
-        estimate = torch.where(mask, estimate + weight * hz * z, estimate)  # hessian.addcmul_(h_z, z, value=1/n)
+        added = estimate + weight * hz * z  # hessian.addcmul_(h_z, z, value=1/n)
+        estimate = added if mask is None else torch.where(mask, added, estimate)
     return estimate
 
 
@@ -122,8 +140,10 @@ def _decay(x, g, hp):
     return torch.where(wd > 0, g + wd * x, g)
 
 
-def _row_mask(updating, x):
-    return torch.tensor(updating, device=x.device)[:, None]
+def _refresh(updating, refreshed, kept):
+    """``refreshed`` in the rows that refresh their estimate this step, ``kept`` in the others."""
+    return refreshed if all(updating) else torch.where(torch.tensor(updating, device=kept.device)[:, None],
+                                                       refreshed, kept)
 
 
 @_rule("sophiah", needs=[HESSIAN, STEP_SEEDS])
@@ -157,14 +177,20 @@ class _SophiaH:
         updating = _updating(state, hp, t)
         if any(updating):
             estimate = hutchinson_diagonal(x, state, hp, t, updating)
-            state["h"] = h = torch.where(_row_mask(updating, x), torch.lerp(h, estimate, 1 - hp["beta2"]), h)
+            state["h"] = h = _refresh(updating, torch.lerp(h, estimate, 1 - hp["beta2"]), h)
         bound = hp["p"]
         update = (m / h.clamp(min=hp["eps"])).clamp(-bound, bound)
         x.sub_(hp["lr"] * update)
 
 
-def _column(values: list[float], x: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(values, dtype=x.dtype, device=x.device)[:, None]
+def _debias(state, hp, key: str, t: int, x: torch.Tensor) -> float | torch.Tensor:
+    """``BaseOptimizer.debias``: the Python float 1 − math.pow(β, t) of each row's β = ``hp[key]``; the float
+    itself where the rows share β (as the class uses it), else a ``[K, 1]`` column."""
+    betas = _host(state, hp, key)
+    table = {beta: 1.0 - math.pow(beta, t) for beta in dict.fromkeys(betas)}
+    if len(table) == 1:
+        return next(iter(table.values()))
+    return torch.tensor([table[beta] for beta in betas], dtype=x.dtype, device=x.device)[:, None]
 
 
 def _pow_rows(base: torch.Tensor, exponents: list[float]) -> torch.Tensor:
@@ -212,8 +238,7 @@ class _AdaHessian:
         if any(updating):
             estimate = hutchinson_diagonal(x, state, hp, t, updating)
             refreshed = v * beta2 + (1 - beta2) * estimate * estimate  # mul_(β₂).addcmul_(D̂, D̂, value=1 − β₂)
-            state["v"] = v = torch.where(_row_mask(updating, x), refreshed, v)
-        bias1 = _column([1.0 - math.pow(b, t) for b in _host(state, hp, "beta1")], x)
-        bias2 = _column([1.0 - math.pow(b, t) for b in _host(state, hp, "beta2")], x)
+            state["v"] = v = _refresh(updating, refreshed, v)
+        bias1, bias2 = _debias(state, hp, "beta1", t, x), _debias(state, hp, "beta2", t, x)
         denominator = _pow_rows(v / bias2, [p / 2 for p in _host(state, hp, "hessian_power")]) + hp["eps"]
         x.sub_(hp["lr"] / bias1 * (m / denominator))
