@@ -155,10 +155,9 @@ class _SophiaH:
     of ``hessian_distribution``); x ← x − η·clip(m / max(h, ε), ±p).
 
     The library against the paper: the paper's step is η·clip(m / max(γh, ε), 1), the library's η·clip(m / max(h,
-    ε), p), the same up to reparametrisation (p = γ, η ← η/γ, ε ← ε/γ); h starts at 0 and decays only on
-    refresh steps, as in the paper; averaging n > 1 probes and Gaussian probes by default (the paper's
-    Hutchinson estimator uses Gaussian u) are as written there. Coupled decay (``weight_decouple=False``) is a
-    library option."""
+    ε), p), the same up to reparametrisation (p = γ, η ← η/γ, ε ← ε/γ); h starts at 0 and moves only on refresh
+    steps, as in the paper (k = 10 there too). Library options: n > 1 probes averaged (the paper draws one
+    u ~ N(0, I)), Rademacher probes, and coupled decay (``weight_decouple=False``; the paper's is decoupled)."""
 
     slots = staticmethod(lambda hp: 3)  # momentum, hessian_moment, and the last estimate ("hessian"), kept
 
@@ -215,9 +214,9 @@ class _AdaHessian:
     b₁ = 1 − β₁ᵗ, b₂ = 1 − β₂ᵗ and κ = ``hessian_power``: x ← x − (η/b₁)·m / ((v/b₂)^(κ/2) + ε).
 
     The library against the paper: no spatial averaging of D̂ over convolution kernels (the paper's, for
-    ndim-4 weights; a vector, every analytic problem, has none); the bias correction b₂ counts every step even
-    when v was refreshed only every k steps (the paper refreshes every step); decay is decoupled by default
-    (the paper's is AdamW-like too); ε is added after the power."""
+    ndim-4 weights; a vector, every analytic problem, has none); with ``update_period`` k > 1, v is refreshed
+    every k steps while b₂ counts every step; ε is added to (v/b₂)^(κ/2); weight decay is a library option
+    (decoupled by default)."""
 
     slots = staticmethod(lambda hp: 3)  # exp_avg, exp_hessian_diag_sq, and the last estimate ("hessian"), kept
 
