@@ -182,6 +182,7 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
     timer = StepTimer(steps, device, per_run=K) if measure_cost else None
     start = mid = 0.0
     ticker = StepTicker(progress, K, steps, SYNC_EVERY)
+    slots: torch.Tensor | None = None  # Rule.slots_in: each run's state slots when it stopped stepping
     for t in range(steps + 1):
         if timer is not None:
             start = timer.clock(t)
@@ -212,10 +213,11 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
         if timer is not None:
             mid = timer.clock(t)
         rule.step(x, grad, state, hp, t + 1)
-        if rule.slots_in is not None:  # state that follows the trajectory: as a run's loop run stops stepping
-            slots = rule.slots_in(state) if t == 0 else torch.where(rec.active, rule.slots_in(state), slots)
         if timer is not None:
             timer.record(t, start, mid, timer.clock(t))
+        if rule.slots_in is not None:  # state that follows the trajectory: a run's, as its loop run stops stepping
+            now = rule.slots_in(state)
+            slots = now if slots is None else torch.where(rec.active, now, slots)
         if ticker.tick(t, rec):
             break
     ticker.close()
@@ -226,7 +228,7 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
         itemsize = torch.empty((), dtype=dtype).element_size()
         state_per_param = np.array([rule.slots_per_param(o.hyperparams, x.shape[-1]) * itemsize
                                     for o in optimizers], float)
-        if rule.slots_in is not None and steps > 0:
+        if slots is not None:
             state_per_param = slots.to(torch.float64).cpu().numpy() * itemsize
         trace.cost = timer.results(K, state_per_param)
     return trace
