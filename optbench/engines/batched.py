@@ -204,6 +204,7 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
             state["loss_at"] = _sampled_loss_at(problem, x, sample)
             state["sampled_grad"] = grad
             state["loss_grad_at"] = _sampled_loss_grad_at(problem, x, sample, clip_norm, clip_value)
+            state["running"] = rec.active  # runs not ended (diverged, escaped): the loop engine stops stepping those
         if clip:
             grad = clip_rows(grad, clip_norm, clip_value)
         if lr_table is not None:

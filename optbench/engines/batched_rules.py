@@ -17,9 +17,12 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
   ``x`` belong to which parameter tensor (layer-wise rules take one norm per parameter tensor);
 - ``CLOSURE``: re-evaluating the loss at other points within a step: ``state["loss_at"]``, a function of ``[K, d]``
   points giving each configuration's loss of the step's sampled function f̃_t (what the loop engine's
-  ``AnalyticClosure.loss_at`` computes), and ``state["sampled_grad"]``, ∇f̃_t(x_t) ``[K, d]`` (the noisy gradient
-  before any clipping: the loop engine clips only what ``closure()`` leaves in ``.grad``), set before every step
-  (the analytic batched engine provides it; the network engine does not);
+  ``AnalyticClosure.loss_at`` computes), ``state["sampled_grad"]``, ∇f̃_t(x_t) ``[K, d]`` (the noisy gradient
+  before any clipping: the loop engine clips only what ``closure()`` leaves in ``.grad``), ``state["loss_grad_at"]``,
+  ``points -> ([K] f̃_t, [K, d] ∇f̃_t)`` with the gradient clipped as ``closure()`` clips it (what each call of
+  ``closure()`` gives: L-BFGS), and ``state["running"]``, the ``[K]`` runs the engine has not ended (a rule with an
+  inner loop skips the others, whose loop runs have stopped), set before every step (the analytic batched engine
+  provides it; the network engine does not);
 - ``SEEDS``: ``state["seeds"]``, the K run seeds, before the first step (rules of classes that draw random
   directions from their own generator, seeded as ``OptimizerEntry.build`` seeds it: ``seeded=True`` entries);
 - ``REPORTED``: the rule trains at ``x`` but reports another point, ``reported(x, state, hp)`` (Schedule-Free's

@@ -29,7 +29,7 @@ YS_MIN = 1e-10  # torch.optim.LBFGS keeps a curvature pair only when yᵀs > 1e-
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise inner products ``[K]`` of two ``[K, d]`` tensors (the class's ``a.dot(b)`` per configuration)."""
-    return (a * b).sum(-1)
+    return torch.linalg.vecdot(a, b)  # (a * b).sum(-1), to the bit, in one operation
 
 
 def _grow(tensor: torch.Tensor, capacity: int) -> torch.Tensor:
@@ -95,7 +95,9 @@ class _LBFGS:
         loss, grad = loss_grad_at(x)
         loss = loss.to(torch.float64)  # the class's float(closure())
         evals = torch.ones_like(state["n_iter"])
-        active = ~(grad.abs().amax(-1) <= tolerance_grad)
+        # runs the engine has ended (diverged, escaped) are not stepped, as their loop runs are not: a NaN gradient
+        # meets no tolerance and would run max_iter iterations every step
+        active = state.get("running", True) & ~(grad.abs().amax(-1) <= tolerance_grad)
         n_iter = 0
         while bool(active.any()):
             n_iter += 1
@@ -144,6 +146,7 @@ def _lbfgs_direction(grad, later, state, hp):
             for key in ("dirs", "stps", "ro"):
                 shape = (-1,) + (1,) * (state[key].dim() - 1)
                 state[key] = torch.where(full.view(shape), state[key].roll(-1, 1), state[key])
+                state[key][full, -1] = 0  # the dropped pair wrapped round to the last slot: no stale values kept
         num_old = torch.where(accept & ~full, num_old + 1, num_old)
         needed = int(num_old.max())
         if needed > state["dirs"].shape[1]:  # grow the buffers by doubling, at most to the largest history
@@ -157,19 +160,21 @@ def _lbfgs_direction(grad, later, state, hp):
         state["ro"][rows, slot] = 1.0 / ys[rows]
         state["H_diag"] = torch.where(accept[:, None], (ys / _dot(y, y))[:, None], state["H_diag"])
         state["num_old"] = num_old
-    num_old, dirs, stps, ro = state["num_old"], state["dirs"], state["stps"], state["ro"]
+    num_old = state["num_old"]
     longest = int(num_old[later].max())
+    # slots past a configuration's own history get ρ = 0, so α = β = 0 there and q, r stay as they are (q − 0·y = q
+    # to the bit: the buffers hold finite values or zeros); rows outside ``later`` are discarded at the end
+    slots = torch.arange(longest, device=grad.device)
+    ro = torch.where(later[:, None] & (slots < num_old[:, None]), state["ro"][:, :longest], 0.0).unbind(1)
+    dirs, stps = state["dirs"][:, :longest].unbind(1), state["stps"][:, :longest].unbind(1)
     q = -grad
-    alphas = []
+    alphas = [q[:, :1]] * longest
     for i in range(longest - 1, -1, -1):
-        valid = (later & (i < num_old))[:, None]
-        alpha = (_dot(stps[:, i], q) * ro[:, i])[:, None]
-        alphas.append(alpha)
-        q = torch.where(valid, torch.addcmul(q, dirs[:, i], -alpha), q)
-    alphas.reverse()
+        alpha = (_dot(stps[i], q) * ro[i])[:, None]
+        alphas[i] = alpha
+        q = torch.addcmul(q, dirs[i], -alpha)
     r = q * state["H_diag"]
     for i in range(longest):
-        valid = (later & (i < num_old))[:, None]
-        beta = (_dot(dirs[:, i], r) * ro[:, i])[:, None]
-        r = torch.where(valid, torch.addcmul(r, stps[:, i], alphas[i] - beta), r)
+        beta = (_dot(dirs[i], r) * ro[i])[:, None]
+        r = torch.addcmul(r, stps[i], alphas[i] - beta)
     return torch.where(later[:, None], r, -grad)
