@@ -67,6 +67,7 @@ class GalleryEntry:
     best_params: dict[str, float] | None
     best_trial_loss: float | None
     lr_free: bool = False
+    gradient_free: bool = False  # the clip of the protocol does not reach it (OptimizerEntry.gradient_free)
     final_loss: float | None = None  # of the re-run of the best configuration
     dist_to_min: float | None = None
     status: str = "all trials failed"
@@ -300,7 +301,8 @@ def _rerun_best(out: Path, pairs, results: dict[int, Any], steps: int, dtype: st
     for i, (problem, optimizer) in enumerate(pairs):
         r = results[i]
         entry = GalleryEntry(problem.label, problem.name, optimizer.label, list(r.dims), r.trials_used, steps,
-                             r.best_params, r.best_value, lr_free=optimizer.entry.lr_free)
+                             r.best_params, r.best_value, lr_free=optimizer.entry.lr_free,
+                             gradient_free=optimizer.entry.gradient_free)
         entries.append(entry)
         best.append(r.best_config)
         if r.best_config is not None:

@@ -104,7 +104,7 @@ def test_cost_columns_in_results_and_table(tmp_path):
     "adam", "adam(amsgrad=True)", "adamw", "adamw(amsgrad=True)", "adagrad", "adadelta", "adamax", "nadam", "radam",
     "lion", "lars", "lars(momentum=0.0)", "lamb", "newton", "adopt", "schedulefreeadamw", "muon", "prodigy",
     "shampoo", "shampoo(momentum=0.5)", "dadaptadagrad", "dadaptadam", "dadaptadan", "dadaptlion", "dadaptsgd",
-    "spsa", "forward-grad",
+    "spsa", "forward-grad", "gravity", "gravity(alpha=0.1, beta=0.5)",
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_batched_rules_declare_the_state_their_class_keeps(spec, dtype):

@@ -193,3 +193,23 @@ def test_gallery_command_end_to_end(tmp_path):
     bad = subprocess.run([OPTBENCH, "gallery", "--problems", "rosenbrock(dim=3)", "--out", str(tmp_path / "x")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "2-D analytic" in bad.stderr
+
+
+def test_the_index_says_the_clip_does_not_reach_gradient_free_methods():
+    """SPSA and the forward gradient never see a gradient, so the protocol's clip cannot apply to them: the
+    registry says so, and the gallery's budget line names them rather than claiming every gradient was clipped."""
+    from types import SimpleNamespace
+
+    from optbench.gallery import GalleryEntry
+    from optbench.optimizers import get_optimizer
+    from optbench.report.gallery import _budget_line
+
+    free = [e.name for e in list_optimizers() if e.gradient_free]
+    assert sorted(free) == ["forward-grad", "spsa"]
+    assert any("gradient clipping does not apply" in c for c in get_optimizer("spsa").entry.capabilities())
+    entries = [GalleryEntry("f", "f", name, ["lr"], 4, 10, {"lr": 0.1}, 1.0,
+                            gradient_free=get_optimizer(name).entry.gradient_free) for name in ("adam", "spsa")]
+    settings = {"protocol": "tpe", "trials": 4, "steps": 10, "clip_norm": 1.0, "dtype": "float32"}
+    line = _budget_line(SimpleNamespace(settings=settings, entries=entries))
+    assert "gradients clipped to norm 1 (not spsa: gradient-free" in line
+    assert "(not" not in _budget_line(SimpleNamespace(settings=settings, entries=entries[:1]))

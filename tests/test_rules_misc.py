@@ -241,3 +241,27 @@ def test_rules_declare_the_state_their_class_keeps(name, dtype):
         config = get_optimizer(spec)
         declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
         assert declared == probe_state_bytes_per_param(config, 5, dtype), spec
+
+
+def test_gravity_follows_its_formula_with_the_documented_first_velocity():
+    """Gravity by hand in numpy: v₀ ~ N(0, (α/η)²) drawn with normal_ from the generator seeded with
+    step_seed(seed, 0) (what the class draws from torch's global generator inside its first step), then
+    m = 1/‖g‖_∞, ζ = g/(1 + (g/m)²), β_t = (βt + 1)/(t + 2), v ← v + (1 − β_t)(ζ − v), x ← x − ηv."""
+    from optbench.engines.step_rng import step_seed
+
+    problem, lr, alpha, beta, seeds = get_problem("rosenbrock(start=(-1.2, 1.0))"), 1e-3, 0.05, 0.8, [3, 4]
+    config = get_optimizer(f"gravity(lr={lr}, alpha={alpha}, beta={beta})")
+    trace = run_batched(problem, [config] * 2, seeds, 3, 1, measure_cost=False)
+    for k, seed in enumerate(seeds):
+        x = np.array([-1.2, 1.0])
+        gen = torch.Generator().manual_seed(step_seed(seed, 0))
+        v = torch.empty(2, dtype=torch.float64).normal_(0.0, alpha / lr, generator=gen).numpy()
+        for t in range(1, 4):
+            g = np.array([-2 * (1 - x[0]) - 400 * x[0] * (x[1] - x[0] ** 2), 200 * (x[1] - x[0] ** 2)])
+            m = 1.0 / np.abs(g).max()
+            zeta = g / (1 + (g / m) ** 2)
+            beta_t = (beta * t + 1) / (t + 2)
+            v = v + (1 - beta_t) * (zeta - v)
+            x = x - lr * v
+            np.testing.assert_allclose(trace.coords[t, k], x, rtol=1e-12)
+    assert not np.array_equal(trace.coords[1, 0], trace.coords[1, 1]), "each seed draws its own v₀"

@@ -23,8 +23,10 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
   ``closure()`` gives: L-BFGS), and ``state["running"]``, the ``[K]`` runs the engine has not ended (a rule with an
   inner loop skips the others, whose loop runs have stopped), set before every step (the analytic batched engine
   provides it; the network engine does not);
-- ``SEEDS``: ``state["seeds"]``, the K run seeds, before the first step (rules of classes that draw random
-  directions from their own generator, seeded as ``OptimizerEntry.build`` seeds it: ``seeded=True`` entries);
+- ``SEEDS``: ``state["seeds"]``, the K run seeds, before the first step: for rules of classes that draw random
+  numbers, from their own generator (seeded as ``OptimizerEntry.build`` seeds it: ``seeded=True`` entries) or from
+  torch's global generator, which the engines seed per run and step (:mod:`optbench.engines.step_rng`: Gravity's
+  first velocity, Sophia-H's and AdaHessian's Hutchinson probes);
 - ``REPORTED``: the rule trains at ``x`` but reports another point, ``reported(x, state, hp)`` (Schedule-Free's
   average); the engine records loss, gradient and coordinates at the reported point (one more evaluation per
   step) and takes the training gradient at ``x``, as the loop engine does around ``eval()``/``train()``.
@@ -541,6 +543,7 @@ class _LAMB:
 from optbench.engines import (  # noqa: E402,F401  (each module registers its rules)
     batched_rules_modern,  # Muon, Shampoo, Prodigy
     rules_dadapt,  # the five D-Adaptation classes
+    rules_hessian,  # Sophia-H, AdaHessian
     rules_lbfgs,  # L-BFGS (torch.optim.LBFGS without a line search)
     rules_misc,  # DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC
     rules_schedulefree,  # Schedule-Free SGD and RAdam

@@ -1,5 +1,5 @@
-"""Batched rules of five pytorch_optimizer classes that ran side by side only: DualAdam, AvaGrad, SPlus,
-ApolloDQN and AdaGC.
+"""Batched rules of six pytorch_optimizer classes that ran side by side only: DualAdam, AvaGrad, SPlus,
+ApolloDQN, AdaGC and Gravity.
 
 Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table): ``x`` and ``g`` are
 ``[K, P]``, float hyperparameters ``[K, 1]`` tensors (integer ones too: ``warmup_steps``), strings and booleans
@@ -22,14 +22,15 @@ all tensors (AvaGrad's γ, AdaGC's warm-up norm) is declared ``JOINT``. On an an
 1-D tensor.
 
 Not here: DASH (``dash``) estimates its matrices' scales by power iteration from ``torch.randn`` on torch's
-global generator at its defaults (``matrix_scaling='power'``), and Gravity draws its initial velocity from it.
+global generator at its defaults (``matrix_scaling='power'``). Gravity draws its initial velocity from that
+generator too; the engines seed it per run and step (:mod:`optbench.engines.step_rng`), so its rule draws the same.
 """
 
 from __future__ import annotations
 
 import torch
 
-from optbench.engines.batched_rules import JOINT, LAYERS, REPORTED, _rule
+from optbench.engines.batched_rules import JOINT, LAYERS, REPORTED, SEEDS, _rule
 
 
 def _zeros(x):
@@ -280,3 +281,46 @@ class _AdaGC:
         m.lerp_(g_hat, 1 - beta1)
         v.mul_(beta2).addcmul_((1 - beta2) * g_hat, g_hat)
         x.add_(-lr / (1 - beta1 ** t) * m / (v.sqrt() / (1 - beta2 ** t).sqrt() + eps))
+
+
+# ---- Gravity --------------------------------------------------------------------------------------------
+
+@_rule("gravity", needs=[LAYERS, SEEDS])
+class _Gravity:
+    """Gravity (pytorch_optimizer.Gravity; Bahrami & Zadeh 2021, "Gravity Optimizer: a Kinematic Approach on
+    Optimization in Deep Learning"), its foreach path (the one a CPU takes): per parameter tensor
+    m = 1/‖g‖_∞, ζ = g / (1 + (g/m)²), β_t = (βt + 1)/(t + 2), v ← v + (1 − β_t)(ζ − v), x ← x − ηv, with the
+    velocity started at v₀ ~ N(0, (α/η)²) on the first step.
+
+    The class draws v₀ from torch's *global* generator inside its first ``step()``; the engines seed that
+    generator with ``step_seed(seed, 0)`` before it (:mod:`optbench.engines.step_rng`), so the rule draws the
+    same values with ``normal_`` from a generator seeded alike, one per configuration (``SEEDS``), tensor by
+    tensor in the layout's order."""
+
+    slots = staticmethod(lambda hp: 1)  # v
+
+    @staticmethod
+    def init(x, hp):
+        return {"v": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        from optbench.engines.step_rng import step_seed
+
+        layout, lr = state["layout"], hp["lr"]
+        if hp.get("maximize", False):
+            g = -g
+        if state["v"] is None:
+            std = (hp["alpha"] / lr).reshape(-1).tolist()
+            rows = []
+            for seed, sd in zip(state["seeds"], std):
+                generator = torch.Generator().manual_seed(step_seed(seed, t - 1))
+                rows.append(torch.cat([torch.empty(shape, dtype=x.dtype).normal_(0.0, sd, generator=generator)
+                                       .reshape(-1) for shape in layout.shapes]))
+            state["v"] = torch.stack(rows).to(x.device)
+        inverse_max = layout.spread(_per_tensor(g.abs(), layout, lambda part: part.amax(dim=-1)).reciprocal())
+        zeta = g / ((g / inverse_max) ** 2 + 1.0)
+        beta_t = (hp["beta"] * t + 1) / (t + 2)
+        v = state["v"]
+        v.copy_(torch.lerp(v, zeta, 1.0 - beta_t))
+        x.copy_(torch.addcmul(x, -lr, v))

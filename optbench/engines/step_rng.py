@@ -38,11 +38,17 @@ def isolated(device) -> contextlib.AbstractContextManager:
     return torch.random.fork_rng(devices=[])
 
 
+def step_seed(seed: int, t: int) -> int:
+    """s_t of the module docstring: the global generator's seed before step ``t`` of a run with ``seed``. A
+    batched rule of a class that draws reproduces its draws from a generator seeded with it."""
+    return (derive_seed(seed, "optimizer") + t + 1) % _SEED_SPACE
+
+
 class StepRandomness:
     """Seeds torch's global generator of ``device`` from (run seed, step) before an optimizer draws from it."""
 
     def __init__(self, seed: int, device="cpu"):
-        self.base = derive_seed(seed, "optimizer")
+        self.base = derive_seed(seed, "optimizer")  # step_seed(seed, t) = (base + t + 1) mod 2⁶³
         device = torch.device(device)
         self.cuda = (torch.cuda.default_generators[device.index if device.index is not None
                                                    else torch.cuda.current_device()]

@@ -59,8 +59,8 @@ _LR_FREE_NOTE = (" lr-free: lr multiplies the step size the method estimates (1.
 
 # Hand-checked capabilities per class (the table holds what the signature says; these are the needs it cannot).
 CAPABILITIES: dict[str, dict[str, Any]] = {
-    "AdaHessian": {"create_graph": True, "needs_hessian": True},
-    "SophiaH": {"create_graph": True, "needs_hessian": True},
+    "AdaHessian": {"create_graph": True, "needs_hessian": True, "batched": "adahessian"},
+    "SophiaH": {"create_graph": True, "needs_hessian": True, "batched": "sophiah"},
     "AliG": {"needs_closure": True},
     "ScheduleFreeAdamW": {"schedule_free": True, "batched": "schedulefree-adamw"},
     "ScheduleFreeRAdam": {"schedule_free": True, "batched": "schedulefree-radam"},
@@ -71,6 +71,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AvaGrad": {"batched": "avagrad"},
     "ApolloDQN": {"batched": "apollodqn"},
     "AdaGC": {"batched": "adagc"},
+    "Gravity": {"batched": "gravity"},
     "MARS": {"batched": "mars"},
     "Adai": {"batched": "adai"},
     "AdamS": {"batched": "adams"},

@@ -45,6 +45,8 @@ class OptimizerEntry:
     create_graph: bool = False  # backward(create_graph=True): Hessian-vector products of the gradient
     schedule_free: bool = False  # eval()/train(): reports (and is recorded at) another point than it trains at
     lr_free: bool = False  # lr multiplies a step size the method estimates; its own default search space
+    # never sees a gradient (zero-order, forward-mode): gradient clipping (--clip-norm/--clip-value) cannot reach it
+    gradient_free: bool = False
     param_groups: str | None = None  # a parameter-group policy of build(): "muon" (matrices on Muon, rest AdamW)
     matrix_only: str = ""  # what it does on a vector (every analytic problem), for a method meant for matrices
     unsupported: str = ""  # why optbench cannot meet its needs: listed, and refused with this reason
@@ -88,6 +90,8 @@ class OptimizerEntry:
             out.append("schedule-free: eval() before every recorded value, train() before each gradient")
         if self.lr_free:
             out.append("lr-free: lr is a multiplier (tuned over 0.1 to 10)")
+        if self.gradient_free:
+            out.append("gradient-free: estimates its direction from loss values, so gradient clipping does not apply")
         if self.param_groups == "muon":
             out.append("parameter groups: matrices on Muon, the rest on AdamW")
         if self.matrix_only:
@@ -447,6 +451,7 @@ register_optimizer(OptimizerEntry(
      "gamma": nonnegative("decay exponent of the perturbation c_t = c / t^γ (0: constant)", 0.0)},
     "SPSA, zero-order: Δ ~ Rademacher, ĝ = (f(x + cΔ) − f(x − cΔ)) / (2c) · Δ, x ← x − η ĝ. "
     "Two loss evaluations per step, no gradients.", "Spall 1992", batched="spsa", needs_closure=True, seeded=True,
+    gradient_free=True,
     deviations="Spall's gains a_k = a/(k + 1 + A)^α, c_k = c/(k + 1)^γ with stability constant A = 0; the "
                "defaults α = γ = 0 are constant gains, where Spall recommends α = 0.602, γ = 0.101."))
 register_optimizer(OptimizerEntry(
@@ -454,7 +459,8 @@ register_optimizer(OptimizerEntry(
     {"lr": _lr(1e-3)},
     "Forward gradient descent: v ~ N(0, I), ĝ = (∇f·v) v from one forward-mode JVP (no backprop), "
     "x ← x − η ĝ. ĝ is an unbiased estimate of ∇f.", "Baydin et al. 2022", batched="forward-grad",
-    needs_closure=True, seeded=True, deviations="none known: Algorithm 1 of Baydin et al. with v ~ N(0, I)."))
+    needs_closure=True, seeded=True, gradient_free=True,
+    deviations="none known: Algorithm 1 of Baydin et al. with v ~ N(0, I)."))
 
 
 def check_lr_override(config: OptimizerConfig, lrs: list[float] | None) -> None:

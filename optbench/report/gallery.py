@@ -103,6 +103,9 @@ def _rows(outcome, problem_label: str) -> list:
 def _budget_line(outcome) -> str:
     s = outcome.settings
     clip = f", gradients clipped to norm {s['clip_norm']:g}" if s.get("clip_norm") else ""
+    free = sorted({e.optimizer for e in outcome.entries if e.gradient_free})
+    if clip and free:  # they form their direction from loss values: no gradient to clip
+        clip += f" (not {', '.join(free)}: gradient-free, they never see a gradient)"
     return (f"Every optimizer: protocol {s['protocol']}, {s['trials']} trials × {s['steps']} steps per function "
             f"(equal budgets; lr log-uniform in [1e-5, 10], lr-free methods their multiplier in [0.1, 10]){clip}, "
             f"{s['dtype']}. Ranked by the final loss of the best configuration re-run from the same start.")
