@@ -203,7 +203,7 @@ def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
         c0 = time.process_time()
         try:
             fn()
-        except RuntimeError:  # the peer's loop calls step() without a closure
+        except (RuntimeError, TypeError):  # the peer's loop calls step() without a closure (torch.optim: TypeError)
             if way != "peer" or not base.entry.needs_closure:
                 raise
             out[way] = math.nan

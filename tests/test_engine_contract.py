@@ -260,7 +260,8 @@ def test_plan_groups_takes_the_capability_decision(network_data, engine, device)
     ("spsa", {}, "cuda", "batched", "loss evaluations at other points within a step"),  # no closure on networks
     ("forward-grad", {}, "cuda", "batched", "the run seeds"),
     ("spsa", {}, "cuda", "auto", "loop"),
-    ("lbfgs", {}, "cuda", "batched", "has no batched rule"),
+    ("lbfgs", {}, "cuda", "batched", "loss evaluations at other points within a step"),
+    ("lbfgs(line_search_fn='strong_wolfe')", {}, "cuda", "batched", "without a line search"),  # Rule.refuses
 ])
 def test_network_engine_choices(network_data, name, recipe, device, engine, expected):
     from optbench.sweep.plan import plan_groups

@@ -278,7 +278,7 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "dualadam": 1e-2, "avagrad": 0.1, "splus": 1.0, "apollodqn": 1e-2, "adagc": 1e-2,
            "dadaptadagrad": 1.0, "dadaptadam": 1.0, "dadaptadan": 1.0, "dadaptlion": 1.0, "dadaptsgd": 1.0,
            "spsa": 1e-3, "forward-grad": 1e-3, "gravity": 1e-2,
-           "sophiah": 1e-2, "adahessian": 0.05}
+           "sophiah": 1e-2, "adahessian": 0.05, "lbfgs": 1.0}
 BATCH_PROBLEMS = ["rosenbrock(noise=0.1)", "saddle", "noisy-quadratic(dim=5, batch_size=4)", "beale(start='random')"]
 
 
@@ -297,14 +297,21 @@ def assert_same_runs(batched, loops, rtol=1e-8):
         np.testing.assert_allclose(batched.end_x[k], loop.end_x[0], rtol=rtol, atol=1e-300, equal_nan=True)
 
 
-def compare_engines(problem_spec, specs, seeds, steps, record_every=1):
+def compare_engines(problem_spec, specs, seeds, steps, record_every=1, rtol=1e-8):
     problem = get_problem(problem_spec)
     configs = [get_optimizer(s) for s in specs]
     assert all(supports_batched(c) for c in configs)
     batched = run_batched(problem, configs, seeds, steps, record_every)
     loops = [run_loop(problem, c, seed=s, steps=steps, record_every=record_every) for c, s in zip(configs, seeds)]
-    assert_same_runs(batched, loops)
+    assert_same_runs(batched, loops, rtol)
     return batched
+
+
+# torch.optim.LBFGS's inner products are BLAS dot calls on [d] vectors (MKL: the summation order depends on the
+# vector's length and memory alignment); the rule's row sums over [K, d] round differently in the last bit from
+# d = 3 on, and 25 steps of up to 20 quasi-Newton iterations on a noisy problem amplify that to ~3e-8 (measured;
+# 2-D problems agree to the bit, tests/test_rules_lbfgs.py)
+AMPLIFIED_ROUNDING = {("lbfgs", "noisy-quadratic(dim=5, batch_size=4)"): 1e-6}
 
 
 @pytest.mark.parametrize("name", BATCHED)
@@ -317,7 +324,8 @@ def test_batched_equals_loop(name, problem_spec):
         for seed in (0, 7):
             specs.append(f"{name}(lr={lr!r})")
             seeds.append(seed)
-    compare_engines(problem_spec, specs, seeds, steps=25, record_every=2)
+    compare_engines(problem_spec, specs, seeds, steps=25, record_every=2,
+                    rtol=AMPLIFIED_ROUNDING.get((name, problem_spec), 1e-8))
 
 
 NON_DEFAULT = [

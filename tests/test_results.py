@@ -14,10 +14,12 @@ from optbench.sweep.spec import Sweep
 
 
 def _sweep(**kw):
-    """Adam (batched engine) and L-BFGS (the loop engine, a closure optimizer; two inner iterations per step
-    instead of 20: the store's behaviour does not depend on them, and 20 cost seconds per sweep)."""
+    """Adam (batched engine) and L-BFGS with its line search (the loop engine, a closure optimizer; its batched
+    rule refuses the line search; two inner iterations per step instead of 20: the store's behaviour does not
+    depend on them, and 20 cost seconds per sweep)."""
     base = dict(problems=[optbench.get_problem("rosenbrock")],
-                optimizers=[optbench.get_optimizer("adam"), optbench.get_optimizer("lbfgs(max_iter=2)")],
+                optimizers=[optbench.get_optimizer("adam"),
+                            optbench.get_optimizer("lbfgs(max_iter=2, line_search_fn='strong_wolfe')")],
                 lrs=[1e-3, 1e-2], seeds=[0, 1], steps=30)
     base.update(kw)
     return Sweep(**base)

@@ -39,8 +39,10 @@ RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_b
 
 
 def supports_batched(optimizer) -> bool:
-    """Whether the optimizer has a batched rule (what an engine needs beyond it: engines.capabilities)."""
-    return optimizer.entry.batched is not None and optimizer.entry.batched in RULES
+    """Whether the optimizer has a batched rule that takes its hyperparameters (``Rule.refuses``; what an engine
+    needs beyond it: engines.capabilities)."""
+    rule = RULES.get(optimizer.entry.batched) if optimizer.entry.batched is not None else None
+    return rule is not None and rule.refuses(optimizer.hyperparams) is None
 
 
 
@@ -80,6 +82,27 @@ def _sampled_loss_at(problem, x: torch.Tensor, sample: torch.Tensor | None):
     (``problem.sampled_loss``) with x_t the rows of ``x`` now (copied: the rule updates ``x`` in place)."""
     anchor = None if sample is None else x.clone()
     return lambda points: problem.sampled_loss(points, anchor, sample)
+
+
+def _sampled_loss_grad_at(problem, x: torch.Tensor, sample: torch.Tensor | None, clip_norm: float | None,
+                          clip_value: float | None):
+    """``loss_grad_at(points [K, d]) -> ([K], [K, d])``: f̃_t and ∇f̃_t = ∇f + ξ_t of each configuration's step's
+    sampled function at ``points``, the gradient clipped row by row as the loop engine's ``closure()`` clips what
+    it leaves in ``.grad`` (``AnalyticClosure``: value f(x) + ⟨ξ_t, x − x_t⟩, x_t the rows of ``x`` now). ∇f by
+    autograd, as that closure takes it (the closed-form gradients differ in the last bits, which a quasi-Newton
+    method's history amplifies at a minimum)."""
+    from optbench.engines.trials import _exact_rows
+
+    anchor = None if sample is None else x.clone()
+
+    def loss_grad_at(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, grad = _exact_rows(problem, points)
+        if sample is not None:
+            loss = loss + problem.sample_offset(points, anchor, sample)
+            grad = grad + sample
+        return loss, clip_rows(grad, clip_norm, clip_value)
+
+    return loss_grad_at
 
 
 def clip_rows(grad: torch.Tensor, clip_norm: float | None, clip_value: float | None) -> torch.Tensor:
@@ -129,7 +152,8 @@ def run_batched(problem: Problem, optimizers: Sequence[Any], seeds: Sequence[int
     """
     if len(optimizers) != len(seeds):
         raise ValueError("one optimizer config per seed")
-    check_needs(optimizers[0], PROVIDES, "batched engine")
+    for optimizer in optimizers:  # a rule may refuse some hyperparameter values (Rule.refuses)
+        check_needs(optimizer, PROVIDES, "batched engine")
     # no thread cliff: one thread until the [K, d] operations are large enough to split (engines.intraop)
     with cpu_threads_for(len(seeds) * problem.dim, device):
         return _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype, progress, recipe,
@@ -158,6 +182,7 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
     timer = StepTimer(steps, device, per_run=K) if measure_cost else None
     start = mid = 0.0
     ticker = StepTicker(progress, K, steps, SYNC_EVERY)
+    slots: torch.Tensor | None = None  # Rule.slots_in: each run's state slots when it stopped stepping
     for t in range(steps + 1):
         if timer is not None:
             start = timer.clock(t)
@@ -178,6 +203,8 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
         if closure:  # the oracles of f̃_t, as AnalyticClosure.loss_at; unclipped, as the loop engine's loss_at
             state["loss_at"] = _sampled_loss_at(problem, x, sample)
             state["sampled_grad"] = grad
+            state["loss_grad_at"] = _sampled_loss_grad_at(problem, x, sample, clip_norm, clip_value)
+            state["running"] = rec.active  # runs not ended (diverged, escaped): the loop engine stops stepping those
         if clip:
             grad = clip_rows(grad, clip_norm, clip_value)
         if lr_table is not None:
@@ -189,6 +216,9 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
         rule.step(x, grad, state, hp, t + 1)
         if timer is not None:
             timer.record(t, start, mid, timer.clock(t))
+        if rule.slots_in is not None:  # state that follows the trajectory: a run's, as its loop run stops stepping
+            now = rule.slots_in(state)
+            slots = now if slots is None else torch.where(rec.active, now, slots)
         if ticker.tick(t, rec):
             break
     ticker.close()
@@ -199,5 +229,7 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
         itemsize = torch.empty((), dtype=dtype).element_size()
         state_per_param = np.array([rule.slots_per_param(o.hyperparams, x.shape[-1]) * itemsize
                                     for o in optimizers], float)
+        if slots is not None:
+            state_per_param = slots.to(torch.float64).cpu().numpy() * itemsize
         trace.cost = timer.results(K, state_per_param)
     return trace

@@ -17,9 +17,12 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
   ``x`` belong to which parameter tensor (layer-wise rules take one norm per parameter tensor);
 - ``CLOSURE``: re-evaluating the loss at other points within a step: ``state["loss_at"]``, a function of ``[K, d]``
   points giving each configuration's loss of the step's sampled function f̃_t (what the loop engine's
-  ``AnalyticClosure.loss_at`` computes), and ``state["sampled_grad"]``, ∇f̃_t(x_t) ``[K, d]`` (the noisy gradient
-  before any clipping: the loop engine clips only what ``closure()`` leaves in ``.grad``), set before every step
-  (the analytic batched engine provides it; the network engine does not);
+  ``AnalyticClosure.loss_at`` computes), ``state["sampled_grad"]``, ∇f̃_t(x_t) ``[K, d]`` (the noisy gradient
+  before any clipping: the loop engine clips only what ``closure()`` leaves in ``.grad``), ``state["loss_grad_at"]``,
+  ``points -> ([K] f̃_t, [K, d] ∇f̃_t)`` with the gradient clipped as ``closure()`` clips it (what each call of
+  ``closure()`` gives: L-BFGS), and ``state["running"]``, the ``[K]`` runs the engine has not ended (a rule with an
+  inner loop skips the others, whose loop runs have stopped), set before every step (the analytic batched engine
+  provides it; the network engine does not);
 - ``SEEDS``: ``state["seeds"]``, the K run seeds, before the first step: for rules of classes that draw random
   numbers, from their own generator (seeded as ``OptimizerEntry.build`` seeds it: ``seeded=True`` entries) or from
   torch's global generator, which the engines seed per run and step (:mod:`optbench.engines.step_rng`: Gravity's
@@ -27,6 +30,11 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
 - ``REPORTED``: the rule trains at ``x`` but reports another point, ``reported(x, state, hp)`` (Schedule-Free's
   average); the engine records loss, gradient and coordinates at the reported point (one more evaluation per
   step) and takes the training gradient at ``x``, as the loop engine does around ``eval()``/``train()``.
+
+A rule that mirrors only some settings of its class says which it does not with ``refuses(hp) -> str | None``
+(the reason, for one configuration's hyperparameter dict; L-BFGS: the strong-Wolfe line search): every engine
+refuses such a configuration with that reason (:func:`check_needs`, ``engines.capabilities``), so ``auto`` runs
+it on the loop engine.
 """
 
 from __future__ import annotations
@@ -69,6 +77,11 @@ class Rule:
     reported: Callable[[torch.Tensor, State, dict[str, Any]], torch.Tensor] | None = None
     # rules whose state is not parameter-sized (Shampoo's n × n preconditioners): slots per parameter of a [d] vector
     dim_slots: Callable[[dict[str, Any], int], float] | None = None
+    # rules that mirror only some settings of their class: why it does not take these hyperparameters, or None
+    refuses: Callable[[dict[str, Any]], str | None] = lambda hp: None
+    # rules whose state size follows the trajectory (L-BFGS's history): each configuration's slots per parameter
+    # now, a [K] tensor from the rule's state (the loop engine measures the real class's state when a run stops)
+    slots_in: Callable[[State], torch.Tensor] | None = None
 
     def slots_per_param(self, hp: dict[str, Any], dim: int) -> float:
         """State elements the mirrored class keeps per parameter of one ``[dim]`` parameter vector."""
@@ -91,7 +104,8 @@ def _rule(name: str, needs: Iterable[str] = ()):
         if (REPORTED in needs) != hasattr(cls, "reported"):
             raise ValueError(f"rule {name!r}: a reported() method and the REPORTED need go together")
         RULES[name] = Rule(cls.init, cls.step, frozenset(needs), getattr(cls, "slots", lambda hp: 0),
-                           getattr(cls, "reported", None), getattr(cls, "dim_slots", None))
+                           getattr(cls, "reported", None), getattr(cls, "dim_slots", None),
+                           getattr(cls, "refuses", lambda hp: None), getattr(cls, "slots_in", None))
         return cls
 
     return wrap
@@ -103,12 +117,15 @@ def missing_needs(rule: Rule, provided: frozenset[str]) -> list[str]:
 
 
 def check_needs(optimizer, provided: frozenset[str], engine: str) -> None:
-    """Refuse (``UsageError``) an optimizer config without a batched rule, or whose rule needs what
-    ``engine`` (its name, for the message) does not provide."""
+    """Refuse (``UsageError``) an optimizer config without a batched rule, one its rule refuses
+    (``Rule.refuses``), or whose rule needs what ``engine`` (its name, for the message) does not provide."""
     name = optimizer.entry.batched
     if name not in RULES:
         raise UsageError(f"The {engine} does not support {optimizer.name!r}: it has no batched rule; "
                          "use --engine loop or auto.")
+    refused = RULES[name].refuses(optimizer.hyperparams)
+    if refused:
+        raise UsageError(f"The {engine} does not support {optimizer.label!r}: {refused}; use --engine loop or auto.")
     missing = missing_needs(RULES[name], provided)
     if missing:
         raise UsageError(f"The {engine} does not support {optimizer.name!r}: its rule needs {'; '.join(missing)}, "
@@ -527,6 +544,7 @@ from optbench.engines import (  # noqa: E402,F401  (each module registers its ru
     batched_rules_modern,  # Muon, Shampoo, Prodigy
     rules_dadapt,  # the five D-Adaptation classes
     rules_hessian,  # Sophia-H, AdaHessian
+    rules_lbfgs,  # L-BFGS (torch.optim.LBFGS without a line search)
     rules_misc,  # DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC
     rules_schedulefree,  # Schedule-Free SGD and RAdam
     rules_variance,  # MARS, Adai, AdamS

@@ -3,7 +3,8 @@
 The loop engine (real optimizer objects) is the reference and runs everything. The batched engine of a
 problem kind runs a configuration only when
 
-- the optimizer has a batched rule (``OptimizerEntry.batched``),
+- the optimizer has a batched rule (``OptimizerEntry.batched``) that takes its hyperparameters
+  (``Rule.refuses``: L-BFGS's rule mirrors the class without a line search only),
 - the engine provides every need the rule declares (``Rule.needs`` against the engine's ``PROVIDES``:
   Hessians, per-parameter-tensor norms, a closure), and
 - the engine implements every training-recipe setting of the run (``Recipe.settings()`` against the
@@ -215,6 +216,9 @@ def batched_unsupported_reason(problem, optimizer, recipe: RecipeLike = ()) -> s
     rule = RULES.get(optimizer.entry.batched) if optimizer.entry.batched else None
     if rule is None:
         return f"{optimizer.name!r} has no batched rule"
+    refused = rule.refuses(optimizer.hyperparams)  # settings of the class its rule does not mirror
+    if refused:
+        return refused
     features = sorted(set(getattr(problem, "features", ())) - runs_features)
     if features:
         return f"it does not run models with {', '.join(features)}"

@@ -323,6 +323,7 @@ _torch("lbfgs", "LBFGS",
                                 "None or 'strong_wolfe'", (str,))},
        "L-BFGS (torch.optim.LBFGS): quasi-Newton with a limited history; one step runs up to max_iter "
        "inner iterations and calls the loss several times.", "Liu & Nocedal 1989", needs_closure=True,
+       batched="lbfgs",  # without a line search only (the rule refuses strong_wolfe: Rule.refuses)
        deviations="without line_search_fn every inner iteration takes the fixed step lr (the first scaled by "
                   "min(1, 1/‖g‖₁)), not the Wolfe line search Liu & Nocedal assume; line_search_fn='strong_wolfe' "
                   "adds one. One optbench step is up to max_iter L-BFGS iterations.")
