@@ -40,3 +40,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def network_data(tmp_path_factory):
+    """Small synthetic MNIST and CIFAR-10 in the official formats, as the data directory of the module's tests
+    (one thread: tiny models)."""
+    import torch
+
+    from optbench.data import store
+    from optbench.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    write_dataset("mnist", root / "mnist", n_train=200, n_test=50)
+    write_dataset("cifar10", root / "cifar10", n_train=40, n_test=20)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(store.DATA_ENV, str(root))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield root
+        torch.set_num_threads(threads)

@@ -19,8 +19,6 @@ import numpy as np
 import pytest
 import torch
 
-from optbench.data import store
-from optbench.data.synthetic import write_dataset
 from optbench.engines.loop import AnalyticClosure, run_loop
 from optbench.engines.network import run_network
 from optbench.engines.recipe import Recipe
@@ -55,16 +53,6 @@ STILL_AFTER_5_STEPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def network_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset("mnist", root / "mnist", n_train=200, n_test=50)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(store.DATA_ENV, str(root))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield root
-        torch.set_num_threads(threads)
 
 
 def _entry(name):

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from optbench.data import store
-from optbench.data.synthetic import write_dataset
 from optbench.engines.batched import run_batched
 from optbench.engines.batched_numpy import run_batched_numpy
 from optbench.engines.batched_numpy import supports as numpy_path_supports
@@ -81,17 +79,6 @@ def newton_schulz_in_float64(monkeypatch):
                         dict.fromkeys(batched_rules_modern.NEWTON_SCHULZ_DTYPE, torch.float64))
 
 
-@pytest.fixture(scope="module")
-def network_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset("mnist", root / "mnist", n_train=200, n_test=50)
-    write_dataset("cifar10", root / "cifar10", n_train=40, n_test=20)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(store.DATA_ENV, str(root))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny models: OpenMP spin-waits would make them 10× slower on a busy box
-        yield root
-        torch.set_num_threads(threads)
 
 
 def _entry(name):

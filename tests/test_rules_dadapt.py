@@ -222,19 +222,6 @@ def test_variants_batched_equal_loop(spec, problem_spec):
 MLP = "mnist-mlp(width=6, depth=2, batch_size=20, train_size=120, test_size=40, precision='float64', eval_every=3)"
 
 
-@pytest.fixture(scope="module")
-def network_data(tmp_path_factory):
-    from optbench.data import store
-    from optbench.data.synthetic import write_dataset
-
-    root = tmp_path_factory.mktemp("data")
-    write_dataset("mnist", root / "mnist", n_train=200, n_test=50)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(store.DATA_ENV, str(root))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield root
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("spec", CASES)

@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from optbench.cost import probe_state_bytes_per_param
-from optbench.data import store
-from optbench.data.synthetic import write_dataset
 from optbench.engines.batched import run_batched, stack_hyperparams
 from optbench.engines.batched_rules import RULES
 from optbench.engines.capabilities import engine_supports
@@ -200,17 +198,6 @@ def _analytic_group(problem, configs, seeds, recipe=Recipe()):
         _close(batched.end_x[k], loop.end_x[0], f"{config.label} final parameters")
 
 
-@pytest.fixture(scope="module")
-def network_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_dataset("mnist", root / "mnist", n_train=200, n_test=50)
-    write_dataset("cifar10", root / "cifar10", n_train=40, n_test=20)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(store.DATA_ENV, str(root))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield root
-        torch.set_num_threads(threads)
 
 
 NETWORK_VARIANTS = [s for name in NAMES if name != "splus" for s in VARIANTS[name]]
