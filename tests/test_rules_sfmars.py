@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from test_engine_contract import CNN, MLP, _analytic_group, _network_group, network_data  # noqa: F401
+from test_engine_contract import CNN, MLP, _analytic_group, _network_group
 
 from optbench.engines import batched_rules_modern
 from optbench.engines.batched import stack_hyperparams
