@@ -174,11 +174,12 @@ def trial_path(name: str) -> str:
     return "side by side"
 
 
-def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
+def trial_step_costs(name: str, trials: int = 32, spread: bool = False) -> dict[str, float]:
     """CPU µs per trial-step of ``trials`` trials (lrs spaced by 5 %) run the peer's way (NaN where the peer's loop
     cannot run the class), on optbench's loop engine one at a time, and as the gallery runs a round (the batched
     engine for a batched rule, else ``run_trials``: one shared object where the class allows it, else side by
     side)."""
+    import numpy as np
     import torch
 
     from optbench.engines.recipe import Recipe
@@ -190,7 +191,9 @@ def trial_step_costs(name: str, trials: int = 32) -> dict[str, float]:
 
     problem = get_problem(FUNCTIONS["rosenbrock"][1])
     base = get_optimizer(name)
-    configs = [base.with_hyperparams(lr=(base.lr or 1e-3) * 1.05**k) for k in range(trials)]
+    lrs = (np.geomspace(1e-5, 10.0, trials).tolist() if spread  # the gallery's lr space, as its search spans it
+           else [(base.lr or 1e-3) * 1.05**k for k in range(trials)])
+    configs = [base.with_hyperparams(lr=lr) for lr in lrs]
     runs = [Run(problem, c, 10_000, STEPS, 20, "float32", "cpu", Recipe(clip_norm=1.0)) for c in configs]
     ways = {
         "peer": lambda: [peer_trajectory(rosenbrock, FUNCTIONS["rosenbrock"][0], name, c.lr) for c in configs],
@@ -260,6 +263,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
     ap.add_argument("--quality-trials", type=int, default=100)
     ap.add_argument("--only", choices=("speed", "costs", "quality", "by-path"), default=None)
+    ap.add_argument("--costs-spread", action="store_true", help="costs: trials log-spaced over the gallery's lr "
+                    "space [1e-5, 10] instead of the default lr × 1.05^k")
     args = ap.parse_args()
     if args.opt == "all":  # the whole catalogue: what `optbench gallery` without --opt tunes
         from optbench.gallery import plan_gallery, resolve_problems
@@ -306,7 +311,7 @@ def main() -> None:
               "| peer / round | loop / round |")
         print("|---|---|---:|---:|---:|---:|---:|")
         for name in names:
-            costs = trial_step_costs(name)
+            costs = trial_step_costs(name, spread=args.costs_spread)
             peer = "n/a" if math.isnan(costs["peer"]) else f"{costs['peer']:.0f}"
             ratio = "n/a" if math.isnan(costs["peer"]) else f"{costs['peer'] / costs['round']:.1f}×"
             print(f"| {name} | {trial_path(name)} | {peer} | {costs['loop']:.0f} | {costs['round']:.1f} | {ratio} | "

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from optbench.engines.batched_rules import JOINT, LAYERS, REPORTED, SEEDS, _rule
+from optbench.engines.step_rng import step_seed
 
 
 def _zeros(x):
@@ -305,8 +306,6 @@ class _Gravity:
 
     @staticmethod
     def step(x, g, state, hp, t):
-        from optbench.engines.step_rng import step_seed
-
         layout, lr = state["layout"], hp["lr"]
         if hp.get("maximize", False):
             g = -g
