@@ -278,7 +278,16 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "dualadam": 1e-2, "avagrad": 0.1, "splus": 1.0, "apollodqn": 1e-2, "adagc": 1e-2,
            "dadaptadagrad": 1.0, "dadaptadam": 1.0, "dadaptadan": 1.0, "dadaptlion": 1.0, "dadaptsgd": 1.0,
            "spsa": 1e-3, "forward-grad": 1e-3, "gravity": 1e-2,
-           "sophiah": 1e-2, "adahessian": 0.05, "lbfgs": 1.0}
+           "sophiah": 1e-2, "adahessian": 0.05, "lbfgs": 1.0,
+           # rules_adamlike.py
+           # rules_momentum.py
+           # rules_recent.py
+           # rules_memory.py
+           # rules_factored.py
+           # rules_pertensor.py
+           # rules_groups.py
+           # rules_soap.py
+           }
 BATCH_PROBLEMS = ["rosenbrock(noise=0.1)", "saddle", "noisy-quadratic(dim=5, batch_size=4)", "beale(start='random')"]
 
 

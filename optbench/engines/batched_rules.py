@@ -542,11 +542,19 @@ class _LAMB:
 
 from optbench.engines import (  # noqa: E402,F401  (each module registers its rules)
     batched_rules_modern,  # Muon, Shampoo, Prodigy
+    rules_adamlike,
     rules_dadapt,  # the five D-Adaptation classes
+    rules_factored,
+    rules_groups,
     rules_hessian,  # Sophia-H, AdaHessian
     rules_lbfgs,  # L-BFGS (torch.optim.LBFGS without a line search)
+    rules_memory,
     rules_misc,  # DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC
+    rules_momentum,
+    rules_pertensor,
+    rules_recent,
     rules_schedulefree,  # Schedule-Free SGD and RAdam
+    rules_soap,
     rules_variance,  # MARS, Adai, AdamS
     rules_zeroorder,  # SPSA, forward gradient
 )

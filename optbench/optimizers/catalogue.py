@@ -113,6 +113,14 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
                              "tests run in float64"},
     "SpectralSphere": {"unsupported": "it accepts 2-D parameters only and raises on vectors (biases, every "
                                       "analytic problem); the library gives it no fallback for them"},
+    # batched rules of engines/rules_adamlike.py
+    # batched rules of engines/rules_momentum.py
+    # batched rules of engines/rules_recent.py
+    # batched rules of engines/rules_memory.py
+    # batched rules of engines/rules_factored.py
+    # batched rules of engines/rules_pertensor.py
+    # batched rules of engines/rules_groups.py
+    # batched rules of engines/rules_soap.py
 }
 
 # Entries checked against their papers (tests/test_catalogue.py has the papers' formulas in float64).

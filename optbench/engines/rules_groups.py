@@ -1,0 +1,1 @@
+"""Batched rules (being written): see the module's final docstring."""
