@@ -59,6 +59,13 @@ LAYERWISE_VARIANTS = {
     "prodigy": ["prodigy(lr=1.0, bias_correction=True, weight_decay=0.1, d_coef=0.5)",
                 "prodigy(lr=1.0, safeguard_warmup=True, eps=None, beta3=0.9, growth_rate=1.5, fixed_decay=True, "
                 "weight_decay=0.01)"],
+    # DASH: blocks smaller than the tensors (edge blocks, square and rectangular), two-sided and one-sided roots,
+    # momentum with and without Nesterov, no first moment, eigh and Frobenius scaling, a later start, decay
+    "dash": ["dash(lr=0.01, block_size=4, momentum=0.5, weight_decay=0.1, precondition_frequency=2, "
+             "grafting_beta=0.9)",
+             "dash(lr=0.01, betas=(0.0, 0.9), inverse_root_method='eigh', momentum=0.3, nesterov=False, "
+             "start_preconditioning_step=3, correct_bias=False)",
+             "dash(lr=0.01, block_size=3, matrix_scaling='frobenius', newton_steps=4)"],
 }
 
 

@@ -544,6 +544,7 @@ from optbench.engines import (  # noqa: E402,F401  (each module registers its ru
     batched_rules_modern,  # Muon, Shampoo, Prodigy
     rules_adamlike,
     rules_dadapt,  # the five D-Adaptation classes
+    rules_dash,  # DASH (block Shampoo, Newton–Denman–Beavers roots)
     rules_factored,
     rules_groups,
     rules_hessian,  # Sophia-H, AdaHessian

@@ -72,6 +72,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "ApolloDQN": {"batched": "apollodqn"},
     "AdaGC": {"batched": "adagc"},
     "Gravity": {"batched": "gravity"},
+    "DASH": {"batched": "dash"},
     "MARS": {"batched": "mars"},
     "Adai": {"batched": "adai"},
     "AdamS": {"batched": "adams"},
