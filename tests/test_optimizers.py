@@ -277,7 +277,7 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "schedulefreesgd": 1e-2, "schedulefreeradam": 1e-2, "mars": 3e-3, "adai": 1e-2, "adams": 1e-2,
            "dualadam": 1e-2, "avagrad": 0.1, "splus": 1.0, "apollodqn": 1e-2, "adagc": 1e-2,
            "dadaptadagrad": 1.0, "dadaptadam": 1.0, "dadaptadan": 1.0, "dadaptlion": 1.0, "dadaptsgd": 1.0,
-           "spsa": 1e-3, "forward-grad": 1e-3, "gravity": 1e-2, "dash": 1e-2,
+           "spsa": 1e-3, "forward-grad": 1e-3, "gravity": 1e-2, "dash": 1e-2, "kron": 1e-2,
            "sophiah": 1e-2, "adahessian": 0.05, "lbfgs": 1.0,
            # rules_adamlike.py
            # rules_momentum.py

@@ -548,6 +548,7 @@ from optbench.engines import (  # noqa: E402,F401  (each module registers its ru
     rules_factored,
     rules_groups,
     rules_hessian,  # Sophia-H, AdaHessian
+    rules_kron,  # Kron (PSGD) on a vector
     rules_lbfgs,  # L-BFGS (torch.optim.LBFGS without a line search)
     rules_memory,
     rules_misc,  # DualAdam, AvaGrad, SPlus, ApolloDQN, AdaGC

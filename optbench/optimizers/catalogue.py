@@ -73,6 +73,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AdaGC": {"batched": "adagc"},
     "Gravity": {"batched": "gravity"},
     "DASH": {"batched": "dash"},
+    "Kron": {"batched": "kron"},
     "MARS": {"batched": "mars"},
     "Adai": {"batched": "adai"},
     "AdamS": {"batched": "adams"},
