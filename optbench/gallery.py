@@ -16,7 +16,7 @@ job (``optbench gallery``):
 3. **Re-run** each study's best configuration once from the same start (``run_sweep``, record every step,
    seed ``TUNE_SEED`` as the trials): the results files hold the trajectory, its final loss and distance to
    the minimum, which the ranking reads. Runs already complete are skipped.
-4. **Draw** one figure per function × optimizer (:func:`optbench.report.gallery.draw_trajectory`) and the index
+4. **Draw** one figure per function × optimizer (:func:`optbench.report.gallery.draw_trajectories`) and the index
    (``OUT/index.html``, ``OUT/index.md``, ``OUT/gallery.json``), each written atomically.
 """
 
@@ -351,7 +351,7 @@ def _figure_name(entry: GalleryEntry, folder: str, ext: str) -> str:
 
 def _draw_figures(out: Path, entries: list[GalleryEntry], problems, ext: str) -> None:
     """One figure per re-run, from the results files; a figure already drawn for the same run is kept."""
-    from optbench.report.gallery import draw_trajectory
+    from optbench.report.gallery import draw_trajectories
     from optbench.report.style import safe_name
     from optbench.results import load_results
 
@@ -377,9 +377,8 @@ def _draw_figures(out: Path, entries: list[GalleryEntry], problems, ext: str) ->
     steps = load_results(out)
     steps = steps[steps["run_id"].isin({e.run_id for e in todo})].sort_values(["run_id", "step"])
     paths = {rid: g[["x0", "x1"]].to_numpy() for rid, g in steps.groupby("run_id")}
-    by_label = {p.label: p for p in problems}
-    for e in todo:
-        draw_trajectory(by_label[e.problem], paths[e.run_id], e, out / e.figure)
+    for problem in problems:
+        draw_trajectories(problem, [(paths[e.run_id], e, out / e.figure) for e in todo if e.problem == problem.label])
 
 
 def write_index(outcome: GalleryOutcome, problems) -> None:

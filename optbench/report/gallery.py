@@ -19,6 +19,7 @@ from optbench.formatting import fmt_num
 LOG_FLOOR = 1e-3  # log10(f - f* + LOG_FLOOR): the valley floor stays visible without -inf
 GRID = 220  # contour grid points per axis
 MAX_WIDEN = 0.5  # the view may grow by this share of the plot bounds' width on each side
+CANVASES_KEPT = 4  # figures (one per view) kept open while a gallery's trajectories are drawn
 
 
 def view_bounds(bounds, path: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -46,53 +47,105 @@ def tuned_text(entry) -> str:
     return ", ".join(parts)
 
 
+class TrajectoryCanvas:
+    """One figure of ``problem``'s contours over one view, on which trajectories are drawn in turn: the
+    contours, colour bar and minima are drawn once, and each :meth:`draw` adds a trajectory, its markers, legend
+    and title, saves, and takes them off again (the gallery draws a figure per optimizer, mostly on the same
+    view of each function)."""
+
+    def __init__(self, problem, view):
+        import torch
+
+        from optbench.report.style import pyplot
+
+        self.plt = pyplot()
+        self.problem, self.view = problem, view
+        (x_lo, x_hi), (y_lo, y_hi) = view
+        xs, ys = np.meshgrid(np.linspace(x_lo, x_hi, GRID), np.linspace(y_lo, y_hi, GRID))
+        grid = torch.from_numpy(np.stack([xs, ys], axis=-1))
+        with torch.no_grad():
+            z = problem.loss(grid).numpy()
+        f_min = problem.f_min if problem.f_min is not None else float(np.nanmin(z))
+        logz = np.log10(np.maximum(z - f_min, 0.0) + LOG_FLOOR)
+        self.fig, ax = self.plt.subplots(figsize=(6.0, 5.6))
+        filled = ax.contourf(xs, ys, logz, levels=30, cmap="viridis", alpha=0.9)
+        ax.contour(xs, ys, logz, levels=15, colors="white", linewidths=0.4, alpha=0.5)
+        bar = self.fig.colorbar(filled, ax=ax, shrink=0.85)
+        bar.set_label(f"log₁₀(f − f* + {LOG_FLOOR:g})")
+        ax.grid(False)
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        ax.set_xlabel("x₀")
+        ax.set_ylabel("x₁")
+        # lay the figure out once, with a title of the two lines every figure's title has, then keep that
+        # layout: the per-figure artists sit inside the axes, so laying out again would place nothing elsewhere
+        # and costs most of a figure's drawing time (measuring every tick label)
+        ax.set_title("optimizer\nfinal loss", fontsize=10)
+        self.fig.canvas.draw()
+        self.fig.set_layout_engine("none")
+        self.ax = ax
+
+    def draw(self, path: np.ndarray, entry, dest: Path) -> Path:
+        """Draw ``path`` [T, 2] of ``entry`` into ``dest`` (png or svg by its suffix), written atomically."""
+        import io
+
+        from optbench.results import atomic_write_bytes
+
+        ax, problem = self.ax, self.problem
+        added = []
+        finite = path[np.isfinite(path).all(axis=1)]
+        if len(finite):
+            added += ax.plot(finite[:, 0], finite[:, 1], "-", color="#D55E00", lw=1.4, zorder=3)
+            added += ax.plot(finite[:, 0], finite[:, 1], ".", color="#D55E00", ms=3.5, zorder=3)
+            added += ax.plot(*finite[0], "o", ms=9, mfc="white", mec="black", zorder=5, label="start")
+            added += ax.plot(*finite[-1], "D", ms=8, mfc="#D55E00", mec="black", zorder=5, label="end")
+        for m in problem.minima_points:
+            added += ax.plot(m[0], m[1], "*", ms=15, mfc="gold", mec="black", zorder=4,
+                             label="minimum" if m is problem.minima_points[0] else None)
+        legend = ax.legend(loc="best", fontsize=8, framealpha=0.8)
+        status = "" if entry.status == "done" else f" · {entry.status}"
+        ax.set_title(f"{entry.optimizer} on {problem.name}: {tuned_text(entry)}\n"
+                     f"final loss {fmt_num(entry.final_loss)} · distance to minimum {fmt_num(entry.dist_to_min)} · "
+                     f"{entry.steps} steps{status}", fontsize=10)
+        buffer = io.BytesIO()
+        try:
+            self.fig.savefig(buffer, format=dest.suffix.lstrip("."), dpi=90)
+        finally:
+            for artist in added:
+                artist.remove()
+            legend.remove()
+        atomic_write_bytes(dest, buffer.getvalue())
+        return dest
+
+    def close(self) -> None:
+        self.plt.close(self.fig)
+
+
 def draw_trajectory(problem, path: np.ndarray, entry, dest: Path) -> Path:
     """Draw ``path`` [T, 2] (the coordinates at every step) of ``entry`` on ``problem``'s contours into ``dest``
-    (png or svg by its suffix), written atomically."""
-    import io
+    (png or svg by its suffix), written atomically: one :class:`TrajectoryCanvas` for one figure."""
+    canvas = TrajectoryCanvas(problem, view_bounds(problem.bounds, path))
+    try:
+        return canvas.draw(path, entry, dest)
+    finally:
+        canvas.close()
 
-    import torch
 
-    from optbench.report.style import pyplot
-    from optbench.results import atomic_write_bytes
-
-    plt = pyplot()
-    (x_lo, x_hi), (y_lo, y_hi) = view_bounds(problem.bounds, path)
-    xs, ys = np.meshgrid(np.linspace(x_lo, x_hi, GRID), np.linspace(y_lo, y_hi, GRID))
-    grid = torch.from_numpy(np.stack([xs, ys], axis=-1))
-    with torch.no_grad():
-        z = problem.loss(grid).numpy()
-    f_min = problem.f_min if problem.f_min is not None else float(np.nanmin(z))
-    logz = np.log10(np.maximum(z - f_min, 0.0) + LOG_FLOOR)
-    fig, ax = plt.subplots(figsize=(6.0, 5.6))
-    filled = ax.contourf(xs, ys, logz, levels=30, cmap="viridis", alpha=0.9)
-    ax.contour(xs, ys, logz, levels=15, colors="white", linewidths=0.4, alpha=0.5)
-    bar = fig.colorbar(filled, ax=ax, shrink=0.85)
-    bar.set_label(f"log₁₀(f − f* + {LOG_FLOOR:g})")
-    ax.grid(False)
-    finite = path[np.isfinite(path).all(axis=1)]
-    if len(finite):
-        ax.plot(finite[:, 0], finite[:, 1], "-", color="#D55E00", lw=1.4, zorder=3)
-        ax.plot(finite[:, 0], finite[:, 1], ".", color="#D55E00", ms=3.5, zorder=3)
-        ax.plot(*finite[0], "o", ms=9, mfc="white", mec="black", zorder=5, label="start")
-        ax.plot(*finite[-1], "D", ms=8, mfc="#D55E00", mec="black", zorder=5, label="end")
-    for m in problem.minima_points:
-        ax.plot(m[0], m[1], "*", ms=15, mfc="gold", mec="black", zorder=4,
-                label="minimum" if m is problem.minima_points[0] else None)
-    ax.set_xlim(x_lo, x_hi)
-    ax.set_ylim(y_lo, y_hi)
-    ax.set_xlabel("x₀")
-    ax.set_ylabel("x₁")
-    ax.legend(loc="best", fontsize=8, framealpha=0.8)
-    status = "" if entry.status == "done" else f" · {entry.status}"
-    ax.set_title(f"{entry.optimizer} on {problem.name}: {tuned_text(entry)}\n"
-                 f"final loss {fmt_num(entry.final_loss)} · distance to minimum {fmt_num(entry.dist_to_min)} · "
-                 f"{entry.steps} steps{status}", fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=dest.suffix.lstrip("."), dpi=90)
-    plt.close(fig)
-    atomic_write_bytes(dest, buffer.getvalue())
-    return dest
+def draw_trajectories(problem, items) -> None:
+    """Draw each ``(path, entry, dest)`` of ``items`` on ``problem``'s contours (:func:`draw_trajectory`'s
+    figures), drawing the contours once per distinct view (the last few kept open)."""
+    canvases: dict = {}
+    try:
+        for path, entry, dest in items:
+            view = view_bounds(problem.bounds, path)
+            canvas = canvases.pop(view, None) or TrajectoryCanvas(problem, view)
+            canvases[view] = canvas  # most recently used last
+            canvas.draw(path, entry, dest)
+            if len(canvases) > CANVASES_KEPT:
+                canvases.pop(next(iter(canvases))).close()
+    finally:
+        for canvas in canvases.values():
+            canvas.close()
 
 
 def _rows(outcome, problem_label: str) -> list:
