@@ -213,3 +213,36 @@ def test_the_index_says_the_clip_does_not_reach_gradient_free_methods():
     line = _budget_line(SimpleNamespace(settings=settings, entries=entries))
     assert "gradients clipped to norm 1 (not spsa: gradient-free" in line
     assert "(not" not in _budget_line(SimpleNamespace(settings=settings, entries=entries[:1]))
+
+
+def test_trajectories_on_one_view_share_a_canvas_and_each_gets_its_own_figure(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from optbench.gallery import resolve_problems
+    from optbench.report import gallery as figures
+
+    problem = resolve_problems(None)[0]
+    made = []
+    real = figures.TrajectoryCanvas
+
+    class Counting(real):
+        def __init__(self, *args):
+            made.append(args[1])
+            super().__init__(*args)
+
+    monkeypatch.setattr(figures, "TrajectoryCanvas", Counting)
+    entry = SimpleNamespace(optimizer="adam", best_params={"lr": 0.01}, lr_free=False, final_loss=0.5,
+                            dist_to_min=0.1, steps=3, status="done")
+    inside = [np.array([[-2.0, 2.0], [-1.5, 2.0], [-1.0, 1.5]]), np.array([[-2.0, 2.0], [0.0, 0.0], [1.0, 1.0]])]
+    outside = np.array([[-2.0, 2.0], [5.0, 5.0], [np.nan, np.nan]])
+    items = [(p, entry, tmp_path / f"{i}.png") for i, p in enumerate([*inside, outside])]
+    figures.draw_trajectories(problem, items)
+    assert len(made) == 2  # the two paths inside the plot bounds share one canvas; the one leaving gets its own
+    sizes = {Image.open(dest).size for _, _, dest in items}
+    assert len(sizes) == 1  # every figure has the layout of one drawn alone
+    assert (tmp_path / "0.png").read_bytes() != (tmp_path / "1.png").read_bytes()
+    alone = tmp_path / "alone.png"
+    figures.draw_trajectory(problem, inside[1], entry, alone)
+    assert Image.open(alone).size in sizes
