@@ -131,7 +131,7 @@ class _Yogi:
     """Yogi (pytorch_optimizer.Yogi; Zaheer et al. 2018, "Adaptive Methods for Nonconvex Optimization", NeurIPS,
     Algorithm 2): m ← β₁m + (1 − β₁)g, v ← v − (1 − β₂)·sign(v − g²)·g², x ← x − η m/(√v + ε). Decay first
     (decoupled by default, coupled g ← g + λx). Deviations from the paper: m₀ = v₀ = ``initial_accumulator``
-    (1e-6, as the authors' TensorFlow code; the paper starts from 0), and bias corrections as Adam's,
+    (1e-6) where Algorithm 2 starts from m₀ = v₀ = 0, and bias corrections as Adam's,
     x ← x − η/(1 − β₁ᵗ) · m/(√v/√(1 − β₂ᵗ) + ε)."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
@@ -470,8 +470,9 @@ class _EXAdam:
     the cross-moment factors d₁ = 1 + β₂ᵗ·v/(v + ε), d₂ = 1 + β₁ᵗ·m²/(m² + ε), m̃ = d₁m/(1 − β₁ᵗ),
     ṽ = d₂v/(1 − β₂ᵗ), the gradient term g̃ = d₁g/(1 − β₁ᵗ), and x ← x − η(m̃ + g̃)/(√ṽ + ε). Decay first
     (decoupled by default, coupled g ← g + λx, which then enters g̃ too). β₂ᵗ and β₁ᵗ are computed as
-    1 − (1 − βᵗ), as the class does. Deviations from the paper: its growing step size α_t (the paper's third
-    component) is not applied: the class steps with η as given (a schedule may supply one)."""
+    1 − (1 − βᵗ), as the class does. Deviations from the paper: none known in the update; the decay is the
+    official code's addition, and the class steps with η as given (the dynamic step size growing with t that
+    some versions of the paper describe is not applied; a schedule may supply one)."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
