@@ -280,6 +280,9 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "spsa": 1e-3, "forward-grad": 1e-3, "gravity": 1e-2, "dash": 1e-2, "kron": 1e-2,
            "sophiah": 1e-2, "adahessian": 0.05, "lbfgs": 1.0,
            # rules_adamlike.py
+           "adabelief": 1e-2, "yogi": 1e-2, "adamp": 1e-2, "laprop": 1e-2, "qhadam": 1e-2, "diffgrad": 1e-2,
+           "padam": 1e-2, "adamod": 1e-2, "adamc": 1e-2, "exadam": 1e-2, "adasmooth": 1e-2, "po.radam": 1e-2,
+           "po.adamax": 1e-2,
            # rules_momentum.py
            # rules_recent.py
            # rules_memory.py

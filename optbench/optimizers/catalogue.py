@@ -116,6 +116,19 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "SpectralSphere": {"unsupported": "it accepts 2-D parameters only and raises on vectors (biases, every "
                                       "analytic problem); the library gives it no fallback for them"},
     # batched rules of engines/rules_adamlike.py
+    "AdaBelief": {"batched": "adabelief"},
+    "Yogi": {"batched": "yogi"},
+    "AdamP": {"batched": "adamp"},
+    "LaProp": {"batched": "laprop"},
+    "QHAdam": {"batched": "qhadam"},
+    "DiffGrad": {"batched": "diffgrad"},
+    "PAdam": {"batched": "padam"},
+    "AdaMod": {"batched": "adamod"},
+    "AdamC": {"batched": "adamc"},
+    "EXAdam": {"batched": "exadam"},
+    "AdaSmooth": {"batched": "adasmooth"},
+    "RAdam": {"batched": "po.radam"},
+    "AdaMax": {"batched": "po.adamax"},
     # batched rules of engines/rules_momentum.py
     # batched rules of engines/rules_recent.py
     # batched rules of engines/rules_memory.py
