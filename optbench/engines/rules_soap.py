@@ -1,1 +1,87 @@
-"""Batched rules (being written): see the module's final docstring."""
+"""Batched rules of seven pytorch_optimizer classes whose learning rate enters their formulas other than as a plain
+factor of the step: SOAP, SWATS, Fromage, Amos, AdamG, FTRL and SRMM.
+
+Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table): ``x`` and ``g`` are
+``[K, P]``, float hyperparameters ``[K, 1]`` tensors (integer ones too: SRMM's ``memory_length``), strings,
+booleans and None shared by the group. Each configuration's own lr column is used inside the formulas (Amos's
+√η and η², Fromage's √(1 + η²), FTRL's 1/η, SWATS's switched lr). Each rule follows the code path the loop
+engine's class object takes on a CPU, operation for operation: the ``foreach`` path of Fromage, Amos, AdamG, FTRL
+and SRMM (their ``foreach=None`` default enables it on a CPU), the per-parameter loop of SWATS (its ``foreach``
+defaults to CUDA only) and of SOAP (it has no other). Where the class calls a fused kernel with a Python scalar,
+the rule calls it with the scalar as a ``[K, 1]`` column (``a.add_(b, alpha=s)`` as ``torch.addcmul(a, s, b)``,
+``a.addcmul_(b, c, value=s)`` as ``torch.addcmul(a, s·b, c)``, as :mod:`optbench.engines.rules_misc` measured).
+
+Per-parameter-tensor statistics (Fromage's norms, Amos's mean square gradient and target scale, SWATS's projected
+step size) are taken one tensor at a time over the ``LAYERS`` layout, in the class's order; SWATS switches the
+whole group to SGD at once (``JOINT``). On an analytic problem the layout is one 1-D tensor.
+
+SOAP runs on analytic problems only: on a vector it does not precondition (unless ``precondition_1d=True``), and
+that path is mirrored exactly, but its matrix path is not reproducible to 1e-8. It rotates by the eigenvectors of
+GGᵀ and GᵀG, which after the first steps are rank-deficient, so their null-space eigenvectors are whatever LAPACK
+returns for the last bits of the gradient (measured: a 1e-15 relative change of the gradient of a 6 × 20 matrix
+changes SOAP's loss by 1e-4 relative within three steps), and the vmap network engine's gradients differ from the
+loop engine's in those bits. The rule therefore declares ``CLOSURE``, a need only the analytic batched engine
+provides, so that networks (and any configuration it refuses) run on the loop engine; it does not use the closure.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from optbench.engines.batched_rules import CLOSURE, _rule
+
+
+def _zeros(x):
+    return torch.zeros_like(x)
+
+
+# ---- SOAP -----------------------------------------------------------------------------------------------
+
+@_rule("soap", needs=[CLOSURE])
+class _SOAP:
+    """SOAP (pytorch_optimizer.SOAP; Vyas et al. 2024, "SOAP: Improving and Stabilizing Shampoo using Adam",
+    arXiv:2409.11321, Algorithm 3) on a vector parameter, where with ``precondition_1d=False`` (the default) the
+    eigenbasis Q is the identity and the update is Adam's. The paper, for a parameter W with gradient G: L ← β_sL +
+    (1 − β_s)GGᵀ, R ← β_sR + (1 − β_s)GᵀG, Q_L, Q_R their eigenbases; G' = Q_LᵀGQ_R; M ← β₁M + (1 − β₁)G;
+    V ← β₂V + (1 − β₂)G'²; N = Q_L((Q_LᵀMQ_R)/(√V + ε))Q_Rᵀ; W ← W − ηN; with Q = I, at step t ≥ 2 with k = t − 1:
+    m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², u = m/(√v + ε) (``normalize_gradient``: u ← u/(√mean(u²) + ε)),
+    x ← x − η√(1 − β₂ᵏ)/(1 − β₁ᵏ) · u (without the correction with ``correct_bias=False``), then the decoupled decay
+    x ← x(1 − ηλ). The first step only initialises the preconditioner statistics (a vector has none): x, m and v
+    do not move, so the moments count k = t − 1 gradients. Deviations from the paper: none on this path beyond the
+    first step being a statistics-only step (as the authors' code) and ε added outside the bias correction of v.
+    Refused: ``precondition_1d=True`` (the rotation by eigenvectors of the rank-deficient ggᵀ depends on the last
+    bits of the gradient, see the module docstring) and ``merge_dims=True`` (the class raises on a vector of at
+    most ``max_precondition_dim`` coordinates: it reshapes it to ``[1]``), both run on the loop engine;
+    shampoo_beta, precondition_frequency, max_precondition_dim and data_format do not act on a vector."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (GG and Q are empty lists on a vector)
+
+    @staticmethod
+    def refuses(hp):
+        if hp.get("precondition_1d"):
+            return ("its batched rule mirrors SOAP on vectors without preconditioning; precondition_1d=True rotates "
+                    "by eigenvectors of a rank-deficient ggᵀ, which depend on the last bits of the gradient")
+        if hp.get("merge_dims"):
+            return ("the class fails on a vector with merge_dims=True (it reshapes the vector to merge_small_dims' "
+                    "[1]), and its batched rule mirrors vectors only")
+        return None
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        if t == 1:  # the class only initialises its (here empty) preconditioner statistics
+            return
+        lr, beta1, beta2, eps = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"]
+        k = t - 1
+        step_size = lr * ((1.0 - beta2 ** k).sqrt() / (1.0 - beta1 ** k)) if hp["correct_bias"] else lr
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.lerp_(g.square(), 1.0 - beta2)
+        update = m / (v.sqrt() + eps)
+        if hp["normalize_gradient"]:
+            update = update / (update.square().mean(-1, keepdim=True).sqrt() + eps)
+        x.copy_(torch.addcmul(x, -step_size, update))
+        x.mul_(torch.where(hp["weight_decay"] == 0.0, 1.0, 1.0 - hp["weight_decay"] * lr))

@@ -86,7 +86,8 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
        for cls in ("Muon", "AdaMuon", "AdaGO", "NorMuon", "MuonClip")},
     "Muon": {"param_groups": "muon", "matrix_only": _MUON_VECTORS, "batched": "muon"},
     "SOAP": {"matrix_only": "its eigenbasis preconditioner is for matrices: a vector is not preconditioned unless "
-                            "precondition_1d=True, so on an analytic problem it is Adam-like"},
+                            "precondition_1d=True, so on an analytic problem it is Adam-like",
+             "batched": "soap"},
     "Shampoo": {"matrix_only": "one preconditioner per tensor dimension: on a vector it is a full-matrix "
                                "AdaGrad-like preconditioner of that one dimension", "batched": "shampoo"},
     "DistributedMuon": {"unsupported": "it needs a torch.distributed process group, which optbench's "

