@@ -288,6 +288,7 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            # rules_groups.py
            # rules_soap.py
            "soap": 1e-2,
+           "swats": 1e-2,
            }
 BATCH_PROBLEMS = ["rosenbrock(noise=0.1)", "saddle", "noisy-quadratic(dim=5, batch_size=4)", "beale(start='random')"]
 

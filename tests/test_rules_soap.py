@@ -12,13 +12,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_engine_contract import CNN, MLP, _analytic_group
+from test_engine_contract import CNN, MLP, _analytic_group, _network_group
 
 from optbench.cost import probe_state_bytes_per_param
-from optbench.engines.batched import stack_hyperparams
+from optbench.engines.batched import run_batched, stack_hyperparams
 from optbench.engines.batched_rules import RULES
 from optbench.engines.capabilities import choose_engine, engine_supports
 from optbench.engines.layout import ParamLayout
+from optbench.engines.loop import run_loop
+from optbench.engines.recipe import Recipe
 from optbench.errors import UsageError
 from optbench.optimizers import get_optimizer
 from optbench.problems import get_problem
@@ -129,9 +131,122 @@ def test_soap_refuses_preconditioned_vectors_and_networks(network_data):
             choose_engine("batched", get_problem(network), get_optimizer("soap"), {}, "cuda")
 
 
+# ---- SWATS ----------------------------------------------------------------------------------------------
+
+def _swats_formula(spec, sizes):
+    """Keskar & Socher's Algorithm 1 as the library runs it (docstring of the rule), one configuration."""
+    hp = get_optimizer(spec).hyperparams
+    lr0, (b1, b2), eps, wd = hp["lr"], hp["betas"], hp["eps"], hp["weight_decay"]
+
+    def formula(k, x, grads):
+        x, out = x.clone(), []
+        m, v, vmax, buf = (torch.zeros_like(x) for _ in range(4))
+        lam, lr, sgd = [0.0] * len(sizes), lr0, False
+        for t, g in enumerate(grads, start=1):
+            if wd and hp["weight_decouple"]:
+                x = x * (1 - wd * (1.0 if hp["fixed_decay"] else lr))
+            elif wd:
+                g = g + wd * x
+            if sgd:
+                buf = b1 * buf + g
+                u = (1 - b1) * buf + (b1 * buf if hp["nesterov"] else 0.0)
+                x = x - lr * u
+            else:
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * g * g
+                vmax = torch.maximum(vmax, v)
+                second = vmax if hp["ams_bound"] else v
+                p = -lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / ((second + 1e-15).sqrt() + eps)
+                x = x + p
+                new_lr = None
+                for i, (p_l, g_l) in enumerate(zip(p.split(sizes), g.split(sizes))):
+                    pg = float(p_l @ g_l)
+                    if pg != 0:
+                        gamma = float(p_l @ p_l) / -pg
+                        lam[i] = b2 * lam[i] + (1 - b2) * gamma
+                        hat = lam[i] / (1 - b2 ** t)
+                        if t > 1 and hat > 0 and abs(hat - gamma) <= 1e-8 + eps * abs(gamma):
+                            new_lr = hat
+                if new_lr is not None:
+                    sgd, lr = True, new_lr
+            out.append(x.clone())
+        return out
+
+    return formula
+
+
+# the first configuration sees the same gradient twice, so its projected rate γ repeats and it switches to SGD at
+# step 2; the second one's gradients vary and it stays on Adam (without decay, which changes the gradient)
+G_SWITCH = [[G[0][0], G[0][1]], [G[0][0], G[1][1]], *G[2:]]
+SWATS_PAIRS = [
+    ["swats(lr=0.01, betas=(0.9, 0.99), eps=1e-10)", "swats(lr=0.05, betas=(0.8, 0.999), eps=1e-3)"],
+    ["swats(lr=0.01, nesterov=True, ams_bound=True, eps=1e-10)",
+     "swats(lr=0.05, nesterov=True, ams_bound=True, betas=(0.5, 0.9))"],
+    ["swats(lr=1e-4, weight_decay=0.1, nesterov=True)", "swats(lr=0.05, weight_decay=0.2, nesterov=True)"],
+    ["swats(lr=1e-4, weight_decay=0.1, weight_decouple=True)",
+     "swats(lr=0.05, weight_decay=0.2, weight_decouple=True)"],
+    ["swats(lr=1e-4, weight_decay=0.1, weight_decouple=True, fixed_decay=True)",
+     "swats(lr=0.05, weight_decay=0.01, weight_decouple=True, fixed_decay=True)"],
+]
+
+
+@pytest.mark.parametrize("specs", SWATS_PAIRS, ids=range(len(SWATS_PAIRS)))
+@pytest.mark.parametrize("shapes", [None, [(2,), (1,)]], ids=["vector", "two-tensors"])
+def test_swats_follows_the_paper_and_switches_to_sgd(specs, shapes):
+    sizes = [3] if shapes is None else [2, 1]
+    _check(specs, lambda k, x, g: _swats_formula(specs[k], sizes)(k, x, g), grads=G_SWITCH, shapes=shapes)
+
+
+def test_swats_switches_per_configuration_with_the_last_eligible_tensors_rate():
+    config = get_optimizer("swats(lr=0.01, eps=1e-10)")
+    rule = RULES["swats"]
+    hp = stack_hyperparams([config, config.with_hyperparams(lr=0.05)], torch.float64, "cpu")
+    x = _t(X0)
+    state = rule.init(x, hp)
+    state["layout"] = ParamLayout([(2,), (1,)])
+    for t, g in enumerate(G_SWITCH[:2], start=1):
+        rule.step(x, _t(g), state, hp, t)
+    assert state["sgd"][:, 0].tolist() == [True, False]
+    corrected = state["exp_avg2"] / (1 - 0.999 ** 2)
+    assert float(state["group_lr"][0]) == float(corrected[0, 1])  # both tensors eligible: the last one's rate
+    assert float(state["group_lr"][1]) == 0.05
+    assert rule.slots_in(state).tolist() == [2 + 2 / 3 + 1, 2 + 2 / 3]
+
+
+SWATS_VARIANTS = ["swats(lr=1e-4, nesterov=True, weight_decay=0.01)",
+                  "swats(lr=1e-4, ams_bound=True, weight_decay=0.1, weight_decouple=True)",
+                  "swats(lr=0.1, eps=0.1, betas=(0.5, 0.9), weight_decay=0.01, weight_decouple=True, fixed_decay=True)"]
+
+
+@pytest.mark.parametrize("spec", SWATS_VARIANTS)
+@pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)"])
+def test_swats_variants_equal_the_class(spec, problem_spec):
+    config = get_optimizer(spec)
+    _analytic_group(get_problem(problem_spec), [config, config.with_hyperparams(lr=config.lr / 2)], [0, 7])
+
+
+@pytest.mark.parametrize("spec", SWATS_VARIANTS[:2])
+@pytest.mark.parametrize("network", [MLP, CNN], ids=["mlp", "cnn"])
+def test_swats_variants_equal_the_class_on_networks(network_data, spec, network):
+    config = get_optimizer(spec)
+    problem = get_problem(network)
+    assert engine_supports("batched", problem, config)
+    _network_group(problem, [config, config.with_hyperparams(lr=config.lr * 3)], [0, 7])
+
+
+def test_swats_under_a_schedule_takes_the_scheduled_lr_after_switching():
+    """The loop engine sets the group's lr before every step of a schedule, over SWATS's switched lr."""
+    problem, recipe = get_problem("rosenbrock"), Recipe(schedule="cosine")
+    configs = [get_optimizer("swats(lr=1e-4)"), get_optimizer("swats(lr=0.1, eps=0.1)")]
+    batched = run_batched(problem, configs, [0, 0], 20, 1, recipe=recipe, measure_cost=False)
+    for k, config in enumerate(configs):
+        loop = run_loop(problem, config, 0, 20, 1, recipe=recipe, measure_cost=False)
+        _close(batched.coords[:, k], loop.coords[:, 0], config.label, rtol=1e-8)
+
+
 # ---- declared state ---------------------------------------------------------------------------------------
 
-STATE_SPECS = ["soap", "soap(normalize_gradient=True)"]
+STATE_SPECS = ["soap", "soap(normalize_gradient=True)", "swats", "swats(ams_bound=True)"]
 
 
 @pytest.mark.parametrize("spec", STATE_SPECS)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from optbench.engines.batched_rules import CLOSURE, _rule
+from optbench.engines.batched_rules import CLOSURE, JOINT, LAYERS, _rule
 
 
 def _zeros(x):
@@ -85,3 +85,104 @@ class _SOAP:
             update = update / (update.square().mean(-1, keepdim=True).sqrt() + eps)
         x.copy_(torch.addcmul(x, -step_size, update))
         x.mul_(torch.where(hp["weight_decay"] == 0.0, 1.0, 1.0 - hp["weight_decay"] * lr))
+
+
+# ---- SWATS ----------------------------------------------------------------------------------------------
+
+def _per_tensor(values: torch.Tensor, layout, reduce) -> torch.Tensor:
+    """``reduce`` (a ``[K, n] -> [K]`` reduction) of each parameter tensor's columns: ``[K, L]``."""
+    if layout.single:
+        return reduce(values)[:, None]
+    return torch.stack([reduce(part) for part in values.split(layout.sizes, dim=-1)], dim=-1)
+
+
+def _row_sum(values: torch.Tensor) -> torch.Tensor:
+    return values.sum(-1)
+
+
+AMS_BOUND_EPS = 1e-15  # BaseOptimizer.apply_ams_bound's exp_avg_sq_eps
+ALLCLOSE_ATOL = 1e-8  # torch.allclose's default atol in SWATS's switching test
+
+
+@_rule("swats", needs=[LAYERS, JOINT])
+class _SWATS:
+    """SWATS (pytorch_optimizer.SWATS; Keskar & Socher 2017, "Improving Generalization Performance by Switching
+    from Adam to SGD", arXiv:1712.07628, Algorithm 1). Decay first (coupled g ← g + λx by default, decoupled
+    x ← x(1 − λη), η unscaled with ``fixed_decay``). In the Adam phase: m ← β₁m + (1 − β₁)g,
+    v ← β₂v + (1 − β₂)g² (AMSBound: the running maximum of v), p = −η√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√(v + 1e-15) + ε),
+    x ← x + p; per parameter tensor, when pᵀg ≠ 0, γ = pᵀp/(−pᵀg) (the lr whose SGD step projects onto p),
+    λ ← β₂λ + (1 − β₂)γ and λ̂ = λ/(1 − β₂ᵗ); when t > 1, λ̂ > 0 and |λ̂ − γ| ≤ 1e-8 + ε|γ| the whole group (every
+    tensor of the configuration: ``JOINT``) switches to SGD for the following steps with η ← λ̂ of the last such
+    tensor. In the SGD phase: b ← β₁b + g, u = (1 − β₁)b (Nesterov: u + β₁b), x ← x − ηu with the switched η (the
+    decay uses it too). Deviations from the paper: the switching test is ``allclose`` with the library's ε as the
+    relative tolerance and torch's default absolute tolerance 1e-8 (the paper: |λ̂ − γ| < ε), which makes small
+    learning rates switch early; the SGD momentum is the damped (1 − β₁)b rather than the paper's plain b, with an
+    optional Nesterov term; ε is added after the square root of v + 1e-15; decay is a library addition. Under an lr
+    schedule the loop engine sets the group's lr before every step, overwriting the switched one, and the rule does
+    the same (it takes a new ``hp["lr"]`` tensor, which only a schedule brings, as the group's lr)."""
+
+    dim_slots = staticmethod(lambda hp, dim: 2 + int(hp["ams_bound"]) + 1 / dim)  # exp_avg, exp_avg_sq, exp_avg2
+
+    @staticmethod
+    def init(x, hp):
+        column = torch.zeros_like(x[:, :1])
+        return {"m": _zeros(x), "v": _zeros(x), "vmax": _zeros(x), "buf": _zeros(x), "exp_avg2": None,
+                "sgd": column.bool(), "group_lr": hp["lr"], "lr_seen": hp["lr"],
+                "base_slots": column + 2.0 + float(hp["ams_bound"])}
+
+    @staticmethod
+    def slots_in(state):
+        # + exp_avg2 (one element per tensor), + the momentum buffer once switched to SGD
+        sizes, base = state["layout"].sizes, state["base_slots"]
+        return (base + len(sizes) / sum(sizes) + state["sgd"].to(base.dtype))[:, 0]
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        if hp["lr"] is not state["lr_seen"]:  # an lr schedule: the engine set the group's lr
+            state["group_lr"] = state["lr_seen"] = hp["lr"]
+        lr, beta1, beta2, wd = state["group_lr"], hp["beta1"], hp["beta2"], hp["weight_decay"]
+        if state["exp_avg2"] is None:
+            state["exp_avg2"] = torch.zeros(x.shape[0], len(layout.sizes), dtype=x.dtype, device=x.device)
+        bias_correction1, bias_correction2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
+        step_size = lr * bias_correction2.sqrt() / bias_correction1
+        if hp["weight_decouple"]:
+            x.mul_(torch.where(wd == 0.0, 1.0, 1.0 - wd * (1.0 if hp["fixed_decay"] else lr)))
+        elif bool((wd != 0.0).any()):
+            g = torch.addcmul(g, wd, x)
+        sgd = state["sgd"]
+        if bool(sgd.any()):
+            buf = state["buf"]
+            buf.copy_(torch.where(sgd, buf * beta1 + g, buf))
+            update = buf * (1.0 - beta1)
+            if hp["nesterov"]:
+                update = torch.addcmul(update, beta1, buf)
+            x_sgd = torch.addcmul(x, -lr, update)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.copy_(torch.addcmul(v * beta2, (1.0 - beta2) * g, g))
+        if hp["ams_bound"]:
+            torch.maximum(state["vmax"], v, out=state["vmax"])
+            second = state["vmax"]
+        else:
+            second = v
+        perturb = m / ((second + AMS_BOUND_EPS).sqrt() + hp["eps"]) * -step_size
+        x_adam = x + perturb
+        pg = _per_tensor(perturb * g, layout, _row_sum)  # [K, L]
+        squared = _per_tensor(perturb * perturb, layout, _row_sum)
+        valid = pg != 0
+        scaling = squared / torch.where(valid, -pg, 1.0)
+        exp_avg2 = state["exp_avg2"]
+        exp_avg2.copy_(torch.where(valid, exp_avg2.lerp(scaling, (1.0 - beta2).expand_as(exp_avg2)), exp_avg2))
+        corrected = exp_avg2 / bias_correction2
+        if t > 1:
+            close = (corrected - scaling).abs() <= ALLCLOSE_ATOL + hp["eps"] * scaling.abs()
+            eligible = valid & (corrected > 0.0) & close & ~sgd
+            if bool(eligible.any()):
+                positions = torch.arange(eligible.shape[-1], device=x.device).expand_as(eligible)
+                last = torch.where(eligible, positions, -1).amax(-1, keepdim=True)
+                switched = last >= 0
+                rate = corrected.gather(-1, last.clamp_min(0))
+                state["group_lr"] = torch.where(switched, rate, lr)
+                state["sgd"] = sgd | switched
+        x.copy_(torch.where(sgd, x_sgd, x_adam) if bool(sgd.any()) else x_adam)

@@ -122,6 +122,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
+    "SWATS": {"batched": "swats"},
 }
 
 # Entries checked against their papers (tests/test_catalogue.py has the papers' formulas in float64).
