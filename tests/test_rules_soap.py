@@ -244,9 +244,211 @@ def test_swats_under_a_schedule_takes_the_scheduled_lr_after_switching():
         _close(batched.coords[:, k], loop.coords[:, 0], config.label, rtol=1e-8)
 
 
+# ---- Fromage --------------------------------------------------------------------------------------------
+
+SHAPES = [None, [(2,), (1,)], [(3, 1)], [(1, 1, 3)]]  # one vector; two vectors; a matrix; a 3-d kernel
+SHAPE_IDS = ["vector", "two-tensors", "matrix", "kernel"]
+
+
+def _slices(x, shapes):
+    sizes = [3] if shapes is None else [math.prod(shape) for shape in shapes]
+    return list(x.split(sizes))
+
+
+def _fromage_formula(spec, shapes):
+    hp = get_optimizer(spec).hyperparams
+    lr, bound = hp["lr"], hp["p_bound"]
+
+    def formula(k, x, grads):
+        parts, out = [p.clone() for p in _slices(x, shapes)], []
+        maxima = [float(p.norm()) * bound for p in parts] if bound is not None else None
+        for g in grads:
+            for i, (p, g_l) in enumerate(zip(parts, _slices(g, shapes))):
+                ratio = float(p.norm() / g_l.norm()) if p.norm() > 0 and g_l.norm() > 0 else 1.0
+                p = (p - lr * ratio * g_l) / math.sqrt(1 + lr * lr)
+                if maxima is not None and p.norm() > maxima[i]:
+                    p = p * (maxima[i] / p.norm())
+                parts[i] = p
+            out.append(torch.cat(parts))
+        return out
+
+    return formula
+
+
+@pytest.mark.parametrize("bound", [None, (0.95, 1.05)], ids=["unbounded", "p_bound"])
+@pytest.mark.parametrize("shapes", SHAPES, ids=SHAPE_IDS)
+def test_fromage_follows_the_paper(bound, shapes):
+    lrs = (0.1, 0.6)
+    specs = [f"fromage(lr={lr})" if bound is None else f"fromage(lr={lr}, p_bound={b})" for lr, b in
+             zip(lrs, bound or (None, None))]
+    _check(specs, lambda k, x, g: _fromage_formula(specs[k], shapes)(k, x, g), shapes=shapes)
+
+
+def test_fromage_bound_is_reached_and_a_zero_gradient_is_not_rescaled():
+    path = _run_rule(["fromage(lr=0.6, p_bound=0.95)"], grads=[[[0.0, 0.0, 0.0]], [[1.0, 2.0, -1.0]]],
+                     x0=[[0.3, -0.4, 0.0]])
+    assert torch.allclose(path[0][0], _t([0.3, -0.4, 0.0]) / math.sqrt(1.36), rtol=1e-15)  # g = 0: plain shrink
+    assert float(path[1][0].norm()) == pytest.approx(0.95 * 0.5, rel=1e-14)  # capped at b‖x₀‖
+
+
+# ---- Amos -----------------------------------------------------------------------------------------------
+
+def _amos_formula(spec, shapes):
+    hp = get_optimizer(spec).hyperparams
+    lr, beta, mu, l2, c, d, eps = (hp[n] for n in ("lr", "beta", "momentum", "extra_l2", "c_coef", "d_coef", "eps"))
+    scales = [0.5] if shapes is None else [0.5 if len(s) <= 1 else math.sqrt((2 if len(s) == 2 else 1) / s[1])
+                                           for s in shapes]
+
+    def formula(k, x, grads):
+        parts, out = [p.clone() for p in _slices(x, shapes)], []
+        v, b, m = [0.0] * len(parts), [0.0] * len(parts), [torch.zeros_like(p) for p in parts]
+        for t, g in enumerate(grads, start=1):
+            for i, (p, g_l) in enumerate(zip(parts, _slices(g, shapes))):
+                g2 = float((g_l * g_l).mean())
+                v[i] = beta * v[i] + (1 - beta) * g2
+                r = (1 - beta ** t) / (v[i] + eps)
+                xi = lr * scales[i]
+                gamma = lr * lr * g2 * r / math.sqrt(1 + c * math.sqrt(lr) * b[i])
+                u = (p * (gamma - l2) / 2 + xi * math.sqrt(r) * g_l) / (1 + d * math.sqrt(xi) * b[i])
+                b[i] = b[i] * (1 + gamma) + gamma
+                if mu > 0:
+                    m[i] = mu * m[i] + (1 - mu) * u
+                    u = m[i]
+                parts[i] = p - u
+            out.append(torch.cat(parts))
+        return out
+
+    return formula
+
+
+AMOS_SPECS = ["amos(lr=0.05, beta=0.9, c_coef=0.5, d_coef=0.1)",
+              "amos(lr=0.2, beta=0.99, momentum=0.5, extra_l2=0.1, eps=1e-6)"]
+
+
+@pytest.mark.parametrize("shapes", SHAPES, ids=SHAPE_IDS)
+def test_amos_follows_the_paper(shapes):
+    _check(AMOS_SPECS, lambda k, x, g: _amos_formula(AMOS_SPECS[k], shapes)(k, x, g), shapes=shapes)
+
+
+# ---- AdamG ----------------------------------------------------------------------------------------------
+
+def _adamg_formula(spec):
+    hp = get_optimizer(spec).hyperparams
+    lr, (b1, b2, b3), p, q, wd, eps = hp["lr"], hp["betas"], hp["p"], hp["q"], hp["weight_decay"], hp["eps"]
+
+    def formula(k, x, grads):
+        x, out = x.clone(), []
+        m, v, r = (torch.zeros_like(x) for _ in range(3))
+        for t, g in enumerate(grads, start=1):
+            if wd and hp["weight_decouple"]:
+                x = x * (1 - wd * (1.0 if hp["fixed_decay"] else lr))
+            elif wd:
+                g = g + wd * x
+            v = b2 * v + (1 - b2) * g * g
+            r = b3 * r + (1 - b3) * p * v ** q
+            m = b1 * m + (1 - b1) * r * g
+            eta = min(lr, 1 / math.sqrt(t))  # the golden step size, times the lr multiplier below 1/√t
+            x = x - eta / (1 - b1 ** t) * m / ((v / (1 - b2 ** t)).sqrt() + eps)
+            out.append(x.clone())
+        return out
+
+    return formula
+
+
+@pytest.mark.parametrize("options", ["", ", weight_decay=0.1", ", weight_decay=0.1, weight_decouple=True",
+                                     ", weight_decay=0.1, weight_decouple=True, fixed_decay=True"])
+def test_adamg_follows_the_paper(options):
+    specs = [f"adamg(lr=1.0{options})", f"adamg(lr=0.5, betas=(0.9, 0.99, 0.8), p=0.5, q=0.3, eps=1e-4{options})"]
+    _check(specs, lambda k, x, g: _adamg_formula(specs[k])(k, x, g))
+
+
+# ---- FTRL -----------------------------------------------------------------------------------------------
+
+def _ftrl_formula(spec):
+    hp = get_optimizer(spec).hyperparams
+    alpha, c, beta, l1, l2 = hp["lr"], -hp["lr_power"], hp["beta"], hp["lambda_1"], hp["lambda_2"]
+
+    def formula(k, x, grads):
+        x, out = x.clone(), []
+        z, n = torch.zeros_like(x), torch.zeros_like(x)
+        for g in grads:
+            sigma = ((n + g * g) ** c - n ** c) / alpha
+            z = z + g - sigma * x
+            n = n + g * g
+            x = torch.where(z.abs() <= l1, 0.0, (torch.sign(z) * l1 - z) / ((beta + n.sqrt()) / alpha + l2))
+            out.append(x.clone())
+        return out
+
+    return formula
+
+
+@pytest.mark.parametrize("specs", [
+    ["ftrl(lr=0.1)", "ftrl(lr=0.5, beta=1.0, lambda_1=1.0, lambda_2=0.2)"],  # one shared power: √
+    ["ftrl(lr=0.1, lr_power=-0.3, lambda_1=1.0)", "ftrl(lr=0.5, lr_power=-0.5, beta=0.1, lambda_2=1.0)"],
+], ids=["shared-power", "powers"])
+def test_ftrl_follows_the_paper(specs):
+    path = _run_rule(specs)
+    assert any(bool((point == 0).any()) for point in path)  # λ₁ zeroes some coordinates
+    _check(specs, lambda k, x, g: _ftrl_formula(specs[k])(k, x, g))
+
+
+# ---- SRMM -----------------------------------------------------------------------------------------------
+
+def _srmm_formula(spec):
+    hp = get_optimizer(spec).hyperparams
+    lr, beta, memory = hp["lr"], hp["beta"], hp["memory_length"]
+
+    def formula(k, x, grads):
+        x, out = x.clone(), []
+        g_bar, x_bar = torch.zeros_like(x), torch.zeros_like(x)
+        for t, g in enumerate(grads, start=1):
+            w = ((t % memory) + 1) ** -beta if memory is not None else 1.0
+            g_bar = (1 - w) * g_bar + w * g
+            x_bar = (1 - w) * x_bar + w * x
+            x = x_bar = x_bar - lr * g_bar
+            out.append(x.clone())
+        return out
+
+    return formula
+
+
+@pytest.mark.parametrize("specs", [["srmm(lr=0.1, memory_length=3)", "srmm(lr=0.05, beta=0.8, memory_length=100)"],
+                                   ["srmm(lr=0.1, memory_length=None)", "srmm(lr=0.3, beta=0.2, memory_length=None)"]],
+                         ids=["memory", "no-memory"])
+def test_srmm_follows_the_paper(specs):
+    _check(specs, lambda k, x, g: _srmm_formula(specs[k])(k, x, g))
+
+
+# ---- the options against the classes ----------------------------------------------------------------------
+
+VARIANTS = ["fromage(lr=0.05, p_bound=1.01)", "amos(lr=0.01, momentum=0.9, extra_l2=0.01, c_coef=0.5, d_coef=0.1)",
+            "adamg(lr=0.5, weight_decay=0.1, betas=(0.9, 0.99, 0.8))", "adamg(weight_decay=0.1, weight_decouple=True)",
+            "adamg(lr=0.7, weight_decay=0.1, weight_decouple=True, fixed_decay=True, p=0.5, q=0.3)",
+            "ftrl(lr=0.5, lr_power=-0.3, beta=0.5, lambda_1=0.01, lambda_2=0.1)", "ftrl(lr=0.2, lambda_1=0.1)",
+            "srmm(lr=0.01, memory_length=4, beta=0.8)", "srmm(lr=0.01, memory_length=None)"]
+
+
+@pytest.mark.parametrize("spec", VARIANTS)
+@pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)"])
+def test_variants_equal_the_class(spec, problem_spec):
+    config = get_optimizer(spec)
+    _analytic_group(get_problem(problem_spec), [config, config.with_hyperparams(lr=config.lr / 2)], [0, 7])
+
+
+@pytest.mark.parametrize("spec", VARIANTS)
+@pytest.mark.parametrize("network", [MLP, CNN], ids=["mlp", "cnn"])
+def test_variants_equal_the_class_on_networks(network_data, spec, network):
+    config = get_optimizer(spec)
+    problem = get_problem(network)
+    assert engine_supports("batched", problem, config)
+    _network_group(problem, [config, config.with_hyperparams(lr=config.lr / 2)], [0, 7])
+
+
 # ---- declared state ---------------------------------------------------------------------------------------
 
-STATE_SPECS = ["soap", "soap(normalize_gradient=True)", "swats", "swats(ams_bound=True)"]
+STATE_SPECS = ["soap", "soap(normalize_gradient=True)", "swats", "swats(ams_bound=True)", "fromage",
+               "fromage(p_bound=2.0)", "amos", "amos(momentum=0.5)", "adamg", "ftrl", "srmm",
+               "srmm(memory_length=None)"]
 
 
 @pytest.mark.parametrize("spec", STATE_SPECS)

@@ -26,6 +26,8 @@ provides, so that networks (and any configuration it refuses) run on the loop en
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from optbench.engines.batched_rules import CLOSURE, JOINT, LAYERS, _rule
@@ -186,3 +188,193 @@ class _SWATS:
                 state["group_lr"] = torch.where(switched, rate, lr)
                 state["sgd"] = sgd | switched
         x.copy_(torch.where(sgd, x_sgd, x_adam) if bool(sgd.any()) else x_adam)
+
+
+def _exponent(column: torch.Tensor) -> torch.Tensor | float:
+    """A ``[K, 1]`` exponent as the Python float the class passes when every configuration shares it: torch's
+    ``pow`` with a scalar 0.5 is ``sqrt``, which rounds differently from ``pow`` with a tensor exponent."""
+    first = float(column.reshape(-1)[0])
+    return first if bool((column == first).all()) else column
+
+
+# ---- Fromage --------------------------------------------------------------------------------------------
+
+@_rule("fromage", needs=[LAYERS])
+class _Fromage:
+    """Fromage (pytorch_optimizer.Fromage; Bernstein, Vahdat, Yue & Liu 2020, "On the distance between two neural
+    networks and the stability of learning", arXiv:2002.03432, Algorithm 1), parameter tensor by parameter tensor:
+    x ← (x − η·(‖x‖/‖g‖)·g)/√(1 + η²), with the ratio 1 when ‖x‖ or ‖g‖ is 0 (norms of that tensor). With
+    ``p_bound`` = b (the authors' code; None by default) the tensor's norm is then capped at b times its norm before
+    the first step: x ← x·B/‖x‖ when ‖x‖ > B. Deviations from the paper: none (the bound is an option of the
+    authors' code)."""
+
+    @staticmethod
+    def init(x, hp):
+        return {"max": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout, lr, bound = state["layout"], hp["lr"], hp["p_bound"]
+        if bound is not None and state["max"] is None:  # the class takes it from the first step's parameters
+            state["max"] = layout.norms(x) * bound
+        p_norms, g_norms = layout.norms(x), layout.norms(g)
+        rescale = (p_norms > 0.0) & (g_norms > 0.0)
+        ratios = torch.where(rescale, p_norms, 1.0) / torch.where(rescale, g_norms, 1.0)
+        x.copy_(torch.addcmul(x, -lr, g * layout.spread(ratios)))
+        x.div_((1 + lr ** 2).sqrt())
+        if bound is not None:
+            norms, maxima = layout.norms(x), state["max"]
+            bounded = norms > maxima
+            x.mul_(layout.spread(torch.where(bounded, maxima, 1.0)))
+            x.div_(layout.spread(torch.where(bounded, norms, 1.0)))
+
+
+# ---- Amos -----------------------------------------------------------------------------------------------
+
+def _amos_scale(shape) -> float:
+    """``Amos.get_scale``: the target scale of a tensor from its shape."""
+    if len(shape) <= 1:
+        return 0.5
+    if len(shape) == 2:
+        return math.sqrt(2 / shape[1])
+    return math.sqrt(1 / shape[1])
+
+
+@_rule("amos", needs=[LAYERS])
+class _Amos:
+    """Amos (pytorch_optimizer.Amos; Tian & Parikh 2022, "Amos: An Adam-style Optimizer with Adaptive Weight Decay
+    towards Model-Oriented Scale", arXiv:2210.11693, Algorithm 1), parameter tensor by parameter tensor, with η the
+    lr, ξ = η·s the tensor's initial lr (s = 0.5 for a vector, √(2/n₁) for a matrix of n₁ columns, √(1/n₁) above:
+    the target scale), β, c = ``c_coef``, d = ``d_coef``: ḡ² = mean of g² over the tensor, v ← βv + (1 − β)ḡ²,
+    r = (1 − βᵗ)/(v + ε) (the bias-corrected 1/v̂), γ = η²·ḡ²·r/√(1 + c√η·b) (b the decay accumulator, from 0),
+    u = (x(γ − λ₂)/2 + ξ√r·g)/(1 + d√ξ·b) (λ₂ = ``extra_l2``), b ← b(1 + γ) + γ; with momentum μ > 0,
+    m ← μm + (1 − μ)u and u = m; x ← x − u. Deviations from the paper: the paper's step is ξ_t√(1/v̂)·g with v̂ the
+    bias-corrected EMA of the mean square gradient, ε added inside (r = 1/(v̂ + ε/(1 − βᵗ))); the momentum is the
+    library's option, off by default."""
+
+    slots = staticmethod(lambda hp: int(hp["momentum"] > 0))  # exp_avg (exp_avg_sq and decay are 0-d per tensor)
+
+    @staticmethod
+    def init(x, hp):
+        # exp_avg_sq and decay, one scalar per tensor: made on the first step, when the layout is there
+        return {"m": _zeros(x), "v": None, "decay": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, beta, eps, momentum = hp["lr"], hp["beta"], hp["eps"], hp["momentum"]
+        if state["v"] is None:
+            state["v"] = torch.zeros(x.shape[0], len(layout.sizes), dtype=x.dtype, device=x.device)
+            state["decay"] = torch.zeros_like(state["v"])
+            state["scale"] = torch.tensor([_amos_scale(s) for s in layout.shapes], dtype=x.dtype, device=x.device)
+        v, decay = state["v"], state["decay"]
+        g2 = _per_tensor(g.pow(2), layout, lambda part: part.mean(-1))  # [K, L]
+        init_lr = lr * state["scale"]  # [K, L]
+        v.copy_(torch.addcmul(v * beta, 1.0 - beta, g2))
+        r_v_hat = (v + eps).reciprocal() * (1.0 - beta ** t)
+        df_c = (decay * (hp["c_coef"] * lr.sqrt()) + 1.0).rsqrt()
+        df_d = decay * (hp["d_coef"] * init_lr.sqrt()) + 1.0
+        gamma = df_c * r_v_hat * lr ** 2 * g2
+        update = x / 2.0 * layout.spread(gamma - hp["extra_l2"])
+        update = (update + g * layout.spread(r_v_hat.sqrt() * init_lr)) / layout.spread(df_d)
+        decay.copy_(decay * (1.0 + gamma) + gamma)
+        if bool((momentum > 0.0).any()):
+            m = state["m"]
+            m.lerp_(update, 1.0 - momentum)
+            update = torch.where(momentum > 0.0, m, update)
+        x.sub_(update)
+
+
+# ---- AdamG ----------------------------------------------------------------------------------------------
+
+@_rule("adamg")
+class _AdamG:
+    """AdamG (pytorch_optimizer.AdamG; Pan & Li 2024, "Towards Stability of Parameter-free Optimization",
+    arXiv:2405.04376, Algorithm 1 with the golden step size s(x) = p·x^q), lr-free: η multiplies the method's own
+    step size. Decay first (coupled g ← g + λx by default, decoupled x ← x(1 − λη), η unscaled with
+    ``fixed_decay``); v ← β₂v + (1 − β₂)g², r ← β₃r + (1 − β₃)·p·v^q, m ← β₁m + (1 − β₁)·r·g,
+    x ← x − min(η, 1/√t)/(1 − β₁ᵗ) · m/(√(v/(1 − β₂ᵗ)) + ε). Deviations from the paper: the paper's step size is
+    η_t = min(η, 1/√t) with η = 1 (the library multiplies by the lr only below 1/√t); r is not bias-corrected
+    (as the paper); decay is a library addition."""
+
+    slots = staticmethod(lambda hp: 3)  # m, v, r
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "r": _zeros(x), "q": _exponent(hp["q"])}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2, beta3, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["beta3"], hp["weight_decay"]
+        step_size = lr.clamp_max(1.0 / math.sqrt(t))
+        if bool((wd != 0.0).any()):
+            if hp["weight_decouple"]:
+                x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else lr))
+            else:
+                g = torch.addcmul(g, wd, x)
+        m, v, r = state["m"], state["v"], state["r"]
+        v.copy_(torch.addcmul(v * beta2, (1.0 - beta2) * g, g))
+        r.lerp_(v.pow(state["q"]) * hp["p"], 1.0 - beta3)
+        m.copy_(torch.addcmul(m * beta1, (1.0 - beta1) * r, g))
+        de_nom = (v / (1.0 - beta2 ** t)).sqrt() + hp["eps"]
+        x.add_((-step_size / (1.0 - beta1 ** t)) * m / de_nom)
+
+
+# ---- FTRL -----------------------------------------------------------------------------------------------
+
+@_rule("ftrl")
+class _FTRL:
+    """FTRL-Proximal (pytorch_optimizer.FTRL; McMahan et al. 2013, "Ad Click Prediction: a View from the
+    Trenches", Algorithm 1), per coordinate with α = η, β, λ₁, λ₂ and the power c = −``lr_power`` (½ by default):
+    σ = ((n + g²)^c − n^c)/α; z ← z + g − σx; n ← n + g²; x = 0 where |z| ≤ λ₁, else
+    x = (sign(z)λ₁ − z)/((β + √n)/α + λ₂). The point is a function of z and n only (the starting point enters
+    through the first σx). Deviations from the paper: ``lr_power`` generalises the paper's √ in σ (c = ½ is the
+    paper's), while the denominator keeps √n for every power."""
+
+    slots = staticmethod(lambda hp: 2)  # z, n
+
+    @staticmethod
+    def init(x, hp):
+        return {"z": _zeros(x), "n": _zeros(x), "power": _exponent(-hp["lr_power"])}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, power, lambda_1 = hp["lr"], state["power"], hp["lambda_1"]
+        z, n = state["z"], state["n"]
+        de_nom = n.pow(power)
+        new_n = n + g.pow(2)
+        sigma = (new_n.pow(power) - de_nom) / lr
+        new_z = z + g - sigma * x
+        de_nom = (new_n.sqrt() + hp["beta"]) / lr + hp["lambda_2"]
+        update = (new_z.sign() * lambda_1 - new_z) / de_nom
+        x.copy_(update.masked_fill(new_z.abs() <= lambda_1, 0.0))
+        z.copy_(new_z)
+        n.copy_(new_n)
+
+
+# ---- SRMM -----------------------------------------------------------------------------------------------
+
+@_rule("srmm")
+class _SRMM:
+    """SRMM (pytorch_optimizer.SRMM; Lyu & Li 2022, "Stochastic regularized majorization-minimization with weakly
+    convex and multi-convex surrogates", arXiv:2201.01652, Algorithm 1 with the prox-linear surrogate): with the
+    weight w_t = (t mod M + 1)^(−β) (M = ``memory_length``; None: w_t = 1), ḡ ← (1 − w_t)ḡ + w_t g,
+    x̄ ← (1 − w_t)x̄ + w_t x, x ← x̄ − ηḡ (and x̄ ← x). Deviations from the paper: the paper's weights are
+    w_t = t^(−β); the library restarts them every M steps (a memory length), so the averages forget."""
+
+    slots = staticmethod(lambda hp: 2)  # mov_avg_grad, mov_avg_param
+
+    @staticmethod
+    def init(x, hp):
+        return {"grad": _zeros(x), "param": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        memory = hp["memory_length"]
+        base = (t % memory) + 1.0 if memory is not None else torch.ones_like(hp["beta"])
+        weight = base ** -hp["beta"]
+        mov_grad, mov_param = state["grad"], state["param"]
+        mov_grad.lerp_(g, weight)
+        mov_param.lerp_(x, weight)
+        mov_param.copy_(torch.addcmul(mov_param, -hp["lr"], mov_grad))
+        x.copy_(mov_param)

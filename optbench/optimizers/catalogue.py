@@ -81,7 +81,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "DAdaptAdan": {"lr_free": True, "batched": "dadaptadan"},
     "DAdaptLion": {"lr_free": True, "batched": "dadaptlion"},
     "DAdaptSGD": {"lr_free": True, "batched": "dadaptsgd"},
-    "AdamG": {"lr_free": True},
+    "AdamG": {"lr_free": True, "batched": "adamg"},
     **{cls: {"param_groups": "muon", "matrix_only": _MUON_VECTORS}
        for cls in ("Muon", "AdaMuon", "AdaGO", "NorMuon", "MuonClip")},
     "Muon": {"param_groups": "muon", "matrix_only": _MUON_VECTORS, "batched": "muon"},
@@ -123,6 +123,10 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
     "SWATS": {"batched": "swats"},
+    "Fromage": {"batched": "fromage"},
+    "Amos": {"batched": "amos"},
+    "FTRL": {"batched": "ftrl"},
+    "SRMM": {"batched": "srmm"},
 }
 
 # Entries checked against their papers (tests/test_catalogue.py has the papers' formulas in float64).
