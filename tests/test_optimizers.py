@@ -293,7 +293,7 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "amos": 1e-2,
            "adamg": 1.0,
            "ftrl": 0.1,
-           "srmm": 1e-3,
+           "srmm": 1e-4,
            }
 BATCH_PROBLEMS = ["rosenbrock(noise=0.1)", "saddle", "noisy-quadratic(dim=5, batch_size=4)", "beale(start='random')"]
 

@@ -359,8 +359,11 @@ class _SRMM:
     """SRMM (pytorch_optimizer.SRMM; Lyu & Li 2022, "Stochastic regularized majorization-minimization with weakly
     convex and multi-convex surrogates", arXiv:2201.01652, Algorithm 1 with the prox-linear surrogate): with the
     weight w_t = (t mod M + 1)^(−β) (M = ``memory_length``; None: w_t = 1), ḡ ← (1 − w_t)ḡ + w_t g,
-    x̄ ← (1 − w_t)x̄ + w_t x, x ← x̄ − ηḡ (and x̄ ← x). Deviations from the paper: the paper's weights are
-    w_t = t^(−β); the library restarts them every M steps (a memory length), so the averages forget."""
+    x̄ ← (1 − w_t)x̄ + w_t x, x ← x̄ − ηḡ (and x̄ ← x), with ḡ and x̄ starting at 0. Deviations from the paper: the
+    paper's weights are w_t = t^(−β), so w₁ = 1 starts the averages at the first gradient and point; the library's
+    count is offset by one, w₁ = 2^(−β) < 1, so its zero-initialised averages pull the first steps toward the origin
+    (x̄₁ = 2^(−β)x₀) and scale down ḡ; it restarts the weights every M steps (w_t = 1 at t ≡ 0 mod M: the averages
+    forget); with M = None every weight is 1 and SRMM is gradient descent."""
 
     slots = staticmethod(lambda hp: 2)  # mov_avg_grad, mov_avg_param
 
