@@ -118,8 +118,9 @@ class _SWATS:
     tensor. In the SGD phase: b ← β₁b + g, u = (1 − β₁)b (Nesterov: u + β₁b), x ← x − ηu with the switched η (the
     decay uses it too). Deviations from the paper: the switching test is ``allclose`` with the library's ε as the
     relative tolerance and torch's default absolute tolerance 1e-8 (the paper: |λ̂ − γ| < ε), which makes small
-    learning rates switch early; the SGD momentum is the damped (1 − β₁)b rather than the paper's plain b, with an
-    optional Nesterov term; ε is added after the square root of v + 1e-15; decay is a library addition. Under an lr
+    learning rates switch early (γ is of the order of η); γ and λ are per parameter tensor and the first tensor
+    that passes switches the whole model (the paper's Algorithm 1 takes p and g of all parameters at once); ε is
+    added after the square root of v + 1e-15; the Nesterov term and decay are library additions. Under an lr
     schedule the loop engine sets the group's lr before every step, overwriting the switched one, and the rule does
     the same (it takes a new ``hp["lr"]`` tensor, which only a schedule brings, as the group's lr)."""
 
@@ -248,9 +249,12 @@ class _Amos:
     the target scale), β, c = ``c_coef``, d = ``d_coef``: ḡ² = mean of g² over the tensor, v ← βv + (1 − β)ḡ²,
     r = (1 − βᵗ)/(v + ε) (the bias-corrected 1/v̂), γ = η²·ḡ²·r/√(1 + c√η·b) (b the decay accumulator, from 0),
     u = (x(γ − λ₂)/2 + ξ√r·g)/(1 + d√ξ·b) (λ₂ = ``extra_l2``), b ← b(1 + γ) + γ; with momentum μ > 0,
-    m ← μm + (1 − μ)u and u = m; x ← x − u. Deviations from the paper: the paper's step is ξ_t√(1/v̂)·g with v̂ the
-    bias-corrected EMA of the mean square gradient, ε added inside (r = 1/(v̂ + ε/(1 − βᵗ))); the momentum is the
-    library's option, off by default."""
+    m ← μm + (1 − μ)u and u = m; x ← x − u. Deviations from the paper and the authors' code (jestimator's amos.py,
+    whose update is u = (ξ√r·g + (γ/2 + λ₂)x)/(1 + d√ξ·b) with r = (1 − βᵗ)/max(v, ε)): ``extra_l2`` enters with
+    the opposite sign and half the weight, x(γ − λ₂)/2, so a positive λ₂ pulls the weights away from 0; ε is added
+    to v (r = (1 − βᵗ)/(v + ε)) instead of bounding it; the target scale η of each variable, which the authors'
+    code asks the user for, is the shape rule above; c and d generalise the paper's ¼. The momentum (an EMA of
+    the updates, off by default) is the authors' code's."""
 
     slots = staticmethod(lambda hp: int(hp["momentum"] > 0))  # exp_avg (exp_avg_sq and decay are 0-d per tensor)
 
@@ -289,13 +293,14 @@ class _Amos:
 
 @_rule("adamg")
 class _AdamG:
-    """AdamG (pytorch_optimizer.AdamG; Pan & Li 2024, "Towards Stability of Parameter-free Optimization",
-    arXiv:2405.04376, Algorithm 1 with the golden step size s(x) = p·x^q), lr-free: η multiplies the method's own
-    step size. Decay first (coupled g ← g + λx by default, decoupled x ← x(1 − λη), η unscaled with
-    ``fixed_decay``); v ← β₂v + (1 − β₂)g², r ← β₃r + (1 − β₃)·p·v^q, m ← β₁m + (1 − β₁)·r·g,
-    x ← x − min(η, 1/√t)/(1 − β₁ᵗ) · m/(√(v/(1 − β₂ᵗ)) + ε). Deviations from the paper: the paper's step size is
-    η_t = min(η, 1/√t) with η = 1 (the library multiplies by the lr only below 1/√t); r is not bias-corrected
-    (as the paper); decay is a library addition."""
+    """AdamG (pytorch_optimizer.AdamG; Pang, Yu, Hoang & Zhou 2024, "Towards Stability of Parameter-free
+    Optimization", arXiv:2405.04376, AdamG: Adam with the golden step size s(x) = p·x^q), lr-free (the catalogue
+    searches lr as a multiplier). Decay first (coupled g ← g + λx by default, decoupled x ← x(1 − λη), η unscaled
+    with ``fixed_decay``); v ← β₂v + (1 − β₂)g², r ← β₃r + (1 − β₃)·p·v^q, m ← β₁m + (1 − β₁)·r·g,
+    x ← x − min(η, 1/√t)/(1 − β₁ᵗ) · m/(√(v/(1 − β₂ᵗ)) + ε): at the default η = 1 the step size is 1/√t, and a
+    smaller lr caps it rather than scaling it. Deviations from the paper: not compared with the paper's algorithm,
+    which was not available offline (the formula above is the library's, checked against the class); decay is a
+    library addition, off by default."""
 
     slots = staticmethod(lambda hp: 3)  # m, v, r
 
