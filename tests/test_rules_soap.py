@@ -330,6 +330,13 @@ def test_amos_follows_the_paper(shapes):
     _check(AMOS_SPECS, lambda k, x, g: _amos_formula(AMOS_SPECS[k], shapes)(k, x, g), shapes=shapes)
 
 
+def test_amos_extra_l2_grows_the_weights():
+    """The library's deviation: x(γ − λ₂)/2 in the update, so with no gradient x ← x(1 + λ₂/2) (the authors' code
+    shrinks it, x ← x(1 − λ₂))."""
+    (x1,) = _run_rule(["amos(lr=0.1, extra_l2=0.2)"], grads=[[[0.0, 0.0, 0.0]]], x0=[[1.0, -2.0, 0.5]])
+    _close(x1[0], _t([1.0, -2.0, 0.5]) * 1.1, "zero gradient")
+
+
 # ---- AdamG ----------------------------------------------------------------------------------------------
 
 def _adamg_formula(spec):
@@ -417,6 +424,26 @@ def _srmm_formula(spec):
                          ids=["memory", "no-memory"])
 def test_srmm_follows_the_paper(specs):
     _check(specs, lambda k, x, g: _srmm_formula(specs[k])(k, x, g))
+
+
+def test_srmm_first_step_pulls_toward_the_origin():
+    """The library's weights are offset by one: w₁ = 2^(−β), so from zero averages x̄₁ = 2^(−β)x₀ − η·2^(−β)g₀
+    (the paper's w₁ = 1 gives x₀ − ηg₀)."""
+    (x1,) = _run_rule(["srmm(lr=0.1, beta=0.5)"], grads=[[[0.0, 1.0, 0.0]]], x0=[[1.0, -2.0, 0.5]])
+    _close(x1[0], (_t([1.0, -2.0, 0.5]) - 0.1 * _t([0.0, 1.0, 0.0])) * 2 ** -0.5, "first step")
+
+
+def test_swats_small_learning_rates_switch_on_the_absolute_tolerance():
+    """|λ̂ − γ| ≤ 1e-8 + ε|γ|: γ is of the order of η, so at η = 1e-9 the first comparison switches even though λ̂
+    and γ differ by far more than the relative ε (the gradients of G differ from step to step)."""
+    config = get_optimizer("swats(lr=1e-9)")
+    hp = stack_hyperparams([config, config.with_hyperparams(lr=0.05)], torch.float64, "cpu")
+    rule, x = RULES["swats"], _t(X0)
+    state = rule.init(x, hp)
+    state["layout"] = ParamLayout.vector(3)
+    for t, g in enumerate(G[:2], start=1):
+        rule.step(x, _t(g), state, hp, t)
+    assert state["sgd"][:, 0].tolist() == [True, False]
 
 
 # ---- the options against the classes ----------------------------------------------------------------------
