@@ -9,7 +9,9 @@ engine's class object takes on a CPU, operation for operation: the ``foreach`` p
 and SRMM (their ``foreach=None`` default enables it on a CPU), the per-parameter loop of SWATS (its ``foreach``
 defaults to CUDA only) and of SOAP (it has no other). Where the class calls a fused kernel with a Python scalar,
 the rule calls it with the scalar as a ``[K, 1]`` column (``a.add_(b, alpha=s)`` as ``torch.addcmul(a, s, b)``,
-``a.addcmul_(b, c, value=s)`` as ``torch.addcmul(a, s·b, c)``, as :mod:`optbench.engines.rules_misc` measured).
+``a.addcmul_(b, c, value=s)`` as ``torch.addcmul(a, s·b, c)``, as :mod:`optbench.engines.rules_misc` measured;
+``a.addcdiv_(b, c, value=s)`` as ``a + (s·b)/c``, measured bitwise here); an exponent the whole group shares is
+passed as the class passes it, a Python float (``pow(0.5)`` is ``sqrt`` then, which a tensor exponent is not).
 
 Per-parameter-tensor statistics (Fromage's norms, Amos's mean square gradient and target scale, SWATS's projected
 step size) are taken one tensor at a time over the ``LAYERS`` layout, in the class's order; SWATS switches the
