@@ -290,6 +290,13 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            # rules_pertensor.py
            # rules_groups.py
            # rules_soap.py
+           "soap": 1e-2,
+           "swats": 1e-2,
+           "fromage": 1e-2,
+           "amos": 1e-2,
+           "adamg": 1.0,
+           "ftrl": 0.1,
+           "srmm": 1e-4,
            }
 BATCH_PROBLEMS = ["rosenbrock(noise=0.1)", "saddle", "noisy-quadratic(dim=5, batch_size=4)", "beale(start='random')"]
 

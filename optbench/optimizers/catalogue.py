@@ -83,12 +83,13 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "DAdaptAdan": {"lr_free": True, "batched": "dadaptadan"},
     "DAdaptLion": {"lr_free": True, "batched": "dadaptlion"},
     "DAdaptSGD": {"lr_free": True, "batched": "dadaptsgd"},
-    "AdamG": {"lr_free": True},
+    "AdamG": {"lr_free": True, "batched": "adamg"},
     **{cls: {"param_groups": "muon", "matrix_only": _MUON_VECTORS}
        for cls in ("Muon", "AdaMuon", "AdaGO", "NorMuon", "MuonClip")},
     "Muon": {"param_groups": "muon", "matrix_only": _MUON_VECTORS, "batched": "muon"},
     "SOAP": {"matrix_only": "its eigenbasis preconditioner is for matrices: a vector is not preconditioned unless "
-                            "precondition_1d=True, so on an analytic problem it is Adam-like"},
+                            "precondition_1d=True, so on an analytic problem it is Adam-like",
+             "batched": "soap"},
     "Shampoo": {"matrix_only": "one preconditioner per tensor dimension: on a vector it is a full-matrix "
                                "AdaGrad-like preconditioner of that one dimension", "batched": "shampoo"},
     "DistributedMuon": {"unsupported": "it needs a torch.distributed process group, which optbench's "
@@ -136,6 +137,11 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
+    "SWATS": {"batched": "swats"},
+    "Fromage": {"batched": "fromage"},
+    "Amos": {"batched": "amos"},
+    "FTRL": {"batched": "ftrl"},
+    "SRMM": {"batched": "srmm"},
 }
 
 # Entries checked against their papers (tests/test_catalogue.py has the papers' formulas in float64).
