@@ -15,7 +15,17 @@ import numpy as np
 import torch
 
 from optbench.cost import StepTimer
-from optbench.engines.batched_rules import CLOSURE, HESSIAN, JOINT, LAYERS, REPORTED, RULES, SEEDS, check_needs
+from optbench.engines.batched_rules import (
+    CLOSURE,
+    HESSIAN,
+    JOINT,
+    LAYERS,
+    REPORTED,
+    RULES,
+    SEEDS,
+    VECTORS,
+    check_needs,
+)
 from optbench.engines.grouping import group_key  # noqa: F401  (re-exported: engines.grouping)
 from optbench.engines.grouping import is_float_like as _is_float_like
 from optbench.engines.intraop import cpu_threads_for
@@ -32,8 +42,8 @@ from optbench.engines.grouping import MAX_GROUP  # noqa: E402,F401  (re-exported
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, the layout of the
 # [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine, the step's sampled
-# function as a closure (loss_at, as the loop engine's AnalyticClosure) and the run seeds
-PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT, CLOSURE, SEEDS})  # JOINT: an analytic point is one tensor
+# function as a closure (loss_at, as the loop engine's AnalyticClosure), the run seeds, and only vectors to step
+PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT, CLOSURE, SEEDS, VECTORS})  # JOINT: a point is one tensor
 # the training-recipe settings (Recipe.settings()) it implements; lr scaling is already in each lr
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 

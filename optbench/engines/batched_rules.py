@@ -31,6 +31,10 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
   average); the engine records loss, gradient and coordinates at the reported point (one more evaluation per
   step) and takes the training gradient at ``x``, as the loop engine does around ``eval()``/``train()``.
 
+- ``VECTORS``: the rule mirrors only what its class does to parameter tensors of at most one dimension (every
+  analytic problem's one vector): its matrix path is not reproduced (SOAP's eigenbases, Kron's triangular
+  factors), so an engine with matrices to step (the network engine) does not provide it and runs the class.
+
 A rule that mirrors only some settings of its class says which it does not with ``refuses(hp) -> str | None``
 (the reason, for one configuration's hyperparameter dict; L-BFGS: the strong-Wolfe line search): every engine
 refuses such a configuration with that reason (:func:`check_needs`, ``engines.capabilities``), so ``auto`` runs
@@ -55,6 +59,7 @@ CLOSURE = "closure"
 REPORTED = "reported"
 JOINT = "joint"  # a statistic over all parameter tensors at once (Prodigy's d): the rule steps them together
 SEEDS = "seeds"  # the run seeds: random directions from a generator per configuration
+VECTORS = "vectors"  # only parameter tensors of at most one dimension (the analytic problems' one vector)
 NEED_DESCRIPTIONS = {
     HESSIAN: "the Hessian of the loss",
     LAYERS: "one norm per parameter tensor (a layer-wise rule)",
@@ -62,6 +67,7 @@ NEED_DESCRIPTIONS = {
     REPORTED: "records at a reported point other than the trained one (schedule-free)",
     JOINT: "all parameter tensors in one step (a statistic over the whole model)",
     SEEDS: "the run seeds (random directions from each run's own generator)",
+    VECTORS: "parameter tensors of at most one dimension (its rule mirrors only the class's vector path)",
 }
 
 

@@ -9,15 +9,15 @@ einsum expressions given a configuration axis.
 
 The class draws its probe vectors from torch's *global* generator; the engines seed that generator per run and
 step (:mod:`optbench.engines.step_rng`), so the rule draws the same vectors from one generator per configuration
-seeded alike (``SEEDS``, which the network engine does not provide: the class's matrix path, with triangular
-factors and a NumPy coin for rebalancing them, is not mirrored).
+seeded alike (``SEEDS``). The class's matrix path, with triangular factors and a NumPy coin for rebalancing
+them, is not mirrored (``VECTORS``): networks run the class on the loop engine.
 """
 
 from __future__ import annotations
 
 import torch
 
-from optbench.engines.batched_rules import SEEDS, _rule
+from optbench.engines.batched_rules import SEEDS, VECTORS, _rule
 from optbench.engines.step_rng import step_seed
 from optbench.errors import UsageError
 
@@ -43,7 +43,7 @@ def update_probability(step: int, fixed) -> torch.Tensor:
     return prob.clamp_(min=0.03, max=1.0)
 
 
-@_rule("kron", needs=[SEEDS])
+@_rule("kron", needs=[SEEDS, VECTORS])
 class _Kron:
     """Kron (pytorch_optimizer.Kron; Li 2018, "Preconditioned Stochastic Gradient Descent", with the Kronecker
     factors of Li 2019, "Preconditioner on Matrix Lie Group for SGD", as in the PSGD Kron reference code) on a

@@ -22,8 +22,8 @@ that path is mirrored exactly, but its matrix path is not reproducible to 1e-8. 
 GGᵀ and GᵀG, which after the first steps are rank-deficient, so their null-space eigenvectors are whatever LAPACK
 returns for the last bits of the gradient (measured: a 1e-15 relative change of the gradient of a 6 × 20 matrix
 changes SOAP's loss by 1e-4 relative within three steps), and the vmap network engine's gradients differ from the
-loop engine's in those bits. The rule therefore declares ``CLOSURE``, a need only the analytic batched engine
-provides, so that networks (and any configuration it refuses) run on the loop engine; it does not use the closure.
+loop engine's in those bits. The rule therefore declares ``VECTORS`` (only the analytic batched engine provides
+it), so that networks (and any configuration it refuses) run on the loop engine.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import CLOSURE, JOINT, LAYERS, _rule
+from optbench.engines.batched_rules import JOINT, LAYERS, VECTORS, _rule
 
 
 def _zeros(x):
@@ -41,7 +41,7 @@ def _zeros(x):
 
 # ---- SOAP -----------------------------------------------------------------------------------------------
 
-@_rule("soap", needs=[CLOSURE])
+@_rule("soap", needs=[VECTORS])
 class _SOAP:
     """SOAP (pytorch_optimizer.SOAP; Vyas et al. 2024, "SOAP: Improving and Stabilizing Shampoo using Adam",
     arXiv:2409.11321, Algorithm 3) on a vector parameter, where with ``precondition_1d=False`` (the default) the
