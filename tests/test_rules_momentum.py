@@ -98,9 +98,11 @@ def test_sgdp_variants_equal_the_class_on_a_cnn(network_data, spec):
                                    ["sgdw(lr=1e-3, momentum=0.0)", "sgdw(lr=1e-3, momentum=0.9, dampening=0.2)"],
                                    ["pid(lr=1e-3, momentum=0.0)", "pid(lr=1e-3, momentum=0.9)"],
                                    ["sgdp(lr=1e-3, momentum=0.0, delta=2.0, weight_decay=0.1)",
-                                    "sgdp(lr=1e-3, momentum=0.9, delta=0.1, weight_decay=0.1)"]])
+                                    "sgdp(lr=1e-3, momentum=0.9, delta=0.1, weight_decay=0.1)"],
+                                   ["sgdp(lr=1e-3, delta=2.0, eps=1e-8)", "sgdp(lr=1e-3, delta=2.0, eps=1.0)"]])
 def test_momentum_on_and_off_in_one_group(network_data, specs):
-    """μ is a float column: configurations with and without momentum share a group, each keeps its own branch."""
+    """μ is a float column: configurations with and without momentum share a group, each keeps its own branch
+    (and SGDP's ε, a float the class hands torch's cosine_similarity: one call per distinct ε of the group)."""
     configs = [get_optimizer(spec) for spec in specs]
     _analytic_group(get_problem("rosenbrock(noise=0.1)"), configs, [0, 7])
     _network_group(get_problem(MLP), configs, [0, 7])

@@ -200,7 +200,7 @@ class _AggMo:
 
 @_rule("pid")
 class _PID:
-    """PID (pytorch_optimizer.PID; An, Wang, Sun, Chen & Zhang 2018, "A PID Controller Approach for Stochastic
+    """PID (pytorch_optimizer.PID; An, Wang, Sun, Xu, Dai & Zhang 2018, "A PID Controller Approach for Stochastic
     Optimization of Deep Networks", Algorithm 1): with momentum μ > 0, the integral I ← μI + (1 − τ)g (τ =
     dampening), the derivative D ← μD + (1 − μ)(g − g_prev) (D ← μD at the first step, no previous gradient),
     g_prev ← g, and x ← x − η(g + K_i·I + K_d·D) (K_i = ``integral``, K_d = ``derivative``); with μ = 0,
