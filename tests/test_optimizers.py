@@ -284,6 +284,19 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "padam": 1e-2, "adamod": 1e-2, "adamc": 1e-2, "exadam": 1e-2, "adasmooth": 1e-2, "po.radam": 1e-2,
            "po.adamax": 1e-2,
            # rules_momentum.py
+           "tiger": 0.01,
+           "signsgd": 0.01,
+           "sgdw": 0.001,
+           "qhm": 0.001,
+           "aggmo": 0.001,
+           "pid": 0.001,
+           "pnm": 0.001,
+           "adapnm": 0.01,
+           "sgdp": 0.001,
+           "po.adadelta": 1.0,
+           "kate": 0.1,
+           "vsgd": 0.01,
+           "msvag": 0.001,
            # rules_recent.py
            # rules_memory.py
            # rules_factored.py

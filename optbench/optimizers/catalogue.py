@@ -131,6 +131,19 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "RAdam": {"batched": "po.radam"},
     "AdaMax": {"batched": "po.adamax"},
     # batched rules of engines/rules_momentum.py
+    "Tiger": {"batched": "tiger"},
+    "SignSGD": {"batched": "signsgd"},
+    "SGDW": {"batched": "sgdw"},
+    "QHM": {"batched": "qhm"},
+    "AggMo": {"batched": "aggmo"},
+    "PID": {"batched": "pid"},
+    "PNM": {"batched": "pnm"},
+    "AdaPNM": {"batched": "adapnm"},
+    "SGDP": {"batched": "sgdp"},
+    "AdaDelta": {"batched": "po.adadelta"},
+    "Kate": {"batched": "kate"},
+    "VSGD": {"batched": "vsgd"},
+    "MSVAG": {"batched": "msvag"},
     # batched rules of engines/rules_recent.py
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
