@@ -283,6 +283,7 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            # rules_momentum.py
            # rules_recent.py
            # rules_memory.py
+           "sm3-paper": 0.1,
            # rules_factored.py
            # rules_pertensor.py
            # rules_groups.py
