@@ -25,6 +25,8 @@ value=s)`` is ``torch.addcmul(a, s·b, c)``, ``a.addcdiv_(b, c, value=s)`` is ``
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from optbench.engines.batched_rules import LAYERS, _rule
@@ -154,5 +156,346 @@ class _SM3Paper:
                 m.copy_(torch.where(momentum > 0.0, moved, m))
                 update = torch.where(momentum > 0.0, m, update)
             updates.append(update)
+        update = updates[0] if len(updates) == 1 else torch.cat(updates, dim=-1)
+        x.copy_(torch.addcmul(x, -hp["lr"], update))
+
+
+# ---- GaLore, Fira ---------------------------------------------------------------------------------------
+
+@_rule("galore")
+class _GaLore:
+    """GaLore (pytorch_optimizer.GaLore; Zhao, Zhang, Chen, Wang, Anandkumar & Tian 2024, "GaLore: Memory-Efficient
+    LLM Training by Gradient Low-Rank Projection", Algorithm 2): with P_t the projection of the gradient onto its top
+    singular vectors (recomputed every ``update_proj_gap`` steps), R = Pᵀg, m ← β₁m + (1 − β₁)R,
+    v ← β₂v + (1 − β₂)R², N = m̂/(√v̂ + ε) (m̂, v̂ bias-corrected), x ← x − η·α·PN. optbench builds the class with
+    one parameter group of its constructor's hyperparameters, which has no ``rank``, so P = I and α = 1 on every
+    tensor (vectors and matrices: the SVD is never taken) and the class runs its foreach Adam path:
+    m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², x ← x − η√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√v + ε), then x ← x(1 − ηλ).
+    Deviations from the paper: ε is added to √v before the bias correction (ε·√(1 − β₂ᵗ) after it); decoupled
+    weight decay after the step (the paper's experiments use none); the projection is not reachable from optbench."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        step_size = lr * (1.0 - beta2 ** t).sqrt() / (1.0 - beta1 ** t)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        update = m / (v.sqrt() + hp["eps"])
+        x.copy_(torch.addcmul(x, -step_size, update))
+        _decoupled_decay(x, hp)
+
+
+@_rule("fira")
+class _Fira(_GaLore):
+    """Fira (pytorch_optimizer.Fira; Chen, Huang, Zhang, Li, Liu & Wang 2024, "Fira: Can We Achieve Full-rank
+    Training of LLMs Under Low-rank Constraint?", Algorithm 1): GaLore's low-rank Adam step on R = Pᵀg plus the
+    full-rank compensation φ(R)(g − PR), φ = ‖N‖/‖R‖ (per row or column), its norm growth limited to 1.01× per step.
+    optbench builds the class with one parameter group without ``rank``, so P = I on every tensor: g − PR = 0, no
+    compensation, and the class runs the same foreach Adam path as GaLore: m ← β₁m + (1 − β₁)g,
+    v ← β₂v + (1 − β₂)g², x ← x − η√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√v + ε), then x ← x(1 − ηλ). Deviations from the
+    paper: as GaLore's (ε before the bias correction, decoupled decay after the step); the projection and the
+    compensation are not reachable from optbench."""
+
+
+# ---- SPAM -----------------------------------------------------------------------------------------------
+
+SPAM_DEATH_RATE = 0.99  # SPAM's CosineDecay(0.99, warmup_epoch): the step scale after a reset starts at 1 − 0.99
+
+
+def _spam_death_rates(warmup: int) -> list[float]:
+    """``CosineDecay(0.99, warmup).get_death_rate(j)`` for j = 0, …, warmup − 1 (then 0), as the class computes
+    them: torch's recursive ``CosineAnnealingLR`` (T = warmup + 1, η_min = 0) from 0.99, one step per call:
+    r_{e} = (1 + cos(πe/T))/(1 + cos(π(e − 1)/T)) · r_{e−1}, the call at j giving r_{j+1}."""
+    period, rate, rates = warmup + 1, SPAM_DEATH_RATE, []
+    for epoch in range(1, warmup + 1):
+        rate = ((1 + math.cos(math.pi * epoch / period)) / (1 + math.cos(math.pi * (epoch - 1) / period))
+                * (rate - 0.0) + 0.0)
+        rates.append(rate)
+    return rates
+
+
+@_rule("spam", needs=[LAYERS])
+class _SPAM:
+    """SPAM (pytorch_optimizer.SPAM; Huang, Zhu, Jin, Liu, Wang & Liu 2025, "SPAM: Spike-Aware Adam with Momentum
+    Reset for Stable LLM Training", Algorithm 1) with ``density`` ≥ 1 (every entry updated): Adam whose moments
+    are reset to 0 every ΔT = ``update_proj_gap`` steps (at t ≡ 0 mod ΔT), whose gradient spikes are clipped,
+    g ← sign(g)·√(θv) where g² > θv (θ = ``threshold``; from step N = ``grad_accu_steps`` on, and only while
+    t mod ΔT ≥ N, i.e. not in the first N steps after a reset), and whose step is warmed up by a cosine after
+    every reset: m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², x ← x − s_t·η√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√v + ε),
+    then x ← x(1 − ηλ), with s_t = 1 − r_j for the j-th step after the last reset (r_j the cosine from 0.99 to 0
+    over ``warmup_epoch`` steps, torch's recursive CosineAnnealingLR; r = 0 before the first reset and after the
+    warm-up). t counts every step (the bias corrections are not reset). Deviations from the paper: the bias
+    corrections use the global step t, not the steps since the reset; ε is added before the bias correction of v;
+    the first reset comes after ΔT − 1 steps and the warm-up is not applied from step 1 (its counter starts past
+    its end); decoupled weight decay. Refused: ``density`` < 1, the random sparse masks of 2-D tensors."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def refuses(hp):
+        if float(hp["density"]) < 1.0:
+            return ("density < 1 draws random sparse update masks for 2-D tensors (torch.rand_like on the global "
+                    "generator), which the rule does not reproduce")
+        return None
+
+    @staticmethod
+    def init(x, hp):
+        warmups = [int(w) for w in hp["warmup_epoch"].flatten().tolist()]
+        tables = {w: _spam_death_rates(w) for w in set(warmups)}
+        width = max(warmups) + 1
+        rates = torch.tensor([tables[w] + [0.0] * (width - w) for w in warmups], dtype=x.dtype, device=x.device)
+        return {"m": _zeros(x), "v": _zeros(x), "rates": rates,
+                "current": hp["warmup_epoch"].to(torch.int64) + 1}  # the class's state['current_step']
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        gap, accumulate, threshold = hp["update_proj_gap"], hp["grad_accu_steps"], hp["threshold"]
+        current, rates = state["current"], state["rates"]
+        rate = torch.gather(rates, 1, current.clamp(max=rates.shape[1] - 1))
+        scale = 1.0 - rate  # get_death_rate is 0 once current ≥ warmup_epoch (the table's padding)
+        step_size = lr * (1.0 - beta2 ** t).sqrt() / (1.0 - beta1 ** t)
+        phase = torch.remainder(torch.full_like(gap, float(t)), gap)  # t mod ΔT
+        m, v = state["m"], state["v"]
+        reset = phase == 0.0
+        if bool(reset.any()):
+            m.copy_(torch.where(reset, 0.0, m))
+            v.copy_(torch.where(reset, 0.0, v))
+        clip = (threshold != 0.0) & (t >= accumulate) & (phase >= accumulate)
+        if bool(clip.any()):
+            limit = threshold * v
+            spiked = clip & (g * g > limit)
+            g = torch.where(spiked, g.sign() * (v * threshold).sqrt(), g)
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        value = -step_size * scale
+        for (p, shape), (m_part, _), (v_part, _) in zip(_tensors(x, layout), _tensors(m, layout),
+                                                         _tensors(v, layout)):
+            denominator = v_part.sqrt() + hp["eps"]
+            if len(shape) == 2:  # the masked path: the update written into a zero tensor, then added
+                p.copy_(torch.addcmul(p, value, m_part / denominator))
+            else:
+                p.add_(value * m_part / denominator)
+        _decoupled_decay(x, hp)
+        # after the step: the class's current_step, reset (with a fresh warm-up) once t + 1 ≡ 0 mod ΔT
+        after = torch.remainder(torch.full_like(gap, float(t + 1)), gap) == 0.0
+        state["current"] = torch.where(after, 0, current + 1)
+
+
+# ---- Nero -----------------------------------------------------------------------------------------------
+
+def _neuron_view(part, shape):
+    """A ``[K, n]`` parameter tensor's columns as ``[K, rows, rest]`` (the class's ``channel_view``: one row per
+    output neuron) for ndim > 1, or ``[K, n, 1]`` (each coordinate its own neuron: ``neuron_norm`` is ``|x|``)."""
+    rows = shape[0] if len(shape) > 1 else part.shape[-1]
+    return part.reshape(part.shape[0], rows, -1)
+
+
+def _neuron_norm(view, matrix):
+    """``neuron_norm``: the 2-norm of each row of a matrix's ``[K, rows, rest]`` view, ``|x|`` of a vector's."""
+    return torch.linalg.vector_norm(view, dim=-1, keepdim=True) if matrix else view.abs()
+
+
+def _nero_constrain(view, eps):
+    """Nero's constraint on a matrix: each row centred, then divided by its norm + ε (in place)."""
+    view.sub_(view.mean(dim=-1, keepdim=True))
+    view.div_(_neuron_norm(view, True) + eps)
+
+
+@_rule("nero", needs=[LAYERS])
+class _Nero:
+    """Nero (pytorch_optimizer.Nero; Liu, Bernstein, Meister & Yue 2021, "Learning by Turning: Neural Architecture
+    Aware Optimisation", Algorithm 1), parameter tensor by parameter tensor, per neuron: the paper's
+    ḡ² ← βḡ² + (1 − β)‖g_w‖², w ← w − η‖w‖/√(ḡ²/(1 − βᵗ)) · g_w for a neuron's weights (a row of a matrix or kernel),
+    then w ← w − mean(w), w ← w/‖w‖ (the balanced constraint set); b ← b − ησ_b/√(ḡ_b²/(1 − βᵗ)) · g_b for a bias
+    (ḡ_b² from g_b²), σ_b the biases' initialisation scale. The library: v ← βv + (1 − β)n², n = ‖g_row‖ (|g| for
+    each coordinate of a vector), x ← x − η·s·g/(√(v/(1 − βᵗ)) + ε) (NaN → 0), s the tensor's mean neuron norm at
+    the first step (0.01 if it is 0); with ``constraints`` every matrix is centred and normalised row by row
+    (x ← x − mean_row(x), x ← x/(‖x_row‖ + ε)) before the first step and after each. Deviations from the paper: ε
+    (outside the square root, and in the normalisation); the per-neuron ‖w‖ is the constant s per tensor (≈ 1, as
+    ‖w‖, for constrained matrices; with ``constraints=False`` the paper's ‖w‖ would change with w); σ_b is the
+    tensor's mean |b₀|. Vectors (biases, every analytic problem) are treated as biases: per-coordinate steps, no
+    constraint."""
+
+    slots = staticmethod(lambda hp: 1)  # exp_avg_sq (per neuron: on a vector, per coordinate); scale is 0-d
+
+    @staticmethod
+    def init(x, hp):
+        return {}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        beta, eps, lr = hp["beta"], hp["eps"], hp["lr"]
+        constraints = hp["constraints"]
+        parts = list(zip(_tensors(x, layout), _tensors(g, layout)))
+        if "v" not in state:  # the class's init_group at the first step: constrain, then the neuron norms' mean
+            state["v"], state["scale"] = [], []
+            fallback = torch.as_tensor(0.01).item()  # state['scale'] = 0.01, later torch.as_tensor(0.01)
+            for (p, shape), _ in parts:
+                matrix = len(shape) > 1
+                view = _neuron_view(p, shape)
+                if constraints and matrix:
+                    _nero_constrain(view, eps[:, :, None])
+                norms = _neuron_norm(view, matrix)
+                scale = norms.mean(dim=(1, 2), keepdim=True) if matrix else norms.reshape(p.shape).mean(-1)[:, None,
+                                                                                                                 None]
+                state["scale"].append(torch.where(scale == 0.0, fallback, scale))
+                state["v"].append(torch.zeros_like(norms))
+        bias_correction = 1.0 - beta ** t
+        for ((p, shape), (grad, _)), v, scale in zip(parts, state["v"], state["scale"]):
+            matrix = len(shape) > 1
+            view, grad_view = _neuron_view(p, shape), _neuron_view(grad, shape)
+            norms = _neuron_norm(grad_view, matrix)
+            b = beta[:, :, None]
+            v.mul_(b)
+            v.copy_(torch.addcmul(v, (1.0 - b) * norms, norms))
+            denominator = (v / bias_correction[:, :, None]).sqrt() + eps[:, :, None]
+            update = torch.nan_to_num(grad_view / denominator, nan=0.0) * scale
+            view.copy_(torch.addcmul(view, -lr[:, :, None], update))
+            if constraints and matrix:
+                _nero_constrain(view, eps[:, :, None])
+
+
+# ---- the EmoNavi family ---------------------------------------------------------------------------------
+
+EMO_SHADOW_LEAP = 0.1  # the shadow's lerp weight while the loss-driven ratio is 0: 0.1·|trust|, |trust| = 1 at loss 0
+
+
+def _emo_prepare(x, g, state, hp):
+    """``prepare_emo_foreach`` at loss 0 (what optbench's closure-less ``step()`` gives the class): weight decay
+    (decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``, or coupled g ← g + λx; none when λ = 0), then with
+    ``use_shadow`` the shadow's lerp toward x by 0.1 (the shadow ratio is 0, so x is never pulled back to it).
+    Returns the gradient."""
+    wd = hp["weight_decay"]
+    if hp["weight_decouple"]:
+        x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else hp["lr"]))
+    else:
+        g = torch.addcmul(g, wd, x)
+    if hp["use_shadow"]:
+        if "shadow" not in state:
+            state["shadow"] = state.pop("x0")
+        state["shadow"].lerp_(x, EMO_SHADOW_LEAP)
+    return g
+
+
+def _emo_init(x, hp, *moments):
+    state = {name: _zeros(x) for name in moments}
+    if hp["use_shadow"]:
+        state["x0"] = x.clone()  # the class's shadow starts as the parameter at the first step: x₀
+    return state
+
+
+_EMO_LOSS = ("The class scales its step by emo_drive, a function of short-, medium- and long-term averages of the "
+             "loss that step(closure) returns; optbench calls step() without a closure, so the loss is 0, "
+             "emo_drive = 1 and the shadow ratio 0: the step above is the whole update.")
+
+
+@_rule("emonavi")
+class _EmoNavi:
+    """EmoNavi (pytorch_optimizer.EmoNavi; muooon, github.com/muooon/EmoNavi, published as code only): Adam without
+    bias correction scaled by a loss-driven factor d_t ("emo_drive"): decay (decoupled x ← x(1 − λη) by default),
+    m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², x ← x − η·d_t·m/(√v + ε); with ``use_shadow`` a shadow copy of x
+    is lerped toward x and, when the loss trend is strong, x is pulled back toward it. Under optbench d_t = 1 and the
+    shadow never feeds back (see below). There is no paper to deviate from."""
+
+    __doc__ = f"{__doc__} {_EMO_LOSS}"
+    slots = staticmethod(lambda hp: 2 + int(hp["use_shadow"]))  # exp_avg, exp_avg_sq (, shadow)
+
+    @staticmethod
+    def init(x, hp):
+        return _emo_init(x, hp, "m", "v")
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        g = _emo_prepare(x, g, state, hp)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        x.add_(-hp["lr"] * m / (v.sqrt() + hp["eps"]))
+
+
+@_rule("emolynx")
+class _EmoLynx:
+    """EmoLynx (pytorch_optimizer.EmoLynx; muooon, github.com/muooon/EmoNavi, published as code only): Lion scaled
+    by EmoNavi's loss-driven factor d_t: decay (decoupled by default), x ← x − η·d_t·sign((1 − β₁)g + β₁m),
+    m ← β₂m + (1 − β₂)g; optional shadow as EmoNavi's. Under optbench d_t = 1 (see below). There is no paper to
+    deviate from (the step is Lion's, Chen et al. 2023)."""
+
+    __doc__ = f"{__doc__} {_EMO_LOSS}"
+    slots = staticmethod(lambda hp: 1 + int(hp["use_shadow"]))  # exp_avg (, shadow)
+
+    @staticmethod
+    def init(x, hp):
+        return _emo_init(x, hp, "m")
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        g = _emo_prepare(x, g, state, hp)
+        m = state["m"]
+        update = torch.addcmul(g * (1.0 - beta1), beta1, m).sign()
+        x.copy_(torch.addcmul(x, -hp["lr"], update))
+        m.lerp_(g, 1.0 - beta2)
+
+
+@_rule("emofact", needs=[LAYERS])
+class _EmoFact:
+    """EmoFact (pytorch_optimizer.EmoFact; muooon, github.com/muooon/EmoNavi, published as code only), parameter
+    tensor by parameter tensor: decay (decoupled by default) and optional shadow as EmoNavi's, then for a tensor with
+    ndim ≥ 2 (rows = its first dimension, columns = the rest) Adafactor-like factored scales of g²:
+    r ← β₁r + (1 − β₁)√(mean_row(g²) + ε), c ← β₁c + (1 − β₁)√(mean_col(g²) + ε), u = g/(√(r·c) + ε); for
+    every other tensor (biases, every analytic problem) Adam's moments without bias correction, u = m/(√v + ε);
+    then x ← x − η·d_t·sign(u), d_t EmoNavi's loss-driven factor (1 under optbench, see below). The factored
+    branch's sign is sign(g): r and c only matter where g/(√(r·c) + ε) underflows. There is no paper to deviate
+    from."""
+
+    __doc__ = f"{__doc__} {_EMO_LOSS}"
+    slots = staticmethod(lambda hp: 2 + int(hp["use_shadow"]))  # on a vector: exp_avg, exp_avg_sq (, shadow)
+
+    @staticmethod
+    def init(x, hp):
+        return _emo_init(x, hp, "m", "v")
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        beta1, beta2, eps = hp["beta1"], hp["beta2"], hp["eps"]
+        g = _emo_prepare(x, g, state, hp)
+        factors = state.setdefault("factors", {})
+        updates = []
+        for index, ((grad, shape), (m, _), (v, _)) in enumerate(zip(_tensors(g, layout), _tensors(state["m"], layout),
+                                                                     _tensors(state["v"], layout))):
+            if len(shape) >= 2:
+                grad = grad.reshape(-1, *shape)
+                squares = grad.pow(2)
+                rows = squares.mean(dim=tuple(range(2, grad.ndim)), keepdim=True)
+                columns = squares.mean(dim=1, keepdim=True)
+                rows, columns = (rows + _column(eps, len(shape))).sqrt(), (columns + _column(eps, len(shape))).sqrt()
+                if index not in factors:
+                    factors[index] = (torch.zeros_like(rows), torch.zeros_like(columns))
+                r, c = factors[index]
+                weight = _column(1.0 - beta1, len(shape))
+                r.lerp_(rows, weight)
+                c.lerp_(columns, weight)
+                update = (grad / ((r * c).sqrt() + _column(eps, len(shape)))).reshape(m.shape)
+            else:
+                m.lerp_(grad, 1.0 - beta1)
+                v.mul_(beta2)
+                v.copy_(torch.addcmul(v, (1.0 - beta2) * grad, grad))
+                update = m / (v.sqrt() + eps)
+            updates.append(update.sign())
         update = updates[0] if len(updates) == 1 else torch.cat(updates, dim=-1)
         x.copy_(torch.addcmul(x, -hp["lr"], update))
