@@ -15,8 +15,9 @@ value=s)`` is ``torch.addcmul(a, s·b, c)``, ``a.addcdiv_(b, c, value=s)`` is ``
   SPAM its masked path for 2-D tensors: ``LAYERS``, one parameter tensor at a time (the network engine hands a
   rule one tensor per call; an analytic problem is one 1-D tensor).
 - GaLore and Fira project a matrix's gradient only in a parameter group that has a ``rank`` key; optbench builds
-  every class with one group of its constructor's hyperparameters, which have no ``rank``, so both are AdamW-like on
-  every tensor (vectors and matrices alike) and their rules need nothing: the SVD projection is never reached.
+  every class with parameter groups of its constructor's hyperparameters, none with a ``rank``, so both are
+  AdamW-like on every tensor (vectors and matrices alike) and their rules need nothing: the SVD projection is
+  never reached (a spec cannot set ``rank``: it is not a constructor argument).
 - The EmoNavi family scales its step by a trend of the loss that ``step(closure)`` returns; optbench's engines call
   ``step()`` without a closure for these classes (no ``needs_closure``), so the class sees loss 0 every step and its
   scale is exactly 1 (emo_drive = 1, shadow ratio 0, |trust| = 1). The rules reproduce that; an entry that gave the
@@ -168,11 +169,11 @@ class _GaLore:
     LLM Training by Gradient Low-Rank Projection", Algorithm 2): with P_t the projection of the gradient onto its top
     singular vectors (recomputed every ``update_proj_gap`` steps), R = Pᵀg, m ← β₁m + (1 − β₁)R,
     v ← β₂v + (1 − β₂)R², N = m̂/(√v̂ + ε) (m̂, v̂ bias-corrected), x ← x − η·α·PN. optbench builds the class with
-    one parameter group of its constructor's hyperparameters, which has no ``rank``, so P = I and α = 1 on every
+    parameter groups of its constructor's hyperparameters, none with a ``rank``, so P = I and α = 1 on every
     tensor (vectors and matrices: the SVD is never taken) and the class runs its foreach Adam path:
     m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², x ← x − η√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√v + ε), then x ← x(1 − ηλ).
     Deviations from the paper: ε is added to √v before the bias correction (ε·√(1 − β₂ᵗ) after it); decoupled
-    weight decay after the step (the paper's experiments use none); the projection is not reachable from optbench."""
+    weight decay after the step (off by default); the projection is not reachable from optbench."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
@@ -198,7 +199,7 @@ class _Fira(_GaLore):
     """Fira (pytorch_optimizer.Fira; Chen, Huang, Zhang, Li, Liu & Wang 2024, "Fira: Can We Achieve Full-rank
     Training of LLMs Under Low-rank Constraint?", Algorithm 1): GaLore's low-rank Adam step on R = Pᵀg plus the
     full-rank compensation φ(R)(g − PR), φ = ‖N‖/‖R‖ (per row or column), its norm growth limited to 1.01× per step.
-    optbench builds the class with one parameter group without ``rank``, so P = I on every tensor: g − PR = 0, no
+    optbench builds the class with parameter groups without a ``rank``, so P = I on every tensor: g − PR = 0, no
     compensation, and the class runs the same foreach Adam path as GaLore: m ← β₁m + (1 − β₁)g,
     v ← β₂v + (1 − β₂)g², x ← x − η√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√v + ε), then x ← x(1 − ηλ). Deviations from the
     paper: as GaLore's (ε before the bias correction, decoupled decay after the step); the projection and the
@@ -232,10 +233,10 @@ class _SPAM:
     every reset: m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², x ← x − s_t·η√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√v + ε),
     then x ← x(1 − ηλ), with s_t = 1 − r_j for the j-th step after the last reset (r_j the cosine from 0.99 to 0
     over ``warmup_epoch`` steps, torch's recursive CosineAnnealingLR; r = 0 before the first reset and after the
-    warm-up). t counts every step (the bias corrections are not reset). Deviations from the paper: the bias
-    corrections use the global step t, not the steps since the reset; ε is added before the bias correction of v;
-    the first reset comes after ΔT − 1 steps and the warm-up is not applied from step 1 (its counter starts past
-    its end); decoupled weight decay. Refused: ``density`` < 1, the random sparse masks of 2-D tensors."""
+    warm-up). t counts every step: the moments restart at 0 after a reset, the bias corrections 1 − βᵗ do not; the
+    first reset comes after ΔT − 1 steps, and there is no warm-up before it (the class's warm-up counter starts past
+    its end). Deviations from the paper: ε is added before the bias correction of v (ε·√(1 − β₂ᵗ) after it);
+    decoupled weight decay (off by default). Refused: ``density`` < 1, the random sparse masks of 2-D tensors."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
