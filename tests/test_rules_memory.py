@@ -386,3 +386,33 @@ def test_rules_declare_the_state_their_class_keeps(name, dtype):
         config = get_optimizer(spec)
         declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
         assert declared == probe_state_bytes_per_param(config, 5, dtype), spec
+
+
+SHAPES = [(4, 3), (4,), (2, 3, 2, 2), (2,), (1, 5)]  # a matrix, biases, a convolution kernel, a one-row matrix
+
+
+@pytest.mark.parametrize("spec", [spec for name, specs in VARIANTS.items() for spec in [name, *specs]])
+def test_rules_equal_the_class_tensor_by_tensor_over_many_steps(spec):
+    """The class on five parameter tensors against the rule called tensor by tensor (as the network engine calls
+    it), 40 steps of random gradients with a spike every seventh step (SPAM's resets, clipping and warm-ups): to
+    rounding in float64 (measured: bitwise)."""
+    config = get_optimizer(spec)
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(shape, generator=generator, dtype=F64)) for shape in SHAPES]
+    optimizer = config.entry.build(params, config.hyperparams, dtype=F64, seed=0)
+    rule = RULES[config.entry.batched]
+    hp = stack_hyperparams([config], F64, "cpu")
+    columns = [p.detach().clone().reshape(1, -1) for p in params]
+    states = [rule.init(column, hp) for column in columns]
+    for state, shape in zip(states, SHAPES):
+        state["layout"] = ParamLayout([shape])
+    for t in range(1, 41):
+        grads = [torch.randn(shape, generator=generator, dtype=F64) * (1 + 20 * (t % 7 == 0)) for shape in SHAPES]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        optimizer.step()
+        for column, state, g in zip(columns, states, grads):
+            rule.step(column, g.reshape(1, -1).clone(), state, hp, t)
+        for i, (p, column) in enumerate(zip(params, columns)):
+            torch.testing.assert_close(column[0], p.detach().reshape(-1), rtol=TOL, atol=1e-300,
+                                       msg=lambda m, t=t, i=i: f"step {t}, tensor {SHAPES[i]}: {m}")

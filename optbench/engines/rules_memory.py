@@ -8,7 +8,10 @@ engine's class object takes on a CPU (the ``foreach`` path where the class enabl
 the EmoNavi family; the per-parameter loop for SM3 and SPAM), operation for operation. Where the class calls a
 kernel with a Python scalar the rule calls the same kernel with a ``[K, 1]`` column, as in
 :mod:`optbench.engines.rules_misc`: ``a.add_(b, alpha=s)`` is ``torch.addcmul(a, s, b)``, ``a.addcmul_(b, c,
-value=s)`` is ``torch.addcmul(a, s·b, c)``, ``a.addcdiv_(b, c, value=s)`` is ``a + s·b/c``.
+value=s)`` is ``torch.addcmul(a, s·b, c)``, ``a.addcdiv_(b, c, value=s)`` is ``a + s·b/c``. Bias corrections
+the class computes on Python floats (``math.pow``, ``math.sqrt``) are computed so here too (:func:`_debias`):
+torch's float64 ``pow`` and ``sqrt`` differ from them in the last bit for some β and t. Against the class, driven
+by the same gradients, every rule here is bitwise equal in float64 (tests/test_rules_memory.py checks 1e-12).
 
 - SM3 and SM3Paper keep one accumulator per dimension of each parameter tensor, Nero one second moment per output
   neuron (row) with its constraint per matrix, EmoFact factored row/column moments for tensors with ndim ≥ 2 and
@@ -45,6 +48,22 @@ def _tensors(x, layout):
 def _column(value: torch.Tensor, ndim: int) -> torch.Tensor:
     """A ``[K, 1]`` hyperparameter shaped to broadcast against ``[K, *shape]`` with ``len(shape) == ndim``."""
     return value.reshape(value.shape[0], *([1] * ndim))
+
+
+def _python_floats(value: torch.Tensor) -> list[float]:
+    """A ``[K, 1]`` hyperparameter as the K Python floats the class sees (read once, at init: no device sync per
+    step)."""
+    return [float(v) for v in value.flatten().tolist()]
+
+
+def _debias(betas: list[float], t: int, like: torch.Tensor, root: bool = False) -> torch.Tensor:
+    """``BaseOptimizer.debias``, 1 − βᵗ with ``math.pow`` (``math.sqrt`` of it with ``root``), per configuration, as the
+    ``[K, 1]`` column of the class's Python floats: torch's ``pow`` and ``sqrt`` on a float64 tensor differ from
+    ``math``'s in the last bit for some β and t (measured: √(1 − 0.999¹³⁸), 0.99³)."""
+    values = [1.0 - math.pow(beta, t) for beta in betas]
+    if root:
+        values = [math.sqrt(v) for v in values]
+    return torch.tensor(values, dtype=like.dtype, device=like.device)[:, None]
 
 
 def _decoupled_decay(x, hp):
@@ -179,12 +198,13 @@ class _GaLore:
 
     @staticmethod
     def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+        return {"m": _zeros(x), "v": _zeros(x), "betas": (_python_floats(hp["beta1"]), _python_floats(hp["beta2"]))}
 
     @staticmethod
     def step(x, g, state, hp, t):
         lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
-        step_size = lr * (1.0 - beta2 ** t).sqrt() / (1.0 - beta1 ** t)
+        betas1, betas2 = state["betas"]
+        step_size = lr * _debias(betas2, t, x, root=True) / _debias(betas1, t, x)
         m, v = state["m"], state["v"]
         m.lerp_(g, 1.0 - beta1)
         v.mul_(beta2)
@@ -254,7 +274,8 @@ class _SPAM:
         width = max(warmups) + 1
         rates = torch.tensor([tables[w] + [0.0] * (width - w) for w in warmups], dtype=x.dtype, device=x.device)
         return {"m": _zeros(x), "v": _zeros(x), "rates": rates,
-                "current": hp["warmup_epoch"].to(torch.int64) + 1}  # the class's state['current_step']
+                "current": hp["warmup_epoch"].to(torch.int64) + 1,  # the class's state['current_step']
+                "betas": (_python_floats(hp["beta1"]), _python_floats(hp["beta2"]))}
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -264,7 +285,8 @@ class _SPAM:
         current, rates = state["current"], state["rates"]
         rate = torch.gather(rates, 1, current.clamp(max=rates.shape[1] - 1))
         scale = 1.0 - rate  # get_death_rate is 0 once current ≥ warmup_epoch (the table's padding)
-        step_size = lr * (1.0 - beta2 ** t).sqrt() / (1.0 - beta1 ** t)
+        betas1, betas2 = state["betas"]
+        step_size = lr * _debias(betas2, t, x, root=True) / _debias(betas1, t, x)
         phase = torch.remainder(torch.full_like(gap, float(t)), gap)  # t mod ΔT
         m, v = state["m"], state["v"]
         reset = phase == 0.0
@@ -332,7 +354,7 @@ class _Nero:
 
     @staticmethod
     def init(x, hp):
-        return {}
+        return {"betas": _python_floats(hp["beta"])}
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -353,7 +375,7 @@ class _Nero:
                                                                                                                  None]
                 state["scale"].append(torch.where(scale == 0.0, fallback, scale))
                 state["v"].append(torch.zeros_like(norms))
-        bias_correction = 1.0 - beta ** t
+        bias_correction = _debias(state["betas"], t, x)
         for ((p, shape), (grad, _)), v, scale in zip(parts, state["v"], state["scale"]):
             matrix = len(shape) > 1
             view, grad_view = _neuron_view(p, shape), _neuron_view(grad, shape)
