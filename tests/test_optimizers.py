@@ -299,6 +299,8 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "msvag": 0.001,
            # rules_recent.py
            # rules_memory.py
+           "sm3-paper": 0.1, "galore": 1e-2, "fira": 1e-2, "spam": 1e-2, "nero": 1e-2,
+           "emonavi": 1e-2, "emofact": 1e-2, "emolynx": 1e-2,
            # rules_factored.py
            # rules_pertensor.py
            # rules_groups.py

@@ -146,6 +146,13 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "MSVAG": {"batched": "msvag"},
     # batched rules of engines/rules_recent.py
     # batched rules of engines/rules_memory.py
+    "GaLore": {"batched": "galore"},
+    "Fira": {"batched": "fira"},
+    "SPAM": {"batched": "spam"},
+    "Nero": {"batched": "nero"},
+    "EmoNavi": {"batched": "emonavi"},
+    "EmoFact": {"batched": "emofact"},
+    "EmoLynx": {"batched": "emolynx"},
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py

@@ -401,7 +401,7 @@ _po("sm3", "SM3",
     {"lr": _lr(0.1), "momentum": unit_interval("momentum factor", 0.0),
      "beta": unit_interval("exponential averaging of the accumulators (0: sum)", 0.0), "eps": _eps(1e-30)},
     "SM3: AdaGrad with accumulators shared over rows and columns (cover sets); sub-linear memory.",
-    "Anil et al. 2019",
+    "Anil et al. 2019", batched="sm3",
     deviations="with beta = 0 (the default) none known: SM3-II of Anil et al. With beta > 0 each accumulator "
                "keeps a running maximum μ ← max(μ, max_{j∈r} ν) of ν = β·min μ + (1 − β)g², so it never "
                "decreases: not an average (on a vector, μ ← max(μ, βμ + (1 − β)g²)). "
@@ -420,7 +420,7 @@ _paper("sm3-paper", "SM3Paper",
        {"lr": _lr(0.1), "momentum": unit_interval("momentum factor μ: m ← μm + (1 − μ)u", 0.0),
         "beta": unit_interval("exponential averaging of ν (0: the paper's sums)", 0.0), "eps": _eps(1e-30)},
        "SM3-II: ν = β·min_{r∋j} μ(r) + (1 − β)g² (β = 0: min μ + g²), μ(r) ← max_{j∈r} ν, x ← x − η g/√ν; "
-       "one accumulator per row and column.", "Anil et al. 2019, SM3-II (arXiv:1901.11150)",
+       "one accumulator per row and column.", "Anil et al. 2019, SM3-II (arXiv:1901.11150)", batched="sm3-paper",
        deviations="none known: written from SM3-II and tested against it; with beta = 0 it equals sm3. beta > 0 "
                   "is the exponential average the authors' TensorFlow implementation describes, in the SM3-II "
                   "form (μ(r) replaced by max_{j∈r} ν each step); the paper's experiments use beta = 0.")
