@@ -108,7 +108,7 @@ def test_list_optimizers_states_deviations_from_the_papers():
         (["run", "-p", "saddle", "-o", "adam", "--engine", "fast"], "valid engines"),
         (["run", "-p", "saddle", "-o", "adam", "--lr", "abc"], "--lr"),
         (["run", "-p", "saddle", "-o", "adam(lr=1e-3)", "--lr", "1e-2"], "given twice"),
-        (["run", "-p", "saddle", "-o", "sm3-paper", "--engine", "batched"], "batched engine does not support"),
+        (["run", "-p", "saddle", "-o", "alig", "--engine", "batched"], "batched engine does not support"),
         (["run", "-p", "saddle", "-o", "lbfgs(line_search_fn='strong_wolfe')", "--engine", "batched"],
          "without a line search"),  # a setting its rule refuses (Rule.refuses)
         (["run", "-p", "saddle", "-o", "adam(lr=__import__('os'))"], "not a literal"),
