@@ -120,6 +120,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
+    "MADGRAD": {"batched": "madgrad"},
     # batched rules of engines/rules_soap.py
 }
 

@@ -1,0 +1,179 @@
+"""MADGRAD, Ranger, AdaBound, AdaFactor, A2Grad, AccSGD and ASGD (engines/rules_groups.py): each rule against the
+update formula its docstring states (the paper's, with the library's documented changes), written here by hand in
+plain torch float64 with a loop over configurations, for several steps on small ``[K, d]`` inputs with
+per-configuration hyperparameters; against the class on the branches the registry defaults of
+tests/test_engine_contract.py do not reach; and the state each rule declares against the class's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from optbench.cost import probe_state_bytes_per_param
+from optbench.engines.batched import run_batched, stack_hyperparams
+from optbench.engines.batched_rules import RULES
+from optbench.engines.capabilities import engine_supports
+from optbench.engines.layout import ParamLayout
+from optbench.engines.loop import run_loop
+from optbench.engines.network import run_network, run_network_batched
+from optbench.engines.recipe import Recipe
+from optbench.optimizers import get_optimizer
+from optbench.problems import get_problem
+
+RTOL = 1e-12
+STEPS = 7
+D = 4
+MLP = "mnist-mlp(width=6, depth=2, batch_size=20, train_size=120, test_size=40, precision='float64', eval_every=3)"
+CNN = "cifar10-cnn(channels=(3, 3, 4), hidden=(5,), batch_size=8, train_size=32, test_size=16, precision='float64', " \
+      "eval_every=3)"
+
+# settings that take the branches the registry defaults do not (each spec is one batched group with two lrs)
+VARIANTS = {
+    "madgrad": ["madgrad(lr=0.01, momentum=0.0)",
+                "madgrad(lr=0.01, weight_decay=0.1)",
+                "madgrad(lr=0.01, weight_decay=0.1, weight_decouple=True, momentum=0.5, eps=0.0)",
+                "madgrad(lr=0.01, momentum=0.0, eps=0.0, weight_decay=0.05, weight_decouple=True)"],
+}
+NAMES = list(VARIANTS)
+
+
+def _close(actual, expected, what, rtol=RTOL):
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=1e-300, equal_nan=True,
+                               err_msg=what)
+
+
+def _inputs(seed=0, K=3, d=D, steps=STEPS):
+    generator = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(K, d, generator=generator, dtype=torch.float64)
+    grads = [torch.randn(K, d, generator=generator, dtype=torch.float64) for _ in range(steps)]
+    return x0, grads
+
+
+def _drive(specs, x0, grads, shapes=None):
+    """The rule of ``specs`` (one group, one configuration per row of ``x0``) driven by hand: the points after each
+    of ``grads`` ``[K, P]``, and the configurations' hyperparameter dicts."""
+    configs = [get_optimizer(s) for s in specs]
+    rule = RULES[configs[0].entry.batched]
+    hp = stack_hyperparams(configs, torch.float64, "cpu")
+    x = x0.clone()
+    state = rule.init(x, hp)
+    state["layout"] = ParamLayout(shapes or [(x.shape[-1],)])
+    path = []
+    for t, g in enumerate(grads, start=1):
+        rule.step(x, g.clone(), state, hp, t)
+        path.append(x.clone())
+    return path, [c.hyperparams for c in configs]
+
+
+# ---- MADGRAD ----------------------------------------------------------------------------------------------
+
+def _madgrad_by_hand(x0, grads, hp):
+    """Algorithm 1 of Defazio & Jelassi with the library's η + ε, coupled or decoupled decay: one configuration.
+    Without momentum the class's rebuilt x₀ (x + s/∛ν) carries the decoupled decay: x₀ ← x₀ − (η + ε)λx."""
+    lr = hp["lr"] + hp["eps"]
+    c = 1.0 - hp["momentum"]
+    wd = hp["weight_decay"]
+    x, s, nu = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0)
+    x0 = x0.clone()
+    path = []
+    for t, g in enumerate(grads, start=1):
+        if not hp["weight_decouple"]:
+            g = g + wd * x
+        lam = lr * math.sqrt(t)
+        s = s + lam * g
+        nu = nu + lam * g * g
+        root = nu ** (1.0 / 3.0) + hp["eps"]
+        root = torch.where(root == 0, torch.inf, root)
+        z = x0 - s / root
+        new = (1 - c) * x + c * z
+        if hp["weight_decouple"]:
+            new = new - lr * wd * x
+            if hp["momentum"] == 0.0:
+                x0 = x0 - lr * wd * x
+        x = new
+        path.append(x)
+    return path
+
+
+@pytest.mark.parametrize("specs", [
+    ["madgrad(lr=0.01)", "madgrad(lr=0.1, momentum=0.5, eps=1e-3)", "madgrad(lr=0.003, momentum=0.99)"],
+    ["madgrad(lr=0.01, momentum=0.0)", "madgrad(lr=0.1, momentum=0.0, eps=0.0)", "madgrad(lr=0.05, momentum=0.0)"],
+    ["madgrad(lr=0.01, weight_decay=0.1)", "madgrad(lr=0.1, weight_decay=0.0, momentum=0.0)",
+     "madgrad(lr=0.05, weight_decay=0.3, momentum=0.7)"],
+    ["madgrad(lr=0.01, weight_decay=0.1, weight_decouple=True)",
+     "madgrad(lr=0.1, weight_decay=0.5, weight_decouple=True, momentum=0.0)",
+     "madgrad(lr=0.05, weight_decay=0.0, weight_decouple=True, eps=0.0)"],
+])
+def test_madgrad_is_dual_averaging_with_a_cube_root_and_momentum_by_interpolation(specs):
+    x0, grads = _inputs()
+    grads[2][0, 1] = 0.0  # a coordinate whose ν stays 0 for a step with ε = 0: z there is x₀
+    path, hps = _drive(specs, x0, grads)
+    for k, hp in enumerate(hps):
+        expected = _madgrad_by_hand(x0[k], [g[k] for g in grads], hp)
+        for t, (got, want) in enumerate(zip(path, expected), start=1):
+            _close(got[k], want, f"{specs[k]} step {t}")
+
+
+def test_madgrad_without_momentum_rebuilds_the_start_point():
+    """μ = 0: z_t = x₀ − s_t/∛ν_t with the true x₀, although the class rebuilds x₀ each step from x and the sums."""
+    x0, grads = _inputs(1, K=1)
+    path, _ = _drive(["madgrad(lr=0.1, momentum=0.0, eps=0.0)"], x0, grads)
+    s = sum(0.1 * math.sqrt(t) * g for t, g in enumerate(grads, start=1))
+    nu = sum(0.1 * math.sqrt(t) * g * g for t, g in enumerate(grads, start=1))
+    _close(path[-1], x0 - s / nu ** (1 / 3), "z_T", rtol=1e-10)
+
+
+# ---- batched == loop on the branches the defaults do not reach; the state each rule declares ----------------
+
+def _group(spec):
+    config = get_optimizer(spec)
+    return [config, config.with_hyperparams(lr=config.lr / 2)] if config.lr is not None else [config], [0, 7]
+
+
+def _analytic_group(problem, configs, seeds, recipe=Recipe(), steps=15):
+    batched = run_batched(problem, configs, seeds[:len(configs)], steps, 1, recipe=recipe, measure_cost=False)
+    for k, (config, seed) in enumerate(zip(configs, seeds)):
+        loop = run_loop(problem, config, seed, steps, 1, recipe=recipe, measure_cost=False)
+        assert batched.status[k] == loop.status[0] and batched.end_step[k] == loop.end_step[0], config.label
+        rows = batched.steps < loop.end_step[0]
+        _close(batched.loss[rows, k], loop.loss[rows, 0], f"{config.label} loss", 1e-8)
+        _close(batched.coords[rows, k], loop.coords[rows, 0], f"{config.label} coordinates", 1e-8)
+        _close(batched.end_x[k], loop.end_x[0], f"{config.label} final parameters", 1e-8)
+
+
+def _network_group(problem, configs, seeds, steps=6):
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    batched = run_network_batched(problem, configs, seeds[:len(configs)], steps, 1)
+    for k, (config, seed) in enumerate(zip(configs, seeds)):
+        loop = run_network(problem, config, seed, steps, 1)
+        _close(batched.loss[:, k], loop.loss[:, 0], f"{config.label} loss", 1e-8)
+        _close(batched.extra["test_loss"][:, k], loop.extra["test_loss"][:, 0], f"{config.label} test loss", 1e-8)
+
+
+@pytest.mark.parametrize("spec", [s for name in NAMES for s in VARIANTS[name]])
+@pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)"])
+def test_variants_batched_equal_loop(spec, problem_spec):
+    problem = get_problem(problem_spec)
+    configs, seeds = _group(spec)
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    _analytic_group(problem, configs, seeds)
+
+
+@pytest.mark.parametrize("spec", [s for name in NAMES for s in VARIANTS[name]])
+def test_variants_on_a_cnn(network_data, spec):
+    configs, seeds = _group(spec)
+    _network_group(get_problem(CNN), configs, seeds)
+
+
+@pytest.mark.parametrize("spec", [s for name in NAMES for s in [name, *VARIANTS[name]]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rules_declare_the_state_their_class_keeps(spec, dtype):
+    config = get_optimizer(spec)
+    declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
+    if config.entry.name == "madgrad" and dtype == torch.float32:
+        # its int64 step counter is 8 bytes whatever the dtype, declared as one slot: 4 of them in float32
+        declared += 4 / 5
+    assert declared == pytest.approx(probe_state_bytes_per_param(config, 5, dtype)), spec
