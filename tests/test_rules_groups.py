@@ -36,6 +36,10 @@ VARIANTS = {
                 "madgrad(lr=0.01, weight_decay=0.1)",
                 "madgrad(lr=0.01, weight_decay=0.1, weight_decouple=True, momentum=0.5, eps=0.0)",
                 "madgrad(lr=0.01, momentum=0.0, eps=0.0, weight_decay=0.05, weight_decouple=True)"],
+    "ranger": ["ranger(lr=0.01, degenerated_to_sgd=True, k=3, alpha=0.8)",
+               "ranger(lr=0.01, use_gc=False, weight_decay=0.1, weight_decouple=False, n_sma_threshold=4)",
+               "ranger(lr=0.01, gc_conv_only=True, weight_decay=0.05, fixed_decay=True, betas=(0.8, 0.99), eps=1e-3)",
+               "ranger(lr=0.01, weight_decay=0.1, k=1, betas=(0.9, 0.9))"],
 }
 NAMES = list(VARIANTS)
 
@@ -124,6 +128,84 @@ def test_madgrad_without_momentum_rebuilds_the_start_point():
     s = sum(0.1 * math.sqrt(t) * g for t, g in enumerate(grads, start=1))
     nu = sum(0.1 * math.sqrt(t) * g * g for t, g in enumerate(grads, start=1))
     _close(path[-1], x0 - s / nu ** (1 / 3), "z_T", rtol=1e-10)
+
+
+# ---- Ranger -----------------------------------------------------------------------------------------------
+
+SHAPES = [(2, 3), (3,), (2, 1, 2, 2)]  # a weight matrix, a bias, a convolution kernel: 17 columns
+
+
+def _ranger_by_hand(x0, grads, hp, shapes):
+    """RAdam in Lookahead with gradient centralisation, tensor by tensor, with the library's threshold ρ_t ≥ N,
+    its r = ±1 below it and ε on √v: one configuration."""
+    b1, b2, lr, eps, wd = hp["betas"][0], hp["betas"][1], hp["lr"], hp["eps"], hp["weight_decay"]
+    sizes = [math.prod(shape) for shape in shapes]
+    x, m, v, slow = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0), x0.clone()
+    path = []
+    for t, g in enumerate(grads, start=1):
+        parts = []
+        for part, shape in zip(g.split(sizes), shapes):
+            if hp["use_gc"] and len(shape) > (3 if hp["gc_conv_only"] else 1):
+                tensor = part.reshape(shape)
+                part = (tensor - tensor.mean(dim=tuple(range(1, len(shape))), keepdim=True)).reshape(-1)
+            parts.append(part)
+        g = torch.cat(parts)
+        if hp["weight_decouple"]:
+            x = x * (1 - wd * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = g + wd * x
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        rho_inf = 2 / (1 - b2) - 1
+        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho >= hp["n_sma_threshold"]:
+            r = math.sqrt((1 - b2**t) * (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            x = x - lr * r / (1 - b1**t) * m / (v.sqrt() + eps)
+        else:
+            r = 1.0 if hp["degenerated_to_sgd"] else -1.0
+            x = x - lr * r / (1 - b1**t) * m
+        if t % hp["k"] == 0:
+            slow = slow + hp["alpha"] * (x - slow)
+            x = slow.clone()
+        path.append(x)
+    return path
+
+
+@pytest.mark.parametrize("specs", [
+    ["ranger(lr=0.01)", "ranger(lr=0.1, betas=(0.9, 0.99), eps=1e-8, alpha=0.3)", "ranger(lr=0.03, k=2)"],
+    ["ranger(lr=0.01, degenerated_to_sgd=True, k=3)", "ranger(lr=0.1, degenerated_to_sgd=True, n_sma_threshold=4)",
+     "ranger(lr=0.05, degenerated_to_sgd=True, betas=(0.5, 0.6))"],
+    ["ranger(lr=0.01, use_gc=False, weight_decay=0.1, weight_decouple=False)",
+     "ranger(lr=0.1, use_gc=False, weight_decay=0.0, weight_decouple=False, k=4)",
+     "ranger(lr=0.05, use_gc=False, weight_decay=0.3, weight_decouple=False, alpha=1.0)"],
+    ["ranger(lr=0.01, gc_conv_only=True, weight_decay=0.1, fixed_decay=True)",
+     "ranger(lr=0.1, gc_conv_only=True, weight_decay=0.2, fixed_decay=True)",
+     "ranger(lr=0.05, gc_conv_only=True, k=1, fixed_decay=True)"],
+    ["ranger(lr=0.01, weight_decay=0.1)", "ranger(lr=0.1, weight_decay=0.2, n_sma_threshold=6)",
+     "ranger(lr=0.05, weight_decay=0.0)"],
+])
+def test_ranger_is_rectified_adam_in_lookahead_with_centralised_matrices(specs):
+    x0, grads = _inputs(2, d=17, steps=13)
+    path, hps = _drive(specs, x0, grads, SHAPES)
+    for k, hp in enumerate(hps):
+        expected = _ranger_by_hand(x0[k], [g[k] for g in grads], hp, SHAPES)
+        for t, (got, want) in enumerate(zip(path, expected), start=1):
+            _close(got[k], want, f"{specs[k]} step {t}")
+
+
+def test_ranger_defaults_climb_the_averaged_gradient_until_rectified():
+    """The library's r = −1 below the threshold: with ∇ = x the first five steps (β₂ = 0.999) move away from 0."""
+    problem = get_problem("valley(kappa=1)")
+    trace = run_batched(problem, [get_optimizer("ranger(lr=0.1)")], [0], 6, 1, measure_cost=False)
+    loss = trace.loss[:, 0]
+    assert all(loss[t + 1] > loss[t] for t in range(5)) and loss[6] < loss[5], loss
+
+
+def test_ranger_refuses_thresholds_below_four():
+    """Below ρ_t = 4 the rectification term is negative: the class's math.sqrt raises once 2 < ρ_t < 4 passes the
+    threshold, so the rule refuses such thresholds (the loop engine runs them, and reports the class's error)."""
+    assert RULES["ranger"].refuses(get_optimizer("ranger(n_sma_threshold=3)").hyperparams)
+    assert RULES["ranger"].refuses(get_optimizer("ranger(n_sma_threshold=4)").hyperparams) is None
 
 
 # ---- batched == loop on the branches the defaults do not reach; the state each rule declares ----------------

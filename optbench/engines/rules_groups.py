@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import _rule
+from optbench.engines.batched_rules import LAYERS, _rule
 
 
 def _zeros(x):
@@ -86,3 +86,88 @@ class _MADGRAD:
         x.copy_(torch.where(momentum == 0.0, z, x.lerp(z, 1.0 - momentum)))
         if old is not None:
             x.copy_(torch.where(wd > 0.0, torch.addcmul(x, -lr * wd, old), x))
+
+
+# ---- Ranger ---------------------------------------------------------------------------------------------
+
+def _decay(x, g, hp, lr):
+    """pytorch_optimizer's ``apply_weight_decay_foreach``: decoupled x ← x(1 − λ(1 if fixed_decay else lr)), or
+    coupled g ← g + λx (``grad.add_(p, alpha=λ)``); returns the gradient."""
+    wd = hp["weight_decay"]
+    if hp["weight_decouple"]:
+        x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else lr))
+        return g
+    return torch.addcmul(g, wd, x)
+
+
+def _centralized(g, layout, threshold: int):
+    """``centralize_gradient`` of every parameter tensor with more than ``threshold`` dimensions: each slice along
+    the first dimension (an output unit's weights or a filter) less its mean; other tensors as they are."""
+    if all(len(shape) <= threshold for shape in layout.shapes):
+        return g
+    parts = []
+    for part, shape in _tensors(g, layout):
+        if len(shape) > threshold:
+            view = part.reshape(part.shape[0], *shape)
+            view = view - view.mean(dim=tuple(range(2, len(shape) + 1)), keepdim=True)
+            part = view.reshape(part.shape)
+        parts.append(part)
+    return torch.cat(parts, dim=-1)
+
+
+@_rule("ranger", needs=[LAYERS])
+class _Ranger:
+    """Ranger (pytorch_optimizer.Ranger): RAdam (Liu et al. 2020, "On the Variance of the Adaptive Learning Rate
+    and Beyond", Algorithm 2) inside Lookahead (Zhang et al. 2019, arXiv:1907.08610) with gradient centralisation
+    (Yong et al. 2020, arXiv:2004.01461). With ``use_gc``, a parameter tensor with more than one dimension (more
+    than three with ``gc_conv_only``) has each slice along its first dimension centred, g ← g − mean(g) over the
+    other dimensions; a vector (biases, every analytic problem) is left as it is. Decay (decoupled
+    x ← x(1 − λη), η unscaled with ``fixed_decay``, by default; or coupled g ← g + λx); m ← β₁m + (1 − β₁)g,
+    v ← β₂v + (1 − β₂)g²; ρ∞ = 2/(1 − β₂) − 1, ρ_t = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ); when ρ_t ≥ N (``n_sma_threshold``),
+    x ← x − η r_t/(1 − β₁ᵗ) · m/(√v + ε) with r_t = √((1 − β₂ᵗ)(ρ_t − 4)(ρ_t − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρ_t));
+    else x ← x − η r/(1 − β₁ᵗ) · m with r = 1 if ``degenerated_to_sgd`` else −1. Every k steps (t mod k = 0)
+    Lookahead: s ← s + α(x − s), x ← s (s starts at x₀). Deviations from the papers: RAdam rectifies from
+    ρ_t > 4 and otherwise takes the momentum step x ← x − η m̂; the library's threshold is ρ_t ≥ 5 and, at the
+    default ``degenerated_to_sgd=False``, its r = −1 moves the other way, x ← x + η m̂ (up the averaged gradient)
+    for the first steps (five at β₂ = 0.999), where the original Ranger takes the momentum step; ε is added to
+    √v before the √(1 − β₂ᵗ) factor of r_t (an effective ε/√(1 − β₂ᵗ) on the bias-corrected √v̂)."""
+
+    slots = staticmethod(lambda hp: 3)  # exp_avg, exp_avg_sq, slow_buffer
+
+    @staticmethod
+    def refuses(hp):
+        if hp["n_sma_threshold"] < 4:
+            return ("n_sma_threshold below 4: the class's rectification takes math.sqrt of a negative number "
+                    "(a math domain error) at the steps with max(2, threshold) < ρ_t < 4")
+        return None
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "slow": x.clone()}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        if hp["use_gc"]:
+            g = _centralized(g, state["layout"], 3 if hp["gc_conv_only"] else 1)
+        g = _decay(x, g, hp, lr)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        bias_correction1 = 1.0 - beta1 ** t
+        n_sma_max = 2.0 / (1.0 - beta2) - 1.0
+        beta2_t = beta2 ** t
+        n_sma = n_sma_max - 2 * t * beta2_t / (1.0 - beta2_t)
+        rectified = n_sma >= hp["n_sma_threshold"]
+        rt = ((1.0 - beta2_t) * (n_sma - 4) / (n_sma_max - 4) * (n_sma - 2) / n_sma * n_sma_max
+              / (n_sma_max - 2)).clamp_min(0.0).sqrt()
+        rt = torch.where(rectified, rt, 1.0 if hp["degenerated_to_sgd"] else -1.0)
+        step_size = lr * rt / bias_correction1
+        adaptive = x + -step_size * m / (v.sqrt() + hp["eps"])
+        x.copy_(torch.where(rectified, adaptive, torch.addcmul(x, -step_size, m)))
+        lookahead = (t % hp["k"]) == 0
+        if bool(lookahead.any()):
+            slow = state["slow"]
+            slow.copy_(torch.where(lookahead, slow.lerp(x, hp["alpha"]), slow))
+            x.copy_(torch.where(lookahead, slow, x))

@@ -121,6 +121,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
     "MADGRAD": {"batched": "madgrad"},
+    "Ranger": {"batched": "ranger"},
     # batched rules of engines/rules_soap.py
 }
 
