@@ -40,6 +40,9 @@ VARIANTS = {
                "ranger(lr=0.01, use_gc=False, weight_decay=0.1, weight_decouple=False, n_sma_threshold=4)",
                "ranger(lr=0.01, gc_conv_only=True, weight_decay=0.05, fixed_decay=True, betas=(0.8, 0.99), eps=1e-3)",
                "ranger(lr=0.01, weight_decay=0.1, k=1, betas=(0.9, 0.9))"],
+    "adabound": ["adabound(lr=0.01, ams_bound=True, final_lr=0.5, gamma=0.1)",
+                 "adabound(lr=0.01, weight_decay=0.1, weight_decouple=False, betas=(0.5, 0.9))",
+                 "adabound(lr=0.01, weight_decay=0.05, fixed_decay=True, eps=1e-3)"],
 }
 NAMES = list(VARIANTS)
 
@@ -206,6 +209,71 @@ def test_ranger_refuses_thresholds_below_four():
     threshold, so the rule refuses such thresholds (the loop engine runs them, and reports the class's error)."""
     assert RULES["ranger"].refuses(get_optimizer("ranger(n_sma_threshold=3)").hyperparams)
     assert RULES["ranger"].refuses(get_optimizer("ranger(n_sma_threshold=4)").hyperparams) is None
+
+
+# ---- AdaBound ---------------------------------------------------------------------------------------------
+
+def _adabound_by_hand(x0, grads, hp, lrs=None):
+    """The clipped bias-corrected Adam rate of the library (and the authors' code), per coordinate: one
+    configuration; ``lrs`` the lr of each step (a schedule), the bounds following η/η₀."""
+    b1, b2, eps, wd, gamma = hp["betas"][0], hp["betas"][1], hp["eps"], hp["weight_decay"], hp["gamma"]
+    x, m, v, vmax = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0), torch.zeros_like(x0)
+    path = []
+    for t, g in enumerate(grads, start=1):
+        lr = hp["lr"] if lrs is None else lrs[t - 1]
+        final = hp["final_lr"] * lr / hp["lr"]
+        lower, upper = final * (1 - 1 / (gamma * t + 1)), final * (1 + 1 / (gamma * t))
+        if hp["weight_decouple"]:
+            x = x * (1 - wd * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = g + wd * x
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        vmax = torch.maximum(vmax, v)
+        second = vmax if hp["ams_bound"] else v
+        rate = lr * math.sqrt(1 - b2**t) / (1 - b1**t) / ((second + 1e-15).sqrt() + eps)
+        x = x - rate.clamp(lower, upper) * m
+        path.append(x)
+    return path
+
+
+@pytest.mark.parametrize("specs", [
+    ["adabound(lr=0.01)", "adabound(lr=0.1, final_lr=0.01, gamma=0.1)", "adabound(lr=0.001, betas=(0.5, 0.9))"],
+    ["adabound(lr=0.01, ams_bound=True)", "adabound(lr=0.1, ams_bound=True, gamma=10.0)",
+     "adabound(lr=0.03, ams_bound=True, eps=0.1)"],
+    ["adabound(lr=0.01, weight_decay=0.1, weight_decouple=False)",
+     "adabound(lr=0.1, weight_decay=0.5, weight_decouple=False, final_lr=1.0)",
+     "adabound(lr=0.03, weight_decay=0.0, weight_decouple=False)"],
+    ["adabound(lr=0.01, weight_decay=0.1)", "adabound(lr=0.1, weight_decay=0.5)", "adabound(lr=0.03)"],
+    ["adabound(lr=0.01, weight_decay=0.1, fixed_decay=True)", "adabound(lr=0.1, weight_decay=0.5, fixed_decay=True)",
+     "adabound(lr=0.03, weight_decay=0.2, fixed_decay=True)"],
+])
+def test_adabound_clips_the_adam_rate_between_bounds_that_meet_at_the_final_lr(specs):
+    x0, grads = _inputs(3)
+    path, hps = _drive(specs, x0, grads)
+    for k, hp in enumerate(hps):
+        expected = _adabound_by_hand(x0[k], [g[k] for g in grads], hp)
+        for t, (got, want) in enumerate(zip(path, expected), start=1):
+            _close(got[k], want, f"{specs[k]} step {t}")
+
+
+def test_adabound_is_sgd_at_the_final_lr_once_the_bounds_close():
+    """γ large: from the first step η_l ≈ η_u ≈ η*, so x ← x − η* m (momentum SGD on the averaged gradient)."""
+    x0, grads = _inputs(4, K=1)
+    path, _ = _drive(["adabound(lr=1.0, final_lr=0.05, gamma=1e12)"], x0, grads[:3])
+    m = torch.zeros_like(x0)
+    x = x0
+    for g in grads[:3]:
+        m = 0.9 * m + 0.1 * g
+        x = x - 0.05 * m
+    _close(path[-1], x, "x₃", rtol=1e-10)
+
+
+def test_adabound_bounds_follow_a_schedule():
+    """Under a schedule η* = final_lr·η_t/η₀ (η₀ the class's base_lrs): batched equals loop."""
+    problem = get_problem("rosenbrock")
+    configs, seeds = _group("adabound(lr=0.01, gamma=0.1)")
+    _analytic_group(problem, configs, seeds, Recipe(schedule="cosine"))
 
 
 # ---- batched == loop on the branches the defaults do not reach; the state each rule declares ----------------

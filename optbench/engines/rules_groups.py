@@ -171,3 +171,50 @@ class _Ranger:
             slow = state["slow"]
             slow.copy_(torch.where(lookahead, slow.lerp(x, hp["alpha"]), slow))
             x.copy_(torch.where(lookahead, slow, x))
+
+
+# ---- AdaBound -------------------------------------------------------------------------------------------
+
+AMS_BOUND_EPS = 1e-15  # BaseOptimizer.apply_ams_bound_foreach's exp_avg_sq_eps, under the square root
+
+
+@_rule("adabound")
+class _AdaBound:
+    """AdaBound (pytorch_optimizer.AdaBound; Luo, Xiong, Liu & Sun 2019, "Adaptive Gradient Methods with Dynamic
+    Bound of Learning Rate", Algorithm 2): decay (decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``, by
+    default; or coupled g ← g + λx); m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g² (AMSBound: v̂ the running
+    maximum of v); with the final rate η* = ``final_lr``·η/η₀ (η₀ the lr at construction, so a schedule scales
+    the bounds too) and the bounds η_l = η*(1 − 1/(γt + 1)), η_u = η*(1 + 1/(γt)),
+    x ← x − clip(η√(1 − β₂ᵗ)/(1 − β₁ᵗ) / (√(v + 1e-15) + ε), η_l, η_u) · m. Deviations from the paper: the paper
+    clips α/√v_t and steps by that rate /√t times m_t, with β₁ decaying; the library (as the authors' code) clips
+    the bias-corrected Adam rate and has no 1/√t factor, a constant β₁, ε and 1e-15 in the denominator, and
+    γ for the paper's 1 − β₂ in the bound functions. The decoupled decay is the library's (the authors' is
+    coupled L2)."""
+
+    slots = staticmethod(lambda hp: 2 + int(hp["ams_bound"]))  # exp_avg, exp_avg_sq (, max_exp_avg_sq)
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "vmax": _zeros(x), "base_lr": hp["lr"].clone()}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        base_lr = state["base_lr"]
+        bias_correction1 = 1.0 - beta1 ** t
+        bias_correction2_sq = (1.0 - beta2 ** t).sqrt()
+        final_lr = torch.where(base_lr > 0.0, hp["final_lr"] * lr / base_lr, 0.0)
+        gamma = hp["gamma"]
+        lower, upper = final_lr * (1 - 1 / (gamma * t + 1)), final_lr * (1 + 1 / (gamma * t))
+        step_size = lr * bias_correction2_sq / bias_correction1
+        g = _decay(x, g, hp, lr)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        if hp["ams_bound"]:
+            torch.maximum(state["vmax"], v, out=state["vmax"])
+            v = state["vmax"]
+        denominator = (v + AMS_BOUND_EPS).sqrt() + hp["eps"]
+        rate = torch.minimum(torch.maximum(step_size / denominator, lower), upper)
+        x.sub_(rate * m)

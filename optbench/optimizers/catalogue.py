@@ -122,6 +122,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_groups.py
     "MADGRAD": {"batched": "madgrad"},
     "Ranger": {"batched": "ranger"},
+    "AdaBound": {"batched": "adabound"},
     # batched rules of engines/rules_soap.py
 }
 
