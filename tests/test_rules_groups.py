@@ -43,6 +43,10 @@ VARIANTS = {
     "adabound": ["adabound(lr=0.01, ams_bound=True, final_lr=0.5, gamma=0.1)",
                  "adabound(lr=0.01, weight_decay=0.1, weight_decouple=False, betas=(0.5, 0.9))",
                  "adabound(lr=0.01, weight_decay=0.05, fixed_decay=True, eps=1e-3)"],
+    "adafactor": ["adafactor(lr=0.01, betas=(None, 0.999), weight_decay=0.1, clip_threshold=0.5)",
+                  "adafactor(lr=0.01, relative_step=False, scale_parameter=False, betas=(0.5, 0.9), decay_rate=-0.5)",
+                  "adafactor(lr=0.01, warmup_init=True, weight_decay=0.05)",
+                  "adafactor(lr=0.01, relative_step=False, weight_decay=0.1, clip_threshold=0.1)"],
 }
 NAMES = list(VARIANTS)
 
@@ -274,6 +278,80 @@ def test_adabound_bounds_follow_a_schedule():
     problem = get_problem("rosenbrock")
     configs, seeds = _group("adabound(lr=0.01, gamma=0.1)")
     _analytic_group(problem, configs, seeds, Recipe(schedule="cosine"))
+
+
+# ---- AdaFactor --------------------------------------------------------------------------------------------
+
+def _adafactor_by_hand(x0, grads, hp, shapes):
+    """Algorithms 4 (matrices: row and column sums R, C, V = RC/1ᵀR) and 5 (vectors) of Shazeer & Stern with the
+    library's β₂ cap, first moment over the scaled update and decoupled decay; a kernel's leading dimensions index
+    separate matrices of its last two: one configuration."""
+    beta1, beta2 = hp["betas"]
+    wd, d = hp["weight_decay"], hp["clip_threshold"]
+    sizes = [math.prod(shape) for shape in shapes]
+    x = x0.clone()
+    m = torch.zeros_like(x0)
+    v = [torch.zeros(shape[:-1] + (1,), dtype=x0.dtype) if len(shape) >= 2 else torch.zeros(shape, dtype=x0.dtype)
+         for shape in shapes]
+    c = [torch.zeros(shape[:-2] + (1, shape[-1]), dtype=x0.dtype) if len(shape) >= 2 else None for shape in shapes]
+    path = []
+    for t, g in enumerate(grads, start=1):
+        beta2_t = min(beta2, 1 - t ** hp["decay_rate"])
+        rho = hp["lr"] if not hp["relative_step"] else min(1e-6 * t if hp["warmup_init"] else 1e-2, 1 / math.sqrt(t))
+        new_parts, m_parts = [], []
+        for i, (p, grad, mom, shape) in enumerate(zip(x.split(sizes), g.split(sizes), m.split(sizes), shapes)):
+            rms = p.square().mean().sqrt()
+            alpha = max(1e-3, rms.item()) * rho if hp["scale_parameter"] else rho
+            p = p * (1 - wd * alpha)
+            u = grad * grad + 1e-30
+            if len(shape) >= 2:
+                u = u.reshape(shape)
+                v[i] = beta2_t * v[i] + (1 - beta2_t) * u.sum(dim=-1, keepdim=True)  # R: sums over columns
+                c[i] = beta2_t * c[i] + (1 - beta2_t) * u.sum(dim=-2, keepdim=True)  # C: sums over rows
+                second = (v[i] @ c[i]) / v[i].sum(dim=-2, keepdim=True)
+                update = (grad.reshape(shape) / second.sqrt()).reshape(-1)
+            else:
+                v[i] = beta2_t * v[i] + (1 - beta2_t) * u
+                update = grad / v[i].sqrt()
+            update = update / max(1.0, update.square().mean().sqrt().item() / d) * alpha
+            if beta1 is not None:
+                mom = beta1 * mom + (1 - beta1) * update
+                update = mom
+            m_parts.append(mom)
+            new_parts.append(p - update)
+        x, m = torch.cat(new_parts), torch.cat(m_parts)
+        path.append(x)
+    return path
+
+
+@pytest.mark.parametrize("specs", [
+    ["adafactor", "adafactor(betas=(0.5, 0.99), decay_rate=-0.5)", "adafactor(clip_threshold=0.2)"],
+    ["adafactor(betas=(None, 0.999))", "adafactor(betas=(None, 0.999), clip_threshold=0.3, weight_decay=0.1)",
+     "adafactor(betas=(None, 0.999), decay_rate=-0.6)"],
+    ["adafactor(lr=0.1, relative_step=False, scale_parameter=False)",
+     "adafactor(lr=0.01, relative_step=False, scale_parameter=False, betas=(0.8, 0.3), weight_decay=0.2)",
+     "adafactor(lr=0.3, relative_step=False, scale_parameter=False, clip_threshold=10.0)"],
+    ["adafactor(warmup_init=True)", "adafactor(warmup_init=True, weight_decay=0.5)",
+     "adafactor(warmup_init=True, betas=(0.0, 0.999))"],
+    ["adafactor(lr=0.1, relative_step=False, weight_decay=0.1)", "adafactor(lr=0.02, relative_step=False)",
+     "adafactor(lr=0.5, relative_step=False, betas=(0.9, 0.5))"],
+])
+@pytest.mark.parametrize("shapes", [[(D,)], SHAPES], ids=["vector", "network"])
+def test_adafactor_factors_matrices_and_clips_the_relative_step(specs, shapes):
+    d = sum(math.prod(shape) for shape in shapes)
+    x0, grads = _inputs(5, d=d)
+    path, hps = _drive(specs, x0, grads, shapes)
+    for k, hp in enumerate(hps):
+        expected = _adafactor_by_hand(x0[k], [g[k] for g in grads], hp, shapes)
+        for t, (got, want) in enumerate(zip(path, expected), start=1):
+            _close(got[k], want, f"{specs[k]} step {t}", 1e-11)
+
+
+def test_adafactor_without_beta1_groups_as_one_setting():
+    """betas=(None, β₂) is not a numeric pair: configurations share it (and β₂) as one group setting."""
+    configs = [get_optimizer("adafactor(betas=(None, 0.999))"), get_optimizer("adafactor(betas=(None, 0.999))")]
+    hp = stack_hyperparams(configs, torch.float64, "cpu")
+    assert hp["betas"] == (None, 0.999) and "beta1" not in hp
 
 
 # ---- batched == loop on the branches the defaults do not reach; the state each rule declares ----------------

@@ -218,3 +218,95 @@ class _AdaBound:
         denominator = (v + AMS_BOUND_EPS).sqrt() + hp["eps"]
         rate = torch.minimum(torch.maximum(step_size / denominator, lower), upper)
         x.sub_(rate * m)
+
+
+# ---- AdaFactor ------------------------------------------------------------------------------------------
+
+ADAFACTOR_EPS1 = 1e-30  # AdaFactor's eps1 (its default; the registry entry does not expose it), added to g²
+ADAFACTOR_EPS2 = 1e-3  # eps2, the lower bound of the parameter RMS that scales the step
+
+
+def _rms(values, n: int):
+    """``BaseOptimizer.get_rms`` of one tensor's ``[K, n]`` columns: ‖values‖₂/√n per configuration."""
+    return torch.linalg.vector_norm(values, dim=-1, keepdim=True) / math.sqrt(n)
+
+
+@_rule("adafactor", needs=[LAYERS])
+class _AdaFactor:
+    """AdaFactor (pytorch_optimizer.AdaFactor; Shazeer & Stern 2018, "Adafactor: Adaptive Learning Rates with
+    Sublinear Memory Cost", Algorithms 4 and 5 with update clipping and relative steps), parameter tensor by
+    parameter tensor. With β̂₂ₜ = min(β₂, 1 − t^c) (c = ``decay_rate``), the step size
+    ρ_t = min(1e-2, 1/√t) (``warmup_init``: min(1e-6·t, 1/√t); η with ``relative_step=False``) and
+    α = max(ε₂, RMS(x))·ρ_t (ρ_t alone without ``scale_parameter``; ε₂ = 1e-3, RMS(x) before the decay):
+    decoupled decay x ← x(1 − λα); u = g² + ε₁ (ε₁ = 1e-30); a vector: v ← v + (1 − β̂₂ₜ)(u − v), V = v; a
+    tensor with ndim ≥ 2, factored over its last two dimensions: R ← R + (1 − β̂₂ₜ)(mean of u over the last
+    dimension − R), C ← C + (1 − β̂₂ₜ)(mean of u over the second-to-last − C), V = (R/mean(R))·C (outer product
+    over the last two dimensions, R's mean over its last dimension); U = g/√V; Û = U/max(1, RMS(U)/d)
+    (d = ``clip_threshold``); with β₁: m ← m + (1 − β₁)(αÛ − m), x ← x − m; without (betas=(None, β₂)):
+    x ← x − αÛ. Deviations from the paper: β₂ caps β̂₂ₜ (the paper has 1 − t^c, with no cap; at β₂ = 0.999 it
+    binds from step ≈ 5624 on); the first moment over the scaled update (β₁ = 0.9 by default; the paper's
+    Adafactor has none), ``scale_parameter=False``, ``warmup_init`` and the decay are library additions; tensors
+    with more than two dimensions are factored over their last two (the paper factors matrices only); the
+    moments are means where the paper has sums, which gives the same V. The momentum is kept in the run's dtype
+    (``OptimizerEntry.build`` passes it: the class's default is bfloat16)."""
+
+    # exp_avg (with β₁) and exp_avg_sq: a [d] vector's state (a matrix keeps its row and column factors instead)
+    slots = staticmethod(lambda hp: 1 + int(_AdaFactor._beta1(hp) is not None))
+
+    @staticmethod
+    def _beta1(hp):
+        """β₁ (a ``[K, 1]`` column), or None: betas=(None, β₂) is a shared setting, not a column."""
+        if "betas" in hp:  # not float-like: (None, β₂)
+            return hp["betas"][0]
+        return hp["beta1"]
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "row": {}, "col": {}}
+
+    @classmethod
+    def step(cls, x, g, state, hp, t):
+        layout = state["layout"]
+        beta1 = cls._beta1(hp)
+        beta2 = hp["beta2"] if "betas" not in hp else float(hp["betas"][1])
+        beta2_t = torch.minimum(torch.as_tensor(beta2, dtype=x.dtype), 1.0 - t ** hp["decay_rate"])
+        weight = 1.0 - beta2_t  # the class's bias_correction2, the moments' interpolation weight
+        if hp["relative_step"]:
+            relative: float | torch.Tensor = min(1e-6 * t if hp["warmup_init"] else 1e-2, 1.0 / math.sqrt(t))
+        else:
+            relative = hp["lr"]
+        wd = hp["weight_decay"]
+        columns = zip(_tensors(x, layout), _tensors(g, layout), _tensors(state["m"], layout),
+                      _tensors(state["v"], layout))
+        for index, ((p, shape), (grad, _), (m, _), (v, _)) in enumerate(columns):
+            n = p.shape[-1]
+            if hp["scale_parameter"]:
+                lr = torch.maximum(_rms(p, n), torch.as_tensor(ADAFACTOR_EPS2, dtype=p.dtype)) * relative
+            else:
+                lr = relative
+            p.mul_(1.0 + lr * -wd)  # decoupled (the class's default; the entry does not expose the choice)
+            update = grad.pow(2) + ADAFACTOR_EPS1
+            if len(shape) >= 2:
+                K = p.shape[0]
+                full = update.reshape(K, *shape)
+                row_shape, col_shape = (K, *shape[:-1]), (K, *shape[:-2], shape[-1])
+                if index not in state["row"]:
+                    state["row"][index] = torch.zeros(row_shape, dtype=p.dtype, device=p.device)
+                    state["col"][index] = torch.zeros(col_shape, dtype=p.dtype, device=p.device)
+                row, col = state["row"][index], state["col"][index]
+                w = weight.reshape(K, *([1] * (len(shape) - 1)))
+                row.lerp_(full.mean(dim=-1), w)
+                col.lerp_(full.mean(dim=-2), w)
+                r_factor = (row / row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
+                c_factor = col.unsqueeze(-2).rsqrt()
+                update = (r_factor * c_factor).reshape(K, n)
+            else:
+                v.lerp_(update, weight)
+                update = v.rsqrt()
+            update = update * grad
+            update = update / (_rms(update, n) / hp["clip_threshold"]).clamp_min(1.0)
+            update = update * lr
+            if beta1 is not None:
+                m.lerp_(update, 1.0 - beta1)
+                update = m
+            p.sub_(update)
