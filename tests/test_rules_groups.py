@@ -47,6 +47,7 @@ VARIANTS = {
                   "adafactor(lr=0.01, relative_step=False, scale_parameter=False, betas=(0.5, 0.9), decay_rate=-0.5)",
                   "adafactor(lr=0.01, warmup_init=True, weight_decay=0.05)",
                   "adafactor(lr=0.01, relative_step=False, weight_decay=0.1, clip_threshold=0.1)"],
+    "a2grad": ["a2grad(variant='inc', beta=1.0, lips=5.0)", "a2grad(variant='exp', rho=0.9, lips=2.0)"],
 }
 NAMES = list(VARIANTS)
 
@@ -354,11 +355,63 @@ def test_adafactor_without_beta1_groups_as_one_setting():
     assert hp["betas"] == (None, 0.999) and "beta1" not in hp
 
 
+# ---- A2Grad -----------------------------------------------------------------------------------------------
+
+def _a2grad_by_hand(x0, grads, hp, shapes):
+    """Accelerated SGD in the three sequences: the gradient at x̲_t, z_t = z_{t−1} − c_t g_t with
+    c_t = 1/(γ_t + βh_t) per tensor (h from the squared deviation of g from the plain mean of g₁…g_t),
+    x̄_t = (1 − a_t)x̄_{t−1} + a_t z_t and x̲_{t+1} = (1 − a_{t+1})x̄_t + a_{t+1}z_t, a₁ = 1, a_t = 2/(t + 2):
+    one configuration; returns the x̲_{t+1}."""
+    sizes = [math.prod(shape) for shape in shapes]
+    a = lambda t: 1.0 if t == 1 else 2 / (t + 2)  # noqa: E731
+    z, bar, under = x0.clone(), x0.clone(), x0.clone()
+    v = [0.0] * len(shapes)
+    v_exp = [0.0] * len(shapes)
+    seen, path = [], []
+    for t, g in enumerate(grads, start=1):
+        seen.append(g)
+        mean = sum(seen) / t
+        gamma = 2 * hp["lips"] / (t + 1)
+        c = []
+        for i, part in enumerate((g - mean).split(sizes)):
+            delta = float((part * part).sum())
+            if hp["variant"] == "uni":
+                v[i] += delta
+            elif hp["variant"] == "inc":
+                v[i] = (t / (t + 1)) ** 2 * v[i] + delta
+            else:
+                v_exp[i] = hp["rho"] * v_exp[i] + (1 - hp["rho"]) * delta
+                v[i] = max(v[i], v_exp[i])
+            h = math.sqrt(v[i]) * (1.0 if hp["variant"] == "uni" else math.sqrt(t + 1))
+            c.append(torch.full((sizes[i],), 1 / (gamma + hp["beta"] * h), dtype=g.dtype))
+        z = z - torch.cat(c) * g
+        bar = (1 - a(t)) * bar + a(t) * z
+        under = (1 - a(t + 1)) * bar + a(t + 1) * z
+        path.append(under)
+    return path
+
+
+@pytest.mark.parametrize("variant", ["uni", "inc", "exp"])
+@pytest.mark.parametrize("shapes", [[(D,)], SHAPES], ids=["vector", "network"])
+def test_a2grad_is_accelerated_sgd_with_an_adaptive_step(variant, shapes):
+    specs = [f"a2grad(variant='{variant}')", f"a2grad(variant='{variant}', beta=1.0, lips=3.0, rho=0.9)",
+             f"a2grad(variant='{variant}', beta=0.1, lips=50.0, rho=0.2)"]
+    d = sum(math.prod(shape) for shape in shapes)
+    x0, grads = _inputs(6, d=d)
+    path, hps = _drive(specs, x0, grads, shapes)
+    for k, hp in enumerate(hps):
+        expected = _a2grad_by_hand(x0[k], [g[k] for g in grads], hp, shapes)
+        for t, (got, want) in enumerate(zip(path, expected), start=1):
+            _close(got[k], want, f"{specs[k]} step {t}", 1e-11)
+
+
 # ---- batched == loop on the branches the defaults do not reach; the state each rule declares ----------------
 
 def _group(spec):
     config = get_optimizer(spec)
-    return [config, config.with_hyperparams(lr=config.lr / 2)] if config.lr is not None else [config], [0, 7]
+    if config.lr is None:  # A2Grad: no learning rate; the two runs differ by their seeds
+        return [config, config], [0, 7]
+    return [config, config.with_hyperparams(lr=config.lr / 2)], [0, 7]
 
 
 def _analytic_group(problem, configs, seeds, recipe=Recipe(), steps=15):

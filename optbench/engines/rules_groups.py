@@ -310,3 +310,62 @@ class _AdaFactor:
                 m.lerp_(update, 1.0 - beta1)
                 update = m
             p.sub_(update)
+
+
+# ---- A2Grad ---------------------------------------------------------------------------------------------
+
+@_rule("a2grad", needs=[LAYERS])
+class _A2Grad:
+    """A2Grad (pytorch_optimizer.A2Grad; Deng, Cheng & Lan 2018, "Optimal Adaptive and Accelerated Stochastic
+    Gradient Descent", arXiv:1810.00553), parameter tensor by parameter tensor; ``lr`` is not used. At step t, with
+    γ_t = 2L/(t + 1) (L = ``lips``), α_t = 2/(t + 3) (α₀ = 1): ḡ ← ḡ + (g − ḡ)/t (the running mean of the
+    gradients), δ = ‖g − ḡ‖² over the tensor; ``uni``: v ← v + δ; ``inc``: v ← (t/(t + 1))²v + δ; ``exp``:
+    v̂ ← ρv̂ + (1 − ρ)δ, v ← max(v, v̂); h = √v (·√(t + 1) for ``inc`` and ``exp``), c = 1/(γ_t + βh);
+    z ← z − cg (z starts at x₀); x ← (1 − α_t)x + α_t z − (1 − α_t)α_{t−1} c g. That is the accelerated scheme in
+    three sequences with the parameter at the point where the gradient is taken: x̄_t = (1 − a_t)x̄_{t−1} + a_t z_t,
+    x̲_{t+1} = (1 − a_{t+1})x̄_t + a_{t+1}z_t with a₁ = 1, a_t = 2/(t + 2) (the test checks this form).
+    Deviations from the paper: not checked line by line against its algorithms (the library's scheme is the
+    published A2Grad-uni/inc/exp one above); h is one scalar per parameter tensor (‖δ‖² summed over the tensor),
+    not a per-coordinate diagonal scaling."""
+
+    # avg_grad and x_k; per tensor the class keeps v_k (and v_kk for 'exp') as [1] tensors, counted here per
+    # parameter of one [dim] vector
+    slots = staticmethod(lambda hp: 2)
+    dim_slots = staticmethod(lambda hp, dim: 2 + (1 + int(hp["variant"] == "exp")) / dim)
+
+    @staticmethod
+    def init(x, hp):
+        return {"avg": _zeros(x), "z": x.clone(), "v": None, "v_exp": None, "alpha": 1.0}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        variant, beta = hp["variant"], hp["beta"]
+        gamma = 2.0 * hp["lips"] / (t + 1)
+        alpha_next = 2.0 / (t + 3)
+        if t == 1:
+            state["avg"].copy_(g)  # the class starts its average at the first gradient
+        avg = state["avg"]
+        avg.lerp_(g, 1.0 / t)
+        deltas = (g - avg) * (g - avg)
+        delta_sq = torch.stack([torch.linalg.vector_norm(part, ord=1, dim=-1)
+                                for part in deltas.split(layout.sizes, dim=-1)], dim=-1)  # [K, L]
+        if state["v"] is None:
+            state["v"], state["v_exp"] = torch.zeros_like(delta_sq), torch.zeros_like(delta_sq)
+        v = state["v"]
+        if variant in ("uni", "inc"):
+            if variant == "inc":
+                v.mul_((t / (t + 1)) ** 2)
+            v.add_(delta_sq)
+        else:
+            state["v_exp"].lerp_(delta_sq, 1.0 - hp["rho"])
+            torch.maximum(v, state["v_exp"], out=v)
+        h = v.sqrt()
+        if variant != "uni":
+            h = h * math.sqrt(t + 1)
+        coefficient = layout.spread(-(h * beta + gamma).reciprocal())
+        z = state["z"]
+        z.copy_(torch.addcmul(z, g, coefficient))
+        x.lerp_(z, alpha_next)
+        x.copy_(torch.addcmul(x, g, coefficient * ((1.0 - alpha_next) * state["alpha"])))
+        state["alpha"] = alpha_next

@@ -123,6 +123,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "MADGRAD": {"batched": "madgrad"},
     "Ranger": {"batched": "ranger"},
     "AdaBound": {"batched": "adabound"},
+    "A2Grad": {"batched": "a2grad"},
     # batched rules of engines/rules_soap.py
 }
 
