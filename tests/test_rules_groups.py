@@ -48,6 +48,7 @@ VARIANTS = {
                   "adafactor(lr=0.01, warmup_init=True, weight_decay=0.05)",
                   "adafactor(lr=0.01, relative_step=False, weight_decay=0.1, clip_threshold=0.1)"],
     "a2grad": ["a2grad(variant='inc', beta=1.0, lips=5.0)", "a2grad(variant='exp', rho=0.9, lips=2.0)"],
+    "accsgd": ["accsgd(lr=0.001, weight_decay=0.1, kappa=100.0, xi=5.0, constant=0.5)"],
 }
 NAMES = list(VARIANTS)
 
@@ -403,6 +404,31 @@ def test_a2grad_is_accelerated_sgd_with_an_adaptive_step(variant, shapes):
         expected = _a2grad_by_hand(x0[k], [g[k] for g in grads], hp, shapes)
         for t, (got, want) in enumerate(zip(path, expected), start=1):
             _close(got[k], want, f"{specs[k]} step {t}", 1e-11)
+
+
+# ---- AccSGD -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("specs", [
+    ["accsgd(lr=0.001)", "accsgd(lr=0.01, kappa=100.0, xi=5.0)", "accsgd(lr=0.003, constant=0.3)"],
+    ["accsgd(lr=0.001, weight_decay=0.1)", "accsgd(lr=0.01, weight_decay=0.5, kappa=10.0, xi=2.0, constant=0.9)",
+     "accsgd(lr=0.003, weight_decay=0.0)"],
+])
+def test_accsgd_couples_a_short_and_a_long_step(specs):
+    """Algorithm 1 of Kidambi et al. as their code writes it: α = 1 − c²ξ/κ, β = 1 − α, ζ = c/(c + β),
+    b ← β((1/β − 1)b − (ηκ/c)g + x), x ← ζ(x − ηg) + (1 − ζ)b."""
+    x0, grads = _inputs(7)
+    path, hps = _drive(specs, x0, grads)
+    for k, hp in enumerate(hps):
+        lr, kappa, xi, c, wd = hp["lr"], hp["kappa"], hp["xi"], hp["constant"], hp["weight_decay"]
+        alpha = 1 - c * c * xi / kappa
+        beta = 1 - alpha
+        zeta = c / (c + beta)
+        x, b = x0[k].clone(), x0[k].clone()
+        for t, g in enumerate(grads, start=1):
+            g = g[k] + wd * x
+            b = beta * ((1 / beta - 1) * b - lr * kappa / c * g + x)
+            x = zeta * (x - lr * g) + (1 - zeta) * b
+            _close(path[t - 1][k], x, f"{specs[k]} step {t}", 1e-11)
 
 
 # ---- batched == loop on the branches the defaults do not reach; the state each rule declares ----------------

@@ -369,3 +369,38 @@ class _A2Grad:
         x.lerp_(z, alpha_next)
         x.copy_(torch.addcmul(x, g, coefficient * ((1.0 - alpha_next) * state["alpha"])))
         state["alpha"] = alpha_next
+
+
+# ---- AccSGD ---------------------------------------------------------------------------------------------
+
+@_rule("accsgd")
+class _AccSGD:
+    """AccSGD (pytorch_optimizer.AccSGD; Jain, Kakade, Kidambi, Netrapalli & Sidford 2017, "Accelerating
+    Stochastic Gradient Descent for Least Squares Regression", arXiv:1704.08227, in the form of Kidambi,
+    Netrapalli, Jain & Kakade 2018, arXiv:1803.05591, Algorithm 1): with the short step η, the long step
+    η̄ = ηκ/c (c = ``constant``), β = c²ξ/κ (= 1 − α, α = 1 − c²ξ/κ) and ζ = c/(c + β): coupled decay
+    g ← g + λx; b ← β((1/β − 1)b − η̄g + x) (b starts at x₀); x ← x − ηg, then x ← x + (1 − ζ)(b − x).
+    Deviations from the paper: none known (the authors' code, which the class follows, writes the last step as
+    ζx + (1 − ζ)b: the same update, rounded otherwise); weight decay is the library's addition, off by default."""
+
+    slots = staticmethod(lambda hp: 1)  # momentum_buffer
+
+    @staticmethod
+    def init(x, hp):
+        return {"buf": x.clone()}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, constant = hp["lr"], hp["constant"]
+        large_lr = lr * hp["kappa"] / constant
+        alpha = 1.0 - (hp["xi"] * constant ** 2 / hp["kappa"])
+        beta = 1.0 - alpha
+        zeta = constant / (constant + beta)
+        g = torch.addcmul(g, hp["weight_decay"], x)
+        buf = state["buf"]
+        buf.mul_((1.0 / beta) - 1.0)
+        buf.copy_(torch.addcmul(buf, -large_lr, g))
+        buf.add_(x)
+        buf.mul_(beta)
+        x.copy_(torch.addcmul(x, -lr, g))
+        x.lerp_(buf, 1.0 - zeta)

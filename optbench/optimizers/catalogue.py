@@ -124,6 +124,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "Ranger": {"batched": "ranger"},
     "AdaBound": {"batched": "adabound"},
     "A2Grad": {"batched": "a2grad"},
+    "AccSGD": {"batched": "accsgd"},
     # batched rules of engines/rules_soap.py
 }
 
