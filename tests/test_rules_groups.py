@@ -49,6 +49,8 @@ VARIANTS = {
                   "adafactor(lr=0.01, relative_step=False, weight_decay=0.1, clip_threshold=0.1)"],
     "a2grad": ["a2grad(variant='inc', beta=1.0, lips=5.0)", "a2grad(variant='exp', rho=0.9, lips=2.0)"],
     "accsgd": ["accsgd(lr=0.001, weight_decay=0.1, kappa=100.0, xi=5.0, constant=0.5)"],
+    "asgd": ["asgd(lr=0.01, weight_decay=0.1, weight_decouple=False, amplifier=0.5, dampening=0.5)",
+             "asgd(lr=0.01, weight_decay=0.05, fixed_decay=True, theta=0.5, eps=1e-3)"],
 }
 NAMES = list(VARIANTS)
 
@@ -429,6 +431,72 @@ def test_accsgd_couples_a_short_and_a_long_step(specs):
             b = beta * ((1 / beta - 1) * b - lr * kappa / c * g + x)
             x = zeta * (x - lr * g) + (1 - zeta) * b
             _close(path[t - 1][k], x, f"{specs[k]} step {t}", 1e-11)
+
+
+# ---- ASGD -------------------------------------------------------------------------------------------------
+
+def _asgd_by_hand(points, grads, hp, shapes):
+    """Malitsky & Mishchenko's adaptive step with the library's differences of float32 norms, amplifier, ε and
+    decay, the step sizes in Python floats: one configuration, one step from each of ``points`` (the rule's own
+    x_{t−1}: a float32 norm rounds to one of two neighbours on a last-bit change of x, which the bound amplifies,
+    so a trajectory rounded otherwise parts from the class's within a few steps)."""
+    sizes = [math.prod(shape) for shape in shapes]
+
+    def root(value):  # torch's float32 square root, as the class takes it (not always the correctly rounded one)
+        return torch.tensor(value, dtype=torch.float32).sqrt().item()
+
+    def norms(x, g):
+        squares_x = [np.float32(float(torch.linalg.vector_norm(p)) ** 2) for p in x.split(sizes)]
+        squares_g = [np.float32(float(torch.linalg.vector_norm(p))) ** 2 for p in g.split(sizes)]
+        return (np.float32(root(sum(squares_x, np.float32(0)))), np.float32(root(sum(squares_g, np.float32(0)))))
+
+    lr, theta, wd = hp["lr"], hp["theta"], hp["weight_decay"]
+    prev, path = None, []
+    for x, g in zip(points, grads):
+        current = norms(x, g)
+        prev = prev or current
+        dx, dg = float(current[0] - prev[0]), float(current[1] - prev[1])
+        prev = current
+        new = lr * math.sqrt(1 + hp["amplifier"] * theta)
+        if dx > 0 and dg > 0:
+            new = min(new, dx / (hp["dampening"] * dg)) + hp["eps"]
+        theta, lr = new / lr, new
+        if hp["weight_decouple"]:
+            x = x * (1 - wd * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = g + wd * x
+        path.append(x - lr * g)
+    return path
+
+
+@pytest.mark.parametrize("specs", [
+    ["asgd(lr=0.01)", "asgd(lr=0.1, amplifier=0.5, theta=0.2)", "asgd(lr=0.003, dampening=0.5, eps=1e-3)"],
+    ["asgd(lr=0.01, weight_decay=0.1, weight_decouple=False)",
+     "asgd(lr=0.1, weight_decay=0.5, weight_decouple=False, amplifier=1.0)", "asgd(lr=0.003, weight_decouple=False)"],
+    ["asgd(lr=0.01, weight_decay=0.1)", "asgd(lr=0.1, weight_decay=0.5)", "asgd(lr=0.05, weight_decay=0.0)"],
+    ["asgd(lr=0.01, weight_decay=0.1, fixed_decay=True)", "asgd(lr=0.1, weight_decay=0.02, fixed_decay=True)",
+     "asgd(lr=0.05, fixed_decay=True)"],
+])
+@pytest.mark.parametrize("shapes", [[(D,)], SHAPES], ids=["vector", "network"])
+def test_asgd_adapts_its_step_to_the_growth_of_the_norms(specs, shapes):
+    d = sum(math.prod(shape) for shape in shapes)
+    x0, grads = _inputs(8, d=d, steps=12)
+    # norms that grow and shrink: each step's gradient pulls away from 0 or back
+    grads = [g * (1.0 + 0.3 * t) * (-1) ** (t // 3) for t, g in enumerate(grads)]
+    path, hps = _drive(specs, x0, grads, shapes)
+    for k, hp in enumerate(hps):
+        points = [x0[k]] + [x[k] for x in path[:-1]]
+        expected = _asgd_by_hand(points, [g[k] for g in grads], hp, shapes)
+        for t, (got, want) in enumerate(zip(path, expected), start=1):
+            _close(got[k], want, f"{specs[k]} step {t}", 1e-11)
+
+
+def test_asgd_takes_the_scheduled_lr_in_place_of_its_adapted_one():
+    """Under a schedule the loop engine sets the group's lr before every step (overwriting the adapted one)."""
+    problem = get_problem("rosenbrock(noise=0.1)")
+    for schedule in ("cosine", "constant"):
+        configs, seeds = _group("asgd(lr=0.002, amplifier=0.5)")
+        _analytic_group(problem, configs, seeds, Recipe(schedule=schedule))
 
 
 # ---- batched == loop on the branches the defaults do not reach; the state each rule declares ----------------

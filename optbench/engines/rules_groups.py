@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import LAYERS, _rule
+from optbench.engines.batched_rules import JOINT, LAYERS, _rule
 
 
 def _zeros(x):
@@ -404,3 +404,61 @@ class _AccSGD:
         buf.mul_(beta)
         x.copy_(torch.addcmul(x, -lr, g))
         x.lerp_(buf, 1.0 - zeta)
+
+
+# ---- ASGD -----------------------------------------------------------------------------------------------
+
+def _global_norms(x, g, layout):
+    """ASGD's ``get_norms_by_group`` per configuration, ``[K, 1]`` float32: ‖x‖ from the float32 sum of the
+    tensors' squared norms (squared in the parameters' dtype, then cast), and ‖g‖ from the float32 sum of the
+    tensors' norms cast to float32 and squared there (``get_global_gradient_norm``)."""
+    param_norms, grad_norms = layout.norms(x), layout.norms(g)  # [K, L] in the run's dtype
+    param_norm = param_norms.square().float().sum(-1, keepdim=True).sqrt()
+    grad_norm = grad_norms.float().square().sum(-1, keepdim=True).sqrt()
+    return param_norm, grad_norm
+
+
+@_rule("asgd", needs=[LAYERS, JOINT])
+class _ASGD:
+    """ASGD (pytorch_optimizer.ASGD; Malitsky & Mishchenko 2020, "Adaptive Gradient Descent without Descent",
+    arXiv:1910.09529, Algorithm 1), over the whole model: with the step sizes η_t (η₀ = ``lr``) and their ratio θ
+    (θ₀ = ``theta``), and the differences of norms Δx = ‖x_t‖ − ‖x_{t−1}‖, Δg = ‖g_t‖ − ‖g_{t−1}‖ over every
+    parameter (both 0 at the first step), η_t = √(1 + aθ)·η_{t−1} (a = ``amplifier``), and when Δx > 0 and
+    Δg > 0, η_t = min(η_t, Δx/(δΔg)) + ε (δ = ``dampening``); θ ← η_t/η_{t−1}; decay (decoupled x ← x(1 − λη_t),
+    η_t unscaled with ``fixed_decay``, by default; or coupled g ← g + λx); x ← x − η_t g. Deviations from the
+    paper: the paper's bound is ‖x_t − x_{t−1}‖/(2‖∇f(x_t) − ∇f(x_{t−1})‖), applied at every step; the library
+    takes differences of norms (a bound only while both norms grow, and then without the factor 2 at the
+    default δ = 1), computes the norms in float32, scales θ by a = 0.02 inside the square root (the paper's
+    √(1 + θ)), starts from θ₀ = 1 (the paper's θ₀ = +∞ makes the second step the bound alone) and adds ε to a
+    bounded step. The norms are whole-model (``JOINT``), summed tensor by tensor as the class does. The step
+    sizes follow the class's Python floats (float64). Under a schedule the engine replaces ``hp['lr']`` at every
+    step and the scheduled lr replaces η_{t−1} (the loop engine sets the group's lr before each step, which
+    overwrites the one the class adapted); without one the adapted η_{t−1} is kept."""
+
+    slots = staticmethod(lambda hp: 0)  # the norms and step sizes are parameter-group entries, not state
+
+    @staticmethod
+    def init(x, hp):
+        column = torch.zeros_like(x[:, :1], dtype=torch.float64)
+        return {"lr": hp["lr"].to(torch.float64), "theta": hp["theta"].to(torch.float64) + column,
+                "given_lr": hp["lr"], "prev": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        param_norm, grad_norm = _global_norms(x, g, state["layout"])
+        if state["prev"] is None:
+            state["prev"] = (param_norm, grad_norm)
+        param_diff = (param_norm - state["prev"][0]).double()
+        grad_diff = (grad_norm - state["prev"][1]).double()
+        state["prev"] = (param_norm, grad_norm)
+        # a schedule replaces hp['lr'] every step (as the loop engine's set_lr overwrites the group's lr)
+        lr = state["lr"] if hp["lr"] is state["given_lr"] else hp["lr"].to(torch.float64)
+        f64 = lambda name: hp[name].to(torch.float64)  # noqa: E731  (the class's Python floats)
+        new_lr = lr * (1 + f64("amplifier") * state["theta"]).sqrt()
+        bounded = torch.minimum(new_lr, param_diff / (f64("dampening") * grad_diff)) + f64("eps")
+        new_lr = torch.where((param_diff > 0) & (grad_diff > 0), bounded, new_lr)
+        state["theta"] = new_lr / lr
+        state["lr"] = new_lr
+        step_size = new_lr.to(x.dtype)
+        g = _decay(x, g, hp, step_size)
+        x.copy_(torch.addcmul(x, -step_size, g))

@@ -125,6 +125,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AdaBound": {"batched": "adabound"},
     "A2Grad": {"batched": "a2grad"},
     "AccSGD": {"batched": "accsgd"},
+    "ASGD": {"batched": "asgd"},
     # batched rules of engines/rules_soap.py
 }
 
