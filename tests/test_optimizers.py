@@ -286,10 +286,10 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            # rules_factored.py
            # rules_pertensor.py
            # rules_groups.py
-           # (ranger: no lr makes progress in 25 steps at its defaults, whose first five steps climb the averaged
-           # gradient: engines/rules_groups.py; a2grad takes no lr)
            "madgrad": 1e-2, "ranger": 1e-3, "adabound": 1e-2, "adafactor": 1e-2,
            "a2grad": 1e-2, "accsgd": 3e-3, "asgd": 1e-2,
+           # (ranger: no lr makes progress in 25 steps at its defaults, whose first five steps climb the averaged
+           # gradient: engines/rules_groups.py; a2grad takes no lr)
            # rules_soap.py
            }
 BATCH_PROBLEMS = ["rosenbrock(noise=0.1)", "saddle", "noisy-quadratic(dim=5, batch_size=4)", "beale(start='random')"]
