@@ -537,6 +537,28 @@ def test_variants_batched_equal_loop(spec, problem_spec):
     _analytic_group(problem, configs, seeds)
 
 
+@pytest.mark.parametrize("spec", ["madgrad(lr=0.01)", "madgrad(lr=0.01, momentum=0.0, weight_decay=0.1, "
+                                  "weight_decouple=True)", "ranger(lr=0.001, weight_decay=0.1)",
+                                  "adafactor(lr=0.01, relative_step=False, weight_decay=0.1)", "accsgd(lr=0.003)",
+                                  "asgd(lr=0.01)"])
+def test_rules_follow_a_schedule(spec):
+    """η_t of a cosine schedule inside each formula (MADGRAD's λ_t, AccSGD's long step, the decays)."""
+    configs, seeds = _group(spec)
+    _analytic_group(get_problem("rosenbrock(noise=0.1)"), configs, seeds, Recipe(schedule="cosine"))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_defaults_in_float32_stay_near_the_class(name):
+    """float32 (the gallery's dtype): the rules run and follow the class to float32 accuracy over 15 steps."""
+    problem = get_problem("rosenbrock(noise=0.1)")
+    configs, seeds = _group(name)
+    batched = run_batched(problem, configs, seeds[:len(configs)], 15, 1, dtype=torch.float32, measure_cost=False)
+    for k, (config, seed) in enumerate(zip(configs, seeds)):
+        loop = run_loop(problem, config, seed, 15, 1, dtype=torch.float32, measure_cost=False)
+        rows = batched.steps < min(batched.end_step[k], loop.end_step[0])
+        _close(batched.loss[rows, k], loop.loss[rows, 0], f"{config.label} loss", 1e-3)
+
+
 @pytest.mark.parametrize("spec", [s for name in NAMES for s in VARIANTS[name]])
 def test_variants_on_a_cnn(network_data, spec):
     configs, seeds = _group(spec)

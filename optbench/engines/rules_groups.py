@@ -44,8 +44,8 @@ def _tensors(x, layout):
 
 @_rule("madgrad")
 class _MADGRAD:
-    """MADGRAD (pytorch_optimizer.MADGRAD; Defazio & Jelassi 2021, "Adaptive Gradient Methods with Dual
-    Averaging: MADGRAD", arXiv:2101.11075, Algorithm 1): with c = 1 − μ (μ = ``momentum``) and the dual-averaging
+    """MADGRAD (pytorch_optimizer.MADGRAD; Defazio & Jelassi 2021, "Adaptivity without Compromise: A Momentumized,
+    Adaptive, Dual Averaged Gradient Method for Stochastic Optimization", arXiv:2101.11075, Algorithm 1): with c = 1 − μ (μ = ``momentum``) and the dual-averaging
     weight λ_t = η√t, s ← s + λ_t g, ν ← ν + λ_t g², z = x₀ − s/(∛ν + ε), x ← (1 − c)x + cz (x₀ the starting
     point). Deviations from the paper: the library uses η + ε in place of η (in λ_t and in the decay; the authors'
     code does the same), and with μ = 0 rebuilds x₀ each step as x + s/(∛ν + ε) with the previous s, ν (equal to
@@ -56,6 +56,7 @@ class _MADGRAD:
 
     # grad_sum_sq, s (, x0 with momentum); the class also keeps its step counter k as an int64 [1] tensor in its
     # state, 8 bytes: one float64 slot (in float32 the declaration counts 4 of its 8 bytes)
+    slots = staticmethod(lambda hp: 2 + int(hp["momentum"] > 0))
     dim_slots = staticmethod(lambda hp, dim: 2 + int(hp["momentum"] > 0) + 1 / dim)
 
     @staticmethod
