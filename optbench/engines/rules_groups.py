@@ -45,14 +45,14 @@ def _tensors(x, layout):
 @_rule("madgrad")
 class _MADGRAD:
     """MADGRAD (pytorch_optimizer.MADGRAD; Defazio & Jelassi 2021, "Adaptivity without Compromise: A Momentumized,
-    Adaptive, Dual Averaged Gradient Method for Stochastic Optimization", arXiv:2101.11075, Algorithm 1): with c = 1
-    − μ (μ = ``momentum``) and the dual-averaging weight λ_t = η√t, s ← s + λ_t g, ν ← ν + λ_t g², z = x₀ − s/(∛ν +
-    ε), x ← (1 − c)x + cz (x₀ the starting point). Deviations from the paper: the library uses η + ε in place of η
-    (in λ_t and in the decay; the authors' code does the same), and with μ = 0 rebuilds x₀ each step as x + s/(∛ν +
-    ε) with the previous s, ν (equal to the paper's x₀ in exact arithmetic, and what the authors' code does; with
-    decoupled decay that x₀ carries the decay, x₀ ← x₀ − (η + ε)λx each step). Coupled decay g ← g + λx (the
-    default, ``weight_decouple=False``) is the authors'; decoupled x ← x − (η + ε)λx_prev after the step is the
-    library's. ε = 0 makes a zero ∛ν infinite (the coordinate does not move)."""
+    Adaptive, Dual Averaged Gradient Method for Stochastic Optimization", arXiv:2101.11075, Algorithm 1): with
+    c = 1 − μ (μ = ``momentum``) and the dual-averaging weight λ_t = η√t, s ← s + λ_t g, ν ← ν + λ_t g²,
+    z = x₀ − s/(∛ν + ε), x ← (1 − c)x + cz (x₀ the starting point). Deviations from the paper: the library uses
+    η + ε in place of η (in λ_t and in the decay; the authors' code does the same), and with μ = 0 rebuilds x₀ each
+    step as x + s/(∛ν + ε) with the previous s, ν (equal to the paper's x₀ in exact arithmetic, and what the
+    authors' code does; with decoupled decay that x₀ carries the decay, x₀ ← x₀ − (η + ε)λx each step). Coupled
+    decay g ← g + λx (the default, ``weight_decouple=False``) is the authors'; decoupled x ← x − (η + ε)λx_prev
+    after the step is the library's. ε = 0 makes a zero ∛ν infinite (the coordinate does not move)."""
 
     # grad_sum_sq, s (, x0 with momentum); the class also keeps its step counter k as an int64 [1] tensor in its
     # state, 8 bytes: one float64 slot (in float32 the declaration counts 4 of its 8 bytes)
