@@ -144,7 +144,8 @@ class _Ranger:
 
     @staticmethod
     def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x), "slow": x.clone()}
+        # the Lookahead period on the host: which configurations synchronise at step t costs no device round trip
+        return {"m": _zeros(x), "v": _zeros(x), "slow": x.clone(), "k": hp["k"].detach().cpu()}
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -167,8 +168,9 @@ class _Ranger:
         step_size = lr * rt / bias_correction1
         adaptive = x + -step_size * m / (v.sqrt() + hp["eps"])
         x.copy_(torch.where(rectified, adaptive, torch.addcmul(x, -step_size, m)))
-        lookahead = (t % hp["k"]) == 0
+        lookahead = (t % state["k"]) == 0
         if bool(lookahead.any()):
+            lookahead = lookahead.to(x.device)
             slow = state["slow"]
             slow.copy_(torch.where(lookahead, slow.lerp(x, hp["alpha"]), slow))
             x.copy_(torch.where(lookahead, slow, x))
