@@ -304,6 +304,10 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            # rules_factored.py
            # rules_pertensor.py
            # rules_groups.py
+           "madgrad": 1e-2, "ranger": 1e-3, "adabound": 1e-2, "adafactor": 1e-2,
+           "a2grad": 1e-2, "accsgd": 3e-3, "asgd": 1e-2,
+           # (ranger: no lr makes progress in 25 steps at its defaults, whose first five steps climb the averaged
+           # gradient: engines/rules_groups.py; a2grad takes no lr)
            # rules_soap.py
            "soap": 1e-2,
            "swats": 1e-2,

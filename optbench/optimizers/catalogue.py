@@ -156,6 +156,12 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
+    "MADGRAD": {"batched": "madgrad"},
+    "Ranger": {"batched": "ranger"},
+    "AdaBound": {"batched": "adabound"},
+    "A2Grad": {"batched": "a2grad"},
+    "AccSGD": {"batched": "accsgd"},
+    "ASGD": {"batched": "asgd"},
     # batched rules of engines/rules_soap.py
     "SWATS": {"batched": "swats"},
     "Fromage": {"batched": "fromage"},

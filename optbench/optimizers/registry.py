@@ -396,7 +396,7 @@ _po("adafactor", "AdaFactor",
                "which binds from step (1 − β₂)^(1/decay_rate) ≈ 5624 on (the paper has no cap); lr is ignored "
                "while relative_step=True. With betas=(None, β₂) it follows the paper up to that step. "
                "scale_parameter=False, warmup_init and weight decay are library additions. The paper's "
-               "algorithm is adafactor-paper.")
+               "algorithm is adafactor-paper.", batched="adafactor")
 _po("sm3", "SM3",
     {"lr": _lr(0.1), "momentum": unit_interval("momentum factor", 0.0),
      "beta": unit_interval("exponential averaging of the accumulators (0: sum)", 0.0), "eps": _eps(1e-30)},
