@@ -211,6 +211,14 @@ DEVIATIONS["ScheduleFreeAdamW"] = (
     "√(1 − β₂ᵗ) factor (the authors' code does the same). r, weight_lr_power, decoupling_c, ams_bound and "
     "weight_decay (added to the normalised step at y, as in the paper) are the library's options.")
 
+DEVIATIONS["Ranger"] = (
+    "checked against RAdam + Lookahead + gradient centralisation (tests/test_rules_groups.py): below the "
+    "rectification threshold (ρ_t < n_sma_threshold, the first steps) the library's default "
+    "degenerated_to_sgd=False sets the step size to −η, so those steps move x *up* the averaged gradient "
+    "(x ← x + η·m̂) where RAdam skips them; set degenerated_to_sgd=True for an SGD step there. The threshold test "
+    "is ρ_t ≥ 5 (RAdam: ρ_t > 4), ε is added to √v before the √(1 − β₂ᵗ) factor, and centralisation leaves "
+    "vectors (every analytic problem) untouched.")
+
 REFERENCES = {
     "ADOPT": "Taniguchi et al. 2024, ADOPT (arXiv:2411.02853)",
     "AdEMAMix": "Pagliardini et al. 2024, The AdEMAMix Optimizer (arXiv:2409.03137)",
