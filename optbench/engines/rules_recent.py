@@ -1,1 +1,106 @@
-"""Batched rules (being written): see the module's final docstring."""
+"""Batched rules of recent Adam-style pytorch_optimizer classes: Adan, AdEMAMix, SimplifiedAdEMAMix, Grams,
+GrokFastAdamW, AdamWSN, Ano, APOLLO, BCOS and FOCUS.
+
+Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table): ``x`` and ``g`` are
+``[K, P]``, float hyperparameters ``[K, 1]`` tensors (integer ones too), strings, booleans and ``None`` shared by
+the group. Each rule follows the code path the loop engine's class object takes on a CPU (the ``foreach`` path
+where the class enables it there, Grams's per-parameter loop), operation for operation; the contract of
+``tests/test_engine_contract.py`` checks each against the class to 1e-8 in float64, ``tests/test_rules_recent.py``
+against the update formula of its docstring, written independently in plain torch.
+
+Where the class calls a fused kernel with a Python scalar, the rule calls the same kernel with the scalar as a
+``[K, 1]`` column, which rounds as the class does on a CPU: ``a.add_(b, alpha=s)`` is ``torch.addcmul(a, s, b)``,
+``a.addcmul_(b, c, value=s)`` is ``torch.addcmul(a, s·b, c)``, ``a.addcdiv_(b, c, value=s)`` is ``a + s·b/c`` (in
+that order) and ``a.lerp_(b, s)`` is ``torch.lerp`` with the column.
+
+All these classes are element-wise except Adan's optional global gradient-norm clip (``max_grad_norm``), a
+statistic over every parameter tensor of the model: its rule is ``JOINT`` and ``LAYERS`` (the norm is taken tensor
+by tensor, as the class's). The others run tensor by tensor on networks like any element-wise rule.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from optbench.engines.batched_rules import JOINT, LAYERS, _rule
+
+
+def _zeros(x):
+    return torch.zeros_like(x)
+
+
+def _decay(x, g, hp, lr):
+    """pytorch_optimizer's ``apply_weight_decay`` (and its foreach twin): decoupled x ← x(1 − λ(1 if fixed_decay
+    else lr)), or coupled g ← g + λx (``grad.add_(p, alpha=λ)``); returns the gradient. λ = 0 changes nothing."""
+    wd = hp["weight_decay"]
+    if hp["weight_decouple"]:
+        x.mul_(1.0 - wd * (1.0 if hp.get("fixed_decay", False) else lr))
+        return g
+    return torch.addcmul(g, wd, x)
+
+
+# ---- Adan -----------------------------------------------------------------------------------------------
+
+@_rule("adan", needs=[LAYERS, JOINT])
+class _Adan:
+    """Adan (pytorch_optimizer.Adan; Xie, Zhou, Li, Lin & Yan 2022, "Adan: Adaptive Nesterov Momentum Algorithm
+    for Faster Optimizing Deep Models", Algorithm 1). The paper, with its decay rates β₁, β₂, β₃ (small numbers,
+    0.02, 0.08, 0.01) and Δ_k = g_k − g_{k−1}: m ← (1 − β₁)m + β₁g, v ← (1 − β₂)v + β₂Δ, n ← (1 − β₃)n +
+    β₃[g + (1 − β₂)Δ]², x ← (x − η(m + (1 − β₂)v)/(√n + ε))/(1 + λη).
+
+    The library's ``betas`` are the complements (b₁, b₂, b₃) = (1 − β₁, 1 − β₂, 1 − β₃) = (0.98, 0.92, 0.99):
+    with c the clip factor (1, or min(1, max_grad_norm/(‖G‖ + ε)) with ‖G‖ the norm of all gradients, taken in
+    float32 from the per-tensor norms), g ← c·g, Δ = g − g_prev (0 at the first step: g_prev starts at g),
+    m ← b₁m + (1 − b₁)g, v ← b₂v + (1 − b₂)Δ, u = g + b₂Δ, n ← b₃n + (1 − b₃)u²,
+    D = √n/√(1 − b₃ᵗ) + ε, decoupled decay x ← x(1 − ηλ) (``weight_decouple``), x ← x − η/(1 − b₁ᵗ)·m/D −
+    ηb₂/(1 − b₂ᵗ)·v/D, coupled (the paper's proximal) decay x ← x/(1 + ηλ). Deviations from the paper: bias
+    corrections of m, v and n (the authors' code has them), ε added after the correction of √n, the optional
+    decoupled decay and global-norm clip."""
+
+    slots = staticmethod(lambda hp: 4)  # exp_avg, exp_avg_sq, exp_avg_diff, previous_grad
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "n": _zeros(x), "previous": None}
+
+    @staticmethod
+    def _clip(g, state, hp):
+        """The class's ``get_global_gradient_norm``: min(1, max_grad_norm/(√(Σ_l ‖g_l‖²) + ε)) in float32, ``[K, 1]``
+        (the norms in the gradients' dtype, squared and summed in float32), or None when no configuration clips."""
+        max_norm = hp["max_grad_norm"]
+        if not bool((max_norm != 0).any()):
+            return None
+        layout = state["layout"]
+        parts = g.split(layout.sizes, dim=-1)
+        squares = torch.stack([torch.linalg.vector_norm(part, dim=-1) for part in parts], dim=-1).float().square()
+        total = squares.sum(-1, keepdim=True) if len(parts) > 1 else squares
+        # max_grad_norm / t is t.reciprocal() · max_grad_norm in torch (Tensor.__rtruediv__)
+        clip = torch.clamp(total.sqrt().add(hp["eps"].float()).reciprocal() * max_norm.float(), max=1.0)
+        return torch.where(max_norm != 0, clip.to(g.dtype), torch.ones_like(g[:, :1]))
+
+    @classmethod
+    def step(cls, x, g, state, hp, t):
+        lr, beta1, beta2, beta3, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["beta3"], hp["weight_decay"]
+        clip = cls._clip(g, state, hp)
+        previous = state["previous"]
+        if previous is None:  # previous_grad = −c·g at the state's creation: the first difference is 0
+            previous = -(g * clip) if clip is not None else -g
+        if clip is not None:
+            g = g * clip
+        diff = previous + g
+        m, v, n = state["m"], state["v"], state["n"]
+        m.lerp_(g, 1.0 - beta1)
+        v.lerp_(diff, 1.0 - beta2)
+        corrected = diff * beta2 + g
+        n.mul_(beta3)
+        n.copy_(torch.addcmul(n, (1.0 - beta3) * corrected, corrected))
+        denom = n.sqrt() / (1.0 - beta3 ** t).sqrt() + hp["eps"]
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - lr * wd)
+        step_size = lr / (1.0 - beta1 ** t)
+        diff_step_size = lr * beta2 / (1.0 - beta2 ** t)
+        x.copy_(x + -step_size * m / denom)
+        x.copy_(x + -diff_step_size * v / denom)
+        if not hp["weight_decouple"]:
+            x.div_(1.0 + lr * wd)
+        state["previous"] = -g

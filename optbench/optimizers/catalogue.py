@@ -116,6 +116,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_adamlike.py
     # batched rules of engines/rules_momentum.py
     # batched rules of engines/rules_recent.py
+    "Adan": {"batched": "adan"},
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py

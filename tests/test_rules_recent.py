@@ -1,0 +1,160 @@
+"""The batched rules of engines/rules_recent.py (Adan, AdEMAMix, SimplifiedAdEMAMix, Grams, GrokFastAdamW,
+AdamWSN, Ano, APOLLO, BCOS, FOCUS): each rule against the update formula its docstring states (the paper's, with the
+library's documented deviations), written here by hand in plain torch float64, one configuration at a time, for
+several steps of K configurations with their own hyperparameters; and against the class (batched == loop, 1e-8 in
+float64) on the option branches the registry defaults of tests/test_engine_contract.py do not reach, on analytic
+problems and on an MLP and a CNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_engine_contract import CNN, MLP, _analytic_group, _network_group
+
+from optbench.cost import probe_state_bytes_per_param
+from optbench.engines.batched import stack_hyperparams
+from optbench.engines.batched_rules import RULES
+from optbench.engines.capabilities import engine_supports
+from optbench.engines.layout import ParamLayout
+from optbench.optimizers import get_optimizer
+from optbench.problems import get_problem
+
+# settings that take the branches the registry defaults do not
+VARIANTS = {
+    "adan": ["adan(lr=0.01, weight_decay=0.1)",
+             "adan(lr=0.01, weight_decay=0.05, weight_decouple=True, betas=(0.9, 0.8, 0.95))",
+             "adan(lr=0.01, max_grad_norm=0.5, eps=1e-4)"],
+}
+SPECS = [spec for specs in VARIANTS.values() for spec in specs]
+
+
+def _variant_group(spec):
+    config = get_optimizer(spec)
+    return [config, config.with_hyperparams(lr=config.lr / 2)], [0, 7]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)"])
+def test_variants_equal_the_class_on_analytic_problems(spec, problem_spec):
+    problem = get_problem(problem_spec)
+    configs, seeds = _variant_group(spec)
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    _analytic_group(problem, configs, seeds)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("network", [MLP, CNN], ids=["mlp", "cnn"])
+def test_variants_equal_the_class_on_networks(network_data, spec, network):
+    problem = get_problem(network)
+    configs, seeds = _variant_group(spec)
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    _network_group(problem, configs, seeds)
+
+
+@pytest.mark.parametrize("spec", list(VARIANTS) + SPECS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rules_declare_the_state_their_class_keeps(spec, dtype):
+    config = get_optimizer(spec)
+    declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
+    assert declared == probe_state_bytes_per_param(config, 5, dtype), spec
+
+
+# ---- the papers' formulas, by hand ------------------------------------------------------------------------
+
+X0 = torch.tensor([[1.0, -0.5, 0.4], [0.3, 0.8, -1.1]], dtype=torch.float64)  # K = 2 starting points
+SCALE = torch.tensor([[1.0, 3.0, -2.0], [0.5, -1.0, 4.0]], dtype=torch.float64)
+
+
+def _grad(x):
+    """A quadratic's gradient, one per configuration (row); no coordinate's gradient is 0 on the paths here."""
+    return SCALE * x + 0.5
+
+
+def _rule_path(specs, steps, x0=X0, layout=None):
+    """The rule of ``specs`` (one per row of ``x0``, the same non-float settings) for ``steps`` steps of
+    :func:`_grad`: the points after each step, ``[steps, K, d]``."""
+    configs = [get_optimizer(spec) for spec in specs]
+    rule = RULES[configs[0].entry.batched]
+    hp = stack_hyperparams(configs, torch.float64, "cpu")
+    x = x0.clone()
+    state = rule.init(x, hp)
+    state["layout"] = layout or ParamLayout.vector(x.shape[-1])
+    path = []
+    for t in range(1, steps + 1):
+        rule.step(x, _grad(x), state, hp, t)
+        path.append(x.clone())
+    return torch.stack(path)
+
+
+def _reference_path(step_fn, configs, steps, x0=X0):
+    """``step_fn(x, g, state, hp, t)`` (one configuration, ``[d]`` tensors and Python floats) from each row of
+    ``x0``: ``[steps, K, d]``."""
+    rows = []
+    for k, hp in enumerate(configs):
+        x, state, path = x0[k].clone(), {}, []
+        for t in range(1, steps + 1):
+            x = step_fn(x, SCALE[k] * x + 0.5, state, hp, t)
+            path.append(x.clone())
+        rows.append(torch.stack(path))
+    return torch.stack(rows, dim=1)
+
+
+def _close(actual, expected, rtol=1e-12):
+    np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=rtol, atol=1e-14)
+
+
+def test_adan_follows_its_paper():
+    """Xie et al. 2022, Algorithm 1 in its decay rates β (the library's betas are 1 − β), with the bias corrections
+    of the authors' code: Δ = g − g_prev (0 first), m ← (1 − β₁)m + β₁g, v ← (1 − β₂)v + β₂Δ,
+    n ← (1 − β₃)n + β₃(g + (1 − β₂)Δ)², x ← (x − η(m̂ + (1 − β₂)v̂)/(√n̂ + ε))/(1 + λη)."""
+    specs = ["adan(lr=0.05, weight_decay=0.1, betas=(0.98, 0.92, 0.99))",
+             "adan(lr=0.02, weight_decay=0.3, betas=(0.9, 0.8, 0.95), eps=1e-3)"]
+    configs = [dict(lr=0.05, wd=0.1, b=(0.02, 0.08, 0.01), eps=1e-8),
+               dict(lr=0.02, wd=0.3, b=(0.1, 0.2, 0.05), eps=1e-3)]
+
+    def step(x, g, s, hp, t):
+        (b1, b2, b3), lr = hp["b"], hp["lr"]
+        diff = g - s.get("prev", g)
+        s["m"] = (1 - b1) * s.get("m", 0 * g) + b1 * g
+        s["v"] = (1 - b2) * s.get("v", 0 * g) + b2 * diff
+        s["n"] = (1 - b3) * s.get("n", 0 * g) + b3 * (g + (1 - b2) * diff) ** 2
+        s["prev"] = g
+        m_hat, v_hat = s["m"] / (1 - (1 - b1) ** t), s["v"] / (1 - (1 - b2) ** t)
+        n_hat = s["n"] / (1 - (1 - b3) ** t)
+        return (x - lr * (m_hat + (1 - b2) * v_hat) / (n_hat.sqrt() + hp["eps"])) / (1 + lr * hp["wd"])
+
+    _close(_rule_path(specs, 4), _reference_path(step, configs, 4))
+
+
+def test_adan_decoupled_decay_and_global_clip():
+    """Deviations: decoupled decay x ← x(1 − ηλ) before the step (not the proximal division), and the global
+    norm clip g ← g·min(1, max_grad_norm/(‖g‖ + ε)) before everything (‖g‖ over all tensors, in float32)."""
+    specs = ["adan(lr=0.05, weight_decay=0.1, weight_decouple=True, max_grad_norm=0.5)",
+             "adan(lr=0.02, weight_decay=0.3, weight_decouple=True, max_grad_norm=0.0)"]
+    configs = [dict(lr=0.05, wd=0.1, clip=0.5), dict(lr=0.02, wd=0.3, clip=0.0)]
+    b1, b2, b3, eps = 0.02, 0.08, 0.01, 1e-8
+
+    def step(x, g, s, hp, t):
+        lr = hp["lr"]
+        if hp["clip"]:
+            g = g * min(1.0, hp["clip"] / (float(torch.linalg.vector_norm(g)) + eps))
+        diff = g - s.get("prev", g)
+        s["m"] = (1 - b1) * s.get("m", 0 * g) + b1 * g
+        s["v"] = (1 - b2) * s.get("v", 0 * g) + b2 * diff
+        s["n"] = (1 - b3) * s.get("n", 0 * g) + b3 * (g + (1 - b2) * diff) ** 2
+        s["prev"] = g
+        m_hat, v_hat = s["m"] / (1 - (1 - b1) ** t), s["v"] / (1 - (1 - b2) ** t)
+        n_hat = s["n"] / (1 - (1 - b3) ** t)
+        return x * (1 - lr * hp["wd"]) - lr * (m_hat + (1 - b2) * v_hat) / (n_hat.sqrt() + eps)
+
+    _close(_rule_path(specs, 4), _reference_path(step, configs, 4), rtol=1e-6)  # the clip factor is float32
+
+
+def test_adan_clips_by_the_norm_over_every_parameter_tensor():
+    """JOINT: on two parameter tensors the clip uses the norm of both, as on one vector of all their coordinates."""
+    spec = ["adan(lr=0.05, max_grad_norm=0.5)"] * 2
+    joint = _rule_path(spec, 3, layout=ParamLayout([(2,), (1, 1)]))
+    whole = _rule_path(spec, 3)
+    _close(joint, whole, rtol=1e-7)  # the same norm, its squares summed in float32 per tensor or once
+    assert not torch.equal(whole, _rule_path(["adan(lr=0.05)"] * 2, 3))  # and it clips here
