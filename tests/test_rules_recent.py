@@ -7,6 +7,8 @@ problems and on an MLP and a CNN."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,14 @@ VARIANTS = {
     "adan": ["adan(lr=0.01, weight_decay=0.1)",
              "adan(lr=0.01, weight_decay=0.05, weight_decouple=True, betas=(0.9, 0.8, 0.95))",
              "adan(lr=0.01, max_grad_norm=0.5, eps=1e-4)"],
+    "ademamix": ["ademamix(lr=0.01, weight_decay=0.1)",
+                 "ademamix(lr=0.01, weight_decay=0.05, weight_decouple=True, t_alpha_beta3=5)",
+                 "ademamix(lr=0.01, weight_decay=0.01, weight_decouple=True, fixed_decay=True, alpha=2.0, "
+                 "betas=(0.8, 0.9, 0.99))"],
+    "simplifiedademamix": ["simplifiedademamix(lr=0.001, alpha=2.0, weight_decay=0.1)",
+                           "simplifiedademamix(lr=0.001, beta1_warmup=6, min_beta1=0.5, weight_decay=0.1, "
+                           "weight_decouple=False)",
+                           "simplifiedademamix(lr=0.001, weight_decay=0.01, fixed_decay=True, betas=(0.9, 0.8))"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -158,3 +168,94 @@ def test_adan_clips_by_the_norm_over_every_parameter_tensor():
     whole = _rule_path(spec, 3)
     _close(joint, whole, rtol=1e-7)  # the same norm, its squares summed in float32 per tensor or once
     assert not torch.equal(whole, _rule_path(["adan(lr=0.05)"] * 2, 3))  # and it clips here
+
+
+def _adam_moments(s, g, beta1, beta2):
+    s["m"] = beta1 * s.get("m", 0 * g) + (1 - beta1) * g
+    s["v"] = beta2 * s.get("v", 0 * g) + (1 - beta2) * g * g
+
+
+def test_ademamix_follows_its_paper():
+    """Pagliardini et al. 2024, Algorithm 1 without warm-up: x ← x − η((m₁/(1 − β₁ᵗ) + αm₂)/(√v̂ + ε) + λx) in
+    the paper (decoupled, the first configuration); the library's default adds λx to g instead (the second)."""
+    specs = ["ademamix(lr=0.05, alpha=5.0, weight_decay=0.1, weight_decouple=True, betas=(0.9, 0.999, 0.9999))",
+             "ademamix(lr=0.02, alpha=2.0, weight_decay=0.2, weight_decouple=True, betas=(0.8, 0.99, 0.95), "
+             "eps=1e-3)"]
+    configs = [dict(lr=0.05, alpha=5.0, wd=0.1, b=(0.9, 0.999, 0.9999), eps=1e-8),
+               dict(lr=0.02, alpha=2.0, wd=0.2, b=(0.8, 0.99, 0.95), eps=1e-3)]
+
+    def step(x, g, s, hp, t, coupled=False):
+        (b1, b2, b3), lr, wd = hp["b"], hp["lr"], hp["wd"]
+        if coupled:
+            g = g + wd * x
+        _adam_moments(s, g, b1, b2)
+        s["slow"] = b3 * s.get("slow", 0 * g) + (1 - b3) * g
+        update = (s["m"] / (1 - b1 ** t) + hp["alpha"] * s["slow"]) / ((s["v"] / (1 - b2 ** t)).sqrt() + hp["eps"])
+        return x - lr * update - (0.0 if coupled else lr * wd * x)
+
+    _close(_rule_path(specs, 4), _reference_path(step, configs, 4))
+    coupled = [spec.replace("weight_decouple=True", "weight_decouple=False") for spec in specs]
+    _close(_rule_path(coupled, 4), _reference_path(lambda *a: step(*a, coupled=True), configs, 4))
+
+
+def test_ademamix_warms_up_alpha_and_beta3():
+    """With T = t_alpha_beta3: α(t) = min(tα/T, α), β₃(t) = min(exp(ln β₁ ln β₃/((1 − t/T) ln β₃ + (t/T) ln β₁)),
+    β₃), each configuration its own T; past T both stay at their final values."""
+    specs = ["ademamix(lr=0.05, alpha=5.0, t_alpha_beta3=3)", "ademamix(lr=0.02, alpha=2.0, t_alpha_beta3=6, "
+                                                             "betas=(0.8, 0.99, 0.95))"]
+    configs = [dict(lr=0.05, alpha=5.0, T=3, b=(0.9, 0.999, 0.9999)),
+               dict(lr=0.02, alpha=2.0, T=6, b=(0.8, 0.99, 0.95))]
+
+    def step(x, g, s, hp, t):
+        (b1, b2, b3), T = hp["b"], hp["T"]
+        alpha = min(t * hp["alpha"] / T, hp["alpha"])
+        beta3 = min(math.exp(math.log(b1) * math.log(b3) / ((1 - t / T) * math.log(b3) + t / T * math.log(b1))), b3)
+        _adam_moments(s, g, b1, b2)
+        s["slow"] = beta3 * s.get("slow", 0 * g) + (1 - beta3) * g
+        update = (s["m"] / (1 - b1 ** t) + alpha * s["slow"]) / ((s["v"] / (1 - b2 ** t)).sqrt() + 1e-8)
+        return x - hp["lr"] * update
+
+    _close(_rule_path(specs, 7), _reference_path(step, configs, 7))
+
+
+def _float32(value):
+    return float(np.float32(value))
+
+
+def test_simplified_ademamix_follows_its_formula():
+    """The library's Simplified AdEMAMix: m ← β₁m + (1 − β₁)g (the paper accumulates m ← β₁m + g), s = 1 − β₂ᵗ,
+    x ← x(1 − λη) − η(m + αg)/(√v + √s·ε)/√s, with √s rounded to float32 (and the ε term float32(√s·ε))."""
+    specs = ["simplifiedademamix(lr=0.01, alpha=2.0, weight_decay=0.1, betas=(0.99, 0.95))",
+             "simplifiedademamix(lr=0.02, alpha=0.5, weight_decay=0.3, betas=(0.9, 0.8), eps=1e-3)"]
+    configs = [dict(lr=0.01, alpha=2.0, wd=0.1, b=(0.99, 0.95), eps=1e-8),
+               dict(lr=0.02, alpha=0.5, wd=0.3, b=(0.9, 0.8), eps=1e-3)]
+
+    def step(x, g, s, hp, t):
+        (b1, b2), lr = hp["b"], hp["lr"]
+        x = x * (1 - lr * hp["wd"])
+        _adam_moments(s, g, b1, b2)
+        root = _float32(math.sqrt(1 - b2 ** t))
+        return x - lr * (s["m"] + hp["alpha"] * g) / (s["v"].sqrt() + _float32(root * _float32(hp["eps"]))) / root
+
+    _close(_rule_path(specs, 4), _reference_path(step, configs, 4))
+
+
+def test_simplified_ademamix_warms_up_beta1_by_half_life():
+    """beta1_warmup = W: for t < W, β₁(t) = 0.5^(1/(h + 1)) with h = (1 − t/W)f(β_min) + (t/W)f(β₁),
+    f(β) = ln 0.5/ln(β + 1e-8) − 1 (the half-life in steps, linear from β_min's to β₁'s); β₁ from step W on."""
+    specs = ["simplifiedademamix(lr=0.01, beta1_warmup=3, min_beta1=0.5, betas=(0.99, 0.95))",
+             "simplifiedademamix(lr=0.02, beta1_warmup=5, min_beta1=0.6, betas=(0.9, 0.8))"]
+    configs = [dict(lr=0.01, W=3, low=0.5, b=(0.99, 0.95)), dict(lr=0.02, W=5, low=0.6, b=(0.9, 0.8))]
+
+    def half_life(beta):
+        return math.log(0.5) / math.log(beta + 1e-8) - 1
+
+    def step(x, g, s, hp, t):
+        (b1, b2), W = hp["b"], hp["W"]
+        if t < W:
+            b1 = 0.5 ** (1 / ((1 - t / W) * half_life(hp["low"]) + t / W * half_life(b1) + 1))
+        _adam_moments(s, g, b1, b2)
+        root = _float32(math.sqrt(1 - b2 ** t))
+        return x - hp["lr"] * s["m"] / (s["v"].sqrt() + _float32(root * _float32(1e-8))) / root
+
+    _close(_rule_path(specs, 6), _reference_path(step, configs, 6))

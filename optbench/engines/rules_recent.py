@@ -104,3 +104,87 @@ class _Adan:
         if not hp["weight_decouple"]:
             x.div_(1.0 + lr * wd)
         state["previous"] = -g
+
+
+# ---- AdEMAMix ---------------------------------------------------------------------------------------------
+
+@_rule("ademamix")
+class _AdEMAMix:
+    """AdEMAMix (pytorch_optimizer.AdEMAMix; Pagliardini, Ablin & Grangier 2024, "The AdEMAMix Optimizer: Better,
+    Faster, Older", Algorithm 1): decay first (coupled g ← g + λx by default, decoupled x ← x(1 − λη), η unscaled
+    with ``fixed_decay``); m₁ ← β₁m₁ + (1 − β₁)g, v ← β₂v + (1 − β₂)g², m₂ ← β₃(t)m₂ + (1 − β₃(t))g;
+    x ← x − η(m₁/(1 − β₁ᵗ) + α(t)m₂)/(√v/√(1 − β₂ᵗ) + ε). With T = ``t_alpha_beta3`` the warm-ups
+    α(t) = min(tα/T, α) and β₃(t) = min(exp(ln β₁ ln β₃/((1 − t/T) ln β₃ + (t/T) ln β₁)), β₃); without T, α and β₃.
+    Deviations from the paper: the paper's decay is decoupled (λx added to the step); the library's default adds
+    λx to the gradient. The warm-ups are computed here in float64 tensors where the class uses Python floats (the
+    same operations; ``log``/``exp`` may round differently in the last bit)."""
+
+    slots = staticmethod(lambda hp: 3)  # exp_avg, exp_avg_sq, exp_avg_slow
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "slow": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2, beta3, alpha = hp["lr"], hp["beta1"], hp["beta2"], hp["beta3"], hp["alpha"]
+        horizon = hp["t_alpha_beta3"]
+        if horizon is not None:
+            alpha = torch.minimum(t * alpha / horizon, alpha)
+            log1, log3 = beta1.log(), beta3.log()
+            ratio = torch.full_like(horizon, t) / horizon  # t / T as the class's Python division
+            beta3 = torch.minimum((log1 * log3 / ((1.0 - ratio) * log3 + ratio * log1)).exp(), beta3)
+        g = _decay(x, g, hp, lr)
+        m, v, slow = state["m"], state["v"], state["slow"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        slow.lerp_(g, 1.0 - beta3)
+        denom = v.sqrt() / (1.0 - beta2 ** t).sqrt() + hp["eps"]
+        update = torch.addcmul(m / (1.0 - beta1 ** t), alpha, slow)
+        x.copy_(x + -lr * update / denom)
+
+
+# ---- SimplifiedAdEMAMix -----------------------------------------------------------------------------------
+
+def _half_life(beta):
+    return torch.log(torch.full_like(beta, 0.5)) / torch.log(beta + 1e-8) - 1.0
+
+
+@_rule("simplifiedademamix")
+class _SimplifiedAdEMAMix:
+    """SimplifiedAdEMAMix (pytorch_optimizer.SimplifiedAdEMAMix; Morwani, Vyas, Kakade, Janson & Kakade 2025,
+    "Connections between Schedule-Free Optimizers, AdEMAMix, and Accelerated SGD Variants", Algorithm 2):
+    decay first (decoupled x ← x(1 − λη) by default, η unscaled with ``fixed_decay``, or coupled g ← g + λx);
+    m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², s ← β₂s + (1 − β₂) (s₀ = 0, so s = 1 − β₂ᵗ);
+    x ← x − η(m + αg)/(√v + √s·ε)/√s. With W = ``beta1_warmup`` (for t < W) β₁ follows the half-life warm-up
+    β₁(t) = 0.5^(1/(h + 1)), h = (1 − t/W)f(β_min) + (t/W)f(β₁), f(β) = ln 0.5/ln(β + 1e-8) − 1 (β_min = ``min_beta1``).
+    The paper's momentum is the accumulation m ← β₁m + g (it keeps the sum Σβ₁ⁱ, ``num_sum``, for that);
+    deviations: the library keeps the EMA m ← β₁m + (1 − β₁)g and never uses its ``num_sum``; and it rounds √s to
+    float32 (a float32 tensor of the parameters' √s), so the ε term is float32(float32(√s)·ε) and the division is by
+    float32(√s)."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (num_sum and den_sum are Python floats)
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "den_sum": torch.zeros_like(x[:, :1], dtype=torch.float64)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2, warmup = hp["lr"], hp["beta1"], hp["beta2"], hp["beta1_warmup"]
+        if warmup is not None:
+            a = torch.full_like(warmup, t) / warmup
+            warmed = torch.pow(0.5, 1.0 / ((1.0 - a) * _half_life(hp["min_beta1"]) + a * _half_life(beta1) + 1))
+            beta1 = torch.where(t < warmup, warmed, beta1)
+        g = _decay(x, g, hp, lr)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        beta2_64 = beta2.double()
+        state["den_sum"] = den_sum = beta2_64 * state["den_sum"] + (1.0 - beta2_64)
+        root = den_sum.sqrt().float()  # torch.tensor(den_sums, dtype=torch.float32)
+        eps_term = (root * hp["eps"].float()).to(x.dtype)
+        update = torch.addcmul(m, hp["alpha"], g) / (v.sqrt() + eps_term) / root.to(x.dtype)
+        x.copy_(torch.addcmul(x, -lr, update))

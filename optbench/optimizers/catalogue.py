@@ -117,6 +117,8 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_momentum.py
     # batched rules of engines/rules_recent.py
     "Adan": {"batched": "adan"},
+    "AdEMAMix": {"batched": "ademamix"},
+    "SimplifiedAdEMAMix": {"batched": "simplifiedademamix"},
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
