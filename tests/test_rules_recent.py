@@ -35,6 +35,22 @@ VARIANTS = {
                            "simplifiedademamix(lr=0.001, beta1_warmup=6, min_beta1=0.5, weight_decay=0.1, "
                            "weight_decouple=False)",
                            "simplifiedademamix(lr=0.001, weight_decay=0.01, fixed_decay=True, betas=(0.9, 0.8))"],
+    "grams": ["grams(lr=0.01, weight_decay=0.1)",
+              "grams(lr=0.01, weight_decay=0.1, weight_decouple=False, betas=(0.8, 0.9))"],
+    "grokfastadamw": ["grokfastadamw(lr=0.01, weight_decay=0.1, grokfast_after_step=3)",
+                      "grokfastadamw(lr=0.01, normalize_lr=False, weight_decay=0.05, weight_decouple=False, "
+                      "grokfast_alpha=0.5, grokfast_lamb=0.5)",
+                      "grokfastadamw(lr=0.01, grokfast=False, weight_decay=0.01, fixed_decay=True)",
+                      "grokfastadamw(lr=0.01, grokfast_lamb=0.0, eps=0.1)"],
+    "adamwsn": ["adamwsn(lr=0.01, weight_decay=0.1)",
+                "adamwsn(lr=0.01, weight_decay=0.1, fixed_decay=True, betas=(0.8, 0.9))",
+                "adamwsn(lr=0.01, weight_decay=0.1, weight_decouple=False, subset_size=2)"],
+    "ano": ["ano(lr=0.01, weight_decay=0.1)",
+            "ano(lr=0.01, logarithmic_schedule=True, weight_decay=0.05, weight_decouple=False)",
+            "ano(lr=0.01, weight_decay=0.01, fixed_decay=True, betas=(0.5, 0.9))"],
+    "apollo": ["apollo(lr=0.01, weight_decay=0.1)",
+               "apollo(lr=0.01, correct_bias=False, weight_decay=0.1, weight_decouple=False)",
+               "apollo(lr=0.01, weight_decay=0.01, fixed_decay=True, scale_type='channel')"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -259,3 +275,107 @@ def test_simplified_ademamix_warms_up_beta1_by_half_life():
         return x - hp["lr"] * s["m"] / (s["v"].sqrt() + _float32(root * _float32(1e-8))) / root
 
     _close(_rule_path(specs, 6), _reference_path(step, configs, 6))
+
+
+def test_grams_takes_the_adam_magnitude_and_the_gradient_sign():
+    """Cao et al. 2024, Algorithm 1: u = m̂/(√v̂ + ε), x ← x − η(|u|·sign(g) + λx), with the class's bias
+    corrections (ε after the correction of √v); the decay is decoupled, before the step."""
+    specs = ["grams(lr=0.05, weight_decay=0.1, betas=(0.9, 0.999))",
+             "grams(lr=0.02, weight_decay=0.3, betas=(0.8, 0.9), eps=1e-3)"]
+    configs = [dict(lr=0.05, wd=0.1, b=(0.9, 0.999), eps=1e-6), dict(lr=0.02, wd=0.3, b=(0.8, 0.9), eps=1e-3)]
+
+    def step(x, g, s, hp, t, decay=True):
+        (b1, b2), lr = hp["b"], hp["lr"]
+        _adam_moments(s, g, b1, b2)
+        u = (s["m"] / (1 - b1 ** t)) / ((s["v"] / (1 - b2 ** t)).sqrt() + hp["eps"])
+        return x * (1 - lr * hp["wd"] * decay) - lr * u.abs() * g.sign()
+
+    _close(_rule_path(specs, 4), _reference_path(step, configs, 4))
+    # weight_decouple=False: the class adds λx to a gradient it has already used — no decay at all
+    coupled = [spec.replace("weight_decay", "weight_decouple=False, weight_decay") for spec in specs]
+    _close(_rule_path(coupled, 4), _reference_path(lambda *a: step(*a, decay=False), configs, 4))
+
+
+def test_grokfast_amplifies_the_slow_gradient():
+    """Lee et al. 2024, Grokfast-EMA on AdamW: μ ← αμ + (1 − α)g (μ₀ = g₁), ĝ = g + λ_gμ once t > after_step;
+    Adam on ĝ with ε as a floor, x ← x(1 − λη) − η m̂/max(√v̂, ε), η = lr/(1 + λ_g) (normalize_lr)."""
+    specs = ["grokfastadamw(lr=0.05, grokfast_alpha=0.9, grokfast_lamb=2.0, grokfast_after_step=0, weight_decay=0.1)",
+             "grokfastadamw(lr=0.02, grokfast_alpha=0.5, grokfast_lamb=0.5, grokfast_after_step=2, weight_decay=0.3, "
+             "betas=(0.8, 0.9), eps=0.3)"]
+    configs = [dict(lr=0.05, alpha=0.9, lamb=2.0, after=0, wd=0.1, b=(0.9, 0.99), eps=1e-8),
+               dict(lr=0.02, alpha=0.5, lamb=0.5, after=2, wd=0.3, b=(0.8, 0.9), eps=0.3)]
+
+    def step(x, g, s, hp, t, normalize=True):
+        (b1, b2), lamb = hp["b"], hp["lamb"]
+        lr = hp["lr"] / (1 + lamb) if normalize else hp["lr"]
+        s.setdefault("mu", g)
+        if t > hp["after"]:
+            s["mu"] = hp["alpha"] * s["mu"] + (1 - hp["alpha"]) * g
+            g = g + lamb * s["mu"]
+        _adam_moments(s, g, b1, b2)
+        denom = torch.clamp((s["v"] / (1 - b2 ** t)).sqrt(), min=hp["eps"])
+        return x * (1 - lr * hp["wd"]) - lr * (s["m"] / (1 - b1 ** t)) / denom
+
+    _close(_rule_path(specs, 5), _reference_path(step, configs, 5))
+    plain = [spec.replace("(lr", "(normalize_lr=False, lr") for spec in specs]
+    _close(_rule_path(plain, 5), _reference_path(lambda *a: step(*a, normalize=False), configs, 5))
+
+
+def test_adamwsn_without_subsets_is_adamw_with_the_eps_before_the_correction():
+    """AdamWSN as the registry builds it (no ``sn``): x ← x − η√(1 − β₂ᵗ)/(1 − β₁ᵗ)·m/(√v + ε), then x ← x(1 − λη)."""
+    specs = ["adamwsn(lr=0.05, weight_decay=0.1, betas=(0.9, 0.999))",
+             "adamwsn(lr=0.02, weight_decay=0.3, betas=(0.8, 0.9), eps=1e-3)"]
+    configs = [dict(lr=0.05, wd=0.1, b=(0.9, 0.999), eps=1e-8), dict(lr=0.02, wd=0.3, b=(0.8, 0.9), eps=1e-3)]
+
+    def step(x, g, s, hp, t, decay=True):
+        (b1, b2), lr = hp["b"], hp["lr"]
+        _adam_moments(s, g, b1, b2)
+        x = x - lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) * s["m"] / (s["v"].sqrt() + hp["eps"])
+        return x * (1 - lr * hp["wd"] * decay)
+
+    _close(_rule_path(specs, 4), _reference_path(step, configs, 4))
+    coupled = [spec.replace("weight_decay", "weight_decouple=False, weight_decay") for spec in specs]
+    _close(_rule_path(coupled, 4), _reference_path(lambda *a: step(*a, decay=False), configs, 4))
+
+
+def test_ano_steps_with_the_gradient_magnitude_and_the_momentum_sign():
+    """Ano: m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)sign(g² − v)g², x ← x(1 − λη) − η|g|sign(m)/(√v̂ + ε);
+    Anolog replaces β₁ by 1 − 1/ln(max(2, t))."""
+    specs = ["ano(lr=0.05, weight_decay=0.1, betas=(0.92, 0.99))",
+             "ano(lr=0.02, weight_decay=0.3, betas=(0.5, 0.9), eps=1e-3)"]
+    configs = [dict(lr=0.05, wd=0.1, b=(0.92, 0.99), eps=1e-8), dict(lr=0.02, wd=0.3, b=(0.5, 0.9), eps=1e-3)]
+
+    def step(x, g, s, hp, t, log_schedule=False):
+        (b1, b2), lr = hp["b"], hp["lr"]
+        if log_schedule:
+            b1 = 1 - 1 / math.log(max(2, t))
+        x = x * (1 - lr * hp["wd"])
+        s["m"] = b1 * s.get("m", 0 * g) + (1 - b1) * g
+        v = s.get("v", 0 * g)
+        s["v"] = b2 * v + (1 - b2) * torch.sign(g * g - v) * g * g
+        return x - lr * g.abs() * s["m"].sign() / ((s["v"] / (1 - b2 ** t)).sqrt() + hp["eps"])
+
+    _close(_rule_path(specs, 5), _reference_path(step, configs, 5))
+    log = [spec.replace("(lr", "(logarithmic_schedule=True, lr") for spec in specs]
+    _close(_rule_path(log, 5), _reference_path(lambda *a: step(*a, log_schedule=True), configs, 5))
+
+
+def test_apollo_without_a_rank_is_adamw_with_a_bias_corrected_step():
+    """APOLLO with no projection: s = η√(1 − β₂ᵗ)/(1 − β₁ᵗ) (η without correct_bias), x ← x − s·m/(√v + ε), then
+    the decoupled decay x ← x(1 − λs); coupled (weight_decouple=False): g ← g + λx first."""
+    specs = ["apollo(lr=0.05, weight_decay=0.1, betas=(0.9, 0.999))",
+             "apollo(lr=0.02, weight_decay=0.3, betas=(0.8, 0.9), eps=1e-3)"]
+    configs = [dict(lr=0.05, wd=0.1, b=(0.9, 0.999), eps=1e-6), dict(lr=0.02, wd=0.3, b=(0.8, 0.9), eps=1e-3)]
+
+    def step(x, g, s, hp, t, coupled=False, correct=True):
+        (b1, b2), lr, wd = hp["b"], hp["lr"], hp["wd"]
+        size = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) if correct else lr
+        if coupled:
+            g = g + wd * x
+        _adam_moments(s, g, b1, b2)
+        x = x - size * s["m"] / (s["v"].sqrt() + hp["eps"])
+        return x if coupled else x * (1 - wd * size)
+
+    _close(_rule_path(specs, 4), _reference_path(step, configs, 4))
+    coupled = [spec.replace("(lr", "(weight_decouple=False, correct_bias=False, lr") for spec in specs]
+    _close(_rule_path(coupled, 4), _reference_path(lambda *a: step(*a, coupled=True, correct=False), configs, 4))

@@ -20,6 +20,8 @@ by tensor, as the class's). The others run tensor by tensor on networks like any
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from optbench.engines.batched_rules import JOINT, LAYERS, _rule
@@ -188,3 +190,172 @@ class _SimplifiedAdEMAMix:
         eps_term = (root * hp["eps"].float()).to(x.dtype)
         update = torch.addcmul(m, hp["alpha"], g) / (v.sqrt() + eps_term) / root.to(x.dtype)
         x.copy_(torch.addcmul(x, -lr, update))
+
+
+# ---- Grams ------------------------------------------------------------------------------------------------
+
+@_rule("grams")
+class _Grams:
+    """Grams (pytorch_optimizer.Grams; Cao, Liang, Liu & Song 2024, "Grams: Gradient Descent with Adaptive Momentum
+    Scaling", Algorithm 1), the class's per-parameter path (its ``foreach`` defaults to False): Adam's moments
+    m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², u = m/(1 − β₁ᵗ)/(√v/√(1 − β₂ᵗ) + ε); the update takes u's
+    magnitude and the current gradient's sign, û = |u|·sign(g); decoupled decay x ← x(1 − λη); x ← x − ηû.
+    Deviations from the paper: with ``weight_decouple=False`` the class adds λx to the gradient after the update is
+    computed, so the decay has no effect at all (reproduced: no decay)."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        denom = v.sqrt() / (1.0 - beta2 ** t).sqrt() + hp["eps"]
+        update = (m / (1.0 - beta1 ** t) / denom).abs() * g.sign()
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - hp["weight_decay"] * lr)
+        x.copy_(torch.addcmul(x, -lr, update))
+
+
+# ---- GrokFastAdamW ----------------------------------------------------------------------------------------
+
+@_rule("grokfastadamw")
+class _GrokFastAdamW:
+    """GrokFastAdamW (pytorch_optimizer.GrokFastAdamW; Lee, Kang, Lee & Kim 2024, "Grokfast: Accelerated Grokking by
+    Amplifying Slow Gradients", Algorithm 2, Grokfast-EMA, on AdamW): decay first (decoupled x ← x(1 − λη) by
+    default, η unscaled with ``fixed_decay``, or coupled g ← g + λx); once t > ``grokfast_after_step`` (and with
+    λ_g = ``grokfast_lamb`` > 0) the slow-gradient filter μ ← αμ + (1 − α)g and the amplified gradient ĝ = g + λ_gμ
+    (α = ``grokfast_alpha``; μ starts at the first step's raw gradient); then Adam on ĝ:
+    m ← β₁m + (1 − β₁)ĝ, v ← β₂v + (1 − β₂)ĝ², x ← x − η/(1 − β₁ᵗ) · m/max(√v/√(1 − β₂ᵗ), ε).
+    With ``normalize_lr`` (default) η is the given lr divided by 1 + λ_g (set once, at construction).
+    Deviations from the paper: that lr normalisation, and ε as a floor of the denominator instead of added to it.
+    The rule divides each step's lr by 1 + λ_g; under an lr schedule the loop engine overwrites the class's
+    normalised group lr with the raw scheduled lr (engines.recipe.set_scheduled_lr), so the two differ there."""
+
+    slots = staticmethod(lambda hp: 2 + int(bool(hp["grokfast"]) and hp["grokfast_lamb"] > 0))  # (+ grok_exp_avg)
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x), "grok": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        beta1, beta2, lamb = hp["beta1"], hp["beta2"], hp["grokfast_lamb"]
+        lr = hp["lr"] / (1.0 + lamb) if hp["grokfast"] and hp["normalize_lr"] else hp["lr"]
+        if hp["grokfast"] and state["grok"] is None:
+            state["grok"] = g.clone()  # the raw gradient of the first step, before any decay
+        g = _decay(x, g, hp, lr)
+        if hp["grokfast"]:
+            grok = state["grok"]
+            on = (lamb > 0.0) & (t > hp["grokfast_after_step"])
+            grok.copy_(torch.where(on, torch.lerp(grok, g, 1.0 - hp["grokfast_alpha"]), grok))
+            g = torch.where(on, torch.addcmul(g, lamb, grok), g)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        denom = (v.sqrt() / (1.0 - beta2 ** t).sqrt()).clamp_min(hp["eps"])
+        x.copy_(x + -lr / (1.0 - beta1 ** t) * m / denom)
+
+
+# ---- AdamWSN ----------------------------------------------------------------------------------------------
+
+@_rule("adamwsn")
+class _AdamWSN:
+    """AdamWSN (pytorch_optimizer.AdamWSN; Nguyen, Nguyen, Le & Nguyen 2024, "Subset-Norm and Subspace-Momentum:
+    Faster Memory-Efficient Adaptive Optimization with Convergence Guarantees"), as the registry builds it: without
+    the class's ``sn`` group option (not a constructor argument), so the second moment is per coordinate, not per
+    subset, and ``subset_size`` is unused. m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g² (a lerp),
+    x ← x − η√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√v + ε), then decoupled decay x ← x(1 − λη) (η unscaled with
+    ``fixed_decay``). Deviations from the paper: the subset norm (the paper's point) is off; ε is added before the
+    bias correction (ε√(1 − β₂ᵗ) after it); with ``weight_decouple=False`` the class adds λx to the gradient after
+    the update, so the decay has no effect (reproduced: no decay)."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.lerp_(g * g, 1.0 - beta2)
+        step_size = lr * (1.0 - beta2 ** t).sqrt() / (1.0 - beta1 ** t)
+        x.copy_(x + -step_size * m / (v.sqrt() + hp["eps"]))
+        if hp["weight_decouple"]:
+            _decay(x, g, hp, lr)
+
+
+# ---- Ano --------------------------------------------------------------------------------------------------
+
+@_rule("ano")
+class _Ano:
+    """Ano (pytorch_optimizer.Ano; Kegreisz 2025, "Ano: Faster is Better in Noisy Landscape", Algorithm 1): decay
+    first (decoupled x ← x(1 − λη) by default, η unscaled with ``fixed_decay``, or coupled g ← g + λx);
+    m ← β₁m + (1 − β₁)g; the Yogi-style second moment v ← β₂v + (1 − β₂)·sign(g² − v)·g²;
+    x ← x − η|g|·sign(m)/(√(v/(1 − β₂ᵗ)) + ε): the direction from the momentum, the magnitude from the current
+    gradient. With ``logarithmic_schedule`` β₁ = 1 − 1/ln(max(2, t)) (Anolog, replacing the configured β₁)."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        if hp["logarithmic_schedule"]:
+            beta1 = torch.full_like(beta1, 1.0 - 1.0 / math.log(max(2, t)))
+        g = _decay(x, g, hp, lr)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        square = g * g
+        sign = (square - v).sign()
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * sign, square))
+        denom = (v / (1.0 - beta2 ** t)).sqrt() + hp["eps"]
+        x.copy_(x + -lr * (g.abs() * m.sign()) / denom)
+
+
+# ---- APOLLO -----------------------------------------------------------------------------------------------
+
+@_rule("apollo")
+class _APOLLO:
+    """APOLLO (pytorch_optimizer.APOLLO; Zhu et al. 2024, "APOLLO: SGD-like Memory, AdamW-level Performance"), as the
+    registry builds it: without the class's ``rank`` group option (not a constructor argument) no tensor is
+    projected, and the class updates every tensor with its unprojected AdamW path (``update_unprojected_foreach``;
+    ``scale_type`` unused). With s = η√(1 − β₂ᵗ)/(1 − β₁ᵗ) (s = η without ``correct_bias``): coupled decay
+    g ← g + λx (``weight_decouple=False``); m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², x ← x − s·m/(√v + ε);
+    decoupled decay x ← x(1 − λs) (x(1 − λ) with ``fixed_decay``). Deviations from the paper: the paper's method,
+    Adam moments of a random low-rank projection of each matrix's gradient and a channel- or tensor-wise
+    rescaling of the raw gradient by their ratio, is off; the decay is scaled by the bias-corrected step s."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        step_size = lr * ((1.0 - beta2 ** t).sqrt() / (1.0 - beta1 ** t)) if hp["correct_bias"] else lr
+        if not hp["weight_decouple"]:
+            g = _decay(x, g, hp, step_size)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        x.copy_(torch.addcmul(x, -step_size, m / (v.sqrt() + hp["eps"])))
+        if hp["weight_decouple"]:
+            _decay(x, g, hp, step_size)

@@ -119,6 +119,11 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "Adan": {"batched": "adan"},
     "AdEMAMix": {"batched": "ademamix"},
     "SimplifiedAdEMAMix": {"batched": "simplifiedademamix"},
+    "Grams": {"batched": "grams"},
+    "GrokFastAdamW": {"batched": "grokfastadamw"},
+    "AdamWSN": {"batched": "adamwsn"},
+    "Ano": {"batched": "ano"},
+    "APOLLO": {"batched": "apollo"},
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
