@@ -51,6 +51,13 @@ VARIANTS = {
     "apollo": ["apollo(lr=0.01, weight_decay=0.1)",
                "apollo(lr=0.01, correct_bias=False, weight_decay=0.1, weight_decouple=False)",
                "apollo(lr=0.01, weight_decay=0.01, fixed_decay=True, scale_type='channel')"],
+    "bcos": ["bcos(lr=0.01, mode='g')",
+             "bcos(lr=0.01, mode='m', beta2=0.99, weight_decouple=False)",
+             "bcos(lr=0.01, simple_cond=True)",
+             "bcos(lr=0.01, simple_cond=True, beta2=0.95, weight_decay=0.0)",
+             "bcos(lr=0.01, mode='g', beta2=0.9, beta=0.5)"],
+    "focus": ["focus(lr=0.01, weight_decay=0.1)",
+              "focus(lr=0.01, gamma=0.5, betas=(0.5, 0.9), weight_decay=0.01)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -379,3 +386,55 @@ def test_apollo_without_a_rank_is_adamw_with_a_bias_corrected_step():
     _close(_rule_path(specs, 4), _reference_path(step, configs, 4))
     coupled = [spec.replace("(lr", "(weight_decouple=False, correct_bias=False, lr") for spec in specs]
     _close(_rule_path(coupled, 4), _reference_path(lambda *a: step(*a, coupled=True, correct=False), configs, 4))
+
+
+@pytest.mark.parametrize("mode, simple, beta2", [("c", False, None), ("c", True, None), ("c", True, 0.95),
+                                                 ("m", False, None), ("m", False, 0.99), ("g", False, None),
+                                                 ("g", False, 0.9)])
+def test_bcos_follows_its_formula(mode, simple, beta2):
+    """BCOS: x ← x(1 − λη) − η d/(√v + ε); d = g (mode g) or m ← βm + (1 − β)g (m, c; m₀ = g₁); v ← β_v v +
+    (1 − β_v)d² (g, m; v₀ = g₁², β_v = β or beta2) or, mode c, v = (3β² − 2β³)m² + (1 − β)²g² + 2β(1 − β)²mg
+    (simple_cond: β_v m² + (1 − β_v)g², β_v = 1 − (1 − β)² or beta2)."""
+    extra = f", mode={mode!r}, simple_cond={simple}" + ("" if beta2 is None else f", beta2={beta2}")
+    specs = [f"bcos(lr=0.05, beta=0.9, weight_decay=0.1{extra})", f"bcos(lr=0.02, beta=0.6, weight_decay=0.3, "
+                                                                  f"eps=1e-3{extra})"]
+    configs = [dict(lr=0.05, beta=0.9, wd=0.1, eps=1e-6), dict(lr=0.02, beta=0.6, wd=0.3, eps=1e-3)]
+
+    def step(x, g, s, hp, t):
+        beta, lr = hp["beta"], hp["lr"]
+        s.setdefault("m", g)
+        s.setdefault("v", g * g)
+        x = x * (1 - lr * hp["wd"])
+        if mode == "g":
+            d = g
+        else:
+            d = s["m"] = beta * s["m"] + (1 - beta) * g
+        if mode in ("g", "m"):
+            beta_v = beta if beta2 is None else beta2
+            v = s["v"] = beta_v * s["v"] + (1 - beta_v) * d * d
+        elif simple:
+            beta_v = 1 - (1 - beta) ** 2 if beta2 is None else beta2
+            v = beta_v * d * d + (1 - beta_v) * g * g
+        else:
+            v = (3 * beta ** 2 - 2 * beta ** 3) * d * d + (1 - beta) ** 2 * g * g + 2 * beta * (1 - beta) ** 2 * d * g
+        return x - lr * d / (v.sqrt() + hp["eps"])
+
+    _close(_rule_path(specs, 4), _reference_path(step, configs, 4), rtol=1e-11)
+
+
+def test_focus_follows_its_paper():
+    """Liu et al. 2025: m ← β₁m + (1 − β₁)g, p̄ ← β₂p̄ + (1 − β₂)x, p̂ = p̄/(1 − β₂ᵗ), x ← x − ηλp̂ (λ > 0),
+    x ← x − η(sign(m) + γ sign(x − p̂)); the second configuration has no decay."""
+    specs = ["focus(lr=0.05, gamma=0.1, weight_decay=0.1, betas=(0.9, 0.999))",
+             "focus(lr=0.02, gamma=0.5, weight_decay=0.0, betas=(0.5, 0.9))"]
+    configs = [dict(lr=0.05, gamma=0.1, wd=0.1, b=(0.9, 0.999)), dict(lr=0.02, gamma=0.5, wd=0.0, b=(0.5, 0.9))]
+
+    def step(x, g, s, hp, t):
+        (b1, b2), lr = hp["b"], hp["lr"]
+        s["m"] = b1 * s.get("m", 0 * g) + (1 - b1) * g
+        s["pbar"] = b2 * s.get("pbar", 0 * x) + (1 - b2) * x
+        p_hat = s["pbar"] / (1 - b2 ** t)
+        x = x - lr * hp["wd"] * p_hat
+        return x - lr * (s["m"].sign() + hp["gamma"] * (x - p_hat).sign())
+
+    _close(_rule_path(specs, 5), _reference_path(step, configs, 5))

@@ -359,3 +359,90 @@ class _APOLLO:
         x.copy_(torch.addcmul(x, -step_size, m / (v.sqrt() + hp["eps"])))
         if hp["weight_decouple"]:
             _decay(x, g, hp, step_size)
+
+
+# ---- BCOS -------------------------------------------------------------------------------------------------
+
+@_rule("bcos")
+class _BCOS:
+    """BCOS (pytorch_optimizer.BCOS; Jiang, Xu & Xiao 2025, "Stochastic Approximation with Block Coordinate Optimal
+    Stepsizes"): x ← x − η d/(√v + ε), a search direction d over an estimate v of E[d²], per coordinate. Decay
+    first (decoupled x ← x(1 − λη) by default, or coupled g ← g + λx). By ``mode``: ``g``, d = g and
+    v ← β_v v + (1 − β_v)g²; ``m``, d = m ← βm + (1 − β)g and v ← β_v v + (1 − β_v)m² (β_v = β, or ``beta2``);
+    ``c`` (default), d = m and no second state: v = (3β² − 2β³)m² + (1 − β)²g² + 2β(1 − β)²m·g with the updated m,
+    or with ``simple_cond`` v = β_v m² + (1 − β_v)g², β_v = 1 − (1 − β)² (or ``beta2``). Library details mirrored:
+    m and v start at the first step's raw gradient g₁ and g₁² (not zero; before the decay), and there are no bias
+    corrections. The mode-c coefficients are computed as the class's Python floats."""
+
+    slots = staticmethod(lambda hp: int(hp["mode"] in ("m", "c")) + int(hp["mode"] in ("g", "m")))  # m, v
+
+    @staticmethod
+    def _coefficients(hp):
+        """β_v and, for mode c, the three weights of v, ``[K, 1]`` columns from the class's Python expressions."""
+        betas = hp["beta"].reshape(-1).tolist()
+        beta2s = [None] * len(betas) if hp["beta2"] is None else hp["beta2"].reshape(-1).tolist()
+        column = lambda values: torch.tensor(values, dtype=hp["beta"].dtype,  # noqa: E731
+                                             device=hp["beta"].device)[:, None]
+        if hp["mode"] != "c":
+            return {"beta_v": column([b if b2 is None else b2 for b, b2 in zip(betas, beta2s)])}
+        if hp["simple_cond"]:
+            beta_v = [1.0 - (1.0 - b) ** 2 if b2 is None else b2 for b, b2 in zip(betas, beta2s)]
+            return {"moment": column(beta_v), "grad": column([1.0 - b for b in beta_v])}
+        return {"moment": column([3.0 * b ** 2 - 2.0 * b ** 3 for b in betas]),
+                "grad": column([(1.0 - b) ** 2 for b in betas]),
+                "cross": column([2.0 * b * (1.0 - b) ** 2 for b in betas])}
+
+    @classmethod
+    def init(cls, x, hp):
+        return {"m": None, "v": None, "coefficients": cls._coefficients(hp)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta, mode = hp["lr"], hp["beta"], hp["mode"]
+        coefficients = state["coefficients"]
+        if state["m"] is None and mode in ("m", "c"):
+            state["m"] = g.clone()
+        if state["v"] is None and mode in ("g", "m"):
+            state["v"] = g * g
+        g = _decay(x, g, hp, lr)
+        direction = g
+        if mode in ("m", "c"):
+            direction = state["m"]
+            direction.lerp_(g, 1.0 - beta)
+        if mode in ("g", "m"):
+            v = state["v"]
+            v.lerp_(direction * direction, 1.0 - coefficients["beta_v"])
+        elif hp["simple_cond"]:
+            v = direction * direction * coefficients["moment"] + g * g * coefficients["grad"]
+        else:
+            v = direction * direction * coefficients["moment"] + g * g * coefficients["grad"]
+            v = v + direction * coefficients["cross"] * g
+        x.copy_(x + -lr * direction / (v.sqrt() + hp["eps"]))
+
+
+# ---- FOCUS ------------------------------------------------------------------------------------------------
+
+@_rule("focus")
+class _FOCUS:
+    """FOCUS (pytorch_optimizer.FOCUS; Liu, Liu, Gore, Xiong, Dong & Qian 2025, "FOCUS: First Order Concentrated
+    Updating Scheme", Algorithm 1): sign descent attracted to the running average of the iterates.
+    m ← β₁m + (1 − β₁)g, p̄ ← β₂p̄ + (1 − β₂)x, p̂ = p̄/(1 − β₂ᵗ); with λ > 0, x ← x − ηλp̂;
+    x ← x − η(sign(m) + γ sign(x − p̂)) (the attraction's sign taken after the decay step). The class's decay
+    subtracts ηλ times the averaged iterate p̂, not the current one."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, pbar
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "pbar": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["weight_decay"]
+        m, pbar = state["m"], state["pbar"]
+        m.lerp_(g, 1.0 - beta1)
+        pbar.lerp_(x, 1.0 - beta2)
+        pbar_hat = pbar / (1.0 - beta2 ** t)
+        x.copy_(torch.where(wd > 0.0, torch.addcmul(x, -lr * wd, pbar_hat), x))
+        update = (x - pbar_hat).sign() * hp["gamma"] + m.sign()
+        x.copy_(torch.addcmul(x, -lr, update))

@@ -124,6 +124,8 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AdamWSN": {"batched": "adamwsn"},
     "Ano": {"batched": "ano"},
     "APOLLO": {"batched": "apollo"},
+    "BCOS": {"batched": "bcos"},
+    "FOCUS": {"batched": "focus"},
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
