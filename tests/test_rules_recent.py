@@ -58,6 +58,12 @@ VARIANTS = {
              "bcos(lr=0.01, mode='g', beta2=0.9, beta=0.5)"],
     "focus": ["focus(lr=0.01, weight_decay=0.1)",
               "focus(lr=0.01, gamma=0.5, betas=(0.5, 0.9), weight_decay=0.01)"],
+    "conda": ["conda(lr=0.01, weight_decay=0.1, update_proj_gap=2, scale=0.5)",
+              "conda(lr=0.01, projection_type='reverse_std', update_proj_gap=3)",
+              "conda(lr=0.01, projection_type='right', weight_decay=0.01)",
+              "conda(lr=0.01, projection_type='left', update_proj_gap=2)",
+              "conda(lr=0.01, projection_type='full', update_proj_gap=2, betas=(0.8, 0.9))",
+              "conda(lr=0.01, projection_type='random', update_proj_gap=4)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -438,3 +444,56 @@ def test_focus_follows_its_paper():
         return x - lr * (s["m"].sign() + hp["gamma"] * (x - p_hat).sign())
 
     _close(_rule_path(specs, 5), _reference_path(step, configs, 5))
+
+
+def _svd32(matrix):
+    """The class's SVD: in float32 (for a float64 matrix), the factors cast back."""
+    u, _, vh = torch.linalg.svd(matrix.float(), full_matrices=False)
+    return u.double(), vh.double()
+
+
+@pytest.mark.parametrize("kind", ["std", "full"])
+def test_conda_keeps_the_second_moment_in_the_momentum_basis(kind):
+    """Conda on a 3 × 2 matrix and a vector (x = [matrix | vector] columns): m ← β₁m + (1 − β₁)g; every gap
+    steps (each configuration its own) the basis of the SVD m = UΣVᵀ: std, tall, g̃ = gV (ṽ the same); full,
+    g̃ = Uᵀg V; v ← β₂v + (1 − β₂)g̃², the step is s·c·(m̃/(√v + ε)) taken back (·Vᵀ, or U·Vᵀ), s the bias-corrected
+    lr; the vector takes Adam's step s·m/(√v + ε); then x ← x(1 − λη)."""
+    specs = [f"conda(lr=0.05, weight_decay=0.1, update_proj_gap=2, scale=0.5, projection_type={kind!r})",
+             f"conda(lr=0.02, weight_decay=0.3, update_proj_gap=3, betas=(0.8, 0.9), eps=1e-3, "
+             f"projection_type={kind!r})"]
+    configs = [dict(lr=0.05, wd=0.1, gap=2, scale=0.5, b=(0.9, 0.999), eps=1e-8),
+               dict(lr=0.02, wd=0.3, gap=3, scale=1.0, b=(0.8, 0.9), eps=1e-3)]
+    x0 = torch.tensor([[1.0, -0.5, 0.4, 0.3, 0.8, -1.1, 0.6, -0.2], [0.3, 0.8, -1.1, 1.0, -0.5, 0.4, -0.7, 0.9]],
+                      dtype=torch.float64)
+    scale = torch.tensor([[1.0, 3.0, -2.0, 0.5, -1.0, 4.0, 2.0, -0.5], [0.5, -1.0, 4.0, 1.0, 3.0, -2.0, 1.5, 0.7]],
+                         dtype=torch.float64)
+    steps = 5
+    configured = [get_optimizer(spec) for spec in specs]
+    rule = RULES["conda"]
+    hp = stack_hyperparams(configured, torch.float64, "cpu")
+    x = x0.clone()
+    state = rule.init(x, hp)
+    state["layout"] = ParamLayout([(3, 2), (2,)])
+    path = []
+    for t in range(1, steps + 1):
+        rule.step(x, scale * x + 0.5, state, hp, t)
+        path.append(x.clone())
+    for k, c in enumerate(configs):
+        (b1, b2), lr = c["b"], c["lr"]
+        y, m, v_mat, v_vec, basis = x0[k].clone(), torch.zeros(8, dtype=torch.float64), None, 0.0, None
+        for t in range(1, steps + 1):
+            g = scale[k] * y + 0.5
+            size = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            m = b1 * m + (1 - b1) * g
+            M, G = m[:6].reshape(3, 2), g[:6].reshape(3, 2)
+            if basis is None or t % c["gap"] == 0:
+                basis = _svd32(M)
+            U, Vh = basis
+            low_g, low_m = (G @ Vh.T, M @ Vh.T) if kind == "std" else (U.T @ G @ Vh.T, U.T @ M @ Vh.T)
+            v_mat = b2 * (0 * low_g if v_mat is None else v_mat) + (1 - b2) * low_g ** 2
+            low = low_m / (v_mat.sqrt() + c["eps"])
+            back = (low @ Vh if kind == "std" else U @ low @ Vh) * c["scale"]
+            v_vec = b2 * v_vec + (1 - b2) * g[6:] ** 2
+            y = y - size * torch.cat([back.reshape(-1), m[6:] / (v_vec.sqrt() + c["eps"])])
+            y = y * (1 - lr * c["wd"])
+            _close(path[t - 1][k], y)

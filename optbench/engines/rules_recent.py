@@ -446,3 +446,147 @@ class _FOCUS:
         x.copy_(torch.where(wd > 0.0, torch.addcmul(x, -lr * wd, pbar_hat), x))
         update = (x - pbar_hat).sign() * hp["gamma"] + m.sign()
         x.copy_(torch.addcmul(x, -lr, update))
+
+
+# ---- Conda ------------------------------------------------------------------------------------------------
+
+def _tensors(x, layout):
+    """Column slices ``[K, size]`` of ``x`` per parameter tensor of the layout (views), with each tensor's shape."""
+    return list(zip(x.split(layout.sizes, dim=-1), layout.shapes))
+
+
+def _rows(fn, *tensors):
+    """``fn`` applied configuration by configuration (``[K, …]`` → stacked): the class's own 2-D matrix products,
+    which a batched product may round differently."""
+    return torch.stack([fn(*parts) for parts in zip(*tensors)])
+
+
+def _times_basis(low, basis):
+    return torch.matmul(low, basis)
+
+
+def _basis_times(low, basis):
+    return torch.matmul(basis, low)
+
+
+class _Projection:
+    """GaLoreProjector with ``rank=None`` (every singular vector), as Conda builds it, for K ``[m, n]`` matrices at
+    once: the basis (u and/or vᵀ of the SVD of the basis matrix, taken in float32 as the class does for any dtype
+    but float32, then cast back), the projection and its inverse, for each ``projection_type``."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.ortho: tuple[torch.Tensor, ...] | None = None
+
+    def _side(self, rows: int, cols: int) -> str:
+        right = rows >= cols
+        if self.kind in ("std", "random"):
+            return "right" if right else "left"
+        if self.kind == "reverse_std":
+            return "left" if right else "right"
+        return self.kind  # right, left, full
+
+    def update(self, basis: torch.Tensor, refresh: torch.Tensor) -> None:
+        """New bases from ``basis`` ``[K, m, n]`` for the configurations where ``refresh`` ``[K]`` (all at first)."""
+        dtype = basis.dtype
+        u, _, vh = torch.linalg.svd(basis if dtype == torch.float32 else basis.float(), full_matrices=False)
+        u, vh = u.to(dtype), vh.to(dtype)
+        side = self._side(basis.shape[-2], basis.shape[-1])
+        new = (vh,) if side == "right" else (u,) if side == "left" else (u, vh)
+        if self.ortho is None:
+            self.ortho = new
+        else:
+            self.ortho = tuple(torch.where(refresh[:, None, None], fresh, old) for fresh, old in zip(new, self.ortho))
+
+    def project(self, grad: torch.Tensor) -> torch.Tensor:
+        assert self.ortho is not None
+        rows, cols = grad.shape[-2:]
+        right = rows >= cols
+        kind, first = self.kind, self.ortho[0]
+        if kind == "full":
+            return _rows(lambda g, a, b: torch.matmul(a.t(), g) @ b.t(), grad, *self.ortho)
+        if kind in ("std", "random"):
+            take_right = right
+        elif kind == "reverse_std":
+            take_right = not right
+        else:
+            take_right = kind == "right"
+        if take_right:
+            return _rows(lambda g, o: torch.matmul(g, o.t()), grad, first)
+        return _rows(lambda g, o: torch.matmul(o.t(), g), grad, first)
+
+    def project_back(self, low: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        assert self.ortho is not None
+        kind, first = self.kind, self.ortho[0]
+        if kind == "full":
+            back = _rows(lambda v, a, b: torch.matmul(a, v) @ b, low, *self.ortho)
+        else:
+            if kind in ("std", "random"):
+                on_right = low.shape[-1] == first.shape[-2]
+            elif kind == "reverse_std":
+                on_right = low.shape[-2] != first.shape[-1]
+            else:
+                on_right = kind == "right"
+            back = _rows(_times_basis if on_right else _basis_times, low, first)
+        return back * scale[:, :, None]
+
+
+@_rule("conda", needs=[LAYERS])
+class _Conda:
+    """Conda (pytorch_optimizer.Conda; "Conda: Column-Normalized Adam for Training Large Language Models Faster",
+    2025, Algorithm 1): Adam whose second moment, for each matrix, is kept in the basis of the momentum's singular
+    vectors. With s = η√(1 − β₂ᵗ)/(1 − β₁ᵗ): m ← β₁m + (1 − β₁)g; for a 2-D tensor, every ``update_proj_gap`` steps
+    (and at the first) P = the singular vectors of m (vᵀ for a tall-or-square matrix, u otherwise, with the default
+    ``projection_type='std'``), g̃ = projection of g, m̃ = of m, v ← β₂v + (1 − β₂)g̃²,
+    x ← x − s·c·P⁻¹(m̃/(√v + ε)) (c = ``scale``, P⁻¹ the back-projection); any other tensor (every analytic problem's
+    vector, biases, convolution kernels): v ← β₂v + (1 − β₂)g², x ← x − s·m/(√v + ε). Then x ← x(1 − λη).
+    Library details mirrored: the SVD is taken in float32 whatever the parameters' dtype; ε is added before the bias
+    correction (ε√(1 − β₂ᵗ) after it). Each matrix product is the class's 2-D one, configuration by configuration."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (the projector's bases are per matrix)
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": _zeros(x), "v": None, "projections": {}}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr, beta1, beta2, eps = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"]
+        layout = state["layout"]
+        step_size = lr * (1.0 - beta2 ** t).sqrt() / (1.0 - beta1 ** t)
+        if state["v"] is None:
+            state["v"] = [_Conda._second_moment(p, shape, hp["projection_type"]) for p, shape in _tensors(x, layout)]
+        m_parts = _tensors(state["m"], layout)
+        for index, ((p, shape), (grad, _), (m, _)) in enumerate(zip(_tensors(x, layout), _tensors(g, layout), m_parts)):
+            v = state["v"][index]
+            m.lerp_(grad, 1.0 - beta1)
+            if len(shape) != 2:
+                v.mul_(beta2)
+                v.copy_(torch.addcmul(v, (1.0 - beta2) * grad, grad))
+                p.copy_(torch.addcmul(p, -step_size, m / (v.sqrt() + eps)))
+            else:
+                projection = state["projections"].setdefault(index, _Projection(hp["projection_type"]))
+                K = p.shape[0]
+                m_matrix, g_matrix = m.reshape(K, *shape), grad.reshape(K, *shape)
+                refresh = (torch.remainder(torch.full_like(hp["update_proj_gap"], t), hp["update_proj_gap"]) == 0)
+                if projection.ortho is None or bool(refresh.any()):
+                    projection.update(m_matrix, refresh.reshape(-1))
+                low_grad, low_m = projection.project(g_matrix), projection.project(m_matrix)
+                v.mul_(beta2[:, :, None])
+                v.copy_(torch.addcmul(v, (1.0 - beta2)[:, :, None] * low_grad, low_grad))
+                back = projection.project_back(low_m / (v.sqrt() + eps[:, :, None]), hp["scale"])
+                p.copy_(torch.addcmul(p, -step_size, back.reshape(K, -1)))
+            p.mul_(1.0 - hp["weight_decay"] * lr)
+
+    @staticmethod
+    def _second_moment(p, shape, kind):
+        """exp_avg_sq: the tensor's shape, for a matrix with its projected dimensions (rank = min(m, n))."""
+        if len(shape) != 2:
+            return torch.zeros_like(p)
+        rows, cols = shape
+        rank = min(shape)
+        if kind in ("left", "full", "reverse_std"):
+            rows = rank
+        if kind in ("right", "full", "reverse_std"):
+            cols = rank
+        return p.new_zeros((p.shape[0], rows, cols))

@@ -126,6 +126,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "APOLLO": {"batched": "apollo"},
     "BCOS": {"batched": "bcos"},
     "FOCUS": {"batched": "focus"},
+    "Conda": {"batched": "conda"},
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
