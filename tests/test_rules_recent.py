@@ -64,6 +64,10 @@ VARIANTS = {
               "conda(lr=0.01, projection_type='left', update_proj_gap=2)",
               "conda(lr=0.01, projection_type='full', update_proj_gap=2, betas=(0.8, 0.9))",
               "conda(lr=0.01, projection_type='random', update_proj_gap=4)"],
+    "sara": ["sara(lr=0.01, threshold=1.1)",
+             "sara(lr=0.01, threshold=1.3, progressive_iter=3, ams_bound=True, weight_decay=0.1)",
+             "sara(lr=0.01, threshold=2.0, weight_decay=0.0, betas=(0.8, 0.9), eps=1e-3)",
+             "sara(lr=0.01, threshold=0.05, progressive_iter=2)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -91,12 +95,42 @@ def test_variants_equal_the_class_on_networks(network_data, spec, network):
     _network_group(problem, configs, seeds)
 
 
-@pytest.mark.parametrize("spec", list(VARIANTS) + SPECS)
+@pytest.mark.parametrize("spec", [s for s in list(VARIANTS) + SPECS if not s.startswith("sara")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_rules_declare_the_state_their_class_keeps(spec, dtype):
     config = get_optimizer(spec)
     declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
     assert declared == probe_state_bytes_per_param(config, 5, dtype), spec
+
+
+@pytest.mark.parametrize("spec", ["sara(lr=0.1, threshold=1.0)", "sara(lr=0.1, threshold=1.0, ams_bound=True)",
+                                  "sara(lr=0.1, threshold=1.0, progressive_iter=1)", "sara(lr=0.1, threshold=0.01)"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sara_counts_the_state_of_its_selection(spec, dtype):
+    """SaRA keeps a bool mask per weight and moments for the selected weights only: slots_in after the class's own
+    steps (the selection is refined after the first here, with progressive_iter=1) equals its measured state."""
+    from optbench.cost import state_bytes_per_param
+
+    config = get_optimizer(spec)
+    start = [0.5, 2.0, 0.1, -3.0, 0.95]
+    param = torch.nn.Parameter(torch.tensor(start, dtype=dtype))
+    opt = config.entry.build([param], config.hyperparams, dtype=dtype, seed=0)
+    rule = RULES["sara"]
+    hp = stack_hyperparams([config], dtype, "cpu")
+    x = torch.tensor([start], dtype=dtype)
+    state = rule.init(x, hp)
+    for t in (1, 2, 3):
+        param.grad = param.detach() * 3.0
+        opt.step()
+        rule.step(x, x * 3.0, state, hp, t)
+    assert rule.slots_in is not None
+    assert float(rule.slots_in(state)[0]) * dtype.itemsize == pytest.approx(state_bytes_per_param(opt), rel=1e-12)
+
+
+def test_sara_refuses_the_rank_penalty():
+    config = get_optimizer("sara(lr=0.01, lambda_rank=0.1)")
+    assert "lambda_rank" in RULES["sara"].refuses(config.hyperparams)
+    assert not engine_supports("batched", get_problem("beale"), config)
 
 
 # ---- the papers' formulas, by hand ------------------------------------------------------------------------
@@ -497,3 +531,35 @@ def test_conda_keeps_the_second_moment_in_the_momentum_basis(kind):
             y = y - size * torch.cat([back.reshape(-1), m[6:] / (v_vec.sqrt() + c["eps"])])
             y = y * (1 - lr * c["wd"])
             _close(path[t - 1][k], y)
+
+
+def test_sara_is_adamw_on_the_weights_small_at_the_start():
+    """SaRA: the coordinates with |x₀| < τ (each configuration its τ) take AdamW steps (decay x(1 − λη), then
+    x − η m̂/(√v̂ + ε)); the others never move; progressive_iter = p drops, before step p + 1, the selected weights
+    no longer below τ; AMSBound divides by the running maximum of v. Without lr, η = 10⁻³exp(−350τ)."""
+    specs = ["sara(lr=0.05, threshold=0.47, weight_decay=0.1, progressive_iter=2, ams_bound=True)",
+             "sara(lr=0.02, threshold=0.81, weight_decay=0.3, betas=(0.8, 0.9), eps=1e-3, progressive_iter=1, "
+             "ams_bound=True)"]
+    configs = [dict(lr=0.05, tau=0.47, wd=0.1, b=(0.9, 0.999), eps=1e-8, p=2),
+               dict(lr=0.02, tau=0.81, wd=0.3, b=(0.8, 0.9), eps=1e-3, p=1)]
+
+    def step(x, g, s, hp, t):
+        (b1, b2), lr = hp["b"], hp["lr"]
+        s.setdefault("mask", x.abs() < hp["tau"])
+        if t == hp["p"] + 1:
+            s["mask"] = s["mask"] & (x.abs() < hp["tau"])
+        _adam_moments(s, g, b1, b2)
+        s["vmax"] = torch.maximum(s.get("vmax", s["v"]), s["v"])
+        moved = x * (1 - lr * hp["wd"]) - lr * (s["m"] / (1 - b1 ** t)) / ((s["vmax"] / (1 - b2 ** t)).sqrt()
+                                                                             + hp["eps"])
+        return torch.where(s["mask"], moved, x)
+
+    path = _rule_path(specs, 5)
+    _close(path, _reference_path(step, configs, 5))
+    assert torch.equal(path[:, 0, :2], X0[0, :2].expand(5, 2))  # never selected
+    assert path[1, 0, 2] > 0.47 and torch.equal(path[2:, 0, 2], path[1, 0, 2].expand(3))  # dropped before step 3
+    assert path[0, 1, 1] > 0.81 and torch.equal(path[1:, 1, 1], path[0, 1, 1].expand(4))  # dropped before step 2
+    assert not torch.equal(path[-1, 1, 0], path[-2, 1, 0])  # still selected
+    default_lr = _rule_path(["sara(threshold=0.9)"] * 2, 1)
+    configs = [dict(lr=1e-3 * math.exp(-350 * 0.9), tau=0.9, wd=0.01, b=(0.9, 0.999), eps=1e-8, p=-1)] * 2
+    _close(default_lr, _reference_path(step, configs, 1))

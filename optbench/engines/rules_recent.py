@@ -1,21 +1,27 @@
 """Batched rules of recent Adam-style pytorch_optimizer classes: Adan, AdEMAMix, SimplifiedAdEMAMix, Grams,
-GrokFastAdamW, AdamWSN, Ano, APOLLO, BCOS and FOCUS.
+GrokFastAdamW, AdamWSN, Ano, APOLLO, BCOS, Conda, FOCUS and SaRA.
 
 Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table): ``x`` and ``g`` are
 ``[K, P]``, float hyperparameters ``[K, 1]`` tensors (integer ones too), strings, booleans and ``None`` shared by
 the group. Each rule follows the code path the loop engine's class object takes on a CPU (the ``foreach`` path
-where the class enables it there, Grams's per-parameter loop), operation for operation; the contract of
-``tests/test_engine_contract.py`` checks each against the class to 1e-8 in float64, ``tests/test_rules_recent.py``
-against the update formula of its docstring, written independently in plain torch.
+where the class enables it there, Grams's per-parameter loop, Conda's per-matrix loop), operation for operation;
+the contract of ``tests/test_engine_contract.py`` checks each against the class to 1e-8 in float64,
+``tests/test_rules_recent.py`` against the update formula of its docstring, written independently in plain torch,
+and against the class on the option branches the registry defaults do not reach.
 
 Where the class calls a fused kernel with a Python scalar, the rule calls the same kernel with the scalar as a
 ``[K, 1]`` column, which rounds as the class does on a CPU: ``a.add_(b, alpha=s)`` is ``torch.addcmul(a, s, b)``,
 ``a.addcmul_(b, c, value=s)`` is ``torch.addcmul(a, s·b, c)``, ``a.addcdiv_(b, c, value=s)`` is ``a + s·b/c`` (in
 that order) and ``a.lerp_(b, s)`` is ``torch.lerp`` with the column.
 
-All these classes are element-wise except Adan's optional global gradient-norm clip (``max_grad_norm``), a
-statistic over every parameter tensor of the model: its rule is ``JOINT`` and ``LAYERS`` (the norm is taken tensor
-by tensor, as the class's). The others run tensor by tensor on networks like any element-wise rule.
+Most of these classes are element-wise and run tensor by tensor on networks. Adan's optional global gradient-norm
+clip (``max_grad_norm``) is a statistic over every parameter tensor of the model: its rule is ``JOINT`` and
+``LAYERS`` (the norm is taken tensor by tensor, as the class's). Conda treats matrices (2-D tensors) differently
+from the rest (an SVD basis per matrix): ``LAYERS``, for the tensors' shapes. SaRA's state follows its selection of
+weights (``slots_in``).
+
+Registry builds: AdamWSN's subset norm (``sn``) and APOLLO's low-rank projection (``rank``) are group options the
+constructors do not take, so the registry's classes run without them, and so do the rules.
 """
 
 from __future__ import annotations
@@ -590,3 +596,64 @@ class _Conda:
         if kind in ("right", "full", "reverse_std"):
             cols = rank
         return p.new_zeros((p.shape[0], rows, cols))
+
+
+# ---- SaRA -------------------------------------------------------------------------------------------------
+
+@_rule("sara")
+class _SaRA:
+    """SaRA (pytorch_optimizer.SaRA; Hu et al. 2024, "SaRA: High-Efficient Diffusion Model Fine-tuning with
+    Progressive Sparse Low-Rank Adaptation"): AdamW on the weights that are small at the start, |x₀| < τ
+    (τ = ``threshold``), the others frozen. On the selected coordinates: m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g²
+    (AMSBound: v̂ = the running maximum of v), x ← x(1 − λη), x ← x − η/(1 − β₁ᵗ) · m/(√v̂/√(1 − β₂ᵗ) + ε).
+    With ``progressive_iter`` = p ≥ 0 the selection is refined once, before update p + 1, to the selected weights
+    still below τ (their moments kept). Without an lr the class uses η = 10⁻³·exp(−350τ). Not reproduced
+    (``refuses``): ``lambda_rank`` > 0, the nuclear-norm penalty on one matrix (both sides > 64) drawn with Python's
+    ``random`` each step. Deviations from the paper: the paper trains the selected weights through a sparse
+    reparameterisation (and adds the low-rank penalty); the library masks ordinary AdamW updates. Its state is the
+    selection (a bool per weight) and two or three moments per selected weight: ``slots_in`` counts them."""
+
+    slots = staticmethod(lambda hp: 2 + int(hp["ams_bound"]))  # per selected weight (slots_in: the real count)
+
+    @staticmethod
+    def refuses(hp):
+        if hp["lambda_rank"] > 0:
+            return ("lambda_rank > 0 (its nuclear-norm penalty picks a matrix with Python's random module each step) "
+                    "is not reproduced by the batched rule")
+        return None
+
+    @staticmethod
+    def init(x, hp):
+        threshold = hp["threshold"]
+        if hp["lr"] is None:  # 1e-3 * math.exp(-350.0 * threshold), the class's Python float
+            lrs = [1e-3 * math.exp(-350.0 * value) for value in threshold.reshape(-1).tolist()]
+            default_lr = torch.tensor(lrs, dtype=x.dtype, device=x.device)[:, None]
+        else:
+            default_lr = None
+        return {"mask": x.abs() < threshold, "m": _zeros(x), "v": _zeros(x), "vmax": _zeros(x), "lr": default_lr,
+                "itemsize": x.element_size(), "moments": 2 + int(hp["ams_bound"])}
+
+    @staticmethod
+    def slots_in(state):
+        """The mask (one byte per weight, in slots of the parameters' dtype) and the moments of the selected weights."""
+        selected = state["mask"].sum(-1).to(torch.float64) / state["mask"].shape[-1]
+        return 1.0 / state["itemsize"] + state["moments"] * selected
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        lr = state["lr"] if hp["lr"] is None else hp["lr"]
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        refine = t == hp["progressive_iter"] + 1
+        if bool(refine.any()):
+            state["mask"] = torch.where(refine, state["mask"] & (x.abs() < hp["threshold"]), state["mask"])
+        mask, m, v = state["mask"], state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        if hp["ams_bound"]:
+            torch.maximum(state["vmax"], v, out=state["vmax"])
+            v = state["vmax"]
+        denom = (v + 0.0).sqrt() / (1.0 - beta2 ** t).sqrt() + hp["eps"]
+        moved = x * (1.0 - hp["weight_decay"] * lr)
+        moved = moved + -(lr / (1.0 - beta1 ** t)) * m / denom
+        x.copy_(torch.where(mask, moved, x))

@@ -127,6 +127,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "BCOS": {"batched": "bcos"},
     "FOCUS": {"batched": "focus"},
     "Conda": {"batched": "conda"},
+    "SaRA": {"batched": "sara"},
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
