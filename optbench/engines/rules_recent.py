@@ -167,10 +167,10 @@ class _SimplifiedAdEMAMix:
     m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², s ← β₂s + (1 − β₂) (s₀ = 0, so s = 1 − β₂ᵗ);
     x ← x − η(m + αg)/(√v + √s·ε)/√s. With W = ``beta1_warmup`` (for t < W) β₁ follows the half-life warm-up
     β₁(t) = 0.5^(1/(h + 1)), h = (1 − t/W)f(β_min) + (t/W)f(β₁), f(β) = ln 0.5/ln(β + 1e-8) − 1 (β_min = ``min_beta1``).
-    The paper's momentum is the accumulation m ← β₁m + g (it keeps the sum Σβ₁ⁱ, ``num_sum``, for that);
-    deviations: the library keeps the EMA m ← β₁m + (1 − β₁)g and never uses its ``num_sum``; and it rounds √s to
-    float32 (a float32 tensor of the parameters' √s), so the ε term is float32(float32(√s)·ε) and the division is by
-    float32(√s)."""
+    Deviations from the paper: its momentum (and the authors' code's default) is the accumulation m ← β₁m + g
+    ("theory style", without bias correction); the library keeps the EMA m ← β₁m + (1 − β₁)g, and its ``num_sum``
+    (Σβ₁ⁱ) is kept but never used. The library rounds √s to float32 (a float32 tensor of the parameters' √s), so the
+    ε term is float32(float32(√s)·ε) and the division is by float32(√s)."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (num_sum and den_sum are Python floats)
 
@@ -309,7 +309,9 @@ class _Ano:
     first (decoupled x ← x(1 − λη) by default, η unscaled with ``fixed_decay``, or coupled g ← g + λx);
     m ← β₁m + (1 − β₁)g; the Yogi-style second moment v ← β₂v + (1 − β₂)·sign(g² − v)·g²;
     x ← x − η|g|·sign(m)/(√(v/(1 − β₂ᵗ)) + ε): the direction from the momentum, the magnitude from the current
-    gradient. With ``logarithmic_schedule`` β₁ = 1 − 1/ln(max(2, t)) (Anolog, replacing the configured β₁)."""
+    gradient. With ``logarithmic_schedule`` β₁ = 1 − 1/ln(max(2, t)) (Anolog, replacing the configured β₁).
+    Deviations from the authors' code (the ``ano-optimizer`` package, decoupled decay only): ε is added to √v̂
+    where it divides by √(v̂ + ε); the coupled decay and ``fixed_decay`` are the library's options."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
@@ -376,9 +378,11 @@ class _BCOS:
     first (decoupled x ← x(1 − λη) by default, or coupled g ← g + λx). By ``mode``: ``g``, d = g and
     v ← β_v v + (1 − β_v)g²; ``m``, d = m ← βm + (1 − β)g and v ← β_v v + (1 − β_v)m² (β_v = β, or ``beta2``);
     ``c`` (default), d = m and no second state: v = (3β² − 2β³)m² + (1 − β)²g² + 2β(1 − β)²m·g with the updated m,
-    or with ``simple_cond`` v = β_v m² + (1 − β_v)g², β_v = 1 − (1 − β)² (or ``beta2``). Library details mirrored:
-    m and v start at the first step's raw gradient g₁ and g₁² (not zero; before the decay), and there are no bias
-    corrections. The mode-c coefficients are computed as the class's Python floats."""
+    or with ``simple_cond`` v = β_v m² + (1 − β_v)g², β_v = 1 − (1 − β)² (or ``beta2``). As in the authors' code,
+    m and v start at the first step's raw gradient g₁ and g₁² (not zero; before the decay), with no bias
+    corrections. Deviations from the authors' code: in mode c their estimator takes the momentum before its update,
+    m_{t−1}; the class's takes the updated m_t (its ``old_m`` is the state tensor the update has just changed in
+    place; reproduced). The mode-c coefficients are computed as the class's Python floats."""
 
     slots = staticmethod(lambda hp: int(hp["mode"] in ("m", "c")) + int(hp["mode"] in ("g", "m")))  # m, v
 
@@ -433,8 +437,9 @@ class _FOCUS:
     """FOCUS (pytorch_optimizer.FOCUS; Liu, Liu, Gore, Xiong, Dong & Qian 2025, "FOCUS: First Order Concentrated
     Updating Scheme", Algorithm 1): sign descent attracted to the running average of the iterates.
     m ← β₁m + (1 − β₁)g, p̄ ← β₂p̄ + (1 − β₂)x, p̂ = p̄/(1 − β₂ᵗ); with λ > 0, x ← x − ηλp̂;
-    x ← x − η(sign(m) + γ sign(x − p̂)) (the attraction's sign taken after the decay step). The class's decay
-    subtracts ηλ times the averaged iterate p̂, not the current one."""
+    x ← x − η(sign(m) + γ sign(x − p̂)) (the attraction's sign taken after the decay step); the decay subtracts
+    ηλ times the averaged iterate p̂, not the current one, as in the authors' code. Deviations from the authors'
+    code: they decay after the step, with the attraction's sign taken at the undecayed x; the library decays first."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, pbar
 
@@ -546,8 +551,10 @@ class _Conda:
     ``projection_type='std'``), g̃ = projection of g, m̃ = of m, v ← β₂v + (1 − β₂)g̃²,
     x ← x − s·c·P⁻¹(m̃/(√v + ε)) (c = ``scale``, P⁻¹ the back-projection); any other tensor (every analytic problem's
     vector, biases, convolution kernels): v ← β₂v + (1 − β₂)g², x ← x − s·m/(√v + ε). Then x ← x(1 − λη).
-    Library details mirrored: the SVD is taken in float32 whatever the parameters' dtype; ε is added before the bias
-    correction (ε√(1 − β₂ᵗ) after it). Each matrix product is the class's 2-D one, configuration by configuration."""
+    Deviations from the paper: none found beyond the library's implementation details, mirrored here: the SVD is
+    taken in float32 whatever the parameters' dtype; ε is added before the bias correction (ε√(1 − β₂ᵗ) after it).
+    Each matrix product is the class's 2-D one, configuration by configuration (a batched product may round
+    differently)."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (the projector's bases are per matrix)
 
