@@ -563,3 +563,24 @@ def test_sara_is_adamw_on_the_weights_small_at_the_start():
     default_lr = _rule_path(["sara(threshold=0.9)"] * 2, 1)
     configs = [dict(lr=1e-3 * math.exp(-350 * 0.9), tau=0.9, wd=0.01, b=(0.9, 0.999), eps=1e-8, p=-1)] * 2
     _close(default_lr, _reference_path(step, configs, 1))
+
+
+def test_grokfast_under_a_schedule_scales_the_normalised_lr():
+    """With a schedule factor s_t (what a torch lr scheduler does: s_t times the group's initial lr), the class
+    steps with s_t·lr/(1 + λ_g); the rule, given the scheduled lr s_t·lr, divides it by 1 + λ_g the same way."""
+    spec, factors = "grokfastadamw(lr=0.05, grokfast_lamb=2.0, weight_decay=0.1)", [1.0, 0.7, 0.4, 0.1]
+    config = get_optimizer(spec)
+    param = torch.nn.Parameter(X0[0].clone())
+    opt = config.entry.build([param], config.hyperparams, dtype=torch.float64, seed=0)
+    initial = opt.param_groups[0]["lr"]
+    assert initial == pytest.approx(0.05 / 3.0)
+    rule = RULES["grokfastadamw"]
+    hp = stack_hyperparams([config], torch.float64, "cpu")
+    x = X0[:1].clone()
+    state = rule.init(x, hp)
+    for t, factor in enumerate(factors, start=1):
+        opt.param_groups[0]["lr"] = initial * factor
+        param.grad = SCALE[0] * param.detach() + 0.5
+        opt.step()
+        rule.step(x, SCALE[:1] * x + 0.5, state, {**hp, "lr": hp["lr"] * factor}, t)
+        _close(x[0], param.detach(), rtol=1e-13)
