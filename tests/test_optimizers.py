@@ -282,7 +282,7 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            # rules_adamlike.py
            # rules_momentum.py
            # rules_recent.py
-           "adan": 1e-2, "ademamix": 1e-2, "simplifiedademamix": 1e-3, "grams": 1e-2, "grokfastadamw": 1e-2,
+           "adan": 1e-2, "ademamix": 1e-2, "simplifiedademamix": 1e-2, "grams": 1e-2, "grokfastadamw": 1e-2,
            "adamwsn": 1e-2, "ano": 1e-2, "apollo": 1e-2, "bcos": 1e-2, "focus": 1e-2,
            "conda": 1e-2, "sara": 1e-2,
            # rules_memory.py
