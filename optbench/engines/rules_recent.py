@@ -69,6 +69,7 @@ class _Adan:
 
     @staticmethod
     def init(x, hp):
+        # "previous" holds −g_prev, as the class's previous_grad (it adds g to get Δ)
         return {"m": _zeros(x), "v": _zeros(x), "n": _zeros(x), "previous": None}
 
     @staticmethod
