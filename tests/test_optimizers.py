@@ -298,6 +298,9 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "vsgd": 0.01,
            "msvag": 0.001,
            # rules_recent.py
+           "adan": 1e-2, "ademamix": 1e-2, "simplifiedademamix": 1e-2, "grams": 1e-2, "grokfastadamw": 1e-2,
+           "adamwsn": 1e-2, "ano": 1e-2, "apollo": 1e-2, "bcos": 1e-2, "focus": 1e-2,
+           "conda": 1e-2, "sara": 1e-2,
            # rules_memory.py
            "sm3-paper": 0.1, "galore": 1e-2, "fira": 1e-2, "spam": 1e-2, "nero": 1e-2,
            "emonavi": 1e-2, "emofact": 1e-2, "emolynx": 1e-2,

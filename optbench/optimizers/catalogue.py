@@ -145,6 +145,18 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "VSGD": {"batched": "vsgd"},
     "MSVAG": {"batched": "msvag"},
     # batched rules of engines/rules_recent.py
+    "Adan": {"batched": "adan"},
+    "AdEMAMix": {"batched": "ademamix"},
+    "SimplifiedAdEMAMix": {"batched": "simplifiedademamix"},
+    "Grams": {"batched": "grams"},
+    "GrokFastAdamW": {"batched": "grokfastadamw"},
+    "AdamWSN": {"batched": "adamwsn"},
+    "Ano": {"batched": "ano"},
+    "APOLLO": {"batched": "apollo"},
+    "BCOS": {"batched": "bcos"},
+    "FOCUS": {"batched": "focus"},
+    "Conda": {"batched": "conda"},
+    "SaRA": {"batched": "sara"},
     # batched rules of engines/rules_memory.py
     "GaLore": {"batched": "galore"},
     "Fira": {"batched": "fira"},
