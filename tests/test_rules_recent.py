@@ -584,3 +584,20 @@ def test_grokfast_under_a_schedule_scales_the_normalised_lr():
         opt.step()
         rule.step(x, SCALE[:1] * x + 0.5, state, {**hp, "lr": hp["lr"] * factor}, t)
         _close(x[0], param.detach(), rtol=1e-13)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_grokfast_batched_equals_the_loop_engine_under_a_schedule(schedule):
+    """The loop engine scales the class's normalised group lr by the schedule's factor (as torch's schedulers
+    do: engines.recipe.set_scheduled_lr), so the batched rule and the class agree under a schedule too."""
+    from optbench.engines.batched import run_batched
+    from optbench.engines.loop import run_loop
+    from optbench.engines.recipe import Recipe
+    from optbench.problems import get_problem
+
+    problem, recipe = get_problem("rosenbrock(noise=0.1)"), Recipe(schedule=schedule)
+    configs = [get_optimizer(f"grokfastadamw(lr={lr}, grokfast_lamb=2.0)") for lr in (0.01, 0.03)]
+    batched = run_batched(problem, configs, [0, 0], 12, 1, recipe=recipe)
+    for k, config in enumerate(configs):
+        loop = run_loop(problem, config, 0, 12, 1, recipe=recipe)
+        np.testing.assert_allclose(batched.loss[:, k], loop.loss[:, 0], rtol=1e-10)

@@ -155,7 +155,7 @@ class StepRecipe:
         self.opt, self.base_lr = opt, optimizer.lr
         self.lrs = None if get_schedule(recipe.schedule).is_constant else lr_sequence(recipe.schedule, steps,
                                                                                       optimizer.lr)
-        self.group_lrs = [g["lr"] for g in opt.param_groups] if optimizer.entry.param_groups else None
+        self.group_lrs = [g["lr"] for g in opt.param_groups]  # as the class set them at construction
         self.clip_norm, self.clip_value = recipe.clip_norm, recipe.clip_value
         self.clips = recipe.clip_norm is not None or recipe.clip_value is not None
 
@@ -176,11 +176,13 @@ class StepRecipe:
 
 
 def set_scheduled_lr(opt, lr: float, base_lr: float | None, group_lrs: list[float] | None) -> None:
-    """Set the step's scheduled ``lr`` on every param group; with parameter groups of their own learning rates
-    (``group_lrs``: Muon's and its AdamW group's) each is scaled by the schedule's factor ``lr / base_lr``."""
+    """Set the step's scheduled ``lr`` on every param group, as torch's schedulers do: each group's lr at
+    construction (``group_lrs``) times the schedule's factor ``lr / base_lr``. That is ``lr`` itself for a group
+    built with the configured lr (set exactly, not through the factor), and keeps what a class does to its
+    groups' lrs: Muon's AdamW group of its own lr, GrokFastAdamW's lr / (1 + λ)."""
     if group_lrs is None or not base_lr:
         for group in opt.param_groups:
             group["lr"] = lr
         return
     for group, group_lr in zip(opt.param_groups, group_lrs):
-        group["lr"] = group_lr * (lr / base_lr)
+        group["lr"] = lr if group_lr == base_lr else group_lr * (lr / base_lr)

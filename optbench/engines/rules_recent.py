@@ -242,8 +242,8 @@ class _GrokFastAdamW:
     m ← β₁m + (1 − β₁)ĝ, v ← β₂v + (1 − β₂)ĝ², x ← x − η/(1 − β₁ᵗ) · m/max(√v/√(1 − β₂ᵗ), ε).
     With ``normalize_lr`` (default) η is the given lr divided by 1 + λ_g (set once, at construction).
     Deviations from the paper: that lr normalisation, and ε as a floor of the denominator instead of added to it.
-    The rule divides each step's lr by 1 + λ_g; under an lr schedule the loop engine overwrites the class's
-    normalised group lr with the raw scheduled lr (engines.recipe.set_scheduled_lr), so the two differ there."""
+    The rule divides each step's lr by 1 + λ_g, also under an lr schedule, as the loop engine scales the class's
+    normalised group lr by the schedule's factor (engines.recipe.set_scheduled_lr, as torch's schedulers do)."""
 
     slots = staticmethod(lambda hp: 2 + int(bool(hp["grokfast"]) and hp["grokfast_lamb"] > 0))  # (+ grok_exp_avg)
 
