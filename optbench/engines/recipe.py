@@ -155,7 +155,7 @@ class StepRecipe:
         self.opt, self.base_lr = opt, optimizer.lr
         self.lrs = None if get_schedule(recipe.schedule).is_constant else lr_sequence(recipe.schedule, steps,
                                                                                       optimizer.lr)
-        self.group_lrs = [g["lr"] for g in opt.param_groups]  # as the class set them at construction
+        self.group_lrs = [g.get("lr") for g in opt.param_groups]  # as the class set them at construction
         self.clip_norm, self.clip_value = recipe.clip_norm, recipe.clip_value
         self.clips = recipe.clip_norm is not None or recipe.clip_value is not None
 
@@ -185,4 +185,4 @@ def set_scheduled_lr(opt, lr: float, base_lr: float | None, group_lrs: list[floa
             group["lr"] = lr
         return
     for group, group_lr in zip(opt.param_groups, group_lrs):
-        group["lr"] = lr if group_lr == base_lr else group_lr * (lr / base_lr)
+        group["lr"] = lr if group_lr is None or group_lr == base_lr else group_lr * (lr / base_lr)
