@@ -1,0 +1,215 @@
+"""The batched rules of engines/rules_pertensor.py (methods with per-tensor statistics): each rule against its
+paper's update formula, written here by hand in plain torch float64 (a loop over configurations and parameter
+tensors, independent of pytorch_optimizer and of the rule's code), for several steps on a small ``[K, P]``
+input of two or three parameter tensors with per-configuration hyperparameters; and every option branch the
+registry defaults do not reach against the class (batched == loop, to 1e-8 in float64, on analytic problems and
+networks)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_engine_contract import CNN, MLP, _analytic_group, _network_group
+
+from optbench.engines.batched import stack_hyperparams
+from optbench.engines.batched_rules import RULES
+from optbench.engines.capabilities import engine_supports
+from optbench.engines.layout import ParamLayout
+from optbench.optimizers import get_optimizer
+from optbench.problems import get_problem
+
+TOL = 1e-12
+STEPS = 4
+# the parameter tensors of the formula tests: a 2 × 3 matrix, a vector, a 2 × 2 matrix
+SHAPES = [(2, 3), (3,), (2, 2)]
+LAYOUT = ParamLayout(SHAPES)
+P = LAYOUT.size
+
+
+def _x0(K):
+    """K distinct starting points ``[K, P]``."""
+    base = torch.linspace(-1.2, 1.5, P, dtype=torch.float64)
+    return torch.stack([base * (1 + 0.3 * k) + 0.1 * k for k in range(K)])
+
+
+_CURVATURE = torch.linspace(0.5, 3.0, P, dtype=torch.float64)
+_SHIFT = torch.linspace(-0.4, 0.6, P, dtype=torch.float64)
+
+
+def _grad(x):
+    """A gradient field that depends on the point (so the formula's own trajectory matters): a quadratic's."""
+    return _CURVATURE * x + _SHIFT + 0.2 * torch.sin(3 * x)
+
+
+def _rule_path(specs, x0, layout=LAYOUT, steps=STEPS, grad=_grad):
+    """The rule of ``specs`` (one configuration each, one group) from ``x0`` for ``steps`` steps of ``grad``:
+    the points after each step, ``[steps, K, P]``."""
+    configs = [get_optimizer(spec) for spec in specs]
+    rule = RULES[configs[0].entry.batched]
+    hp = stack_hyperparams(configs, torch.float64, "cpu")
+    x = x0.clone()
+    state = rule.init(x, hp)
+    state["layout"] = layout
+    path = []
+    for t in range(1, steps + 1):
+        rule.step(x, grad(x), state, hp, t)
+        path.append(x.clone())
+    return torch.stack(path)
+
+
+def _split(row, shapes=SHAPES):
+    """One configuration's ``[P]`` row as its parameter tensors (views), in order."""
+    return [part.view(shape) for part, shape in zip(row.split([math.prod(s) for s in shapes]), shapes)]
+
+
+def _close(actual, expected, what=""):
+    torch.testing.assert_close(actual, expected, rtol=TOL, atol=1e-14, msg=what)
+
+
+def _variant_groups(spec):
+    config = get_optimizer(spec)
+    return [config, config.with_hyperparams(lr=config.lr / 2)], [0, 7]
+
+
+# settings that take the branches the registry defaults do not (each spec is one group at two lrs and seeds)
+VARIANTS = {
+    "lamb-paper": ["lamb-paper(lr=0.01, weight_decay=0.1, betas=(0.5, 0.9))",
+                   "lamb-paper(lr=0.01, eps=1e-3, weight_decay=0.01)"],
+    "stableadamw": ["stableadamw(lr=0.01, weight_decouple=False, weight_decay=0.1)",
+                    "stableadamw(lr=0.01, weight_decay=0.0, betas=(0.5, 0.9), eps=1e-3)",
+                    "stableadamw(lr=0.01, kahan_sum=False, weight_decay=0.2)"],
+}
+SPECS = [spec for specs in VARIANTS.values() for spec in specs]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)"])
+def test_pertensor_variants_equal_the_class_on_analytic_problems(spec, problem_spec):
+    problem = get_problem(problem_spec)
+    configs, seeds = _variant_groups(spec)
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    _analytic_group(problem, configs, seeds)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("network", [MLP, CNN], ids=["mlp", "cnn"])
+def test_pertensor_variants_equal_the_class_on_networks(network_data, spec, network):
+    problem = get_problem(network)
+    configs, seeds = _variant_groups(spec)
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    _network_group(problem, configs, seeds)
+
+
+@pytest.mark.parametrize("spec", ["lamb-paper", "stableadamw", "stableadamw(weight_decouple=False)"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pertensor_rules_declare_the_state_their_class_keeps(spec, dtype):
+    from optbench.cost import probe_state_bytes_per_param
+
+    config = get_optimizer(spec)
+    declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
+    assert declared == probe_state_bytes_per_param(config, 5, dtype)
+
+
+# ---- LAMB (You et al. 2020, Algorithm 2) -------------------------------------------------------------------
+
+LAMB_CONFIGS = [(0.01, 0.9, 0.999, 1e-6, 0.0), (0.05, 0.5, 0.9, 1e-3, 0.1), (0.02, 0.8, 0.99, 1e-6, 0.01)]
+
+
+def test_lamb_paper_follows_algorithm_2_per_tensor():
+    """m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ), r = m̂/(√v̂ + ε), x ← x − η‖x‖/‖r + λx‖·(r + λx), each tensor its own norms."""
+    specs = [f"lamb-paper(lr={lr}, betas=({b1}, {b2}), eps={eps}, weight_decay={wd})"
+             for lr, b1, b2, eps, wd in LAMB_CONFIGS]
+    x0 = _x0(len(specs))
+    path = _rule_path(specs, x0)
+    for k, (lr, b1, b2, eps, wd) in enumerate(LAMB_CONFIGS):
+        x = x0[k].clone()
+        m, v = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64)
+        for t in range(1, STEPS + 1):
+            g = _grad(x)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            r = (m / (1 - b1 ** t)) / (torch.sqrt(v / (1 - b2 ** t)) + eps)
+            new = []
+            for xi, ri in zip(_split(x), _split(r)):
+                u = ri + wd * xi
+                new.append((xi - lr * torch.linalg.norm(xi) / torch.linalg.norm(u) * u).reshape(-1))
+            x = torch.cat(new)
+            _close(path[t - 1, k], x, f"config {k}, step {t}")
+
+
+def test_lamb_paper_moves_each_tensor_by_lr_times_its_norm():
+    """φ(z) = z: every step moves each parameter tensor by exactly η‖x_t‖ (the defining property of the paper's
+    trust ratio, which the library's Lamb does not have)."""
+    x0 = _x0(1)
+    path = _rule_path(["lamb-paper(lr=0.03, weight_decay=0.05)"], x0)
+    before = x0[0]
+    for t in range(STEPS):
+        after = path[t, 0]
+        for xb, xa in zip(_split(before), _split(after)):
+            _close(torch.linalg.norm(xa - xb), 0.03 * torch.linalg.norm(xb))
+        before = after
+
+
+def test_lamb_paper_takes_the_plain_step_on_a_zero_tensor():
+    """The ratio is 1 where ‖x‖ = 0 (a zero-initialised tensor: the paper leaves 0/0 open): that tensor takes
+    x ← x − η(r + λx) = −η r, the others the trust-ratio step."""
+    x0 = _x0(1)
+    x0[:, 6:9] = 0.0  # the vector
+    path = _rule_path(["lamb-paper(lr=0.01)"], x0, steps=1)
+    g = _grad(x0[0])
+    r = ((1 - 0.9) * g / (1 - 0.9)) / (torch.sqrt((1 - 0.999) * g * g / (1 - 0.999)) + 1e-6)
+    _close(path[0, 0, 6:9], -0.01 * r[6:9])
+    matrix = x0[0, :6]
+    _close(path[0, 0, :6], matrix - 0.01 * torch.linalg.norm(matrix) / torch.linalg.norm(r[:6]) * r[:6])
+
+
+# ---- StableAdamW (Wortsman et al. 2023, Algorithm 1) -------------------------------------------------------
+
+STABLE_CONFIGS = [(0.01, 0.9, 0.99, 1e-8, 0.01), (0.05, 0.5, 0.9, 1e-3, 0.1), (0.002, 0.8, 0.999, 1e-6, 0.0)]
+
+
+def _stableadamw_reference(x0, configs, coupled=False):
+    """Algorithm 1: β̂ = β(1 − β^(t−1))/(1 − βᵗ), m ← β̂₁m + (1 − β̂₁)g, v ← β̂₂v + (1 − β̂₂)g², per tensor
+    RMS = √mean(g²/max(v, ε²)), η_t = η/max(1, RMS), x ← x − η_tλx − η_t m/(√v + ε). ``coupled``: the library's
+    option, λx added to g first (and no decoupled decay)."""
+    points = []
+    for k, (lr, b1, b2, eps, wd) in enumerate(configs):
+        x = x0[k].clone()
+        m, v = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64)
+        row = []
+        for t in range(1, STEPS + 1):
+            g = _grad(x)
+            if coupled:
+                g = g + wd * x
+            hat1 = b1 * (1 - b1 ** (t - 1)) / (1 - b1 ** t)
+            hat2 = b2 * (1 - b2 ** (t - 1)) / (1 - b2 ** t)
+            m = hat1 * m + (1 - hat1) * g
+            v = hat2 * v + (1 - hat2) * g * g
+            new = []
+            for xi, gi, mi, vi in zip(_split(x), _split(g), _split(m), _split(v)):
+                rms = torch.sqrt(torch.mean(gi * gi / torch.clamp(vi, min=eps * eps)))
+                eta = lr / max(1.0, rms.item())
+                decay = 0.0 if coupled else eta * wd * xi
+                new.append((xi - decay - eta * mi / (torch.sqrt(vi) + eps)).reshape(-1))
+            x = torch.cat(new)
+            row.append(x)
+        points.append(torch.stack(row))
+    return torch.stack(points, dim=1)  # [steps, K, P]
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_stableadamw_follows_algorithm_1_per_tensor(coupled):
+    specs = [f"stableadamw(lr={lr}, betas=({b1}, {b2}), eps={eps}, weight_decay={wd}, weight_decouple={not coupled})"
+             for lr, b1, b2, eps, wd in STABLE_CONFIGS]
+    x0 = _x0(len(specs))
+    _close(_rule_path(specs, x0), _stableadamw_reference(x0, STABLE_CONFIGS, coupled))
+
+
+def test_stableadamw_first_step_clips_to_the_sign_step():
+    """At t = 1, β̂ = 0: m = g and v = g², so RMS = 1 (no clip) and the step is η·g/(|g| + ε) ≈ η·sign(g)."""
+    x0 = _x0(1)
+    path = _rule_path(["stableadamw(lr=0.01, weight_decay=0.0, eps=1e-12)"], x0, steps=1)
+    g = _grad(x0[0])
+    _close(path[0, 0], x0[0] - 0.01 * g / (g.abs() + 1e-12))
