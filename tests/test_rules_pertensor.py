@@ -7,6 +7,7 @@ networks)."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -80,6 +81,12 @@ VARIANTS = {
     "stableadamw": ["stableadamw(lr=0.01, weight_decouple=False, weight_decay=0.1)",
                     "stableadamw(lr=0.01, weight_decay=0.0, betas=(0.5, 0.9), eps=1e-3)",
                     "stableadamw(lr=0.01, kahan_sum=False, weight_decay=0.2)"],
+    "scion": ["scion(lr=0.01, momentum=0.5, weight_decay=0.1, scale=2.0)",
+              "scion(lr=0.01, weight_decay=0.1, weight_decouple=False)",
+              "scion(lr=0.01, constraint=True, weight_decay=0.1, momentum=0.9)"],
+    "scionlight": ["scionlight(lr=0.01, momentum=0.5, weight_decay=0.1, scale=2.0)",
+                   "scionlight(lr=0.01, weight_decay=0.1, weight_decouple=False)",
+                   "scionlight(lr=0.01, constraint=True, weight_decay=0.1)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -102,7 +109,8 @@ def test_pertensor_variants_equal_the_class_on_networks(network_data, spec, netw
     _network_group(problem, configs, seeds)
 
 
-@pytest.mark.parametrize("spec", ["lamb-paper", "stableadamw", "stableadamw(weight_decouple=False)"])
+@pytest.mark.parametrize("spec", ["lamb-paper", "stableadamw", "stableadamw(weight_decouple=False)", "scion",
+                                  "scionlight"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pertensor_rules_declare_the_state_their_class_keeps(spec, dtype):
     from optbench.cost import probe_state_bytes_per_param
@@ -213,3 +221,111 @@ def test_stableadamw_first_step_clips_to_the_sign_step():
     path = _rule_path(["stableadamw(lr=0.01, weight_decay=0.0, eps=1e-12)"], x0, steps=1)
     g = _grad(x0[0])
     _close(path[0, 0], x0[0] - 0.01 * g / (g.abs() + 1e-12))
+
+
+# ---- SCION and SCIONLight (Pethick et al. 2025, Algorithm 1: uSCG; SCG with the constraint) ----------------
+
+SCION_SHAPES = [(2, 3), (3,), (4, 2), (2, 1, 2, 2)]  # a wide and a tall matrix, a vector, a convolution kernel
+SCION_LAYOUT = ParamLayout(SCION_SHAPES)
+SCION_P = SCION_LAYOUT.size
+QUINTIC = (3.4445, -4.7750, 2.0315)
+
+
+@pytest.fixture
+def scion_newton_schulz_in_float64(monkeypatch):
+    """SCION's Newton–Schulz iteration runs in bfloat16 (the library's default; the rule calls the same function):
+    the formula tests compare the rule with the hand-written iteration in float64."""
+    from pytorch_optimizer.optimizer import scion
+
+    monkeypatch.setattr(scion, "zero_power_via_newton_schulz_5",
+                        functools.partial(scion.zero_power_via_newton_schulz_5, dtype=torch.float64))
+
+
+def _polar(matrix, steps=5):
+    """Jordan et al.'s quintic Newton–Schulz approximation of the polar factor UVᵀ: X₀ = M/‖M‖_F (of Mᵀ for a tall
+    M), X ← aX + b(XXᵀ)X + c(XXᵀ)²X."""
+    tall = matrix.shape[0] > matrix.shape[1]
+    x = matrix.T if tall else matrix
+    x = x / max(torch.linalg.norm(x).item(), 1e-7)
+    a, b, c = QUINTIC
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + b * gram @ x + c * gram @ gram @ x
+    return x.T if tall else x
+
+
+def _lmo(d, shape):
+    """The oracle direction of one tensor's norm (the paper's Table: RMS norm for a vector, the RMS→RMS operator
+    norm for a matrix, its per-kernel version for a convolution), up to the sign and the radius."""
+    if len(shape) == 1:
+        return d / (torch.sqrt(torch.mean(d * d)) + 1e-8)
+    rows, cols = shape[0], shape[1]
+    direction = _polar(d.reshape(rows, -1)).reshape(shape) * math.sqrt(rows / cols)
+    return direction / math.prod(shape[2:]) if len(shape) > 2 else direction
+
+
+def _scion_grad(x):
+    curvature = torch.linspace(0.5, 3.0, SCION_P, dtype=torch.float64)
+    return curvature * x + torch.linspace(-0.4, 0.6, SCION_P, dtype=torch.float64) + 0.2 * torch.sin(3 * x)
+
+
+SCION_CONFIGS = [(0.01, 0.1, 1.0, 0.0), (0.05, 0.5, 2.0, 0.1), (0.02, 0.9, 0.5, 0.01)]  # η, α, ρ, λ
+
+
+def _scion_reference(x0, configs, light=False, constraint=False, coupled=False):
+    points = []
+    for k, (lr, alpha, rho, wd) in enumerate(configs):
+        x = x0[k].clone()
+        d = torch.zeros(SCION_P, dtype=torch.float64)
+        row = []
+        for _ in range(STEPS):
+            g = _scion_grad(x)
+            if not constraint:
+                if coupled:
+                    g = g + wd * x
+                else:
+                    x = x * (1 - wd * lr)
+            d = g if light else (1 - alpha) * d + alpha * g
+            s = torch.cat([(rho * _lmo(di, shape)).reshape(-1) for di, shape in zip(_split(d, SCION_SHAPES),
+                                                                                    SCION_SHAPES)])
+            x = (1 - lr) * x - lr * s if constraint else x - lr * s
+            row.append(x)
+        points.append(torch.stack(row))
+    return torch.stack(points, dim=1)
+
+
+@pytest.mark.parametrize("name", ["scion", "scionlight"])
+@pytest.mark.parametrize("variant", ["uscg", "coupled", "scg"])
+def test_scion_follows_the_conditional_gradient_steps_per_tensor(scion_newton_schulz_in_float64, name, variant):
+    """uSCG: d ← (1 − α)d + αg, x ← x − ηρ·lmo(d) (SCIONLight: d = g), with decoupled decay x ← x(1 − λη) or
+    coupled g ← g + λx; SCG (``constraint``): x ← (1 − η)x − ηρ·lmo(d), no decay."""
+    flags = {"uscg": "", "coupled": ", weight_decouple=False", "scg": ", constraint=True"}[variant]
+    specs = [f"{name}(lr={lr}, momentum={alpha}, scale={rho}, weight_decay={wd}{flags})"
+             for lr, alpha, rho, wd in SCION_CONFIGS]
+    x0 = torch.stack([torch.linspace(-1.2, 1.5, SCION_P, dtype=torch.float64) * (1 + 0.3 * k) + 0.1 * k
+                      for k in range(len(specs))])
+    path = _rule_path(specs, x0, SCION_LAYOUT, grad=_scion_grad)
+    expected = _scion_reference(x0, SCION_CONFIGS, light=name == "scionlight", constraint=variant == "scg",
+                                coupled=variant == "coupled")
+    torch.testing.assert_close(path, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_scion_orthogonalises_in_bfloat16_as_the_class():
+    """Unpatched, the matrices' directions are bfloat16-accurate (the class's default dtype), not float64's."""
+    x0 = torch.linspace(-1.2, 1.5, SCION_P, dtype=torch.float64)[None]
+    path = _rule_path(["scion(lr=0.1, momentum=0.999999)"], x0, SCION_LAYOUT, steps=1, grad=_scion_grad)
+    exact = _scion_reference(x0, [(0.1, 0.999999, 1.0, 0.0)])[0]
+    moved, expected = (path[0] - x0)[0, :6], (exact - x0)[0, :6]
+    error = (torch.linalg.norm(moved - expected) / torch.linalg.norm(expected)).item()
+    assert 1e-4 < error < 0.1  # bfloat16 (8 bits of mantissa) through five iterations; float64 would be ~1e-16
+
+
+@pytest.mark.parametrize("network", [MLP, CNN], ids=["mlp", "cnn"])
+def test_scionlight_momentum_has_no_effect_under_the_engines(network_data, network):
+    """The class keeps its momentum in .grad, which the engines reset every step: on the loop engine (the real
+    class) momentum=0.1 and momentum=0.9 give the same run, as the rule (which has no momentum) does."""
+    from optbench.engines.network import run_network
+
+    problem = get_problem(network)
+    runs = [run_network(problem, get_optimizer(f"scionlight(lr=0.01, momentum={a})"), 0, 4, 1) for a in (0.1, 0.9)]
+    torch.testing.assert_close(torch.as_tensor(runs[0].loss), torch.as_tensor(runs[1].loss), rtol=0, atol=0)

@@ -14,6 +14,9 @@ independently in plain torch.
 
 from __future__ import annotations
 
+import math
+from typing import cast
+
 import torch
 
 from optbench.engines.batched_rules import LAYERS, _rule
@@ -107,3 +110,124 @@ class _StableAdamW:
             x.mul_(1.0 + wd * step_size)
         denom = (v.sqrt() + eps) / step_size
         x.add_(m / denom)
+
+
+# ---- SCION and SCIONLight ------------------------------------------------------------------------------
+
+SCION_BIAS_EPS = 1e-8  # BiasRMS.lmo's eps, added to the RMS of a vector's direction
+SCION_NEWTON_SCHULZ_STEPS = 5  # Spectral() and SpectralConv()'s num_steps (the Auto norm builds them so)
+
+
+def _scion_directions(d: torch.Tensor, layout, hp) -> list[torch.Tensor]:
+    """SCION's ``Auto`` linear minimisation oracle of each parameter tensor's ``[K, n]`` columns of ``d``, times
+    ``scale``, in the dtype the class gets it in: a vector (ndim ≤ 1) d/(RMS(d) + 1e-8) (``BiasRMS``); a matrix
+    m × n NS₅(d)·√(m/n) (``Spectral``), a kernel m × n × k… NS₅(d as m × (n·k…))·√(m/n)/(k…) (``SpectralConv``),
+    with NS₅ the library's ``zero_power_via_newton_schulz_5`` (5 steps, bfloat16 by default, so those directions
+    are bfloat16 as the class's). Tensors of one shape are orthogonalised as one stacked batch per
+    configuration, as the class's ``_spectral_directions`` does, so that each configuration's bfloat16 iteration
+    sees the same operands as the class's."""
+    from pytorch_optimizer.optimizer import scion  # looked up per call: a test may patch the iteration's dtype
+
+    parts = _tensors(d, layout)
+    K = d.shape[0]
+    out: list[torch.Tensor | None] = [None] * len(parts)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, (part, shape) in enumerate(parts):
+        if len(shape) <= 1:
+            rms = torch.sqrt(torch.mean(part.pow(2), dim=-1, keepdim=True))
+            out[i] = part / (rms + SCION_BIAS_EPS) * hp["scale"]
+        elif len(shape) <= 4:
+            by_shape.setdefault(shape, []).append(i)
+        else:
+            raise NotImplementedError(f"SCION's Auto norm has no oracle for a {len(shape)}-D tensor")
+    scales = hp["scale"][:, 0].tolist()
+    for shape, indices in by_shape.items():
+        shape_scale = math.sqrt(shape[0] / shape[1])
+        if len(shape) > 2:
+            shape_scale = shape_scale / math.prod(shape[2:])
+        rows: list[list[torch.Tensor]] = [[] for _ in indices]
+        for k in range(K):
+            matrices = [parts[i][0][k].reshape(shape[0], -1) for i in indices]
+            matrix = matrices[0] if len(matrices) == 1 else torch.stack(matrices)
+            result = scion.zero_power_via_newton_schulz_5(matrix, SCION_NEWTON_SCHULZ_STEPS)
+            results = [result] if len(matrices) == 1 else list(result.unbind())
+            results = [update.reshape(shape) for update in results]
+            # the class scales with foreach ops, which round a Python scalar to a bfloat16 tensor's dtype first
+            # (Tensor.mul_ does not): the same calls, so that the bfloat16 products are the class's
+            torch._foreach_mul_(results, [shape_scale] * len(results))
+            torch._foreach_mul_(results, scales[k])
+            for j, update in enumerate(results):
+                rows[j].append(update.reshape(-1))
+        for j, i in enumerate(indices):
+            out[i] = torch.stack(rows[j])
+    return [cast(torch.Tensor, direction) for direction in out]
+
+
+def _scion_step(x, g, d, layout, hp):
+    """The SCION step from direction source ``d`` (the momentum average; SCIONLight: the gradient)."""
+    lr = hp["lr"]
+    directions = _scion_directions(d, layout, hp)
+    if hp["constraint"]:
+        x.mul_(1.0 - lr)
+    for (p, _), direction in zip(_tensors(x, layout), directions):
+        p.copy_(torch.addcmul(p, -lr, direction.to(p.dtype)))  # p.add_(update, alpha=−η)
+
+
+def _scion_decay(x, g, hp):
+    """Decay with λ and the unscaled lr (none under ``constraint``, whose step shrinks x itself): decoupled
+    x ← x(1 − λη), or coupled g ← g + λx; returns the gradient."""
+    if hp["constraint"]:
+        return g
+    wd = hp["weight_decay"]
+    if hp["weight_decouple"]:
+        x.mul_(1.0 - wd * hp["lr"])
+        return g
+    return torch.addcmul(g, wd, x)
+
+
+@_rule("scion", needs=[LAYERS])
+class _SCION:
+    """SCION (pytorch_optimizer.SCION, its ``Auto`` norm; Pethick et al. 2025, "Training Deep Learning Models with
+    Norm-Constrained LMOs", Algorithm 1 uSCG, and SCG with ``constraint``), per parameter tensor, with α =
+    ``momentum`` (the weight of the new gradient) and ρ = ``scale``: decay (decoupled x ← x(1 − λη), or coupled
+    g ← g + λx; none with ``constraint``); d ← (1 − α)d + αg (d₀ = 0); the oracle direction s = ρ·lmo(d) of the
+    tensor's norm (:func:`_scion_directions`: RMS-normalised for a vector, the spectral polar factor √(m/n)·UVᵀ
+    by Newton–Schulz for a matrix, per output channel / kernel volume for a convolution kernel); with
+    ``constraint`` (SCG) x ← (1 − η)x − ηs, else (uSCG) x ← x − ηs. An analytic problem's vector is one tensor:
+    x ← x − ηρ·d/(RMS(d) + 1e-8). Deviations from the paper: the polar factor is 5 quintic Newton–Schulz steps
+    in bfloat16 (the class's default; the rule calls the same function), not the exact UVᵀ; the vector oracle
+    adds ε = 1e-8 to the RMS; a kernel's spectral scale is divided by its kernel volume; weight decay is a
+    library addition (the paper's SCG shrinks x through the constraint)."""
+
+    slots = staticmethod(lambda hp: 1)  # d
+
+    @staticmethod
+    def init(x, hp):
+        return {"d": _zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        g = _scion_decay(x, g, hp)
+        d = state["d"]
+        d.lerp_(g, hp["momentum"])
+        _scion_step(x, g, d, state["layout"], hp)
+
+
+@_rule("scionlight", needs=[LAYERS])
+class _SCIONLight:
+    """SCIONLight (pytorch_optimizer.SCIONLight; Pethick et al. 2025, the memory-free variant of SCION's
+    Algorithm 1): SCION's step (:class:`_SCION`) with the oracle taken of the gradient itself, x ← x − ηρ·lmo(g)
+    (x ← (1 − η)x − ηρ·lmo(g) with ``constraint``). The class keeps its momentum in the parameters' ``.grad``
+    buffers, scaling them by 1 − α after each step for the next backward pass to add to; optbench's engines set
+    each step's gradient afresh (``.grad = None`` before the backward pass), as the class's buffers cannot
+    survive there, so the momentum has no effect and the rule, as the class run by the engines, keeps no state.
+    Deviations from the paper: SCION's, and no momentum (above)."""
+
+    @staticmethod
+    def init(x, hp):
+        return {}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        g = _scion_decay(x, g, hp)
+        _scion_step(x, g, g, state["layout"], hp)

@@ -120,6 +120,8 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
     "StableAdamW": {"batched": "stableadamw"},
+    "SCION": {"batched": "scion"},
+    "SCIONLight": {"batched": "scionlight"},
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
 }
