@@ -87,6 +87,8 @@ VARIANTS = {
     "scionlight": ["scionlight(lr=0.01, momentum=0.5, weight_decay=0.1, scale=2.0)",
                    "scionlight(lr=0.01, weight_decay=0.1, weight_decouple=False)",
                    "scionlight(lr=0.01, constraint=True, weight_decay=0.1)"],
+    "stablespam": ["stablespam(lr=0.01, update_proj_gap=3, weight_decay=0.1, theta=0.5)",
+                   "stablespam(lr=0.01, gamma1=-1.0, gamma2=0.5, betas=(0.5, 0.9), eps=1e-3, update_proj_gap=4)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -110,7 +112,7 @@ def test_pertensor_variants_equal_the_class_on_networks(network_data, spec, netw
 
 
 @pytest.mark.parametrize("spec", ["lamb-paper", "stableadamw", "stableadamw(weight_decouple=False)", "scion",
-                                  "scionlight"])
+                                  "scionlight", "stablespam"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pertensor_rules_declare_the_state_their_class_keeps(spec, dtype):
     from optbench.cost import probe_state_bytes_per_param
@@ -329,3 +331,83 @@ def test_scionlight_momentum_has_no_effect_under_the_engines(network_data, netwo
     problem = get_problem(network)
     runs = [run_network(problem, get_optimizer(f"scionlight(lr=0.01, momentum={a})"), 0, 4, 1) for a in (0.1, 0.9)]
     torch.testing.assert_close(torch.as_tensor(runs[0].loss), torch.as_tensor(runs[1].loss), rtol=0, atol=0)
+
+
+# ---- StableSPAM (Huang et al. 2025, Algorithm 1) -----------------------------------------------------------
+
+class _SpikyGrad:
+    """The formula tests' gradient field with a spike (×6) at the third call and a vector that never gets a
+    gradient (its norm is 0: the class skips that tensor's step)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        g = _grad(x) * (6.0 if self.calls == 3 else 1.0)
+        g[..., 6:9] = 0.0
+        return g
+
+
+SPAM_CONFIGS = [  # η, β₁, β₂, γ₁, γ₂, θ, λ, ε, T
+    (0.01, 0.9, 0.999, 0.7, 0.9, 0.999, 0.0, 1e-8, 1000),
+    (0.05, 0.5, 0.9, 0.6, 0.5, 0.5, 0.1, 1e-3, 4),
+    (0.02, 0.8, 0.99, -1.0, 0.8, 0.9, 0.01, 1e-6, 3),
+]
+
+
+def test_stablespam_follows_algorithm_1_per_tensor():
+    """AdaClip (M ← θM + (1 − θ)max|g|, clip |g| to M/(1 − θᵗ)), AdaGN (g ← g/‖g‖ · μ̂/(√ν̂ + ε)), Adam on the
+    result, the moments reset every T steps (the bias corrections restart with them), decoupled decay."""
+    steps = 7
+    specs = [f"stablespam(lr={lr}, betas=({b1}, {b2}), gamma1={g1}, gamma2={g2}, theta={th}, weight_decay={wd}, "
+             f"eps={eps}, update_proj_gap={gap})" for lr, b1, b2, g1, g2, th, wd, eps, gap in SPAM_CONFIGS]
+    x0 = _x0(len(specs))
+    path = _rule_path(specs, x0, steps=steps, grad=_SpikyGrad())
+    for k, (lr, b1, b2, g1, g2, th, wd, eps, gap) in enumerate(SPAM_CONFIGS):
+        g1 = b1 if g1 == -1.0 else g1
+        x = x0[k].clone()
+        m, v = torch.zeros(P, dtype=torch.float64), torch.zeros(P, dtype=torch.float64)
+        big, mu, nu = [0.0] * 3, [0.0] * 3, [0.0] * 3
+        grad, s = _SpikyGrad(), 0
+        clipped_any = False
+        for t in range(1, steps + 1):
+            g_all = grad(x[None])[0]
+            if t % gap == 0:
+                m, v, s = torch.zeros_like(m), torch.zeros_like(v), 1
+            else:
+                s += 1
+            x = x * (1 - wd * lr)
+            pieces = []
+            for i, (xi, gi, mi, vi) in enumerate(zip(_split(x), _split(g_all), _split(m), _split(v))):
+                top = gi.abs().max().item()
+                big[i] = th * big[i] + (1 - th) * top
+                bound = big[i] / (1 - th ** t)
+                clip = gi.abs() > bound
+                clipped_any |= bool(clip.any())
+                gi = torch.where(clip, gi * bound / top, gi)
+                n = torch.linalg.norm(gi).item()
+                if n == 0:
+                    pieces.append(xi.reshape(-1))
+                    continue
+                mu[i] = g1 * mu[i] + (1 - g1) * n
+                nu[i] = g2 * nu[i] + (1 - g2) * n * n
+                gi = gi / n * (mu[i] / (1 - g1 ** t)) / (math.sqrt(nu[i] / (1 - g2 ** t)) + eps)
+                mi.copy_(b1 * mi + (1 - b1) * gi)
+                vi.copy_(b2 * vi + (1 - b2) * gi * gi)
+                pieces.append((xi - lr / (1 - b1 ** s) * mi / (torch.sqrt(vi) / math.sqrt(1 - b2 ** s) + eps))
+                              .reshape(-1))
+            x = torch.cat(pieces)
+            _close(path[t - 1, k], x, f"config {k}, step {t}")
+        assert clipped_any, "the spike must be clipped"
+        decays = (1 - wd * lr) ** torch.arange(1, steps + 1, dtype=torch.float64)[:, None]
+        _close(path[:, k, 6:9], x0[k, 6:9] * decays, "a tensor without gradient is only decayed")
+
+
+def test_stablespam_refuses_the_cosine_decay():
+    from optbench.engines.capabilities import choose_engine
+
+    problem, config = get_problem("rosenbrock"), get_optimizer("stablespam(t_max=100)")
+    assert not engine_supports("batched", problem, config)
+    assert choose_engine("auto", problem, config, {}, "cuda") == "loop"
+    assert engine_supports("batched", problem, get_optimizer("stablespam"))

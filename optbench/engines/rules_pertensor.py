@@ -231,3 +231,74 @@ class _SCIONLight:
     def step(x, g, state, hp, t):
         g = _scion_decay(x, g, hp)
         _scion_step(x, g, g, state["layout"], hp)
+
+
+# ---- StableSPAM -----------------------------------------------------------------------------------------
+
+@_rule("stablespam", needs=[LAYERS])
+class _StableSPAM:
+    """StableSPAM (pytorch_optimizer.StableSPAM, its per-parameter path, the default ``foreach=False``; Huang et al.
+    2025, "Stable-SPAM: How to Train in 4-Bit More Stably than 16-Bit Adam", Algorithm 1), per parameter tensor,
+    with t the step count and s the moment step count (reset to 1, with m and v zeroed, every
+    ``update_proj_gap`` = T steps: s = t until t = T, then 1, 2, …): decoupled decay x ← x(1 − λη); spike
+    clipping with the tensor's largest |g|, M ← θM + (1 − θ)max|g|, M̂ = M/(1 − θᵗ), g ← g·M̂/max|g| where
+    |g| > M̂; adaptive gradient-norm scaling with the clipped gradient's norm n = ‖g‖ (a tensor with n = 0
+    skips the rest of its step), μ ← γ₁μ + (1 − γ₁)n, ν ← γ₂ν + (1 − γ₂)n², g ← g/n · (μ/(1 − γ₁ᵗ))/(√(ν/(1 − γ₂ᵗ))
+    + ε) (γ₁ = β₁ when ``gamma1`` = −1); then Adam, m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g²,
+    x ← x − η/(1 − β₁ˢ) · m/(√v/√(1 − β₂ˢ) + ε). Deviations from the paper: not checked line by line against its
+    text (the formulas above are the paper's AdaClip, AdaGN and momentum reset as the library, after the authors'
+    code, implements them); ``gamma1 = −1`` and the weight decay are library options. ``t_max`` (a cosine decay
+    of β₁ and γ₁ by a torch LR scheduler's recursive formula) is refused: the registry default (None) has none."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (and three scalars per tensor)
+
+    @staticmethod
+    def refuses(hp):
+        if hp.get("t_max") is not None:
+            return "t_max (StableSPAM's cosine decay of the momentum coefficients) is not reproduced"
+        return None
+
+    @staticmethod
+    def init(x, hp):
+        column = torch.zeros_like(x[:, :1])
+        return {"m": _zeros(x), "v": _zeros(x), "s": column.clone(), "m_max": None, "m_norm": None, "v_norm": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, beta1, beta2, eps = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"]
+        theta, gamma2 = hp["theta"], hp["gamma2"]
+        gamma1 = torch.where(hp["gamma1"] == -1.0, beta1, hp["gamma1"])
+        if state["m_max"] is None:
+            per_tensor = torch.zeros(x.shape[0], len(layout.sizes), dtype=x.dtype, device=x.device)
+            state["m_max"], state["m_norm"], state["v_norm"] = (per_tensor.clone() for _ in range(3))
+        m, v = state["m"], state["v"]
+        reset = (t % hp["update_proj_gap"]) == 0  # [K, 1]
+        if bool(reset.any()):
+            m.masked_fill_(reset, 0.0)
+            v.masked_fill_(reset, 0.0)
+        state["s"] = s = torch.where(reset, 1.0, state["s"] + 1.0)
+        step_size = lr / (1.0 - beta1 ** s)
+        bc2_sq = (1.0 - beta2 ** s).sqrt()
+        theta_t = 1.0 - theta ** t
+        x.mul_(1.0 - hp["weight_decay"] * lr)
+        max_grad = _per_tensor(g, layout, lambda part: part.abs().amax(-1))
+        m_max = state["m_max"]
+        m_max.lerp_(max_grad, (1.0 - theta).expand_as(m_max))
+        m_max_hat = layout.spread(m_max / theta_t)
+        spread_max = layout.spread(max_grad)
+        g = torch.where(g.abs() > m_max_hat, g / spread_max * m_max_hat, g)
+        grad_norm = layout.norms(g)
+        active = grad_norm != 0
+        m_norm, v_norm = state["m_norm"], state["v_norm"]
+        m_norm.copy_(torch.where(active, m_norm.lerp(grad_norm, (1.0 - gamma1).expand_as(m_norm)), m_norm))
+        v_norm.copy_(torch.where(active, v_norm.lerp(grad_norm.pow(2), (1.0 - gamma2).expand_as(v_norm)), v_norm))
+        m_norm_hat = m_norm / (1.0 - gamma1 ** t)
+        v_norm_hat = v_norm / (1.0 - gamma2 ** t)
+        c_norm = m_norm_hat / (v_norm_hat.sqrt() + eps)
+        scaled = g / layout.spread(grad_norm) * layout.spread(c_norm)
+        moving = layout.spread(active).expand_as(x)
+        m.copy_(torch.where(moving, m.lerp(scaled, (1.0 - beta1).expand_as(m)), m))
+        v.copy_(torch.where(moving, torch.addcmul(v * beta2, (1.0 - beta2) * scaled, scaled), v))
+        denom = v.sqrt() / bc2_sq + eps
+        x.copy_(torch.where(moving, x + -step_size * m / denom, x))

@@ -122,6 +122,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "StableAdamW": {"batched": "stableadamw"},
     "SCION": {"batched": "scion"},
     "SCIONLight": {"batched": "scionlight"},
+    "StableSPAM": {"batched": "stablespam"},
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
 }
