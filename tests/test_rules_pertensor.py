@@ -89,6 +89,9 @@ VARIANTS = {
                    "scionlight(lr=0.01, constraint=True, weight_decay=0.1)"],
     "stablespam": ["stablespam(lr=0.01, update_proj_gap=3, weight_decay=0.1, theta=0.5)",
                    "stablespam(lr=0.01, gamma1=-1.0, gamma2=0.5, betas=(0.5, 0.9), eps=1e-3, update_proj_gap=4)"],
+    "sgdsai": ["sgdsai(lr=1e-3, momentum=0.0, weight_decay=0.1, weight_decouple=False)",
+               "sgdsai(lr=1e-3, momentum=0.5, weight_decay=0.1, weight_decouple=False)",
+               "sgdsai(lr=1e-3, momentum=0.0, weight_decay=0.1, eps=1e-3)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -112,7 +115,7 @@ def test_pertensor_variants_equal_the_class_on_networks(network_data, spec, netw
 
 
 @pytest.mark.parametrize("spec", ["lamb-paper", "stableadamw", "stableadamw(weight_decouple=False)", "scion",
-                                  "scionlight", "stablespam"])
+                                  "scionlight", "stablespam", "sgdsai", "sgdsai(momentum=0.0)"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pertensor_rules_declare_the_state_their_class_keeps(spec, dtype):
     from optbench.cost import probe_state_bytes_per_param
@@ -411,3 +414,47 @@ def test_stablespam_refuses_the_cosine_decay():
     assert not engine_supports("batched", problem, config)
     assert choose_engine("auto", problem, config, {}, "cuda") == "loop"
     assert engine_supports("batched", problem, get_optimizer("stablespam"))
+
+
+# ---- SGD-SaI (Xu et al. 2024, Algorithm 1) -----------------------------------------------------------------
+
+SAI_SHAPES = [(2, 3), (3,), (1, 4), (3, 2)]  # matrices, a vector and a single-row matrix (σ taken as 0)
+SAI_LAYOUT = ParamLayout(SAI_SHAPES)
+SAI_P = SAI_LAYOUT.size
+SAI_CONFIGS = [(0.01, 0.9, 0.01, 1e-8), (0.002, 0.0, 0.1, 1e-3), (0.005, 0.5, 0.0, 1e-8)]  # η, μ, λ, ε
+
+
+def _sai_grad(x):
+    return torch.linspace(0.5, 3.0, SAI_P, dtype=torch.float64) * x + torch.linspace(-0.4, 0.6, SAI_P,
+                                                                                       dtype=torch.float64)
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_sgdsai_scales_each_tensor_by_its_first_gsnr(coupled):
+    """s = ‖g₁‖/(σ(g₁) + ε) per tensor at the first step (‖g₁‖ for vectors and single-row matrices), then
+    b ← μb + (1 − μ)g, x ← x − ηs·b with decoupled decay x ← x(1 − λη), or coupled λx in g (only without momentum:
+    the class adds it after forming b)."""
+    specs = [f"sgdsai(lr={lr}, momentum={mu}, weight_decay={wd}, eps={eps}, weight_decouple={not coupled})"
+             for lr, mu, wd, eps in SAI_CONFIGS]
+    x0 = torch.stack([torch.linspace(-1.2, 1.5, SAI_P, dtype=torch.float64) * (1 + 0.3 * k) for k in range(3)])
+    path = _rule_path(specs, x0, SAI_LAYOUT, grad=_sai_grad)
+    for k, (lr, mu, wd, eps) in enumerate(SAI_CONFIGS):
+        x, b, gsnr = x0[k].clone(), torch.zeros(SAI_P, dtype=torch.float64), None
+        for t in range(1, STEPS + 1):
+            g = _sai_grad(x)
+            if gsnr is None:
+                gsnr = []
+                for gi, shape in zip(_split(g, SAI_SHAPES), SAI_SHAPES):
+                    n = gi.numel()
+                    norm = torch.sqrt((gi * gi).sum())
+                    if len(shape) > 1 and shape[0] > 1:
+                        sigma = torch.sqrt(((gi - gi.mean()) ** 2).sum() / (n - 1))
+                        gsnr.append(torch.full((n,), (norm / (sigma + eps)).item(), dtype=torch.float64))
+                    else:
+                        gsnr.append(torch.full((n,), norm.item(), dtype=torch.float64))
+                gsnr = torch.cat(gsnr)
+            b = (mu * b + (1 - mu) * g) if mu > 0 else g + (wd * x if coupled else 0.0)
+            if not coupled:
+                x = x * (1 - wd * lr)
+            x = x - lr * gsnr * b
+            _close(path[t - 1, k], x, f"config {k}, step {t}")

@@ -302,3 +302,48 @@ class _StableSPAM:
         v.copy_(torch.where(moving, torch.addcmul(v * beta2, (1.0 - beta2) * scaled, scaled), v))
         denom = v.sqrt() / bc2_sq + eps
         x.copy_(torch.where(moving, x + -step_size * m / denom, x))
+
+
+# ---- SGD-SaI --------------------------------------------------------------------------------------------
+
+@_rule("sgdsai", needs=[LAYERS])
+class _SGDSaI:
+    """SGD-SaI (pytorch_optimizer.SGDSaI, its foreach path; Xu et al. 2024, "No More Adam: Learning Rate Scaling
+    at Initialization is All You Need", arXiv:2412.11768, Algorithm 1), per parameter tensor: at the first step
+    each tensor's gradient signal-to-noise ratio is fixed, s = ‖g₁‖/(σ(g₁) + ε) with σ the (unbiased) standard
+    deviation of the tensor's entries, for a tensor with ndim > 1 and more than one row; s = ‖g₁‖ for the others
+    (vectors, so every analytic problem, and single-row matrices: σ taken as 0), and also where σ = 0. Then
+    with μ = ``momentum``: b ← μb + (1 − μ)g (μ = 0: b = g); decay, decoupled x ← x(1 − λη) or coupled g ← g + λx
+    (the class adds it to g after b has been formed, so coupled decay reaches the step only without momentum);
+    x ← x − η·s·b. Deviations from the paper: the coupled decay's placement (above); not otherwise checked line
+    by line against the paper's text (the catalogue's reference for it, arXiv:2411.10438, is MARS's)."""
+
+    slots = staticmethod(lambda hp: int(hp["momentum"] > 0))  # momentum_buffer (gsnr is a scalar per tensor)
+
+    @staticmethod
+    def init(x, hp):
+        return {"buf": _zeros(x), "gsnr": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, momentum, wd = hp["lr"], hp["momentum"], hp["weight_decay"]
+        if state["gsnr"] is None:
+            ratios = []
+            for part, shape in _tensors(g, layout):
+                norm = torch.linalg.vector_norm(part, dim=-1)
+                if len(shape) > 1 and shape[0] != 1:
+                    sigma = part.std(dim=-1).nan_to_num_()
+                    ratios.append(torch.where(sigma != 0.0, norm / (sigma + hp["eps"][:, 0]), norm))
+                else:
+                    ratios.append(norm)
+            state["gsnr"] = layout.spread(torch.stack(ratios, dim=-1))
+        with_momentum = momentum > 0.0
+        buf = state["buf"]
+        buf.lerp_(g, (1.0 - momentum).expand_as(buf))
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - wd * lr)
+            source = torch.where(with_momentum, buf, g)
+        else:
+            source = torch.where(with_momentum, buf, torch.addcmul(g, wd, x))
+        x.copy_(torch.addcmul(x, -lr, source * state["gsnr"]))

@@ -123,6 +123,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "SCION": {"batched": "scion"},
     "SCIONLight": {"batched": "scionlight"},
     "StableSPAM": {"batched": "stablespam"},
+    "SGDSaI": {"batched": "sgdsai"},
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
 }
