@@ -92,6 +92,9 @@ VARIANTS = {
     "sgdsai": ["sgdsai(lr=1e-3, momentum=0.0, weight_decay=0.1, weight_decouple=False)",
                "sgdsai(lr=1e-3, momentum=0.5, weight_decay=0.1, weight_decouple=False)",
                "sgdsai(lr=1e-3, momentum=0.0, weight_decay=0.1, eps=1e-3)"],
+    "tam": ["tam(lr=1e-3, momentum=0.5, decay_rate=0.5, weight_decay=0.1)",
+            "tam(lr=1e-3, weight_decay=0.1, fixed_decay=True, eps=1e-3)",
+            "tam(lr=1e-3, weight_decay=0.1, weight_decouple=False)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -115,7 +118,7 @@ def test_pertensor_variants_equal_the_class_on_networks(network_data, spec, netw
 
 
 @pytest.mark.parametrize("spec", ["lamb-paper", "stableadamw", "stableadamw(weight_decouple=False)", "scion",
-                                  "scionlight", "stablespam", "sgdsai", "sgdsai(momentum=0.0)"])
+                                  "scionlight", "stablespam", "sgdsai", "sgdsai(momentum=0.0)", "tam"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pertensor_rules_declare_the_state_their_class_keeps(spec, dtype):
     from optbench.cost import probe_state_bytes_per_param
@@ -457,4 +460,45 @@ def test_sgdsai_scales_each_tensor_by_its_first_gsnr(coupled):
             if not coupled:
                 x = x * (1 - wd * lr)
             x = x - lr * gsnr * b
+            _close(path[t - 1, k], x, f"config {k}, step {t}")
+
+
+# ---- TAM (Malviya et al. 2024) ------------------------------------------------------------------------------
+
+TAM_SHAPES = [(2, 3), (3,), (3, 1, 2)]
+TAM_LAYOUT = ParamLayout(TAM_SHAPES)
+TAM_P = TAM_LAYOUT.size
+TAM_CONFIGS = [(0.01, 0.9, 0.9, 0.0, 1e-8), (0.002, 0.5, 0.5, 0.1, 1e-3), (0.005, 0.8, 0.7, 0.01, 1e-8)]  # η μ ρ λ ε
+
+
+def _tam_grad(x):
+    return (torch.linspace(0.5, 3.0, TAM_P, dtype=torch.float64) * x
+            + torch.linspace(-0.4, 0.6, TAM_P, dtype=torch.float64) + 0.3 * torch.cos(2 * x))
+
+
+def _unit_columns(tensor):
+    """Each fibre along the first dimension divided by its Euclidean length (a vector: the whole vector)."""
+    return tensor / torch.sqrt((tensor * tensor).sum(dim=0, keepdim=True))
+
+
+@pytest.mark.parametrize(("coupled", "fixed"), [(False, False), (False, True), (True, False)])
+def test_tam_damps_the_gradient_by_its_alignment_with_the_momentum(coupled, fixed):
+    """c = (b/|b|)⊙(g/|g|) along the first dimension, s ← ρs + (1 − ρ)c, b ← μb + ((1 + s)/2 + ε)g (b₀ = g₁),
+    x ← x(1 − λη) (λ with fixed_decay) − ηb; coupled decay (weight_decouple=False) leaves the steps unchanged."""
+    specs = [f"tam(lr={lr}, momentum={mu}, decay_rate={rho}, weight_decay={wd}, eps={eps}, fixed_decay={fixed}, "
+             f"weight_decouple={not coupled})" for lr, mu, rho, wd, eps in TAM_CONFIGS]
+    x0 = torch.stack([torch.linspace(-1.2, 1.5, TAM_P, dtype=torch.float64) * (1 + 0.3 * k) for k in range(3)])
+    path = _rule_path(specs, x0, TAM_LAYOUT, grad=_tam_grad)
+    for k, (lr, mu, rho, wd, eps) in enumerate(TAM_CONFIGS):
+        x, s, b = x0[k].clone(), torch.zeros(TAM_P, dtype=torch.float64), None
+        for t in range(1, STEPS + 1):
+            g = _tam_grad(x)
+            b = g.clone() if b is None else b
+            c = torch.cat([(_unit_columns(bi) * _unit_columns(gi)).reshape(-1)
+                           for bi, gi in zip(_split(b, TAM_SHAPES), _split(g, TAM_SHAPES))])
+            s = rho * s + (1 - rho) * c
+            b = mu * b + ((1 + s) / 2 + eps) * g
+            if not coupled:
+                x = x * (1 - wd * (1.0 if fixed else lr))
+            x = x - lr * b
             _close(path[t - 1, k], x, f"config {k}, step {t}")

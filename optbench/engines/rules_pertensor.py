@@ -347,3 +347,54 @@ class _SGDSaI:
         else:
             source = torch.where(with_momentum, buf, torch.addcmul(g, wd, x))
         x.copy_(torch.addcmul(x, -lr, source * state["gsnr"]))
+
+
+# ---- TAM ------------------------------------------------------------------------------------------------
+
+NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize's default lower bound of the norm
+
+
+def _normalize_dim0(values: torch.Tensor, layout) -> torch.Tensor:
+    """``torch.nn.functional.normalize(·, p=2, dim=0)`` of each parameter tensor (a vector: by its norm; a matrix:
+    each column by its norm; a kernel: each fibre along the output channels), as ``[K, P]`` columns."""
+    K = values.shape[0]
+    parts = []
+    for part, shape in _tensors(values, layout):
+        view = part.reshape(K, *shape)
+        norm = torch.linalg.vector_norm(view, dim=1, keepdim=True).clamp_min(NORMALIZE_EPS)
+        parts.append((view / norm).reshape(K, -1))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+@_rule("tam", needs=[LAYERS])
+class _TAM:
+    """TAM (pytorch_optimizer.TAM, its foreach path; Malviya et al. 2024, "Torque-Aware Momentum",
+    arXiv:2412.18790), per parameter tensor: with n(·) the normalisation along the tensor's first dimension
+    (``normalize(·, dim=0)``: a vector by its norm, a matrix column by column), the alignment
+    c = n(b)⊙n(g) (elementwise), s ← ρs + (1 − ρ)c (ρ = ``decay_rate``, s₀ = 0), d = ((1 + s)/2 + ε)·g,
+    b ← μb + d (b₀ = g₁, so the first step has b = μg₁ + d), decoupled decay x ← x(1 − λη) (λ unscaled with
+    ``fixed_decay``), x ← x − ηb. Deviations from the paper: the paper damps the new gradient by the cosine
+    between momentum and gradient, (1 + cos)/2; the library's alignment is the elementwise product of the
+    normalised tensors, not summed into a cosine, so each coordinate gets its own small c (≈ 1/rows);
+    ``weight_decouple=False`` adds λx to the gradient after the class has used it, so coupled decay has no
+    effect (reproduced)."""
+
+    slots = staticmethod(lambda hp: 2)  # s, momentum_buffer
+
+    @staticmethod
+    def init(x, hp):
+        return {"s": _zeros(x), "buf": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        if state["buf"] is None:
+            state["buf"] = g.clone()
+        buf, s = state["buf"], state["s"]
+        correlation = _normalize_dim0(buf, layout) * _normalize_dim0(g, layout)
+        s.lerp_(correlation, (1.0 - hp["decay_rate"]).expand_as(s))
+        d = ((s + 1.0) / 2.0 + hp["eps"]) * g
+        buf.mul_(hp["momentum"]).add_(d)
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - hp["weight_decay"] * (1.0 if hp["fixed_decay"] else hp["lr"]))
+        x.copy_(torch.addcmul(x, -hp["lr"], buf))

@@ -124,6 +124,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "SCIONLight": {"batched": "scionlight"},
     "StableSPAM": {"batched": "stablespam"},
     "SGDSaI": {"batched": "sgdsai"},
+    "TAM": {"batched": "tam"},
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
 }
