@@ -95,6 +95,9 @@ VARIANTS = {
     "tam": ["tam(lr=1e-3, momentum=0.5, decay_rate=0.5, weight_decay=0.1)",
             "tam(lr=1e-3, weight_decay=0.1, fixed_decay=True, eps=1e-3)",
             "tam(lr=1e-3, weight_decay=0.1, weight_decouple=False)"],
+    "racs": ["racs(lr=0.01, beta=0.5, gamma=1.5, weight_decay=0.1, weight_decouple=False)",
+             "racs(lr=0.01, alpha=0.5, weight_decay=0.1, fixed_decay=True, eps=1e-3)",
+             "racs(lr=0.01, gamma=1.0001, weight_decay=0.01)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -118,7 +121,7 @@ def test_pertensor_variants_equal_the_class_on_networks(network_data, spec, netw
 
 
 @pytest.mark.parametrize("spec", ["lamb-paper", "stableadamw", "stableadamw(weight_decouple=False)", "scion",
-                                  "scionlight", "stablespam", "sgdsai", "sgdsai(momentum=0.0)", "tam"])
+                                  "scionlight", "stablespam", "sgdsai", "sgdsai(momentum=0.0)", "tam", "racs"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pertensor_rules_declare_the_state_their_class_keeps(spec, dtype):
     from optbench.cost import probe_state_bytes_per_param
@@ -502,3 +505,60 @@ def test_tam_damps_the_gradient_by_its_alignment_with_the_momentum(coupled, fixe
                 x = x * (1 - wd * (1.0 if fixed else lr))
             x = x - lr * b
             _close(path[t - 1, k], x, f"config {k}, step {t}")
+
+
+# ---- RACS (Gong et al. 2025, Algorithm 2) -------------------------------------------------------------------
+
+class _GrowingGrad:
+    """SCION's test field, scaled ×4 at the fourth call: a jump in the normalised gradient's norm."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return _scion_grad(x) * (4.0 if self.calls == 4 else 1.0)
+
+
+RACS_CONFIGS = [(0.01, 0.9, 0.05, 1.01, 0.0, 1e-8), (0.05, 0.5, 0.5, 1.5, 0.1, 1e-3),
+                (0.02, 0.8, 0.2, 1.0001, 0.01, 1e-8)]  # η, β, α, γ, λ, ε
+
+
+@pytest.mark.parametrize("decay", ["decoupled", "coupled", "fixed"])
+def test_racs_scales_rows_and_columns_and_limits_the_norm_growth(decay):
+    """Per tensor G (a vector as an n × 1 matrix, a kernel as out × rest): s ← βs + (1 − β)mean_row(G²),
+    q ← βq + (1 − β)mean_col(G²) from s₀ = 0, q₀ = 1, Ĝ = diag(s + ε)^(−½) G diag(q + ε)^(−½), φ₁ = 1 then
+    φ = γ/max(‖Ĝ‖/(θ + ε), γ) (at most γ-fold growth of the step norm), θ = φ‖Ĝ‖, x ← x − ηαφĜ; decay first."""
+    flags = {"decoupled": "", "coupled": ", weight_decouple=False", "fixed": ", fixed_decay=True"}[decay]
+    specs = [f"racs(lr={lr}, beta={b}, alpha={a}, gamma={c}, weight_decay={wd}, eps={eps}{flags})"
+             for lr, b, a, c, wd, eps in RACS_CONFIGS]
+    x0 = torch.stack([torch.linspace(-1.2, 1.5, SCION_P, dtype=torch.float64) * (1 + 0.3 * k) for k in range(3)])
+    path = _rule_path(specs, x0, SCION_LAYOUT, steps=6, grad=_GrowingGrad())
+    for k, (lr, b, a, c, wd, eps) in enumerate(RACS_CONFIGS):
+        grad = _GrowingGrad()
+        x = x0[k].clone()
+        views = [(math.prod(s), 1) if len(s) < 2 else (s[0], math.prod(s[1:])) for s in SCION_SHAPES]
+        row_avg = [torch.zeros(m, dtype=torch.float64) for m, _ in views]
+        col_avg = [torch.ones(n, dtype=torch.float64) for _, n in views]
+        theta = [0.0] * len(views)
+        limited = False
+        for t in range(1, 7):
+            g = grad(x[None])[0]
+            if decay == "coupled":
+                g = g + wd * x
+            else:
+                x = x * (1 - wd * (1.0 if decay == "fixed" else lr))
+            pieces = []
+            for i, (xi, gi, (m, n)) in enumerate(zip(_split(x, SCION_SHAPES), _split(g, SCION_SHAPES), views)):
+                G = gi.reshape(m, n)
+                row_avg[i] = b * row_avg[i] + (1 - b) * (G * G).mean(dim=1)
+                col_avg[i] = b * col_avg[i] + (1 - b) * (G * G).mean(dim=0)
+                hat = G / torch.sqrt(row_avg[i] + eps)[:, None] / torch.sqrt(col_avg[i] + eps)[None, :]
+                norm = torch.sqrt((hat * hat).sum()).item()
+                phi = 1.0 if t == 1 else c / max(norm / (theta[i] + eps), c)
+                limited |= phi < 1.0
+                theta[i] = norm * phi
+                pieces.append(xi.reshape(-1) - lr * a * phi * hat.reshape(-1))
+            x = torch.cat(pieces)
+            _close(path[t - 1, k], x, f"config {k}, step {t}")
+        assert limited or c > 1.001, "γ ≈ 1 must limit some step"

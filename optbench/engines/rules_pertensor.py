@@ -398,3 +398,69 @@ class _TAM:
         if hp["weight_decouple"]:
             x.mul_(1.0 - hp["weight_decay"] * (1.0 if hp["fixed_decay"] else hp["lr"]))
         x.copy_(torch.addcmul(x, -hp["lr"], buf))
+
+
+# ---- RACS -----------------------------------------------------------------------------------------------
+
+def _as_matrix_shape(shape) -> tuple[int, int]:
+    """RACS's and ROSE's matrix view of a parameter tensor: a vector (or scalar) as one column (n × 1), a tensor
+    with ndim > 2 as rows × (the product of the rest)."""
+    if len(shape) < 2:
+        return math.prod(shape), 1
+    return shape[0], math.prod(shape[1:])
+
+
+@_rule("racs", needs=[LAYERS])
+class _RACS:
+    """RACS (pytorch_optimizer.RACS, its per-parameter path, the default ``foreach=False``; Gong et al. 2025,
+    "Towards Efficient Optimizer Design for LLM via Structured Fisher Approximation with a Low-Rank Extension",
+    arXiv:2502.07752, Algorithm 2), per parameter tensor G viewed as an m × n matrix (a vector as one column,
+    m × 1): decay first (decoupled x ← x(1 − λη), λ unscaled with ``fixed_decay``, or coupled G ← G + λx);
+    row and column second moments s ← βs + (1 − β)·mean_row(G²) (s₀ = 0, length m), q ← βq + (1 − β)·mean_col(G²)
+    (q₀ = 1, length n); Ĝ = G / (√(s + ε)√(q + ε)ᵀ); the norm-growth limiter φ = 1 at the first step, then
+    φ = γ/max(‖Ĝ‖/(θ + ε), γ) with θ the previous ‖Ĝ‖·φ; θ ← ‖Ĝ‖φ; x ← x − ηαφ·Ĝ. On a vector the column
+    statistic is one scalar, so Ĝ = g/(√(s + ε)·√(q + ε)) with s the coordinate's own EMA of g² and q that of the
+    mean g². Deviations from the paper: ε sits inside the square roots; not otherwise checked line by line
+    against the paper's text."""
+
+    slots = staticmethod(lambda hp: 0)
+    # s (one per row) and q (one per column): a [d] vector is d × 1, so d + 1 values (θ is a scalar)
+    dim_slots = staticmethod(lambda hp, dim: (dim + 1) / dim)
+
+    @staticmethod
+    def init(x, hp):
+        return {"s": None, "q": None, "theta": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        K = x.shape[0]
+        lr, beta, eps, gamma = hp["lr"], hp["beta"], hp["eps"], hp["gamma"]
+        wd = hp["weight_decay"]
+        if state["s"] is None:
+            views = [_as_matrix_shape(shape) for shape in layout.shapes]
+            state["s"] = [torch.zeros(K, m, dtype=x.dtype, device=x.device) for m, _ in views]
+            state["q"] = [torch.ones(K, n, dtype=x.dtype, device=x.device) for _, n in views]
+            state["theta"] = torch.zeros(K, len(views), dtype=x.dtype, device=x.device)
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = torch.addcmul(g, wd, x)
+        theta = state["theta"]
+        for i, ((p, shape), (grad, _)) in enumerate(zip(_tensors(x, layout), _tensors(g, layout))):
+            rows, cols = _as_matrix_shape(shape)
+            grad = grad.reshape(K, rows, cols)
+            s, q = state["s"][i], state["q"][i]
+            squares = grad.pow(2)
+            s.lerp_(squares.mean(dim=2), (1.0 - beta).expand_as(s))
+            q.lerp_(squares.mean(dim=1), (1.0 - beta).expand_as(q))
+            s_sq = s.add(eps).sqrt_().unsqueeze(2)
+            q_sq = q.add(eps).sqrt_().unsqueeze(1)
+            grad_hat = grad / (s_sq * q_sq)
+            norm = torch.linalg.vector_norm(grad_hat, dim=(1, 2))[:, None]  # [K, 1]
+            if t == 1:
+                threshold = torch.ones_like(norm)
+            else:
+                threshold = gamma / torch.maximum(norm / (theta[:, i:i + 1] + eps), gamma)
+            theta[:, i:i + 1] = norm * threshold
+            p.copy_(torch.addcmul(p, (-lr * hp["alpha"]) * threshold, grad_hat.reshape(K, -1)))

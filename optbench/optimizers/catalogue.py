@@ -125,6 +125,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "StableSPAM": {"batched": "stablespam"},
     "SGDSaI": {"batched": "sgdsai"},
     "TAM": {"batched": "tam"},
+    "RACS": {"batched": "racs"},
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
 }
