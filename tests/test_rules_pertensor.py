@@ -98,6 +98,9 @@ VARIANTS = {
     "racs": ["racs(lr=0.01, beta=0.5, gamma=1.5, weight_decay=0.1, weight_decouple=False)",
              "racs(lr=0.01, alpha=0.5, weight_decay=0.1, fixed_decay=True, eps=1e-3)",
              "racs(lr=0.01, gamma=1.0001, weight_decay=0.01)"],
+    "rose": ["rose(lr=1e-3, weight_decay=0.1, weight_decouple=True, centralize=False)",
+             "rose(lr=1e-3, weight_decay=0.1, weight_decouple=True, fixed_decay=True, stabilize=False)",
+             "rose(lr=1e-3, weight_decay=0.1, centralize=False, stabilize=False)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 
@@ -121,7 +124,7 @@ def test_pertensor_variants_equal_the_class_on_networks(network_data, spec, netw
 
 
 @pytest.mark.parametrize("spec", ["lamb-paper", "stableadamw", "stableadamw(weight_decouple=False)", "scion",
-                                  "scionlight", "stablespam", "sgdsai", "sgdsai(momentum=0.0)", "tam", "racs"])
+                                  "scionlight", "stablespam", "sgdsai", "sgdsai(momentum=0.0)", "tam", "racs", "rose"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pertensor_rules_declare_the_state_their_class_keeps(spec, dtype):
     from optbench.cost import probe_state_bytes_per_param
@@ -562,3 +565,74 @@ def test_racs_scales_rows_and_columns_and_limits_the_norm_growth(decay):
             x = torch.cat(pieces)
             _close(path[t - 1, k], x, f"config {k}, step {t}")
         assert limited or c > 1.001, "γ ≈ 1 must limit some step"
+
+
+# ---- ROSE (github.com/MatthewK78/Rose; no paper) ------------------------------------------------------------
+
+ROSE_CONFIGS = [(0.01, 1e-4), (0.002, 0.1), (0.005, 0.0)]  # η, λ
+
+
+def _rose_reference(x0, configs, decoupled, fixed, centralize, stabilize):
+    points = []
+    for k, (lr, wd) in enumerate(configs):
+        x = x0[k].clone()
+        grad = _GrowingGrad()
+        row = []
+        for _ in range(STEPS):
+            g = grad(x[None])[0]
+            if decoupled:
+                x = x * (1 - wd * (1.0 if fixed else lr))
+            else:
+                g = g + wd * x
+            pieces = []
+            for xi, gi, shape in zip(_split(x, SCION_SHAPES), _split(g, SCION_SHAPES), SCION_SHAPES):
+                if len(shape) == 1:
+                    scale = abs(gi.max().item()) - gi.min().item()
+                    pieces.append(xi - lr * gi / (scale if scale != 0 else 1.0))
+                    continue
+                rows = gi.reshape(shape[0], -1)
+                if centralize:
+                    rows = rows - rows.mean(dim=1, keepdim=True)
+                ranges = rows.max(dim=1).values.abs() - rows.min(dim=1).values
+                if stabilize:
+                    mean = ranges.mean()
+                    sd = torch.sqrt(((ranges - mean) ** 2).mean())
+                    tau = mean / (sd + mean) if mean != 0 else mean
+                    ranges = mean + tau * (ranges - mean)
+                ranges = torch.where(ranges == 0, 1.0, ranges)
+                pieces.append((xi.reshape(shape[0], -1) - lr * rows / ranges[:, None]).reshape(-1))
+            x = torch.cat(pieces)
+            row.append(x)
+        points.append(torch.stack(row))
+    return torch.stack(points, dim=1)
+
+
+@pytest.mark.parametrize(("decay", "centralize", "stabilize"), [("coupled", True, True), ("decoupled", False, True),
+                                                                ("fixed", True, False), ("coupled", False, False)])
+def test_rose_divides_each_row_by_its_stabilised_range(decay, centralize, stabilize):
+    """A vector: x ← x − ηg/(|max g| − min g); a matrix or kernel, row by row: g_r centred (``centralize``),
+    R_r = |max g_r| − min g_r, D_r = R̄ + τ(R_r − R̄) with τ = R̄/(σ_R + R̄) (``stabilize``), x ← x − ηg/D; decay
+    coupled (the default), decoupled, or decoupled with λ unscaled (fixed_decay)."""
+    flags = {"coupled": "", "decoupled": ", weight_decouple=True",
+             "fixed": ", weight_decouple=True, fixed_decay=True"}[decay]
+    specs = [f"rose(lr={lr}, weight_decay={wd}, centralize={centralize}, stabilize={stabilize}{flags})"
+             for lr, wd in ROSE_CONFIGS]
+    x0 = torch.stack([torch.linspace(-1.2, 1.5, SCION_P, dtype=torch.float64) * (1 + 0.3 * k) for k in range(3)])
+    path = _rule_path(specs, x0, SCION_LAYOUT, grad=_GrowingGrad())
+    expected = _rose_reference(x0, ROSE_CONFIGS, decay != "coupled", decay == "fixed", centralize, stabilize)
+    _close(path, expected)
+
+
+def test_rose_refuses_the_scheduler_reference_of_its_decay():
+    problem = get_problem("rosenbrock")
+    assert not engine_supports("batched", problem, get_optimizer("rose(wd_schedule=True)"))
+    assert engine_supports("batched", problem, get_optimizer("rose(wd_schedule=True, weight_decay=0.0)"))
+
+
+def test_rose_float32_parameters_step_in_float64():
+    """The class computes in float64 (its compute_dtype) and rounds the parameters back: so does the rule."""
+    x0 = torch.linspace(-1.2, 1.5, SCION_P, dtype=torch.float64)[None]
+    path = _rule_path(["rose(lr=0.01)"], x0.float(), SCION_LAYOUT, steps=1, grad=lambda x: _scion_grad(x.double())
+                      .float())
+    expected = _rose_reference(x0.float().double(), [(0.01, 1e-4)], False, False, True, True)[0]
+    torch.testing.assert_close(path[0], expected.float(), rtol=0, atol=0)

@@ -464,3 +464,67 @@ class _RACS:
                 threshold = gamma / torch.maximum(norm / (theta[:, i:i + 1] + eps), gamma)
             theta[:, i:i + 1] = norm * threshold
             p.copy_(torch.addcmul(p, (-lr * hp["alpha"]) * threshold, grad_hat.reshape(K, -1)))
+
+
+# ---- ROSE -----------------------------------------------------------------------------------------------
+
+@_rule("rose", needs=[LAYERS])
+class _ROSE:
+    """ROSE (pytorch_optimizer.ROSE, its per-parameter path, the default ``foreach=False``; published as code
+    only, github.com/MatthewK78/Rose: no paper), stateless, per parameter tensor, computed in float64 (the class's
+    ``compute_dtype``; a float32 run's parameters are rounded back after each step, as the class's are): decay
+    with λ and η: coupled g ← g + λx (the default) or decoupled
+    x ← x(1 − λη) (λ unscaled with ``fixed_decay``); a vector (every analytic problem) steps
+    x ← x − η·g/D with its range D = |max g| − min g; a tensor with ndim ≥ 2, each row r (slice along the first
+    dimension) centred with ``centralize`` (g_r ← g_r − mean g_r), has the range R_r = |max g_r| − min g_r, and
+    with ``stabilize`` D_r = R̄ + τ(R_r − R̄), τ = R̄/(σ_R + R̄) (R̄, σ_R the mean and population standard deviation
+    of the rows' ranges), else D_r = R_r; x ← x − η·g/D (a zero D taken as 1). ``bf16_sr`` (stochastic rounding)
+    acts on bfloat16 parameters only, which the engines do not use. ``wd_schedule=True`` (the lr reference from a
+    scheduler's ``initial_lr``/``max_lr``) is refused."""
+
+    @staticmethod
+    def refuses(hp):
+        if hp.get("wd_schedule") is True and hp.get("weight_decay", 0.0) != 0.0:
+            return "wd_schedule=True (ROSE's decay scaled by a scheduler's initial_lr) is not reproduced"
+        return None
+
+    @staticmethod
+    def init(x, hp):
+        return {}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        K = x.shape[0]
+        lr, wd = hp["lr"], hp["weight_decay"]
+        wd_lr = lr  # wd_schedule=False (optbench's spec takes a boolean; True is refused)
+        param = x.to(torch.float64)  # compute_dtype: x itself in a float64 run
+        grad = g.to(torch.float64)
+        lr64 = lr.to(torch.float64)
+        if hp["weight_decouple"]:
+            param.mul_(1.0 - wd.to(torch.float64) * (1.0 if hp["fixed_decay"] else wd_lr.to(torch.float64)))
+        else:
+            grad = torch.addcmul(grad, wd.to(torch.float64), param)  # grad.add_(param, alpha=λ)
+        for (p, shape), (gp, _) in zip(_tensors(param, layout), _tensors(grad, layout)):
+            if len(shape) == 0:
+                p.copy_(torch.addcmul(p, -lr64, gp.sign()))
+                continue
+            if len(shape) == 1:
+                g_min, g_max = gp.aminmax(dim=-1, keepdim=True)
+                de_nom = g_max.abs() - g_min
+            else:
+                view = gp.reshape(K, shape[0], -1)
+                if hp["centralize"]:
+                    view = view - view.mean(dim=-1, keepdim=True)
+                raw_scale = view.amax(dim=-1, keepdim=True).abs() - view.amin(dim=-1, keepdim=True)  # [K, rows, 1]
+                if hp["stabilize"]:
+                    std, mean = torch.std_mean(raw_scale, dim=(1, 2), correction=0, keepdim=True)
+                    trust = mean / (std + mean).masked_fill(mean == 0.0, 1.0)
+                    de_nom = torch.lerp(mean.expand_as(raw_scale), raw_scale, trust.expand_as(raw_scale))
+                else:
+                    de_nom = raw_scale
+                gp = view
+            de_nom = de_nom.masked_fill(de_nom == 0.0, 1.0)
+            p.copy_(p + (-lr64) * (gp / de_nom).reshape(K, -1))  # param.addcdiv_(g, D, value=−η)
+        if param is not x:
+            x.copy_(param)

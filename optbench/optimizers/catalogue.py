@@ -126,6 +126,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "SGDSaI": {"batched": "sgdsai"},
     "TAM": {"batched": "tam"},
     "RACS": {"batched": "racs"},
+    "ROSE": {"batched": "rose"},
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
 }
