@@ -287,6 +287,7 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            # rules_pertensor.py
            "lamb-paper": 1e-2, "stableadamw": 1e-2, "scion": 1e-2, "scionlight": 1e-2,
            "stablespam": 1e-2, "sgdsai": 1e-3, "tam": 1e-3, "racs": 1e-2, "rose": 1e-3,
+           "scalableshampoo": 1e-3,
            # rules_groups.py
            # rules_soap.py
            }

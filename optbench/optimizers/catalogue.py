@@ -127,6 +127,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "TAM": {"batched": "tam"},
     "RACS": {"batched": "racs"},
     "ROSE": {"batched": "rose"},
+    "ScalableShampoo": {"batched": "scalableshampoo"},
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
 }
