@@ -205,13 +205,13 @@ def test_lamb_paper_takes_the_plain_step_on_a_zero_tensor():
     _close(path[0, 0, :6], matrix - 0.01 * torch.linalg.norm(matrix) / torch.linalg.norm(r[:6]) * r[:6])
 
 
-# ---- StableAdamW (Wortsman et al. 2023, Algorithm 1) -------------------------------------------------------
+# ---- StableAdamW (Wortsman et al. 2023) ------------------------------------------------------------------------
 
 STABLE_CONFIGS = [(0.01, 0.9, 0.99, 1e-8, 0.01), (0.05, 0.5, 0.9, 1e-3, 0.1), (0.002, 0.8, 0.999, 1e-6, 0.0)]
 
 
 def _stableadamw_reference(x0, configs, coupled=False):
-    """Algorithm 1: β̂ = β(1 − β^(t−1))/(1 − βᵗ), m ← β̂₁m + (1 − β̂₁)g, v ← β̂₂v + (1 − β̂₂)g², per tensor
+    """StableAdamW: β̂ = β(1 − β^(t−1))/(1 − βᵗ), m ← β̂₁m + (1 − β̂₁)g, v ← β̂₂v + (1 − β̂₂)g², per tensor
     RMS = √mean(g²/max(v, ε²)), η_t = η/max(1, RMS), x ← x − η_tλx − η_t m/(√v + ε). ``coupled``: the library's
     option, λx added to g first (and no decoupled decay)."""
     points = []

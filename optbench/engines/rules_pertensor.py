@@ -1,15 +1,20 @@
 """Batched rules of methods with per-tensor statistics: optbench's paper-faithful LAMB (``lamb-paper``) and
-pytorch_optimizer's StableAdamW, SCION, SCIONLight, StableSPAM, SGDSaI, TAM, RACS and ROSE.
+pytorch_optimizer's StableAdamW, SCION, SCIONLight, StableSPAM, SGDSaI, TAM, RACS, ROSE and ScalableShampoo.
 
 Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table): ``x`` and ``g`` are
-``[K, P]``, float hyperparameters ``[K, 1]`` tensors, strings and booleans shared by the group. Every rule here
-takes a statistic per parameter tensor (a norm, an RMS, a maximum, a row or column scale, an orthogonalised
-matrix), so every rule needs ``LAYERS`` and reduces one tensor at a time over the layout, in the class's order;
-on an analytic problem the layout is one 1-D tensor. Each follows the code path the loop engine's class object
-takes on a CPU (the ``foreach`` path where the class enables it there, else the per-parameter loop), operation
-for operation; ``tests/test_engine_contract.py`` checks each against the class to 1e-8 in float64 on analytic
-problems and on small networks, and ``tests/test_rules_pertensor.py`` against its paper's formula written
-independently in plain torch.
+``[K, P]``, float hyperparameters ``[K, 1]`` tensors (integer ones too), strings and booleans shared by the group.
+Every rule here takes a statistic per parameter tensor (a norm, an RMS, a largest entry, row and column scales,
+an orthogonalised matrix, a Shampoo preconditioner), so every rule needs ``LAYERS`` and reduces one tensor at a
+time over the layout, in the class's order; on an analytic problem the layout is one 1-D tensor. Each follows the
+code path the loop engine's class object takes on a CPU (the ``foreach`` path where the class enables it there,
+else the per-parameter loop), operation for operation; ``tests/test_engine_contract.py`` checks each against the
+class to 1e-8 in float64 on analytic problems and on small networks, and ``tests/test_rules_pertensor.py``
+against its paper's formula written independently in plain torch, and every option branch against the class.
+
+Two rules call the library where the class's arithmetic cannot be reproduced otherwise: SCION orthogonalises a
+weight matrix with the library's bfloat16 Newton–Schulz iteration (per configuration, on the operands the class
+gives it), and ScalableShampoo keeps one of the library's ``PreConditioner`` objects per configuration and
+tensor (blockwise statistics and coupled Schur–Newton inverse roots); everything else is batched over K.
 """
 
 from __future__ import annotations
@@ -74,15 +79,16 @@ class _LambPaper:
 @_rule("stableadamw", needs=[LAYERS])
 class _StableAdamW:
     """StableAdamW (pytorch_optimizer.StableAdamW; Wortsman et al. 2023, "Stable and low-precision training for
-    large-scale vision-language models", Algorithm 1), foreach path, per parameter tensor: with the debiased
-    decays β̂₁ = β₁(1 − β₁^(t−1))/(1 − β₁ᵗ) and β̂₂ likewise, m ← β̂₁m + (1 − β̂₁)g, v ← β̂₂v + (1 − β̂₂)g² (so m
+    large-scale vision-language models", its StableAdamW algorithm), foreach path, per parameter tensor: with the
+    debiased decays β̂₁ = β₁(1 − β₁^(t−1))/(1 − β₁ᵗ) and β̂₂ likewise, m ← β̂₁m + (1 − β̂₁)g, v ← β̂₂v + (1 − β̂₂)g² (so m
     and v are the bias-corrected averages, m = g at t = 1); the update-clipping RMS of the tensor,
     R = max(1, √mean(g²/max(v, ε²))), gives η_t = η/R; decoupled decay x ← x(1 − λη_t) (coupled with
     ``weight_decouple=False``: g ← g + λx first, the decay then not scaled); x ← x − η_t·m/(√v + ε).
-    Deviations from the paper: none in the update (the paper's Algorithm 1 has the same debiased β̂ and RMS
-    clip; its ε inside the RMS is ε², as here); coupled decay is a library option. ``kahan_sum`` only acts on
-    float16/bfloat16 parameters (Kahan-compensated update); the engines run float32 or float64, where the class
-    keeps no compensation buffer and the flag has no effect."""
+    Deviations from the paper: the authors' reference code (Wortsman's unfused StableAdamW) decays with the
+    unclipped rate, x(1 − ηλ), and clips at RMS/d with a threshold d, where the library decays with η_t and fixes
+    d = 1 (the update itself, with ε² inside the RMS, is the same); coupled decay is a library option.
+    ``kahan_sum`` only acts on float16/bfloat16 parameters (Kahan-compensated update); the engines run float32 or
+    float64, where the class keeps no compensation buffer and the flag has no effect."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (kahan_comp is None outside float16/bfloat16)
 
