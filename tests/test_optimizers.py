@@ -306,6 +306,9 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "emonavi": 1e-2, "emofact": 1e-2, "emolynx": 1e-2,
            # rules_factored.py
            # rules_pertensor.py
+           "lamb-paper": 1e-2, "stableadamw": 1e-2, "scion": 1e-2, "scionlight": 1e-2,
+           "stablespam": 1e-2, "sgdsai": 1e-3, "tam": 1e-3, "racs": 1e-2, "rose": 1e-3,
+           "scalableshampoo": 1e-3,
            # rules_groups.py
            "madgrad": 1e-2, "ranger": 1e-3, "adabound": 1e-2, "adafactor": 1e-2,
            "a2grad": 1e-2, "accsgd": 3e-3, "asgd": 1e-2,

@@ -167,6 +167,15 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "EmoLynx": {"batched": "emolynx"},
     # batched rules of engines/rules_factored.py
     # batched rules of engines/rules_pertensor.py
+    "StableAdamW": {"batched": "stableadamw"},
+    "SCION": {"batched": "scion"},
+    "SCIONLight": {"batched": "scionlight"},
+    "StableSPAM": {"batched": "stablespam"},
+    "SGDSaI": {"batched": "sgdsai"},
+    "TAM": {"batched": "tam"},
+    "RACS": {"batched": "racs"},
+    "ROSE": {"batched": "rose"},
+    "ScalableShampoo": {"batched": "scalableshampoo"},
     # batched rules of engines/rules_groups.py
     "MADGRAD": {"batched": "madgrad"},
     "Ranger": {"batched": "ranger"},

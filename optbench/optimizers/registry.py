@@ -414,6 +414,7 @@ _paper("lamb-paper", "LambPaper",
         "weight_decay": nonnegative("decoupled weight decay λ, inside the trust ratio", 0.0)},
        "LAMB as in the paper: r = m̂/(√v̂ + ε), x ← x − η ‖x‖/‖r + λx‖ · (r + λx) per layer, with bias-corrected "
        "m̂, v̂; each step moves a layer by η‖x‖.", "You et al. 2020, Algorithm 2 (arXiv:1904.00962)",
+       batched="lamb-paper",
        deviations="none known: written from Algorithm 2 (φ(z) = z) and tested against it; the trust ratio is 1 "
                   "where ‖x‖ or ‖r + λx‖ is 0, as in the authors' implementation (the paper leaves it open).")
 _paper("sm3-paper", "SM3Paper",
