@@ -1,1 +1,232 @@
-"""Batched rules (being written): see the module's final docstring."""
+"""Batched rules of classes that keep per-tensor statistics: factored row/column second moments (CAME, Adafactor
+as in the paper), per-tensor gradient norms (NovoGrad).
+
+Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table; ``x`` and ``g`` are
+``[K, P]``, float hyperparameters ``[K, 1]`` tensors, booleans shared by the group). Each rule follows the code path
+the loop engine's class object takes on a CPU (pytorch_optimizer's ``foreach`` path where the class has one and
+enables it there, else its per-parameter loop), operation for operation.
+
+Every rule needs ``LAYERS``: the statistics are per parameter tensor, and a tensor with ``ndim ≥ 2`` (a weight
+matrix, a convolution kernel) gets the factored path: its ``[K, n]`` columns are reshaped to ``[K, *shape]`` and
+the row and column moments reduce over the tensor's last two dimensions, as the class does on the tensor itself.
+On an analytic problem the layout is one 1-D tensor (the unfactored path).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from optbench.engines.batched_rules import LAYERS, _rule
+
+
+def _tensors(x, layout):
+    """Column slices ``[K, size]`` of ``x`` per parameter tensor of the layout (views), with each tensor's shape."""
+    return list(zip(x.split(layout.sizes, dim=-1), layout.shapes))
+
+
+def _rms(values: torch.Tensor) -> torch.Tensor:
+    """RMS of each row of ``[K, n]``: ``‖·‖₂/√n``, ``[K, 1]`` (the classes' ``x.norm(2)/math.sqrt(x.numel())``)."""
+    return torch.linalg.vector_norm(values, dim=-1, keepdim=True) / math.sqrt(values.shape[-1])
+
+
+def _decay(p, g, hp, lr):
+    """pytorch_optimizer's ``apply_weight_decay``: decoupled p ← p(1 − λ(1 if fixed_decay else lr)), or coupled
+    g ← g + λp (``grad.add_(p, alpha=λ)``); returns the gradient."""
+    wd = hp["weight_decay"]
+    if hp["weight_decouple"]:
+        p.mul_(1.0 - wd * (1.0 if hp.get("fixed_decay", False) else lr))
+        return g
+    return torch.addcmul(g, wd, p)
+
+
+def _batched_shape(values: torch.Tensor, shape) -> torch.Tensor:
+    """``[K, n]`` columns of one parameter tensor as ``[K, *shape]``."""
+    return values.reshape(values.shape[0], *shape)
+
+
+# ---- CAME -------------------------------------------------------------------------------------------------
+
+def _came_inverse_root(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    """``CAME.approximate_sq_grad``: (R/mean(R))^(−½) ⊗ C^(−½), the factored inverse root of R ⊗ C / ΣR."""
+    r_factor = (row / row.mean(dim=-1, keepdim=True)).rsqrt().unsqueeze(-1)
+    c_factor = col.unsqueeze(-2).rsqrt()
+    return r_factor * c_factor
+
+
+@_rule("came", needs=[LAYERS])
+class _CAME:
+    """CAME (pytorch_optimizer.CAME; Luo et al. 2023, "CAME: Confidence-guided Adaptive Memory Efficient
+    Optimization", Algorithm 1), parameter tensor by parameter tensor. With (β₁, β₂, β₃), ε₁, ε₂, d the clip
+    threshold: for a matrix G (factored, over the last two dimensions)
+    R ← β₂R + (1 − β₂)(G² + ε₁)1_m/m, C ← β₂C + (1 − β₂)1_nᵀ(G² + ε₁)/n, V = R ⊗ C / mean(R),
+    U = G/√V, Û = U/max(1, RMS(U)/d), M ← β₁M + (1 − β₁)Û, residual S = (Û − M)² + ε₂,
+    R' ← β₃R' + (1 − β₃)S1/m, C' ← β₃C' + (1 − β₃)1ᵀS/n, X ← X − η M/√(R' ⊗ C' / mean(R')).
+    A vector (a bias, every analytic problem's parameter) keeps the full v ← β₂v + (1 − β₂)(g² + ε₁),
+    U = g/√v, and steps with the clipped momentum alone: x ← x − ηM (no confidence factor). Decay first: decoupled
+    x ← x(1 − λη) (η unscaled with ``fixed_decay``) or coupled g ← g + λx. ``ams_bound``: V̂ ← max(V̂, √V) and
+    U = g/√(V̂/β₂). Deviations from the paper: the paper's row/column statistics are sums with V = RC/(1ᵀR); the
+    library's are means (the same V); the paper has no weight decay, no AMSBound and no unfactored vector path
+    (the library's, as Adafactor's); ``ams_bound`` keeps the running maximum of √V (the reciprocal of the inverse
+    root the class holds), not of V, so its U = g·(β₂/max √V)^½ scales with a fourth root of V."""
+
+    slots = staticmethod(lambda hp: 2 + int(hp["ams_bound"]))  # exp_avg, exp_avg_sq on a vector (, exp_avg_sq_hat)
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": torch.zeros_like(x), "vhat": torch.zeros_like(x), "moments": None}
+
+    @staticmethod
+    def _moments(x, layout):
+        moments = []
+        k = x.shape[0]
+        for (_, shape) in _tensors(x, layout):
+            if len(shape) >= 2:
+                row = x.new_zeros(k, *shape[:-1])
+                col = x.new_zeros(k, *shape[:-2], shape[-1])
+                moments.append({"row": row, "col": col, "res_row": row.clone(), "res_col": col.clone()})
+            else:
+                moments.append({"v": x.new_zeros(k, math.prod(shape))})
+        return moments
+
+    @classmethod
+    def step(cls, x, g, state, hp, t):
+        layout = state["layout"]
+        if state["moments"] is None:
+            state["moments"] = cls._moments(x, layout)
+        lr, beta1, beta2, beta3 = hp["lr"], hp["beta1"], hp["beta2"], hp["beta3"]
+        columns = zip(_tensors(x, layout), _tensors(g, layout), _tensors(state["m"], layout),
+                      _tensors(state["vhat"], layout), state["moments"])
+        for (p, shape), (grad, _), (m, _), (vhat, _), moments in columns:
+            grad = _decay(p, grad, hp, lr)
+            update = grad * grad + hp["eps1"]
+            factored = len(shape) >= 2
+            if factored:
+                square = _batched_shape(update, shape)
+                row = _ema(moments["row"], beta2, square.mean(dim=-1))
+                col = _ema(moments["col"], beta2, square.mean(dim=-2))
+                moments["row"], moments["col"] = row, col
+                update = _came_inverse_root(row, col).reshape(update.shape)
+            else:
+                moments["v"] = v = _ema(moments["v"], beta2, update)
+                update = v.rsqrt()
+            if hp["ams_bound"]:
+                vhat.copy_(torch.maximum(vhat, 1.0 / update))
+                update = (vhat / beta2).rsqrt()
+            update = update * grad
+            update = update / (_rms(update) / hp["clip_threshold"]).clamp(min=1.0)
+            m.lerp_(update, 1.0 - beta1)
+            if factored:
+                residual = _batched_shape((update - m).pow(2) + hp["eps2"], shape)
+                row = _ema(moments["res_row"], beta3, residual.mean(dim=-1))
+                col = _ema(moments["res_col"], beta3, residual.mean(dim=-2))
+                moments["res_row"], moments["res_col"] = row, col
+                update = _came_inverse_root(row, col).reshape(update.shape) * m
+            else:
+                update = m
+            p.copy_(torch.addcmul(p, -lr, update))
+
+
+def _expand(column: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ``[K, 1]`` hyperparameter column broadcastable against ``[K, …]`` (``like``'s number of dimensions)."""
+    return column.reshape(column.shape[0], *([1] * (like.ndim - 1)))
+
+
+def _ema(average: torch.Tensor, beta: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``average.mul_(β).add_(value, alpha=1 − β)`` with a ``[K, 1]`` β: ``addcmul(βa, 1 − β, value)``."""
+    beta = _expand(beta, average)
+    return torch.addcmul(average * beta, 1.0 - beta, value)
+
+
+# ---- NovoGrad ---------------------------------------------------------------------------------------------
+
+@_rule("novograd", needs=[LAYERS])
+class _NovoGrad:
+    """NovoGrad (pytorch_optimizer.NovoGrad; Ginsburg et al. 2019, "Stochastic Gradient Methods with Layer-wise
+    Adaptive Moments for Training of Deep Networks", Algorithm 1), parameter tensor by parameter tensor, with
+    ‖g‖ the norm of the tensor's gradient: v₁ = ‖g₁‖², v_t = β₂v_{t−1} + (1 − β₂)‖g_t‖²; ĝ = g/(√v + ε) (+ λx,
+    coupled decay, or decoupled x ← x(1 − λη) first); m₁ = ĝ₁, m_t = β₁m_{t−1} + ĝ_t (+ (1 − β₁)ĝ_t with
+    ``grad_averaging``); x ← x − ηm. Deviations from the paper: ε is also added at t = 1 (the paper's m₁ = g₁/√v₁);
+    ``grad_averaging`` and decoupled decay are library additions, off by default; the first step never averages
+    (m₁ = ĝ₁ whatever ``grad_averaging``)."""
+
+    slots = staticmethod(lambda hp: 1)  # moments (grads_ema is a 0-d tensor per parameter)
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": torch.zeros_like(x), "ema": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, beta1, beta2 = hp["lr"], hp["beta1"], hp["beta2"]
+        squares = [part.pow(2).sum(dim=-1, keepdim=True) for part in g.split(layout.sizes, dim=-1)]
+        first = state["ema"] is None
+        if first:
+            state["ema"] = squares
+        else:
+            state["ema"] = [ema.lerp(square, 1.0 - beta2) for ema, square in zip(state["ema"], squares)]
+        columns = zip(_tensors(x, layout), _tensors(g, layout), _tensors(state["m"], layout), state["ema"])
+        for (p, _), (grad, _), (m, _), ema in columns:
+            grad = grad / (ema.sqrt() + hp["eps"])
+            grad = _decay(p, grad, hp, lr)
+            if first:
+                m.copy_(grad)
+            else:
+                if hp["grad_averaging"]:
+                    grad = grad * (1.0 - beta1)
+                m.copy_(m * beta1 + grad)
+            p.copy_(torch.addcmul(p, -lr, m))
+
+
+# ---- Adafactor, as in the paper ---------------------------------------------------------------------------
+
+@_rule("adafactor-paper", needs=[LAYERS])
+class _AdafactorPaper:
+    """Adafactor as in the paper (optbench.optimizers.paper.AdafactorPaper; Shazeer & Stern 2018, "Adafactor:
+    Adaptive Learning Rates with Sublinear Memory Cost", Algorithms 4 and 5 with relative steps, update clipping
+    and the increasing decay), parameter tensor by parameter tensor: ρ_t = min(10⁻², 1/√t) (``lr`` given: ρ_t = lr),
+    α_t = max(ε₂, RMS(X_{t−1}))ρ_t, β̂₂ₜ = 1 − t^c; a matrix (over its last two dimensions)
+    R ← β̂₂ₜR + (1 − β̂₂ₜ)(G² + ε₁)1_m, C ← β̂₂ₜC + (1 − β̂₂ₜ)1_nᵀ(G² + ε₁), V̂ = RC/(1_nᵀR); a vector
+    V̂ ← β̂₂ₜV̂ + (1 − β̂₂ₜ)(G² + ε₁); U = G/√V̂, Û = U/max(1, RMS(U)/d), X ← X − α_tÛ. ``beta1`` > 0 (the §7.1
+    experiments' first moment): M ← β₁M + (1 − β₁)α_tÛ, X ← X − M. Deviations from the paper: none (the class is
+    written from it); ``lr`` replacing ρ_t is optbench's option for learning-rate sweeps."""
+
+    slots = staticmethod(lambda hp: 1 + int(hp["beta1"] > 0))  # exp_avg_sq on a vector (, exp_avg)
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": torch.zeros_like(x), "moments": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        if state["moments"] is None:
+            k = x.shape[0]
+            state["moments"] = [{"row": x.new_zeros(k, *shape[:-1]), "col": x.new_zeros(k, *shape[:-2], shape[-1])}
+                                if len(shape) >= 2 else {"v": x.new_zeros(k, math.prod(shape))}
+                                for shape in layout.shapes]
+        rho = hp["lr"] if hp["lr"] is not None else min(1e-2, 1 / math.sqrt(t))
+        beta2 = 1 - t ** hp["decay_rate"]
+        beta1 = hp["beta1"]
+        columns = zip(_tensors(x, layout), _tensors(g, layout), _tensors(state["m"], layout), state["moments"])
+        for (p, shape), (grad, _), (m, _), moments in columns:
+            alpha = _rms(p).clamp(min=hp["eps2"]) * rho
+            squared = grad * grad + hp["eps1"]
+            if len(shape) >= 2:
+                squared = _batched_shape(squared, shape)
+                row = _ema(moments["row"], beta2, squared.sum(dim=-1))
+                col = _ema(moments["col"], beta2, squared.sum(dim=-2))
+                moments["row"], moments["col"] = row, col
+                v_hat = (row.unsqueeze(-1) * col.unsqueeze(-2) / row.sum(dim=-1, keepdim=True).unsqueeze(-1))
+                v_hat = v_hat.reshape(grad.shape)
+            else:
+                moments["v"] = v_hat = _ema(moments["v"], beta2, squared)
+            u = grad / v_hat.sqrt()
+            u_hat = u / (_rms(u) / hp["clip_threshold"]).clamp(min=1.0)
+            update = alpha * u_hat
+            if bool((beta1 > 0).any()):
+                m.copy_(torch.where(beta1 > 0, torch.addcmul(m * beta1, 1 - beta1, update), m))
+                update = torch.where(beta1 > 0, m, update)
+            p.sub_(update)

@@ -118,6 +118,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_recent.py
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
+    "CAME": {"batched": "came"},
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py

@@ -1,0 +1,264 @@
+"""The batched rules of engines/rules_factored.py: each rule against its paper's update, written here by hand in
+plain torch float64 (independent of pytorch_optimizer and of the rule's code), for a few steps on a small layout
+with a matrix (the factored path) and a vector, with per-configuration hyperparameters; and every option branch
+against the class (batched == loop, to 1e-8 in float64, on analytic problems, an MLP and a CNN)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_engine_contract import CNN, MLP, _analytic_group, _network_group
+
+from optbench.cost import probe_state_bytes_per_param
+from optbench.engines.batched import stack_hyperparams
+from optbench.engines.batched_rules import RULES
+from optbench.engines.capabilities import engine_supports
+from optbench.engines.layout import ParamLayout
+from optbench.optimizers import get_optimizer
+from optbench.problems import get_problem
+
+# settings that take the branches the registry defaults do not
+VARIANTS = {
+    "came": ["came(lr=0.01, weight_decay=0.1, weight_decouple=False, clip_threshold=0.5)",
+             "came(lr=0.01, weight_decay=0.05, fixed_decay=True, ams_bound=True, betas=(0.8, 0.9, 0.99))",
+             "came(lr=0.01, ams_bound=True, eps1=1e-3, eps2=1e-3, weight_decay=0.01)"],
+    "novograd": ["novograd(lr=0.01, weight_decay=0.1, grad_averaging=True)",
+                 "novograd(lr=0.01, weight_decay=0.05, weight_decouple=True, betas=(0.5, 0.9), eps=1e-3)"],
+    "adafactor-paper": ["adafactor-paper(lr=0.05, beta1=0.5, clip_threshold=0.5)",
+                        "adafactor-paper(beta1=0.9, decay_rate=-0.5, eps2=0.1, eps1=1e-3)"],
+}
+SPECS = [spec for specs in VARIANTS.values() for spec in specs]
+TOL = 1e-12
+
+
+def _variant_groups(spec):
+    config = get_optimizer(spec)
+    if config.lr is None:
+        return [config, config], [0, 7]
+    return [config, config.with_hyperparams(lr=config.lr / 2)], [0, 7]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)"])
+def test_factored_variants_equal_the_class_on_analytic_problems(spec, problem_spec):
+    problem = get_problem(problem_spec)
+    configs, seeds = _variant_groups(spec)
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    _analytic_group(problem, configs, seeds)
+
+
+@pytest.mark.parametrize("spec", [*VARIANTS, *SPECS])
+@pytest.mark.parametrize("network", [MLP, CNN], ids=["mlp", "cnn"])
+def test_factored_variants_equal_the_class_on_networks(network_data, spec, network):
+    """Matrices and kernels on the factored path, biases on the vector path: batched == loop."""
+    problem = get_problem(network)
+    configs, seeds = _variant_groups(spec)
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    _network_group(problem, configs, seeds)
+
+
+@pytest.mark.parametrize("spec", [*VARIANTS, *SPECS])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_factored_rules_declare_the_state_their_class_keeps(spec, dtype):
+    config = get_optimizer(spec)
+    declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
+    assert declared == probe_state_bytes_per_param(config, 5, dtype), spec
+
+
+# ---- the papers' formulas, by hand ------------------------------------------------------------------------
+
+SHAPES = [(3, 4), (4,), (2, 2, 3)]  # a matrix, a vector and a 3-D kernel (factored over its last two dimensions)
+SIZES = [math.prod(s) for s in SHAPES]
+P = sum(SIZES)
+COEF = torch.linspace(0.5, 3.0, P, dtype=torch.float64)
+SHIFT = torch.sin(torch.arange(P, dtype=torch.float64)) * 0.7 + 0.1
+
+
+def _grad(x: torch.Tensor) -> torch.Tensor:
+    """The gradient of a separable quadratic, ∇f(x) = c ⊙ x + b (rows of ``[K, P]``, or one ``[P]`` vector)."""
+    return COEF * x + SHIFT
+
+
+def _x0(k: int) -> torch.Tensor:
+    return torch.stack([torch.cos(torch.arange(P, dtype=torch.float64) * (1.3 + i)) for i in range(k)])
+
+
+def _rule_path(specs, steps, shapes=SHAPES):
+    """The rule of ``specs`` (one configuration each, one batched group) for ``steps`` steps of ``_grad``:
+    the ``[K, P]`` points after each step."""
+    configs = [get_optimizer(s) for s in specs]
+    rule = RULES[configs[0].entry.batched]
+    hp = stack_hyperparams(configs, torch.float64, "cpu")
+    x = _x0(len(specs))
+    state = rule.init(x, hp)
+    state["layout"] = ParamLayout(shapes)
+    path = []
+    for t in range(1, steps + 1):
+        rule.step(x, _grad(x), state, hp, t)
+        path.append(x.clone())
+    return path
+
+
+def _split(flat: torch.Tensor, shapes=SHAPES) -> list[torch.Tensor]:
+    return [part.reshape(shape).clone() for part, shape in zip(flat.split([math.prod(s) for s in shapes]), shapes)]
+
+
+def _rms(t: torch.Tensor) -> torch.Tensor:
+    return (t.pow(2).sum() / t.numel()).sqrt()
+
+
+def _reference_path(update_fn, k: int, steps: int, shapes=SHAPES):
+    """Configuration ``k`` by hand: ``update_fn(t, params, grads, state)`` updates the list of tensors."""
+    params = _split(_x0(k + 1)[k], shapes)
+    state: dict = {}
+    path = []
+    for t in range(1, steps + 1):
+        grads = _split(_grad(torch.cat([p.reshape(-1) for p in params])), shapes)
+        update_fn(t, params, grads, state)
+        path.append(torch.cat([p.reshape(-1) for p in params]))
+    return path
+
+
+def _compare(rule_path, references):
+    for t, points in enumerate(rule_path):
+        for k, reference in enumerate(references):
+            np.testing.assert_allclose(points[k].numpy(), reference[t].numpy(), rtol=TOL, atol=1e-14,
+                                       err_msg=f"step {t + 1}, configuration {k}")
+
+
+def _came_reference(lr, b1, b2, b3, eps1, eps2, d):
+    """Luo et al. 2023, Algorithm 1 (sums over rows and columns, V = RC/1ᵀR); vectors unfactored, no confidence."""
+    def update(t, params, grads, state):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            s = state.setdefault(i, {})
+            sq = g * g + eps1
+            if p.ndim >= 2:
+                r = s.get("r", 0.0) * b2 + (1 - b2) * sq.sum(-1)
+                c = s.get("c", 0.0) * b2 + (1 - b2) * sq.sum(-2)
+                s["r"], s["c"] = r, c
+                v = r.unsqueeze(-1) * c.unsqueeze(-2) / r.sum(-1, keepdim=True).unsqueeze(-1)
+            else:
+                v = s["v"] = s.get("v", 0.0) * b2 + (1 - b2) * sq
+            u = g / v.sqrt()
+            u = u / max(1.0, float(_rms(u)) / d)
+            m = s["m"] = s.get("m", 0.0) * b1 + (1 - b1) * u
+            if p.ndim >= 2:
+                res = (u - m) ** 2 + eps2
+                r = s.get("rr", 0.0) * b3 + (1 - b3) * res.sum(-1)
+                c = s.get("rc", 0.0) * b3 + (1 - b3) * res.sum(-2)
+                s["rr"], s["rc"] = r, c
+                conf = r.unsqueeze(-1) * c.unsqueeze(-2) / r.sum(-1, keepdim=True).unsqueeze(-1)
+                p -= lr * m / conf.sqrt()
+            else:
+                p -= lr * m
+    return update
+
+
+def test_came_follows_its_paper():
+    settings = [(0.01, 0.9, 0.999, 0.9999, 1e-30, 1e-16, 1.0), (0.003, 0.5, 0.9, 0.8, 1e-3, 1e-2, 0.3)]
+    specs = [f"came(lr={lr}, betas=({b1}, {b2}, {b3}), eps1={e1}, eps2={e2}, clip_threshold={d})"
+             for lr, b1, b2, b3, e1, e2, d in settings]
+    _compare(_rule_path(specs, 4), [_reference_path(_came_reference(*s), k, 4) for k, s in enumerate(settings)])
+
+
+def test_came_decay_and_ams_bound():
+    """Coupled decay g ← g + λx (before every statistic); decoupled x ← x(1 − λη) (fixed: 1 − λ) first;
+    ``ams_bound`` as the library does it: V̂ ← max(V̂, √V) (the reciprocal of the inverse root it holds, not of
+    V), U = g/√(V̂/β₂), so a fourth root of V."""
+    lr, b1, b2, b3, eps1, eps2, wd = 0.01, 0.9, 0.99, 0.999, 1e-30, 1e-16, 0.2
+
+    def reference(coupled, fixed, ams):
+        base = _came_reference(lr, b1, b2, b3, eps1, eps2, 1.0)
+
+        def update(t, params, grads, state):
+            if coupled:
+                grads = [g + wd * p for p, g in zip(params, grads)]
+            else:
+                for p in params:
+                    p *= 1 - wd * (1.0 if fixed else lr)
+            if not ams:
+                return base(t, params, grads, state)
+            for i, (p, g) in enumerate(zip(params, grads)):  # the vector path with AMSBound (no matrices here)
+                s = state.setdefault(i, {})
+                s["v"] = s.get("v", 0.0) * b2 + (1 - b2) * (g * g + eps1)
+                s["vmax"] = torch.maximum(s.get("vmax", torch.zeros_like(g)), s["v"].sqrt())
+                u = g / (s["vmax"] / b2).sqrt()
+                u = u / max(1.0, float(_rms(u)))
+                s["m"] = s.get("m", 0.0) * b1 + (1 - b1) * u
+                p -= lr * s["m"]
+        return update
+
+    common = f"lr={lr}, betas=({b1}, {b2}, {b3}), weight_decay={wd}"
+    for spec, args, shapes in [(f"came({common}, weight_decouple=False)", (True, False, False), SHAPES),
+                               (f"came({common}, fixed_decay=True)", (False, True, False), SHAPES),
+                               (f"came({common}, ams_bound=True)", (False, False, True), [(P,)])]:
+        _compare(_rule_path([spec], 4, shapes), [_reference_path(reference(*args), 0, 4, shapes)])
+
+
+def _novograd_reference(lr, b1, b2, eps, wd, averaging, decoupled):
+    """Ginsburg et al. 2019, Algorithm 1 (v₁ = ‖g₁‖², m₁ = ĝ₁) with the library's ε at t = 1."""
+    def update(t, params, grads, state):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            s = state.setdefault(i, {})
+            norm2 = (g * g).sum()
+            s["v"] = norm2 if t == 1 else b2 * s["v"] + (1 - b2) * norm2
+            if decoupled:
+                p *= 1 - wd * lr
+                g_hat = g / (s["v"].sqrt() + eps)
+            else:
+                g_hat = g / (s["v"].sqrt() + eps) + wd * p
+            s["m"] = g_hat if t == 1 else b1 * s["m"] + ((1 - b1) if averaging else 1.0) * g_hat
+            p -= lr * s["m"]
+    return update
+
+
+@pytest.mark.parametrize("averaging, decoupled", [(False, False), (True, False), (False, True)])
+def test_novograd_follows_its_paper(averaging, decoupled):
+    settings = [(0.01, 0.95, 0.98, 1e-8, 0.0), (0.03, 0.5, 0.9, 1e-3, 0.1)]
+    flags = f"grad_averaging={averaging}, weight_decouple={decoupled}"
+    specs = [f"novograd(lr={lr}, betas=({b1}, {b2}), eps={eps}, weight_decay={wd}, {flags})"
+             for lr, b1, b2, eps, wd in settings]
+    _compare(_rule_path(specs, 4),
+             [_reference_path(_novograd_reference(*s, averaging, decoupled), k, 4) for k, s in enumerate(settings)])
+
+
+def _adafactor_reference(lr, beta1, c, d, eps1, eps2):
+    """Shazeer & Stern 2018, Algorithms 4 and 5: ρ_t = min(1e-2, 1/√t) (or lr), α_t = max(ε₂, RMS(X))ρ_t,
+    β̂₂ₜ = 1 − t^c, factored V̂ = RC/1ᵀR over the last two dimensions, Û = U/max(1, RMS(U)/d); β₁ > 0: a first
+    moment over α_tÛ."""
+    def update(t, params, grads, state):
+        rho = lr if lr is not None else min(1e-2, 1 / math.sqrt(t))
+        b2 = 1 - t ** c
+        for i, (p, g) in enumerate(zip(params, grads)):
+            s = state.setdefault(i, {})
+            alpha = max(eps2, float(_rms(p))) * rho
+            sq = g * g + eps1
+            if p.ndim >= 2:
+                s["r"] = s.get("r", 0.0) * b2 + (1 - b2) * sq.sum(-1)
+                s["c"] = s.get("c", 0.0) * b2 + (1 - b2) * sq.sum(-2)
+                v = s["r"].unsqueeze(-1) * s["c"].unsqueeze(-2) / s["r"].sum(-1, keepdim=True).unsqueeze(-1)
+            else:
+                v = s["v"] = s.get("v", 0.0) * b2 + (1 - b2) * sq
+            u = g / v.sqrt()
+            step = alpha * u / max(1.0, float(_rms(u)) / d)
+            if beta1 > 0:
+                step = s["m"] = s.get("m", 0.0) * beta1 + (1 - beta1) * step
+            p -= step
+    return update
+
+
+def test_adafactor_paper_follows_its_paper_relative_step():
+    settings = [(None, 0.0, -0.8, 1.0, 1e-30, 1e-3), (None, 0.0, -0.5, 0.3, 1e-3, 0.5)]
+    specs = [f"adafactor-paper(decay_rate={c}, clip_threshold={d}, eps1={e1}, eps2={e2})"
+             for _, _, c, d, e1, e2 in settings]
+    _compare(_rule_path(specs, 4), [_reference_path(_adafactor_reference(*s), k, 4) for k, s in enumerate(settings)])
+
+
+def test_adafactor_paper_with_lr_and_first_moment():
+    """A constant ρ = lr, and β₁ per configuration (0 in one: no first moment, as the class)."""
+    settings = [(0.05, 0.0, -0.8, 1.0, 1e-30, 1e-3), (0.02, 0.9, -0.8, 1.0, 1e-30, 1e-3)]
+    specs = [f"adafactor-paper(lr={lr}, beta1={b1})" for lr, b1, *_ in settings]
+    _compare(_rule_path(specs, 4), [_reference_path(_adafactor_reference(*s), k, 4) for k, s in enumerate(settings)])
