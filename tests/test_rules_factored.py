@@ -29,6 +29,8 @@ VARIANTS = {
                  "novograd(lr=0.01, weight_decay=0.05, weight_decouple=True, betas=(0.5, 0.9), eps=1e-3)"],
     "adafactor-paper": ["adafactor-paper(lr=0.05, beta1=0.5, clip_threshold=0.5)",
                         "adafactor-paper(beta1=0.9, decay_rate=-0.5, eps2=0.1, eps1=1e-3)"],
+    "adalite": ["adalite(lr=0.01, weight_decouple=False, weight_decay=0.1, tau=0.5)",
+                "adalite(lr=0.01, fixed_decay=True, weight_decay=0.05, ratio_min=0.5, g_norm_min=0.1, eps2=1e-3)"],
 }
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 TOL = 1e-12
@@ -262,3 +264,50 @@ def test_adafactor_paper_with_lr_and_first_moment():
     settings = [(0.05, 0.0, -0.8, 1.0, 1e-30, 1e-3), (0.02, 0.9, -0.8, 1.0, 1e-30, 1e-3)]
     specs = [f"adafactor-paper(lr={lr}, beta1={b1})" for lr, b1, *_ in settings]
     _compare(_rule_path(specs, 4), [_reference_path(_adafactor_reference(*s), k, 4) for k, s in enumerate(settings)])
+
+
+def _adalite_reference(lr, b1, b2, wd, g_norm_min, ratio_min, tau, eps1, eps2, coupled, fixed):
+    """Adalite as its rule's docstring states it (the library's own method: no paper), one tensor at a time."""
+    def update(t, params, grads, state):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            s = state.setdefault(i, {})
+            g = g.reshape(p.shape[0], -1) if p.ndim > 2 else g
+            if coupled:
+                g = g + wd * p.reshape(g.shape)
+            if sum(g.shape) > 1:
+                g = g * max(ratio_min, float(p.norm() / max(g_norm_min, float(g.norm()))))
+            if g.ndim < 2:
+                m = s["m"] = s.get("m", 0.0) + (1 - b1) * (g - s.get("m", 0.0))
+                v = s["v"] = s.get("v", 0.0) + (1 - b2) * ((g - m) ** 2 - s.get("v", 0.0))
+                u = m + (1 - b1) * (g - m)
+            else:
+                rows, cols = g.shape
+                r, c = s.get("r", torch.zeros(rows)), s.get("c", torch.zeros(cols))
+                v = torch.outer(r, c) / max(eps2, float(r.sum()))
+                m = s.get("mc", torch.zeros(rows))[:, None] * s.get("s", 0.0) * s.get("mr", torch.zeros(cols))[None]
+                m = m + (1 - b1) * (g - m)
+                v = v + (1 - b2) * ((g - m) ** 2 - v)
+                w = torch.outer(torch.softmax(v.mean(1), 0), torch.softmax(v.mean(0), 0))
+                m = m + (1 - w) * (g - m)
+                u = m + (1 - b1) * (g - m)
+                s["r"], s["c"] = v.sum(1), v.sum(0) / max(eps2, float(v.sum()))
+                mc = (m * torch.softmax(v.mean(0) / tau, 0)[None]).sum(1)
+                mr = (m * torch.softmax(v.mean(1) / tau, 0)[:, None]).sum(0)
+                s["s"] = float(mc @ m @ mr) / max(eps2, float((mc**2).sum() * (mr**2).sum()))
+                s["mc"], s["mr"] = mc, mr
+            u = (u / (v / (1 - b2**t) + eps1).sqrt()).reshape(p.shape)
+            if not coupled:
+                p *= 1 - wd * (1.0 if fixed else lr)
+            p -= lr * u
+    return update
+
+
+@pytest.mark.parametrize("coupled, fixed", [(False, False), (True, False), (False, True)])
+def test_adalite_follows_its_formula(coupled, fixed):
+    settings = [(0.01, 0.9, 0.999, 0.01, 1e-10, 1e-4, 1.0, 1e-6, 1e-10),
+                (0.003, 0.5, 0.9, 0.2, 0.5, 0.3, 0.4, 1e-3, 1e-2)]
+    flags = f"weight_decouple={not coupled}, fixed_decay={fixed}"
+    specs = [f"adalite(lr={lr}, betas=({b1}, {b2}), weight_decay={wd}, g_norm_min={gm}, ratio_min={rm}, tau={tau}, "
+             f"eps1={e1}, eps2={e2}, {flags})" for lr, b1, b2, wd, gm, rm, tau, e1, e2 in settings]
+    _compare(_rule_path(specs, 4),
+             [_reference_path(_adalite_reference(*s, coupled, fixed), k, 4) for k, s in enumerate(settings)])

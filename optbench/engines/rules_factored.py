@@ -230,3 +230,95 @@ class _AdafactorPaper:
                 m.copy_(torch.where(beta1 > 0, torch.addcmul(m * beta1, 1 - beta1, update), m))
                 update = torch.where(beta1 > 0, m, update)
             p.sub_(update)
+
+
+# ---- Adalite ----------------------------------------------------------------------------------------------
+
+def _expand3(column: torch.Tensor) -> torch.Tensor:
+    """A ``[K, 1]`` column against ``[K, R, C]`` matrices."""
+    return column[:, :, None]
+
+
+@_rule("adalite", needs=[LAYERS])
+class _Adalite:
+    """Adalite (pytorch_optimizer.Adalite; no paper: the library's own method, after Adafactor's factored second
+    moment and LAMB's trust ratio), parameter tensor by parameter tensor (a tensor with ndim > 2 as its
+    ``[shape[0], rest]`` matrix). Decay coupled g ← g + λx first (or decoupled x ← x(1 − λη), η unscaled with
+    ``fixed_decay``, just before the step); a trust ratio g ← g·max(ratio_min, ‖x‖/max(g_norm_min, ‖g‖)) (not for a
+    one-element tensor); on a vector m ← m + (1 − β₁)(g − m), v ← v + (1 − β₂)((g − m)² − v) (with the new m), and
+    u = m + (1 − β₁)(g − m). On a matrix the moments are rebuilt from factors: v = r cᵀ/max(ε₂, Σr) from the row
+    sums r and normalised column sums c of the last v, m = (c_m s r_m) (rank one); after the same two updates
+    m ← m + (1 − w)(g − m) with the importance weights w = softmax(row means of v) ⊗ softmax(column means of v), then
+    u = m + (1 − β₁)(g − m), and the factors are stored: r = v1, c = vᵀ1/max(ε₂, Σv), c_m = m·softmax(column means/τ),
+    r_m = softmax(row means/τ)ᵀm, s = c_mᵀ m r_mᵀ/max(ε₂, ‖c_m‖²‖r_m‖²). Then x ← x − η u/√(v/(1 − β₂ᵗ) + ε₁).
+    Deviations: no paper to compare with; the first moment's importance weights use the untempered softmax and
+    only the stored factors use τ, as the library does."""
+
+    slots = staticmethod(lambda hp: 2)  # m_avg, v_avg on a vector
+
+    @staticmethod
+    def init(x, hp):
+        return {"m": torch.zeros_like(x), "v": torch.zeros_like(x), "factors": None}
+
+    @staticmethod
+    def _factors(x, layout):
+        k, factors = x.shape[0], []
+        for shape in layout.shapes:
+            if len(shape) < 2:
+                factors.append(None)
+                continue
+            rows, cols = shape[0], math.prod(shape[1:])
+            factors.append({"v0": x.new_zeros(k, rows), "v1": x.new_zeros(k, cols), "mc": x.new_zeros(k, rows, 1),
+                            "mr": x.new_zeros(k, 1, cols), "mu": x.new_zeros(k, 1, 1)})
+        return factors
+
+    @classmethod
+    def step(cls, x, g, state, hp, t):
+        layout = state["layout"]
+        if state["factors"] is None:
+            state["factors"] = cls._factors(x, layout)
+        lr, beta1, beta2, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["weight_decay"]
+        eps2 = hp["eps2"]
+        columns = zip(_tensors(x, layout), _tensors(g, layout), _tensors(state["m"], layout),
+                      _tensors(state["v"], layout), state["factors"])
+        for (p, shape), (grad, _), (m_flat, _), (v_flat, _), factors in columns:
+            matrix_shape = (shape[0], math.prod(shape[1:])) if len(shape) >= 2 else shape
+            if not hp["weight_decouple"]:
+                grad = torch.addcmul(grad, wd, p)
+            if sum(matrix_shape) > 1:
+                grad_norm = torch.linalg.vector_norm(grad, dim=-1, keepdim=True).clamp(min=hp["g_norm_min"])
+                trust = (torch.linalg.vector_norm(p, dim=-1, keepdim=True) / grad_norm).clamp(min=hp["ratio_min"])
+                grad = grad * trust
+            if factors is None:
+                m, v = m_flat, v_flat
+                m.lerp_(grad, 1.0 - beta1)
+                v.lerp_((grad - m).square(), 1.0 - beta2)
+                v_avg = v / (1.0 - beta2 ** t)
+                u = m.lerp(grad, 1.0 - beta1)
+            else:
+                b1, b2 = _expand3(beta1), _expand3(beta2)
+                grad = grad.reshape(grad.shape[0], *matrix_shape)
+                r, c = factors["v0"][:, :, None], factors["v1"][:, None, :]
+                v = (r * c) / r.sum(dim=(-2, -1), keepdim=True).clamp(min=_expand3(eps2))
+                m = factors["mc"] * factors["mu"] * factors["mr"]
+                m = m.lerp(grad, 1.0 - b1)
+                v = v.lerp((grad - m).square(), 1.0 - b2)
+                v_avg = v / (1.0 - b2 ** t)
+                row_mean, column_mean = v.mean(dim=-1), v.mean(dim=-2)
+                importance = torch.softmax(row_mean, dim=-1)[:, :, None] * torch.softmax(column_mean, dim=-1)[:, None]
+                m = m.lerp(grad, 1.0 - importance)
+                u = m.lerp(grad, 1.0 - b1)
+                factors["v0"] = v.sum(dim=-1)
+                factors["v1"] = v.sum(dim=-2) / v.sum(dim=(-2, -1)).clamp(min=eps2[:, 0])[:, None]
+                tau = hp["tau"]
+                imp_c = torch.softmax(row_mean / tau, dim=-1)[:, :, None]
+                imp_r = torch.softmax(column_mean / tau, dim=-1)[:, None, :]
+                mc = (m * imp_r).sum(dim=-1)[:, :, None]
+                mr = (m * imp_c).sum(dim=-2)[:, None, :]
+                norms = mc.square().sum(dim=(-2, -1), keepdim=True) * mr.square().sum(dim=(-2, -1), keepdim=True)
+                factors["mu"] = (mc.transpose(-1, -2) @ m @ mr.transpose(-1, -2)) / norms.clamp(min=_expand3(eps2))
+                factors["mc"], factors["mr"] = mc, mr
+            u = (u / (v_avg + _expand(hp["eps1"], v_avg)).sqrt()).reshape(p.shape)
+            if hp["weight_decouple"]:
+                p.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else lr))
+            p.copy_(torch.addcmul(p, -lr, u))

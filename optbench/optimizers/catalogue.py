@@ -119,6 +119,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_memory.py
     # batched rules of engines/rules_factored.py
     "CAME": {"batched": "came"},
+    "Adalite": {"batched": "adalite"},
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
