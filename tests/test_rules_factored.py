@@ -31,7 +31,19 @@ VARIANTS = {
                         "adafactor-paper(beta1=0.9, decay_rate=-0.5, eps2=0.1, eps1=1e-3)"],
     "adalite": ["adalite(lr=0.01, weight_decouple=False, weight_decay=0.1, tau=0.5)",
                 "adalite(lr=0.01, fixed_decay=True, weight_decay=0.05, ratio_min=0.5, g_norm_min=0.1, eps2=1e-3)"],
+    "adanorm": ["adanorm(lr=0.01, weight_decay=0.1, weight_decouple=False, r=0.5)",
+                "adanorm(lr=0.01, ams_bound=True, fixed_decay=True, weight_decay=0.01, betas=(0.5, 0.9))"],
+    "adatam": ["adatam(lr=0.01, weight_decay=0.1, weight_decouple=False, decay_rate=0.5)",
+               "adatam(lr=0.01, fixed_decay=True, weight_decay=0.01, betas=(0.5, 0.9), eps=1e-3)"],
+    "aida": ["aida(lr=0.01, weight_decay=0.1, k=3, xi=1e-3)",
+             "aida(lr=0.01, weight_decouple=True, fixed_decay=True, weight_decay=0.01, ams_bound=True, k=0)",
+             "aida(lr=0.01, rectify=True, weight_decay=0.05)",
+             "aida(lr=0.01, rectify=True, degenerated_to_sgd=False, n_sma_threshold=4, betas=(0.8, 0.9))"],
+    "adashift": ["adashift(lr=0.01, keep_num=2)", "adashift(lr=0.01, keep_num=1, betas=(0.5, 0.9), eps=1e-3)"],
 }
+# integer settings are per-configuration columns: one group may mix them
+MIXED = {"aida": ["aida(lr=0.01, k=1)", "aida(lr=0.02, k=3)", "aida(lr=0.01, k=0)"],
+         "adashift": ["adashift(lr=0.01, keep_num=1)", "adashift(lr=0.02, keep_num=3)", "adashift(lr=0.01)"]}
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 TOL = 1e-12
 
@@ -60,6 +72,15 @@ def test_factored_variants_equal_the_class_on_networks(network_data, spec, netwo
     configs, seeds = _variant_groups(spec)
     assert all(engine_supports("batched", problem, c) for c in configs)
     _network_group(problem, configs, seeds)
+
+
+@pytest.mark.parametrize("name", MIXED)
+@pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)", MLP])
+def test_integer_settings_may_differ_inside_a_group(network_data, name, problem_spec):
+    problem = get_problem(problem_spec)
+    configs = [get_optimizer(spec) for spec in MIXED[name]]
+    assert all(engine_supports("batched", problem, c) for c in configs)
+    (_network_group if problem_spec == MLP else _analytic_group)(problem, configs, [0, 7, 3])
 
 
 @pytest.mark.parametrize("spec", [*VARIANTS, *SPECS])
@@ -311,3 +332,133 @@ def test_adalite_follows_its_formula(coupled, fixed):
              f"eps1={e1}, eps2={e2}, {flags})" for lr, b1, b2, wd, gm, rm, tau, e1, e2 in settings]
     _compare(_rule_path(specs, 4),
              [_reference_path(_adalite_reference(*s, coupled, fixed), k, 4) for k, s in enumerate(settings)])
+
+
+def _decayed(params, grads, wd, lr, coupled, fixed):
+    """Coupled g + λx, or decoupled x ← x(1 − λη) (η unscaled when fixed) in place: the gradients to use."""
+    if coupled:
+        return [g + wd * p for p, g in zip(params, grads)]
+    for p in params:
+        p *= 1 - wd * (1.0 if fixed else lr)
+    return grads
+
+
+def _adanorm_reference(lr, b1, b2, r, eps, wd, coupled, fixed, ams):
+    """Dubey et al. 2023, Algorithm 1 (Adam instance): e ← re + (1 − r)‖g‖, s = (e/‖g‖)g when e > ‖g‖, Adam on
+    (s, g²); with the library's ε placement (√(v + 1e-15) + ε before the bias correction of v)."""
+    def update(t, params, grads, state):
+        grads = _decayed(params, grads, wd, lr, coupled, fixed)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            st = state.setdefault(i, {"e": 0.0, "m": 0.0, "v": 0.0, "vmax": torch.zeros_like(g)})
+            norm = float(g.norm())
+            st["e"] = r * st["e"] + (1 - r) * norm
+            s = g * (st["e"] / norm) if 0 < norm < st["e"] else g
+            st["m"] = b1 * st["m"] + (1 - b1) * s
+            st["v"] = b2 * st["v"] + (1 - b2) * g * g
+            st["vmax"] = torch.maximum(st["vmax"], st["v"])
+            v = st["vmax"] if ams else st["v"]
+            p -= lr / (1 - b1**t) * st["m"] / (((v + 1e-15).sqrt() + eps) / math.sqrt(1 - b2**t))
+    return update
+
+
+@pytest.mark.parametrize("coupled, fixed, ams", [(False, False, False), (True, False, True), (False, True, False)])
+def test_adanorm_follows_its_paper(coupled, fixed, ams):
+    settings = [(0.01, 0.9, 0.99, 0.95, 1e-8, 0.0), (0.003, 0.5, 0.9, 0.3, 1e-3, 0.1)]
+    flags = f"weight_decouple={not coupled}, fixed_decay={fixed}, ams_bound={ams}"
+    specs = [f"adanorm(lr={lr}, betas=({b1}, {b2}), r={r}, eps={eps}, weight_decay={wd}, {flags})"
+             for lr, b1, b2, r, eps, wd in settings]
+    _compare(_rule_path(specs, 5),
+             [_reference_path(_adanorm_reference(*s, coupled, fixed, ams), k, 5) for k, s in enumerate(settings)])
+
+
+def _adatam_reference(lr, b1, b2, gamma, eps, wd, coupled, fixed):
+    """Malviya et al. 2024's adaptive TAM: s ← γs + (1 − γ)(m̄ ⊙ ḡ) with the columns (dim 0) normalised,
+    m ← β₁m + ((1 + s)/2 + ε)g, v ← β₂v + (1 − β₂)g², x ← x − ηm/(√v + ε) (the library's form: no bias correction)."""
+    def unit(a):
+        return a / a.norm(dim=0, keepdim=True).clamp_min(1e-12)
+
+    def update(t, params, grads, state):
+        grads = _decayed(params, grads, wd, lr, coupled, fixed)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            st = state.setdefault(i, {"s": 0.0, "m": torch.zeros_like(g), "v": 0.0})
+            st["s"] = gamma * st["s"] + (1 - gamma) * unit(st["m"]) * unit(g)
+            st["m"] = b1 * st["m"] + ((1 + st["s"]) / 2 + eps) * g
+            st["v"] = b2 * st["v"] + (1 - b2) * g * g
+            p -= lr * st["m"] / (st["v"].sqrt() + eps)
+    return update
+
+
+@pytest.mark.parametrize("coupled, fixed", [(False, False), (True, False), (False, True)])
+def test_adatam_follows_its_paper(coupled, fixed):
+    settings = [(0.01, 0.9, 0.999, 0.9, 1e-8, 0.0), (0.003, 0.5, 0.9, 0.4, 1e-3, 0.1)]
+    flags = f"weight_decouple={not coupled}, fixed_decay={fixed}"
+    specs = [f"adatam(lr={lr}, betas=({b1}, {b2}), decay_rate={d}, eps={eps}, weight_decay={wd}, {flags})"
+             for lr, b1, b2, d, eps, wd in settings]
+    _compare(_rule_path(specs, 4),
+             [_reference_path(_adatam_reference(*s, coupled, fixed), k, 4) for k, s in enumerate(settings)])
+
+
+def _aida_reference(lr, b1, b2, k, xi, eps, wd, coupled, fixed, ams, rectify, threshold, degenerated):
+    """Zhang 2022, Algorithm 1: K mutual projections of (g, m), v ← β₂v + (1 − β₂)(m_K − g_K)² + ε, Adam's step
+    with the library's ε also added to √v; ``rectify``: RAdam's rectification of the step."""
+    def update(t, params, grads, state):
+        grads = _decayed(params, grads, wd, lr, coupled, fixed)
+        rho_inf = 2 / (1 - b2) - 1
+        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        for i, (p, g) in enumerate(zip(params, grads)):
+            st = state.setdefault(i, {"m": 0.0, "v": 0.0, "vmax": torch.zeros_like(g)})
+            st["m"] = b1 * st["m"] + (1 - b1) * g
+            pg, pm = g.clone(), st["m"].clone()
+            for _ in range(k):
+                inner = float((pg * pm).sum())
+                pg, pm = inner / (float((pg**2).sum()) + xi) * pg, inner / (float((pm**2).sum()) + xi) * pm
+            st["v"] = b2 * st["v"] + (1 - b2) * (pm - pg) ** 2 + eps
+            st["vmax"] = torch.maximum(st["vmax"], st["v"])
+            root = ((st["vmax"] if ams else st["v"]) + 1e-15).sqrt() + eps
+            if not rectify:
+                p -= lr / (1 - b1**t) * st["m"] / (root / math.sqrt(1 - b2**t))
+            elif rho >= threshold:
+                rt = math.sqrt((1 - b2**t) * (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+                p -= lr * rt / (1 - b1**t) * st["m"] / root
+            elif degenerated:
+                p -= lr / (1 - b1**t) * st["m"]
+    return update
+
+
+@pytest.mark.parametrize("flags", [(False, False, False, False, True), (True, False, True, False, True),
+                                   (False, True, False, True, True), (False, False, False, True, False)])
+def test_aida_follows_its_paper(flags):
+    coupled, fixed, ams, rectify, degenerated = flags
+    settings = [(0.01, 0.9, 0.999, 2, 1e-20, 1e-8, 0.0, 5), (0.003, 0.5, 0.9, 3, 1e-3, 1e-3, 0.1, 4)]
+    options = (f"weight_decouple={not coupled}, fixed_decay={fixed}, ams_bound={ams}, rectify={rectify}, "
+               f"degenerated_to_sgd={degenerated}")
+    specs = [f"aida(lr={lr}, betas=({b1}, {b2}), k={k}, xi={xi}, eps={eps}, weight_decay={wd}, n_sma_threshold={n}, "
+             f"{options})" for lr, b1, b2, k, xi, eps, wd, n in settings]
+    steps = 8  # past ρ_t ≥ 5 for β₂ = 0.999 (t = 6) and ≥ 4 for β₂ = 0.9 (t = 5): both rectify branches
+    references = [_reference_path(_aida_reference(*s[:7], coupled, fixed, ams, rectify, s[7], degenerated), i, steps)
+                  for i, s in enumerate(settings)]
+    _compare(_rule_path(specs, steps), references)
+
+
+def _adashift_reference(lr, b1, b2, n, eps):
+    """Zhou et al. 2019, Algorithm 3 (φ = max over the tensor): m_t = Σ_{i<n} β₁ⁱ g_{t−i} / Σ_{i<n} β₁ⁱ (the window
+    directly, not the recursion), v_t = β₂v + (1 − β₂) max(g_{t−n}²), x ← x − η m_t/(√(v_t/(1 − β₂^(t−n))) + ε),
+    no step while t ≤ n."""
+    def update(t, params, grads, state):
+        history = state.setdefault("grads", [])
+        history.append(grads)
+        if t <= n:
+            return
+        weight = sum(b1**i for i in range(n))
+        for i, p in enumerate(params):
+            st = state.setdefault(i, {"v": 0.0})
+            m = sum(b1**j * history[t - 1 - j][i] for j in range(n)) / weight
+            st["v"] = b2 * st["v"] + (1 - b2) * float((history[t - 1 - n][i] ** 2).max())
+            p -= lr * m / (math.sqrt(st["v"] / (1 - b2 ** (t - n))) + eps)
+    return update
+
+
+def test_adashift_follows_its_paper():
+    settings = [(0.01, 0.9, 0.999, 3, 1e-10), (0.003, 0.5, 0.9, 1, 1e-3), (0.02, 0.8, 0.99, 4, 1e-6)]
+    specs = [f"adashift(lr={lr}, betas=({b1}, {b2}), keep_num={n}, eps={eps})" for lr, b1, b2, n, eps in settings]
+    _compare(_rule_path(specs, 7), [_reference_path(_adashift_reference(*s), k, 7) for k, s in enumerate(settings)])

@@ -14,6 +14,7 @@ On an analytic problem the layout is one 1-D tensor (the unfactored path).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -322,3 +323,259 @@ class _Adalite:
             if hp["weight_decouple"]:
                 p.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else lr))
             p.copy_(torch.addcmul(p, -lr, u))
+
+
+# ---- AdaNorm ----------------------------------------------------------------------------------------------
+
+AMS_BOUND_EPS = 1e-15  # BaseOptimizer.apply_ams_bound(_foreach)'s exp_avg_sq_eps, under every square root
+
+
+def _adam_denominator(v, vmax, hp, bias_correction2_sq):
+    """``apply_ams_bound_foreach`` then ``/ √(1 − β₂ᵗ)``: (√(v + 1e-15) + ε)/√(1 − β₂ᵗ), v the running maximum
+    with ``ams_bound``."""
+    if hp["ams_bound"]:
+        vmax.copy_(torch.maximum(vmax, v))
+        v = vmax
+    return ((v + AMS_BOUND_EPS).sqrt() + hp["eps"]) / bias_correction2_sq
+
+
+@_rule("adanorm", needs=[LAYERS])
+class _AdaNorm:
+    """AdaNorm (pytorch_optimizer.AdaNorm; Dubey et al. 2023, "AdaNorm: Adaptive Gradient Norm Correction based
+    Optimizer for CNNs", Algorithm 1, the Adam instance), parameter tensor by parameter tensor, with ‖g‖ the norm of
+    the tensor's gradient: decay first (decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``, or coupled
+    g ← g + λx); e ← r·e + (1 − r)‖g‖ (e₀ = 0); s = g·e/‖g‖ when ‖g‖ > 0 and e > ‖g‖, else s = g;
+    m ← β₁m + (1 − β₁)s, v ← β₂v + (1 − β₂)g²; x ← x − η/(1 − β₁ᵗ) · m/((√(v + 1e-15) + ε)/√(1 − β₂ᵗ))
+    (``ams_bound``: v's running maximum). Deviations from the paper: ε is added before the bias correction of v
+    (ε/√(1 − β₂ᵗ) after it) and 1e-15 under the root; weight decay and AMSBound are library options; the paper's
+    e₀ is not specified beyond the norm history (the library starts at 0)."""
+
+    dim_slots = staticmethod(lambda hp, dim: 2 + int(hp["ams_bound"]) + 1 / dim)  # + exp_grad_norm, shape (1,)
+
+    @staticmethod
+    def init(x, hp):
+        zeros = torch.zeros_like
+        return {"m": zeros(x), "v": zeros(x), "vmax": zeros(x), "norm": None}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, beta1, beta2, r = hp["lr"], hp["beta1"], hp["beta2"], hp["r"]
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - hp["weight_decay"] * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = torch.addcmul(g, hp["weight_decay"], x)
+        norms = layout.norms(g)  # [K, L]
+        average = state["norm"] if state["norm"] is not None else torch.zeros_like(norms)
+        state["norm"] = average = torch.addcmul(average * r, 1.0 - r, norms)
+        rescale = (norms > 0) & (average > norms)
+        multipliers = layout.spread(torch.where(rescale, average, 1.0))
+        divisors = layout.spread(torch.where(rescale, norms, 1.0))
+        scaled = g * multipliers / divisors
+        m, v = state["m"], state["v"]
+        m.lerp_(scaled, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        denominator = _adam_denominator(v, state["vmax"], hp, (1.0 - beta2 ** t).sqrt())
+        x.add_(-(lr / (1.0 - beta1 ** t)) * m / denominator)
+
+
+# ---- AdaTAM -----------------------------------------------------------------------------------------------
+
+def _normalize_dim0(values: torch.Tensor, shape) -> torch.Tensor:
+    """``torch.nn.functional.normalize(·, p=2, dim=0)`` of one parameter tensor, for each row of ``[K, n]``:
+    values over the norm along the tensor's first dimension (clamped at 1e-12)."""
+    batched = _batched_shape(values, shape)
+    norm = torch.linalg.vector_norm(batched, ord=2, dim=1, keepdim=True).clamp_min(1e-12)
+    return (batched / norm.expand_as(batched)).reshape(values.shape)
+
+
+@_rule("adatam", needs=[LAYERS])
+class _AdaTAM:
+    """AdaTAM (pytorch_optimizer.AdaTAM; Malviya et al. 2024, "Torque-Aware Momentum", arXiv:2412.18790, its
+    adaptive (Adam) variant), parameter tensor by parameter tensor: decay first (decoupled x ← x(1 − λη), η unscaled
+    with ``fixed_decay``, or coupled g ← g + λx); the alignment c = m/‖m‖ ⊙ g/‖g‖ with the norms along the tensor's
+    first dimension (the whole vector for 1-D tensors, each column of a matrix; norms clamped at 1e-12),
+    s ← γs + (1 − γ)c (γ = ``decay_rate``), m ← β₁m + ((1 + s)/2 + ε)g, v ← β₂v + (1 − β₂)g², x ← x − η m/(√v + ε).
+    Deviations from the paper: the library adds ε to the damping factor (1 + s)/2, takes c coordinate-wise
+    (the product of the normalised vectors, not their cosine summed), and applies no bias correction to m or v."""
+
+    slots = staticmethod(lambda hp: 3)  # s, exp_avg, exp_avg_sq
+
+    @staticmethod
+    def init(x, hp):
+        zeros = torch.zeros_like
+        return {"s": zeros(x), "m": zeros(x), "v": zeros(x)}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, beta1, beta2, eps = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"]
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - hp["weight_decay"] * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = torch.addcmul(g, hp["weight_decay"], x)
+        m = state["m"]
+        correlation = torch.cat([_normalize_dim0(part, shape) * _normalize_dim0(grad, shape)
+                                 for (part, shape), (grad, _) in zip(_tensors(m, layout), _tensors(g, layout))],
+                                dim=-1)
+        s = state["s"]
+        s.lerp_(correlation, 1.0 - hp["decay_rate"])
+        damped = ((s + 1.0) / 2.0 + eps) * g
+        m.mul_(beta1).add_(damped)
+        v = state["v"]
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        x.add_(-lr * m / (v.sqrt() + eps))
+
+
+# ---- Aida -------------------------------------------------------------------------------------------------
+
+@_rule("aida", needs=[LAYERS])
+class _Aida:
+    """Aida (pytorch_optimizer.Aida; Zhang 2022, "A DNN Optimizer that Improves over AdaBelief by Suppression of
+    the Adaptive Stepsize Range", arXiv:2203.13273, Algorithm 1), parameter tensor by parameter tensor: decay first
+    (coupled g ← g + λx by default, or decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``);
+    m ← β₁m + (1 − β₁)g; K mutual projections of g and m, starting from (g, m): with the tensor's inner product,
+    g ← ⟨g, m⟩/(‖g‖² + ξ) · g and m ← ⟨g, m⟩/(‖m‖² + ξ) · m (both from the same ⟨g, m⟩); then
+    v ← β₂v + (1 − β₂)(m_K − g_K)² + ε and x ← x − η/(1 − β₁ᵗ) · m/((√(v + 1e-15) + ε)/√(1 − β₂ᵗ))
+    (``ams_bound``: v's running maximum). ``rectify`` (RAdam's): ρ_t = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ); with ρ_t ≥
+    ``n_sma_threshold`` x ← x − η r_t/(1 − β₁ᵗ) · m/(√(v + 1e-15) + ε), r_t RAdam's rectification (with the
+    √(1 − β₂ᵗ) inside), else x ← x − η/(1 − β₁ᵗ) · m (``degenerated_to_sgd``) or no step. Deviations from the paper:
+    ε is added twice, to v (as in the paper) and to its root, before the bias correction; the 1e-15 under the root;
+    decoupled decay, AMSBound and rectification are library options."""
+
+    slots = staticmethod(lambda hp: 2 + int(hp["ams_bound"]))  # exp_avg, exp_avg_var (, max_exp_avg_var)
+
+    @staticmethod
+    def init(x, hp):
+        zeros = torch.zeros_like
+        return {"m": zeros(x), "v": zeros(x), "vmax": zeros(x), "ks": [int(k) for k in hp["k"].flatten().tolist()],
+                "betas": list(zip(hp["beta1"].flatten().tolist(), hp["beta2"].flatten().tolist(),
+                                  hp["n_sma_threshold"].flatten().tolist()))}
+
+    @staticmethod
+    def _rectified(state, hp, t):
+        """Per configuration, the class's Python floats: (rt/(1 − β₁ᵗ) multiplier of lr, mode) with mode 2 the
+        adaptive step, 1 the SGD step, 0 none."""
+        factors, modes = [], []
+        for beta1, beta2, threshold in state["betas"]:
+            bias_correction1 = 1.0 - math.pow(beta1, t)
+            n_sma_max = 2.0 / (1.0 - beta2) - 1.0
+            beta2_t = beta2 ** t
+            n_sma = n_sma_max - 2 * t * beta2_t / (1.0 - beta2_t)
+            if n_sma >= threshold:
+                rt = math.sqrt((1.0 - beta2_t) * (n_sma - 4) / (n_sma_max - 4) * (n_sma - 2) / n_sma * n_sma_max
+                               / (n_sma_max - 2))
+                mode = 2
+            else:
+                rt = 1.0 if hp["degenerated_to_sgd"] else -1.0
+                mode = int(rt > 0)
+            factors.append((rt, bias_correction1))
+            modes.append(mode)
+        return factors, modes
+
+    @classmethod
+    def step(cls, x, g, state, hp, t):
+        layout = state["layout"]
+        lr, beta1, beta2, eps, xi = hp["lr"], hp["beta1"], hp["beta2"], hp["eps"], hp["xi"]
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - hp["weight_decay"] * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = torch.addcmul(g, hp["weight_decay"], x)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        ks = torch.tensor(state["ks"], device=x.device)[:, None]
+        projected = []
+        for (grad, _), (moment, _) in zip(_tensors(g, layout), _tensors(m, layout)):
+            proj_g, proj_m = grad, moment
+            for i in range(max(state["ks"])):
+                product = (proj_g * proj_m).sum(dim=-1, keepdim=True)
+                scale_g = product / (proj_g.square().sum(dim=-1, keepdim=True) + xi)
+                scale_m = product / (proj_m.square().sum(dim=-1, keepdim=True) + xi)
+                active = i < ks
+                proj_g, proj_m = torch.where(active, proj_g * scale_g, proj_g), torch.where(active, proj_m * scale_m,
+                                                                                            proj_m)
+            projected.append(proj_m - proj_g)
+        residual = projected[0] if layout.single else torch.cat(projected, dim=-1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * residual, residual) + eps)
+        vmax = state["vmax"]
+        if hp["ams_bound"]:
+            vmax.copy_(torch.maximum(vmax, v))
+            denominator = (vmax + AMS_BOUND_EPS).sqrt() + eps
+        else:
+            denominator = (v + AMS_BOUND_EPS).sqrt() + eps
+        if not hp["rectify"]:
+            step_size = lr / (1.0 - beta1 ** t)
+            x.add_(-step_size * m / (denominator / (1.0 - beta2 ** t).sqrt()))
+            return
+        factors, modes = cls._rectified(state, hp, t)
+        column = functools.partial(torch.tensor, dtype=x.dtype, device=x.device)
+        rt, bias_correction1 = (column(values)[:, None] for values in zip(*factors))
+        step_size = lr * rt / bias_correction1
+        mode = column(modes)[:, None]
+        adaptive = x + -step_size * m / denominator
+        sgd = torch.addcmul(x, -step_size, m)
+        x.copy_(torch.where(mode == 2, adaptive, torch.where(mode == 1, sgd, x)))
+
+
+# ---- AdaShift ---------------------------------------------------------------------------------------------
+
+@_rule("adashift", needs=[LAYERS])
+class _AdaShift:
+    """AdaShift (pytorch_optimizer.AdaShift; Zhou et al. 2019, "AdaShift: Decorrelation and Convergence of Adaptive
+    Learning Rate Methods", arXiv:1810.00143, Algorithm 3 with φ = max), parameter tensor by parameter tensor, with
+    n = ``keep_num``, W = Σ_{i<n} β₁ⁱ: while fewer than n gradients are queued (t ≤ n), m ← β₁m + g/W and no step;
+    afterwards, with g_{t−n} the oldest queued gradient, m ← β₁(m − β₁ⁿ⁻¹g_{t−n}/W) + g/W (the weighted sum
+    Σ_{i<n} β₁ⁱ g_{t−i}/W of the last n gradients), v ← β₂v + (1 − β₂)·max(g_{t−n}²) (the maximum over the tensor,
+    so one second moment per tensor, spread over its coordinates), x ← x − η m/(√(v/(1 − β₂^(t−n))) + ε).
+    Deviations from the paper: the library's ε and its bias correction of v by the number t − n of its updates
+    (the class's ``max(1, t − n)`` never binds once a step is taken); φ is the maximum over the whole parameter
+    tensor (the library's default ``reduce_func=torch.max``, not settable in optbench). The queue of n gradients
+    is not counted in ``slots`` (the class keeps it in a deque, which optbench's state measurement does not see)."""
+
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (the grad_queue deque is not measured)
+
+    @staticmethod
+    def init(x, hp):
+        ks = [int(k) for k in hp["keep_num"].flatten().tolist()]
+        first, last = [], []
+        for beta1, n in zip(hp["beta1"].flatten().tolist(), ks):
+            exp_weight_sum = sum(beta1 ** i for i in range(n))
+            first.append(beta1 ** (n - 1) / exp_weight_sum)
+            last.append(1.0 / exp_weight_sum)
+        column = functools.partial(torch.tensor, dtype=x.dtype, device=x.device)
+        return {"m": torch.zeros_like(x), "v": torch.zeros_like(x), "ks": ks, "queue": [],
+                "beta2s": hp["beta2"].flatten().tolist(), "first": column(first)[:, None],
+                "last": column(last)[:, None], "keep": column(ks)[:, None]}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        ks, queue = state["ks"], state["queue"]
+        ready = (t - 1) >= state["keep"]  # [K, 1]: n gradients queued before this step
+        offset = None
+        if bool(ready.any()):
+            offset = torch.zeros_like(x)
+            for n in sorted(set(ks)):
+                if t - 1 >= n:
+                    offset = torch.where(state["keep"] == n, queue[-n], offset)
+        queue.append(g.clone())
+        del queue[:-max(ks)]
+        m, v = state["m"], state["v"]
+        beta1, beta2 = hp["beta1"], hp["beta2"]
+        waiting = torch.addcmul(m * beta1, state["last"], g)
+        if offset is None:
+            m.copy_(waiting)
+            return
+        shifted = torch.addcmul(torch.addcmul(m, -state["first"], offset) * beta1, state["last"], g)
+        m.copy_(torch.where(ready, shifted, waiting))
+        squares = offset.square()
+        reduced = layout.spread(torch.stack([part.amax(dim=-1) for part in squares.split(layout.sizes, dim=-1)],
+                                            dim=-1))
+        v.copy_(torch.where(ready, v.lerp(reduced.expand_as(v), 1.0 - beta2), v))
+        bias_correction = torch.tensor([1.0 - math.pow(b, max(1, t - n)) for b, n in zip(state["beta2s"], ks)],
+                                       dtype=x.dtype, device=x.device)[:, None]
+        update = m / ((v / bias_correction).sqrt() + hp["eps"])
+        x.copy_(torch.where(ready, torch.addcmul(x, -hp["lr"], update), x))

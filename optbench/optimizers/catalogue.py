@@ -120,6 +120,10 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_factored.py
     "CAME": {"batched": "came"},
     "Adalite": {"batched": "adalite"},
+    "AdaNorm": {"batched": "adanorm"},
+    "AdaTAM": {"batched": "adatam"},
+    "Aida": {"batched": "aida"},
+    "AdaShift": {"batched": "adashift"},
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
