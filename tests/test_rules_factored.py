@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from test_engine_contract import CNN, MLP, _analytic_group, _network_group
+from test_optimizers import compare_engines
 
 from optbench.cost import probe_state_bytes_per_param
 from optbench.engines.batched import stack_hyperparams
@@ -40,10 +41,17 @@ VARIANTS = {
              "aida(lr=0.01, rectify=True, weight_decay=0.05)",
              "aida(lr=0.01, rectify=True, degenerated_to_sgd=False, n_sma_threshold=4, betas=(0.8, 0.9))"],
     "adashift": ["adashift(lr=0.01, keep_num=2)", "adashift(lr=0.01, keep_num=1, betas=(0.5, 0.9), eps=1e-3)"],
+    # Alice: the compensation (rank < rows), random completion columns (leading_basis < rank), Alice-0 (β₃ = 0)
+    "alice": ["alice(lr=0.01, update_interval=3, weight_decay=0.1, weight_decouple=False)",
+              "alice(lr=0.01, rank=2, leading_basis=1, update_interval=2, fixed_decay=True, weight_decay=0.01)",
+              "alice(lr=0.01, rank=1, leading_basis=1, alpha_c=0.8, gamma=1.5, update_interval=4)",
+              "alice(lr=0.01, rank=4, leading_basis=2, update_interval=4, betas=(0.8, 0.9, 0.0))"],
 }
 # integer settings are per-configuration columns: one group may mix them
 MIXED = {"aida": ["aida(lr=0.01, k=1)", "aida(lr=0.02, k=3)", "aida(lr=0.01, k=0)"],
-         "adashift": ["adashift(lr=0.01, keep_num=1)", "adashift(lr=0.02, keep_num=3)", "adashift(lr=0.01)"]}
+         "adashift": ["adashift(lr=0.01, keep_num=1)", "adashift(lr=0.02, keep_num=3)", "adashift(lr=0.01)"],
+         "alice": ["alice(lr=0.01, rank=1, leading_basis=1, update_interval=3)",
+                   "alice(lr=0.02, rank=4, leading_basis=2, update_interval=2)", "alice(lr=0.01)"]}
 SPECS = [spec for specs in VARIANTS.values() for spec in specs]
 TOL = 1e-12
 
@@ -64,7 +72,10 @@ def test_factored_variants_equal_the_class_on_analytic_problems(spec, problem_sp
     _analytic_group(problem, configs, seeds)
 
 
-@pytest.mark.parametrize("spec", [*VARIANTS, *SPECS])
+NETWORK_SPECS = [spec for spec in [*VARIANTS, *SPECS] if not spec.startswith("alice")]  # SEEDS: analytic only
+
+
+@pytest.mark.parametrize("spec", NETWORK_SPECS)
 @pytest.mark.parametrize("network", [MLP, CNN], ids=["mlp", "cnn"])
 def test_factored_variants_equal_the_class_on_networks(network_data, spec, network):
     """Matrices and kernels on the factored path, biases on the vector path: batched == loop."""
@@ -74,9 +85,21 @@ def test_factored_variants_equal_the_class_on_networks(network_data, spec, netwo
     _network_group(problem, configs, seeds)
 
 
+def test_alice_runs_on_the_loop_engine_on_networks(network_data):
+    """Alice's random completion columns need the run seeds (SEEDS), which the network engine does not provide."""
+    from optbench.engines.capabilities import choose_engine
+
+    problem = get_problem(MLP)
+    assert not engine_supports("batched", problem, get_optimizer("alice"))
+    assert choose_engine("auto", problem, get_optimizer("alice"), {}, "cuda") == "loop"
+
+
 @pytest.mark.parametrize("name", MIXED)
 @pytest.mark.parametrize("problem_spec", ["beale", "rosenbrock(noise=0.1)", MLP])
 def test_integer_settings_may_differ_inside_a_group(network_data, name, problem_spec):
+    if name == "alice" and problem_spec == MLP:  # analytic only (SEEDS): ranks 1, 4 and 5 of 5 rows
+        compare_engines("rosenbrock(dim=5, start='random')", MIXED[name], [0, 7, 3], steps=15)
+        return
     problem = get_problem(problem_spec)
     configs = [get_optimizer(spec) for spec in MIXED[name]]
     assert all(engine_supports("batched", problem, c) for c in configs)
@@ -102,22 +125,24 @@ SHIFT = torch.sin(torch.arange(P, dtype=torch.float64)) * 0.7 + 0.1
 
 def _grad(x: torch.Tensor) -> torch.Tensor:
     """The gradient of a separable quadratic, ∇f(x) = c ⊙ x + b (rows of ``[K, P]``, or one ``[P]`` vector)."""
-    return COEF * x + SHIFT
+    n = x.shape[-1]
+    return COEF[:n] * x + SHIFT[:n]
 
 
-def _x0(k: int) -> torch.Tensor:
-    return torch.stack([torch.cos(torch.arange(P, dtype=torch.float64) * (1.3 + i)) for i in range(k)])
+def _x0(k: int, size: int = P) -> torch.Tensor:
+    return torch.stack([torch.cos(torch.arange(size, dtype=torch.float64) * (1.3 + i)) for i in range(k)])
 
 
-def _rule_path(specs, steps, shapes=SHAPES):
+def _rule_path(specs, steps, shapes=SHAPES, seeds=None):
     """The rule of ``specs`` (one configuration each, one batched group) for ``steps`` steps of ``_grad``:
     the ``[K, P]`` points after each step."""
     configs = [get_optimizer(s) for s in specs]
     rule = RULES[configs[0].entry.batched]
     hp = stack_hyperparams(configs, torch.float64, "cpu")
-    x = _x0(len(specs))
+    x = _x0(len(specs), sum(math.prod(s) for s in shapes))
     state = rule.init(x, hp)
     state["layout"] = ParamLayout(shapes)
+    state["seeds"] = seeds
     path = []
     for t in range(1, steps + 1):
         rule.step(x, _grad(x), state, hp, t)
@@ -135,7 +160,7 @@ def _rms(t: torch.Tensor) -> torch.Tensor:
 
 def _reference_path(update_fn, k: int, steps: int, shapes=SHAPES):
     """Configuration ``k`` by hand: ``update_fn(t, params, grads, state)`` updates the list of tensors."""
-    params = _split(_x0(k + 1)[k], shapes)
+    params = _split(_x0(k + 1, sum(math.prod(s) for s in shapes))[k], shapes)
     state: dict = {}
     path = []
     for t in range(1, steps + 1):
@@ -462,3 +487,52 @@ def test_adashift_follows_its_paper():
     settings = [(0.01, 0.9, 0.999, 3, 1e-10), (0.003, 0.5, 0.9, 1, 1e-3), (0.02, 0.8, 0.99, 4, 1e-6)]
     specs = [f"adashift(lr={lr}, betas=({b1}, {b2}), keep_num={n}, eps={eps})" for lr, b1, b2, n, eps in settings]
     _compare(_rule_path(specs, 7), [_reference_path(_adashift_reference(*s), k, 7) for k, s in enumerate(settings)])
+
+
+def _alice_reference(lr, b1, b2, b3, alpha, alpha_c, interval, rank, gamma, eps):
+    """Gong et al. 2025, Alice (Algorithm 3) with leading_basis = rank (no random columns), in float64: each tensor
+    as an m × n matrix, r = min(rank, m); at steps 1, interval, 2·interval, … one subspace iteration of
+    Q̃ = β₃UQUᵀ + (1 − β₃)GGᵀ from U (orthonormalised Q̃U, rotated to the eigenvectors of its Rayleigh quotient,
+    largest first); σ = UᵀG, Q, M, V running averages (β₃, β₁, β₂); the compensation C = √(m − r)(G − Uσ)/√p with
+    p the running mean (β₁) of ‖G_j‖² − ‖σ_j‖² (≥ 1e-8) and ‖C‖ growing at most γ× a step;
+    X ← X − ηα(U M/(√V + ε) + α_c C)."""
+    def update(t, params, grads, state):
+        for i, (p, g) in enumerate(zip(params, grads)):
+            g = g.reshape(-1, 1) if g.ndim < 2 else g
+            rows, cols = g.shape
+            r = min(rank, rows)
+            s = state.setdefault(i, {"U": torch.zeros(rows, r, dtype=g.dtype), "Q": torch.zeros(r, r, dtype=g.dtype),
+                                     "M": 0.0, "V": 0.0, "p": 0.0, "phi": 0.0})
+            if t == 1 or t % interval == 0:
+                target = b3 * s["U"] @ s["Q"] @ s["U"].T + (1 - b3) * g @ g.T
+                basis, _ = torch.linalg.qr(target @ s["U"])
+                values, vectors = torch.linalg.eigh(basis.T @ target @ basis)
+                s["U"] = (basis @ vectors)[:, torch.argsort(values, descending=True)]
+            u = s["U"]
+            sigma = u.T @ g
+            s["Q"] = b3 * s["Q"] + (1 - b3) * sigma @ sigma.T
+            s["M"] = b1 * s["M"] + (1 - b1) * sigma
+            s["V"] = b2 * s["V"] + (1 - b2) * sigma**2
+            s["p"] = (b1 * s["p"] + (1 - b1) * ((g**2).sum(0) - (sigma**2).sum(0))).clamp_min(1e-8)
+            c = math.sqrt(rows - r) * (g - u @ sigma) / s["p"].sqrt()
+            if s["phi"] > 0:
+                c = c * gamma / max(float(c.norm()) / s["phi"], gamma)
+            s["phi"] = float(c.norm())
+            p -= (lr * alpha * (u @ (s["M"] / (s["V"].sqrt() + eps)) + alpha_c * c)).reshape(p.shape)
+    return update
+
+
+@pytest.mark.parametrize("rank", [256, 1])
+def test_alice_follows_its_paper(monkeypatch, rank):
+    """rank 256: every basis spans its tensor (the Adam step in the rotating eigenbasis, C = 0); rank 1: the
+    one-vector basis and the compensation. The switch in float64 here (the class's is float32)."""
+    from optbench.engines import rules_factored
+
+    monkeypatch.setattr(rules_factored, "ALICE_SWITCH_DTYPE", torch.float64)
+    shapes = [(3, 4), (2,)]  # GGᵀ has full rank on the matrix; the vector's null space is one line
+    settings = [(0.02, 0.9, 0.9, 0.999, 0.3, 0.4, 2, rank, 1.01, 1e-8),
+                (0.01, 0.5, 0.8, 0.9, 0.5, 0.8, 3, rank, 1.5, 1e-3)]
+    specs = [f"alice(lr={lr}, betas=({b1}, {b2}, {b3}), alpha={a}, alpha_c={ac}, update_interval={n}, rank={r}, "
+             f"leading_basis={r}, gamma={gm}, eps={e})" for lr, b1, b2, b3, a, ac, n, r, gm, e in settings]
+    _compare(_rule_path(specs, 6, shapes, seeds=[0, 1]),
+             [_reference_path(_alice_reference(*s), k, 6, shapes) for k, s in enumerate(settings)])

@@ -19,7 +19,8 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import LAYERS, _rule
+from optbench.engines.batched_rules import LAYERS, SEEDS, _rule
+from optbench.engines.step_rng import step_seed
 
 
 def _tensors(x, layout):
@@ -579,3 +580,163 @@ class _AdaShift:
                                        dtype=x.dtype, device=x.device)[:, None]
         update = m / ((v / bias_correction).sqrt() + hp["eps"])
         x.copy_(torch.where(ready, torch.addcmul(x, -hp["lr"], update), x))
+
+
+# ---- Alice ------------------------------------------------------------------------------------------------
+
+ALICE_SWITCH_DTYPE = torch.float32  # Alice.switch's subspace iteration and eigh run in float32 whatever the dtype
+
+
+def _alice_switch(q: torch.Tensor, u_prev: torch.Tensor, rank: int, leading_basis: int, generator) -> torch.Tensor:
+    """``Alice.switch`` on one configuration's matrices: one step of subspace iteration in float32 from the previous
+    basis, the ``leading_basis`` eigenvectors of largest eigenvalue, completed by random columns of the orthogonal
+    complement (``torch.randperm`` from ``generator``) up to ``rank``."""
+    a, u = q.to(ALICE_SWITCH_DTYPE), u_prev.to(ALICE_SWITCH_DTYPE)
+    u, _ = torch.linalg.qr(a @ u)
+    vals, vecs = torch.linalg.eigh(u.T @ a @ u)
+    vecs = u @ vecs
+    order = torch.argsort(vals, descending=True)
+    u_t1 = vecs[:, order[:leading_basis]]
+    if rank == leading_basis:
+        return u_t1.to(q.dtype)
+    u_c, _ = torch.linalg.qr(vecs, mode="complete")
+    u_c = u_c[:, rank:]
+    if u_c.size(1) < rank - leading_basis:
+        u_c = torch.cat([u_c, vecs[:, order[leading_basis:]]], dim=1)
+    indices = torch.randperm(u_c.size(1), device=q.device, generator=generator())[:rank - leading_basis]
+    return torch.cat([u_t1, u_c[:, indices]], dim=1).to(q.dtype)
+
+
+def _per_matrix(function, *batches: torch.Tensor) -> torch.Tensor:
+    """``function`` of each configuration's matrices (fresh contiguous copies), stacked: the class's matrix products
+    exactly (a batched product rounds differently, and Alice's projection residual G − Uσ cancels to rounding)."""
+    return torch.stack([function(*(matrix.clone() for matrix in matrices)) for matrices in zip(*batches)])
+
+
+def _batched_matrix(function, *batches: torch.Tensor) -> torch.Tensor:
+    """``function`` of the ``[K, …, …]`` batches at once (batched matrix products)."""
+    return function(*batches)
+
+
+@_rule("alice", needs=[LAYERS, SEEDS])
+class _Alice:
+    """Alice (pytorch_optimizer.Alice; Gong et al. 2025, "Towards Efficient Optimizer Design for LLM via Structured
+    Fisher Approximation with a Low-Rank Extension", arXiv:2502.07752, Algorithm 3), parameter tensor by parameter
+    tensor, each as a matrix G ∈ ℝ^{m×n} (a vector as a column, ndim > 2 as [shape[0], rest]), r = min(rank, m),
+    l = min(leading_basis, r): decay first (decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``, or coupled
+    g ← g + λx). At the first step and every ``update_interval`` steps the basis U ∈ ℝ^{m×r} is switched: with
+    Q̃ = β₃UQUᵀ + (1 − β₃)GGᵀ, one subspace iteration from U (QR of Q̃U, eigenvectors of its Rayleigh quotient, in
+    float32), the l leading eigenvectors, and r − l random columns of their orthogonal complement. Then σ = UᵀG,
+    Q ← β₃Q + (1 − β₃)σσᵀ, M ← β₁M + (1 − β₁)σ, V ← β₂V + (1 − β₂)σ²; the compensation p ← max(1e-8,
+    β₁p + (1 − β₁)(1ᵀG² − 1ᵀσ²)), C = √(m − r)(G − Uσ)/√p, limited in norm growth: C ← C·γ/max(‖C‖/φ, γ)
+    (when φ > 0), φ ← ‖C‖; X ← X − ηα(U(M/(√V + ε)) + α_c C). Where r = m (every tensor with at most ``rank``
+    rows, every analytic problem up to 256 coordinates) C = 0 and the rule is Adam in a rotating eigenbasis.
+    The random columns (only where l < r: tensors with more than ``leading_basis`` rows) come from torch's global
+    generator in the class, which the engines seed per run and step (:mod:`optbench.engines.step_rng`): the rule
+    draws them from a generator seeded alike, one per configuration (``SEEDS``). The library's choices, to note
+    against the paper (whose text this rule was not checked against beyond the update above): the compensation's
+    running mean p uses β₁; the switch runs in float32 whatever the parameters' dtype; the first switch iterates
+    from U = 0, whose QR is the first r coordinate axes, so with r < m the first basis is not the leading
+    eigenvectors of GGᵀ (with r = m it is)."""
+
+    # U, Q, m, v, p on a [dim] vector (a [dim, 1] matrix): U is dim × r, Q r × r (phi becomes a 0-d tensor)
+    dim_slots = staticmethod(lambda hp, dim: (dim * min(hp["rank"], dim) + min(hp["rank"], dim) ** 2
+                                              + 2 * min(hp["rank"], dim) + 1) / dim)
+
+    @staticmethod
+    def init(x, hp):
+        def floats(name):
+            return hp[name].flatten().tolist()
+
+        return {"tensors": None, "ranks": [int(r) for r in floats("rank")],
+                "leading": [int(n) for n in floats("leading_basis")],
+                "intervals": [int(n) for n in floats("update_interval")], "beta3": floats("beta3")}
+
+    @staticmethod
+    def _matrix_shape(shape):
+        if len(shape) < 2:
+            return (math.prod(shape), 1)
+        return (shape[0], math.prod(shape[1:]))
+
+    @classmethod
+    def _tensor_state(cls, x, state, layout):
+        tensors = []
+        for shape in layout.shapes:
+            rows, cols = cls._matrix_shape(shape)
+            groups = {}
+            for k, rank in enumerate(state["ranks"]):
+                r = min(rank, rows)
+                groups.setdefault((r, min(state["leading"][k], r)), []).append(k)
+            batches = []
+            for (r, leading), members in groups.items():
+                size = len(members)
+                batches.append({"rank": r, "leading": leading, "index": torch.tensor(members, device=x.device),
+                                "members": members, "U": x.new_zeros(size, rows, r), "Q": x.new_zeros(size, r, r),
+                                "m": x.new_zeros(size, r, cols), "v": x.new_zeros(size, r, cols),
+                                "p": x.new_zeros(size, 1, cols), "phi": x.new_zeros(size, 1, 1)})
+            tensors.append(batches)
+        return tensors
+
+    @classmethod
+    def step(cls, x, g, state, hp, t):
+        layout = state["layout"]
+        if state["tensors"] is None:
+            state["tensors"] = cls._tensor_state(x, state, layout)
+        first = t == 1  # the class's state is created at the first step: a switch from U = 0
+        lr, wd = hp["lr"], hp["weight_decay"]
+        if hp["weight_decouple"]:
+            x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else lr))
+        else:
+            g = torch.addcmul(g, wd, x)
+        switching = [k for k, interval in enumerate(state["intervals"]) if first or t % interval == 0]
+        generators: dict[int, torch.Generator] = {}
+
+        def generator_of(k):
+            def get():
+                if k not in generators:
+                    generators[k] = torch.Generator(device=x.device).manual_seed(step_seed(state["seeds"][k], t - 1))
+                return generators[k]
+            return get
+
+        updates = torch.empty_like(x)
+        columns = zip(_tensors(g, layout), _tensors(updates, layout), state["tensors"])
+        for (grad_flat, shape), (update_flat, _), batches in columns:
+            rows, cols = cls._matrix_shape(shape)
+            for batch in batches:
+                index, members = batch["index"], batch["members"]
+                pick = (lambda column: column) if len(members) == x.shape[0] else (
+                    lambda column, index=index: column.index_select(0, index))
+                grad = pick(grad_flat).reshape(len(members), rows, cols)
+                beta1, beta2, beta3 = (pick(hp[name])[:, :, None] for name in ("beta1", "beta2", "beta3"))
+                u, q, m, v = batch["U"], batch["Q"], batch["m"], batch["v"]
+                for i, k in enumerate(members):
+                    if k in switching:
+                        b3 = state["beta3"][k]
+                        u_k, q_k, g_k = u[i].clone(), q[i].clone(), grad[i].clone()
+                        q_t = b3 * (u_k @ q_k @ u_k.T) + (1.0 - b3) * (g_k @ g_k.T)
+                        u[i] = _alice_switch(q_t, u_k, batch["rank"], batch["leading"], generator_of(k))
+                # with r < m the residual G − Uσ cancels to rounding, which the compensation divides by √p ≈ 0:
+                # the class's products exactly, one configuration at a time; with r = m it is 0 (√(m − r) = 0)
+                product = _per_matrix if batch["rank"] < rows else _batched_matrix
+                sigma = product(lambda u_k, g_k: u_k.transpose(-1, -2) @ g_k, u, grad)
+                q.lerp_(product(lambda s_k: s_k @ s_k.transpose(-1, -2), sigma), 1.0 - beta3)
+                m.lerp_(sigma, 1.0 - beta1)
+                v.lerp_(sigma.pow(2), 1.0 - beta2)
+                p = batch["p"]
+                p.lerp_(grad.pow(2).sum(dim=-2, keepdim=True) - sigma.pow(2).sum(dim=-2, keepdim=True), 1.0 - beta1)
+                p.clamp_min_(1e-8)
+                compensation = math.sqrt(rows - batch["rank"]) * (grad - product(torch.matmul, u, sigma)) / p.sqrt()
+                phi = batch["phi"]
+                norm = torch.linalg.vector_norm(compensation, dim=(-2, -1), keepdim=True)
+                gamma = pick(hp["gamma"])[:, :, None]
+                limit = torch.where(phi > 0, gamma / torch.maximum(norm / phi, gamma), torch.ones_like(phi))
+                compensation = compensation * limit
+                batch["phi"] = torch.linalg.vector_norm(compensation, dim=(-2, -1), keepdim=True)
+                update = product(torch.matmul, u, m / (v.sqrt() + pick(hp["eps"])[:, :, None]))
+                update = torch.addcmul(update, pick(hp["alpha_c"])[:, :, None], compensation)
+                update = update.reshape(len(members), rows * cols)
+                if len(members) == x.shape[0]:
+                    update_flat.copy_(update)
+                else:
+                    update_flat.index_copy_(0, index, update)
+        x.copy_(torch.addcmul(x, -lr * hp["alpha"], updates))

@@ -124,6 +124,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "AdaTAM": {"batched": "adatam"},
     "Aida": {"batched": "aida"},
     "AdaShift": {"batched": "adashift"},
+    "Alice": {"batched": "alice"},
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
