@@ -285,7 +285,7 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            # rules_memory.py
            # rules_factored.py
            "came": 1e-2, "adafactor-paper": 0.05, "adalite": 1e-2, "adanorm": 1e-2, "adatam": 1e-2, "aida": 1e-2,
-           "adashift": 1e-2, "alice": 1e-2,
+           "adashift": 1e-2, "alice": 1e-2, "flashadamw": 1e-2,
            # rules_pertensor.py
            # rules_groups.py
            # rules_soap.py

@@ -740,3 +740,97 @@ class _Alice:
                 else:
                     update_flat.index_copy_(0, index, update)
         x.copy_(torch.addcmul(x, -lr * hp["alpha"], updates))
+
+
+# ---- FlashAdamW -------------------------------------------------------------------------------------------
+
+FLASH_GROUP_SIZE = 32  # pytorch_optimizer.optimizer.flash_adamw.GROUP_SIZE: values per quantisation scale
+
+
+def _flash_groups(values: torch.Tensor) -> torch.Tensor:
+    """One parameter tensor's ``[K, n]`` float32 values, zero-padded to whole groups: ``[K, G, 32]``."""
+    pad = (-values.shape[-1]) % FLASH_GROUP_SIZE
+    if pad:
+        values = torch.cat([values, values.new_zeros(values.shape[0], pad)], dim=-1)
+    return values.reshape(values.shape[0], -1, FLASH_GROUP_SIZE)
+
+
+def _flash_roundtrip(values: torch.Tensor, signed: bool, sqrt: bool, softsign: bool) -> torch.Tensor:
+    """``dequantize_state(*quantize_state(·))`` of one parameter tensor per row: the float32 state the class
+    reads at the next step after storing ``values`` as grouped 8-bit integers with float16 scales."""
+    n = values.shape[-1]
+    values = values.to(torch.float32)
+    if sqrt:
+        values = values.clamp_min(0.0).sqrt()
+    groups = _flash_groups(values)
+    scales = groups.abs().amax(dim=-1).clamp_min(1e-12)
+    normalized = groups / scales.unsqueeze(-1)
+    if softsign:
+        normalized = 2.0 * normalized / (1.0 + normalized.abs())
+    quant_max, quant_min = (127.0, -127.0) if signed else (255.0, 0.0)
+    quantized = torch.round(normalized * quant_max).clamp_(quant_min, quant_max)
+    quantized = quantized.reshape(quantized.shape[0], -1)[:, :n]  # the int8/uint8 values, exactly, in float32
+    groups = _flash_groups(quantized) / quant_max
+    if softsign:
+        groups = groups / (2.0 - groups.abs()).clamp_min(1e-12)
+    restored = (groups * scales.to(torch.float16).to(torch.float32).unsqueeze(-1)).reshape(groups.shape[0], -1)[:, :n]
+    return restored.pow(2) if sqrt else restored
+
+
+def _flash_slots(hp, dim):
+    """State slots per parameter of a ``[dim]`` float64 vector: two float64 moments, or with ``quantize`` two bytes
+    per parameter plus two float16 scales per group of 32 (in float64 slots: the declaration has no dtype)."""
+    if not hp["quantize"]:
+        return 2
+    return (2 * dim + 2 * 2 * math.ceil(dim / FLASH_GROUP_SIZE)) / (dim * 8)
+
+
+@_rule("flashadamw", needs=[LAYERS])
+class _FlashAdamW:
+    """FlashAdamW (pytorch_optimizer.FlashAdamW; "FlashOptim: Optimizers for Memory-Efficient Training",
+    arXiv:2602.23349): AdamW whose moments are stored in 8 bits between steps, parameter tensor by parameter
+    tensor. Decoupled decay x ← x(1 − λη) (``decouple_lr``: λ/η₀ for λ, η₀ the lr at construction, so the decay
+    follows a schedule without the base lr); m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g²,
+    x ← x − η (m/(1 − β₁ᵗ))/(√(v/(1 − β₂ᵗ)) + ε). With ``quantize`` (the default) each moment is then stored as
+    Q(·): in groups of 32 consecutive values of the flattened tensor, with s the group's largest |value| (in float32,
+    kept as float16), m as round(127·φ(m/s)) with the softsign φ(z) = 2z/(1 + |z|) and v as round(255·√v/s_√v);
+    the next step reads back s·φ⁻¹(q/127) and (s·q/255)². The arithmetic is in the parameters' dtype (float64
+    here), the stored moments in float32 before quantisation. Refused: ``master_weight_bits`` (low-precision
+    master weights; the class raises for float32 parameters, float64 ones ignore it), ``check_numerics`` (a check
+    for a low-precision parameter's resolution) and ``fused`` (the class raises). Deviations from the paper: not
+    checked against its text; the library's portable backend, as described."""
+
+    dim_slots = staticmethod(_flash_slots)
+
+    @staticmethod
+    def refuses(hp):
+        if hp.get("master_weight_bits") is not None:
+            return "master_weight_bits (low-precision master weights) is not reproduced"
+        if hp.get("check_numerics"):
+            return "check_numerics (the class's resolution check for low-precision parameters) is not reproduced"
+        if hp.get("fused"):
+            return "fused=True (the class has no fused kernels: it raises)"
+        return None
+
+    @staticmethod
+    def init(x, hp):
+        zeros = torch.zeros_like
+        return {"m": zeros(x), "v": zeros(x), "base_lr": hp["lr"].clone()}
+
+    @staticmethod
+    def step(x, g, state, hp, t):
+        layout = state["layout"]
+        lr, beta1, beta2, wd = hp["lr"], hp["beta1"], hp["beta2"], hp["weight_decay"]
+        if hp["decouple_lr"]:
+            wd = torch.where((wd > 0.0) & (lr > 0.0), wd / state["base_lr"], wd)
+        x.mul_(1.0 - wd * lr)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1.0 - beta1)
+        v.mul_(beta2)
+        v.copy_(torch.addcmul(v, (1.0 - beta2) * g, g))
+        denominator = (v / (1.0 - beta2 ** t)).sqrt() + hp["eps"]
+        x.add_(-lr * (m / (1.0 - beta1 ** t)) / denominator)
+        if hp["quantize"]:
+            for (moment, _), (second, _) in zip(_tensors(m, layout), _tensors(v, layout)):
+                moment.copy_(_flash_roundtrip(moment, signed=True, sqrt=False, softsign=True))
+                second.copy_(_flash_roundtrip(second, signed=False, sqrt=True, softsign=False))

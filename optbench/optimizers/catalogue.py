@@ -125,6 +125,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "Aida": {"batched": "aida"},
     "AdaShift": {"batched": "adashift"},
     "Alice": {"batched": "alice"},
+    "FlashAdamW": {"batched": "flashadamw"},
     # batched rules of engines/rules_pertensor.py
     # batched rules of engines/rules_groups.py
     # batched rules of engines/rules_soap.py
