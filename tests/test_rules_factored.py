@@ -378,7 +378,7 @@ def _decayed(params, grads, wd, lr, coupled, fixed):
 
 
 def _adanorm_reference(lr, b1, b2, r, eps, wd, coupled, fixed, ams):
-    """Dubey et al. 2023, Algorithm 1 (Adam instance): e ← re + (1 − r)‖g‖, s = (e/‖g‖)g when e > ‖g‖, Adam on
+    """Dubey et al. 2023, the Adam instance: e ← re + (1 − r)‖g‖, s = (e/‖g‖)g when e > ‖g‖, Adam on
     (s, g²); with the library's ε placement (√(v + 1e-15) + ε before the bias correction of v)."""
     def update(t, params, grads, state):
         grads = _decayed(params, grads, wd, lr, coupled, fixed)
@@ -433,7 +433,7 @@ def test_adatam_follows_its_paper(coupled, fixed):
 
 
 def _aida_reference(lr, b1, b2, k, xi, eps, wd, coupled, fixed, ams, rectify, threshold, degenerated):
-    """Zhang 2022, Algorithm 1: K mutual projections of (g, m), v ← β₂v + (1 − β₂)(m_K − g_K)² + ε, Adam's step
+    """Zhang et al. 2022: K mutual projections of (g, m), v ← β₂v + (1 − β₂)(m_K − g_K)² + ε, Adam's step
     with the library's ε also added to √v; ``rectify``: RAdam's rectification of the step."""
     def update(t, params, grads, state):
         grads = _decayed(params, grads, wd, lr, coupled, fixed)
@@ -475,7 +475,7 @@ def test_aida_follows_its_paper(flags):
 
 
 def _adashift_reference(lr, b1, b2, n, eps):
-    """Zhou et al. 2019, Algorithm 3 (φ = max over the tensor): m_t = Σ_{i<n} β₁ⁱ g_{t−i} / Σ_{i<n} β₁ⁱ (the window
+    """Zhou et al. 2019 (φ = max over the tensor): m_t = Σ_{i<n} β₁ⁱ g_{t−i} / Σ_{i<n} β₁ⁱ (the window
     directly, not the recursion), v_t = β₂v + (1 − β₂) max(g_{t−n}²), x ← x − η m_t/(√(v_t/(1 − β₂^(t−n))) + ε),
     no step while t ≤ n."""
     def update(t, params, grads, state):
@@ -499,7 +499,7 @@ def test_adashift_follows_its_paper():
 
 
 def _alice_reference(lr, b1, b2, b3, alpha, alpha_c, interval, rank, gamma, eps):
-    """Gong et al. 2025, Alice (Algorithm 3) with leading_basis = rank (no random columns), in float64: each tensor
+    """Gong et al. 2025, Alice with leading_basis = rank (no random columns), in float64: each tensor
     as an m × n matrix, r = min(rank, m); at steps 1, interval, 2·interval, … one subspace iteration of
     Q̃ = β₃UQUᵀ + (1 − β₃)GGᵀ from U (orthonormalised Q̃U, rotated to the eigenvectors of its Rayleigh quotient,
     largest first); σ = UᵀG, Q, M, V running averages (β₃, β₁, β₂); the compensation C = √(m − r)(G − Uσ)/√p with

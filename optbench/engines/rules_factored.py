@@ -1,15 +1,26 @@
-"""Batched rules of classes that keep per-tensor statistics: factored row/column second moments (CAME, Adafactor
-as in the paper), per-tensor gradient norms (NovoGrad).
+"""Batched rules of ten classes that keep per-tensor statistics: factored row/column second moments (CAME,
+optbench's paper-faithful Adafactor, Adalite), per-tensor gradient norms or reductions (NovoGrad, AdaNorm, Aida,
+AdaShift), per-column alignments (AdaTAM), a per-tensor rotating low-rank basis (Alice) and per-group 8-bit
+moments (FlashAdamW).
 
 Same contract as :mod:`optbench.engines.batched_rules` (registered into its ``RULES`` table; ``x`` and ``g`` are
-``[K, P]``, float hyperparameters ``[K, 1]`` tensors, booleans shared by the group). Each rule follows the code path
-the loop engine's class object takes on a CPU (pytorch_optimizer's ``foreach`` path where the class has one and
-enables it there, else its per-parameter loop), operation for operation.
+``[K, P]``, float hyperparameters ``[K, 1]`` tensors, integer ones too (Aida's ``k``, AdaShift's ``keep_num``,
+Alice's ``rank``: they may differ inside a group), booleans and strings shared by the group). Each rule follows the
+code path the loop engine's class object takes on a CPU (pytorch_optimizer's ``foreach`` path where the class has
+one and enables it there, else its per-parameter loop), operation for operation; the Python-float step factors
+the classes compute per step (Aida's rectification, AdaShift's window weights and bias correction) are computed
+here as the same Python floats, one per configuration. ``tests/test_rules_factored.py`` checks each rule against
+its paper's update written by hand, and every option branch against the class (batched == loop to 1e-8 in
+float64, on analytic problems, an MLP and a CNN).
 
 Every rule needs ``LAYERS``: the statistics are per parameter tensor, and a tensor with ``ndim ≥ 2`` (a weight
-matrix, a convolution kernel) gets the factored path: its ``[K, n]`` columns are reshaped to ``[K, *shape]`` and
-the row and column moments reduce over the tensor's last two dimensions, as the class does on the tensor itself.
-On an analytic problem the layout is one 1-D tensor (the unfactored path).
+matrix, a convolution kernel) takes the class's matrix path: its ``[K, n]`` columns are reshaped to
+``[K, *shape]`` (or the class's ``[shape[0], rest]`` matrix) and the row and column statistics reduce over the same
+dimensions as the class's on the tensor itself. On an analytic problem the layout is one 1-D tensor.
+
+Alice also needs ``SEEDS`` (its basis completion draws ``torch.randperm`` from torch's global generator), which
+only the analytic engine provides: on networks it runs on the loop engine. FlashAdamW's 8-bit state is declared
+in float64 slots (``Rule`` declares slots of the parameters' dtype, and these are bytes).
 """
 
 from __future__ import annotations
@@ -343,13 +354,12 @@ def _adam_denominator(v, vmax, hp, bias_correction2_sq):
 @_rule("adanorm", needs=[LAYERS])
 class _AdaNorm:
     """AdaNorm (pytorch_optimizer.AdaNorm; Dubey et al. 2023, "AdaNorm: Adaptive Gradient Norm Correction based
-    Optimizer for CNNs", Algorithm 1, the Adam instance), parameter tensor by parameter tensor, with ‖g‖ the norm of
-    the tensor's gradient: decay first (decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``, or coupled
+    Optimizer for CNNs", arXiv:2210.06364, its Adam instance), parameter tensor by parameter tensor, with ‖g‖ the
+    norm of the tensor's gradient: decay first (decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``, or coupled
     g ← g + λx); e ← r·e + (1 − r)‖g‖ (e₀ = 0); s = g·e/‖g‖ when ‖g‖ > 0 and e > ‖g‖, else s = g;
     m ← β₁m + (1 − β₁)s, v ← β₂v + (1 − β₂)g²; x ← x − η/(1 − β₁ᵗ) · m/((√(v + 1e-15) + ε)/√(1 − β₂ᵗ))
     (``ams_bound``: v's running maximum). Deviations from the paper: ε is added before the bias correction of v
-    (ε/√(1 − β₂ᵗ) after it) and 1e-15 under the root; weight decay and AMSBound are library options; the paper's
-    e₀ is not specified beyond the norm history (the library starts at 0)."""
+    (ε/√(1 − β₂ᵗ) after it) and 1e-15 under the root; weight decay and AMSBound are library options."""
 
     dim_slots = staticmethod(lambda hp, dim: 2 + int(hp["ams_bound"]) + 1 / dim)  # + exp_grad_norm, shape (1,)
 
@@ -398,8 +408,10 @@ class _AdaTAM:
     with ``fixed_decay``, or coupled g ← g + λx); the alignment c = m/‖m‖ ⊙ g/‖g‖ with the norms along the tensor's
     first dimension (the whole vector for 1-D tensors, each column of a matrix; norms clamped at 1e-12),
     s ← γs + (1 − γ)c (γ = ``decay_rate``), m ← β₁m + ((1 + s)/2 + ε)g, v ← β₂v + (1 − β₂)g², x ← x − η m/(√v + ε).
-    Deviations from the paper: the library adds ε to the damping factor (1 + s)/2, takes c coordinate-wise
-    (the product of the normalised vectors, not their cosine summed), and applies no bias correction to m or v."""
+    Deviations from the paper (whose alignment is one cosine per tensor, S = ⟨m, g⟩/(‖m‖‖g‖), with the same
+    damping (1 + ŝ)/2 + ε): the library's alignment is coordinate-wise, the product of m and g each normalised along
+    the tensor's first dimension (its sum along that dimension is each column's cosine; on a vector the terms of
+    the cosine, not their sum); the AdaTAM moments are not bias-corrected."""
 
     slots = staticmethod(lambda hp: 3)  # s, exp_avg, exp_avg_sq
 
@@ -434,17 +446,21 @@ class _AdaTAM:
 
 @_rule("aida", needs=[LAYERS])
 class _Aida:
-    """Aida (pytorch_optimizer.Aida; Zhang 2022, "A DNN Optimizer that Improves over AdaBelief by Suppression of
-    the Adaptive Stepsize Range", arXiv:2203.13273, Algorithm 1), parameter tensor by parameter tensor: decay first
+    """Aida (pytorch_optimizer.Aida; Zhang, Niwa & Kleijn 2022, "A DNN Optimizer that Improves over AdaBelief by
+    Suppression of the Adaptive Stepsize Range", arXiv:2203.13273), parameter tensor by parameter tensor: decay first
     (coupled g ← g + λx by default, or decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``);
     m ← β₁m + (1 − β₁)g; K mutual projections of g and m, starting from (g, m): with the tensor's inner product,
-    g ← ⟨g, m⟩/(‖g‖² + ξ) · g and m ← ⟨g, m⟩/(‖m‖² + ξ) · m (both from the same ⟨g, m⟩); then
+    g ← ⟨g, m⟩/(‖g‖² + ξ) · g and m ← ⟨g, m⟩/(‖m‖² + ξ) · m (both from the same ⟨g, m⟩: the paper calls the first
+    m⁽ᵏ⁾, the projection of m on g, and the second g⁽ᵏ⁾; the squared difference is the same); then
     v ← β₂v + (1 − β₂)(m_K − g_K)² + ε and x ← x − η/(1 − β₁ᵗ) · m/((√(v + 1e-15) + ε)/√(1 − β₂ᵗ))
     (``ams_bound``: v's running maximum). ``rectify`` (RAdam's): ρ_t = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ); with ρ_t ≥
     ``n_sma_threshold`` x ← x − η r_t/(1 − β₁ᵗ) · m/(√(v + 1e-15) + ε), r_t RAdam's rectification (with the
-    √(1 − β₂ᵗ) inside), else x ← x − η/(1 − β₁ᵗ) · m (``degenerated_to_sgd``) or no step. Deviations from the paper:
-    ε is added twice, to v (as in the paper) and to its root, before the bias correction; the 1e-15 under the root;
-    decoupled decay, AMSBound and rectification are library options."""
+    √(1 − β₂ᵗ) inside), else x ← x − η/(1 − β₁ᵗ) · m (``degenerated_to_sgd``) or no step. Deviations from the
+    paper (x ← x − η m̂/(√v̂ + ε), v̂ = v/(1 − β₂ᵗ), with v's own + ε as here): the root's ε is added before the bias
+    correction (ε/√(1 − β₂ᵗ) after it), with 1e-15 under the root; decay, AMSBound and rectification are library
+    options.
+    With ``rectify`` and ``n_sma_threshold`` < 4 the class fails (a square root of a negative number where
+    4 > ρ_t ≥ threshold), and so does the rule."""
 
     slots = staticmethod(lambda hp: 2 + int(hp["ams_bound"]))  # exp_avg, exp_avg_var (, max_exp_avg_var)
 
@@ -526,15 +542,16 @@ class _Aida:
 @_rule("adashift", needs=[LAYERS])
 class _AdaShift:
     """AdaShift (pytorch_optimizer.AdaShift; Zhou et al. 2019, "AdaShift: Decorrelation and Convergence of Adaptive
-    Learning Rate Methods", arXiv:1810.00143, Algorithm 3 with φ = max), parameter tensor by parameter tensor, with
+    Learning Rate Methods", arXiv:1810.00143, with φ = max), parameter tensor by parameter tensor, with
     n = ``keep_num``, W = Σ_{i<n} β₁ⁱ: while fewer than n gradients are queued (t ≤ n), m ← β₁m + g/W and no step;
     afterwards, with g_{t−n} the oldest queued gradient, m ← β₁(m − β₁ⁿ⁻¹g_{t−n}/W) + g/W (the weighted sum
     Σ_{i<n} β₁ⁱ g_{t−i}/W of the last n gradients), v ← β₂v + (1 − β₂)·max(g_{t−n}²) (the maximum over the tensor,
     so one second moment per tensor, spread over its coordinates), x ← x − η m/(√(v/(1 − β₂^(t−n))) + ε).
-    Deviations from the paper: the library's ε and its bias correction of v by the number t − n of its updates
-    (the class's ``max(1, t − n)`` never binds once a step is taken); φ is the maximum over the whole parameter
-    tensor (the library's default ``reduce_func=torch.max``, not settable in optbench). The queue of n gradients
-    is not counted in ``slots`` (the class keeps it in a deque, which optbench's state measurement does not see)."""
+    Deviations from the paper (x ← x − α m_t/√v_t): the library adds ε to the root and bias-corrects v by the
+    number t − n of its updates (the class's ``max(1, t − n)`` never binds once a step is taken); its block for φ is
+    the whole parameter tensor (the library's default ``reduce_func=torch.max``, not settable in optbench). The
+    queue of n gradients is not counted in ``slots`` (the class keeps it in a deque, which optbench's state
+    measurement does not see)."""
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (the grad_queue deque is not measured)
 
@@ -621,7 +638,7 @@ def _batched_matrix(function, *batches: torch.Tensor) -> torch.Tensor:
 @_rule("alice", needs=[LAYERS, SEEDS])
 class _Alice:
     """Alice (pytorch_optimizer.Alice; Gong et al. 2025, "Towards Efficient Optimizer Design for LLM via Structured
-    Fisher Approximation with a Low-Rank Extension", arXiv:2502.07752, Algorithm 3), parameter tensor by parameter
+    Fisher Approximation with a Low-Rank Extension", arXiv:2502.07752), parameter tensor by parameter
     tensor, each as a matrix G ∈ ℝ^{m×n} (a vector as a column, ndim > 2 as [shape[0], rest]), r = min(rank, m),
     l = min(leading_basis, r): decay first (decoupled x ← x(1 − λη), η unscaled with ``fixed_decay``, or coupled
     g ← g + λx). At the first step and every ``update_interval`` steps the basis U ∈ ℝ^{m×r} is switched: with
