@@ -305,6 +305,8 @@ BASE_LR = {"sgd": 1e-3, "sgd-momentum": 1e-3, "nag": 1e-3, "adagrad": 0.1, "rmsp
            "sm3-paper": 0.1, "galore": 1e-2, "fira": 1e-2, "spam": 1e-2, "nero": 1e-2,
            "emonavi": 1e-2, "emofact": 1e-2, "emolynx": 1e-2,
            # rules_factored.py
+           "came": 1e-2, "adafactor-paper": 0.05, "adalite": 1e-2, "adanorm": 1e-2, "adatam": 1e-2, "aida": 1e-2,
+           "adashift": 1e-2, "alice": 1e-2, "flashadamw": 1e-2,
            # rules_pertensor.py
            "lamb-paper": 1e-2, "stableadamw": 1e-2, "scion": 1e-2, "scionlight": 1e-2,
            "stablespam": 1e-2, "sgdsai": 1e-3, "tam": 1e-3, "racs": 1e-2, "rose": 1e-3,

@@ -166,6 +166,14 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     "EmoFact": {"batched": "emofact"},
     "EmoLynx": {"batched": "emolynx"},
     # batched rules of engines/rules_factored.py
+    "CAME": {"batched": "came"},
+    "Adalite": {"batched": "adalite"},
+    "AdaNorm": {"batched": "adanorm"},
+    "AdaTAM": {"batched": "adatam"},
+    "Aida": {"batched": "aida"},
+    "AdaShift": {"batched": "adashift"},
+    "Alice": {"batched": "alice"},
+    "FlashAdamW": {"batched": "flashadamw"},
     # batched rules of engines/rules_pertensor.py
     "StableAdamW": {"batched": "stableadamw"},
     "SCION": {"batched": "scion"},

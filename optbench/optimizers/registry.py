@@ -367,7 +367,7 @@ _po("novograd", "NovoGrad",
      "weight_decay": _wd(), "grad_averaging": _bool(False, "scale the gradient by (1 − β₁)"), **{
          "weight_decouple": _bool(False, "decoupled weight decay")}},
     "NovoGrad: layer-wise second moment of the gradient norm, Adam-like first moment.",
-    "Ginsburg et al. 2019",
+    "Ginsburg et al. 2019", batched="novograd",
     deviations="none known: Algorithm 1 of Ginsburg et al. (v₁ = ‖g₁‖², m₁ = g₁/√v₁ + λx, m ← β₁m + "
                "g/(√v + ε) + λx), except that ε is also added at t = 1. grad_averaging=True ((1 − β₁) on the new "
                "term) and weight_decouple=True are library additions, off by default.")
@@ -434,7 +434,7 @@ _paper("adafactor-paper", "AdafactorPaper",
         "eps1": _eps(1e-30), "eps2": nonnegative("floor ε₂ of the parameter scale max(ε₂, RMS(x))", 1e-3)},
        "Adafactor as in the paper: α_t = max(ε₂, RMS(x))·min(1e-2, 1/√t), β̂₂ₜ = 1 − t^(−0.8) (no cap), factored "
        "V̂ for matrices, U = g/√V̂ clipped to RMS ≤ d, x ← x − α_t Û; no first moment.",
-       "Shazeer & Stern 2018, Algorithms 4 and 5 (arXiv:1804.04235)")
+       "Shazeer & Stern 2018, Algorithms 4 and 5 (arXiv:1804.04235)", batched="adafactor-paper")
 
 # ---- hand-written (no library ships them) -------------------------------------------------------
 
