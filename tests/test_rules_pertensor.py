@@ -11,12 +11,13 @@ import functools
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from test_engine_contract import CNN, MLP, _analytic_group, _network_group
 
 from optbench.engines.batched import stack_hyperparams
-from optbench.engines.batched_rules import RULES
+from optbench.engines.batched_rules import ACCUMULATED, RULES
 from optbench.engines.capabilities import engine_supports
 from optbench.engines.layout import ParamLayout
 from optbench.optimizers import get_optimizer
@@ -56,7 +57,10 @@ def _rule_path(specs, x0, layout=LAYOUT, steps=STEPS, grad=_grad):
     state["layout"] = layout
     path = []
     for t in range(1, steps + 1):
-        rule.step(x, grad(x), state, hp, t)
+        g = grad(x)
+        if ACCUMULATED in rule.needs and state["grad_buffer"] is not None:  # as the engines add it
+            g = g + state["grad_buffer"]
+        rule.step(x, g, state, hp, t)
         path.append(x.clone())
     return torch.stack(path)
 
@@ -317,7 +321,8 @@ def _scion_reference(x0, configs, light=False, constraint=False, coupled=False):
                     g = g + wd * x
                 else:
                     x = x * (1 - wd * lr)
-            d = g if light else (1 - alpha) * d + alpha * g
+            # SCIONLight: d is the .grad buffer, scaled by 1 − α after each step, the new gradient added to it
+            d = g + (1 - alpha) * d if light else (1 - alpha) * d + alpha * g
             s = torch.cat([(rho * _lmo(di, shape)).reshape(-1) for di, shape in zip(_split(d, SCION_SHAPES),
                                                                                     SCION_SHAPES)])
             x = (1 - lr) * x - lr * s if constraint else x - lr * s
@@ -329,7 +334,7 @@ def _scion_reference(x0, configs, light=False, constraint=False, coupled=False):
 @pytest.mark.parametrize("name", ["scion", "scionlight"])
 @pytest.mark.parametrize("variant", ["uscg", "coupled", "scg"])
 def test_scion_follows_the_conditional_gradient_steps_per_tensor(scion_newton_schulz_in_float64, name, variant):
-    """uSCG: d ← (1 − α)d + αg, x ← x − ηρ·lmo(d) (SCIONLight: d = g), with decoupled decay x ← x(1 − λη) or
+    """uSCG: d ← (1 − α)d + αg, x ← x − ηρ·lmo(d) (SCIONLight: d ← (1 − α)d + g), with decoupled decay x ← x(1 − λη) or
     coupled g ← g + λx; SCG (``constraint``): x ← (1 − η)x − ηρ·lmo(d), no decay."""
     flags = {"uscg": "", "coupled": ", weight_decouple=False", "scg": ", constraint=True"}[variant]
     specs = [f"{name}(lr={lr}, momentum={alpha}, scale={rho}, weight_decay={wd}{flags})"
@@ -353,14 +358,32 @@ def test_scion_orthogonalises_in_bfloat16_as_the_class():
 
 
 @pytest.mark.parametrize("network", [MLP, CNN], ids=["mlp", "cnn"])
-def test_scionlight_momentum_has_no_effect_under_the_engines(network_data, network):
-    """The class keeps its momentum in .grad, which the engines reset every step: on the loop engine (the real
-    class) momentum=0.1 and momentum=0.9 give the same run, as the rule (which has no momentum) does."""
+def test_scionlight_keeps_its_momentum_in_grad_under_the_engines(network_data, network):
+    """The class keeps its momentum in .grad (``accumulates_grad``): the network loop engine keeps .grad between
+    steps, so momentum matters, and a run equals a plain training loop that never clears .grad."""
     from optbench.engines.network import run_network
 
     problem = get_problem(network)
     runs = [run_network(problem, get_optimizer(f"scionlight(lr=0.01, momentum={a})"), 0, 4, 1) for a in (0.1, 0.9)]
-    torch.testing.assert_close(torch.as_tensor(runs[0].loss), torch.as_tensor(runs[1].loss), rtol=0, atol=0)
+    assert not np.allclose(runs[0].loss[1:], runs[1].loss[1:], rtol=1e-6)
+
+
+def test_scionlight_loop_engine_is_a_training_loop_that_never_clears_grad():
+    """On an analytic problem: run_loop equals the class driven by hand with backward() accumulating into .grad."""
+    from optbench.engines.loop import run_loop
+
+    problem = get_problem("rosenbrock")
+    config = get_optimizer("scionlight(lr=0.01, momentum=0.3)")
+    trace = run_loop(problem, config, 0, 6, 1)
+    param = torch.nn.Parameter(problem.start_points([0], dtype=torch.float64, device="cpu")[0].clone())
+    opt = config.entry.build([param], config.hyperparams, dtype=torch.float64, seed=0)
+    losses = []
+    for _ in range(6):
+        loss = problem.loss(param)
+        losses.append(float(loss))
+        loss.backward()  # adds to what the last step left in .grad
+        opt.step()
+    np.testing.assert_allclose(trace.loss[:6, 0], losses, rtol=1e-12)
 
 
 # ---- StableSPAM (Huang et al. 2025, Algorithm 1) -----------------------------------------------------------

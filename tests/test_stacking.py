@@ -137,15 +137,14 @@ def test_every_listed_class_still_shares_in_its_layout(name):
 
 @pytest.mark.slow
 def test_the_table_is_exactly_the_classes_that_pass_in_their_fastest_layout():
-    """Complete: every class without a batched rule is listed with the fastest layout it passes in, or passes none."""
+    """Complete: every registry class is listed with the fastest layout it passes in, or passes none."""
     from optbench.engines.stacked import fastest_layout
 
     found = {}
     for entry in list_optimizers():
-        if entry.batched is None:
-            layout, _ = fastest_layout(entry.name)
-            if layout is not None:
-                found[entry.name] = layout
+        layout, _ = fastest_layout(entry.name)
+        if layout is not None:
+            found[entry.name] = layout
     assert found == SHARED
 
 
@@ -176,7 +175,7 @@ def test_a_run_that_ends_stops_moving_and_leaves_no_nan_in_the_others():
 def test_only_lr_only_configs_of_listed_classes_share():
     assert can_share(get_optimizer("adabelief(lr=0.01)"))
     assert not can_share(get_optimizer("adabelief(lr=0.01, weight_decay=0.1)"))  # not what was verified
-    assert not can_share(get_optimizer("adam"))  # a batched rule, not listed
+    assert not can_share(get_optimizer("sophiah"))  # create_graph: one object per run, not listed
     configs = [get_optimizer(s) for s in ("adabelief(lr=0.1)", "tiger", "adabelief(lr=1e-3)", "mars",
                                           "adabelief(eps=1e-8)")]
     groups, rest = share_groups(configs)
@@ -199,9 +198,14 @@ def test_run_trials_shares_what_it_can_and_keeps_the_order():
 
 
 def test_listing_states_the_capability():
+    import dataclasses
+
     entry = get_optimizer_entry("adabelief")
-    assert entry.shared_layout == STACKED and any("elementwise and linear in lr" in c for c in entry.capabilities())
+    assert entry.shared_layout == STACKED
+    # listed where the gallery's rounds share the object: without a batched rule (with one, the rule runs them)
+    assert any("elementwise and linear in lr" in c for c in dataclasses.replace(entry, batched=None).capabilities())
+    assert not any("share one object" in c for c in entry.capabilities())
     assert get_optimizer_entry("came").shared_layout == TENSORS
     assert get_optimizer_entry("madgrad").shared_layout == GROUPS
-    assert get_optimizer_entry("mars").shared_layout is None
+    assert get_optimizer_entry("sophiah").shared_layout is None
     assert len(SHARED) >= 75

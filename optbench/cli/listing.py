@@ -93,6 +93,7 @@ def list_command(
                  "needs_closure": e.needs_closure, "needs_hessian": e.needs_hessian, "doc": e.doc,
                  "reference": e.reference, "deviations": e.deviations, "create_graph": e.create_graph,
                  "schedule_free": e.schedule_free, "lr_free": e.lr_free, "param_groups": e.param_groups,
+                 "accumulates_grad": e.accumulates_grad, "gradient_free": e.gradient_free,
                  "matrix_only": e.matrix_only, "supported": not e.unsupported, "unsupported": e.unsupported,
                  "capabilities": e.capabilities(),
                  "params": {k: {"default": p.default, "doc": p.doc, "valid": p.valid} for k, p in e.params.items()}}

@@ -16,6 +16,7 @@ import torch
 
 from optbench.cost import StepTimer
 from optbench.engines.batched_rules import (
+    ACCUMULATED,
     CLOSURE,
     HESSIAN,
     JOINT,
@@ -42,8 +43,9 @@ from optbench.engines.grouping import MAX_GROUP  # noqa: E402,F401  (re-exported
 SYNC_EVERY = 100  # steps between host-side checks for "every run has ended" and progress updates
 # what this engine gives a rule (batched_rules.Rule.needs): Hessians by double backward, the layout of the
 # [K, d] points, which is one 1-D parameter tensor per configuration, as in the loop engine, the step's sampled
-# function as a closure (loss_at, as the loop engine's AnalyticClosure), the run seeds, and only vectors to step
-PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT, CLOSURE, SEEDS, VECTORS})  # JOINT: a point is one tensor
+# function as a closure (loss_at, as the loop engine's AnalyticClosure), the run seeds, only vectors to step, and
+# the gradient added to a buffer the rule keeps (JOINT: a point is one tensor)
+PROVIDES = frozenset({HESSIAN, LAYERS, REPORTED, JOINT, CLOSURE, SEEDS, VECTORS, ACCUMULATED})
 # the training-recipe settings (Recipe.settings()) it implements; lr scaling is already in each lr
 RECIPE = frozenset({"schedule", "clip_norm", "clip_value", "lr_scaling", "base_batch_size"})
 
@@ -183,7 +185,7 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
         state["layout"] = ParamLayout.vector(x.shape[-1], device)
     if SEEDS in rule.needs:
         state["seeds"] = list(seeds)
-    closure = CLOSURE in rule.needs
+    closure, accumulated = CLOSURE in rule.needs, ACCUMULATED in rule.needs
     rec = Recorder(problem, K, steps, record_every, device, dtype)
     lr_table, lr_index = _lr_schedule(optimizers, recipe.schedule if schedules is None else schedules, steps,
                                       dtype, device)
@@ -210,6 +212,8 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
         sample = None if noise_std is None else noise_std * noise.next()  # ξ_t of every run
         if sample is not None:
             grad = grad + sample
+        if accumulated and state.get("grad_buffer") is not None:  # backward() adds to what the class left in .grad
+            grad = grad + state["grad_buffer"]
         if closure:  # the oracles of f̃_t, as AnalyticClosure.loss_at; unclipped, as the loop engine's loss_at
             state["loss_at"] = _sampled_loss_at(problem, x, sample)
             state["sampled_grad"] = grad

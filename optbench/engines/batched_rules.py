@@ -35,6 +35,11 @@ step; an engine that does not provide it refuses the rule (:func:`check_needs`):
   analytic problem's one vector): its matrix path is not reproduced (SOAP's eigenbases, Kron's triangular
   factors), so an engine with matrices to step (the network engine) does not provide it and runs the class.
 
+- ``ACCUMULATED``: the class keeps its momentum in the parameters' ``.grad`` and each backward pass adds the new
+  gradient to it (``OptimizerEntry.accumulates_grad``: SCIONLight): the engine adds ``state["grad_buffer"]`` (what
+  the rule says the class left in ``.grad``; None before the first step) to the step's noisy gradient before
+  clipping, as the loop engine's backward pass does, and the rule sets it in every step.
+
 A rule that mirrors only some settings of its class says which it does not with ``refuses(hp) -> str | None``
 (the reason, for one configuration's hyperparameter dict; L-BFGS: the strong-Wolfe line search): every engine
 refuses such a configuration with that reason (:func:`check_needs`, ``engines.capabilities``), so ``auto`` runs
@@ -60,6 +65,7 @@ REPORTED = "reported"
 JOINT = "joint"  # a statistic over all parameter tensors at once (Prodigy's d): the rule steps them together
 SEEDS = "seeds"  # the run seeds: random directions from a generator per configuration
 VECTORS = "vectors"  # only parameter tensors of at most one dimension (the analytic problems' one vector)
+ACCUMULATED = "accumulated"  # the gradient is added to the class's buffer in .grad (momentum kept there)
 NEED_DESCRIPTIONS = {
     HESSIAN: "the Hessian of the loss",
     LAYERS: "one norm per parameter tensor (a layer-wise rule)",
@@ -68,6 +74,7 @@ NEED_DESCRIPTIONS = {
     JOINT: "all parameter tensors in one step (a statistic over the whole model)",
     SEEDS: "the run seeds (random directions from each run's own generator)",
     VECTORS: "parameter tensors of at most one dimension (its rule mirrors only the class's vector path)",
+    ACCUMULATED: "each new gradient added to the momentum the class keeps in .grad",
 }
 
 

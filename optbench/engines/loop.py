@@ -125,7 +125,7 @@ def _run_loop(problem, optimizer, seed, steps, record_every, device, dtype, prog
     noise_std = problem.noise_std(dtype=dtype, device=device)
     closure = AnalyticClosure(problem, param, noise_std, problem.noise_stream([seed], dtype=dtype, device=device))
     rec = Recorder(problem, 1, steps, record_every, device, dtype)
-    needs_closure = optimizer.entry.needs_closure
+    needs_closure, accumulates = optimizer.entry.needs_closure, optimizer.entry.accumulates_grad
     per_step = StepRecipe(recipe, opt, optimizer, steps)
     if per_step.clips:
         closure.clip = per_step.clip_
@@ -152,6 +152,7 @@ def _run_loop(problem, optimizer, seed, steps, record_every, device, dtype, prog
             loss, grad = _exact(problem, param)
         else:
             # one evaluation serves both the record (exact values) and the update (noisy gradient)
+            kept = param.grad if accumulates else None  # what the class left in .grad for this backward pass
             param.grad = None
             with torch.enable_grad():
                 loss = problem.loss(param)
@@ -162,6 +163,8 @@ def _run_loop(problem, optimizer, seed, steps, record_every, device, dtype, prog
             sample = closure.draw_sample()  # ξ_t: the gradient oracle of f̃_t is ∇f(x_t) + ξ_t
             if sample is not None:
                 param.grad.add_(sample)
+            if kept is not None:  # backward() adds to .grad: the class's buffer plus this step's gradient
+                param.grad.add_(kept)
         if not schedule_free:
             rec.observe(t, param.detach()[None], loss[None], grad[None])
             if t == steps or not bool(rec.active[0]):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from optbench.cost import PeakMemory
-from optbench.engines.batched_rules import JOINT, LAYERS
+from optbench.engines.batched_rules import ACCUMULATED, JOINT, LAYERS
 from optbench.engines.loop import backward
 from optbench.engines.recipe import PLAIN, Recipe, StepRecipe
 from optbench.engines.recorder import DIVERGED, DONE, GroupTrace, RecorderBase, StepTicker, record_steps
@@ -398,7 +398,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
             model.train()
 
     model.train()
-    needs_closure = optimizer.entry.needs_closure
+    needs_closure, accumulates = optimizer.entry.needs_closure, optimizer.entry.accumulates_grad
     schedule_free, create_graph = optimizer.entry.schedule_free, optimizer.entry.create_graph
     closure.create_graph = create_graph
     ticker = StepTicker(progress, 1, steps, SYNC_EVERY)
@@ -411,6 +411,7 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
             x = x.contiguous(memory_format=torch.channels_last)
         if schedule_free and t > 0:  # before the first step both points are x₀ (SPlus has no state to switch)
             opt.eval()  # record and evaluate the point the method reports (x), train at its training point (y)
+        kept = [p.grad for p in params] if accumulates else None  # the class's buffers in .grad (SCIONLight)
         for p in params:
             p.grad = None
         if masks is not None:
@@ -420,6 +421,10 @@ def _run_network(problem, optimizer, seed, steps, record_every, device, progress
         loss = loss_fn(logits, y)
         backward(loss, create_graph)  # create_graph: Hessian-vector products of .grad
         rec.observe(t, loss.detach()[None], lambda: _grad_norm(params)[None], evaluate)
+        if kept is not None:  # backward() adds to .grad: each buffer plus this step's gradient
+            for p, buffer in zip(params, kept):
+                if buffer is not None and p.grad is not None:
+                    p.grad.add_(buffer)
         if schedule_free and 0 < t < steps:
             opt.train()
             for p in params:
@@ -461,7 +466,13 @@ def _batched_grad_norm(grads) -> torch.Tensor:
 
 # what run_network_batched gives a rule (batched_rules.Rule.needs): each parameter tensor's layout (norms per
 # tensor), and all tensors in one step for a rule with a whole-model statistic
-BATCHED_PROVIDES = frozenset({LAYERS, JOINT})
+BATCHED_PROVIDES = frozenset({LAYERS, JOINT, ACCUMULATED})
+
+
+def _accumulated(grad, state):
+    """The gradient a step of an ``ACCUMULATED`` rule sees: added to the buffer the class left in ``.grad``."""
+    buffer = state.get("grad_buffer")
+    return grad if buffer is None else grad + buffer
 BATCHED_RECIPE: frozenset[str] = frozenset()  # no schedule, clipping, label smoothing, … (they run on the loop)
 # the model features (NetworkProblem.features) it runs: none of BatchNorm buffers (vmap cannot update K sets of
 # running statistics in place), dropout (one mask stream per run), augmentation or parameter groups
@@ -542,12 +553,13 @@ def run_network_batched(problem, optimizers: Sequence[Any], seeds: Sequence[int]
             fused.step(list(g.values()))
         elif joint:
             whole = torch.cat(list(columns.values()), dim=1)
-            rule.step(whole, torch.cat([g[n] for n in shapes], dim=1), states[""], hp, t + 1)
+            rule.step(whole, _accumulated(torch.cat([g[n] for n in shapes], dim=1), states[""]), states[""], hp,
+                      t + 1)
             for column, part in zip(columns.values(), whole.split(sizes, dim=1)):
                 column.copy_(part)
         else:
             for n in shapes:
-                rule.step(columns[n], g[n], states[n], hp, t + 1)
+                rule.step(columns[n], _accumulated(g[n], states[n]), states[n], hp, t + 1)
         if ticker.tick(t, rec):
             break
     ticker.close()

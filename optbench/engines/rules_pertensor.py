@@ -24,7 +24,7 @@ from typing import cast
 
 import torch
 
-from optbench.engines.batched_rules import LAYERS, _rule
+from optbench.engines.batched_rules import ACCUMULATED, LAYERS, _rule
 
 
 def _zeros(x):
@@ -219,24 +219,29 @@ class _SCION:
         _scion_step(x, g, d, state["layout"], hp)
 
 
-@_rule("scionlight", needs=[LAYERS])
+@_rule("scionlight", needs=[LAYERS, ACCUMULATED])
 class _SCIONLight:
     """SCIONLight (pytorch_optimizer.SCIONLight; Pethick et al. 2025, the memory-free variant of SCION's
-    Algorithm 1): SCION's step (:class:`_SCION`) with the oracle taken of the gradient itself, x ← x − ηρ·lmo(g)
-    (x ← (1 − η)x − ηρ·lmo(g) with ``constraint``). The class keeps its momentum in the parameters' ``.grad``
-    buffers, scaling them by 1 − α after each step for the next backward pass to add to; optbench's engines set
-    each step's gradient afresh (``.grad = None`` before the backward pass), as the class's buffers cannot
-    survive there, so the momentum has no effect and the rule, as the class run by the engines, keeps no state.
-    Deviations from the paper: SCION's, and no momentum (above)."""
+    Algorithm 1): SCION's step (:class:`_SCION`) with the oracle taken of the parameters' ``.grad`` buffer d,
+    x ← x − ηρ·lmo(d) (x ← (1 − η)x − ηρ·lmo(d) with ``constraint``), which the class keeps as its momentum:
+    after the step it scales d by 1 − α (α = ``momentum``; not at all for α = 1, as the class skips the
+    product there), and the next backward pass adds the new gradient to it, d ← (1 − α)d + g. The engines keep
+    that buffer (``ACCUMULATED``: the loop engine keeps ``.grad`` between steps for ``accumulates_grad``
+    entries; this rule's buffer is ``state["grad_buffer"]``); coupled decay adds λx to d itself, as the class does
+    in place. Deviations from the paper: SCION's, and the momentum as a sum d ← (1 − α)d + g (the paper's
+    average is α-weighted: d ← (1 − α)d + αg), so d is 1/α times the paper's in a steady state, which the
+    scale-free oracles ignore."""
 
     @staticmethod
     def init(x, hp):
-        return {}
+        return {"grad_buffer": None}
 
     @staticmethod
     def step(x, g, state, hp, t):
         g = _scion_decay(x, g, hp)
         _scion_step(x, g, g, state["layout"], hp)
+        momentum = hp["momentum"]
+        state["grad_buffer"] = g * torch.where(momentum != 1.0, 1.0 - momentum, 1.0)
 
 
 # ---- StableSPAM -----------------------------------------------------------------------------------------

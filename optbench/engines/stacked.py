@@ -251,8 +251,10 @@ def sharing_mismatch(name, layout: str = STACKED, *, steps: int = VERIFY_STEPS, 
     from optbench.problems import get_problem
 
     entry = get_optimizer_entry(name) if isinstance(name, str) else name
-    if entry.unsupported or entry.needs_closure or entry.create_graph or entry.schedule_free or entry.seeded:
-        return "its capabilities (closure, create_graph, schedule-free or random directions) need one object per run"
+    if (entry.unsupported or entry.needs_closure or entry.create_graph or entry.schedule_free or entry.seeded
+            or entry.accumulates_grad):
+        return ("its capabilities (closure, create_graph, schedule-free, random directions or momentum in .grad) "
+                "need one object per run")
     if "lr" not in entry.params:
         return "it has no lr"
     base = OptimizerConfig(entry, validate_kwargs(f"optimizer {entry.name!r}", {}, entry.params), {})
@@ -294,8 +296,10 @@ def main() -> None:
 
     found: dict[str, str] = {}
     for entry in list_optimizers():
-        if entry.batched is not None or entry.source == "user":
-            continue  # a batched rule is faster still; user classes are not in the registry
+        if entry.source == "user":
+            continue  # user classes are not in the registry
+        # classes with a batched rule too: their lr-only rounds on the loop engine (the tuner's --engine loop,
+        # real objects) share one object instead of one per trial
         layout, reason = fastest_layout(entry.name)
         if layout is not None:
             found[entry.name] = layout

@@ -48,6 +48,8 @@ def fast_path_reason(problem, optimizer, schedule: str | None = None) -> str | N
         return f"{entry.name!r} calls the loss closure in step()"
     if entry.create_graph:
         return f"{entry.name!r} backpropagates with create_graph=True"
+    if entry.accumulates_grad:
+        return f"{entry.name!r} keeps its momentum in .grad, which each backward pass adds to"
     if schedule not in (None, "constant"):
         return "an lr schedule sets each run's lr every step"
     return None

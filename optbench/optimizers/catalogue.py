@@ -177,7 +177,7 @@ CAPABILITIES: dict[str, dict[str, Any]] = {
     # batched rules of engines/rules_pertensor.py
     "StableAdamW": {"batched": "stableadamw"},
     "SCION": {"batched": "scion"},
-    "SCIONLight": {"batched": "scionlight"},
+    "SCIONLight": {"batched": "scionlight", "accumulates_grad": True},
     "StableSPAM": {"batched": "stablespam"},
     "SGDSaI": {"batched": "sgdsai"},
     "TAM": {"batched": "tam"},
@@ -249,6 +249,9 @@ DEVIATIONS["Ranger"] = (
     "vectors (every analytic problem) untouched.")
 
 REFERENCES = {
+    # the library's docstring cites arXiv:2411.10438 (MARS) for it
+    "SGDSaI": "Xu et al. 2024, No More Adam: Learning Rate Scaling at Initialization is All You Need "
+              "(arXiv:2412.11768)",
     "ADOPT": "Taniguchi et al. 2024, ADOPT (arXiv:2411.02853)",
     "AdEMAMix": "Pagliardini et al. 2024, The AdEMAMix Optimizer (arXiv:2409.03137)",
     "AdaBelief": "Zhuang et al. 2020, AdaBelief (arXiv:2010.07468)",

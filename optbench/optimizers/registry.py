@@ -47,6 +47,9 @@ class OptimizerEntry:
     lr_free: bool = False  # lr multiplies a step size the method estimates; its own default search space
     # never sees a gradient (zero-order, forward-mode): gradient clipping (--clip-norm/--clip-value) cannot reach it
     gradient_free: bool = False
+    # keeps its momentum in the parameters' .grad (scaled in step()), so each backward pass must add the new
+    # gradient to it: the engines keep .grad between steps instead of setting it afresh (SCIONLight)
+    accumulates_grad: bool = False
     param_groups: str | None = None  # a parameter-group policy of build(): "muon" (matrices on Muon, rest AdamW)
     matrix_only: str = ""  # what it does on a vector (every analytic problem), for a method meant for matrices
     unsupported: str = ""  # why optbench cannot meet its needs: listed, and refused with this reason
@@ -92,13 +95,15 @@ class OptimizerEntry:
             out.append("lr-free: lr is a multiplier (tuned over 0.1 to 10)")
         if self.gradient_free:
             out.append("gradient-free: estimates its direction from loss values, so gradient clipping does not apply")
+        if self.accumulates_grad:
+            out.append("momentum kept in .grad: each backward pass adds to it (the engines never clear it)")
         if self.param_groups == "muon":
             out.append("parameter groups: matrices on Muon, the rest on AdamW")
         if self.matrix_only:
             out.append(f"meant for matrices: {self.matrix_only}")
         if self.unsupported:
             out.append(f"unsupported: {self.unsupported}")
-        if self.shared_layout is not None:
+        if self.shared_layout is not None and self.batched is None:  # with a rule: only --engine loop rounds
             what = {"stacked": "elementwise and linear in lr", "tensors": "linear in lr, per tensor",
                     "groups": "per parameter group"}[self.shared_layout]
             out.append(f"{what} (measured): analytic trials of it share one object")
