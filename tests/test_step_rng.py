@@ -121,3 +121,50 @@ def test_the_network_engine_seeds_the_draws_too(noisy_sgd, tmp_path, monkeypatch
     second = run_network(problem, get_optimizer(noisy_sgd), seed=0, steps=4)
     assert torch.equal(torch.get_rng_state(), caller)
     assert np.array_equal(first.loss, second.loss)
+
+
+NUMPY_COIN_SGD = '''
+import numpy as np
+import torch
+
+
+class CoinSGD(torch.optim.Optimizer):
+    """x <- x - lr g, and - lr g once more when NumPy's global generator's coin says so (as Kron's rebalancing)."""
+
+    def __init__(self, params, lr=1e-3):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        twice = np.random.random() < 0.5
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(p.grad, alpha=-group["lr"] * (2.0 if twice else 1.0))
+'''
+
+
+def test_numpys_global_generator_is_fixed_by_the_run_and_left_alone(tmp_path, monkeypatch):
+    from optbench.engines.step_rng import step_seed
+
+    (tmp_path / "coin.py").write_text(NUMPY_COIN_SGD)
+    monkeypatch.chdir(tmp_path)
+    spec = "coin.py:CoinSGD(lr=0.001)"
+    np.random.seed(1)
+    first = _run(spec, steps=12)
+    np.random.seed(2)
+    np.random.random(100)
+    state = np.random.get_state()[1].copy()
+    second = _run(spec, steps=12)
+    np.testing.assert_array_equal(first.loss, second.loss)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # the caller's stream is untouched
+    # the coins are the stream the module states: step t's first draw after np.random.seed(s_t mod 2³²)
+    coins = []
+    for t in range(12):
+        np.random.seed(step_seed(0, t) % (1 << 32))
+        coins.append(np.random.random() < 0.5)
+    assert 0 < sum(coins) < 12  # both branches taken, so the check below means something
+    problem = get_problem(PROBLEM)
+    x = problem.start_points([0], dtype=torch.float64, device="cpu")[0].clone()
+    for t, twice in enumerate(coins):
+        np.testing.assert_allclose(first.loss[t, 0], float(problem.loss(x)), rtol=1e-12)
+        x = x - 0.001 * (2.0 if twice else 1.0) * problem.grad(x)
