@@ -49,6 +49,7 @@ STEPS = 12  # past the first refresh of the usual periods of 10 (preconditioners
 COUNT_HORIZON = 8  # a count above this (warm-up, period, threshold) gets small values, which bind within the run
 SEEDS = (0, 7)  # the default lr with seed 0, three times the default with seed 7
 RTOL = 1e-8
+LIBRARY_PREFIX = "pytorch_optimizer"
 MAX_VALUES = 3  # derived values per hyperparameter (per element of a tuple: 2)
 
 # (entry, hyperparameter) → why its derived values are not run (problems of the derivation, not of a rule)
@@ -63,14 +64,20 @@ SKIP_VALUES: dict[tuple[str, str, Any], str] = {
 
 @pytest.fixture(autouse=True)
 def newton_schulz_in_float64(monkeypatch):
-    """As tests/test_engine_contract.py: pytorch_optimizer's Muon runs Newton–Schulz in bfloat16 whatever the
-    parameters' dtype, and so does its rule; compare both in float64."""
-    from pytorch_optimizer.optimizer.muon import base
+    """As tests/test_engine_contract.py: pytorch_optimizer runs Newton–Schulz in bfloat16 whatever the parameters'
+    dtype (Muon; MARS's shampoo type; the helpers' default), and so do the rules; compare both in float64. Every
+    library module that imported a helper is patched (MARS imports it from utils.matrix, not muon.base)."""
+    import pytorch_optimizer  # noqa: F401  (loads every optimizer module)
 
     from optbench.engines import batched_rules_modern
 
-    for name in ("zero_power_via_newton_schulz_5", "zero_power_via_gram_newton_schulz"):
-        monkeypatch.setattr(base, name, functools.partial(getattr(base, name), dtype=torch.float64))
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not module_name.startswith(LIBRARY_PREFIX):
+            continue
+        for name in ("zero_power_via_newton_schulz_5", "zero_power_via_gram_newton_schulz"):
+            helper = vars(module).get(name)
+            if callable(helper) and not isinstance(helper, functools.partial):
+                monkeypatch.setattr(module, name, functools.partial(helper, dtype=torch.float64))
     monkeypatch.setattr(batched_rules_modern, "NEWTON_SCHULZ_DTYPE",
                         dict.fromkeys(batched_rules_modern.NEWTON_SCHULZ_DTYPE, torch.float64))
 
@@ -137,8 +144,6 @@ def string_choices(name: str, key: str) -> tuple[str, ...]:
         found += _collections_holding(param.default, modules)
     return tuple(dict.fromkeys(v for v in found if isinstance(v, str) and v != param.default))
 
-
-LIBRARY_PREFIX = "pytorch_optimizer"
 
 
 # ---- numbers ------------------------------------------------------------------------------------------
@@ -435,3 +440,54 @@ def test_every_entry_gets_options():
         if missing:
             untested[name] = missing
     assert untested == {}, untested
+
+
+# ---- networks: per-tensor statistics under every option (slow) ---------------------------------------------
+
+MLP = "mnist-mlp(width=6, depth=2, batch_size=20, train_size=120, test_size=40, precision='float64', eval_every=3)"
+NETWORK_STEPS = 4
+
+
+def _network_mismatch(batched, k: int, loop) -> str | None:
+    if not np.array_equal(batched.steps, loop.steps):
+        return "recorded steps differ"
+    if batched.status[k] != loop.status[0] or batched.end_step[k] != loop.end_step[0]:
+        return (f"status/end step: batched {batched.status[k]}@{batched.end_step[k]}, "
+                f"loop {loop.status[0]}@{loop.end_step[0]}")
+    for what, b, ref in (("loss", batched.loss[:, k], loop.loss[:, 0]),
+                         ("gradient norm", batched.grad_norm[:, k], loop.grad_norm[:, 0]),
+                         *((column, batched.extra[column][:, k], loop.extra[column][:, 0])
+                           for column in ("test_loss", "train_loss_avg"))):
+        try:
+            np.testing.assert_allclose(b, ref, rtol=RTOL, atol=1e-300, equal_nan=True)
+        except AssertionError as error:
+            lines = [line for line in str(error).splitlines() if "relative" in line.lower()]
+            return f"{what} differs ({lines[0].strip() if lines else 'mismatch'})"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_every_option_on_a_network(network_data, name):
+    """The same options on a small MLP (several parameter tensors: matrices and biases), at the default lr,
+    where the batched network engine takes the rule (LAYERS, no VECTORS, CLOSURE or HESSIAN)."""
+    from optbench.engines.capabilities import engine_supports
+    from optbench.engines.network import run_network, run_network_batched
+
+    problem = get_problem(MLP)
+    if not engine_supports("batched", problem, get_optimizer(name)):
+        pytest.skip(f"the batched network engine does not take {name}'s rule (test_engine_contract checks that)")
+    failures = []
+    cases = option_cases(name)
+    combined = combined_case(name, cases)
+    every = [(key, value, pair[0]) for key, values in cases for value, pair, _ in values]
+    for key, value, config in every + ([("every option at once", "", combined[0])] if combined else []):
+        try:
+            batched = run_network_batched(problem, [config], [0], NETWORK_STEPS, 1)
+        except UsageError:
+            continue
+        loop = run_network(problem, config, 0, NETWORK_STEPS, 1)
+        problem_text = _network_mismatch(batched, 0, loop)
+        if problem_text:
+            failures.append(f"{name} on the MLP: {key}={value!r}: {config.label}: {problem_text}")
+    assert not failures, "\n".join(failures)
