@@ -266,6 +266,34 @@ def _companion(base, key: str, value: Any):
     return None
 
 
+def _off_by_default(base) -> dict[str, Any]:
+    """The first accepted derived value of every hyperparameter that is off by default (0 or None): weight decay,
+    momentum, a β₃ … — what a switch such as ``weight_decouple`` or ``fixed_decay`` acts on."""
+    out = {}
+    for key, param in base.entry.params.items():
+        off = param.default is None or (is_float_like(param.default) and not isinstance(param.default, tuple)
+                                        and param.default == 0)
+        if key == "lr" or not off or (base.name, key) in SKIP:
+            continue
+        for value in derived_values(base.entry, key):
+            if (base.name, key, value) not in SKIP_VALUES and _with(base, **{key: value}) is not None:
+                out[key] = value
+                break
+    return out
+
+
+def _in_context(base, key: str, value: Any):
+    """``base`` with ``key=value`` and the options that are off by default switched on (:func:`_off_by_default`),
+    dropping them last first where the check or the class refuses the combination; None if none is left."""
+    context = {k: v for k, v in _off_by_default(base).items() if k != key}
+    while context:
+        config = _with(base, **context, **{key: value})
+        if config is not None:
+            return config
+        context.pop(next(reversed(context)))
+    return None
+
+
 def option_cases(name: str) -> list[tuple[str, list[tuple[Any, list, bool]]]]:
     """(hyperparameter, [(value, configurations at the two lrs, whether the value is set alone)]) of every
     hyperparameter but lr; a value the class refuses alone is taken with a companion setting (:func:`_companion`)."""
@@ -284,6 +312,10 @@ def option_cases(name: str) -> list[tuple[str, list[tuple[Any, list, bool]]]]:
                 config = _companion(base, key, value)
             if config is not None:
                 values.append((value, _pair(config), alone))
+            if not is_float_like(value):  # a switch: also where the options it acts on are on (decay > 0 …)
+                switched = _in_context(base, key, value)
+                if switched is not None and (config is None or switched.label != config.label):
+                    values.append((value, _pair(switched), False))
         if values:
             cases.append((key, values))
     return cases
@@ -411,6 +443,38 @@ def _check_entry(name: str, problem_spec: str) -> list[str]:
 @pytest.mark.parametrize("problem_spec", ANALYTIC)
 def test_every_option_batched_equals_loop_or_refuses(name, problem_spec):
     failures = _check_entry(name, problem_spec)
+    assert not failures, "\n".join(failures)
+
+
+# ---- the training recipe: lr schedules and gradient clipping under the options --------------------------------
+
+# what a user adds to any optimizer (engines.recipe); the batched engine implements every one for every rule
+RECIPES = [("warmup-cosine(warmup=0.25, min_lr=1e-4)", 1.0, None), ("step(milestones=(0.5,))", None, 0.5)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("schedule, clip_norm, clip_value", RECIPES)
+def test_recipes_batched_equal_loop_or_refuse(name, schedule, clip_norm, clip_value):
+    """The defaults and every option at once, under an lr schedule with clipping: a rule that keeps the lr it
+    started with (a base lr, a largest lr, an lr-scaled statistic) must follow the class as the lr changes."""
+    from optbench.engines.recipe import Recipe
+
+    recipe = Recipe(schedule, clip_norm, clip_value)
+    problem = get_problem(ANALYTIC[1])
+    combined = combined_case(name, option_cases(name))
+    failures = []
+    for configs in [_pair(get_optimizer(name))] + ([combined] if combined else []):
+        seeds = [SEEDS[i % 2] for i in range(len(configs))]
+        try:
+            batched = run_batched(problem, configs, seeds, STEPS, 1, recipe=recipe, measure_cost=False)
+        except UsageError:
+            continue
+        for k, (config, seed) in enumerate(zip(configs, seeds)):
+            loop = run_loop(problem, config, seed, STEPS, 1, recipe=recipe, measure_cost=False)
+            problem_text = _mismatch(batched, k, loop)
+            if problem_text:
+                failures.append(f"{name} with {recipe.label() or schedule}: {config.label} (lr={config.lr}, "
+                                f"seed {seed}): {problem_text}")
     assert not failures, "\n".join(failures)
 
 
