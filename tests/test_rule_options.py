@@ -282,10 +282,31 @@ def _off_by_default(base) -> dict[str, Any]:
     return out
 
 
-def _in_context(base, key: str, value: Any):
-    """``base`` with ``key=value`` and the options that are off by default switched on (:func:`_off_by_default`),
+def _strong(base) -> dict[str, Any]:
+    """Every number and tuple of numbers but lr at its last derived value, every element of a tuple moved at once
+    (betas (0.9, 0.999) → (0.45, 0.4995)): short memories, under which a running maximum (AMSGrad), a switch
+    between phases or a rectification threshold takes effect within the run."""
+    out = {}
+    for key, param in base.entry.params.items():
+        d = param.default
+        if key == "lr" or not is_float_like(d) or (base.name, key) in SKIP:
+            continue
+        if isinstance(d, tuple):
+            candidates = [tuple(_numbers(f"{key}[{i}]", e, isinstance(e, int) and not any(
+                isinstance(f, float) for f in d))[-1] for i, e in enumerate(d))]
+        else:
+            candidates = list(reversed(derived_values(base.entry, key)))
+        for value in candidates:
+            if (base.name, key, value) not in SKIP_VALUES and _with(base, **{key: value}) is not None:
+                out[key] = value
+                break
+    return out
+
+
+def _in_context(base, key: str, value: Any, context: dict[str, Any]):
+    """``base`` with ``key=value`` and the settings of ``context`` (:func:`_off_by_default`, :func:`_strong`),
     dropping them last first where the check or the class refuses the combination; None if none is left."""
-    context = {k: v for k, v in _off_by_default(base).items() if k != key}
+    context = {k: v for k, v in context.items() if k != key}
     while context:
         config = _with(base, **context, **{key: value})
         if config is not None:
@@ -312,10 +333,13 @@ def option_cases(name: str) -> list[tuple[str, list[tuple[Any, list, bool]]]]:
                 config = _companion(base, key, value)
             if config is not None:
                 values.append((value, _pair(config), alone))
-            if not is_float_like(value):  # a switch: also where the options it acts on are on (decay > 0 …)
-                switched = _in_context(base, key, value)
-                if switched is not None and (config is None or switched.label != config.label):
-                    values.append((value, _pair(switched), False))
+            if not is_float_like(value):  # a switch: also where the options it acts on are on, at one lr
+                seen = {config.label} if config is not None else set()
+                for context in (_off_by_default(base), _strong(base)):
+                    switched = _in_context(base, key, value, context)
+                    if switched is not None and switched.label not in seen:
+                        seen.add(switched.label)
+                        values.append((value, [switched], False))
         if values:
             cases.append((key, values))
     return cases
