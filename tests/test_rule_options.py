@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_optimizers import BASE_LR
 
 from optbench.engines.batched import run_batched
 from optbench.engines.grouping import is_float_like
@@ -45,9 +46,9 @@ from optbench.problems import get_problem
 ENTRIES = [e for e in list_optimizers() if not e.unsupported and e.batched]  # new rules are covered once linked
 NAMES = [e.name for e in ENTRIES]
 ANALYTIC = ["beale", "rosenbrock(noise=0.1)"]  # as tests/test_engine_contract.py
-STEPS = 12  # past the first refresh of the usual periods of 10 (preconditioners, Hessian estimates, centring)
+STEPS = 10  # up to the first refresh of the usual periods of 10 (preconditioners, Hessian estimates, centring)
 COUNT_HORIZON = 8  # a count above this (warm-up, period, threshold) gets small values, which bind within the run
-SEEDS = (0, 7)  # the default lr with seed 0, three times the default with seed 7
+SEEDS = (0, 7)  # alternating over a group's configurations (the lrs of _pair)
 RTOL = 1e-8
 LIBRARY_PREFIX = "pytorch_optimizer"
 MAX_VALUES = 3  # derived values per hyperparameter (per element of a tuple: 2)
@@ -166,8 +167,8 @@ def _numbers(key: str, d: float | int, as_int: bool) -> list[Any]:
         return [v for v in values if v != d]
     if math.isinf(d):  # a growth limit, unlimited by default
         return [1.5, 1.05]
-    if _is_eps(key):
-        return [d * 10] if d else [1e-8, 1e-3]
+    if _is_eps(key):  # ×10, and one as large as √v itself (where placing ε inside or outside a root matters)
+        return [d * 10, max(0.1, d * 100)] if d else [1e-8, 0.1]
     if _is_decay(key):
         return [0.1, 0.01] if d == 0 else [0.0, d * 2]
     if key == "lr" or key.endswith("_lr"):
@@ -248,8 +249,17 @@ def _with(base, **updates):
 
 
 def _pair(config):
-    """The configuration at its lr and three times it (an entry without a default lr: just itself)."""
-    return [config] if config.lr is None else [config, config.with_hyperparams(lr=config.lr * 3)]
+    """The configuration at its lr and three times it, and at tests/test_optimizers.py's BASE_LR for the entry (a
+    learning rate at which it makes progress) where that is another: some defaults diverge at the first step on
+    these problems (schedulefreesgd's lr = 1) or barely move. An entry without a default lr: just itself."""
+    if config.lr is None:
+        return [config]
+    lrs = [config.lr, config.lr * 3]
+    base = BASE_LR.get(config.name)
+    if base is not None and config.lr == get_optimizer(config.name).lr and all(
+            not math.isclose(base, lr) for lr in lrs):
+        lrs.append(float(base))
+    return [config] + [config.with_hyperparams(lr=lr) for lr in lrs[1:]]
 
 
 def _companion(base, key: str, value: Any):
@@ -266,9 +276,11 @@ def _companion(base, key: str, value: Any):
     return None
 
 
-def _off_by_default(base) -> dict[str, Any]:
+@functools.cache
+def _off_by_default(name: str) -> dict[str, Any]:
     """The first accepted derived value of every hyperparameter that is off by default (0 or None): weight decay,
     momentum, a β₃ … — what a switch such as ``weight_decouple`` or ``fixed_decay`` acts on."""
+    base = get_optimizer(name)
     out = {}
     for key, param in base.entry.params.items():
         off = param.default is None or (is_float_like(param.default) and not isinstance(param.default, tuple)
@@ -282,10 +294,12 @@ def _off_by_default(base) -> dict[str, Any]:
     return out
 
 
-def _strong(base) -> dict[str, Any]:
+@functools.cache
+def _strong(name: str) -> dict[str, Any]:
     """Every number and tuple of numbers but lr at its last derived value, every element of a tuple moved at once
     (betas (0.9, 0.999) → (0.45, 0.4995)): short memories, under which a running maximum (AMSGrad), a switch
     between phases or a rectification threshold takes effect within the run."""
+    base = get_optimizer(name)
     out = {}
     for key, param in base.entry.params.items():
         d = param.default
@@ -315,6 +329,7 @@ def _in_context(base, key: str, value: Any, context: dict[str, Any]):
     return None
 
 
+@functools.cache
 def option_cases(name: str) -> list[tuple[str, list[tuple[Any, list, bool]]]]:
     """(hyperparameter, [(value, configurations at the two lrs, whether the value is set alone)]) of every
     hyperparameter but lr; a value the class refuses alone is taken with a companion setting (:func:`_companion`)."""
@@ -335,7 +350,7 @@ def option_cases(name: str) -> list[tuple[str, list[tuple[Any, list, bool]]]]:
                 values.append((value, _pair(config), alone))
             if not is_float_like(value):  # a switch: also where the options it acts on are on, at one lr
                 seen = {config.label} if config is not None else set()
-                for context in (_off_by_default(base), _strong(base)):
+                for context in (_off_by_default(name), _strong(name)):
                     switched = _in_context(base, key, value, context)
                     if switched is not None and switched.label not in seen:
                         seen.add(switched.label)
