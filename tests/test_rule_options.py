@@ -3,8 +3,9 @@
 tests/test_engine_contract.py checks each rule at the registry defaults and at a few hand-picked settings. This
 test derives, for EVERY entry with a batched rule and EVERY hyperparameter other than ``lr``, non-default values
 automatically from the entry's declaration (:class:`optbench.params.Param`: default, check, types) and from the
-class it mirrors (its constructor's ``Literal`` annotations, ``validate_options`` lists and string comparisons
-for choices), and checks each one on a deterministic and a noisy analytic problem at two learning rates:
+class it mirrors (its constructor's ``Literal`` annotations, ``validate_options`` lists, string comparisons and
+preset tables for choices), and checks each one on a deterministic and a noisy analytic problem at the entry's
+lr, three times it and tests/test_optimizers.py's BASE_LR where that is another:
 
 - the analytic batched engine equals the loop engine (one real optimizer object per run) to 1e-8 relative in
   float64 — status, end step, loss, coordinates, gradient norm and final parameters; or
@@ -13,12 +14,16 @@ for choices), and checks each one on a deterministic and a noisy analytic proble
 
 Values of a float-like hyperparameter (numbers, tuples of numbers) are per-configuration columns of one batched
 group (engines.grouping), so they are first run together with the default in ONE group: a rule that applies one
-configuration's setting to the whole group fails there even when each value alone passes. A last configuration
-sets every hyperparameter to its first derived value at once (interactions: a counter shortened so that an
-option switched on takes effect within the run).
+configuration's setting to the whole group fails there even when each value alone passes. A switch (a boolean, a
+string, None) is also run where what it acts on is on (every option that is off by default switched on: decay,
+momentum) and under short memories (every number moved, β's halved: AMSGrad's maximum binds). One configuration
+sets every hyperparameter to its first derived value at once (a counter shortened so that an option switched on
+takes effect within the run), and the defaults and that one run under lr schedules with gradient clipping. A
+slow part runs every option on a small MLP (per-tensor statistics) where the batched network engine takes it.
 
 Values are derived, never listed by hand (:func:`derived_values`); a value the entry's check or the class's
-constructor refuses is skipped, and :data:`SKIP` gives the reason for each value skipped otherwise.
+constructor refuses is skipped, :data:`SKIP` and :data:`SKIP_VALUES` give the reason for each value skipped
+otherwise, and a new entry with a rule is covered as soon as it is linked.
 """
 
 from __future__ import annotations
