@@ -166,9 +166,9 @@ def _numbers(key: str, d: float | int, as_int: bool) -> list[Any]:
     """Non-default numbers near ``d`` that change the update within :data:`STEPS` steps."""
     if as_int:
         d = int(d)
-        values = [d + 1, d * 2, d - 1]
+        values = [d + 1, d * 2, d - 1] if d else [3, 1]  # 0: off (no warm-up) → a count that binds
         if d > COUNT_HORIZON:  # a count (warm-up, period, threshold) that would not bind within the run
-            values = [2, 3, d + 1]
+            values = [1, 3, d + 1]
         return [v for v in values if v != d]
     if math.isinf(d):  # a growth limit, unlimited by default
         return [1.5, 1.05]
@@ -365,17 +365,24 @@ def option_cases(name: str) -> list[tuple[str, list[tuple[Any, list, bool]]]]:
     return cases
 
 
-def combined_case(name: str, cases) -> list | None:
-    """Every hyperparameter at its first accepted derived value at once, dropping (last first) any that the
-    check or the class refuses together; None when fewer than two remain."""
+def combined_cases(name: str, cases) -> list[list]:
+    """Every hyperparameter at once at its first accepted derived value, and at its last (another choice, the
+    other end of the range), dropping (last first) any that the check or the class refuses together; each as the
+    configurations of :func:`_pair`, a combination only where at least two hyperparameters remain."""
     base = get_optimizer(name)
-    updates = {key: values[0][0] for key, values in cases if values[0][2]}
-    while len(updates) >= 2:
-        config = _with(base, **updates)
-        if config is not None:
-            return _pair(config)
-        updates.pop(next(reversed(updates)))
-    return None
+    out, seen = [], set()
+    for index in (0, -1):
+        updates = {key: [v for v, _, alone in values if alone][index] for key, values in cases
+                   if any(alone for _, _, alone in values)}
+        while len(updates) >= 2:
+            config = _with(base, **updates)
+            if config is not None:
+                if config.label not in seen:
+                    seen.add(config.label)
+                    out.append(_pair(config))
+                break
+            updates.pop(next(reversed(updates)))
+    return out
 
 
 # ---- comparison -------------------------------------------------------------------------------------------
@@ -475,8 +482,7 @@ def _check_entry(name: str, problem_spec: str) -> list[str]:
             failures.append(f"{where}: {key}: each of {[v for v, _, _ in values]!r} alone equals the loop engine, "
                             "but not in one batched group with the default (a per-configuration column used as "
                             "one shared value?)")
-    combined = combined_case(name, cases)
-    if combined is not None:
+    for combined in combined_cases(name, cases):
         result, messages = checker.group(combined)
         if result == "mismatch":
             failures += [f"{where}: every option at once: {m}" for m in messages]
@@ -505,9 +511,8 @@ def test_recipes_batched_equal_loop_or_refuse(name, schedule, clip_norm, clip_va
 
     recipe = Recipe(schedule, clip_norm, clip_value)
     problem = get_problem(ANALYTIC[1])
-    combined = combined_case(name, option_cases(name))
     failures = []
-    for configs in [_pair(get_optimizer(name))] + ([combined] if combined else []):
+    for configs in [_pair(get_optimizer(name))] + combined_cases(name, option_cases(name)):
         seeds = [SEEDS[i % 2] for i in range(len(configs))]
         try:
             batched = run_batched(problem, configs, seeds, STEPS, 1, recipe=recipe, measure_cost=False)
@@ -587,9 +592,9 @@ def test_every_option_on_a_network(network_data, name):
         pytest.skip(f"the batched network engine does not take {name}'s rule (test_engine_contract checks that)")
     failures = []
     cases = option_cases(name)
-    combined = combined_case(name, cases)
     every = [(key, value, pair[0]) for key, values in cases for value, pair, _ in values]
-    for key, value, config in every + ([("every option at once", "", combined[0])] if combined else []):
+    every += [("every option at once", "", combined[0]) for combined in combined_cases(name, cases)]
+    for key, value, config in every:
         try:
             batched = run_network_batched(problem, [config], [0], NETWORK_STEPS, 1)
         except UsageError:
