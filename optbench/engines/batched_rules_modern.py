@@ -159,6 +159,14 @@ class _Muon:
 
 # ---- Shampoo --------------------------------------------------------------------------------------------
 
+def matmul_each(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a[k] @ b[k]`` for each configuration k, by one 2-D matrix product each, as the class multiplies its one
+    tensor's matrices: a batched ``bmm`` of small matrices (n < 8 here) rounds differently from ``mm`` (another
+    summation kernel), and Shampoo's nearly singular H amplifies that last bit step after step (momentum > 0 with
+    collinear, e.g. clipped, gradients: 1e-16 → 1e-5 within 8 steps)."""
+    return torch.stack([x @ y for x, y in zip(a.unbind(0), b.unbind(0))])
+
+
 def inverse_root(matrix: torch.Tensor, power: float) -> torch.Tensor:
     """M^(−1/power) of a batch of symmetric positive semi-definite matrices by SVD, U·diag(σ^(−1/power))·Vᵀ
     (pytorch_optimizer's ``compute_power_svd``; float32 unless the input is float64)."""
@@ -167,7 +175,7 @@ def inverse_root(matrix: torch.Tensor, power: float) -> torch.Tensor:
     finite = torch.isfinite(matrix).all(dim=-1).all(dim=-1)[:, None, None]
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
     u, s, vh = torch.linalg.svd(torch.where(finite, matrix, eye).to(dtype), full_matrices=False)
-    root = ((u * s.pow(-1.0 / power).unsqueeze(-2)) @ vh).to(matrix.dtype)
+    root = matmul_each(u * s.pow(-1.0 / power).unsqueeze(-2), vh).to(matrix.dtype)
     return torch.where(finite, root, math.nan)
 
 
@@ -201,7 +209,9 @@ class _Shampoo:
             state["inv"] = [[torch.zeros(K, n, n, dtype=x.dtype, device=x.device) for n in shape]
                             for shape in layout.shapes]
         momentum = hp["momentum"]
-        g = torch.where(momentum > 0.0, g + momentum * (state["buf"] - g), g)
+        # grad.lerp_(momentum_buffer, weight=μ): torch's lerp is g + μ(B − g) for μ < ½ but B − (B − g)(1 − μ) from
+        # ½ on, which rounds differently; Shampoo's feedback of B through a nearly singular H amplifies that
+        g = torch.where(momentum > 0.0, torch.lerp(g, state["buf"], momentum), g)
         wd = hp["weight_decay"]
         if hp["weight_decouple"]:
             x.mul_(1.0 - wd * (1.0 if hp["fixed_decay"] else hp["lr"]))
@@ -216,7 +226,9 @@ class _Shampoo:
             step = statistics
             for i, n in enumerate(shape):
                 unfolded = statistics.movedim(i + 1, 1).reshape(K, n, -1)
-                state["pre"][l][i] = torch.baddbmm(state["pre"][l][i], unfolded, unfolded.mT)  # H_i += G₍ᵢ₎G₍ᵢ₎ᵀ
+                # H_i += G₍ᵢ₎G₍ᵢ₎ᵀ, one addmm per configuration as the class's pre_cond.addmm_ (see matmul_each)
+                state["pre"][l][i] = torch.stack([torch.addmm(h, u, u.T) for h, u in
+                                                  zip(state["pre"][l][i].unbind(0), unfolded.unbind(0))])
                 if any_due:
                     state["inv"][l][i] = torch.where(due, inverse_root(state["pre"][l][i], 2 * order),
                                                      state["inv"][l][i])
@@ -226,9 +238,9 @@ class _Shampoo:
                 transposed = step.shape
                 step = step.view(K, n, -1)
                 if i == order - 1:
-                    step = torch.bmm(step.mT, state["inv"][l][i]).reshape(K, *shape)
+                    step = matmul_each(step.mT, state["inv"][l][i]).reshape(K, *shape)
                 else:
-                    step = torch.bmm(state["inv"][l][i], step).view(transposed)
+                    step = matmul_each(state["inv"][l][i], step).view(transposed)
             steps.append(step.reshape(K, -1))
         update = torch.cat(steps, dim=-1) if len(steps) > 1 else steps[0]
         state["buf"] = update
