@@ -279,8 +279,18 @@ def main() -> None:
         by_path_estimate(names, args.trials, args.peer_trials or args.trials, args.workers)
         return
     if args.only in (None, "speed"):
+        from optbench.optimizers import get_optimizer_entry
+
+        # the same optimizers on both sides: the peer's loop calls step() without a closure, so it cannot run
+        # the classes that need one (L-BFGS, SPSA, the forward gradient)
+        closure = [n for n in names if get_optimizer_entry(n).needs_closure]
+        if closure:
+            names = [n for n in names if n not in closure]
+            print(f"speed: left out on both sides (the peer's loop has no closure): {', '.join(closure)}")
         trials, peer_trials = args.trials, args.peer_trials or args.trials
-        g_s, g_cpu, out = gallery_seconds(args.opt, args.workers, trials)
+        g_s, g_cpu, out = gallery_seconds(",".join(names), args.workers, trials)
+        print(f"optbench gallery, {len(names)} optimizers, {args.workers} workers: {g_s:.1f} s wall, "
+              f"{g_cpu:.1f} s CPU", flush=True)
         shutil.rmtree(out, ignore_errors=True)
         rows, peer_wall, peer_cpu = [], 0.0, 0.0
         for name in names:

@@ -61,10 +61,17 @@ MAX_VALUES = 3  # derived values per hyperparameter (per element of a tuple: 2)
 # (entry, hyperparameter) → why its derived values are not run (problems of the derivation, not of a rule)
 SKIP: dict[tuple[str, str], str] = {
     ("kron", "mu_dtype"): "a torch.dtype: a spec cannot give one (optbench has no dtype literal)",
+    ("flashadamw", "master_weight_bits"): "its rule refuses it (low-precision master weights are not mirrored): "
+                                          "the loop engine runs it",
+    ("flashadamw", "fused"): "the class raises on fused=True (a CUDA kernel); its rule refuses it too",
+    ("scion", "norm_kwargs"): "a dict of options for the norm class the class builds; no generic derivation",
+    ("scionlight", "norm_kwargs"): "a dict of options for the norm class the class builds; no generic derivation",
 }
 # (entry, hyperparameter, value) → why that derived value is not run: the class itself cannot run it
 SKIP_VALUES: dict[tuple[str, str, Any], str] = {
     ("asgd", "dampening", 0.0): "ASGD divides by dampening·‖Δg‖ (a Python float): ZeroDivisionError in the class",
+    ("ademamix", "betas", (0.9, 0.999, 0.0)): "with t_alpha_beta3 (the all-at-once case) the class's β₃ warm-up "
+                                              "takes log β₃: ValueError (math domain error) in the class",
 }
 
 
