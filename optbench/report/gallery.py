@@ -10,6 +10,7 @@ names the optimizer, its tuned values and the final loss with the distance to th
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,20 +21,34 @@ LOG_FLOOR = 1e-3  # log10(f - f* + LOG_FLOOR): the valley floor stays visible wi
 GRID = 220  # contour grid points per axis
 MAX_WIDEN = 0.5  # the view may grow by this share of the plot bounds' width on each side
 CANVASES_KEPT = 4  # figures (one per view) kept open while a gallery's trajectories are drawn
+VIEW_STEP = 0.125  # a widened side of the view is a multiple of this share of the bounds' width
 
 
 def view_bounds(bounds, path: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The plot bounds, widened to include the finite points of ``path`` [T, 2], by at most ``MAX_WIDEN`` of
-    their width on each side (a trajectory that leaves further is cut at the frame)."""
+    """The plot bounds, widened to include the finite points of ``path`` [T, 2] (with a margin of 5 % of their
+    width), by at most ``MAX_WIDEN`` of their width on each side (a trajectory that leaves further is cut at the
+    frame). A widened side is rounded out to a multiple of ``VIEW_STEP`` of the width, so that trajectories
+    leaving the bounds alike share a view (and its drawn contours: :func:`draw_trajectories`)."""
     out = []
     finite = path[np.isfinite(path).all(axis=1)] if len(path) else path
     for axis, (lo, hi) in enumerate(bounds[:2]):
         width = hi - lo
         if len(finite):
-            lo = max(min(lo, float(finite[:, axis].min()) - 0.05 * width), lo - MAX_WIDEN * width)
-            hi = min(max(hi, float(finite[:, axis].max()) + 0.05 * width), hi + MAX_WIDEN * width)
+            lo = max(min(lo, _snap_out(lo, float(finite[:, axis].min()) - 0.05 * width, width, -1)),
+                     lo - MAX_WIDEN * width)
+            hi = min(max(hi, _snap_out(hi, float(finite[:, axis].max()) + 0.05 * width, width, 1)),
+                     hi + MAX_WIDEN * width)
         out.append((lo, hi))
     return out[0], out[1]
+
+
+def _snap_out(edge: float, value: float, width: float, direction: int) -> float:
+    """``value`` moved outward (``direction`` −1: down, +1: up) from ``edge`` to the next multiple of
+    ``VIEW_STEP``·``width`` beyond ``edge``; ``edge`` itself when ``value`` is inside."""
+    beyond = (value - edge) * direction
+    if beyond <= 0:
+        return edge
+    return edge + direction * math.ceil(beyond / (VIEW_STEP * width)) * VIEW_STEP * width
 
 
 def tuned_text(entry) -> str:
