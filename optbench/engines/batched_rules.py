@@ -149,6 +149,11 @@ def _zeros(x):
     return torch.zeros_like(x)
 
 
+def adam_moments(x, hp) -> State:
+    """The state of a rule with Adam's two moments, both zero: ``init = staticmethod(adam_moments)``."""
+    return {"m": _zeros(x), "v": _zeros(x)}
+
+
 @_rule("sgd")
 class _SGD:
     """SGD with momentum μ, dampening τ, Nesterov, L2 weight decay λ (torch.optim.SGD):
@@ -343,9 +348,7 @@ class _RAdam:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -398,9 +401,7 @@ class _ADOPT:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -531,9 +532,7 @@ class _LAMB:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import JOINT, LAYERS, _rule
+from optbench.engines.batched_rules import JOINT, LAYERS, _rule, _zeros
 
 # pytorch_optimizer runs Muon's Newton–Schulz iteration in these dtypes whatever the parameters' dtype (the
 # defaults of zero_power_via_newton_schulz_5 and zero_power_via_gram_newton_schulz, which Muon does not override):
@@ -24,9 +24,6 @@ from optbench.engines.batched_rules import JOINT, LAYERS, _rule
 NEWTON_SCHULZ_DTYPE = {"newton_schulz": torch.bfloat16, "gram_newton_schulz": torch.float16}
 NEWTON_SCHULZ_EPS = 1e-7  # lower bound of the Frobenius norm the iteration divides by (the library's)
 
-
-def _zeros(x):
-    return torch.zeros_like(x)
 
 
 def _tensors(x, layout):

@@ -25,13 +25,10 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import LAYERS, _rule
+from optbench.engines.batched_rules import LAYERS, _rule, _zeros, adam_moments
 
 AMS_BOUND_EPS = 1e-15  # BaseOptimizer.apply_ams_bound's exp_avg_sq_eps, under the square root of the denominator
 
-
-def _zeros(x):
-    return torch.zeros_like(x)
 
 
 def _decay(x, g, hp, lr, ratio=None):
@@ -204,9 +201,7 @@ class _AdamP:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -388,9 +383,7 @@ class _PAdam:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -476,9 +469,7 @@ class _EXAdam:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -546,9 +537,7 @@ class _RAdam:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from optbench.engines.batched_rules import JOINT, LAYERS, _rule
+from optbench.engines.batched_rules import JOINT, LAYERS, _rule, _zeros
 
 NEEDS = (LAYERS, JOINT)
 
@@ -46,9 +46,6 @@ def _scalar_dtype():
     """The dtype of the classes' ``torch.tensor([0.0])`` statistics: float32 unless the default is float64."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
-
-def _zeros(x):
-    return torch.zeros_like(x)
 
 
 def _statistic(x):

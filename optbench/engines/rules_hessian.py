@@ -33,15 +33,12 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import HESSIAN, SEEDS, _rule
+from optbench.engines.batched_rules import HESSIAN, SEEDS, _rule, _zeros
 from optbench.engines.step_rng import StepRandomness, isolated
 from optbench.errors import UsageError
 
 DISTRIBUTIONS = ("gaussian", "rademacher")  # compute_hutchinson_hessian's; anything else raises there
 
-
-def _zeros(x):
-    return torch.zeros_like(x)
 
 
 def _host(state, hp, key) -> list[float]:

@@ -33,11 +33,7 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import LAYERS, _rule
-
-
-def _zeros(x):
-    return torch.zeros_like(x)
+from optbench.engines.batched_rules import LAYERS, _rule, _zeros
 
 
 def _tensors(x, layout):

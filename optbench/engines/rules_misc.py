@@ -30,12 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from optbench.engines.batched_rules import JOINT, LAYERS, REPORTED, SEEDS, _rule
+from optbench.engines.batched_rules import JOINT, LAYERS, REPORTED, SEEDS, _rule, _zeros, adam_moments
 from optbench.engines.step_rng import step_seed
-
-
-def _zeros(x):
-    return torch.zeros_like(x)
 
 
 def _per_tensor(values: torch.Tensor, layout, reduce) -> torch.Tensor:
@@ -69,9 +65,7 @@ class _DualAdam:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):

@@ -24,11 +24,7 @@ import math
 import torch
 from torch.nn.functional import cosine_similarity
 
-from optbench.engines.batched_rules import LAYERS, _rule
-
-
-def _zeros(x):
-    return torch.zeros_like(x)
+from optbench.engines.batched_rules import LAYERS, _rule, _zeros, adam_moments
 
 
 def _decay(x, g, hp, fixed_decay=None):
@@ -511,9 +507,7 @@ class _MSVAG:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):

@@ -24,11 +24,7 @@ from typing import cast
 
 import torch
 
-from optbench.engines.batched_rules import ACCUMULATED, LAYERS, _rule
-
-
-def _zeros(x):
-    return torch.zeros_like(x)
+from optbench.engines.batched_rules import ACCUMULATED, LAYERS, _rule, _zeros, adam_moments
 
 
 def _tensors(x, layout):
@@ -56,9 +52,7 @@ class _LambPaper:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -92,9 +86,7 @@ class _StableAdamW:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (kahan_comp is None outside float16/bfloat16)
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):

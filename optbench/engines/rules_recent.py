@@ -30,11 +30,7 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import JOINT, LAYERS, _rule
-
-
-def _zeros(x):
-    return torch.zeros_like(x)
+from optbench.engines.batched_rules import JOINT, LAYERS, _rule, _zeros, adam_moments
 
 
 def _decay(x, g, hp, lr):
@@ -212,9 +208,7 @@ class _Grams:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -286,9 +280,7 @@ class _AdamWSN:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -316,9 +308,7 @@ class _Ano:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
@@ -351,9 +341,7 @@ class _APOLLO:
 
     slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):

@@ -32,12 +32,7 @@ import math
 
 import torch
 
-from optbench.engines.batched_rules import JOINT, LAYERS, VECTORS, _rule
-
-
-def _zeros(x):
-    return torch.zeros_like(x)
-
+from optbench.engines.batched_rules import JOINT, LAYERS, VECTORS, _rule, _zeros, adam_moments
 
 # ---- SOAP -----------------------------------------------------------------------------------------------
 
@@ -70,9 +65,7 @@ class _SOAP:
                     "[1]), and its batched rule mirrors vectors only")
         return None
 
-    @staticmethod
-    def init(x, hp):
-        return {"m": _zeros(x), "v": _zeros(x)}
+    init = staticmethod(adam_moments)
 
     @staticmethod
     def step(x, g, state, hp, t):
