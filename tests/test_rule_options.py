@@ -587,17 +587,23 @@ def _network_mismatch(batched, k: int, loop) -> str | None:
     return None
 
 
+def _network_rules() -> list[str]:
+    """The entries whose rules the batched network engine takes (its needs: no VECTORS, CLOSURE, SEEDS or HESSIAN);
+    that it refuses the others is tests/test_engine_contract.py's."""
+    from optbench.engines.batched_rules import RULES, missing_needs
+    from optbench.engines.network import BATCHED_PROVIDES
+    from optbench.optimizers import get_optimizer_entry
+
+    return [n for n in NAMES if not missing_needs(RULES[get_optimizer_entry(n).batched], BATCHED_PROVIDES)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", _network_rules())
 def test_every_option_on_a_network(network_data, name):
-    """The same options on a small MLP (several parameter tensors: matrices and biases), at the default lr,
-    where the batched network engine takes the rule (LAYERS, no VECTORS, CLOSURE or HESSIAN)."""
-    from optbench.engines.capabilities import engine_supports
+    """The same options on a small MLP (several parameter tensors: matrices and biases), at the default lr."""
     from optbench.engines.network import run_network, run_network_batched
 
     problem = get_problem(MLP)
-    if not engine_supports("batched", problem, get_optimizer(name)):
-        pytest.skip(f"the batched network engine does not take {name}'s rule (test_engine_contract checks that)")
     failures = []
     cases = option_cases(name)
     every = [(key, value, pair[0]) for key, values in cases for value, pair, _ in values]
