@@ -318,3 +318,21 @@ def test_report_states_the_tuning_protocol_and_budget(tmp_path):
     tuning_rows = [r for r in rows if "| tpe | 12 |" in r]
     assert {r.split("|")[2].strip() for r in tuning_rows} == {"adam", "sgd"}
     assert (tmp_path / "report" / "tables" / "tuning.csv").exists()
+
+
+def test_figure_files_keep_every_dot_of_their_stem(tmp_path):
+    """A stem with a dot of its own (a decimal in a label, a directory such as tmp.9abc in a user's problem
+    path) keeps it: the format is appended, not put in place of what follows the last dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from optbench.report.style import safe_name, save
+
+    names = []
+    for label in ("rosenbrock(noise=0.1)", "rosenbrock(noise=0.2)", "/tmp/tmp.9ab/x.py:task"):
+        fig = plt.figure()
+        names += [p.name for p in save(fig, tmp_path / f"curves_{safe_name(label)}", ["png"], 50)]
+    assert len(set(names)) == 3 and all(n.endswith(".png") for n in names), names
+    assert "curves_rosenbrock_noise_0.1.png" in names

@@ -324,7 +324,7 @@ def race(problem, tracks: list[Track], stem: Path, *, fmt: str, frames: int, fps
         images = render_frames(scene, shown)
     finally:
         scene.close()
-    path = stem.with_suffix(f".{fmt}")
+    path = stem.with_name(f"{stem.name}.{fmt}")  # appended: a stem's own dot is no suffix
     if fmt == "gif":
         write_gif(images, path, fps, colors=report_colors(tracks))
     else:

@@ -100,7 +100,7 @@ def save(fig, stem, formats, dpi: int) -> list:
     """Save a static figure in each format (png, svg, pdf) as ``stem.<fmt>``; returns the paths."""
     paths = []
     for fmt in formats:
-        path = stem.with_suffix(f".{fmt}")
+        path = stem.with_name(f"{stem.name}.{fmt}")  # appended: a stem's own dot (``noise_0.1``) is no suffix
         fig.savefig(path, dpi=dpi, format=fmt)
         paths.append(path)
     import matplotlib.pyplot as plt
