@@ -29,6 +29,8 @@ search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free 
    the gallery's tuner (``tune_one`` with the gallery's settings) against the peer's loop, both at
    ``--quality-trials`` trials.
 
+5. **Phases** (``--only phases``): CPU seconds of each phase of one in-process gallery on ``--opt``.
+
     python benchmarks/bench_gallery.py [--opt adam,lion,...] [--peer-trials 100] [--seeds 3] [--workers 2]
 """
 
@@ -140,6 +142,36 @@ def gallery_seconds(names: str, workers: int, trials: int) -> tuple[float, float
     subprocess.run([exe, "gallery", "--opt", names, "--trials", str(trials), "--steps", str(STEPS), "--dtype",
                     "float32", "--workers", str(workers), "--out", str(out / "g"), "-q"], check=True)
     return time.perf_counter() - t0, children_cpu_s() - c0, out
+
+
+def gallery_phases(names: list[str], trials: int) -> None:
+    """``--only phases``: CPU seconds of each phase of one in-process gallery (one worker) on ``names``: planning
+    and imports, tuning, re-runs, figures, index; per optimizer and, for the figures, per figure."""
+    import optbench.gallery as G
+
+    spent: dict[str, float] = {}
+    for phase in ("plan_gallery", "_tune", "_rerun_best", "_draw_figures", "write_index"):
+        def timed(*a, _f=getattr(G, phase), _p=phase, **k):
+            c0 = time.process_time()
+            try:
+                return _f(*a, **k)
+            finally:
+                spent[_p] = spent.get(_p, 0.0) + time.process_time() - c0
+        setattr(G, phase, timed)
+    out = Path(tempfile.mkdtemp(prefix="bench-phases-"))
+    c0 = time.process_time()
+    G.run_gallery(out / "g", optimizers=names, trials=trials, steps=STEPS, dtype="float32", workers=1)
+    total = time.process_time() - c0
+    shutil.rmtree(out, ignore_errors=True)
+    n = len(names)
+    print(f"\nphases: {n} optimizers × 2 functions, {trials} trials × {STEPS} steps, one worker (CPU s)")
+    print("| phase | CPU s | per optimizer |")
+    print("|---|---:|---:|")
+    for phase, label in (("plan_gallery", "planning and imports"), ("_tune", "tuning"), ("_rerun_best", "re-runs"),
+                         ("_draw_figures", f"figures ({2 * n}: {spent.get('_draw_figures', 0) / (2 * n):.3f} s each)"),
+                         ("write_index", "index")):
+        print(f"| {label} | {spent.get(phase, 0.0):.2f} | {spent.get(phase, 0.0) / n:.3f} |")
+    print(f"| all | {total:.2f} | {total / n:.3f} |", flush=True)
 
 
 def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float, float]:
@@ -262,7 +294,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
     ap.add_argument("--quality-trials", type=int, default=100)
-    ap.add_argument("--only", choices=("speed", "costs", "quality", "by-path"), default=None)
+    ap.add_argument("--only", choices=("speed", "costs", "quality", "by-path", "phases"), default=None)
     ap.add_argument("--costs-spread", action="store_true", help="costs: trials log-spaced over the gallery's lr "
                     "space [1e-5, 10] instead of the default lr × 1.05^k")
     args = ap.parse_args()
@@ -275,6 +307,9 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    if args.only == "phases":
+        gallery_phases(names, args.trials)
+        return
     if args.only == "by-path":
         by_path_estimate(names, args.trials, args.peer_trials or args.trials, args.workers)
         return
