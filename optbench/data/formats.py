@@ -91,7 +91,8 @@ def read_cifar_batch(path: str | Path, label_key: str = "labels"):
             batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key.encode()], dtype=np.int64)
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, OverflowError,
+            MemoryError, IndexError) as exc:
         raise DataError(f"{path}: not a CIFAR python batch with {label_key!r} ({type(exc).__name__}: {exc}).") \
             from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
