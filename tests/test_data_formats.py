@@ -8,6 +8,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from optbench.data.formats import read_cifar_batch, read_idx, write_cifar_batch, write_idx
 from optbench.errors import DataError
@@ -85,3 +87,36 @@ def test_cifar_reader_names_a_missing_label_key(tmp_path):
     write_cifar_batch(tmp_path / "b", np.zeros((1, 3, 32, 32), np.uint8), [3], "fine_labels")
     with pytest.raises(DataError, match="'labels'"):
         read_cifar_batch(tmp_path / "b", "labels")
+
+
+@pytest.mark.parametrize("raw", [
+    b"\x80\x04\x8d" + b"\xff" * 8,  # BINBYTES8 with a length no file holds (OverflowError), as CI's random bytes were
+    b"\x80\x04\x95\xff\xff\xff\xff\xff\xff\xff\x7f",  # a frame longer than the file
+    b"\x80\x02]q\x00(K\x01e.",  # a valid pickle of a list, not a batch
+    b"\x80\x04K\x01\x94h\xff\xff\xff\xff.",  # a memo index that was never stored
+    b"",
+])
+def test_cifar_reader_says_which_file_is_damaged_for_any_broken_pickle(tmp_path, raw):
+    """Damaged or foreign bytes are one DataError naming the file, whatever the unpickler trips over."""
+    (tmp_path / "data_batch_1").write_bytes(raw)
+    with pytest.raises(DataError, match="data_batch_1: not a CIFAR python batch"):
+        read_cifar_batch(tmp_path / "data_batch_1")
+
+
+@given(st.binary(max_size=64).map(lambda tail: b"\x80\x04" + tail) | st.binary(max_size=64))
+def test_cifar_reader_never_fails_other_than_with_a_data_error(tmp_path_factory, raw):
+    """Any bytes at all (random ones behind a protocol-4 header, where the unpickler goes furthest): a batch
+    or a DataError, never another exception (which the CLI would report as an internal error)."""
+    path = tmp_path_factory.mktemp("cifar") / "data_batch_1"
+    path.write_bytes(raw)
+    try:
+        read_cifar_batch(path)
+    except DataError:
+        pass
+
+
+def test_cifar_reader_names_labels_that_are_not_one_per_image(tmp_path):
+    for labels in (3, [[1], [2]], [1, 2, 3]):  # a scalar, a column, too many
+        (tmp_path / "b").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": labels}))
+        with pytest.raises(DataError, match="expected data"):
+            read_cifar_batch(tmp_path / "b")

@@ -95,7 +95,7 @@ def read_cifar_batch(path: str | Path, label_key: str = "labels"):
             MemoryError, IndexError) as exc:
         raise DataError(f"{path}: not a CIFAR python batch with {label_key!r} ({type(exc).__name__}: {exc}).") \
             from None
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),):
         raise DataError(f"{path}: expected data [N, 3072] and N labels, got {data.shape} and {labels.shape}.")
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels.copy())
 
