@@ -18,10 +18,16 @@ job (``optbench gallery``):
    the minimum, which the ranking reads. Runs already complete are skipped.
 4. **Draw** one figure per function × optimizer (:func:`optbench.report.gallery.draw_trajectories`) and the index
    (``OUT/index.html``, ``OUT/index.md``, ``OUT/gallery.json``), each written atomically.
+
+With ``workers > 1`` steps 3 and 4 of a study run in the worker that tuned it, as soon as its tuning ends
+(:func:`_finish_in_worker`: its run's chunk and its figure, both atomic); this process then finds those runs
+complete and those figures drawn, and does steps 3 and 4 only for what is missing (the studies complete
+before this call, a study whose every trial failed). The files are the same either way.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,9 +36,12 @@ from typing import Any
 
 from optbench.errors import UsageError
 
+_worker_canvases = None  # a tuning worker's figure canvases, kept across its studies (_finish_in_worker)
+
 # the peer's functions and starts (pytorch_optimizer's visualize_optimizers.py)
 DEFAULT_PROBLEMS = ("rosenbrock(start=(-2.0, 2.0))", "rastrigin(start=(-2.0, 3.5))")
-DEFAULT_TRIALS = 100  # per function × optimizer, the same for every optimizer
+DEFAULT_TRIALS = 600  # per function × optimizer, the same for every optimizer (the budget measured against the peer)
+DEFAULT_DTYPE = "float32"  # the peer's (torch's default); float64 on request
 DEFAULT_STEPS = 200  # per trial and per re-run
 CLIP_NORM = 1.0  # every trial's gradient clipped to this norm, as the peer does
 MAX_ROUND, TPE_ROUNDS = 64, 10  # trials per round: about TPE_ROUNDS rounds whatever the budget, at most MAX_ROUND
@@ -167,7 +176,7 @@ def plan_gallery(problems, names=None, *, dims=None, protocol=None) -> tuple[lis
 
 
 def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: int = DEFAULT_TRIALS,
-                steps: int = DEFAULT_STEPS, workers: int = 1, batch: int | None = None, dtype: str = "float64",
+                steps: int = DEFAULT_STEPS, workers: int = 1, batch: int | None = None, dtype: str = DEFAULT_DTYPE,
                 clip_norm: float | None = CLIP_NORM, sampler_seed: int = 0, figure_format: str = "png",
                 progress_factory=None, log=print, command: str = "") -> GalleryOutcome:
     """Tune, re-run and draw the gallery into ``out_dir`` (see the module docstring).
@@ -211,18 +220,23 @@ def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: 
     if progress is not None:
         for _ in finished:
             progress.study_done()
+    folders = figure_folders(problems)
+    after_study = functools.partial(_finish_in_worker, out=out, steps=steps, dtype=dtype, clip_norm=clip_norm,
+                                    seed=TUNE_SEED, folders=folders, ext=figure_format)
     try:
-        _tune(pairs, todo, results, out, protocol, dims, trials, steps, workers, len(finished), progress, options)
+        _tune(pairs, todo, results, out, protocol, dims, trials, steps, workers, len(finished), progress, options,
+              after_study)
     finally:
         if progress is not None:
             progress.close()
     tune_s = time.perf_counter() - t_tune
+    drawn = {results[i].after for i in todo if getattr(results[i], "after", None)}  # (run id, figure) by workers
 
     log("re-running each best configuration once (trajectories)")
     entries = _rerun_best(out, pairs, results, steps, dtype, clip_norm, TUNE_SEED, command)
     rank_entries(entries)
     log(f"drawing {len(entries)} figures and the index")
-    _draw_figures(out, entries, problems, figure_format)
+    _draw_figures(out, entries, problems, figure_format, drawn)
     settings = {"protocol": protocol.name, "trials": trials, "steps": steps, "clip_norm": clip_norm, "dtype": dtype,
                 "batch": batch, "sampler_seed": sampler_seed, "workers": workers,
                 "problems": [p.label for p in problems], "command": command}
@@ -234,18 +248,21 @@ def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: 
 
 
 def _tune(pairs, todo: list[int], results: dict[int, Any], out: Path, protocol, dims, trials: int, steps: int,
-          workers: int, complete: int, progress, options: dict[str, Any]) -> None:
-    """Tune the studies ``todo`` (indices into ``pairs``) into ``results``: in ``workers`` processes, or in turn
-    in this one with the journal opened once."""
+          workers: int, complete: int, progress, options: dict[str, Any], after_study=None) -> None:
+    """Tune the studies ``todo`` (indices into ``pairs``) into ``results``: in ``workers`` processes (each
+    running ``after_study`` as a study ends), or in turn in this one with the journal opened once."""
     from optbench.tuning.study import open_storage, tune_one
 
     if todo and workers > 1 and len(todo) > 1:
+        from optbench.report.style import pyplot
         from optbench.tuning.parallel import tune_parallel
 
+        pyplot()  # matplotlib imported once, here, before the workers fork (they draw the figures)
         tuned = tune_parallel([pairs[i] for i in todo], workers=workers, protocol=protocol, trials=trials, dims=dims,
                               steps=steps, storage=None, out_dir=out,
                               progress=progress.advance if progress is not None else None,
-                              study_done=progress.study_done if progress is not None else None, **options)
+                              study_done=progress.study_done if progress is not None else None,
+                              after_study=after_study, **options)
         results.update(zip(todo, tuned))
     elif todo:
         journal = open_storage(None, out)
@@ -288,29 +305,77 @@ def _finished_studies(pairs, out: Path, protocol, dims, trials: int, steps: int,
     return done
 
 
+def _entry(problem, optimizer, result, steps: int) -> GalleryEntry:
+    """The gallery entry of a study's result, before its re-run."""
+    return GalleryEntry(problem.label, problem.name, optimizer.label, list(result.dims), result.trials_used, steps,
+                        result.best_params, result.best_value, lr_free=optimizer.entry.lr_free,
+                        gradient_free=optimizer.entry.gradient_free)
+
+
+def _best_sweep(problem, configs: list, steps: int, dtype: str, clip_norm, seed: int):
+    """The sweep re-running ``configs`` (best configurations) on ``problem``, every step recorded."""
+    from optbench.sweep.spec import Sweep
+
+    return Sweep.build([problem], configs, seeds=[seed], steps=steps, record_every=1, dtype=dtype,
+                       clip_norm=clip_norm)
+
+
+def _finish_in_worker(problem, optimizer, result, *, out: Path, steps: int, dtype: str, clip_norm, seed: int,
+                      folders: dict[str, str], ext: str) -> tuple[str, str] | None:
+    """Steps 3 and 4 for one study, in the tuning worker as its tuning ends (``tune_parallel``'s
+    ``after_study``): re-run its best configuration, write the run's chunk as ``run_sweep`` would, draw its
+    figure; returns (run id, figure) for the parent to skip both, or None where it has nothing to skip (every
+    trial failed, or that run's chunk already exists: the parent reads it as it would have)."""
+    global _worker_canvases
+    from optbench.results import STEPS_DIR, write_chunk
+    from optbench.sweep import plan
+    from optbench.sweep.tables import trace_tables
+    from optbench.sweep.writer import chunk_id
+
+    if result.best_config is None:
+        return None
+    sweep = _best_sweep(problem, [result.best_config], steps, dtype, clip_norm, seed)
+    [(engine, group)] = plan.plan_groups(sweep.expand(), sweep.engine)
+    if (out / STEPS_DIR / f"{chunk_id(group)}.parquet").exists():
+        return None
+    steps_table, summary_table = trace_tables(group, plan.execute(engine, group), engine)
+    write_chunk(out, chunk_id(group), steps_table, summary_table)
+    entry = _entry(problem, optimizer, result, steps)
+    row = summary_table.slice(0, 1).to_pylist()[0]
+    entry.run_id = group[0].run_id
+    entry.final_loss, entry.dist_to_min = float(row["final_loss"]), float(row["dist_to_min"])
+    entry.status, entry.engine = str(row["status"]), str(row["engine"])
+    entry.figure = _figure_name(entry, folders[problem.label], ext)
+    import numpy as np
+
+    path = np.column_stack([steps_table.column("x0").to_numpy(), steps_table.column("x1").to_numpy()])
+    if _worker_canvases is None:
+        from optbench.report.gallery import Canvases
+
+        _worker_canvases = Canvases()
+    _worker_canvases.draw(problem, path, entry, out / entry.figure)
+    return entry.run_id, entry.figure
+
+
 def _rerun_best(out: Path, pairs, results: dict[int, Any], steps: int, dtype: str, clip_norm, seed: int,
                 command: str) -> list[GalleryEntry]:
     """Re-run every study's best configuration once (one sweep per problem; finished runs are skipped) and
     read the verdicts from the results files."""
     from optbench.results import load_summary
     from optbench.runner import run_sweep
-    from optbench.sweep.spec import Sweep
 
     entries, best = [], []
     by_problem: dict[str, tuple[Any, list]] = {}
     for i, (problem, optimizer) in enumerate(pairs):
         r = results[i]
-        entry = GalleryEntry(problem.label, problem.name, optimizer.label, list(r.dims), r.trials_used, steps,
-                             r.best_params, r.best_value, lr_free=optimizer.entry.lr_free,
-                             gradient_free=optimizer.entry.gradient_free)
+        entry = _entry(problem, optimizer, r, steps)
         entries.append(entry)
         best.append(r.best_config)
         if r.best_config is not None:
             by_problem.setdefault(problem.label, (problem, []))[1].append(r.best_config)
     run_ids = {}
     for problem, configs in by_problem.values():
-        sweep = Sweep.build([problem], configs, seeds=[seed], steps=steps, record_every=1, dtype=dtype,
-                            clip_norm=clip_norm)
+        sweep = _best_sweep(problem, configs, steps, dtype, clip_norm, seed)
         run_ids.update({(problem.label, run.optimizer.label): run.run_id for run in sweep.expand()})
         run_sweep(sweep, out, command=command)
     for entry, config in zip(entries, best):
@@ -349,10 +414,19 @@ def _figure_name(entry: GalleryEntry, folder: str, ext: str) -> str:
     return f"{FIGURES_DIR}/{folder}/{safe_name(entry.optimizer)}.{ext}"
 
 
-def _draw_figures(out: Path, entries: list[GalleryEntry], problems, ext: str) -> None:
-    """One figure per re-run, from the results files; a figure already drawn for the same run is kept."""
-    from optbench.report.gallery import draw_trajectories
+def figure_folders(problems) -> dict[str, str]:
+    """The figures' folder per problem label: its name, or its whole label where names repeat."""
     from optbench.report.style import safe_name
+
+    names = [p.name for p in problems]
+    return {p.label: p.name if names.count(p.name) == 1 else safe_name(p.label) for p in problems}
+
+
+def _draw_figures(out: Path, entries: list[GalleryEntry], problems, ext: str,
+                  drawn: set[tuple[str, str]] = frozenset()) -> None:
+    """One figure per re-run, from the results files; a figure already drawn for the same run is kept (drawn
+    by a tuning worker in this call, ``drawn``: (run id, figure), or by an earlier call, as its index says)."""
+    from optbench.report.gallery import draw_trajectories
     from optbench.results import load_results
 
     previous = {}
@@ -362,14 +436,14 @@ def _draw_figures(out: Path, entries: list[GalleryEntry], problems, ext: str) ->
                         for e in json.loads((out / INDEX_JSON).read_text())["entries"]}
         except (OSError, ValueError, KeyError, TypeError):
             previous = {}
-    names = [p.name for p in problems]  # a folder per problem: its name, or its whole label when names repeat
-    folders = {p.label: p.name if names.count(p.name) == 1 else safe_name(p.label) for p in problems}
+    folders = figure_folders(problems)
     todo = []
     for e in entries:
         if not e.run_id:
             continue
         e.figure = _figure_name(e, folders[e.problem], ext)
-        if previous.get((e.problem, e.optimizer)) == (e.run_id, e.figure) and (out / e.figure).exists():
+        done = (e.run_id, e.figure) in drawn or previous.get((e.problem, e.optimizer)) == (e.run_id, e.figure)
+        if done and (out / e.figure).exists():
             continue
         todo.append(e)
     if not todo:

@@ -246,3 +246,70 @@ def test_trajectories_on_one_view_share_a_canvas_and_each_gets_its_own_figure(tm
     alone = tmp_path / "alone.png"
     figures.draw_trajectory(problem, inside[1], entry, alone)
     assert Image.open(alone).size in sizes
+
+
+def test_workers_finish_their_studies_and_the_gallery_is_the_one_of_one_process(tmp_path, monkeypatch):
+    """With --workers 2 each worker re-runs its study's best configuration and draws its figure as the study
+    ends; the result is the gallery one process makes: the same entries, ranks and runs, the same figure bytes,
+    and this process draws none of them again (and, called again, re-runs and redraws nothing)."""
+    import hashlib
+
+    import optbench.report.gallery as figures
+    from optbench.gallery import run_gallery
+    from optbench.results import load_summary
+
+    kw = dict(optimizers="adam,adabelief,sgd", trials=8, steps=20, batch=4, log=lambda _: None)
+    one = run_gallery(tmp_path / "one", workers=1, **kw)
+    drawn_here = []
+    real = figures.draw_trajectories
+    monkeypatch.setattr(figures, "draw_trajectories",
+                        lambda problem, items: (drawn_here.extend(items), real(problem, items))[1])
+    two = run_gallery(tmp_path / "two", workers=2, **kw)
+    assert drawn_here == []  # the workers drew every figure
+
+    def seen(outcome):
+        return [(e.problem, e.optimizer, e.best_params, e.final_loss, e.dist_to_min, e.status, e.run_id, e.figure,
+                 e.rank) for e in outcome.entries]
+
+    def pictures(folder):
+        return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+                for f in sorted((folder / "figures").rglob("*.png"))}
+
+    assert seen(two) == seen(one) and all(e.figure for e in two.entries)
+    assert pictures(tmp_path / "two") == pictures(tmp_path / "one") and len(pictures(tmp_path / "one")) == 6
+    summary = load_summary(tmp_path / "two")
+    assert sorted(summary["run_id"]) == sorted(load_summary(tmp_path / "one")["run_id"])  # each run once
+    stamps = {f: (tmp_path / "two" / f).stat().st_mtime_ns for f in pictures(tmp_path / "two")}
+    again = run_gallery(tmp_path / "two", workers=2, **kw)
+    assert again.studies_tuned == 0 and drawn_here == [] and len(load_summary(tmp_path / "two")) == 6
+    assert {f: (tmp_path / "two" / f).stat().st_mtime_ns for f in stamps} == stamps
+
+
+def test_png_figures_drawn_over_the_kept_background_are_the_files_savefig_writes(tmp_path):
+    """The PNG path draws only a figure's own artists over the contours rendered once per canvas; every file
+    is byte for byte the one a full savefig of the same figure writes (trajectories inside the view, leaving
+    it, with NaN steps, a diverged status, several in turn on one canvas)."""
+    from types import SimpleNamespace
+
+    from optbench.gallery import resolve_problems
+    from optbench.report import gallery as figures
+
+    problem = resolve_problems(None)[0]
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.normal(0, 0.05, (60, 2)), axis=0) + [-2.0, 2.0]
+    paths = [walk, walk[::-1] * 0.5, np.array([[-2.0, 2.0], [1.0, -1.0], [np.nan, np.nan]]), walk[:1]]
+    entries = [SimpleNamespace(optimizer=f"opt{i}", best_params={"lr": 10.0 ** -i}, lr_free=i == 1, steps=60,
+                               final_loss=float(i), dist_to_min=0.5 * i, status="diverged" if i == 2 else "done")
+               for i in range(len(paths))]
+    view = figures.view_bounds(problem.bounds, walk)
+    blitted, saved = figures.TrajectoryCanvas(problem, view), figures.TrajectoryCanvas(problem, view)
+    saved.blit = False
+    try:
+        for i, (path, entry) in enumerate(zip(paths, entries)):
+            a = blitted.draw(path, entry, tmp_path / f"blit{i}.png").read_bytes()
+            b = saved.draw(path, entry, tmp_path / f"save{i}.png").read_bytes()
+            assert a == b, i
+        assert len({(tmp_path / f"blit{i}.png").read_bytes() for i in range(len(paths))}) == len(paths)
+    finally:
+        blitted.close()
+        saved.close()

@@ -248,6 +248,36 @@ def test_parallel_workers_match_budget_and_resume(tmp_path):
     assert [r.best_value for r in again] == [r.best_value for r in results]
 
 
+def _best_label(problem, optimizer, result):
+    """An after_study: runs in the worker, returns what the parent then finds as the result's ``after``."""
+    return (problem.label, result.best_config.label, result.best_value)
+
+
+def _full_disk(problem, optimizer, result):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device", "/full/figures/adam.png")
+
+
+def test_parallel_after_study_runs_in_the_worker_and_its_errors_keep_their_kind(tmp_path):
+    """after_study sees the worker's result of its study (the same best as the parent's summary of the journal);
+    an environment error there (a full disk) is raised in the parent as that OSError, not as a worker's
+    traceback, so the CLI says one sentence."""
+    import errno
+
+    from optbench.tuning.parallel import tune_parallel
+
+    pairs = [(get_problem("rosenbrock"), get_optimizer(o)) for o in ("adam", "sgd")]
+    kwargs = dict(workers=2, protocol=get_protocol("tpe"), trials=12, dims=parse_space(""), steps=20,
+                  storage=None, batch=6)
+    results = tune_parallel(pairs, out_dir=tmp_path / "a", after_study=_best_label, **kwargs)
+    assert [r.after for r in results] == [(r.problem, r.best_config.label, r.best_value) for r in results]
+    assert tune_parallel(pairs, out_dir=tmp_path / "b", **kwargs)[0].after is None
+    with pytest.raises(OSError) as raised:
+        tune_parallel(pairs, out_dir=tmp_path / "c", after_study=_full_disk, **kwargs)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == "/full/figures/adam.png"
+
+
 def test_tune_cli_workers_clip_norm_and_quiet_progress(tmp_path):
     out = tmp_path / "w"
     r = invoke("tune", "-p", "rosenbrock(start=(-2.0, 2.0))", "-o", "adam,sgd", "--trials", "30,sgd=40",

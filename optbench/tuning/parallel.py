@@ -6,6 +6,9 @@ and appends every round the worker reports to the journal (one write per round),
 the rounds in flight, as with one process. With a shared ``--storage`` the workers ask and tell in it
 directly. Workers take studies from a common queue, so a 1200-trial study does not hold up the others.
 Problems and optimizers travel as spec strings (their entries hold lambdas, which do not pickle).
+A caller's ``after_study`` runs in the worker as each study ends (the gallery re-runs the study's best
+configuration and draws its figure there), so that work too is spread over the workers and overlaps the
+other studies' tuning.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from optbench.tuning.spaces import resolve_space, study_space
 from optbench.tuning.study import TuneResult, open_storage, study_name, summarize, tune_one
 
 
-def _worker(tasks, reports, options: dict[str, Any]) -> None:
+def _worker(tasks, reports, options: dict[str, Any], after_study=None) -> None:
     import torch
 
     from optbench.optimizers import get_optimizer
@@ -37,19 +40,33 @@ def _worker(tasks, reports, options: dict[str, Any]) -> None:
         try:
             problem, optimizer = get_problem(problem_spec), get_optimizer(optimizer_spec)
             if "storage" in options:  # a shared storage: ask and tell there, report counts only
-                tune_one(problem, optimizer, trials=budget,
-                         progress=lambda n, failed, i=index: reports.put(("count", i, (n, failed))), **options)
+                result = tune_one(problem, optimizer, trials=budget,
+                                  progress=lambda n, failed, i=index: reports.put(("count", i, (n, failed))),
+                                  **options)
             else:
-                tune_one(problem, optimizer, trials=budget, existing=existing,
-                         persist=lambda finished, i=index: reports.put(("round", i, finished)), **options)
-            reports.put(("done", index, None))
+                result = tune_one(problem, optimizer, trials=budget, existing=existing,
+                                  persist=lambda finished, i=index: reports.put(("round", i, finished)), **options)
+            reports.put(("done", index, None if after_study is None else after_study(problem, optimizer, result)))
+        except (OptbenchError, OSError) as exc:  # a user's or the environment's error: raised as such in the parent
+            reports.put(("error", index, _portable(exc, traceback.format_exc())))
         except BaseException:  # noqa: BLE001 - reported to the parent, which raises
             reports.put(("error", index, traceback.format_exc()))
 
 
+def _portable(exc: BaseException, text: str):
+    """``exc`` itself where it survives pickling (for the parent to raise), else its traceback's ``text``."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - an exception class with a constructor pickle cannot call
+        return text
+    return exc
+
+
 def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trials: int | None | Sequence[int | None],
                   dims, steps: int, storage: str | None, out_dir: str | Path, progress=None,
-                  while_waiting=None, study_done=None, **options: Any) -> list[TuneResult]:
+                  while_waiting=None, study_done=None, after_study=None, **options: Any) -> list[TuneResult]:
     """Tune every (problem, optimizer) pair with ``workers`` processes; results in the order of ``pairs``.
 
     ``trials`` is one budget for every pair or a sequence of one per pair; the largest studies are
@@ -58,6 +75,11 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     ``options`` are passed on to :func:`tune_one` (batch, seed, engine, dtype, device, pruner, recipe).
     ``progress(n_trials, n_failed)`` is called in this process after every round of any study, and
     ``study_done()`` as each study ends.
+    ``after_study(problem, optimizer, result)`` (picklable, e.g. a module-level function or a ``partial`` of
+    one) runs in the worker once a study's tuning ends, with the worker's :class:`TuneResult`; what it returns
+    is the ``after`` of that study's result here. An ``OptbenchError`` or ``OSError`` in a worker is raised
+    here as itself (a full disk stays the environment's error), anything else as an ``OptbenchError``
+    carrying the worker's traceback.
     ``while_waiting()`` runs in a background thread of this process once the workers are started (never
     before the fork): the CLI imports the report's libraries there while the workers tune.
     """
@@ -101,7 +123,8 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     n_procs = max(1, min(workers, len(pairs)))
     for _ in range(n_procs):
         tasks.put(None)
-    procs = [ctx.Process(target=_worker, args=(tasks, reports, common), daemon=True) for _ in range(n_procs)]
+    procs = [ctx.Process(target=_worker, args=(tasks, reports, common, after_study), daemon=True)
+             for _ in range(n_procs)]
     for p in procs:
         p.start()
     if while_waiting is not None:
@@ -109,6 +132,7 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
 
         threading.Thread(target=while_waiting, name="optbench-warm-up", daemon=True).start()
     evaluated = dict.fromkeys(range(len(pairs)), 0)
+    after: dict[int, Any] = {}
     pending = set(range(len(pairs)))
     try:
         while pending:
@@ -130,10 +154,13 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
                 if progress is not None:
                     progress(*payload)
             elif kind == "done":
+                after[index] = payload
                 pending.discard(index)
                 if study_done is not None:
                     study_done()
             else:
+                if isinstance(payload, BaseException):
+                    raise payload
                 problem, optimizer = pairs[index]
                 raise OptbenchError(f"tuning {optimizer.label} on {problem.label} failed in a worker:\n{payload}")
     finally:
@@ -151,6 +178,7 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
             study = optuna.load_study(study_name=name, storage=_url(storage))
         results.append(summarize(study.get_trials(deepcopy=False), problem, optimizer, protocol, budgets[index], space,
                                  name, evaluated[index], wall, recipe.schedule))
+        results[-1].after = after.get(index)
     return results
 
 

@@ -214,6 +214,7 @@ def _batch_tpe_class():
             super().__init__(seed=seed, multivariate=True, n_startup_trials=n_startup_trials)
             self.round_size = 1
             self._queue: list[dict] = []
+            self._round_space: dict | None = None  # infer_relative_search_space of this round
             self.base_seed, self.slot_seeded = seed, slot_seeded
 
         def sample_independent(self, study, trial, param_name, param_distribution):
@@ -227,7 +228,15 @@ def _batch_tpe_class():
             return super().sample_independent(study, trial, param_name, param_distribution)
 
         def start_round(self, k: int) -> None:
-            self.round_size, self._queue = max(1, k), []
+            self.round_size, self._queue, self._round_space = max(1, k), [], None
+
+        def infer_relative_search_space(self, study, trial):
+            """Optuna's (the intersection of the finished trials' spaces), computed once per round: a round's
+            trials are all asked before any is told, so within a round it cannot change here (and in a shared
+            storage only with a first finished trial of another space, which optbench's studies never have)."""
+            if self.round_size == 1 or not self._round_space:
+                self._round_space = super().infer_relative_search_space(study, trial)
+            return self._round_space
 
         def next_round_size(self, study, k: int) -> int:
             """The size of the next round, at most ``k``: the random startup trials make a round of their

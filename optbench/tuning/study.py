@@ -28,6 +28,7 @@ more its storage holds.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class TuneResult:
     trials_used: int = 0  # evaluated trials the result is read from: the first `budget` by slot
     trials_in_storage: int = 0  # evaluated trials the study holds (more than used after a larger --trials)
     not_used: dict[str, int] = field(default_factory=dict)  # the study's other trials, by why they are not used
+    after: Any = None  # what tune_parallel's after_study returned for this study in its worker (else None)
 
     def record(self) -> dict[str, Any]:
         """What the results manifest keeps about this study."""
@@ -392,7 +394,7 @@ def tune_one(problem, optimizer, *, protocol: Protocol, trials: int | None = Non
                     live.append(trial)
                 else:  # another process took the slot first, or it is past the budget: never evaluated
                     trial.set_user_attr(RELEASED, "over_budget" if slot >= budget else "duplicate")
-                    study.tell(trial, state=TrialState.FAIL)
+                    tell(study, trial, state=TrialState.FAIL)
             if not live:
                 flush()
                 continue
@@ -456,17 +458,40 @@ def _tell(study, trial, k: int, steps_rec, losses, finals, statuses, pruner: str
 
     if statuses[k] != "done" or not math.isfinite(float(finals[k])):
         trial.set_user_attr("status", statuses[k])
-        study.tell(trial, state=TrialState.FAIL)
+        tell(study, trial, state=TrialState.FAIL)
         return True
     for r, step in enumerate(steps_rec[:-1] if pruner != "none" else ()):
         value = float(losses[r, k])
         if math.isfinite(value):
             trial.report(value, int(step))
             if trial.should_prune():
-                study.tell(trial, state=TrialState.PRUNED)
+                tell(study, trial, state=TrialState.PRUNED)
                 return False
-    study.tell(trial, float(finals[k]))
+    tell(study, trial, float(finals[k]))
     return False
+
+
+def tell(study, trial, value: float | None = None, state=None) -> None:
+    """``study.tell(trial, value, state=state)`` without the deep copy of the told trial that ``Study.tell``
+    returns (a tenth of a gallery study's time, thrown away): its own first step, Optuna's
+    ``_tell_with_warning``, where this Optuna has it with that signature, else ``Study.tell`` itself."""
+    told = _optuna_tell()
+    if told is None:
+        study.tell(trial, value, state=state)
+    else:
+        told(study=study, trial=trial, value_or_values=value, state=state, skip_if_finished=False)
+
+
+@functools.cache
+def _optuna_tell():
+    import inspect
+
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:
+        return None
+    wanted = {"study", "trial", "value_or_values", "state", "skip_if_finished"}
+    return _tell_with_warning if wanted <= set(inspect.signature(_tell_with_warning).parameters) else None
 
 
 def summarize(all_trials, problem, optimizer, protocol: Protocol, budget: int, space: list[Dim], name: str,
