@@ -294,6 +294,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
     ap.add_argument("--quality-trials", type=int, default=100)
+    ap.add_argument("--functions", default=",".join(FUNCTIONS), help="quality: the functions, comma-separated")
+    ap.add_argument("--first-seed", type=int, default=0, help="quality: sampler seeds first-seed … first-seed + "
+                    "seeds − 1")
     ap.add_argument("--only", choices=("speed", "costs", "quality", "by-path", "phases"), default=None)
     ap.add_argument("--costs-spread", action="store_true", help="costs: trials log-spaced over the gallery's lr "
                     "space [1e-5, 10] instead of the default lr × 1.05^k")
@@ -362,14 +365,15 @@ def main() -> None:
             print(f"| {name} | {trial_path(name)} | {peer} | {costs['loop']:.0f} | {costs['round']:.1f} | {ratio} | "
                   f"{costs['loop'] / costs['round']:.1f}× |", flush=True)
     if args.only in (None, "quality") and args.seeds:
-        print(f"\nquality: best trial loss, median over sampler seeds 0–{args.seeds - 1}, {args.quality_trials} trials"
-              " each side")
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        print(f"\nquality: best trial loss, median over sampler seeds {seeds[0]}–{seeds[-1]}, {args.quality_trials} "
+              "trials each side")
         print("| function | optimizer | peer median | gallery median | no worse | gallery s/study | peer s/study |")
         print("|---|---|---:|---:|---|---:|---:|")
         for name in names:
-            for fn_name in FUNCTIONS:
-                peer = [peer_study(fn_name, name, args.quality_trials, seed) for seed in range(args.seeds)]
-                ours = [gallery_best(fn_name, name, args.quality_trials, seed) for seed in range(args.seeds)]
+            for fn_name in args.functions.split(","):
+                peer = [peer_study(fn_name, name, args.quality_trials, seed) for seed in seeds]
+                ours = [gallery_best(fn_name, name, args.quality_trials, seed) for seed in seeds]
                 p_med = statistics.median(b for b, _, _ in peer)
                 g_med = statistics.median(b for b, _ in ours)
                 print(f"| {fn_name} | {name} | {p_med:.4g} | {g_med:.4g} | {'yes' if g_med <= p_med else 'no'} | "

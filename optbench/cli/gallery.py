@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from optbench.cli.common import console, errors_handled
-from optbench.gallery import DEFAULT_STEPS, DEFAULT_TRIALS
+from optbench.gallery import DEFAULT_DTYPE, DEFAULT_STEPS, DEFAULT_TRIALS
 
 
 @errors_handled
@@ -29,7 +29,7 @@ def gallery(
     workers: Annotated[int, typer.Option(min=1, help="Processes tuning studies in parallel.")] = 1,
     batch: Annotated[int | None, typer.Option(min=1, help="Trials asked for and evaluated together (default: "
                                               "trials/10, at least 8, at most 64: about ten TPE rounds).")] = None,
-    dtype: Annotated[str, typer.Option(help="float64 or float32.")] = "float64",
+    dtype: Annotated[str, typer.Option(help="float32 (the peer's, torch's default) or float64.")] = DEFAULT_DTYPE,
     clip_norm: Annotated[float, typer.Option("--clip-norm", min=0.0, help="Clip every gradient to this norm, as "
                                              "the peer does (0: no clipping).")] = 1.0,
     sampler_seed: Annotated[int, typer.Option("--sampler-seed", help="Seed of the sampler.")] = 0,
