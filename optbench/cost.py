@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -42,23 +43,42 @@ SUMMARY_COST_COLUMNS = COST_COLUMNS + NETWORK_COST_COLUMNS  # written with every
 PEAK_COLUMNS = ("peak_memory_bytes", "peak_rss_bytes")  # aggregated over seeds by their maximum
 
 
-def state_bytes(state: Any) -> int:
-    """Bytes of every tensor with at least one dimension in a (nested) optimizer state."""
+def state_bytes(state: Any, exclude: Iterable[Any] = ()) -> int:
+    """Bytes of every tensor with at least one dimension reachable from an optimizer state: through dicts,
+    lists, tuples, sets and deques (AdaShift's queue of gradients) and the attributes of the objects kept there
+    (ScalableShampoo's preconditioners, GaLore's projectors), each tensor once, none of ``exclude`` (the
+    parameters themselves, which such objects may point back to)."""
+    seen = {id(x) for x in exclude}
+    return _reachable_bytes(state, seen)
+
+
+def _reachable_bytes(obj: Any, seen: set[int]) -> int:
+    import collections
+    import types
+
     import torch
 
-    if isinstance(state, torch.Tensor):
-        return state.nbytes if state.dim() > 0 else 0
-    if isinstance(state, dict):
-        return sum(state_bytes(v) for v in state.values())
-    if isinstance(state, (list, tuple)):
-        return sum(state_bytes(v) for v in state)
-    return 0
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)) or id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes if obj.dim() > 0 else 0
+    if isinstance(obj, dict):
+        return sum(_reachable_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+        return sum(_reachable_bytes(v, seen) for v in obj)
+    if isinstance(obj, (type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                        torch.optim.Optimizer, torch.nn.Module)):
+        return 0  # code, or another optimizer or model the object points to: not this state
+    attributes = getattr(obj, "__dict__", None)
+    return sum(_reachable_bytes(v, seen) for v in attributes.values()) if isinstance(attributes, dict) else 0
 
 
 def state_bytes_per_param(optimizer) -> float:
     """Optimizer state bytes per parameter element of a built ``torch.optim.Optimizer``."""
-    numel = sum(p.numel() for group in optimizer.param_groups for p in group["params"])
-    return state_bytes(dict(optimizer.state)) / numel if numel else math.nan
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    numel = sum(p.numel() for p in params)
+    return state_bytes(dict(optimizer.state), exclude=params) / numel if numel else math.nan
 
 
 _PROBES: dict[tuple, float] = {}

@@ -42,6 +42,30 @@ def test_state_bytes_known_multiples(spec, multiple, dtype):
     assert state_bytes_per_param(opt) == multiple * dtype.itemsize
 
 
+def test_state_bytes_reach_queues_and_objects_but_not_the_parameters():
+    """Tensors in deques and in the attributes of objects kept in the state count, each once (shared, or met
+    again through a cycle); a parameter the state points back to and scalar tensors do not."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from optbench.cost import state_bytes
+
+    param, shared = torch.zeros(10), torch.zeros(4)
+    holder = SimpleNamespace(stats=torch.zeros(3, 3), param=param, again=shared, step=torch.tensor(3.0))
+    holder.me = holder
+    state = {param: {"queue": deque([torch.zeros(10), shared]), "pre": holder, "m": shared, "lr": 0.1}}
+    assert state_bytes(state, exclude=[param]) == 4 * (10 + 4 + 9)
+    assert state_bytes(state) == 4 * (10 + 4 + 9 + 10)  # without exclude, the parameter itself counts
+
+
+@pytest.mark.parametrize("spec, shape, slots", [
+    ("adashift(keep_num=3)", (6,), 2 + 3),  # exp_avg, exp_avg_sq and the queue of 3 gradients, once full
+    ("scalableshampoo", (6,), 2),  # its momentum and the graft's (held by an object); a vector has no statistics
+])
+def test_state_held_in_queues_and_objects_is_measured(spec, shape, slots):
+    assert state_bytes_per_param(stepped(spec, shape, steps=5)) == slots * 8
+
+
 def test_adafactor_is_sublinear_on_a_matrix():
     n, m = 64, 32
     factored = stepped("adafactor(betas=(None, 0.999))", (n, m))

@@ -550,10 +550,9 @@ class _AdaShift:
     Deviations from the paper (x ← x − α m_t/√v_t): the library adds ε to the root and bias-corrects v by the
     number t − n of its updates (the class's ``max(1, t − n)`` never binds once a step is taken); its block for φ is
     the whole parameter tensor (the library's default ``reduce_func=torch.max``, not settable in optbench). The
-    queue of n gradients is not counted in ``slots`` (the class keeps it in a deque, which optbench's state
-    measurement does not see)."""
+    state counts the queue full (n gradients, as from step n on): ``2 + n`` slots."""
 
-    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq (the grad_queue deque is not measured)
+    slots = staticmethod(lambda hp: 2 + int(hp["keep_num"]))  # exp_avg, exp_avg_sq, the queue of keep_num gradients
 
     @staticmethod
     def init(x, hp):

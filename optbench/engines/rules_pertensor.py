@@ -572,9 +572,10 @@ class _ScalableShampoo:
     ``start_preconditioning_step``, steps with the graft's momentum; ε-regularised inverse roots by Schur–Newton
     (the paper's choice); not otherwise checked line by line against the paper."""
 
-    # optimizer.state holds the momentum tensor and two objects (the preconditioner, with its statistics, and the
-    # graft, with its momentum) that optbench.cost.state_bytes does not count: declared as the loop engine measures
-    slots = staticmethod(lambda hp: 1)
+    # optimizer.state holds the momentum tensor and two objects, the graft with its momentum and the preconditioner
+    # with its statistics (optbench.cost.state_bytes counts what they hold): for a vector it does not precondition
+    # (every analytic problem's: at most block_size entries) the two momenta
+    slots = staticmethod(lambda hp: 2)
 
     @staticmethod
     def init(x, hp):
