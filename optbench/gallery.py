@@ -230,7 +230,7 @@ def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: 
         if progress is not None:
             progress.close()
     tune_s = time.perf_counter() - t_tune
-    drawn = {results[i].after for i in todo if getattr(results[i], "after", None)}  # (run id, figure) by workers
+    drawn = {results[i].after for i in todo if results[i].after}  # (run id, figure) drawn by the workers
 
     log("re-running each best configuration once (trajectories)")
     entries = _rerun_best(out, pairs, results, steps, dtype, clip_norm, TUNE_SEED, command)

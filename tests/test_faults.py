@@ -447,6 +447,38 @@ def test_no_worker_outlives_its_parent(tmp_path, sig):
     assert not list(out.rglob(".*.tmp")), "temporaries of killed workers are removed on resume"
 
 
+GALLERY_ARGS = ["gallery", "--opt", "adam,sgd,lion,adabelief", "--trials", "1500", "--steps", "200", "--workers", "2",
+                "-q"]
+
+
+@LINUX
+def test_no_tuning_worker_outlives_a_killed_gallery(tmp_path):
+    """SIGKILL to `optbench gallery --workers 2` mid-tuning: its workers (which also re-run and draw) end with it
+    instead of tuning on as orphans; the same command then finishes the gallery from the journal."""
+    out = tmp_path / "g"
+    proc = subprocess.Popen([shutil.which("optbench"), *GALLERY_ARGS, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    kids: list[int] = []
+    while time.time() < deadline and not (len(kids) >= 2 and (out / "tuning.journal").exists()):
+        kids = _children(proc.pid)
+        time.sleep(0.05)
+    assert len(kids) >= 2 and proc.poll() is None, "the workers did not start"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.05)
+    survivors = [k for k in kids if _alive(k)]
+    for k in survivors:
+        os.kill(k, signal.SIGKILL)
+    assert not survivors, "tuning workers outlived the gallery"
+    r = _optbench(*GALLERY_ARGS, "--out", out, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((out / "gallery.json").read_text())["entries"]) == 8
+    assert len(list((out / "figures").rglob("*.png"))) == 8
+
+
 @LINUX
 def test_a_zombie_writers_temporary_is_stale(tmp_path):
     """A writer that exited but is not yet reaped (a killed worker whose parent died too, waiting for init) writes

@@ -14,6 +14,7 @@ other studies' tuning.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue as queue_module
 import sys
 import time
@@ -28,12 +29,15 @@ from optbench.tuning.spaces import resolve_space, study_space
 from optbench.tuning.study import TuneResult, open_storage, study_name, summarize, tune_one
 
 
-def _worker(tasks, reports, options: dict[str, Any], after_study=None) -> None:
+def _worker(tasks, reports, options: dict[str, Any], after_study=None, parent_pid: int | None = None) -> None:
     import torch
 
     from optbench.optimizers import get_optimizer
     from optbench.problems import get_problem
+    from optbench.sweep.parallel import die_with_parent
 
+    if parent_pid is not None:
+        die_with_parent(parent_pid)  # a parent killed outright (SIGKILL) leaves no worker tuning on
     torch.set_num_threads(1)  # one core per worker: the batched engine's tensors are small
     while (task := tasks.get()) is not None:
         index, problem_spec, optimizer_spec, budget, existing = task
@@ -123,7 +127,7 @@ def tune_parallel(pairs: list[tuple[Any, Any]], *, workers: int, protocol, trial
     n_procs = max(1, min(workers, len(pairs)))
     for _ in range(n_procs):
         tasks.put(None)
-    procs = [ctx.Process(target=_worker, args=(tasks, reports, common, after_study), daemon=True)
+    procs = [ctx.Process(target=_worker, args=(tasks, reports, common, after_study, os.getpid()), daemon=True)
              for _ in range(n_procs)]
     for p in procs:
         p.start()
