@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -423,7 +424,7 @@ def figure_folders(problems) -> dict[str, str]:
 
 
 def _draw_figures(out: Path, entries: list[GalleryEntry], problems, ext: str,
-                  drawn: set[tuple[str, str]] = frozenset()) -> None:
+                  drawn: AbstractSet[tuple[str, str]] = frozenset()) -> None:
     """One figure per re-run, from the results files; a figure already drawn for the same run is kept (drawn
     by a tuning worker in this call, ``drawn``: (run id, figure), or by an earlier call, as its index says)."""
     from optbench.report.gallery import draw_trajectories
