@@ -75,6 +75,17 @@ def test_adafactor_is_sublinear_on_a_matrix():
     assert state_bytes_per_param(with_momentum) == pytest.approx(8 + (n + m) / (n * m) * 8)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_eight_bit_state_is_the_same_bytes_in_every_dtype_on_both_engines(dtype):
+    """FlashAdamW keeps its moments in bytes (plus float16 scales) whatever the parameters' dtype: the batched
+    engine's declared state equals the loop engine's measurement in float32 as in float64."""
+    problem, config = get_problem("rosenbrock(dim=5)"), get_optimizer("flashadamw")
+    loop = run_loop(problem, config, 0, 6, dtype=dtype)
+    group = run_batched(problem, [config], [0], 6, dtype=dtype)
+    expected = (2 * 5 + 2 * 2) / 5  # a byte per moment and parameter, two float16 scales per group of 32
+    assert loop.cost["state_bytes_per_param"][0] == group.cost["state_bytes_per_param"][0] == expected
+
+
 @pytest.mark.parametrize("spec", ["sgd", "sgd-momentum", "adam(amsgrad=True)", "nadam", "adagrad"])
 def test_engines_report_the_same_state_bytes(spec):
     problem = get_problem("noisy-quadratic(dim=6)")

@@ -113,13 +113,8 @@ def test_integer_settings_may_differ_inside_a_group(network_data, name, problem_
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_factored_rules_declare_the_state_their_class_keeps(spec, dtype):
     config = get_optimizer(spec)
-    if config.hyperparams.get("quantize") and dtype == torch.float32:
-        # FlashAdamW's 8-bit moments are bytes, not slots of the parameters' dtype: declared for float64 (the
-        # analytic engines' dtype); a declaration per dtype would need a change to Rule (reported)
-        declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * 8
-        assert declared == probe_state_bytes_per_param(config, 5, dtype)
-        return
-    declared = RULES[config.entry.batched].slots_per_param(config.hyperparams, 5) * dtype.itemsize
+    # (FlashAdamW's 8-bit moments are bytes whatever the dtype: Rule.fixed_bytes)
+    declared = RULES[config.entry.batched].bytes_per_param(config.hyperparams, 5, dtype.itemsize)
     # AdaShift's queue of keep_num gradients is full from step keep_num on: measured there
     steps = int(config.hyperparams["keep_num"]) + 1 if config.entry.name == "adashift" else 2
     assert declared == probe_state_bytes_per_param(config, 5, dtype, steps=steps), spec

@@ -241,7 +241,7 @@ def _run_batched(problem, optimizers, seeds, steps, record_every, device, dtype,
         # per configuration, from the rule's declaration of the mirrored class's state (tests check it
         # against the real class); building a torch.optim object here would cost a second of imports
         itemsize = torch.empty((), dtype=dtype).element_size()
-        state_per_param = np.array([rule.slots_per_param(o.hyperparams, x.shape[-1]) * itemsize
+        state_per_param = np.array([rule.bytes_per_param(o.hyperparams, x.shape[-1], itemsize)
                                     for o in optimizers], float)
         if slots is not None:
             state_per_param = slots.to(torch.float64).cpu().numpy() * itemsize

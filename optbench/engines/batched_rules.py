@@ -95,10 +95,18 @@ class Rule:
     # rules whose state size follows the trajectory (L-BFGS's history): each configuration's slots per parameter
     # now, a [K] tensor from the rule's state (the loop engine measures the real class's state when a run stops)
     slots_in: Callable[[State], torch.Tensor] | None = None
+    # rules whose state is not kept in the parameters' dtype (FlashAdamW's 8-bit moments): bytes per parameter of
+    # a [d] vector, whatever that dtype (None: slots × the dtype's size)
+    fixed_bytes: Callable[[dict[str, Any], int], float | None] | None = None
 
     def slots_per_param(self, hp: dict[str, Any], dim: int) -> float:
         """State elements the mirrored class keeps per parameter of one ``[dim]`` parameter vector."""
         return self.dim_slots(hp, dim) if self.dim_slots is not None else self.state_slots(hp)
+
+    def bytes_per_param(self, hp: dict[str, Any], dim: int, itemsize: int) -> float:
+        """State bytes the mirrored class keeps per parameter of one ``[dim]`` vector of ``itemsize``-byte values."""
+        fixed = self.fixed_bytes(hp, dim) if self.fixed_bytes is not None else None
+        return fixed if fixed is not None else self.slots_per_param(hp, dim) * itemsize
 
     @property
     def needs_hessian(self) -> bool:
@@ -118,7 +126,8 @@ def _rule(name: str, needs: Iterable[str] = ()):
             raise ValueError(f"rule {name!r}: a reported() method and the REPORTED need go together")
         RULES[name] = Rule(cls.init, cls.step, frozenset(needs), getattr(cls, "slots", lambda hp: 0),
                            getattr(cls, "reported", None), getattr(cls, "dim_slots", None),
-                           getattr(cls, "refuses", lambda hp: None), getattr(cls, "slots_in", None))
+                           getattr(cls, "refuses", lambda hp: None), getattr(cls, "slots_in", None),
+                           getattr(cls, "fixed_bytes", None))
         return cls
 
     return wrap

@@ -793,12 +793,12 @@ def _flash_roundtrip(values: torch.Tensor, signed: bool, sqrt: bool, softsign: b
     return restored.pow(2) if sqrt else restored
 
 
-def _flash_slots(hp, dim):
-    """State slots per parameter of a ``[dim]`` float64 vector: two float64 moments, or with ``quantize`` two bytes
-    per parameter plus two float16 scales per group of 32 (in float64 slots: the declaration has no dtype)."""
+def _flash_bytes(hp, dim):
+    """With ``quantize``: state bytes per parameter of a ``[dim]`` vector, whatever its dtype (one byte per moment
+    and parameter plus two float16 scales per group of 32); else None (two moments in the parameters' dtype)."""
     if not hp["quantize"]:
-        return 2
-    return (2 * dim + 2 * 2 * math.ceil(dim / FLASH_GROUP_SIZE)) / (dim * 8)
+        return None
+    return (2 * dim + 2 * 2 * math.ceil(dim / FLASH_GROUP_SIZE)) / dim
 
 
 @_rule("flashadamw", needs=[LAYERS])
@@ -816,7 +816,8 @@ class _FlashAdamW:
     for a low-precision parameter's resolution) and ``fused`` (the class raises). Deviations from the paper: not
     checked against its text; the library's portable backend, as described."""
 
-    dim_slots = staticmethod(_flash_slots)
+    slots = staticmethod(lambda hp: 2)  # exp_avg, exp_avg_sq; quantized: fixed_bytes
+    fixed_bytes = staticmethod(_flash_bytes)
 
     @staticmethod
     def refuses(hp):
