@@ -27,7 +27,9 @@ search space as optbench's on both sides (lr log-uniform in [1e-5, 10]; lr-free 
    group's CPU seconds per optimizer with the number of the gallery's optimizers that run that way.
 4. **Search quality at equal budget**: the best trial loss per optimizer × function, median over sampler seeds,
    the gallery's tuner (``tune_one`` with the gallery's settings) against the peer's loop, both at
-   ``--quality-trials`` trials.
+   ``--quality-trials`` trials. ``--record FILE`` keeps every study's result as one JSON line and reuses the
+   ones already there (a peer study costs 30–75 s): a long quality run can stop and continue, and the medians
+   are read from every recorded seed asked for.
 
 5. **Phases** (``--only phases``): CPU seconds of each phase of one in-process gallery on ``--opt``.
 
@@ -191,6 +193,24 @@ def gallery_best(fn_name: str, name: str, trials: int, seed: int) -> tuple[float
         return (r.best_value if r.best_value is not None else math.inf), time.perf_counter() - t0
 
 
+def recorded(record: Path | None, side: str, fn_name: str, name: str, trials: int, seed: int, compute):
+    """(best loss, seconds) of one quality study: from ``record`` (JSON lines) when it holds it, else
+    ``compute()``, appended there at once."""
+    import json
+
+    key = {"side": side, "function": fn_name, "optimizer": name, "trials": trials, "seed": seed}
+    if record is not None and record.exists():
+        for line in record.read_text().splitlines():
+            row = json.loads(line)
+            if {k: row.get(k) for k in key} == key:
+                return row["best"], row["seconds"]
+    best, seconds = compute()
+    if record is not None:
+        with record.open("a") as f:
+            f.write(json.dumps({**key, "best": best, "seconds": round(seconds, 3)}) + "\n")
+    return best, seconds
+
+
 def trial_path(name: str) -> str:
     """How the gallery runs a round of ``name``'s trials: a batched rule, one shared object in a layout
     (engines.stacked), side by side (one object per trial), or one run at a time (engines.trials' reasons)."""
@@ -295,6 +315,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds for the quality table (0: skip it)")
     ap.add_argument("--quality-trials", type=int, default=100)
     ap.add_argument("--functions", default=",".join(FUNCTIONS), help="quality: the functions, comma-separated")
+    ap.add_argument("--record", type=Path, default=None, help="quality: JSON lines of every study's result, "
+                    "read first and appended to (a run that stops continues from it)")
     ap.add_argument("--first-seed", type=int, default=0, help="quality: sampler seeds first-seed … first-seed + "
                     "seeds − 1")
     ap.add_argument("--only", choices=("speed", "costs", "quality", "by-path", "phases"), default=None)
@@ -372,12 +394,16 @@ def main() -> None:
         print("|---|---|---:|---:|---|---:|---:|")
         for name in names:
             for fn_name in args.functions.split(","):
-                peer = [peer_study(fn_name, name, args.quality_trials, seed) for seed in seeds]
-                ours = [gallery_best(fn_name, name, args.quality_trials, seed) for seed in seeds]
-                p_med = statistics.median(b for b, _, _ in peer)
+                peer = [recorded(args.record, "peer", fn_name, name, args.quality_trials, seed,
+                                 lambda f=fn_name, o=name, s=seed: peer_study(f, o, args.quality_trials, s)[::2])
+                        for seed in seeds]
+                ours = [recorded(args.record, "gallery", fn_name, name, args.quality_trials, seed,
+                                 lambda f=fn_name, o=name, s=seed: gallery_best(f, o, args.quality_trials, s))
+                        for seed in seeds]
+                p_med = statistics.median(b for b, _ in peer)
                 g_med = statistics.median(b for b, _ in ours)
                 print(f"| {fn_name} | {name} | {p_med:.4g} | {g_med:.4g} | {'yes' if g_med <= p_med else 'no'} | "
-                      f"{statistics.median(s for _, s in ours):.2f} | {statistics.median(s for _, _, s in peer):.2f} |",
+                      f"{statistics.median(s for _, s in ours):.2f} | {statistics.median(s for _, s in peer):.2f} |",
                       flush=True)
 
 
