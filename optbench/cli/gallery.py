@@ -26,7 +26,8 @@ def gallery(
     trials: Annotated[int, typer.Option(min=1, help="Trials per problem × optimizer, the same for every "
                                         "optimizer.")] = DEFAULT_TRIALS,
     steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per trial and per re-run.")] = DEFAULT_STEPS,
-    workers: Annotated[int, typer.Option(min=1, help="Processes tuning studies in parallel.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Processes tuning studies in parallel (each also re-runs "
+                                          "and draws the studies it tuned).")] = 1,
     batch: Annotated[int | None, typer.Option(min=1, help="Trials asked for and evaluated together (default: "
                                               "trials/10, at least 8, at most 64: about ten TPE rounds).")] = None,
     dtype: Annotated[str, typer.Option(help="float32 (the peer's, torch's default) or float64.")] = DEFAULT_DTYPE,
