@@ -403,6 +403,17 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has exited (its parent, now init, may not reap it at once)
 
 
+def _survivors(kids: list[int], wait_s: float = 20) -> list[int]:
+    """The processes of ``kids`` still alive after up to ``wait_s`` seconds; each is killed (no test leaves one)."""
+    deadline = time.time() + wait_s
+    while time.time() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.05)
+    survivors = [k for k in kids if _alive(k)]
+    for k in survivors:
+        os.kill(k, signal.SIGKILL)
+    return survivors
+
+
 WORKER_ARGS = ["run", "-p", "rosenbrock,saddle", "-o", "adam,sgd", "--lr", "1e-3:1e-1:3", "--seeds", "2",
                "--steps", "600", "--engine", "loop", "-q", "--workers", "2"]
 
@@ -427,12 +438,7 @@ def test_no_worker_outlives_its_parent(tmp_path, sig):
     proc, kids = _start_workers(out)
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
-    deadline = time.time() + 20
-    while time.time() < deadline and any(_alive(k) for k in kids):
-        time.sleep(0.05)
-    survivors = [k for k in kids if _alive(k)]
-    for k in survivors:
-        os.kill(k, signal.SIGKILL)
+    survivors = _survivors(kids)
     assert not survivors, f"workers or the resource tracker outlived the parent ({sig.name})"
     if sig == signal.SIGTERM:  # like Ctrl-C: finished runs kept, said so, exit 143
         assert proc.returncode == 143, err
@@ -466,12 +472,7 @@ def test_no_tuning_worker_outlives_a_killed_gallery(tmp_path):
     assert len(kids) >= 2 and proc.poll() is None, "the workers did not start"
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
-    deadline = time.time() + 20
-    while time.time() < deadline and any(_alive(k) for k in kids):
-        time.sleep(0.05)
-    survivors = [k for k in kids if _alive(k)]
-    for k in survivors:
-        os.kill(k, signal.SIGKILL)
+    survivors = _survivors(kids)
     assert not survivors, "tuning workers outlived the gallery"
     r = _optbench(*GALLERY_ARGS, "--out", out, timeout=300)
     assert r.returncode == 0, r.stderr
