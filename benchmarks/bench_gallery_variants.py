@@ -8,10 +8,13 @@
    recorded in BENCHMARKS.md (``PEER``), with the shipped sampler or a variant: ``--local-share`` (the share of
    each round drawn around the best trials), ``--round`` (trials per round), ``--grow F`` (each round F × the
    trials finished so far). ``--pair FUNCTION/OPTIMIZER`` prints that pair's best loss per seed instead.
+3. **Figures** (``figures``): milliseconds per gallery PNG on one kept canvas, drawn over the kept background
+   (what the gallery does) against a full ``savefig`` of the same figure, interleaved, medians of ``--repeats``.
 
     python benchmarks/bench_gallery_variants.py ab 35b3afb [--repeats 2]
     python benchmarks/bench_gallery_variants.py sampler [--local-share 0.25 | --round 30 | --grow 0.6] [--seeds 5]
     python benchmarks/bench_gallery_variants.py sampler --pair rastrigin/adan --seeds 15
+    python benchmarks/bench_gallery_variants.py figures [--repeats 20]
 """
 
 from __future__ import annotations
@@ -114,6 +117,32 @@ def sampler(args) -> None:
           f"{time.perf_counter() - t0:.0f} s of tuning")
 
 
+def figures(repeats: int) -> None:
+    import numpy as np
+
+    from optbench.gallery import GalleryEntry, resolve_problems
+    from optbench.report.gallery import TrajectoryCanvas, view_bounds
+
+    problem = resolve_problems(None)[0]
+    path = np.cumsum(np.random.default_rng(0).normal(0, 0.02, (201, 2)), axis=0) + [-2.0, 2.0]
+    entry = GalleryEntry(problem.label, problem.name, "adam", ["lr"], 600, 200, {"lr": 0.01}, 0.5, final_loss=0.5,
+                         dist_to_min=0.1, status="done")
+    canvas = TrajectoryCanvas(problem, view_bounds(problem.bounds, path))
+    ms: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(repeats + 1):
+            for blit in (True, False):
+                canvas.blit = blit
+                t0 = time.perf_counter()
+                canvas.draw(path, entry, Path(d) / f"{i}-{blit}.png")
+                if i:  # the first of each: the background's one-time rendering
+                    ms[blit].append(1e3 * (time.perf_counter() - t0))
+    canvas.close()
+    over, full = statistics.median(ms[True]), statistics.median(ms[False])
+    print(f"| PNG figure | ms (median of {repeats}) |\n|---|---:|\n| over the kept background | {over:.1f} |\n"
+          f"| full savefig | {full:.1f} |\n| ratio | {full / over:.2f}× |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -126,8 +155,15 @@ def main() -> None:
     s.add_argument("--round", type=int, default=60)
     s.add_argument("--grow", type=float, default=None)
     s.add_argument("--pair", default=None, help="FUNCTION/OPTIMIZER: its best loss per seed")
+    f = sub.add_parser("figures")
+    f.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
-    ab(args.rev, args.repeats) if args.mode == "ab" else sampler(args)
+    if args.mode == "ab":
+        ab(args.rev, args.repeats)
+    elif args.mode == "sampler":
+        sampler(args)
+    else:
+        figures(args.repeats)
 
 
 if __name__ == "__main__":
