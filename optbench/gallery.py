@@ -186,6 +186,7 @@ def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: 
     tuned in this process, i counting the complete ones too), ``advance(n_trials, n_failed)`` (every round),
     ``study_done()`` (each study that ends, complete ones first) and ``close()``, such as
     ``cli.progress.TrialProgress``; ``log(text)``: one line per phase."""
+    from optbench.formatting import plural
     from optbench.results import check_writable
     from optbench.tuning import get_protocol, parse_space
     from optbench.tuning.study import TUNE_SEED
@@ -213,8 +214,9 @@ def run_gallery(out_dir: str | Path, *, problems=None, optimizers=None, trials: 
     todo = [i for i in range(len(pairs)) if i not in finished]
     if finished:
         log(f"{len(finished)} of {len(pairs)} studies already complete in {out}: not tuned again")
-    log(f"tuning {len(todo)} {'study' if len(todo) == 1 else 'studies'} ({len(pairs) // len(problems)} optimizers × "
-        f"{len(problems)} problems, {len(skipped)} optimizers skipped): tpe, {trials} trials × {steps} steps each")
+    log(f"tuning {plural(len(todo), 'study', 'studies')} ({plural(len(pairs) // len(problems), 'optimizer')} × "
+        f"{plural(len(problems), 'problem')}, {plural(len(skipped), 'optimizer')} skipped): tpe, {trials} trials × "
+        f"{steps} steps each")
     results: dict[int, Any] = dict(finished)
     t_tune = time.perf_counter()
     progress = progress_factory(trials * len(todo), len(pairs)) if progress_factory is not None else None

@@ -40,7 +40,7 @@ def gallery(
     """Tune every optimizer on Rosenbrock and Rastrigin with equal budgets and draw the gallery."""
     from optbench.cli.progress import TrialProgress
     from optbench.errors import UsageError
-    from optbench.formatting import fmt_num
+    from optbench.formatting import fmt_num, plural
     from optbench.gallery import run_gallery
     from optbench.sweep.spec import DTYPES
 
@@ -64,6 +64,7 @@ def gallery(
         best = ", ".join(f"{e.rank}. {e.optimizer} {fmt_num(e.final_loss)}" for e in ranked) or "none"
         log(f"{label}: {best}")
     if outcome.skipped:
-        log(f"not in the gallery: {len(outcome.skipped)} optimizers ({', '.join(s.optimizer for s in outcome.skipped)};"
-            f" reasons in {outcome.index_md.name})")
+        names = ", ".join(s.optimizer for s in outcome.skipped)
+        log(f"not in the gallery: {plural(len(outcome.skipped), 'optimizer')} ({names}; "
+            f"reasons in {outcome.index_md.name})")
     log(f"tuning {outcome.tune_s:.1f} s, total {outcome.total_s:.1f} s → {outcome.index_html}")
